@@ -1,0 +1,17 @@
+"""Feature services: one versioned service per model."""
+
+from feast import FeatureService
+from on_demand_views import request_time_features, user_feature_transforms
+from views import user_features
+
+# The seven model features, in the model's column order.
+churn_v1 = FeatureService(
+    name="churn_v1",
+    features=[
+        user_features[["feature_1", "feature_2"]],
+        user_feature_transforms[["feature_ratio", "feature_log"]],
+        request_time_features[["day_of_week_sin", "day_of_week_cos", "is_weekend"]],
+    ],
+    description="Features of the churn model, version 1.",
+    tags={"model": "churn-predictor"},
+)

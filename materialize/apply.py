@@ -1,0 +1,42 @@
+"""Stage: register the Feast definitions of ``feature_repo/`` (``feast apply``)."""
+
+from __future__ import annotations
+
+import subprocess
+from typing import Annotated
+
+import typer
+
+from materialize.settings import FeastProfile, FeastSettings
+from materialize.store import FeastConfigurationError, run_feast_cli
+
+
+def apply_feature_repo(settings: FeastSettings) -> str:
+    """Run ``feast apply`` for the repo and profile; return Feast's output.
+
+    Raises:
+        FeastConfigurationError: The profile cannot be used as configured.
+        subprocess.CalledProcessError: feast apply failed.
+    """
+    completed = run_feast_cli(settings, "apply")
+    return completed.stdout
+
+
+def apply_command(
+    profile: Annotated[
+        FeastProfile | None,
+        typer.Option(help="Feast profile (default: $CHURN_FEAST_PROFILE or production)."),
+    ] = None,
+) -> None:
+    """Register the feature definitions in the Feast registry (feast apply)."""
+    settings = FeastSettings() if profile is None else FeastSettings(profile=profile)
+    try:
+        output = apply_feature_repo(settings)
+    except FeastConfigurationError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
+    except subprocess.CalledProcessError as error:
+        typer.echo(f"error: feast apply failed:\n{error.stdout}{error.stderr}", err=True)
+        raise typer.Exit(1) from error
+    typer.echo(output.strip())
+    typer.echo(f"applied {settings.repo_path} with profile {settings.profile}")

@@ -1,0 +1,40 @@
+"""The ``churn`` command line: one subcommand per pipeline stage.
+
+Each stage module holds its pure core function and a thin Typer command; this module only
+collects them. Stage modules keep heavy imports (feast, mlflow, sklearn) inside function
+bodies so ``churn --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+# (command name, "module:function") of every stage command, in pipeline order.
+COMMANDS: list[tuple[str, str]] = [
+    ("generate", "materialize.generate:generate_command"),
+    ("ingest", "materialize.ingest:ingest_command"),
+    ("apply", "materialize.apply:apply_command"),
+]
+
+
+def build_app() -> typer.Typer:
+    """Assemble the root Typer application from the stage commands."""
+    app = typer.Typer(
+        name="churn",
+        help="Churn platform: data, features, training, serving and monitoring.",
+        no_args_is_help=True,
+        add_completion=False,
+        pretty_exceptions_enable=False,
+    )
+    for name, target in COMMANDS:
+        module_name, function_name = target.split(":")
+        command = getattr(importlib.import_module(module_name), function_name)
+        app.command(name)(command)
+    return app
+
+
+def main() -> None:
+    """Console-script entry point."""
+    build_app()()

@@ -1,0 +1,94 @@
+"""Settings of the data layer: where the data lives and which Feast profile to use.
+
+Each component has its own settings class with its own environment prefix; they are built
+on demand (never at import time) and validated when built.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+FeastProfile = Literal["production", "embedded", "team"]
+
+PROFILE_FILES: dict[str, str] = {
+    "production": "feature_store.yaml",
+    "embedded": "feature_store.embedded.yaml",
+    "team": "feature_store.team.yaml",
+}
+
+
+class DataSettings(BaseSettings):
+    """Where raw, offline and quarantined data live (prefix ``CHURN_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="CHURN_", extra="ignore")
+
+    data_dir: Path = Field(
+        default=PROJECT_ROOT / "data",
+        description="Root of all local data: raw events, offline tables, quarantine, stores.",
+    )
+
+    @property
+    def raw_dir(self) -> Path:
+        """Folder of raw event files."""
+        return self.data_dir / "raw"
+
+    @property
+    def offline_dir(self) -> Path:
+        """Folder of the offline feature and label tables that Feast reads."""
+        return self.data_dir / "offline"
+
+    @property
+    def user_features_path(self) -> Path:
+        """Parquet table of user feature snapshots (the Feast batch source)."""
+        return self.offline_dir / "user_features.parquet"
+
+    @property
+    def labels_path(self) -> Path:
+        """Parquet table of churn labels (the training entity frame)."""
+        return self.offline_dir / "labels.parquet"
+
+    @property
+    def quarantine_dir(self) -> Path:
+        """Folder where ingest writes the rows it could not use."""
+        return self.data_dir / "quarantine"
+
+
+class FeastSettings(BaseSettings):
+    """How to open the Feast feature store (prefix ``CHURN_FEAST_``).
+
+    The connection values are substituted into the profile's ``${VAR}`` placeholders, so
+    the same yaml serves ``feast`` on the command line and the ``churn`` commands.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="CHURN_FEAST_", extra="ignore")
+
+    repo_path: Path = Field(default=PROJECT_ROOT / "feature_repo")
+    profile: FeastProfile = "production"
+    redis_url: str = Field(
+        default="127.0.0.1:6379",
+        validation_alias="CHURN_REDIS_URL",
+        description="Feast Redis connection string (host:port[,db=N][,password=...]).",
+    )
+    registry_url: str | None = Field(
+        default=None,
+        validation_alias="CHURN_REGISTRY_URL",
+        description="SQLAlchemy URL of the shared SQL registry (team profile only).",
+    )
+
+    @property
+    def yaml_path(self) -> Path:
+        """The feature_store yaml of the chosen profile."""
+        return self.repo_path / PROFILE_FILES[self.profile]
+
+    def substitutions(self) -> dict[str, str]:
+        """Values for the ``${VAR}`` placeholders of the profile files."""
+        values = {"CHURN_REDIS_URL": self.redis_url}
+        if self.registry_url:
+            values["CHURN_REGISTRY_URL"] = self.registry_url
+        return values

@@ -1,0 +1,104 @@
+"""Opening the Feast feature store of a profile, with its placeholders checked early."""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import yaml
+
+from materialize.settings import FeastSettings
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+    from feast.repo_config import RepoConfig
+
+_PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+class FeastConfigurationError(RuntimeError):
+    """A profile cannot be used as configured (missing file or unset variable)."""
+
+
+def _profile_environment(settings: FeastSettings) -> dict[str, str]:
+    """The variables a profile may reference: the process environment plus the settings."""
+    return {**os.environ, **settings.substitutions()}
+
+
+def render_profile(settings: FeastSettings) -> dict[str, Any]:
+    """Read the profile's yaml and substitute its ``${VAR}`` placeholders.
+
+    Feast itself leaves an unset variable in place and fails much later (for Redis with
+    ``KeyError: 'port'``); this names every unset variable at once instead.
+
+    Raises:
+        FeastConfigurationError: The yaml is missing or references unset variables.
+    """
+    path = settings.yaml_path
+    if not path.is_file():
+        raise FeastConfigurationError(f"Feast profile {settings.profile!r}: no file {path}")
+    text = path.read_text()
+    environment = _profile_environment(settings)
+    missing = sorted({name for name in _PLACEHOLDER.findall(text) if name not in environment})
+    if missing:
+        raise FeastConfigurationError(
+            f"Feast profile {settings.profile!r} ({path.name}) needs environment "
+            f"variable(s) {', '.join(missing)}"
+        )
+    rendered = _PLACEHOLDER.sub(lambda match: environment[match.group(1)], text)
+    loaded: dict[str, Any] = yaml.safe_load(rendered)
+    return loaded
+
+
+def load_repo_config(settings: FeastSettings) -> RepoConfig:
+    """Build Feast's RepoConfig for the profile, paths resolved against the repo."""
+    from feast.repo_config import RepoConfig
+
+    config = RepoConfig(**render_profile(settings))
+    config.repo_path = settings.repo_path
+    return config
+
+
+def open_feature_store(settings: FeastSettings | None = None) -> FeatureStore:
+    """Open the feature store of the configured profile.
+
+    Args:
+        settings: Which repo and profile; read from the environment when omitted.
+    """
+    from feast import FeatureStore
+
+    settings = settings or FeastSettings()
+    return FeatureStore(repo_path=str(settings.repo_path), config=load_repo_config(settings))
+
+
+def feast_cli_environment(settings: FeastSettings) -> dict[str, str]:
+    """Environment for running the ``feast`` command line on this profile."""
+    render_profile(settings)  # fail early, naming unset variables
+    environment = _profile_environment(settings)
+    environment["FEAST_FS_YAML_FILE_PATH"] = str(settings.yaml_path)
+    return environment
+
+
+def run_feast_cli(settings: FeastSettings, *args: str) -> subprocess.CompletedProcess[str]:
+    """Run ``feast <args>`` in the repo folder on this profile, as a data engineer would.
+
+    A separate process is used because Feast imports the repo's modules by bare name
+    (``entities``, ``views``): two repos applied in one process would share them.
+
+    Raises:
+        subprocess.CalledProcessError: feast exited non-zero (its output is attached).
+    """
+    feast_executable = Path(sys.executable).with_name("feast")
+    command = [str(feast_executable), "-f", str(settings.yaml_path), *args]
+    return subprocess.run(
+        command,
+        cwd=settings.repo_path,
+        env=feast_cli_environment(settings),
+        check=True,
+        capture_output=True,
+        text=True,
+    )

@@ -1,0 +1,52 @@
+"""Shared fixtures: real Redis, real PostgreSQL, isolated Feast repos."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.utils.feast_repo import TestRepo, make_feature_repo
+from tests.utils.services import (
+    delete_project_keys,
+    redis_client,
+    temporary_postgres_database,
+    unique_name,
+)
+
+
+@pytest.fixture(autouse=True)
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Keep every test away from the developer's data, MLflow store and home."""
+    monkeypatch.setenv("CHURN_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("CHURN_FEAST_PROFILE", raising=False)
+
+
+@pytest.fixture(scope="session")
+def redis_available() -> None:
+    """Fail (never skip) when the test Redis is not running."""
+    redis_client().ping()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """URL of a fresh PostgreSQL database, dropped after the test."""
+    with temporary_postgres_database() as url:
+        yield url
+
+
+@pytest.fixture
+def feast_project() -> Iterator[str]:
+    """A unique Feast project name; its Redis keys are deleted afterwards."""
+    project = unique_name("churn_test")
+    yield project
+    delete_project_keys(project)
+
+
+@pytest.fixture
+def feature_repo(tmp_path: Path, feast_project: str, redis_available: None) -> TestRepo:
+    """An isolated copy of the feature repo on the production (Redis) profile."""
+    return make_feature_repo(tmp_path, project=feast_project)

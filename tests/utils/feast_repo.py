@@ -1,0 +1,51 @@
+"""A private copy of the project's Feast repo, so tests never share registry or data."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+from materialize.settings import PROJECT_ROOT, DataSettings, FeastProfile, FeastSettings
+from tests.utils.services import REDIS_HOST, REDIS_PORT
+
+FEATURE_REPO = PROJECT_ROOT / "feature_repo"
+
+
+@dataclass(frozen=True)
+class TestRepo:
+    """Settings of one isolated copy of the feature repo and its data folder."""
+
+    project: str
+    feast: FeastSettings
+    data: DataSettings
+
+
+def make_feature_repo(
+    root: Path,
+    *,
+    project: str,
+    profile: FeastProfile = "production",
+    registry_url: str | None = None,
+    redis_db: int = 0,
+) -> TestRepo:
+    """Copy ``feature_repo/`` into ``root`` with its own project name and data folder.
+
+    Only the project name of each yaml changes; the definitions and profiles are the
+    project's own. Data lives in ``root/data`` (where the repo's relative paths point).
+    """
+    repo = root / "feature_repo"
+    shutil.copytree(FEATURE_REPO, repo, ignore=shutil.ignore_patterns("__pycache__", "data"))
+    for yaml_file in repo.glob("feature_store*.yaml"):
+        text = re.sub(r"^project: .*$", f"project: {project}", yaml_file.read_text(), flags=re.M)
+        yaml_file.write_text(text)
+    data_dir = root / "data"
+    data_dir.mkdir(exist_ok=True)
+    feast = FeastSettings(
+        repo_path=repo,
+        profile=profile,
+        redis_url=f"{REDIS_HOST}:{REDIS_PORT},db={redis_db}",
+        registry_url=registry_url,
+    )
+    return TestRepo(project=project, feast=feast, data=DataSettings(data_dir=data_dir))
