@@ -23,17 +23,14 @@ from views import user_features
 def user_feature_transforms(inputs: dict[str, Any]) -> dict[str, Any]:
     import math
 
+    def _missing(value: Any) -> bool:
+        return value is None or (isinstance(value, float) and math.isnan(value))
+
     ratios: list[float | None] = []
     logs: list[float | None] = []
     for f1, f2 in zip(inputs["feature_1"], inputs["feature_2"], strict=True):
-        if f1 is None or f2 is None or (isinstance(f1, float) and math.isnan(f1)) or (isinstance(f2, float) and math.isnan(f2)):
-            ratios.append(None)
-        else:
-            ratios.append(float(f1) / (float(f2) + 1e-8))
-        if f1 is None or (isinstance(f1, float) and math.isnan(f1)):
-            logs.append(None)
-        else:
-            logs.append(math.log1p(max(float(f1), 0.0)))
+        ratios.append(None if _missing(f1) or _missing(f2) else float(f1) / (float(f2) + 1e-8))
+        logs.append(None if _missing(f1) else math.log1p(max(float(f1), 0.0)))
     return {"feature_ratio": ratios, "feature_log": logs}
 
 

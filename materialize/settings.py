@@ -66,7 +66,9 @@ class FeastSettings(BaseSettings):
     the same yaml serves ``feast`` on the command line and the ``churn`` commands.
     """
 
-    model_config = SettingsConfigDict(env_prefix="CHURN_FEAST_", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="CHURN_FEAST_", extra="ignore", validate_by_name=True, validate_by_alias=True
+    )
 
     repo_path: Path = Field(default=PROJECT_ROOT / "feature_repo")
     profile: FeastProfile = "production"

@@ -6,6 +6,8 @@ import os
 import re
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -73,6 +75,25 @@ def open_feature_store(settings: FeastSettings | None = None) -> FeatureStore:
 
     settings = settings or FeastSettings()
     return FeatureStore(repo_path=str(settings.repo_path), config=load_repo_config(settings))
+
+
+def release_feature_store(store: FeatureStore) -> None:
+    """Close the connection pools of a SQL registry (a file registry holds none)."""
+    registry = getattr(store, "_registry", None)  # the property would create one
+    for name in ("write_engine", "read_engine"):
+        engine = getattr(registry, name, None)
+        if engine is not None:
+            engine.dispose()
+
+
+@contextmanager
+def feature_store_session(settings: FeastSettings | None = None) -> Iterator[FeatureStore]:
+    """Open the feature store for a block of work and release its registry connections."""
+    store = open_feature_store(settings)
+    try:
+        yield store
+    finally:
+        release_feature_store(store)
 
 
 def feast_cli_environment(settings: FeastSettings) -> dict[str, str]:

@@ -17,7 +17,7 @@ class MlflowSettings(BaseSettings):
     current directory (MLflow's own default depends on where the process runs).
     """
 
-    model_config = SettingsConfigDict(extra="ignore")
+    model_config = SettingsConfigDict(extra="ignore", validate_by_name=True, validate_by_alias=True)
 
     tracking_uri: str | None = Field(default=None, validation_alias="MLFLOW_TRACKING_URI")
     artifact_root: Path | None = Field(default=None, validation_alias="CHURN_MLFLOW_ARTIFACT_ROOT")

@@ -17,6 +17,8 @@ FEATURE_REPO = PROJECT_ROOT / "feature_repo"
 class TestRepo:
     """Settings of one isolated copy of the feature repo and its data folder."""
 
+    __test__ = False  # a factory result, not a test class
+
     project: str
     feast: FeastSettings
     data: DataSettings
