@@ -141,7 +141,8 @@ def read_raw_events(path: Path) -> pd.DataFrame:
         if suffix in (".parquet", ".pq"):
             return pd.read_parquet(path)
         if suffix == ".csv":
-            frame = pd.read_csv(path)
+            # round_trip: floats read back exactly as written, so re-ingesting is a no-op.
+            frame = pd.read_csv(path, float_precision="round_trip")
         else:
             raise UnreadableInputError(f"{path}: unsupported format {suffix!r} (Parquet or CSV)")
     except (OSError, ValueError) as error:
