@@ -1,0 +1,99 @@
+"""Settings of the drift monitor and the retraining trigger (prefix ``CHURN_MONITORING_``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from materialize.settings import DataSettings
+
+Correction = Literal["none", "holm", "bh"]
+
+
+class MonitoringSettings(BaseSettings):
+    """Statistics, thresholds, outputs and retraining policy of ``churn drift``.
+
+    Lists (``exclude_columns``) are read from the environment as JSON, e.g.
+    ``CHURN_MONITORING_EXCLUDE_COLUMNS='["user_id"]'``.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="CHURN_MONITORING_", extra="ignore")
+
+    # Statistics.
+    psi_bins: int = Field(default=10, ge=2, description="PSI bins (reference quantiles).")
+    psi_epsilon: float = Field(
+        default=1e-4, gt=0, lt=0.01, description="Proportion used for empty PSI bins."
+    )
+    max_categories: int = Field(
+        default=10,
+        ge=1,
+        description="Numeric columns with at most this many distinct values are categorical "
+        "(PSI over categories and a chi-square test instead of KS).",
+    )
+    max_string_categories: int = Field(
+        default=50,
+        ge=2,
+        description="Text columns with more distinct values are skipped (identifiers).",
+    )
+    # Thresholds of the reference design; ``major`` wins over ``minor``.
+    psi_major: float = Field(default=0.2, gt=0)
+    psi_minor: float = Field(default=0.1, gt=0)
+    p_major: float = Field(default=0.01, gt=0, lt=1)
+    p_minor: float = Field(default=0.05, gt=0, lt=1)
+    correction: Correction = Field(
+        default="holm",
+        description="Multiple-testing correction of the p-values over the features: holm "
+        "(family-wise error), bh (Benjamini-Hochberg false discovery rate) or none.",
+    )
+    min_effect_size: float = Field(
+        default=0.0,
+        ge=0,
+        le=1,
+        description="A p-value flags drift only when the effect size (KS statistic or "
+        "Cramér's V) is at least this; 0 keeps the reference design's rule.",
+    )
+    exclude_columns: list[str] = Field(
+        default=["user_id", "event_timestamp", "created", "request_id"],
+        description="Columns never compared in two-file mode (keys and timestamps).",
+    )
+    workers: int = Field(
+        default=0, ge=0, description="Threads comparing features at once (0: one per CPU)."
+    )
+
+    # Windows and sources.
+    window_days: float = Field(default=7, gt=0, description="Current window: the last N days.")
+    model_name: str = Field(default="churn-predictor", description="Registered model to watch.")
+    model_alias: str = Field(default="champion", description="Alias of the served model.")
+
+    # Outputs.
+    pushgateway_url: str | None = Field(
+        default=None, description="Prometheus Pushgateway (host:port or URL); else textfile."
+    )
+    pushgateway_job: str = "churn_drift"
+
+    # Retraining trigger.
+    retrain_cooldown_hours: float = Field(
+        default=24, ge=0, description="No new retraining within this many hours of the last."
+    )
+    decisions_path: Path | None = Field(
+        default=None,
+        description="JSON-lines log of drift decisions (default <data_dir>/monitoring/"
+        "decisions.jsonl).",
+    )
+
+    @model_validator(mode="after")
+    def _check_thresholds(self) -> MonitoringSettings:
+        if self.psi_minor > self.psi_major:
+            raise ValueError(f"psi_minor {self.psi_minor} is above psi_major {self.psi_major}")
+        if self.p_major > self.p_minor:
+            raise ValueError(f"p_major {self.p_major} is above p_minor {self.p_minor}")
+        return self
+
+    def resolved_decisions_path(self, data: DataSettings | None = None) -> Path:
+        """Where drift decisions are appended."""
+        if self.decisions_path is not None:
+            return self.decisions_path
+        return (data or DataSettings()).data_dir / "monitoring" / "decisions.jsonl"

@@ -1,0 +1,669 @@
+"""Drift statistics: PSI, Kolmogorov-Smirnov, chi-square, effect sizes and severity.
+
+Pure functions over pandas columns and numpy arrays, no I/O. Each continuous column is
+sorted once; PSI bin counts, the KS statistic and the plotted histogram are then read off
+the sorted arrays with ``np.searchsorted``, which keeps 10 features x 1M rows within a
+couple of seconds (``scipy.stats.ks_2samp`` alone takes about a second per 1M-row pair).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+
+from monitoring.settings import Correction, MonitoringSettings
+
+Severity = Literal["none", "minor", "major"]
+Kind = Literal["continuous", "categorical", "empty"]
+Role = Literal["feature", "score"]
+SEVERITIES: tuple[Severity, ...] = ("none", "minor", "major")
+SEVERITY_RANK: dict[str, int] = {name: rank for rank, name in enumerate(SEVERITIES)}
+
+# scipy's ks_2samp computes exact p-values up to this sample size (its MAX_AUTO_N) and
+# Smirnov's asymptotic distribution above it; the fast path below follows the same rule.
+KS_EXACT_MAX_N = 10_000
+HISTOGRAM_BINS = 40
+_SAMPLE_FOR_CARDINALITY = 10_000
+
+
+class DriftInputError(ValueError):
+    """The data cannot be compared as asked (missing column, nothing to compare)."""
+
+
+@dataclass(frozen=True)
+class SampleSummary:
+    """Size and location of one side of a comparison (nulls counted apart)."""
+
+    count: int
+    nulls: int
+    mean: float | None
+    std: float | None
+
+    @property
+    def null_rate(self) -> float:
+        """Share of missing (null or non-finite) values."""
+        total = self.count + self.nulls
+        return self.nulls / total if total else 0.0
+
+
+@dataclass(frozen=True)
+class Distribution:
+    """Reference and current proportions over the same bins or categories.
+
+    ``edges`` are bin boundaries (for PSI bins only the inner ones: the outer bins are
+    open-ended) or ``labels`` name categories.
+    """
+
+    reference: list[float]
+    current: list[float]
+    edges: list[float] | None = None
+    labels: list[str] | None = None
+
+
+@dataclass(frozen=True)
+class FeatureDrift:
+    """The drift result of one column; severity is set by :func:`assign_severity`."""
+
+    feature: str
+    kind: Kind
+    test: Literal["ks", "chi2"] | None
+    psi: float | None
+    statistic: float | None
+    p_value: float | None
+    reference: SampleSummary
+    current: SampleSummary
+    role: Role = "feature"
+    p_value_adjusted: float | None = None
+    severity: Severity = "none"
+    reasons: list[str] = field(default_factory=list)
+    effect_size: float | None = None
+    effect_size_name: str | None = None
+    mean_shift_sd: float | None = None
+    psi_bins: Distribution | None = None
+    histogram: Distribution | None = None
+    note: str | None = None
+
+    @property
+    def drift_detected(self) -> bool:
+        """Whether the column drifted at all (severity is not ``none``)."""
+        return self.severity != "none"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form: the documented keys first, then the details."""
+        data = asdict(self)
+        for side in ("reference", "current"):
+            data[side]["null_rate"] = getattr(self, side).null_rate
+        head = {
+            key: data.pop(key)
+            for key in ("feature", "test", "psi", "statistic", "p_value", "severity")
+        }
+        return {**head, "drift_detected": self.drift_detected, **data}
+
+
+# ---------------------------------------------------------------------------- PSI
+
+
+def quantile_edges(sorted_reference: np.ndarray, bins: int) -> np.ndarray:
+    """Inner bin edges at the reference's quantiles, ties merged.
+
+    The outer bins are open-ended (below the first edge, above the last), so current
+    values outside the reference range are counted. Repeated quantiles (ties, constant
+    columns) collapse to one edge: fewer, never empty-by-construction, bins.
+    """
+    probabilities = np.arange(1, bins) / bins
+    return np.unique(sorted_quantiles(sorted_reference, probabilities))
+
+
+def sorted_quantiles(sorted_values: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
+    """Quantiles of an already sorted array, linear interpolation (numpy's default).
+
+    Reads two elements per quantile instead of partitioning the whole array again.
+    """
+    position = probabilities * (sorted_values.size - 1)
+    below = np.floor(position).astype(np.int64)
+    above = np.minimum(below + 1, sorted_values.size - 1)
+    low, high = sorted_values[below], sorted_values[above]
+    fraction = position - below
+    # numpy's _lerp: interpolate from the nearer end, so equal neighbours give them exactly.
+    return np.where(
+        fraction >= 0.5, high - (high - low) * (1 - fraction), low + (high - low) * fraction
+    )
+
+
+def bin_counts(sorted_values: np.ndarray, edges: np.ndarray) -> np.ndarray:
+    """Counts of bins ``(-inf, e1], (e1, e2], ..., (ek, inf)`` of an already sorted array."""
+    cumulative = np.searchsorted(sorted_values, edges, side="right")
+    return np.diff(np.concatenate(([0], cumulative, [sorted_values.size])))
+
+
+def population_stability_index(
+    reference_counts: np.ndarray, current_counts: np.ndarray, *, epsilon: float
+) -> float:
+    """PSI = sum((c - r) * ln(c / r)) over proportions (counts / n), not densities.
+
+    Empty bins get ``epsilon`` as their proportion so the logarithm stays finite.
+    """
+    reference = np.maximum(reference_counts / reference_counts.sum(), epsilon)
+    current = np.maximum(current_counts / current_counts.sum(), epsilon)
+    return float(np.sum((current - reference) * np.log(current / reference)))
+
+
+# ---------------------------------------------------------------- KS and chi-square
+
+
+def _run_ends(sorted_values: np.ndarray) -> np.ndarray:
+    """Index of the last element of each run of equal values."""
+    return np.flatnonzero(np.append(sorted_values[1:] != sorted_values[:-1], True))
+
+
+def ks_two_sample(sorted_reference: np.ndarray, sorted_current: np.ndarray) -> tuple[float, float]:
+    """Two-sided two-sample KS statistic and p-value, as ``scipy.stats.ks_2samp``.
+
+    Small samples go to scipy itself (exact p-values). Large ones get the same statistic,
+    the largest difference of the two empirical CDFs at the observed values (ties
+    included, same arithmetic), from one linear merge of the sorted samples instead of
+    two binary searches per value, and the p-value of ks_2samp's ``method='asymp'``:
+    Smirnov's ``kstwo.sf(d, round(n1 n2 / (n1 + n2)))``.
+    """
+    from scipy import stats
+
+    n1, n2 = sorted_reference.size, sorted_current.size
+    if max(n1, n2) <= KS_EXACT_MAX_N:
+        result = stats.ks_2samp(sorted_reference, sorted_current)
+        return float(result.statistic), float(result.pvalue)
+    combined = np.concatenate((sorted_reference, sorted_current))
+    # Timsort (kind="stable") finds the two sorted runs and merges them in linear time.
+    order = np.argsort(combined, kind="stable")
+    reference_at_or_below = np.cumsum(order < n1)
+    ends = _run_ends(combined[order])  # evaluate after the last of equal values
+    count_1 = reference_at_or_below[ends]
+    differences = count_1 / n1 - (ends + 1 - count_1) / n2
+    max_s = float(differences.max())
+    min_s = float(np.clip(-differences.min(), 0, 1))
+    statistic = min_s if min_s > max_s else max_s
+    m, n = sorted([float(n1), float(n2)], reverse=True)
+    p_value = float(np.clip(stats.kstwo.sf(statistic, np.round(m * n / (m + n))), 0, 1))
+    return statistic, p_value
+
+
+def chi_square_test(table: np.ndarray) -> tuple[float, float, float]:
+    """Chi-square test of a 2 x k table of counts: (statistic, p-value, Cramér's V).
+
+    Statistic and p-value are ``scipy.stats.chi2_contingency(table)`` (with its default
+    Yates correction on 2 x 2 tables); Cramér's V uses the uncorrected statistic.
+    A single category cannot differ: (0, 1, 0).
+    """
+    from scipy.stats import chi2_contingency
+
+    if table.shape[1] < 2:
+        return 0.0, 1.0, 0.0
+    result = chi2_contingency(table)
+    uncorrected = chi2_contingency(table, correction=False).statistic
+    cramers_v = math.sqrt(float(uncorrected) / float(table.sum()))
+    return float(result.statistic), float(result.pvalue), cramers_v
+
+
+def adjust_p_values(p_values: Sequence[float], method: Correction) -> list[float]:
+    """Adjust a family of p-values: Holm (step-down), Benjamini-Hochberg, or none."""
+    values = np.asarray(p_values, dtype=float)
+    if method == "none" or values.size == 0:
+        return values.tolist()
+    if method == "bh":
+        from scipy.stats import false_discovery_control
+
+        return np.asarray(false_discovery_control(values, method="bh")).tolist()
+    order = np.argsort(values)
+    multipliers = values.size - np.arange(values.size)
+    stepped = np.minimum(np.maximum.accumulate(values[order] * multipliers), 1.0)
+    adjusted = np.empty_like(values)
+    adjusted[order] = stepped
+    return adjusted.tolist()
+
+
+# ------------------------------------------------------------------ one column
+
+
+def _is_numeric(series: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
+
+
+def _numeric_values(series: pd.Series) -> tuple[np.ndarray, int]:
+    """Finite values as float64 and the number of missing (null or non-finite) ones."""
+    values = series.to_numpy(dtype=np.float64, na_value=np.nan)
+    finite = np.isfinite(values)
+    kept = values[finite] if not finite.all() else values
+    return kept, int(values.size - kept.size)
+
+
+def _summary(values: np.ndarray | None, count: int, nulls: int) -> SampleSummary:
+    if values is None or values.size == 0:
+        return SampleSummary(count=count, nulls=nulls, mean=None, std=None)
+    return SampleSummary(
+        count=count, nulls=nulls, mean=float(values.mean()), std=float(values.std())
+    )
+
+
+def _mean_shift(reference: SampleSummary, current: SampleSummary) -> float | None:
+    """Shift of the mean in reference standard deviations (None without spread)."""
+    if reference.mean is None or current.mean is None or not reference.std:
+        return None
+    return (current.mean - reference.mean) / reference.std
+
+
+def _few_distinct(reference: np.ndarray, current: np.ndarray, limit: int) -> bool:
+    """Whether two arrays together hold at most ``limit`` distinct values.
+
+    The heads are checked first so a continuous column is recognised without hashing
+    all of it.
+    """
+    for values in (reference, current):
+        if pd.unique(values[:_SAMPLE_FOR_CARDINALITY]).size > limit:
+            return False
+    return pd.unique(np.concatenate((reference, current))).size <= limit
+
+
+def _histogram(sorted_reference: np.ndarray, sorted_current: np.ndarray) -> Distribution:
+    """Equal-width histogram over the central 99% of both samples, for the report plot."""
+
+    def at(values: np.ndarray, share: float) -> float:
+        return float(values[int(share * (values.size - 1))])
+
+    low = min(at(sorted_reference, 0.005), at(sorted_current, 0.005))
+    high = max(at(sorted_reference, 0.995), at(sorted_current, 0.995))
+    if high <= low:  # a constant column: a unit-wide window around it
+        low, high = low - 0.5, high + 0.5
+    edges = np.linspace(low, high, HISTOGRAM_BINS + 1)
+    # Values beyond the window fall into the outer bins (inner edges only).
+    reference = bin_counts(sorted_reference, edges[1:-1]) / sorted_reference.size
+    current = bin_counts(sorted_current, edges[1:-1]) / sorted_current.size
+    return Distribution(
+        reference=reference.tolist(), current=current.tolist(), edges=edges.tolist()
+    )
+
+
+def _compare_continuous(
+    name: str,
+    reference: np.ndarray,
+    current: np.ndarray,
+    summaries: tuple[SampleSummary, SampleSummary],
+    settings: MonitoringSettings,
+    role: Role,
+) -> FeatureDrift:
+    sorted_reference = np.sort(reference)
+    sorted_current = np.sort(current)
+    edges = quantile_edges(sorted_reference, settings.psi_bins)
+    reference_counts = bin_counts(sorted_reference, edges)
+    current_counts = bin_counts(sorted_current, edges)
+    psi = population_stability_index(reference_counts, current_counts, epsilon=settings.psi_epsilon)
+    statistic, p_value = ks_two_sample(sorted_reference, sorted_current)
+    psi_bins = Distribution(
+        reference=(reference_counts / reference_counts.sum()).tolist(),
+        current=(current_counts / current_counts.sum()).tolist(),
+        edges=edges.tolist(),
+    )
+    note = None
+    if edges.size < settings.psi_bins - 1:
+        note = f"{edges.size + 1} PSI bins: the reference has ties at its quantiles"
+    return FeatureDrift(
+        feature=name,
+        kind="continuous",
+        test="ks",
+        psi=psi,
+        statistic=statistic,
+        p_value=p_value,
+        reference=summaries[0],
+        current=summaries[1],
+        role=role,
+        effect_size=statistic,
+        effect_size_name="ks_statistic",
+        mean_shift_sd=_mean_shift(*summaries),
+        psi_bins=psi_bins,
+        histogram=_histogram(sorted_reference, sorted_current),
+        note=note,
+    )
+
+
+def _category_label(value: Any) -> str:
+    if isinstance(value, float | np.floating):
+        return f"{float(value):g}"
+    return str(value)
+
+
+def _compare_categorical(
+    name: str,
+    reference: np.ndarray | pd.Series,
+    current: np.ndarray | pd.Series,
+    summaries: tuple[SampleSummary, SampleSummary],
+    settings: MonitoringSettings,
+    role: Role,
+) -> FeatureDrift:
+    reference_counts = pd.Series(reference).value_counts(sort=False)
+    current_counts = pd.Series(current).value_counts(sort=False)
+    table = (
+        pd.concat([reference_counts, current_counts], axis=1, keys=["reference", "current"])
+        .fillna(0)
+        .astype(np.int64)
+    )
+    with contextlib.suppress(TypeError):  # mixed types: keep the order of appearance
+        table = table.sort_index()
+    counts = table.to_numpy().T
+    psi = population_stability_index(counts[0], counts[1], epsilon=settings.psi_epsilon)
+    statistic, p_value, cramers_v = chi_square_test(counts)
+    proportions = Distribution(
+        reference=(counts[0] / counts[0].sum()).tolist(),
+        current=(counts[1] / counts[1].sum()).tolist(),
+        labels=[_category_label(value) for value in table.index],
+    )
+    return FeatureDrift(
+        feature=name,
+        kind="categorical",
+        test="chi2",
+        psi=psi,
+        statistic=statistic,
+        p_value=p_value,
+        reference=summaries[0],
+        current=summaries[1],
+        role=role,
+        effect_size=cramers_v,
+        effect_size_name="cramers_v",
+        mean_shift_sd=_mean_shift(*summaries),
+        psi_bins=proportions,
+        histogram=proportions,
+        note="single category in both samples" if counts.shape[1] == 1 else None,
+    )
+
+
+def _compare_empty(
+    name: str, summaries: tuple[SampleSummary, SampleSummary], role: Role
+) -> FeatureDrift:
+    reference, current = summaries
+    if reference.count == 0 and current.count == 0:
+        note = "no values in either sample (all null): nothing to compare"
+    elif current.count == 0:
+        note = f"all {current.nulls} current values are null (reference has {reference.count})"
+    else:
+        note = f"all {reference.nulls} reference values are null (current has {current.count})"
+    return FeatureDrift(
+        feature=name,
+        kind="empty",
+        test=None,
+        psi=None,
+        statistic=None,
+        p_value=None,
+        reference=reference,
+        current=current,
+        role=role,
+        note=note,
+    )
+
+
+def compare_column(
+    name: str,
+    reference: pd.Series,
+    current: pd.Series,
+    settings: MonitoringSettings,
+    *,
+    role: Role = "feature",
+) -> FeatureDrift:
+    """Compare one column of the reference and current samples (severity not yet set).
+
+    Numeric columns with at most ``settings.max_categories`` distinct values, booleans and
+    text are compared as categories (PSI over categories, chi-square); other numeric
+    columns by quantile-binned PSI and KS. Missing values (null, NaN, infinite) are
+    counted apart and left out of both tests.
+    """
+    if _is_numeric(reference) and _is_numeric(current):
+        reference_values, reference_nulls = _numeric_values(reference)
+        current_values, current_nulls = _numeric_values(current)
+        summaries = (
+            _summary(reference_values, reference_values.size, reference_nulls),
+            _summary(current_values, current_values.size, current_nulls),
+        )
+        if reference_values.size == 0 or current_values.size == 0:
+            return _compare_empty(name, summaries, role)
+        if role == "feature" and _few_distinct(
+            reference_values, current_values, settings.max_categories
+        ):
+            return _compare_categorical(
+                name, reference_values, current_values, summaries, settings, role
+            )
+        return _compare_continuous(
+            name, reference_values, current_values, summaries, settings, role
+        )
+    reference_kept, current_kept = reference.dropna(), current.dropna()
+    summaries = (
+        _summary(None, reference_kept.size, int(reference.size - reference_kept.size)),
+        _summary(None, current_kept.size, int(current.size - current_kept.size)),
+    )
+    if reference_kept.empty or current_kept.empty:
+        return _compare_empty(name, summaries, role)
+    return _compare_categorical(name, reference_kept, current_kept, summaries, settings, role)
+
+
+# -------------------------------------------------------------------- severity
+
+
+def assign_severity(result: FeatureDrift, settings: MonitoringSettings) -> FeatureDrift:
+    """Severity and its reasons from PSI and the (adjusted) p-value.
+
+    ``major`` when PSI > psi_major or p < p_major, ``minor`` when PSI > psi_minor or
+    p < p_minor, else ``none``. A p-value counts only when the effect size reaches
+    ``min_effect_size``. A column whose values vanished on one side only is ``major``.
+    """
+    if result.kind == "empty":
+        one_sided = (result.reference.count == 0) != (result.current.count == 0)
+        return replace(
+            result,
+            severity="major" if one_sided else "none",
+            reasons=[result.note or "no values"] if one_sided else [],
+        )
+    reasons: list[str] = []
+    rank = 0
+    if result.psi is not None:
+        if result.psi > settings.psi_major:
+            rank, reasons = 2, [f"PSI {result.psi:.3f} > {settings.psi_major:g}"]
+        elif result.psi > settings.psi_minor:
+            rank, reasons = 1, [f"PSI {result.psi:.3f} > {settings.psi_minor:g}"]
+    p_value = result.p_value_adjusted if result.p_value_adjusted is not None else result.p_value
+    big_enough = (result.effect_size or 0.0) >= settings.min_effect_size
+    if p_value is not None and big_enough:
+        label = "adjusted p" if result.p_value_adjusted is not None else "p"
+        test = "KS" if result.test == "ks" else "chi-square"
+        for level, threshold in ((2, settings.p_major), (1, settings.p_minor)):
+            if p_value < threshold:
+                if level >= rank:
+                    reasons.append(f"{test} {label} {p_value:.2g} < {threshold:g}")
+                rank = max(rank, level)
+                break
+    return replace(result, severity=SEVERITIES[rank], reasons=reasons if rank else [])
+
+
+# -------------------------------------------------------------------- frames
+
+
+@dataclass(frozen=True)
+class DriftReport:
+    """Every compared column, the score's drift and what was left out, with why."""
+
+    features: list[FeatureDrift]
+    settings: MonitoringSettings
+    score: FeatureDrift | None = None
+    skipped: dict[str, str] = field(default_factory=dict)
+    reference_rows: int = 0
+    current_rows: int = 0
+    sources: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def severity(self) -> Severity:
+        """The worst severity over the features (the score is reported, not counted)."""
+        rank = max((SEVERITY_RANK[item.severity] for item in self.features), default=0)
+        return SEVERITIES[rank]
+
+    def names_with(self, severity: Severity) -> list[str]:
+        """Features with exactly this severity."""
+        return [item.feature for item in self.features if item.severity == severity]
+
+    def summary(self) -> dict[str, Any]:
+        """Counts, flagged features, thresholds and sources."""
+        settings = self.settings
+        return {
+            "severity": self.severity,
+            "drift_detected": self.severity != "none",
+            "features_compared": len(self.features),
+            "major": self.names_with("major"),
+            "minor": self.names_with("minor"),
+            "score_severity": self.score.severity if self.score else None,
+            "skipped": self.skipped,
+            "reference_rows": self.reference_rows,
+            "current_rows": self.current_rows,
+            "correction": settings.correction,
+            "thresholds": {
+                "psi_major": settings.psi_major,
+                "psi_minor": settings.psi_minor,
+                "p_major": settings.p_major,
+                "p_minor": settings.p_minor,
+                "min_effect_size": settings.min_effect_size,
+                "psi_bins": settings.psi_bins,
+                "max_categories": settings.max_categories,
+            },
+            "sources": self.sources,
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``drift.json`` document."""
+        return {
+            "features": [item.to_dict() for item in self.features],
+            "score": self.score.to_dict() if self.score else None,
+            "summary": self.summary(),
+        }
+
+
+def select_columns(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    settings: MonitoringSettings,
+    features: Sequence[str] | None = None,
+) -> tuple[list[str], dict[str, str]]:
+    """The columns to compare, and the ones left out with the reason.
+
+    With ``features`` every named column must exist in both frames. Otherwise every
+    shared numeric, boolean or text column except ``settings.exclude_columns``;
+    timestamps and text with more than ``max_string_categories`` values are skipped.
+
+    Raises:
+        DriftInputError: A named feature is missing, or nothing is left to compare.
+    """
+    if features:
+        missing = {
+            side: [name for name in features if name not in frame.columns]
+            for side, frame in (("reference", reference), ("current", current))
+        }
+        problems = [f"{side} lacks {', '.join(names)}" for side, names in missing.items() if names]
+        if problems:
+            raise DriftInputError("unknown feature(s): " + "; ".join(problems))
+        return list(features), {}
+    skipped: dict[str, str] = {}
+    for side, mine, other in (
+        ("reference", reference, current),
+        ("current", current, reference),
+    ):
+        for name in mine.columns:
+            if name not in other.columns:
+                skipped[name] = f"only in the {side} data"
+    selected: list[str] = []
+    for name in reference.columns:
+        if name not in current.columns:
+            continue
+        if name in settings.exclude_columns:
+            skipped[name] = "excluded (key or timestamp column)"
+        elif pd.api.types.is_datetime64_any_dtype(reference[name]):
+            skipped[name] = "timestamp column"
+        elif not (_is_numeric(reference[name]) or _is_numeric(current[name])):
+            distinct = pd.concat([reference[name], current[name]]).nunique()
+            if distinct > settings.max_string_categories:
+                skipped[name] = (
+                    f"{distinct} distinct text values > {settings.max_string_categories}"
+                    " (an identifier?)"
+                )
+            else:
+                selected.append(name)
+        else:
+            selected.append(name)
+    if not selected:
+        raise DriftInputError("no shared numeric or categorical column to compare")
+    return selected, skipped
+
+
+def compare_frames(
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    settings: MonitoringSettings,
+    *,
+    features: Sequence[str] | None = None,
+    score_column: str | None = None,
+    sources: dict[str, Any] | None = None,
+) -> DriftReport:
+    """Compare two samples column by column and grade each column's drift.
+
+    Args:
+        reference: The baseline sample (e.g. the champion's training window).
+        current: The sample to check (e.g. the last 7 days).
+        settings: Bins, thresholds, correction and thread count.
+        features: Columns to compare; default: see :func:`select_columns`.
+        score_column: A model-score column present in both frames, compared as a
+            continuous column and reported apart (it does not set the overall severity).
+        sources: Where the samples came from, copied into the summary.
+
+    Raises:
+        DriftInputError: A named column is missing or nothing can be compared.
+    """
+    if reference.empty or current.empty:
+        empty = "reference" if reference.empty else "current"
+        raise DriftInputError(f"the {empty} sample has no rows")
+    names, skipped = select_columns(reference, current, settings, features)
+    if score_column:
+        names = [name for name in names if name != score_column]
+        skipped.pop(score_column, None)
+    jobs: list[tuple[str, Role]] = [(name, "feature") for name in names]
+    if score_column:
+        if score_column not in reference.columns or score_column not in current.columns:
+            raise DriftInputError(f"score column {score_column!r} is not in both samples")
+        jobs.append((score_column, "score"))
+    workers = settings.workers or os.cpu_count() or 1
+    # numpy sorts and searches release the GIL, so threads compare columns in parallel.
+    with ThreadPoolExecutor(max_workers=min(workers, len(jobs))) as pool:
+        results = list(
+            pool.map(
+                lambda job: compare_column(
+                    job[0], reference[job[0]], current[job[0]], settings, role=job[1]
+                ),
+                jobs,
+            )
+        )
+    feature_results = [item for item in results if item.role == "feature"]
+    tested = [index for index, item in enumerate(feature_results) if item.p_value is not None]
+    if settings.correction != "none":
+        adjusted = adjust_p_values(
+            [feature_results[index].p_value or 0.0 for index in tested], settings.correction
+        )
+        for index, value in zip(tested, adjusted, strict=True):
+            feature_results[index] = replace(feature_results[index], p_value_adjusted=value)
+    graded = [assign_severity(item, settings) for item in feature_results]
+    score = next((item for item in results if item.role == "score"), None)
+    return DriftReport(
+        features=graded,
+        settings=settings,
+        score=assign_severity(score, settings) if score else None,
+        skipped=skipped,
+        reference_rows=len(reference),
+        current_rows=len(current),
+        sources=sources or {},
+    )
