@@ -26,9 +26,9 @@ import numpy as np
 import pandas as pd
 import typer
 
+from materialize.ingest import RAW_COLUMNS, write_parquet_atomically
 from materialize.settings import DataSettings
 
-RAW_COLUMNS = ["user_id", "feature_1", "feature_2", "label", "event_date"]
 SHIFTABLE_FEATURES = ("feature_1", "feature_2")
 DEFAULT_NULL_RATE = 0.01
 
@@ -250,10 +250,7 @@ def generate_raw_events(
 
 def write_raw_events(frame: pd.DataFrame, path: Path) -> GeneratedBatch:
     """Write raw events as Parquet (atomically) and describe what was written."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.tmp")
-    frame.to_parquet(temporary, index=False)
-    temporary.replace(path)
+    write_parquet_atomically(frame, path)
     return GeneratedBatch(
         path=path,
         rows=len(frame),

@@ -35,7 +35,8 @@ from materialize.settings import DataSettings
 
 logger = logging.getLogger(__name__)
 
-RAW_COLUMNS = ("user_id", "feature_1", "feature_2", "label", "event_date")
+# The raw events contract (written by `churn generate`, validated here).
+RAW_COLUMNS = ["user_id", "feature_1", "feature_2", "label", "event_date"]
 FEATURE_COLUMNS = ("feature_1", "feature_2")
 USER_FEATURES_COLUMNS = ["user_id", "event_timestamp", "created", "feature_1", "feature_2"]
 LABELS_COLUMNS = ["user_id", "event_timestamp", "label"]
@@ -329,7 +330,7 @@ def _merge_labels(
     return table[LABELS_COLUMNS].reset_index(drop=True), counts, len(changed) > 0
 
 
-def _write_atomically(frame: pd.DataFrame, path: Path) -> None:
+def write_parquet_atomically(frame: pd.DataFrame, path: Path) -> None:
     """Write Parquet to a temporary file beside ``path``, then rename it over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
@@ -404,12 +405,12 @@ def ingest_raw_events(
         )
         stamp = now_ts.strftime("%Y%m%dT%H%M%S%fZ")
         quarantine_path = data.quarantine_dir / f"ingest-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
-        _write_atomically(quarantine.reset_index(drop=True), quarantine_path)
+        write_parquet_atomically(quarantine.reset_index(drop=True), quarantine_path)
     # Unchanged tables are not rewritten: a re-run leaves the files exactly as they were.
     if features_changed or not data.user_features_path.exists():
-        _write_atomically(features_table, data.user_features_path)
+        write_parquet_atomically(features_table, data.user_features_path)
     if labels_changed or not data.labels_path.exists():
-        _write_atomically(labels_table, data.labels_path)
+        write_parquet_atomically(labels_table, data.labels_path)
 
     counted = reasons[rejected].value_counts()
     return IngestReport(

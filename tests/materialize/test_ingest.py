@@ -1,0 +1,397 @@
+"""`churn ingest`: every raw row is written, skipped as present, or quarantined with a reason."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from materialize.cli import build_app
+from materialize.generate import generate_raw_events
+from materialize.ingest import (
+    EXIT_SCHEMA,
+    EXIT_UNREADABLE,
+    IngestReport,
+    SchemaError,
+    UnreadableInputError,
+    ingest_raw_events,
+)
+from materialize.settings import DataSettings
+from tests.utils.data import raw_events, write_raw_events
+
+NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
+T = datetime(2026, 5, 20, 9, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> DataSettings:
+    return DataSettings(data_dir=tmp_path / "data")
+
+
+def _features(data: DataSettings) -> pd.DataFrame:
+    return pd.read_parquet(data.user_features_path)
+
+
+def _labels(data: DataSettings) -> pd.DataFrame:
+    return pd.read_parquet(data.labels_path)
+
+
+def _quarantine(report: IngestReport) -> pd.DataFrame:
+    assert report.quarantine_path is not None
+    return pd.read_parquet(report.quarantine_path)
+
+
+def _quarantined(report: IngestReport) -> dict[str, int]:
+    return {reason: count for reason, count in report.quarantined.items() if count}
+
+
+def _accounted(report: IngestReport) -> int:
+    features = report.features
+    return report.rows_quarantined + features.new + features.corrected + features.already_present
+
+
+def _good_rows(count: int, *, start: datetime = T) -> list[tuple]:
+    return [(user, start + user * HOUR, 1.0 + user, 3.0, user % 2) for user in range(1, count + 1)]
+
+
+def _assert_nothing_written(data: DataSettings) -> None:
+    assert not data.offline_dir.exists()
+    assert not data.quarantine_dir.exists()
+
+
+# --- whole-file errors: nothing is written -----------------------------------------------
+
+
+def test_missing_columns_are_named_and_nothing_is_written(data: DataSettings) -> None:
+    frame = raw_events(_good_rows(3)).drop(columns=["label", "feature_2"])
+
+    with pytest.raises(SchemaError, match=r"missing column\(s\): feature_2, label"):
+        ingest_raw_events(frame, data=data, now=NOW)
+    _assert_nothing_written(data)
+
+
+def test_mistyped_columns_are_named_and_nothing_is_written(data: DataSettings) -> None:
+    frame = raw_events(_good_rows(3))
+    frame["user_id"] = frame["user_id"].astype(str)
+    frame["event_date"] = frame["event_date"].astype(str)
+    frame["label"] = frame["label"].astype(bool)
+
+    with pytest.raises(SchemaError) as raised:
+        ingest_raw_events(frame, data=data, now=NOW)
+
+    problems = raised.value.problems
+    assert len(problems) == 3
+    assert problems[0].startswith("user_id: expected integers")
+    assert problems[1].startswith("label: expected numbers")
+    assert problems[2].startswith("event_date: expected timestamps")
+    _assert_nothing_written(data)
+
+
+def test_fractional_user_ids_are_a_schema_error(data: DataSettings) -> None:
+    frame = raw_events(_good_rows(2))
+    frame["user_id"] = [1.0, 2.5]
+
+    with pytest.raises(SchemaError, match="user_id: expected integers, got fractional"):
+        ingest_raw_events(frame, data=data, now=NOW)
+
+
+def test_unreadable_inputs(tmp_path: Path, data: DataSettings) -> None:
+    with pytest.raises(UnreadableInputError, match="no such file"):
+        ingest_raw_events(tmp_path / "absent.parquet", data=data, now=NOW)
+    text = tmp_path / "events.txt"
+    text.write_text("user_id\n1\n")
+    with pytest.raises(UnreadableInputError, match="unsupported format"):
+        ingest_raw_events(text, data=data, now=NOW)
+    broken = tmp_path / "broken.parquet"
+    broken.write_bytes(b"not parquet")
+    with pytest.raises(UnreadableInputError, match="cannot read"):
+        ingest_raw_events(broken, data=data, now=NOW)
+    _assert_nothing_written(data)
+
+
+# --- row-level errors: quarantined with a reason, the rest is written --------------------
+
+
+def test_null_user_id_is_quarantined(data: DataSettings) -> None:
+    rows = [*_good_rows(3), (None, T, 1.0, 2.0, 0)]
+
+    report = ingest_raw_events(raw_events(rows), data=data, now=NOW)
+
+    assert _quarantined(report) == {"null_user_id": 1}
+    assert report.features.new == 3
+    assert len(_features(data)) == 3
+    quarantine = _quarantine(report)
+    assert quarantine["reason"].tolist() == ["null_user_id"]
+    assert quarantine["source_row"].tolist() == [3]
+    assert quarantine["user_id"].isna().all()
+
+
+def test_null_event_date_is_quarantined(data: DataSettings) -> None:
+    rows = [*_good_rows(3), (9, None, 1.0, 2.0, 0), (10, None, 1.0, 2.0, 1)]
+
+    report = ingest_raw_events(raw_events(rows), data=data, now=NOW)
+
+    assert _quarantined(report) == {"null_event_date": 2}
+    assert _quarantine(report)["user_id"].tolist() == [9, 10]
+    assert set(_features(data)["user_id"]) == {1, 2, 3}
+
+
+def test_repeated_key_keeps_the_first_row_and_quarantines_the_rest(
+    data: DataSettings,
+) -> None:
+    rows = [*_good_rows(2), (1, T + HOUR, 50.0, 5.0, 0), (1, T + HOUR, 60.0, 6.0, 1)]
+
+    report = ingest_raw_events(raw_events(rows), data=data, now=NOW)
+
+    assert _quarantined(report) == {"duplicate_key": 2}
+    features = _features(data)
+    assert features.loc[features["user_id"] == 1, "feature_1"].tolist() == [2.0]
+    assert _quarantine(report)["feature_1"].tolist() == [50.0, 60.0]
+    assert _quarantine(report)["source_row"].tolist() == [2, 3]
+
+
+def test_infinite_features_are_quarantined_but_null_features_are_kept(
+    data: DataSettings,
+) -> None:
+    rows = [
+        *_good_rows(2),
+        (7, T, np.inf, 1.0, 0),
+        (8, T, 1.0, -np.inf, 0),
+        (9, T, np.nan, np.nan, 1),
+    ]
+
+    report = ingest_raw_events(raw_events(rows), data=data, now=NOW)
+
+    assert _quarantined(report) == {"non_finite_feature": 2}
+    features = _features(data)
+    assert set(features["user_id"]) == {1, 2, 9}
+    assert features.loc[features["user_id"] == 9, ["feature_1", "feature_2"]].isna().all(axis=None)
+    assert 9 in set(_labels(data)["user_id"])
+
+
+def test_future_timestamps_are_quarantined(data: DataSettings) -> None:
+    future = NOW + timedelta(seconds=1)
+    rows = [*_good_rows(2), (5, future, 1.0, 1.0, 0), (6, NOW, 1.0, 1.0, 0)]
+
+    report = ingest_raw_events(raw_events(rows), data=data, now=NOW)
+
+    assert _quarantined(report) == {"future_timestamp": 1}
+    assert _quarantine(report)["user_id"].tolist() == [5]
+    assert 6 in set(_features(data)["user_id"])  # exactly `now` is not in the future
+
+
+def test_null_or_invalid_label_keeps_features_but_writes_no_label(data: DataSettings) -> None:
+    rows = [*_good_rows(3), (7, T, 1.0, 1.0, None), (8, T, 1.0, 1.0, 2), (9, T, 1.0, 1.0, -1)]
+
+    report = ingest_raw_events(raw_events(rows), data=data, now=NOW)
+
+    assert report.rows_quarantined == 0
+    assert (report.labels_null, report.labels_invalid) == (1, 2)
+    assert report.features.new == 6
+    assert report.labels.new == 3
+    assert set(_features(data)["user_id"]) == {1, 2, 3, 7, 8, 9}
+    assert set(_labels(data)["user_id"]) == {1, 2, 3}
+
+
+def test_null_rate_above_20_percent_warns_and_still_ingests(
+    data: DataSettings, caplog: pytest.LogCaptureFixture
+) -> None:
+    rows = [
+        (user, T + user * HOUR, None if user <= 3 else 1.0, None if user <= 2 else 2.0, 0)
+        for user in range(1, 11)
+    ]
+
+    with caplog.at_level(logging.WARNING, logger="materialize.ingest"):
+        report = ingest_raw_events(raw_events(rows), data=data, now=NOW)
+
+    # feature_1: 3 of 10 null (30%) warns; feature_2: 2 of 10 (exactly 20%) does not.
+    assert report.null_counts["feature_1"] == 3
+    assert report.null_counts["feature_2"] == 2
+    assert len(report.warnings) == 1
+    assert report.warnings[0].startswith("feature_1 is null in 3 of 10 rows")
+    assert [record.getMessage() for record in caplog.records] == report.warnings
+    assert report.features.new == 10
+
+
+def test_every_row_is_accounted_for_in_a_mixed_batch(data: DataSettings) -> None:
+    rows = [
+        *_good_rows(5),
+        (None, T, 1.0, 1.0, 0),
+        (6, None, 1.0, 1.0, 0),
+        (7, NOW + HOUR, 1.0, 1.0, 0),
+        (8, T, np.inf, 1.0, 0),
+        (1, T + HOUR, 9.0, 9.0, 0),
+        (9, T, 1.0, 1.0, 3),
+    ]
+
+    report = ingest_raw_events(raw_events(rows), data=data, now=NOW)
+
+    assert report.rows_in == 11
+    assert _quarantined(report) == {
+        "null_user_id": 1,
+        "null_event_date": 1,
+        "future_timestamp": 1,
+        "non_finite_feature": 1,
+        "duplicate_key": 1,
+    }
+    assert _accounted(report) == report.rows_in
+    assert report.labels.new + report.labels_invalid + report.labels_null == 6
+    assert len(_quarantine(report)) == 5
+
+
+# --- the offline tables -------------------------------------------------------------------
+
+
+def test_tables_have_the_contract_schema_and_order(data: DataSettings) -> None:
+    rows = [(2, T, 1.0, 2.0, 1), (1, T, 3.0, 4.0, 0), (1, T - HOUR, 5.0, 6.0, 1)]
+
+    ingest_raw_events(raw_events(rows), data=data, now=NOW)
+
+    features, labels = _features(data), _labels(data)
+    assert features.dtypes.astype(str).to_dict() == {
+        "user_id": "int64",
+        "event_timestamp": "datetime64[ns, UTC]",
+        "created": "datetime64[ns, UTC]",
+        "feature_1": "float64",
+        "feature_2": "float64",
+    }
+    assert labels.dtypes.astype(str).to_dict() == {
+        "user_id": "int64",
+        "event_timestamp": "datetime64[ns, UTC]",
+        "label": "int64",
+    }
+    assert list(zip(features["user_id"], features["feature_1"], strict=True)) == [
+        (1, 5.0),
+        (1, 3.0),
+        (2, 1.0),
+    ]
+    assert (features["created"] == features["event_timestamp"]).all()
+    assert labels["label"].tolist() == [1, 0, 1]
+    assert (labels["event_timestamp"] == features["event_timestamp"]).all()
+
+
+def test_rerun_leaves_both_tables_byte_identical(tmp_path: Path, data: DataSettings) -> None:
+    raw = generate_raw_events(users=60, days=21, end="2026-06-01", seed=5)
+    path = write_raw_events(tmp_path / "raw.parquet", raw)
+    first = ingest_raw_events(path, data=data, now=NOW)
+    before = (data.user_features_path.read_bytes(), data.labels_path.read_bytes())
+
+    again = ingest_raw_events(path, data=data, now=NOW + timedelta(days=1))
+
+    assert first.features.new == first.labels.new == len(raw)
+    assert again.features.already_present == again.labels.already_present == len(raw)
+    assert (again.features.written, again.labels.written) == (0, 0)
+    assert (data.user_features_path.read_bytes(), data.labels_path.read_bytes()) == before
+
+
+def test_new_batch_appends_without_duplicating(tmp_path: Path, data: DataSettings) -> None:
+    base = generate_raw_events(users=60, days=21, end="2026-05-25", seed=5)
+    later = generate_raw_events(users=60, days=14, end="2026-06-01", seed=5)  # overlaps 7 days
+    ingest_raw_events(write_raw_events(tmp_path / "base.parquet", base), data=data, now=NOW)
+
+    report = ingest_raw_events(write_raw_events(tmp_path / "b.csv", later), data=data, now=NOW)
+
+    overlap = int((later["event_date"] < pd.Timestamp("2026-05-25", tz="UTC")).sum())
+    assert 0 < overlap < len(later)
+    assert report.features.already_present == report.labels.already_present == overlap
+    assert report.features.new == report.labels.new == len(later) - overlap
+    features, labels = _features(data), _labels(data)
+    union = pd.concat([base, later]).drop_duplicates(["user_id", "event_date"])
+    assert len(features) == len(labels) == len(union)
+    assert not features.duplicated(["user_id", "event_timestamp"]).any()
+    assert features.equals(
+        features.sort_values(["event_timestamp", "user_id"], kind="stable").reset_index(drop=True)
+    )
+
+
+def test_csv_and_parquet_inputs_give_the_same_tables(tmp_path: Path) -> None:
+    raw = generate_raw_events(users=30, days=14, end="2026-06-01", seed=9)
+    from_parquet = DataSettings(data_dir=tmp_path / "p")
+    from_csv = DataSettings(data_dir=tmp_path / "c")
+
+    ingest_raw_events(write_raw_events(tmp_path / "r.parquet", raw), data=from_parquet, now=NOW)
+    ingest_raw_events(write_raw_events(tmp_path / "r.csv", raw), data=from_csv, now=NOW)
+
+    pd.testing.assert_frame_equal(_features(from_csv), _features(from_parquet))
+    pd.testing.assert_frame_equal(_labels(from_csv), _labels(from_parquet))
+
+
+def test_unparseable_csv_timestamp_is_a_schema_error(tmp_path: Path, data: DataSettings) -> None:
+    path = tmp_path / "raw.csv"
+    path.write_text(
+        "user_id,feature_1,feature_2,label,event_date\n"
+        "1,1.0,2.0,0,2026-05-01T10:00:00Z\n"
+        "2,1.0,2.0,0,yesterday\n"
+    )
+
+    with pytest.raises(SchemaError, match=r"event_date: 1 value\(s\) are not timestamps"):
+        ingest_raw_events(path, data=data, now=NOW)
+    _assert_nothing_written(data)
+
+
+def test_changed_values_are_corrections_with_a_newer_created(data: DataSettings) -> None:
+    ingest_raw_events(raw_events(_good_rows(3)), data=data, now=NOW)
+    corrected_rows = [
+        (1, T + HOUR, 99.0, 3.0, 0),  # features and label changed
+        (2, T + 2 * HOUR, 3.0, 3.0, 1),  # only the label changed
+        (3, T + 3 * HOUR, 4.0, 3.0, 1),  # unchanged
+    ]
+    later = NOW + timedelta(hours=2)
+
+    report = ingest_raw_events(raw_events(corrected_rows), data=data, now=later)
+
+    assert (report.features.corrected, report.features.already_present) == (1, 2)
+    assert (report.labels.corrected, report.labels.already_present) == (2, 1)
+    features = _features(data)
+    user_1 = features[features["user_id"] == 1]
+    assert user_1["feature_1"].tolist() == [2.0, 99.0]
+    assert user_1["created"].tolist() == [pd.Timestamp(T + HOUR), pd.Timestamp(later)]
+    labels = _labels(data)
+    assert not labels.duplicated(["user_id", "event_timestamp"]).any()
+    assert labels.set_index("user_id")["label"].to_dict() == {1: 0, 2: 1, 3: 1}
+
+    # The same correction again is already present; a correction back is a new version.
+    before = data.user_features_path.read_bytes()
+    repeat = ingest_raw_events(raw_events(corrected_rows), data=data, now=later)
+    assert (repeat.features.already_present, repeat.labels.already_present) == (3, 3)
+    assert data.user_features_path.read_bytes() == before
+    back = ingest_raw_events(raw_events(_good_rows(1)), data=data, now=later)
+    assert back.features.corrected == 1
+    created = _features(data).query("user_id == 1")["created"]
+    assert created.is_monotonic_increasing and created.is_unique
+
+
+# --- the command ----------------------------------------------------------------------------
+
+
+def test_command_ingests_and_reports(tmp_path: Path) -> None:
+    rows = [*_good_rows(4, start=datetime(2026, 1, 5, tzinfo=UTC)), (None, T, 1.0, 1.0, 0)]
+    path = write_raw_events(tmp_path / "raw.parquet", raw_events(rows))
+
+    result = CliRunner().invoke(build_app(), ["ingest", str(path)])
+
+    assert result.exit_code == 0, result.output
+    assert f"read 5 rows from {path}" in result.output
+    assert "user features: 4 new, 0 corrected, 0 already present" in result.output
+    assert "quarantined: 1 (null_user_id 1," in result.output
+    assert len(pd.read_parquet(DataSettings().user_features_path)) == 4
+
+
+def test_command_exit_codes_on_bad_input(tmp_path: Path) -> None:
+    frame = raw_events(_good_rows(2)).drop(columns=["event_date"])
+    path = write_raw_events(tmp_path / "raw.parquet", frame)
+
+    schema = CliRunner().invoke(build_app(), ["ingest", str(path)])
+    missing = CliRunner().invoke(build_app(), ["ingest", str(tmp_path / "none.parquet")])
+
+    assert schema.exit_code == EXIT_SCHEMA == 2
+    assert "missing column(s): event_date" in schema.output
+    assert missing.exit_code == EXIT_UNREADABLE == 1
+    assert "no such file" in missing.output
+    assert not DataSettings().offline_dir.exists()
