@@ -436,15 +436,19 @@ def ingest_command(
 ) -> None:
     """Validate raw events and merge them into the offline feature and label tables.
 
-    Rows that cannot be used (null user_id or event_date, future timestamp, infinite
-    feature, repeated (user_id, event_date)) go to a quarantine file under
-    $CHURN_DATA_DIR/quarantine with a reason; a null or non-0/1 label keeps the row's
-    features but writes no label. A column more than 20% null is warned about.
-    Re-running on the same file changes nothing.
+    Unusable rows go to a Parquet file under $CHURN_DATA_DIR/quarantine with a reason.
 
-    Exit codes: 0 ingested (possibly with quarantined rows or warnings); 1 the file cannot
-    be read or an existing table is damaged; 2 missing or mistyped columns. Nothing is
-    written on a non-zero exit.
+    Reasons: null user_id or event_date, future timestamp, infinite feature, repeated key.
+
+    A null or non-0/1 label keeps the row's features but writes no label.
+
+    A column more than 20% null is warned about. Re-running on the same file changes nothing.
+
+    Exit 0: ingested (quarantined rows and warnings included).
+
+    Exit 1: unreadable file or damaged offline table; nothing written.
+
+    Exit 2: missing or mistyped columns; nothing written.
     """
     try:
         report = ingest_raw_events(raw_path, data=DataSettings())
