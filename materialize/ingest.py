@@ -18,10 +18,12 @@ it is done, and the ingest time for a correction, always later than the row it c
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -341,6 +343,22 @@ def write_parquet_atomically(frame: pd.DataFrame, path: Path) -> None:
         temporary.unlink(missing_ok=True)
 
 
+@contextmanager
+def _locked_offline_tables(data: DataSettings) -> Iterator[None]:
+    """Hold an exclusive lock on the offline tables for a read-merge-write.
+
+    Two ingests at once would otherwise both read the old table and the second rename
+    would drop the first one's rows.
+    """
+    data.offline_dir.mkdir(parents=True, exist_ok=True)
+    with (data.offline_dir / ".ingest.lock").open("w") as lock_file:
+        fcntl.flock(lock_file, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(lock_file, fcntl.LOCK_UN)
+
+
 def ingest_raw_events(
     raw: Path | pd.DataFrame,
     *,
@@ -390,12 +408,18 @@ def ingest_raw_events(
     has_label = label.isin([0.0, 1.0])
     labels_null = int(label.isna().sum())
 
-    features_table, feature_counts, features_changed = _merge_features(
-        usable, _read_table(data.user_features_path, USER_FEATURES_COLUMNS), now_ts
-    )
-    labels_table, label_counts, labels_changed = _merge_labels(
-        usable[has_label], _read_table(data.labels_path, LABELS_COLUMNS)
-    )
+    with _locked_offline_tables(data):
+        features_table, feature_counts, features_changed = _merge_features(
+            usable, _read_table(data.user_features_path, USER_FEATURES_COLUMNS), now_ts
+        )
+        labels_table, label_counts, labels_changed = _merge_labels(
+            usable[has_label], _read_table(data.labels_path, LABELS_COLUMNS)
+        )
+        # Unchanged tables are not rewritten: a re-run leaves the files exactly as they were.
+        if features_changed or not data.user_features_path.exists():
+            write_parquet_atomically(features_table, data.user_features_path)
+        if labels_changed or not data.labels_path.exists():
+            write_parquet_atomically(labels_table, data.labels_path)
 
     quarantine_path = None
     rejected = reasons.notna()
@@ -406,11 +430,6 @@ def ingest_raw_events(
         stamp = now_ts.strftime("%Y%m%dT%H%M%S%fZ")
         quarantine_path = data.quarantine_dir / f"ingest-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
         write_parquet_atomically(quarantine.reset_index(drop=True), quarantine_path)
-    # Unchanged tables are not rewritten: a re-run leaves the files exactly as they were.
-    if features_changed or not data.user_features_path.exists():
-        write_parquet_atomically(features_table, data.user_features_path)
-    if labels_changed or not data.labels_path.exists():
-        write_parquet_atomically(labels_table, data.labels_path)
 
     counted = reasons[rejected].value_counts()
     return IngestReport(

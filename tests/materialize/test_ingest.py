@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -395,3 +396,21 @@ def test_command_exit_codes_on_bad_input(tmp_path: Path) -> None:
     assert missing.exit_code == EXIT_UNREADABLE == 1
     assert "no such file" in missing.output
     assert not DataSettings().offline_dir.exists()
+
+
+def test_concurrent_ingests_of_different_batches_lose_no_rows(
+    tmp_path: Path, data: DataSettings
+) -> None:
+    batches = [
+        write_raw_events(
+            tmp_path / f"batch{index}.parquet",
+            raw_events(_good_rows(40, start=T + index * 50 * HOUR)),
+        )
+        for index in range(4)
+    ]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        reports = list(pool.map(lambda path: ingest_raw_events(path, data=data, now=NOW), batches))
+
+    assert [report.features.new for report in reports] == [40, 40, 40, 40]
+    assert len(_features(data)) == len(_labels(data)) == 160
