@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 from pydantic import Field
@@ -46,3 +48,62 @@ class MlflowSettings(BaseSettings):
             Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.resolved_artifact_root(data).mkdir(parents=True, exist_ok=True)
         return uri
+
+
+def configure_mlflow(settings: MlflowSettings | None = None) -> str:
+    """Point the MLflow client of this process at the configured store; return its URI.
+
+    Telemetry is switched off before mlflow is first imported (it writes under $HOME).
+    """
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    settings = settings or MlflowSettings()
+    uri = settings.prepare()
+    import mlflow
+
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    return uri
+
+
+def ensure_experiment(name: str, settings: MlflowSettings | None = None) -> str:
+    """Id of the experiment, created with its artifacts under the artifact root if new.
+
+    MLflow would otherwise put artifacts in ``./mlruns`` of whichever process creates the
+    experiment.
+    """
+    import mlflow
+
+    settings = settings or MlflowSettings()
+    existing = mlflow.get_experiment_by_name(name)
+    if existing is not None:
+        return str(existing.experiment_id)
+    location = settings.resolved_artifact_root() / _safe_folder_name(name)
+    return str(mlflow.create_experiment(name, artifact_location=location.as_uri()))
+
+
+def _safe_folder_name(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name) or "experiment"
+
+
+def code_version() -> dict[str, str]:
+    """The git commit of the project checkout (and whether it has local changes)."""
+    from materialize.settings import PROJECT_ROOT
+
+    def _git(*args: str) -> str | None:
+        try:
+            completed = subprocess.run(
+                ["git", *args], cwd=PROJECT_ROOT, capture_output=True, text=True, check=True
+            )
+        except (OSError, subprocess.CalledProcessError):
+            return None
+        return completed.stdout.strip()
+
+    commit = _git("rev-parse", "HEAD")
+    if commit is None:
+        return {"code.git_commit": "unknown"}
+    dirty = bool(_git("status", "--porcelain", "--untracked-files=no"))
+    return {
+        "code.git_commit": commit,
+        "code.git_dirty": str(dirty).lower(),
+        "mlflow.source.git.commit": commit,
+    }

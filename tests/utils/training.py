@@ -1,0 +1,216 @@
+"""Factories for training tests: tiny feature and label tables, and a second Feast repo.
+
+The churn tables follow the data contract (what `churn ingest` writes); labels depend on the
+features (and on the weekend flag) so a model can learn them in a few trials.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from materialize.apply import apply_feature_repo
+from materialize.settings import DataSettings, FeastSettings
+
+START = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday
+
+
+@dataclass(frozen=True)
+class ChurnTables:
+    """The offline tables written for one test."""
+
+    features: pd.DataFrame
+    labels: pd.DataFrame
+    labels_path: Path
+
+
+def _logistic(values: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-values))
+
+
+def make_churn_tables(
+    data: DataSettings,
+    *,
+    users: int = 150,
+    snapshots: int = 8,
+    seed: int = 0,
+    signal: float = 3.0,
+) -> ChurnTables:
+    """Write ``user_features.parquet`` and ``labels.parquet`` under ``data.offline_dir``.
+
+    Each user gets a snapshot every 2 days at a user-specific hour; the label of a snapshot
+    (same timestamp) is drawn from a logistic model of its features.
+
+    Args:
+        data: Where to write.
+        users: Number of users.
+        snapshots: Snapshots (and labels) per user.
+        seed: Random seed.
+        signal: Strength of the features' effect on the label (0 gives random labels).
+    """
+    rng = np.random.default_rng(seed)
+    user_ids = np.repeat(np.arange(1, users + 1, dtype="int64"), snapshots)
+    steps = np.tile(np.arange(snapshots), users)
+    hours = np.repeat(rng.integers(0, 24, size=users), snapshots)
+    timestamps = pd.to_datetime(
+        [
+            START + timedelta(days=2 * int(s), hours=int(h))
+            for s, h in zip(steps, hours, strict=True)
+        ],
+        utc=True,
+    )
+    usage = rng.lognormal(mean=1.0, sigma=0.8, size=len(user_ids))
+    engagement = rng.normal(loc=4.0, scale=1.5, size=len(user_ids))
+    weekend = (timestamps.dayofweek >= 5).astype(float)
+    logit = signal * (-(np.log1p(usage) - 1.2) - 0.5 * (engagement - 4.0) + 0.5 * weekend)
+    labels = (rng.random(len(user_ids)) < _logistic(logit)).astype("int64")
+    features = pd.DataFrame(
+        {
+            "user_id": user_ids,
+            "event_timestamp": timestamps,
+            "created": timestamps,
+            "feature_1": usage,
+            "feature_2": engagement,
+        }
+    )
+    label_frame = pd.DataFrame(
+        {"user_id": user_ids, "event_timestamp": timestamps, "label": labels}
+    )
+    write_parquet(features, data.user_features_path)
+    write_parquet(label_frame, data.labels_path)
+    return ChurnTables(features=features, labels=label_frame, labels_path=data.labels_path)
+
+
+def write_parquet(frame: pd.DataFrame, path: Path) -> Path:
+    """Write a frame as one Parquet file, creating the folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(path, index=False)
+    return path
+
+
+def shuffle_labels_before(
+    labels: pd.DataFrame, cutoff: pd.Timestamp, *, seed: int = 1, column: str = "label"
+) -> pd.DataFrame:
+    """Labels whose values before ``cutoff`` are permuted (a model trained on them is weak).
+
+    Rows at or after the cutoff (the test window) keep their true labels.
+    """
+    noisy = labels.copy()
+    early = noisy["event_timestamp"] < cutoff
+    rng = np.random.default_rng(seed)
+    noisy.loc[early, column] = rng.permutation(noisy.loc[early, column].to_numpy())
+    return noisy
+
+
+# A second, unrelated Feast repo: shops (string key) with sales features, no on-demand views.
+_SHOP_DEFINITIONS = '''
+"""Shops and their weekly sales: a repo unrelated to churn."""
+
+from datetime import timedelta
+
+from feast import Entity, FeatureService, FeatureView, Field, FileSource, ValueType
+from feast.types import Float64, Int64
+
+shop = Entity(name="shop", join_keys=["shop_code"], value_type=ValueType.STRING)
+
+shop_sales_source = FileSource(
+    name="shop_sales_source",
+    path="{path}",
+    timestamp_field="week_start",
+)
+
+shop_sales = FeatureView(
+    name="shop_sales",
+    entities=[shop],
+    ttl=timedelta(days=10),
+    schema=[
+        Field(name="revenue", dtype=Float64),
+        Field(name="visits", dtype=Int64),
+        Field(name="refund_rate", dtype=Float64),
+    ],
+    source=shop_sales_source,
+)
+
+shop_risk_v2 = FeatureService(
+    name="shop_risk_v2", features=[shop_sales[["refund_rate", "revenue", "visits"]]]
+)
+'''
+
+_SHOP_YAML = """\
+project: {project}
+provider: local
+registry: {registry}
+online_store:
+  type: sqlite
+  path: {online}
+offline_store:
+  type: duckdb
+entity_key_serialization_version: 3
+"""
+
+
+@dataclass(frozen=True)
+class ShopRepo:
+    """The applied shop repo and its labels table."""
+
+    feast: FeastSettings
+    labels_path: Path
+    features: list[str]
+
+
+def make_shop_repo(root: Path, *, project: str, shops: int = 120, weeks: int = 10) -> ShopRepo:
+    """Build, fill and apply a tiny Feast repo about shops defaulting on payments.
+
+    Entity ``shop`` (string key ``shop_code``), view ``shop_sales`` (weekly), service
+    ``shop_risk_v2``; labels in column ``defaulted`` at each week start.
+    """
+    repo = root / "shop_repo"
+    repo.mkdir(parents=True)
+    data_dir = root / "shop_data"
+    sales_path = data_dir / "shop_sales.parquet"
+    (repo / "definitions.py").write_text(
+        textwrap.dedent(_SHOP_DEFINITIONS).replace("{path}", str(sales_path))
+    )
+    (repo / "feature_store.yaml").write_text(
+        _SHOP_YAML.format(
+            project=project,
+            registry=data_dir / "registry.db",
+            online=data_dir / "online.db",
+        )
+    )
+    rng = np.random.default_rng(5)
+    codes = np.repeat([f"S{i:04d}" for i in range(shops)], weeks)
+    week_starts = pd.to_datetime(
+        [START + timedelta(weeks=w) for w in np.tile(np.arange(weeks), shops)], utc=True
+    )
+    revenue = rng.gamma(shape=2.0, scale=500.0, size=len(codes))
+    visits = rng.poisson(lam=40, size=len(codes)).astype("int64")
+    refund_rate = rng.beta(2, 12, size=len(codes))
+    logit = 3.0 * (8.0 * (refund_rate - 0.14) - (revenue - 1000.0) / 700.0)
+    defaulted = (rng.random(len(codes)) < _logistic(logit)).astype("int64")
+    write_parquet(
+        pd.DataFrame(
+            {
+                "shop_code": codes,
+                "week_start": week_starts,
+                "revenue": revenue,
+                "visits": visits,
+                "refund_rate": refund_rate,
+            }
+        ),
+        sales_path,
+    )
+    labels_path = write_parquet(
+        pd.DataFrame({"shop_code": codes, "event_timestamp": week_starts, "defaulted": defaulted}),
+        data_dir / "defaults.parquet",
+    )
+    settings = FeastSettings(repo_path=repo, profile="production")
+    apply_feature_repo(settings)
+    return ShopRepo(
+        feast=settings, labels_path=labels_path, features=["refund_rate", "revenue", "visits"]
+    )

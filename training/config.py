@@ -1,0 +1,115 @@
+"""What a training run is asked to do (``TrainingConfig``) and what it did (``TrainingResult``).
+
+Both are light (no heavy imports) so the command line and other components, such as the
+monitoring job's retraining trigger, can build them cheaply.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from materialize.settings import DataSettings, FeastProfile, FeastSettings
+
+ModelFamily = Literal["hist_gradient_boosting", "gradient_boosting"]
+MissingPolicy = Literal["drop", "keep"]
+
+# Exit codes of `churn train`, so a scheduler can tell a weak model from a failure.
+EXIT_REGISTERED = 0
+EXIT_ERROR = 1
+EXIT_BAD_INPUT = 2
+EXIT_BELOW_GATE = 3
+
+
+class TrainingError(RuntimeError):
+    """Training cannot run as asked: bad input or configuration (exit code 2)."""
+
+
+class TrainingConfig(BaseSettings):
+    """Options of one training run (environment prefix ``CHURN_TRAIN_``).
+
+    Every option of ``churn train`` maps to one field; unset paths fall back to the Feast and
+    data settings of the environment.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="CHURN_TRAIN_", extra="ignore")
+
+    repo_path: Path | None = Field(
+        default=None, description="Feast repo folder (default: CHURN_FEAST_REPO_PATH or ours)."
+    )
+    profile: FeastProfile | None = Field(
+        default=None, description="Feast profile (default: CHURN_FEAST_PROFILE or production)."
+    )
+    feature_service: str = "churn_v1"
+    labels_path: Path | None = Field(
+        default=None, description="Labels Parquet (default: <data_dir>/offline/labels.parquet)."
+    )
+    label_column: str = "label"
+    trials: int = Field(default=50, ge=1)
+    timeout: float | None = Field(default=3600.0, gt=0, description="Tuning time budget (s).")
+    model_name: str = "churn-predictor"
+    experiment: str | None = Field(default=None, description="MLflow experiment (default: model).")
+    seed: int = 42
+    model_family: ModelFamily = "hist_gradient_boosting"
+    storage: str | None = Field(
+        default=None, description="Optuna storage URL (default: in memory, one process)."
+    )
+    study_name: str | None = Field(default=None, description="Optuna study to create or join.")
+    workers: int = Field(default=1, ge=1, description="Local tuning processes on the study.")
+    min_auc: float = Field(default=0.78, ge=0.0, le=1.0)
+    missing: MissingPolicy = "drop"
+    tune_only: bool = Field(
+        default=False, description="Only add trials to a shared study (a helper worker)."
+    )
+    progress: bool = Field(default=True, description="Show the progress bar on a terminal.")
+
+    def feast_settings(self) -> FeastSettings:
+        """Feast settings of the environment, with the repo and profile overridden if set."""
+        overrides: dict[str, Any] = {}
+        if self.repo_path is not None:
+            overrides["repo_path"] = self.repo_path.resolve()
+        if self.profile is not None:
+            overrides["profile"] = self.profile
+        return FeastSettings(**overrides)
+
+    def resolved_labels_path(self) -> Path:
+        """The labels table to train on."""
+        return self.labels_path if self.labels_path is not None else DataSettings().labels_path
+
+    def resolved_experiment(self) -> str:
+        """The MLflow experiment name (the model name unless set)."""
+        return self.experiment or self.model_name
+
+
+@dataclass
+class TrainingResult:
+    """Outcome of ``run_training``."""
+
+    run_id: str | None
+    test_roc_auc: float | None
+    registered: bool
+    version: str | None
+    promoted: bool
+    reason: str
+    val_roc_auc: float | None = None
+    best_params: dict[str, Any] = field(default_factory=dict)
+    model_name: str = ""
+    experiment_id: str | None = None
+    study_name: str = ""
+    trials_complete: int = 0
+    trials_pruned: int = 0
+    rows: dict[str, int] = field(default_factory=dict)
+    champion_test_roc_auc: float | None = None
+    below_gate: bool = False
+    data_report: dict[str, Any] = field(default_factory=dict)  # training.dataset.DatasetReport
+    tuning_seconds: float = 0.0
+    total_seconds: float = 0.0
+
+    @property
+    def exit_code(self) -> int:
+        """Exit code of ``churn train``: 3 when trained but below the gate, else 0."""
+        return EXIT_BELOW_GATE if self.below_gate else EXIT_REGISTERED

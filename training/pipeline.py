@@ -1,0 +1,519 @@
+"""The training pipeline: Feast training set -> time split -> Optuna -> refit -> gate -> registry.
+
+``run_training(config)`` is the entry point for the command line and for other components
+(the monitoring job's retraining trigger). One MLflow parent run records everything: the
+lineage (feature service, refs, Feast project, labels, split, data hash, code version),
+the trials as nested runs, the metrics, the feature importances and the model. The model
+is registered only when its test ROC AUC reaches ``min_auc``; a new version becomes
+``challenger`` and is promoted to ``champion`` when it beats the current champion on this
+run's test window (or there is none).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import asdict
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+from training.config import ModelFamily, TrainingConfig, TrainingError, TrainingResult
+from training.dataset import TrainingSet, build_training_set, report_as_params
+from training.models import FAMILIES, build_model, evaluate, feature_importances
+from training.registry import (
+    CHAMPION,
+    alias_version,
+    register_version,
+    set_challenger,
+    set_champion,
+)
+from training.split import TimeSplit, split_by_time
+from training.tracking import MlflowSettings, code_version, configure_mlflow, ensure_experiment
+from training.tuning import StudySpec, TuningData, count_trials, redact_storage_url, tune
+
+if TYPE_CHECKING:
+    import optuna
+    from feast import FeatureStore
+    from sklearn.base import ClassifierMixin
+
+    from materialize.settings import FeastSettings
+
+_EXAMPLE_ROWS = 5
+
+
+def open_training_store(feast: FeastSettings, *, tracking_uri: str) -> FeatureStore:
+    """Open the feature store with Feast's MLflow integration switched on.
+
+    With it, ``get_historical_features`` inside an active run tags the run with the Feast
+    project, feature service, views and refs, and uploads the entity frame (the labels),
+    whatever the repo's yaml says about MLflow.
+    """
+    from feast import FeatureStore
+
+    from materialize.store import load_repo_config
+
+    config = load_repo_config(feast)
+    configured = config.mlflow_config if isinstance(config.mlflow_config, dict) else {}
+    config.mlflow_config = {
+        **configured,
+        "enabled": True,
+        "tracking_uri": tracking_uri,
+        "auto_log": True,
+        "auto_log_entity_df": True,
+    }
+    return FeatureStore(repo_path=str(feast.repo_path), config=config)
+
+
+def run_training(
+    config: TrainingConfig, *, mlflow_settings: MlflowSettings | None = None
+) -> TrainingResult:
+    """Train, evaluate, and (if good enough) register and maybe promote a model.
+
+    Args:
+        config: What to train on and how.
+        mlflow_settings: Where MLflow keeps runs and models (read from the environment
+            when omitted).
+
+    Raises:
+        TrainingError: Bad input or configuration (the command exits with 2).
+    """
+    started = time.monotonic()
+    _check_config(config)
+    mlflow_settings = mlflow_settings or MlflowSettings()
+    tracking_uri = configure_mlflow(mlflow_settings)
+    store = open_training_store(config.feast_settings(), tracking_uri=tracking_uri)
+    spec = StudySpec(
+        study_name=config.study_name
+        or f"{config.model_name}-{config.model_family}-{uuid.uuid4().hex[:8]}",
+        family=config.model_family,
+        seed=config.seed,
+        trials=config.trials,
+        timeout=config.timeout,
+        storage=config.storage,
+    )
+    if config.tune_only:
+        return _tune_only(store, config, spec, started)
+
+    import mlflow
+
+    experiment_id = ensure_experiment(config.resolved_experiment(), mlflow_settings)
+    run_name = f"train-{config.model_family}-{time.strftime('%Y%m%d-%H%M%S')}"
+    with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+        run_id = run.info.run_id
+        mlflow.set_tags(code_version())
+        mlflow.log_params(_config_params(config, spec))
+        training_set = _build_training_set(store, config)
+        split = _split(training_set)
+        lineage = _lineage(training_set, split, config)
+        mlflow.log_params(lineage)
+        mlflow.set_tags(lineage)
+        _log_dataset_input(training_set, config)
+
+        tuning_started = time.monotonic()
+        study = tune(
+            _tuning_data(training_set, split),
+            spec,
+            workers=config.workers,
+            progress=config.progress,
+        )
+        tuning_seconds = time.monotonic() - tuning_started
+        _log_trials(study, experiment_id=experiment_id, parent_run_id=run_id)
+        complete, pruned = count_trials(study)
+        best = study.best_trial
+        mlflow.log_params(best.params)
+        mlflow.log_metrics(
+            {
+                "val_roc_auc": float(best.value or 0.0),
+                "val_pr_auc": float(best.user_attrs.get("val_pr_auc", float("nan"))),
+                "val_brier": float(best.user_attrs.get("val_brier", float("nan"))),
+                "trials_complete": complete,
+                "trials_pruned": pruned,
+                "tuning_seconds": tuning_seconds,
+                "trials_per_minute": 60.0 * (complete + pruned) / max(tuning_seconds, 1e-9),
+            }
+        )
+
+        model, test_metrics = _refit_and_test(
+            training_set, split, best.params, family=config.model_family, seed=config.seed
+        )
+        mlflow.log_metrics({f"test_{name}": value for name, value in test_metrics.items()})
+        _log_importances(model, training_set, split, config.seed)
+        model_uri = _log_model(model, training_set, split)
+
+        result = TrainingResult(
+            run_id=run_id,
+            experiment_id=experiment_id,
+            test_roc_auc=test_metrics["roc_auc"],
+            val_roc_auc=float(best.value or 0.0),
+            registered=False,
+            version=None,
+            promoted=False,
+            reason="",
+            best_params=dict(best.params),
+            model_name=config.model_name,
+            study_name=spec.study_name,
+            trials_complete=complete,
+            trials_pruned=pruned,
+            rows=split.row_counts(),
+            tuning_seconds=tuning_seconds,
+            data_report=asdict(training_set.report),
+        )
+        if result.test_roc_auc is None or result.test_roc_auc < config.min_auc:
+            result.below_gate = True
+            result.reason = (
+                f"test ROC AUC {test_metrics['roc_auc']:.4f} is below the gate "
+                f"{config.min_auc:.4f}: not registered"
+            )
+            mlflow.set_tags({"gate.passed": "false", "gate.reason": result.reason})
+        else:
+            mlflow.set_tag("gate.passed", "true")
+            _register_and_promote(result, model_uri, training_set, split, config)
+            mlflow.set_tag("registry.outcome", result.reason)
+        result.total_seconds = time.monotonic() - started
+        mlflow.log_metric("total_seconds", result.total_seconds)
+    return result
+
+
+def _check_config(config: TrainingConfig) -> None:
+    family = FAMILIES[config.model_family]
+    if config.missing == "keep" and not family.handles_missing:
+        raise TrainingError(
+            f"--missing keep needs a model family that handles missing values; "
+            f"{config.model_family} does not (use hist_gradient_boosting or --missing drop)"
+        )
+    if config.tune_only and not (config.storage and config.study_name):
+        raise TrainingError("--tune-only joins a shared study: give --storage and --study-name")
+
+
+def _config_params(config: TrainingConfig, spec: StudySpec) -> dict[str, Any]:
+    return {
+        "model_family": config.model_family,
+        "seed": config.seed,
+        "trials": config.trials,
+        "timeout": config.timeout,
+        "workers": config.workers,
+        "min_auc": config.min_auc,
+        "missing_policy": config.missing,
+        "label_column": config.label_column,
+        "optuna.storage": redact_storage_url(config.storage),
+        "optuna.study_name": spec.study_name,
+    }
+
+
+def _build_training_set(
+    store: FeatureStore, config: TrainingConfig, *, log: bool = True
+) -> TrainingSet:
+    """Build the training set (logging its report on the active run) and refuse leakage."""
+    import mlflow
+
+    training_set = build_training_set(
+        store,
+        feature_service=config.feature_service,
+        labels_path=config.resolved_labels_path(),
+        label_column=config.label_column,
+        missing=config.missing,
+    )
+    report = training_set.report
+    if log:
+        mlflow.log_params(report_as_params(report))
+        mlflow.log_metrics({"data.leakage_rows": report.leakage_rows})
+        mlflow.log_dict(
+            {"missing_by_feature": report.missing_by_feature, "audited": report.audited_features},
+            "data_report.json",
+        )
+    if report.leakage_rows:
+        raise TrainingError(
+            f"point-in-time audit: {report.leakage_rows} row(s) use a feature value newer "
+            "than their label time; refusing to train"
+        )
+    return training_set
+
+
+def _split(training_set: TrainingSet) -> TimeSplit:
+    split = split_by_time(training_set.frame)
+    label = training_set.label_column
+    for part, frame in (("train", split.train), ("val", split.val), ("test", split.test)):
+        if frame[label].nunique() < 2:
+            raise TrainingError(
+                f"the {part} part ({len(frame)} rows) has only one label class; ROC AUC "
+                "needs both (more labels, or a longer time range)"
+            )
+    return split
+
+
+def _lineage(training_set: TrainingSet, split: TimeSplit, config: TrainingConfig) -> dict[str, Any]:
+    """Lineage logged as both params and tags of the parent run."""
+    frame = training_set.frame
+    counts = split.row_counts()
+    report = training_set.report
+    return {
+        "feast.feature_service": training_set.features.service,
+        "feast.features": ",".join(training_set.feature_names),
+        "feast.feature_refs": ",".join(training_set.features.refs),
+        "feast.project": training_set.project,
+        "feast.repo_path": str(config.feast_settings().repo_path),
+        "data.labels_path": str(config.resolved_labels_path().resolve()),
+        "data.labels_start": frame["event_timestamp"].min().isoformat(),
+        "data.labels_end": frame["event_timestamp"].max().isoformat(),
+        "data.rows": report.rows,
+        "data.rows_train": counts["train"],
+        "data.rows_val": counts["val"],
+        "data.rows_test": counts["test"],
+        "data.sha256": training_set.fingerprint(),
+        **split.boundaries(),
+    }
+
+
+def _log_dataset_input(training_set: TrainingSet, config: TrainingConfig) -> None:
+    """Record the training set as the run's dataset input (name, digest, schema, source)."""
+    import warnings
+
+    import mlflow
+    from mlflow.data.code_dataset_source import CodeDatasetSource
+    from mlflow.data.pandas_dataset import from_pandas
+
+    # The set is produced by code (Feast's point-in-time join of the labels), not read from
+    # one file, so its source names the inputs.
+    source = CodeDatasetSource(
+        tags={
+            "feast.feature_service": training_set.features.service,
+            "feast.project": training_set.project,
+            "labels": str(config.resolved_labels_path().resolve()),
+        }
+    )
+    with warnings.catch_warnings():
+        # Keys and labels are integers by contract; MLflow hints about integer columns.
+        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
+        dataset = from_pandas(
+            training_set.frame,
+            name=f"{training_set.features.service}-training-set",
+            targets=training_set.label_column,
+            source=source,
+        )
+    mlflow.log_input(dataset, context="training")
+
+
+def _tuning_data(training_set: TrainingSet, split: TimeSplit) -> TuningData:
+    names, label = training_set.feature_names, training_set.label_column
+    return TuningData(
+        x_train=split.train[names],
+        y_train=split.train[label],
+        x_val=split.val[names],
+        y_val=split.val[label],
+    )
+
+
+def _log_trials(study: optuna.Study, *, experiment_id: str, parent_run_id: str) -> None:
+    """Record every finished trial of the study as a nested run of the parent."""
+    import mlflow
+    from mlflow.entities import Metric, Param
+    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+
+    client = mlflow.MlflowClient()
+    for trial in study.get_trials(deepcopy=False):
+        if trial.datetime_start is None or trial.datetime_complete is None:
+            continue
+        start = int(trial.datetime_start.timestamp() * 1000)
+        end = int(trial.datetime_complete.timestamp() * 1000)
+        child = client.create_run(
+            experiment_id,
+            start_time=start,
+            run_name=f"trial-{trial.number}",
+            tags={
+                MLFLOW_PARENT_RUN_ID: parent_run_id,
+                "optuna.state": trial.state.name,
+                "optuna.worker": str(trial.user_attrs.get("worker", 0)),
+            },
+        )
+        metrics = [
+            Metric("val_roc_auc_stage", float(value), end, int(step))
+            for step, value in sorted(trial.intermediate_values.items())
+        ]
+        if trial.value is not None:
+            metrics.append(Metric("val_roc_auc", float(trial.value), end, 0))
+        params = [Param(name, str(value)) for name, value in trial.params.items()]
+        client.log_batch(child.info.run_id, metrics=metrics, params=params)
+        client.set_terminated(child.info.run_id, "FINISHED", end_time=end)
+
+
+def _refit_and_test(
+    training_set: TrainingSet,
+    split: TimeSplit,
+    params: dict[str, Any],
+    *,
+    family: ModelFamily,
+    seed: int,
+) -> tuple[ClassifierMixin, dict[str, float]]:
+    """Refit on train + validation with the best parameters; evaluate on test."""
+    import mlflow
+    from threadpoolctl import threadpool_limits
+
+    names, label = training_set.feature_names, training_set.label_column
+    train_val = pd.concat([split.train, split.val], ignore_index=True)
+    model = build_model(family, params, seed=seed)
+    fit_started = time.monotonic()
+    with threadpool_limits(limits=1):
+        model.fit(train_val[names], train_val[label])
+    mlflow.log_metric("refit_seconds", time.monotonic() - fit_started)
+    return model, evaluate(model, split.test[names], split.test[label])
+
+
+def _log_importances(
+    model: ClassifierMixin, training_set: TrainingSet, split: TimeSplit, seed: int
+) -> None:
+    import mlflow
+
+    names, label = training_set.feature_names, training_set.label_column
+    importances, method = feature_importances(
+        model, split.test[names], split.test[label], seed=seed
+    )
+    mlflow.log_dict({"method": method, "importances": importances}, "feature_importances.json")
+
+
+def _log_model(model: ClassifierMixin, training_set: TrainingSet, split: TimeSplit) -> str:
+    """Log the model (skops with its trusted types) with signature and input example."""
+    import mlflow
+    import skops.io
+    from mlflow.models import infer_signature
+
+    example = split.test[training_set.feature_names].head(_EXAMPLE_ROWS)
+    signature = infer_signature(example, model.predict_proba(example))
+    # skops refuses to load types it does not know; these are the model's own classes.
+    trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
+    info = mlflow.sklearn.log_model(
+        model,
+        name="model",
+        serialization_format="skops",
+        skops_trusted_types=trusted,
+        signature=signature,
+        input_example=example,
+        pyfunc_predict_fn="predict_proba",
+        metadata={
+            "feast.feature_service": training_set.features.service,
+            "feast.features": ",".join(training_set.feature_names),
+            "feast.project": training_set.project,
+        },
+    )
+    # The file Feast's own MLflow integration attaches to a logged model: its feature refs.
+    mlflow.log_text(json.dumps(training_set.features.refs), "feast_features.json")
+    return str(info.model_uri)
+
+
+def _register_and_promote(
+    result: TrainingResult,
+    model_uri: str,
+    training_set: TrainingSet,
+    split: TimeSplit,
+    config: TrainingConfig,
+) -> None:
+    """Register a new version, make it challenger, and champion if it beats the champion."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    name = config.model_name
+    champion = alias_version(client, name, CHAMPION)
+    champion_auc, champion_note = (None, "")
+    if champion is not None:
+        champion_auc, champion_note = _score_champion(champion, training_set, split)
+    tags = {
+        "feast.feature_service": training_set.features.service,
+        "feast.features": ",".join(training_set.feature_names),
+        "feast.project": training_set.project,
+        "data.test_start": split.boundaries()["data.test_start"],
+        "data.test_end": split.boundaries()["data.test_end"],
+        "test_roc_auc": f"{result.test_roc_auc:.6f}",
+    }
+    version = register_version(
+        client,
+        name=name,
+        model_uri=model_uri,
+        run_id=str(result.run_id),
+        tags=tags,
+        description=f"Classifier on Feast feature service {training_set.features.service}.",
+    )
+    result.registered, result.version = True, str(version.version)
+    set_challenger(client, name, result.version)
+    new_auc = float(result.test_roc_auc or 0.0)
+    if champion_auc is not None:
+        result.champion_test_roc_auc = champion_auc
+        mlflow.log_metric("champion_test_roc_auc", champion_auc)
+    if champion is None:
+        promote, why = True, "first champion"
+    elif champion_auc is None:
+        promote, why = False, champion_note
+    elif new_auc > champion_auc:
+        promote, why = (
+            True,
+            (
+                f"beats champion v{champion.version} on this test window "
+                f"({new_auc:.4f} > {champion_auc:.4f})"
+            ),
+        )
+    else:
+        promote, why = (
+            False,
+            (
+                f"does not beat champion v{champion.version} on this test window "
+                f"({new_auc:.4f} <= {champion_auc:.4f})"
+            ),
+        )
+    if promote:
+        set_champion(client, name, result.version, reason=why)
+    result.promoted = promote
+    role = "champion" if promote else "challenger"
+    result.reason = f"registered {name} v{result.version} as {role}: {why}"
+
+
+def _score_champion(
+    champion: Any, training_set: TrainingSet, split: TimeSplit
+) -> tuple[float | None, str]:
+    """The champion's test ROC AUC on this run's test rows, or None and why not."""
+    import mlflow
+
+    features = [f for f in champion.tags.get("feast.features", "").split(",") if f]
+    missing = [f for f in features if f not in split.test.columns]
+    if not features or missing:
+        return None, (
+            f"champion v{champion.version} uses other features "
+            f"({', '.join(missing) or 'unknown'}) and cannot be scored on this test window; "
+            "promote by hand if wanted"
+        )
+    model = mlflow.sklearn.load_model(f"models:/{champion.name}/{champion.version}")
+    try:
+        metrics = evaluate(model, split.test[features], split.test[training_set.label_column])
+    except ValueError as error:  # e.g. a model without null support on rows kept with nulls
+        return None, f"champion v{champion.version} cannot score this test window: {error}"
+    return metrics["roc_auc"], ""
+
+
+def _tune_only(
+    store: FeatureStore, config: TrainingConfig, spec: StudySpec, started: float
+) -> TrainingResult:
+    """Add trials to a shared study without refitting or registering (a helper worker)."""
+    training_set = _build_training_set(store, config, log=False)  # no MLflow run here
+    split = _split(training_set)
+    tuning_started = time.monotonic()
+    study = tune(
+        _tuning_data(training_set, split), spec, workers=config.workers, progress=config.progress
+    )
+    complete, pruned = count_trials(study)
+    return TrainingResult(
+        run_id=None,
+        test_roc_auc=None,
+        registered=False,
+        version=None,
+        promoted=False,
+        reason=f"tune-only: study {spec.study_name} has {complete} complete, {pruned} pruned",
+        val_roc_auc=study.best_value if complete else None,
+        best_params=dict(study.best_params) if complete else {},
+        model_name=config.model_name,
+        study_name=spec.study_name,
+        trials_complete=complete,
+        trials_pruned=pruned,
+        rows=split.row_counts(),
+        data_report=asdict(training_set.report),
+        tuning_seconds=time.monotonic() - tuning_started,
+        total_seconds=time.monotonic() - started,
+    )
