@@ -1,0 +1,346 @@
+"""Stage: ``churn drift``, compare what the model was trained on with what it sees now.
+
+Exit codes (for schedulers): 0 no major drift (none or minor), 4 major drift found,
+2 bad input or configuration (missing file, unknown feature, no champion), 1 any other
+failure, including a retraining (``--retrain``) that crashed.
+"""
+
+from __future__ import annotations
+
+import sys
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+import typer
+
+from materialize.settings import DataSettings, FeastProfile, FeastSettings
+from monitoring.settings import MonitoringSettings
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from monitoring.retrain import RetrainDecision
+    from monitoring.snapshots import ChampionLineage
+    from monitoring.statistics import DriftReport
+
+EXIT_NO_MAJOR_DRIFT = 0
+EXIT_ERROR = 1
+EXIT_BAD_INPUT = 2
+EXIT_MAJOR_DRIFT = 4
+
+Source = Literal["snapshots", "predictions"]
+
+
+@dataclass
+class Samples:
+    """The two samples to compare and where they came from."""
+
+    reference: pd.DataFrame
+    current: pd.DataFrame
+    features: list[str] | None = None
+    score_column: str | None = None
+    sources: dict[str, Any] = field(default_factory=dict)
+    lineage: ChampionLineage | None = None
+
+
+@dataclass
+class DriftOutcome:
+    """What a drift run produced."""
+
+    report: DriftReport
+    json_path: Path
+    html_path: Path
+    metrics_target: str | None
+    decision: RetrainDecision | None = None
+
+    @property
+    def exit_code(self) -> int:
+        """4 on major drift, else 0; 1 when a requested retraining crashed."""
+        if self.decision is not None and self.decision.outcome == "error":
+            return EXIT_ERROR
+        return EXIT_MAJOR_DRIFT if self.report.severity == "major" else EXIT_NO_MAJOR_DRIFT
+
+
+def read_sample(path: Path) -> pd.DataFrame:
+    """A Parquet file or folder (partitioned dataset) as a frame.
+
+    Raises:
+        DriftInputError: Missing or unreadable.
+    """
+    import pandas as pd
+
+    from monitoring.statistics import DriftInputError
+
+    if not path.exists():
+        raise DriftInputError(f"{path} does not exist")
+    try:
+        return pd.read_parquet(path)
+    except Exception as error:  # pyarrow raises several types for bad files
+        raise DriftInputError(f"{path} is not readable Parquet: {error}") from error
+
+
+def run_drift(samples: Samples, settings: MonitoringSettings, out_dir: Path) -> DriftOutcome:
+    """Compare the samples, write drift.json / drift.html and publish the metrics."""
+    from monitoring.metrics import publish_metrics
+    from monitoring.report import write_reports
+    from monitoring.statistics import compare_frames
+
+    report = compare_frames(
+        samples.reference,
+        samples.current,
+        settings,
+        features=samples.features,
+        score_column=samples.score_column,
+        sources=samples.sources,
+    )
+    json_path, html_path = write_reports(report, out_dir)
+    metrics_target = publish_metrics(report, settings, out_dir)
+    return DriftOutcome(report, json_path, html_path, metrics_target)
+
+
+def _champion_samples(
+    *,
+    reference_path: Path | None,
+    current_path: Path | None,
+    source: Source,
+    window: str,
+    until: datetime | None,
+    settings: MonitoringSettings,
+    feast: FeastSettings,
+) -> Samples:
+    """Samples where at least one side comes from the champion's lineage or the live data."""
+    from datetime import timedelta
+
+    import mlflow
+
+    from materialize.store import open_feature_store
+    from monitoring.snapshots import (
+        SCORE_COLUMN,
+        build_current_from_snapshots,
+        build_reference,
+        load_champion_lineage,
+        read_prediction_log,
+        score_rows,
+    )
+    from monitoring.windows import parse_window
+    from training.tracking import MlflowSettings
+
+    span: timedelta = parse_window(window)
+    mlflow.set_tracking_uri(MlflowSettings().prepare())
+    client = mlflow.MlflowClient()
+    lineage = load_champion_lineage(client, settings.model_name, settings.model_alias)
+    store = open_feature_store(feast)
+    sources: dict[str, Any] = {"champion": lineage.describe()}
+    if reference_path is not None:
+        reference = read_sample(reference_path)
+        sources["reference"] = {"file": str(reference_path)}
+    else:
+        reference = build_reference(store, lineage)
+        sources["reference"] = {"training_window": lineage.describe()["train_window"]}
+    if current_path is not None:
+        current = read_sample(current_path)
+        sources["current"] = {"file": str(current_path)}
+    elif source == "predictions":
+        predictions_dir = DataSettings().data_dir / "predictions"
+        current, (start, end) = read_prediction_log(predictions_dir, window=span, until=until)
+        sources["current"] = {
+            "prediction_log": str(predictions_dir),
+            "window": [start.isoformat(), end.isoformat()],
+            "model_versions": sorted(map(str, set(current.get("model_version", ())))),
+        }
+    else:
+        current, (start, end) = build_current_from_snapshots(
+            store, lineage.feature_service, window=span, until=until
+        )
+        sources["current"] = {
+            "offline_snapshots": lineage.feature_service,
+            "window": [start.isoformat(), end.isoformat()],
+        }
+    features = lineage.features or None
+    score_column = None
+    try:
+        model = mlflow.sklearn.load_model(f"models:/{lineage.model_name}/{lineage.version}")
+        names = features or [c for c in reference.columns if c in current.columns]
+        reference = reference.assign(**{SCORE_COLUMN: score_rows(model, reference, names)})
+        if SCORE_COLUMN not in current.columns:
+            current = current.assign(**{SCORE_COLUMN: score_rows(model, current, names)})
+        score_column = SCORE_COLUMN
+    except Exception as error:  # score drift is a bonus: report why it is missing
+        sources["score"] = f"not measured: {type(error).__name__}: {error}"
+    return Samples(reference, current, features, score_column, sources, lineage)
+
+
+def _retrain(
+    outcome: DriftOutcome,
+    *,
+    settings: MonitoringSettings,
+    lineage: ChampionLineage | None,
+    feast: FeastSettings,
+    trials: int | None,
+) -> RetrainDecision:
+    """Run the trigger with the real training pipeline."""
+    from datetime import timedelta
+
+    from monitoring.retrain import trigger_retraining
+
+    def train() -> Any:
+        from training.config import TrainingConfig
+        from training.pipeline import run_training
+
+        overrides: dict[str, Any] = {
+            "model_name": settings.model_name,
+            "repo_path": feast.repo_path,
+            "profile": feast.profile,
+            "progress": False,
+        }
+        if lineage is not None:
+            overrides["feature_service"] = lineage.feature_service
+        if trials is not None:
+            overrides["trials"] = trials
+        return run_training(TrainingConfig(**overrides))
+
+    return trigger_retraining(
+        outcome.report,
+        train=train,
+        decisions_path=settings.resolved_decisions_path(),
+        cooldown=timedelta(hours=settings.retrain_cooldown_hours),
+        now=datetime.now(UTC),
+        report_path=outcome.json_path,
+    )
+
+
+def _print_outcome(outcome: DriftOutcome) -> None:
+    report = outcome.report
+    width = max(len(item.feature) for item in report.features)
+    for item in [*report.features, *([report.score] if report.score else [])]:
+        psi = "   -  " if item.psi is None else f"{item.psi:6.3f}"
+        p_value = "-" if item.p_value is None else f"{item.p_value:.2g}"
+        why = "; ".join(item.reasons) or item.note or ""
+        typer.echo(
+            f"  {item.feature:<{width}}  {item.test or '-':<4}  PSI {psi}  p {p_value:<8}  "
+            f"{item.severity:<5}  {why}"
+        )
+    summary = report.summary()
+    typer.echo(
+        f"drift: {report.severity} (major: {', '.join(summary['major']) or 'none'}; "
+        f"minor: {', '.join(summary['minor']) or 'none'})"
+    )
+    typer.echo(f"report: {outcome.html_path}")
+    typer.echo(f"json: {outcome.json_path}")
+    if outcome.metrics_target:
+        typer.echo(f"metrics: {outcome.metrics_target}")
+    decision = outcome.decision
+    if decision is not None:
+        typer.echo(f"retrain: {decision.action} ({'; '.join(decision.reasons)})")
+        if decision.action == "retrain":
+            training = decision.training
+            if decision.outcome == "error":
+                typer.echo(f"retrain: training failed: {decision.error}", err=True)
+            else:
+                typer.echo(
+                    f"retrain: {decision.outcome}, test AUC {training.get('test_roc_auc')}, "
+                    f"version {training.get('version')}, promoted {training.get('promoted')} "
+                    f"({training.get('reason')})"
+                )
+
+
+def drift_command(
+    reference: Annotated[
+        Path | None,
+        typer.Option(help="Reference Parquet file or folder (default: champion's training data)."),
+    ] = None,
+    current: Annotated[
+        Path | None,
+        typer.Option(help="Current Parquet file or folder (default: the last --window)."),
+    ] = None,
+    features: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated columns (default: the model's features, or all "
+            "shared numeric/categorical columns of two files)."
+        ),
+    ] = None,
+    source: Annotated[
+        str,
+        typer.Option(
+            help="Current window from 'snapshots' (offline store) or 'predictions' (serving log)."
+        ),
+    ] = "snapshots",
+    window: Annotated[
+        str | None, typer.Option(help="Current window, e.g. 7d or 36h (default 7d).")
+    ] = None,
+    until: Annotated[
+        datetime | None,
+        typer.Option(help="End of the current window (default: newest snapshot/prediction)."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder for drift.json, drift.html, drift.prom "
+            "(default <data_dir>/monitoring/reports/<UTC time>)."
+        ),
+    ] = None,
+    retrain: Annotated[
+        bool, typer.Option(help="On major drift, retrain through the gate (with cooldown).")
+    ] = False,
+    trials: Annotated[
+        int | None, typer.Option(help="Tuning trials of a triggered retraining.")
+    ] = None,
+    profile: Annotated[
+        FeastProfile | None,
+        typer.Option(help="Feast profile (default: $CHURN_FEAST_PROFILE or production)."),
+    ] = None,
+) -> None:
+    """Compare training-time and current feature distributions (PSI, KS, chi-square).
+
+    Exit code 0: no major drift; 4: major drift; 2: bad input; 1: other failure.
+    """
+    from materialize.store import FeastConfigurationError
+    from monitoring.statistics import DriftInputError
+
+    started = datetime.now(UTC)
+    try:
+        if source not in ("snapshots", "predictions"):
+            raise DriftInputError(f"--source {source!r}: expected snapshots or predictions")
+        settings = MonitoringSettings()
+        feast = FeastSettings() if profile is None else FeastSettings(profile=profile)
+        names = [name.strip() for name in features.split(",") if name.strip()] if features else None
+        if reference is not None and current is not None:
+            samples = Samples(
+                read_sample(reference),
+                read_sample(current),
+                sources={"reference": {"file": str(reference)}, "current": {"file": str(current)}},
+            )
+            if all("churn_probability" in f.columns for f in (samples.reference, samples.current)):
+                samples.score_column = "churn_probability"
+        else:
+            samples = _champion_samples(
+                reference_path=reference,
+                current_path=current,
+                source=source,  # type: ignore[arg-type]
+                window=window or f"{settings.window_days:g}d",
+                until=until,
+                settings=settings,
+                feast=feast,
+            )
+        if names:
+            samples.features = names
+        out_dir = out or (
+            DataSettings().data_dir / "monitoring" / "reports" / started.strftime("%Y%m%dT%H%M%SZ")
+        )
+        outcome = run_drift(samples, settings, out_dir)
+        if retrain:
+            outcome.decision = _retrain(
+                outcome, settings=settings, lineage=samples.lineage, feast=feast, trials=trials
+            )
+    except (DriftInputError, FeastConfigurationError, ValueError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from error
+    except Exception as error:
+        typer.echo(f"error: {type(error).__name__}: {error}", err=True)
+        raise typer.Exit(EXIT_ERROR) from error
+    _print_outcome(outcome)
+    sys.stdout.flush()
+    raise typer.Exit(outcome.exit_code)

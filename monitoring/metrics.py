@@ -1,0 +1,90 @@
+"""Drift metrics for Prometheus: per-feature PSI, test statistic, p-value and severity.
+
+Pushed to a Pushgateway when ``CHURN_MONITORING_PUSHGATEWAY_URL`` is set, otherwise written
+in the node-exporter textfile-collector format (``drift.prom``). The reference design's
+``model.drift.psi.<feature>`` becomes ``churn_drift_psi{feature="<feature>"}``: Prometheus
+names cannot hold dots, and a label keeps one series per feature under one name.
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from monitoring.settings import MonitoringSettings
+from monitoring.statistics import SEVERITY_RANK, DriftReport
+
+if TYPE_CHECKING:
+    from prometheus_client import CollectorRegistry
+
+TEXTFILE_NAME = "drift.prom"
+
+
+def build_registry(report: DriftReport) -> CollectorRegistry:
+    """A registry holding the drift gauges of one report."""
+    from prometheus_client import CollectorRegistry, Gauge
+
+    registry = CollectorRegistry()
+    labels = ["feature", "role"]
+    psi = Gauge("churn_drift_psi", "Population stability index", labels, registry=registry)
+    statistic = Gauge(
+        "churn_drift_statistic",
+        "KS statistic or chi-square statistic (see the test label)",
+        [*labels, "test"],
+        registry=registry,
+    )
+    p_value = Gauge("churn_drift_p_value", "Raw p-value of the test", labels, registry=registry)
+    severity = Gauge(
+        "churn_drift_severity",
+        "Drift severity: 0 none, 1 minor, 2 major",
+        labels,
+        registry=registry,
+    )
+    overall = Gauge(
+        "churn_drift_overall_severity",
+        "Worst feature severity of the run: 0 none, 1 minor, 2 major",
+        registry=registry,
+    )
+    finished = Gauge(
+        "churn_drift_last_run_timestamp_seconds", "When the drift job ran", registry=registry
+    )
+    for result in [*report.features, *([report.score] if report.score else [])]:
+        names = {"feature": result.feature, "role": result.role}
+        if result.psi is not None:
+            psi.labels(**names).set(result.psi)
+        if result.statistic is not None and result.test is not None:
+            statistic.labels(**names, test=result.test).set(result.statistic)
+        if result.p_value is not None:
+            p_value.labels(**names).set(result.p_value)
+        severity.labels(**names).set(SEVERITY_RANK[result.severity])
+    overall.set(SEVERITY_RANK[report.severity])
+    finished.set(time.time())
+    return registry
+
+
+def publish_metrics(
+    report: DriftReport, settings: MonitoringSettings, out_dir: Path | None
+) -> str | None:
+    """Push the gauges to the Pushgateway, or write them as a textfile into ``out_dir``.
+
+    Returns:
+        Where the metrics went (URL or file path), or None when neither is configured.
+
+    Raises:
+        OSError: The Pushgateway could not be reached (URLError is an OSError).
+    """
+    registry = build_registry(report)
+    if settings.pushgateway_url:
+        from prometheus_client import push_to_gateway
+
+        push_to_gateway(settings.pushgateway_url, job=settings.pushgateway_job, registry=registry)
+        return settings.pushgateway_url
+    if out_dir is None:
+        return None
+    from prometheus_client import write_to_textfile
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / TEXTFILE_NAME
+    write_to_textfile(str(path), registry)
+    return str(path)

@@ -1,0 +1,220 @@
+"""Drift reports people read: ``drift.json`` and a self-contained ``drift.html``.
+
+The HTML page has no external resources: styles are inline and every plot is a PNG
+embedded as a ``data:`` URI, so the file can be mailed or attached to a ticket as is.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from monitoring.statistics import DriftReport, FeatureDrift
+
+SEVERITY_COLOURS = {"none": "#2e7d32", "minor": "#ef6c00", "major": "#c62828"}
+REFERENCE_COLOUR = "#1f77b4"
+CURRENT_COLOUR = "#d62728"
+
+
+def _finite(value: Any) -> Any:
+    """Replace NaN and infinities (not valid JSON) by null, recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
+def report_document(report: DriftReport, *, generated_at: datetime | None = None) -> dict[str, Any]:
+    """The ``drift.json`` document: features, score and summary (strict JSON values)."""
+    document = report.to_dict()
+    document["summary"]["generated_at"] = (generated_at or datetime.now(UTC)).isoformat()
+    return _finite(document)
+
+
+def write_json(report: DriftReport, path: Path, *, generated_at: datetime | None = None) -> Path:
+    """Write ``drift.json``."""
+    document = report_document(report, generated_at=generated_at)
+    path.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
+    return path
+
+
+# ------------------------------------------------------------------------- HTML
+
+
+def _plot_png(result: FeatureDrift) -> str | None:
+    """The reference and current distributions of one column overlaid, as base64 PNG."""
+    distribution = result.histogram
+    if distribution is None:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display; a no-op when already selected
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6.4, 2.8), dpi=80)
+    axes = figure.subplots()
+    if distribution.labels is not None:
+        positions = range(len(distribution.labels))
+        width = 0.4
+        axes.bar(
+            [p - width / 2 for p in positions],
+            distribution.reference,
+            width,
+            label="reference",
+            color=REFERENCE_COLOUR,
+        )
+        axes.bar(
+            [p + width / 2 for p in positions],
+            distribution.current,
+            width,
+            label="current",
+            color=CURRENT_COLOUR,
+        )
+        axes.set_xticks(list(positions), distribution.labels)
+    else:
+        edges = distribution.edges or []
+        for values, label, colour in (
+            (distribution.reference, "reference", REFERENCE_COLOUR),
+            (distribution.current, "current", CURRENT_COLOUR),
+        ):
+            axes.stairs(values, edges, label=label, color=colour, fill=True, alpha=0.35)
+            axes.stairs(values, edges, color=colour, linewidth=1.2)
+        psi_edges = result.psi_bins.edges if result.psi_bins else None
+        for edge in psi_edges or []:
+            axes.axvline(edge, color="#999999", linewidth=0.6, linestyle=":")
+    axes.set_ylabel("share of rows")
+    axes.set_title(f"{result.feature} ({result.severity})", fontsize=10)
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png")
+    return base64.b64encode(buffer.getvalue()).decode("ascii")
+
+
+def _number(value: float | None, digits: str = ".3g") -> str:
+    return "" if value is None else format(value, digits)
+
+
+def _row(result: FeatureDrift) -> str:
+    effect = ""
+    if result.effect_size is not None:
+        effect = f"{result.effect_size_name} {result.effect_size:.3f}"
+    cells = [
+        f'<a href="#{html.escape(result.feature)}">{html.escape(result.feature)}</a>',
+        result.kind,
+        result.test or "",
+        _number(result.psi, ".4f"),
+        _number(result.statistic, ".4g"),
+        _number(result.p_value, ".3g"),
+        _number(result.p_value_adjusted, ".3g"),
+        effect,
+        _number(result.mean_shift_sd, "+.2f"),
+        f"{result.reference.null_rate:.1%} / {result.current.null_rate:.1%}",
+        f'<b style="color:{SEVERITY_COLOURS[result.severity]}">{result.severity}</b>',
+        html.escape("; ".join(result.reasons) or (result.note or "")),
+    ]
+    return "<tr>" + "".join(f"<td>{cell}</td>" for cell in cells) + "</tr>"
+
+
+_HEADERS = [
+    "feature",
+    "kind",
+    "test",
+    "PSI",
+    "statistic",
+    "p-value",
+    "adjusted p",
+    "effect size",
+    "mean shift (ref. SD)",
+    "nulls ref. / cur.",
+    "severity",
+    "why",
+]
+
+_STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em; color: #222; }
+table { border-collapse: collapse; font-size: 0.9em; }
+th, td { border: 1px solid #ccc; padding: 0.3em 0.6em; text-align: left; }
+th { background: #f3f3f3; }
+section { margin-top: 1.5em; }
+.meta { color: #555; font-size: 0.9em; }
+"""
+
+
+def _section(result: FeatureDrift) -> str:
+    name = html.escape(result.feature)
+    image = _plot_png(result)
+    body = (
+        f'<img alt="distributions of {name}" src="data:image/png;base64,{image}">'
+        if image
+        else f"<p>{html.escape(result.note or 'no values to plot')}</p>"
+    )
+    counts = (
+        f"reference {result.reference.count} values, {result.reference.nulls} missing; "
+        f"current {result.current.count} values, {result.current.nulls} missing"
+    )
+    return (
+        f'<section id="{name}"><h3>{name}</h3><p class="meta">{html.escape(counts)}</p>'
+        f"{body}</section>"
+    )
+
+
+def render_html(report: DriftReport, *, generated_at: datetime | None = None) -> str:
+    """The self-contained HTML report: summary table and one overlaid plot per column."""
+    summary = report.summary()
+    generated = (generated_at or datetime.now(UTC)).isoformat(timespec="seconds")
+    results = [*report.features, *([report.score] if report.score else [])]
+    rows = "".join(_row(result) for result in results)
+    sources = "".join(
+        f"<li><b>{html.escape(side)}</b>: {html.escape(json.dumps(value, default=str))}</li>"
+        for side, value in report.sources.items()
+    )
+    skipped = "".join(
+        f"<li>{html.escape(name)}: {html.escape(reason)}</li>"
+        for name, reason in report.skipped.items()
+    )
+    thresholds = ", ".join(f"{key} {value}" for key, value in summary["thresholds"].items())
+    colour = SEVERITY_COLOURS[report.severity]
+    flagged = ", ".join(summary["major"]) or "none"
+    return f"""<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>Drift report</title>
+<style>{_STYLE}</style></head><body>
+<h1>Drift report: <span style="color:{colour}">{report.severity}</span></h1>
+<p class="meta">Generated {generated}. Reference {report.reference_rows} rows, current
+{report.current_rows} rows. Major drift: {html.escape(flagged)}. Minor drift:
+{html.escape(", ".join(summary["minor"]) or "none")}.
+Score drift: {html.escape(str(summary["score_severity"] or "not measured"))}.</p>
+<p class="meta">Severity: major when PSI &gt; {report.settings.psi_major:g} or p &lt;
+{report.settings.p_major:g}; minor when PSI &gt; {report.settings.psi_minor:g} or p &lt;
+{report.settings.p_minor:g} (p-values {html.escape(report.settings.correction)}-adjusted
+over the features). Settings: {html.escape(thresholds)}.</p>
+<ul class="meta">{sources}</ul>
+<table><tr>{"".join(f"<th>{header}</th>" for header in _HEADERS)}</tr>{rows}</table>
+{f'<p class="meta">Not compared:</p><ul class="meta">{skipped}</ul>' if skipped else ""}
+<h2>Distributions</h2>
+<p class="meta">Reference in blue, current in red; dotted lines are the PSI bin edges
+(reference deciles; the outer bins are open-ended).</p>
+{"".join(_section(result) for result in results)}
+</body></html>
+"""
+
+
+def write_reports(
+    report: DriftReport, out_dir: Path, *, generated_at: datetime | None = None
+) -> tuple[Path, Path]:
+    """Write ``drift.json`` and ``drift.html`` into ``out_dir`` (created)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    generated_at = generated_at or datetime.now(UTC)
+    json_path = write_json(report, out_dir / "drift.json", generated_at=generated_at)
+    html_path = out_dir / "drift.html"
+    html_path.write_text(render_html(report, generated_at=generated_at))
+    return json_path, html_path
