@@ -143,7 +143,7 @@ def _champion_samples(
         current = read_sample(current_path)
         sources["current"] = {"file": str(current_path)}
     elif source == "predictions":
-        predictions_dir = DataSettings().data_dir / "predictions"
+        predictions_dir = settings.resolved_predictions_dir()
         current, (start, end) = read_prediction_log(predictions_dir, window=span, until=until)
         sources["current"] = {
             "prediction_log": str(predictions_dir),
@@ -213,8 +213,9 @@ def _retrain(
 
 def _print_outcome(outcome: DriftOutcome) -> None:
     report = outcome.report
-    width = max(len(item.feature) for item in report.features)
-    for item in [*report.features, *([report.score] if report.score else [])]:
+    results = [*report.features, *([report.score] if report.score else [])]
+    width = max(len(item.feature) for item in results)
+    for item in results:
         psi = "   -  " if item.psi is None else f"{item.psi:6.3f}"
         p_value = "-" if item.p_value is None else f"{item.p_value:.2g}"
         why = "; ".join(item.reasons) or item.note or ""

@@ -67,6 +67,9 @@ class MonitoringSettings(BaseSettings):
     window_days: float = Field(default=7, gt=0, description="Current window: the last N days.")
     model_name: str = Field(default="churn-predictor", description="Registered model to watch.")
     model_alias: str = Field(default="champion", description="Alias of the served model.")
+    predictions_dir: Path | None = Field(
+        default=None, description="Serving prediction log (default <data_dir>/predictions)."
+    )
 
     # Outputs.
     pushgateway_url: str | None = Field(
@@ -91,6 +94,12 @@ class MonitoringSettings(BaseSettings):
         if self.p_major > self.p_minor:
             raise ValueError(f"p_major {self.p_major} is above p_minor {self.p_minor}")
         return self
+
+    def resolved_predictions_dir(self, data: DataSettings | None = None) -> Path:
+        """Where serving writes its prediction log."""
+        if self.predictions_dir is not None:
+            return self.predictions_dir
+        return (data or DataSettings()).data_dir / "predictions"
 
     def resolved_decisions_path(self, data: DataSettings | None = None) -> Path:
         """Where drift decisions are appended."""

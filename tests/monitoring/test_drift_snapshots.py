@@ -1,0 +1,215 @@
+"""`churn drift` without files: champion lineage from MLflow, windows through Feast.
+
+A real Feast repo (embedded profile), real offline tables, a champion trained by
+`churn train` (a subprocess, as a user runs it) and `churn drift` run the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from materialize.apply import apply_feature_repo
+from materialize.store import open_feature_store
+from monitoring.snapshots import build_reference, load_champion_lineage
+from monitoring.statistics import DriftInputError
+from tests.utils.feast_repo import TestRepo, make_feature_repo
+from tests.utils.features import CHURN_V1_FEATURES
+from tests.utils.monitoring import START, write_daily_history, write_prediction_log
+from tests.utils.services import unique_name
+
+pytestmark = pytest.mark.filterwarnings(
+    # MLflow 3.17's SQLite tracking store uses a loader option that SQLAlchemy 2.1 deprecates.
+    "ignore:The ``noload`` loader strategy is deprecated:sqlalchemy.exc.SADeprecationWarning"
+)
+
+CHURN = str(Path(sys.executable).with_name("churn"))
+DAYS = 70  # whole weeks in the 70% training window: weekday features do not drift
+
+
+@dataclass(frozen=True)
+class Champion:
+    """A trained and promoted model over a private repo and data folder."""
+
+    repo: TestRepo
+    env: dict[str, str]
+    history: pd.DataFrame
+
+    @property
+    def tracking_uri(self) -> str:
+        return f"sqlite:///{self.repo.data.data_dir / 'mlflow' / 'mlflow.db'}"
+
+
+def run_churn(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    """Run a churn command in the champion's environment."""
+    return subprocess.run(
+        [CHURN, *args], env=env, capture_output=True, text=True, timeout=300, check=False
+    )
+
+
+def train_champion(root: Path, *, users: int = 60) -> Champion:
+    """Private repo, 70 days of daily snapshots and labels, `churn apply` and `churn train`."""
+    repo = make_feature_repo(root, project=unique_name("drift"), profile="embedded")
+    env = {
+        **os.environ,
+        "CHURN_DATA_DIR": str(repo.data.data_dir),
+        "CHURN_FEAST_REPO_PATH": str(repo.feast.repo_path),
+        "CHURN_FEAST_PROFILE": "embedded",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "CHURN_TRAIN_MIN_AUC": "0.6",
+    }
+    env.pop("MLFLOW_TRACKING_URI", None)
+    history = write_daily_history(repo.data, users=users, days=DAYS, seed=1)
+    # The FileSource path is taken from CHURN_DATA_DIR when the repo is applied.
+    previous = os.environ.get("CHURN_DATA_DIR")
+    os.environ["CHURN_DATA_DIR"] = env["CHURN_DATA_DIR"]
+    try:
+        apply_feature_repo(repo.feast)
+    finally:
+        if previous is None:
+            os.environ.pop("CHURN_DATA_DIR")
+        else:
+            os.environ["CHURN_DATA_DIR"] = previous
+    trained = run_churn(env, "train", "--trials", "2", "--no-progress")
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    return Champion(repo=repo, env=env, history=history)
+
+
+@pytest.fixture(scope="module")
+def champion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Champion]:
+    """One champion for the module (training takes a while); the last test changes it."""
+    yield train_champion(tmp_path_factory.mktemp("champion"))
+
+
+def _train_run(champion: Champion) -> mlflow.entities.Run:
+    client = mlflow.MlflowClient(tracking_uri=champion.tracking_uri)
+    version = client.get_model_version_by_alias("churn-predictor", "champion")
+    return client.get_run(version.run_id)
+
+
+def test_reference_is_the_champions_training_window_through_the_feature_service(
+    champion: Champion,
+) -> None:
+    client = mlflow.MlflowClient(tracking_uri=champion.tracking_uri)
+    lineage = load_champion_lineage(client, "churn-predictor", "champion")
+    run = _train_run(champion)
+    assert lineage.features == CHURN_V1_FEATURES
+    assert lineage.train_end.isoformat() == run.data.params["data.train_end"]
+    reference = build_reference(open_feature_store(champion.repo.feast), lineage)
+    assert len(reference) == int(run.data.params["data.rows_train"])
+    history = champion.history
+    expected = history.loc[
+        (history["event_timestamp"] >= lineage.train_start)
+        & (history["event_timestamp"] <= lineage.train_end)
+    ]
+    key = ["user_id", "event_timestamp"]
+    got = reference.sort_values(key).reset_index(drop=True)
+    want = expected.sort_values(key).reset_index(drop=True)
+    pd.testing.assert_frame_equal(
+        got[CHURN_V1_FEATURES].astype("float64"),
+        want[CHURN_V1_FEATURES].astype("float64"),
+        check_exact=False,
+        rtol=1e-12,
+    )
+
+
+def test_unshifted_snapshots_show_no_drift(champion: Champion, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    completed = run_churn(champion.env, "drift", "--out", str(out))
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    document = json.loads((out / "drift.json").read_text())
+    assert [item["feature"] for item in document["features"]] == CHURN_V1_FEATURES
+    summary = document["summary"]
+    assert summary["major"] == [] and summary["severity"] in ("none", "minor")
+    last = champion.history["event_timestamp"].max()
+    assert summary["sources"]["current"]["window"] == [
+        (last - timedelta(days=7)).isoformat(),
+        last.isoformat(),
+    ]
+    assert summary["current_rows"] == int(
+        (champion.history["event_timestamp"] > last - timedelta(days=7)).sum()
+    )
+    assert document["score"]["feature"] == "churn_probability"
+
+
+def test_prediction_log_as_current_window(champion: Champion, tmp_path: Path) -> None:
+    recent = champion.history.loc[
+        champion.history["event_timestamp"] >= START + timedelta(days=DAYS - 7)
+    ].copy()
+    recent["feature_2"] += 3.0  # what serving saw drifted
+    recent["feature_ratio"] = recent["feature_1"] / (recent["feature_2"] + 1e-8)
+    scores = np.random.default_rng(0).random(len(recent))
+    write_prediction_log(tmp_path, recent, scores=scores, features=CHURN_V1_FEATURES)
+    env = {**champion.env, "CHURN_MONITORING_PREDICTIONS_DIR": str(tmp_path / "predictions")}
+    out = tmp_path / "out"
+    completed = run_churn(env, "drift", "--source", "predictions", "--out", str(out))
+    assert completed.returncode == 4, completed.stdout + completed.stderr
+    document = json.loads((out / "drift.json").read_text())
+    assert document["summary"]["major"] == ["feature_2", "feature_ratio"]
+    assert document["summary"]["current_rows"] == len(recent)
+    assert document["summary"]["sources"]["current"]["model_versions"] == ["1"]
+    # The logged scores are the current scores: uniform noise, far from the model's.
+    assert document["score"]["current"]["mean"] == pytest.approx(scores.mean())
+
+
+def test_no_champion_is_a_clear_error(tmp_path: Path) -> None:
+    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with pytest.raises(DriftInputError, match="has no 'champion' version"):
+        load_champion_lineage(client, "churn-predictor", "champion")
+    env = {**os.environ, "CHURN_DATA_DIR": str(tmp_path / "empty")}
+    completed = run_churn(env, "drift")
+    assert completed.returncode == 2
+    assert "model 'churn-predictor' has no 'champion' version" in completed.stderr
+
+
+def test_major_drift_retrains_through_the_gate_once_per_cooldown(
+    champion: Champion, tmp_path: Path
+) -> None:
+    # Last in the module: it appends a shifted week and registers a second version.
+    write_daily_history(
+        champion.repo.data,
+        users=60,
+        days=7,
+        start=START + timedelta(days=DAYS),
+        seed=2,
+        feature_2_shift=3.0,
+    )
+    out = tmp_path / "out"
+    completed = run_churn(champion.env, "drift", "--retrain", "--trials", "2", "--out", str(out))
+    assert completed.returncode == 4, completed.stdout + completed.stderr
+    assert "drift: major (major: feature_2, feature_ratio" in completed.stdout
+    assert "retrain: retrain (major drift in feature_2, feature_ratio" in completed.stdout
+    client = mlflow.MlflowClient(tracking_uri=champion.tracking_uri)
+    versions = client.search_model_versions("name='churn-predictor'")
+    assert sorted(int(v.version) for v in versions) == [1, 2]
+    decisions_path = champion.repo.data.data_dir / "monitoring" / "decisions.jsonl"
+    [decision] = [json.loads(line) for line in decisions_path.read_text().splitlines()]
+    assert decision["outcome"] == "registered"
+    assert decision["training"]["version"] == "2"
+    # Promotion is the pipeline's champion/challenger decision, never the trigger's.
+    new = client.get_model_version("churn-predictor", "2")
+    aliases = set(client.get_registered_model("churn-predictor").aliases)
+    if decision["training"]["promoted"]:
+        assert client.get_model_version_by_alias("churn-predictor", "champion").version == "2"
+    else:
+        assert aliases == {"champion", "challenger"}
+        assert (
+            str(client.get_model_version_by_alias("churn-predictor", "challenger").version) == "2"
+        )
+    assert new.run_id == decision["training"]["run_id"]
+
+    again = run_churn(champion.env, "drift", "--retrain", "--out", str(tmp_path / "again"))
+    assert again.returncode == 4
+    assert "cooldown: last retraining" in again.stdout
+    assert len(client.search_model_versions("name='churn-predictor'")) == 2

@@ -1,0 +1,141 @@
+"""The retraining trigger: only on major drift, never within the cooldown, always logged."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from monitoring.retrain import read_decisions, trigger_retraining
+from monitoring.settings import MonitoringSettings
+from monitoring.statistics import DriftReport, compare_frames
+
+NOW = datetime(2026, 11, 2, 6, tzinfo=UTC)
+COOLDOWN = timedelta(hours=24)
+
+
+@dataclass
+class _Result:
+    """What the trigger reads from a TrainingResult."""
+
+    registered: bool
+    run_id: str = "run-1"
+    test_roc_auc: float = 0.81
+    version: str | None = "2"
+    promoted: bool = False
+    reason: str = "registered as challenger"
+
+
+class _Trainer:
+    """Counts training calls and returns a fixed result (training itself is not under test
+    here; tests/monitoring/test_drift_snapshots.py runs the real pipeline)."""
+
+    def __init__(self, result: _Result | Exception) -> None:
+        self.result = result
+        self.calls = 0
+
+    def __call__(self) -> _Result:
+        self.calls += 1
+        if isinstance(self.result, Exception):
+            raise self.result
+        return self.result
+
+
+def _report(shift: float) -> DriftReport:
+    rng = np.random.default_rng(0)
+    reference = pd.DataFrame({"x": rng.normal(0, 1, 1000), "y": rng.normal(0, 1, 1000)})
+    current = pd.DataFrame({"x": rng.normal(shift, 1, 1000), "y": rng.normal(0, 1, 1000)})
+    return compare_frames(reference, current, MonitoringSettings())
+
+
+@pytest.fixture
+def log_path(tmp_path: Path) -> Path:
+    return tmp_path / "monitoring" / "decisions.jsonl"
+
+
+def test_no_major_drift_does_not_retrain_but_is_logged(log_path: Path) -> None:
+    trainer = _Trainer(_Result(registered=True))
+    decision = trigger_retraining(
+        _report(0.0), train=trainer, decisions_path=log_path, cooldown=COOLDOWN, now=NOW
+    )
+    assert trainer.calls == 0
+    assert (decision.action, decision.outcome) == ("skip", "not_run")
+    assert decision.reasons == ["no major drift (overall severity none)"]
+    assert read_decisions(log_path)[0]["action"] == "skip"
+
+
+def test_major_drift_retrains_then_cooldown_holds_then_expires(log_path: Path) -> None:
+    trainer = _Trainer(_Result(registered=True))
+    report = _report(1.0)
+
+    first = trigger_retraining(
+        report, train=trainer, decisions_path=log_path, cooldown=COOLDOWN, now=NOW
+    )
+    assert (first.action, first.outcome, trainer.calls) == ("retrain", "registered", 1)
+    assert first.reasons == ["major drift in x"]
+    assert first.training["version"] == "2" and first.training["promoted"] is False
+
+    later = NOW + timedelta(hours=23)
+    second = trigger_retraining(
+        report, train=trainer, decisions_path=log_path, cooldown=COOLDOWN, now=later
+    )
+    assert (second.action, trainer.calls) == ("skip", 1)
+    assert second.reasons[1] == (
+        "cooldown: last retraining 2026-11-02T06:00:00+00:00, "
+        "next allowed from 2026-11-03T06:00:00+00:00"
+    )
+
+    third = trigger_retraining(
+        report, train=trainer, decisions_path=log_path, cooldown=COOLDOWN, now=NOW + COOLDOWN
+    )
+    assert (third.action, trainer.calls) == ("retrain", 2)
+    logged = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert [item["action"] for item in logged] == ["retrain", "skip", "retrain"]
+    assert logged[0]["major_features"] == ["x"] and logged[0]["severity"] == "major"
+
+
+def test_a_model_below_the_gate_also_starts_the_cooldown(log_path: Path) -> None:
+    trainer = _Trainer(_Result(registered=False, version=None, reason="below the gate"))
+    report = _report(1.0)
+    first = trigger_retraining(
+        report, train=trainer, decisions_path=log_path, cooldown=COOLDOWN, now=NOW
+    )
+    assert first.outcome == "below_gate"
+    trigger_retraining(report, train=trainer, decisions_path=log_path, cooldown=COOLDOWN, now=NOW)
+    assert trainer.calls == 1
+
+
+def test_a_crashed_training_is_logged_and_retried_next_run(log_path: Path) -> None:
+    trainer = _Trainer(RuntimeError("offline store unreachable"))
+    report = _report(1.0)
+    first = trigger_retraining(
+        report, train=trainer, decisions_path=log_path, cooldown=COOLDOWN, now=NOW
+    )
+    assert first.outcome == "error"
+    assert first.error == "RuntimeError: offline store unreachable"
+    trigger_retraining(report, train=trainer, decisions_path=log_path, cooldown=COOLDOWN, now=NOW)
+    assert trainer.calls == 2  # no cooldown after a crash
+
+
+def test_zero_cooldown_retrains_every_time(log_path: Path) -> None:
+    trainer = _Trainer(_Result(registered=True))
+    for _ in range(2):
+        trigger_retraining(
+            _report(1.0), train=trainer, decisions_path=log_path, cooldown=timedelta(0), now=NOW
+        )
+    assert trainer.calls == 2
+
+
+def test_a_damaged_decisions_log_is_named(log_path: Path) -> None:
+    log_path.parent.mkdir(parents=True)
+    log_path.write_text('{"action": "skip"}\nnot json\n')
+    with pytest.raises(ValueError, match=r"decisions.jsonl:2: not a JSON decision"):
+        trigger_retraining(
+            _report(1.0), train=_Trainer(_Result(True)), decisions_path=log_path,
+            cooldown=COOLDOWN, now=NOW,
+        )  # fmt: skip
