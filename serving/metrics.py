@@ -1,0 +1,148 @@
+"""Prometheus metrics of one app, on its own registry (never the process-global one)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+
+# Request latencies live around a millisecond; the buckets resolve that range.
+_LATENCY_BUCKETS = (
+    0.0005,
+    0.001,
+    0.0015,
+    0.002,
+    0.003,
+    0.005,
+    0.0075,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+)
+_SCORE_BUCKETS = (*tuple(round(0.1 * i, 1) for i in range(1, 10)), 1.0)
+_BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
+
+
+class ServingMetrics:
+    """The service's metrics; ``registry`` is what ``/metrics`` exposes."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "churn_http_requests_total",
+            "HTTP requests by route template, method and status code.",
+            ["route", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "churn_http_request_duration_seconds",
+            "HTTP request latency by route template, method and status code.",
+            ["route", "method", "status"],
+            buckets=_LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.errors = Counter(
+            "churn_prediction_errors_total",
+            "Requests or batch items not answered with a prediction, by kind.",
+            ["kind"],
+            registry=self.registry,
+        )
+        self.scores = Histogram(
+            "churn_prediction_score",
+            "Churn probabilities served.",
+            buckets=_SCORE_BUCKETS,
+            registry=self.registry,
+        )
+        self.micro_batch = Histogram(
+            "churn_micro_batch_rows",
+            "Rows scored together in one online lookup and one predict.",
+            buckets=_BATCH_BUCKETS,
+            registry=self.registry,
+        )
+        self._model = _ServedModelCollector()
+        self.registry.register(self._model)
+        self.reloads = Counter(
+            "churn_model_reloads_total",
+            "Model (re)load attempts by outcome (loaded, unchanged, refused, failed).",
+            ["outcome"],
+            registry=self.registry,
+        )
+        self.log_rows = Counter(
+            "churn_prediction_log_rows_total",
+            "Prediction-log rows by outcome (written; kept after a failed write).",
+            ["outcome"],
+            registry=self.registry,
+        )
+
+    def set_model(self, name: str, version: str) -> None:
+        """Make ``version`` the only version reported as served."""
+        self._model.served = (name, version)
+
+
+class _ServedModelCollector:
+    """Reports the served version at scrape time.
+
+    Derived from state rather than stored in a labelled gauge, so a swap never has to
+    remove the old label set (which prometheus-client refuses in multi-process mode, and
+    importing Feast's metrics module switches a process into that mode).
+    """
+
+    def __init__(self) -> None:
+        self.served: tuple[str, str] | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        served = self.served
+        info = GaugeMetricFamily(
+            "churn_serving_model_info",
+            "1 for the model version being served.",
+            labels=["model_name", "model_version"],
+        )
+        if served is not None:
+            info.add_metric(list(served), 1)
+        yield info
+        yield GaugeMetricFamily(
+            "churn_serving_model_loaded",
+            "1 when a model is loaded, else 0.",
+            value=0 if served is None else 1,
+        )
+
+
+class MetricsMiddleware:
+    """Pure ASGI middleware counting requests and timing them by route template.
+
+    The route template (``/predict``) rather than the raw path keeps label cardinality
+    bounded; paths that match no route are reported as ``unmatched``.
+    """
+
+    def __init__(self, app: Any, metrics: ServingMetrics):
+        self.app = app
+        self.metrics = metrics
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # what the client sees if the app raises
+
+        async def send_with_status(message: dict[str, Any]) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_status)
+        finally:
+            route = scope.get("route")
+            labels = (getattr(route, "path", None) or "unmatched", scope["method"], str(status))
+            self.metrics.requests.labels(*labels).inc()
+            self.metrics.latency.labels(*labels).observe(time.perf_counter() - started)

@@ -1,0 +1,229 @@
+"""The served model: found by alias in the MLflow registry, checked, and scored on numpy.
+
+A model version must carry the tags training writes (``feast.feature_service``,
+``feast.features``, ``feast.project``); its sklearn columns must be exactly
+``feast.features``. Anything else is refused with a message naming the problem.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from serving.features import FeaturePlan
+
+FEATURE_SERVICE_TAG = "feast.feature_service"
+FEATURES_TAG = "feast.features"
+PROJECT_TAG = "feast.project"
+
+
+class ModelRefused(ValueError):
+    """A registered version cannot be served (tags, columns or classes are wrong)."""
+
+
+@dataclass(frozen=True)
+class VersionInfo:
+    """A registered model version, as the registry describes it."""
+
+    name: str
+    version: str
+    run_id: str | None
+    tags: dict[str, str]
+
+
+class MlflowModelSource:
+    """Finds the version behind an alias and loads it, without global MLflow state.
+
+    Args:
+        tracking_uri: MLflow tracking and registry URI.
+        name: Registered model name.
+        alias: Alias of the version to serve.
+    """
+
+    def __init__(self, *, tracking_uri: str, name: str, alias: str):
+        from mlflow import MlflowClient
+
+        self.name = name
+        self.alias = alias
+        self.tracking_uri = tracking_uri
+        self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+
+    def current_version(self) -> VersionInfo | None:
+        """The version holding the alias, or None when there is none (blocking)."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            version = self._client.get_model_version_by_alias(self.name, self.alias)
+        except MlflowException as error:
+            if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+                return None
+            raise
+        return VersionInfo(
+            name=self.name,
+            version=str(version.version),
+            run_id=version.run_id,
+            tags=dict(version.tags),
+        )
+
+    def load(self, info: VersionInfo) -> Any:
+        """Download and deserialize the sklearn model of a version (blocking)."""
+        import mlflow.artifacts
+        import mlflow.sklearn
+
+        uri = self._client.get_model_version_download_uri(info.name, info.version)
+        with tempfile.TemporaryDirectory(prefix="churn-model-") as folder:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=uri, dst_path=folder, tracking_uri=self.tracking_uri
+            )
+            return mlflow.sklearn.load_model(local)
+
+
+def feature_tags(info: VersionInfo) -> tuple[str, tuple[str, ...], str | None]:
+    """The feature service, ordered features and project a version was trained with.
+
+    Raises:
+        ModelRefused: A required tag is missing or empty.
+    """
+    service = info.tags.get(FEATURE_SERVICE_TAG, "").strip()
+    features = tuple(f.strip() for f in info.tags.get(FEATURES_TAG, "").split(",") if f.strip())
+    missing = [
+        tag
+        for tag, value in ((FEATURE_SERVICE_TAG, service), (FEATURES_TAG, features))
+        if not value
+    ]
+    if missing:
+        raise ModelRefused(
+            f"model {info.name} version {info.version} lacks tag(s) {', '.join(missing)}"
+        )
+    if len(set(features)) != len(features):
+        raise ModelRefused(f"model {info.name} version {info.version} repeats a feature")
+    return service, features, info.tags.get(PROJECT_TAG) or None
+
+
+class NumpyPredictor:
+    """Churn probabilities from a numpy matrix, with no DataFrame per call.
+
+    The model was fitted on a DataFrame, so sklearn would check (and warn about) column
+    names on every call. The names are checked once here against the Feast feature list;
+    then the estimator that performs that check forgets them, on this private copy only,
+    and a probe confirms numpy and DataFrame input give the same probabilities. Models
+    that select columns by name (a ColumnTransformer first) keep the DataFrame path.
+
+    Raises:
+        ModelRefused: Columns differ from the features, or the model is not a binary
+            classifier with predict_proba.
+    """
+
+    def __init__(self, model: Any, features: tuple[str, ...]):
+        if not hasattr(model, "predict_proba"):
+            raise ModelRefused(f"{type(model).__name__} has no predict_proba")
+        fitted = getattr(model, "feature_names_in_", None)
+        if fitted is not None and list(fitted) != list(features):
+            raise ModelRefused(
+                f"model columns {list(fitted)} differ from its feast.features tag {list(features)}"
+            )
+        classes = [int(c) if isinstance(c, int | np.integer) else c for c in model.classes_]
+        if sorted(classes) != [0, 1]:
+            raise ModelRefused(f"model classes {classes} are not the binary 0/1 labels")
+        self.features = features
+        self._model = model
+        self._positive = classes.index(1)
+        probe = np.linspace(0.5, 1.5, len(features)).reshape(1, -1)
+        expected = model.predict_proba(self._frame(probe))[:, self._positive]
+        self._numpy = fitted is None or _forget_feature_names(model)
+        if not np.allclose(self.predict(probe), expected):
+            raise ModelRefused("model gives different probabilities on numpy input")
+
+    def predict(self, matrix: np.ndarray) -> np.ndarray:
+        """Positive-class probability per row of ``matrix`` (columns in feature order)."""
+        import sklearn
+
+        data = matrix if self._numpy else self._frame(matrix)
+        # NaN rows never reach the model (they are refused before), so skip the scan.
+        with sklearn.config_context(assume_finite=True):
+            probabilities = self._model.predict_proba(data)
+        return np.asarray(probabilities[:, self._positive], dtype=np.float64)
+
+    @property
+    def uses_numpy(self) -> bool:
+        """Whether calls go straight to numpy (False: a DataFrame is built per call)."""
+        return self._numpy
+
+    def _frame(self, matrix: np.ndarray) -> Any:
+        import pandas as pd
+
+        return pd.DataFrame(matrix, columns=list(self.features))
+
+
+def _estimators(model: Any) -> list[Any]:
+    """The estimators data flows through, in order (pipelines flattened)."""
+    from sklearn.pipeline import Pipeline
+
+    if isinstance(model, Pipeline):
+        return [
+            inner
+            for _, step in model.steps
+            if step not in (None, "passthrough")
+            for inner in _estimators(step)
+        ]
+    return [model]
+
+
+def _forget_feature_names(model: Any) -> bool:
+    """Drop the column names where sklearn checks them; False when names are needed.
+
+    Only the first estimator sees the caller's columns. When it selects columns by name
+    (ColumnTransformer) or a later step was fitted on named columns (pandas output),
+    numpy input is not equivalent and nothing is changed.
+    """
+    from sklearn.compose import ColumnTransformer
+
+    first, *rest = _estimators(model)
+    if isinstance(first, ColumnTransformer) or any(
+        "feature_names_in_" in vars(step) for step in rest
+    ):
+        return False
+    vars(first).pop("feature_names_in_", None)
+    return True
+
+
+@dataclass(frozen=True)
+class ServingModel:
+    """Everything one model version needs to answer, swapped in as a whole.
+
+    Attributes:
+        name: Registered model name.
+        version: Registered version.
+        run_id: Training run.
+        features: Model columns (Feast feature names), model order.
+        plan: Its feature service, resolved against the Feast registry.
+        predictor: The model on numpy.
+        loaded_at: When it was loaded.
+    """
+
+    name: str
+    version: str
+    run_id: str | None
+    features: tuple[str, ...]
+    plan: FeaturePlan
+    predictor: NumpyPredictor
+    loaded_at: datetime
+
+
+def build_serving_model(info: VersionInfo, model: Any, plan: FeaturePlan) -> ServingModel:
+    """Check a loaded model against its plan and wrap it for serving (blocking)."""
+    predictor = NumpyPredictor(model, plan.features)
+    return ServingModel(
+        name=info.name,
+        version=info.version,
+        run_id=info.run_id,
+        features=plan.features,
+        plan=plan,
+        predictor=predictor,
+        loaded_at=datetime.now(UTC),
+    )

@@ -1,0 +1,190 @@
+"""The prediction log: every prediction, buffered in memory, written as partitioned Parquet.
+
+Layout (the data contract, read by monitoring)::
+
+    <root>/date=YYYY-MM-DD/part-<uuid>.parquet
+
+with columns request_id, user_id, event_timestamp (prediction time, UTC), model_name,
+model_version, churn_probability, churn_predicted, then one float64 column per model
+feature. The request path only appends a batch's arrays to a list; a background task
+writes them every few seconds (or sooner when many rows wait) in a worker thread, and the
+last rows are written when the service stops. Files appear atomically (written under a
+dot-name, then renamed), so readers never see a partial file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LogChunk:
+    """Predictions of one micro-batch (all arrays have one entry per prediction)."""
+
+    request_ids: Sequence[str]
+    user_ids: np.ndarray  # int64
+    timestamps: np.ndarray  # datetime64[ns], UTC
+    model_name: str
+    model_version: str
+    probabilities: np.ndarray  # float64
+    predicted: np.ndarray  # bool
+    features: tuple[str, ...]
+    matrix: np.ndarray  # float64, one column per feature
+
+    def __len__(self) -> int:
+        return len(self.request_ids)
+
+
+class PredictionLog:
+    """Buffers prediction chunks and writes them as partitioned Parquet files.
+
+    Args:
+        root: Folder of the ``date=YYYY-MM-DD`` partitions.
+        flush_interval_s: Most time a prediction waits in memory.
+        flush_rows: Buffered rows that trigger a write before the interval.
+        on_written: Called with the number of rows after each successful write.
+        on_failed: Called with the number of rows kept after a failed write.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        flush_interval_s: float,
+        flush_rows: int,
+        on_written: Any = None,
+        on_failed: Any = None,
+    ):
+        self.root = root
+        self._interval = flush_interval_s
+        self._flush_rows = flush_rows
+        self._pending: list[LogChunk] = []
+        self._pending_rows = 0
+        self._wake = asyncio.Event()
+        self._flush_lock = asyncio.Lock()  # one writer at a time (task or final flush)
+        self._on_written = on_written or (lambda rows: None)
+        self._on_failed = on_failed or (lambda rows: None)
+        self._task: asyncio.Task[None] | None = None
+
+    @property
+    def pending_rows(self) -> int:
+        """Predictions not yet written."""
+        return self._pending_rows
+
+    def append(self, chunk: LogChunk) -> None:
+        """Queue a chunk (cheap: called on the request path, on the event loop)."""
+        self._pending.append(chunk)
+        self._pending_rows += len(chunk)
+        if self._pending_rows >= self._flush_rows:
+            self._wake.set()
+
+    def start(self) -> None:
+        """Start the background writer on the running loop."""
+        self._task = asyncio.create_task(self._run(), name="prediction-log-writer")
+
+    async def close(self) -> None:
+        """Stop the background writer and write everything still buffered."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.flush()
+
+    async def flush(self) -> int:
+        """Write every buffered chunk now; return the rows written.
+
+        The buffer is swapped on the event loop (where chunks are appended), so no chunk
+        can slip between taking and writing; the write itself runs in a worker thread. On
+        failure the chunks are kept for the next attempt and the error is logged.
+        """
+        async with self._flush_lock:
+            chunks, self._pending = self._pending, []
+            rows = sum(len(chunk) for chunk in chunks)
+            self._pending_rows -= rows
+            if not chunks:
+                return 0
+            try:
+                await asyncio.to_thread(_write_chunks, self.root, chunks)
+            except Exception:
+                logger.exception("prediction log: writing %d rows failed; kept for retry", rows)
+                self._pending = chunks + self._pending
+                self._pending_rows += rows
+                self._on_failed(rows)
+                return 0
+            self._on_written(rows)
+            return rows
+
+    async def _run(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout=self._interval)
+            self._wake.clear()
+            await self.flush()
+
+
+def _write_chunks(root: Path, chunks: list[LogChunk]) -> list[Path]:
+    """Write chunks grouped by (UTC date, model features): one file per group."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    groups: dict[tuple[str, tuple[str, ...]], list[tuple[LogChunk, np.ndarray]]] = defaultdict(list)
+    for chunk in chunks:
+        days = chunk.timestamps.astype("datetime64[D]")
+        for day in np.unique(days):
+            groups[(str(day), chunk.features)].append((chunk, days == day))
+
+    written: list[Path] = []
+    for (day, features), parts in groups.items():
+        columns: dict[str, Any] = {
+            "request_id": pa.array(
+                [
+                    request_id
+                    for chunk, mask in parts
+                    for request_id, keep in zip(chunk.request_ids, mask, strict=True)
+                    if keep
+                ],
+                pa.string(),
+            ),
+            "user_id": pa.array(np.concatenate([c.user_ids[m] for c, m in parts]), pa.int64()),
+            "event_timestamp": pa.array(
+                np.concatenate([c.timestamps[m] for c, m in parts]).astype("datetime64[ns]"),
+                pa.timestamp("ns", tz="UTC"),
+            ),
+            "model_name": pa.array(
+                [c.model_name for c, m in parts for _ in range(int(m.sum()))], pa.string()
+            ),
+            "model_version": pa.array(
+                [c.model_version for c, m in parts for _ in range(int(m.sum()))], pa.string()
+            ),
+            "churn_probability": pa.array(
+                np.concatenate([c.probabilities[m] for c, m in parts]), pa.float64()
+            ),
+            "churn_predicted": pa.array(
+                np.concatenate([c.predicted[m] for c, m in parts]), pa.bool_()
+            ),
+        }
+        matrix = np.concatenate([c.matrix[m] for c, m in parts])
+        for index, name in enumerate(features):
+            columns[name] = pa.array(matrix[:, index], pa.float64())
+        folder = root / f"date={day}"
+        folder.mkdir(parents=True, exist_ok=True)
+        name = uuid.uuid4().hex
+        temporary = folder / f".part-{name}.parquet.tmp"
+        final = folder / f"part-{name}.parquet"
+        pq.write_table(pa.table(columns), temporary)
+        os.replace(temporary, final)
+        written.append(final)
+    return written

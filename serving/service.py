@@ -1,0 +1,388 @@
+"""The prediction service: micro-batched lookups and predictions, and model hot reload.
+
+Concurrent requests are gathered into one online lookup and one ``predict_proba`` call:
+a single task takes every request waiting in the queue (without waiting for more, so a lone
+request is not delayed), reads their features in one Redis round trip, scores them in one
+call in a worker thread, and answers each. The model, its feature plan and its predictor
+are one immutable object swapped by a single assignment; a batch takes it once, so no
+request is ever served by a mix of two versions or by a half-loaded one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Literal, Protocol, cast
+
+import numpy as np
+
+from serving.features import (
+    FeatureServiceError,
+    OnlineFeatures,
+    OnlineStoreUnavailable,
+    RowProblem,
+)
+from serving.metrics import ServingMetrics
+from serving.model import (
+    ModelRefused,
+    ServingModel,
+    VersionInfo,
+    build_serving_model,
+    feature_tags,
+)
+from serving.prediction_log import LogChunk, PredictionLog
+from serving.settings import ServingSettings
+
+logger = logging.getLogger(__name__)
+
+ErrorKind = Literal[
+    "unknown_user",
+    "stale_features",
+    "missing_features",
+    "store_unavailable",
+    "no_model",
+    "batch_too_large",
+    "invalid_request",
+    "unauthorized",
+]
+
+
+class ServingError(Exception):
+    """A request that cannot be answered with a prediction, with its HTTP status."""
+
+    def __init__(self, kind: ErrorKind, status: int, detail: str):
+        super().__init__(detail)
+        self.kind = kind
+        self.status = status
+        self.detail = detail
+
+
+_PROBLEM_STATUS = 404  # unknown user, stale or missing features: nothing to predict from
+
+
+class ModelSource(Protocol):
+    """Where model versions come from (the MLflow registry in production)."""
+
+    name: str
+    alias: str
+
+    def current_version(self) -> VersionInfo | None:
+        """The version behind the alias, or None."""
+        ...
+
+    def load(self, info: VersionInfo) -> object:
+        """The fitted sklearn model of a version."""
+        ...
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One scored user."""
+
+    request_id: str
+    user_id: int
+    churn_probability: float
+    churn_predicted: bool
+    model_version: str
+
+
+@dataclass(frozen=True)
+class ReloadOutcome:
+    """What a reload did: loaded, unchanged, refused, no_model or failed."""
+
+    outcome: Literal["loaded", "unchanged", "refused", "no_model", "failed"]
+    model_version: str | None
+    previous_version: str | None
+    detail: str
+
+
+@dataclass(frozen=True)
+class Readiness:
+    """Whether the service can answer predictions, and why not."""
+
+    ready: bool
+    model_loaded: bool
+    model_version: str | None
+    online_store: str
+    detail: str | None
+
+
+@dataclass
+class _Job:
+    user_ids: Sequence[int]
+    request_time: datetime
+    future: asyncio.Future[list[Prediction | RowProblem]]
+
+
+class PredictionService:
+    """Scores users with the current model; keeps the model current.
+
+    Args:
+        settings: Service settings (threshold, micro-batch size, poll interval).
+        online: Online feature reader.
+        source: Where the served model version comes from.
+        log: The prediction log.
+        metrics: The app's metrics.
+    """
+
+    def __init__(
+        self,
+        *,
+        settings: ServingSettings,
+        online: OnlineFeatures,
+        source: ModelSource,
+        log: PredictionLog,
+        metrics: ServingMetrics,
+    ):
+        self.settings = settings
+        self.online = online
+        self.source = source
+        self.log = log
+        self.metrics = metrics
+        self._model: ServingModel | None = None
+        self._problem: str | None = "no model loaded yet"
+        self._refused_version: str | None = None
+        self._queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self._reload_lock = asyncio.Lock()
+        # One thread for predict_proba: batches are scored one after the other anyway,
+        # and a dedicated thread keeps model loads (default pool) from queueing behind.
+        self._predict_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def model(self) -> ServingModel | None:
+        """The model being served (None before the first successful load)."""
+        return self._model
+
+    async def start(self) -> None:
+        """Load the current model (a failure leaves the service up, not ready) and start."""
+        outcome = await self.reload()
+        if outcome.outcome != "loaded":
+            logger.error("no model served at start-up: %s", outcome.detail)
+        self._tasks.append(asyncio.create_task(self._batch_loop(), name="micro-batcher"))
+        if self.settings.poll_interval_s > 0:
+            self._tasks.append(asyncio.create_task(self._poll_loop(), name="model-poller"))
+
+    async def stop(self) -> None:
+        """Stop the background tasks and the prediction thread."""
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        self._predict_executor.shutdown(wait=True)
+
+    async def predict(self, user_ids: Sequence[int]) -> list[Prediction | RowProblem]:
+        """Score users at the current time; one result (or row problem) per user.
+
+        Raises:
+            ServingError: No model, or the online store is unavailable (whole request).
+        """
+        if self._model is None:
+            raise self._no_model_error()
+        future: asyncio.Future[list[Prediction | RowProblem]] = (
+            asyncio.get_running_loop().create_future()
+        )
+        self._queue.put_nowait(_Job(user_ids, datetime.now(UTC), future))
+        return await future
+
+    def check_batch_size(self, count: int) -> None:
+        """Refuse a batch above the limit, naming the limit.
+
+        Raises:
+            ServingError: 413 when ``count`` exceeds the batch limit.
+        """
+        limit = self.settings.batch_limit
+        if count > limit:
+            self.metrics.errors.labels(kind="batch_too_large").inc()
+            raise ServingError(
+                "batch_too_large",
+                413,
+                f"batch of {count} user_ids exceeds the limit of {limit} per request",
+            )
+
+    async def readiness(self) -> Readiness:
+        """Ready when a model is loaded and the online store answers."""
+        model = self._model
+        store_problem = await self.online.ping()
+        detail = None if model else self._problem
+        if store_problem:
+            detail = f"online store {store_problem}" if detail is None else detail
+        return Readiness(
+            ready=model is not None and store_problem is None,
+            model_loaded=model is not None,
+            model_version=model.version if model else None,
+            online_store="ok" if store_problem is None else store_problem,
+            detail=detail,
+        )
+
+    async def reload(self, *, force: bool = False) -> ReloadOutcome:
+        """Serve the version behind the alias if it changed (or always, with ``force``).
+
+        A version that cannot be served is refused and the current model stays; a refused
+        version is not retried by polling until the alias moves (``force`` retries it).
+        """
+        async with self._reload_lock:
+            current = self._model
+            previous = current.version if current else None
+            try:
+                info = await asyncio.to_thread(self.source.current_version)
+            except Exception as error:
+                return self._reload_done("failed", previous, previous, f"registry: {error}")
+            if info is None:
+                detail = f"no version of {self.source.name!r} has alias {self.source.alias!r}"
+                return self._reload_done("no_model", previous, previous, detail)
+            if not force and (info.version == previous or info.version == self._refused_version):
+                return ReloadOutcome("unchanged", previous, previous, "alias has not moved")
+            try:
+                model = await asyncio.to_thread(self._load, info)
+            except (ModelRefused, FeatureServiceError) as error:
+                self._refused_version = info.version
+                detail = f"{info.name} version {info.version} refused: {error}"
+                return self._reload_done("refused", previous, previous, detail)
+            except Exception as error:
+                detail = f"{info.name} version {info.version} failed to load: {error}"
+                logger.exception("model load failed")
+                return self._reload_done("failed", previous, previous, detail)
+            self._model = model  # the swap: one assignment, seen whole by the next batch
+            self._refused_version = None
+            self._problem = None
+            self.metrics.set_model(model.name, model.version)
+            path = (
+                "direct Redis"
+                if model.plan.fast_path
+                else f"Feast SDK ({model.plan.fast_path_gap})"
+            )
+            detail = (
+                f"serving {model.name} version {model.version} with feature service "
+                f"{model.plan.service_name} via {path}"
+            )
+            logger.info(detail)
+            return self._reload_done("loaded", model.version, previous, detail)
+
+    def _reload_done(
+        self,
+        outcome: Literal["loaded", "refused", "no_model", "failed"],
+        version: str | None,
+        previous: str | None,
+        detail: str,
+    ) -> ReloadOutcome:
+        self.metrics.reloads.labels(outcome=outcome).inc()
+        if outcome != "loaded":
+            logger.warning("model reload: %s", detail)
+            if self._model is None:
+                self._problem = detail
+        return ReloadOutcome(outcome, version, previous, detail)
+
+    def _load(self, info: VersionInfo) -> ServingModel:
+        """Resolve the version's feature service, load and check the model (blocking)."""
+        service_name, features, project = feature_tags(info)
+        plan = self.online.resolve(service_name=service_name, features=features, project=project)
+        return build_serving_model(info, self.source.load(info), plan)
+
+    def _no_model_error(self) -> ServingError:
+        self.metrics.errors.labels(kind="no_model").inc()
+        return ServingError("no_model", 503, f"no model is being served: {self._problem}")
+
+    async def _poll_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.settings.poll_interval_s)
+            try:
+                await self.reload()
+            except Exception:  # never let the poller die
+                logger.exception("model poll failed")
+
+    async def _batch_loop(self) -> None:
+        limit = self.settings.max_micro_batch
+        while True:
+            jobs = [await self._queue.get()]
+            rows = len(jobs[0].user_ids)
+            while rows < limit and not self._queue.empty():
+                job = self._queue.get_nowait()
+                jobs.append(job)
+                rows += len(job.user_ids)
+            try:
+                await self._score(jobs)
+            except Exception as error:  # a bug must fail its requests, not the loop
+                logger.exception("scoring a micro-batch failed")
+                for job in jobs:
+                    if not job.future.done():
+                        job.future.set_exception(error)
+
+    async def _score(self, jobs: list[_Job]) -> None:
+        model = self._model
+        if model is None:
+            self._fail(jobs, self._no_model_error())  # counted once per batch: rare
+            return
+        user_ids = [user_id for job in jobs for user_id in job.user_ids]
+        times = [job.request_time for job in jobs for _ in job.user_ids]
+        self.metrics.micro_batch.observe(len(user_ids))
+        try:
+            rows = await self.online.read(model.plan, user_ids, times)
+        except OnlineStoreUnavailable as error:
+            self.metrics.errors.labels(kind="store_unavailable").inc(len(jobs))
+            self._fail(jobs, ServingError("store_unavailable", 503, str(error)))
+            return
+        scorable = []
+        for index, problem in enumerate(rows.problems):
+            if problem is None:
+                scorable.append(index)
+            else:
+                self.metrics.errors.labels(kind=problem.kind).inc()
+        # Every row either has a problem or gets a prediction below.
+        results: list[Prediction | RowProblem | None] = list(rows.problems)
+        if scorable:
+            matrix = rows.matrix[scorable]
+            probabilities = await asyncio.get_running_loop().run_in_executor(
+                self._predict_executor, model.predictor.predict, matrix
+            )
+            predicted = probabilities >= self.settings.decision_threshold
+            request_ids = [uuid.uuid4().hex for _ in scorable]
+            for position, index in enumerate(scorable):
+                probability = float(probabilities[position])
+                results[index] = Prediction(
+                    request_id=request_ids[position],
+                    user_id=user_ids[index],
+                    churn_probability=probability,
+                    churn_predicted=bool(predicted[position]),
+                    model_version=model.version,
+                )
+                self.metrics.scores.observe(probability)
+            self.log.append(
+                LogChunk(
+                    request_ids=request_ids,
+                    user_ids=np.array([user_ids[i] for i in scorable], dtype=np.int64),
+                    timestamps=np.array(
+                        [times[i].replace(tzinfo=None) for i in scorable], dtype="datetime64[ns]"
+                    ),
+                    model_name=model.name,
+                    model_version=model.version,
+                    probabilities=probabilities,
+                    predicted=predicted,
+                    features=model.features,
+                    matrix=matrix,
+                )
+            )
+        offset = 0
+        for job in jobs:
+            count = len(job.user_ids)
+            if not job.future.done():  # the client may have gone away
+                job.future.set_result(
+                    cast(list[Prediction | RowProblem], results[offset : offset + count])
+                )
+            offset += count
+
+    @staticmethod
+    def _fail(jobs: list[_Job], error: ServingError) -> None:
+        for job in jobs:
+            if not job.future.done():
+                job.future.set_exception(error)
+
+
+def problem_error(problem: RowProblem) -> ServingError:
+    """The HTTP error of a single-user row problem (404: nothing to predict from)."""
+    return ServingError(problem.kind, _PROBLEM_STATUS, problem.detail)

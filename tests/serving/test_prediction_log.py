@@ -1,0 +1,109 @@
+"""The prediction log: every prediction, in the contract's layout, nothing lost on stop."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pandas as pd
+import pytest
+
+from materialize.store import open_feature_store
+from tests.utils.feast_repo import TestRepo
+from tests.utils.features import CHURN_V1_FEATURES
+from tests.utils.serving import OnlineUsers, running_server
+
+CONTRACT_COLUMNS = [
+    "request_id",
+    "user_id",
+    "event_timestamp",
+    "model_name",
+    "model_version",
+    "churn_probability",
+    "churn_predicted",
+    *CHURN_V1_FEATURES,
+]
+
+
+def _read_log(root: Path) -> pd.DataFrame:
+    files = sorted(root.glob("date=*/part-*.parquet"))
+    assert files, f"no prediction log under {root}"
+    return pd.concat([pd.read_parquet(path) for path in files], ignore_index=True)
+
+
+def test_every_prediction_is_in_the_log_after_a_graceful_stop(
+    make_app, champion, repo: TestRepo, users: OnlineUsers, tmp_path: Path
+) -> None:
+    root = tmp_path / "predictions"
+    started = datetime.now(UTC)
+    # A long interval: only the shutdown write can have written these rows.
+    with (
+        running_server(make_app(log_flush_interval_s=3600)) as url,
+        httpx.Client(base_url=url) as client,
+    ):
+        singles = [client.post("/predict", json={"user_id": u}).json() for u in users.fresh[:10]]
+        batch = client.post(
+            "/predict/batch", json={"user_ids": [*users.fresh[10:20], users.unknown]}
+        ).json()
+        refused = client.post("/predict", json={"user_id": users.stale})
+        assert not list(root.glob("date=*/part-*.parquet")), "written before the stop"
+    answers = singles + batch["predictions"]
+    log = _read_log(root).set_index("request_id")
+
+    assert refused.status_code == 404
+    assert sorted(log.index) == sorted(a["request_id"] for a in answers)
+    assert list(log.reset_index().columns) == CONTRACT_COLUMNS
+    assert str(log["event_timestamp"].dtype) == "datetime64[ns, UTC]"
+    assert log["user_id"].dtype == np.int64
+    for name in ["churn_probability", *CHURN_V1_FEATURES]:
+        assert log[name].dtype == np.float64, name
+    assert log["churn_predicted"].dtype == bool
+    assert set(log["model_name"]) == {"churn-predictor"} and set(log["model_version"]) == {"1"}
+    assert (log["event_timestamp"] >= pd.Timestamp(started)).all()
+    for answer in answers:
+        row = log.loc[answer["request_id"]]
+        assert row["user_id"] == answer["user_id"]
+        assert round(row["churn_probability"], 4) == answer["churn_probability"]
+        assert row["churn_predicted"] == answer["churn_predicted"]
+    # The logged features are the ones Feast serves for those users.
+    store = open_feature_store(repo.feast)
+    online = store.get_online_features(
+        features=store.get_feature_service("churn_v1"),
+        entity_rows=[{"user_id": u, "event_timestamp": started} for u in users.fresh[:20]],
+    ).to_dict()
+    by_user = log.drop_duplicates("user_id").set_index("user_id")
+    for name in ["feature_1", "feature_2", "feature_ratio", "feature_log"]:
+        np.testing.assert_allclose(by_user.loc[users.fresh[:20], name], online[name])
+    day = f"date={log['event_timestamp'].iloc[0].date().isoformat()}"
+    assert {path.parent.name for path in root.glob("*/part-*.parquet")} == {day}
+
+
+def test_rows_are_written_while_serving_and_kept_when_a_write_fails(
+    make_app, champion, users: OnlineUsers, tmp_path: Path
+) -> None:
+    blocker = tmp_path / "blocked"
+    blocker.write_text("a file where the log folder should be")
+    root = blocker / "predictions"
+    app = make_app(prediction_log_dir=root, log_flush_interval_s=0.1)
+    with running_server(app) as url, httpx.Client(base_url=url) as client:
+        ids = [
+            client.post("/predict", json={"user_id": u}).json()["request_id"]
+            for u in users.fresh[:5]
+        ]
+        _wait_for(lambda: 'outcome="kept_after_failure"' in client.get("/metrics").text)
+        blocker.unlink()  # the disk is writable again: the kept rows go out on the next try
+        _wait_for(lambda: any(root.glob("date=*/part-*.parquet")))
+        metrics = client.get("/metrics").text
+    assert sorted(_read_log(root)["request_id"]) == sorted(ids)
+    assert 'churn_prediction_log_rows_total{outcome="written"} 5.0' in metrics
+
+
+def _wait_for(condition, timeout: float = 20.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            pytest.fail("condition not reached in time")
+        time.sleep(0.05)

@@ -1,0 +1,293 @@
+"""Factories for serving tests: a registered champion, online features, servers, a Redis."""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import signal
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from materialize.apply import apply_feature_repo
+from materialize.store import open_feature_store
+from tests.utils.feast_repo import TestRepo
+from tests.utils.features import CHURN_V1_FEATURES, write_user_features
+
+MODEL_NAME = "churn-predictor"
+
+
+def tracking_uri_in(folder: Path) -> str:
+    """A fresh SQLite MLflow tracking URI under ``folder``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+def training_frame(rows: int = 400, *, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    """Synthetic churn_v1 columns and labels: churn falls with usage (feature_1)."""
+    rng = np.random.default_rng(seed)
+    feature_1 = rng.gamma(2.0, 3.0, size=rows)
+    feature_2 = rng.normal(0.0, 2.0, size=rows)
+    day = rng.integers(0, 7, size=rows)
+    frame = pd.DataFrame(
+        {
+            "feature_1": feature_1,
+            "feature_2": feature_2,
+            "feature_ratio": feature_1 / (feature_2 + 1e-8),
+            "feature_log": np.log1p(feature_1),
+            "day_of_week_sin": np.sin(2 * np.pi * day / 7),
+            "day_of_week_cos": np.cos(2 * np.pi * day / 7),
+            "is_weekend": (day >= 5).astype(float),
+        }
+    )
+    labels = (rng.random(rows) < 1 / (1 + np.exp(feature_1 - 6.0))).astype(int)
+    return frame, labels
+
+
+def fit_model(
+    *, seed: int = 0, invert: bool = False, features: Sequence[str] = CHURN_V1_FEATURES
+) -> Any:
+    """A small GradientBoostingClassifier fitted on a DataFrame with ``features`` columns.
+
+    ``invert`` flips the labels, so a second version gives visibly different answers.
+    """
+    from sklearn.ensemble import GradientBoostingClassifier
+
+    frame, labels = training_frame(seed=seed)
+    if invert:
+        labels = 1 - labels
+    frame = frame.rename(columns=dict(zip(CHURN_V1_FEATURES, features, strict=True)))
+    return GradientBoostingClassifier(n_estimators=20, max_depth=3, random_state=seed).fit(
+        frame[list(features)], labels
+    )
+
+
+def register_model(
+    tracking_uri: str,
+    *,
+    project: str,
+    model: Any = None,
+    name: str = MODEL_NAME,
+    feature_service: str = "churn_v1",
+    features: Sequence[str] = CHURN_V1_FEATURES,
+    tags: dict[str, str] | None = None,
+    alias: str | None = "champion",
+) -> str:
+    """Log ``model`` with mlflow.sklearn (skops), register it, tag it, set ``alias``.
+
+    The tags are the training contract's (``feast.feature_service``, ``feast.features``,
+    ``feast.project``); ``tags`` overrides or adds some (an empty value removes one).
+    Returns the new version.
+    """
+    import mlflow
+    import skops.io
+    from mlflow import MlflowClient
+
+    model = model if model is not None else fit_model(features=features)
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    experiment = client.get_experiment_by_name("serving-tests")
+    if experiment is None:
+        artifacts = Path(tracking_uri.removeprefix("sqlite:///")).parent / "artifacts"
+        experiment_id = client.create_experiment("serving-tests", artifacts.as_uri())
+    else:
+        experiment_id = experiment.experiment_id
+    all_tags = {
+        "feast.feature_service": feature_service,
+        "feast.features": ",".join(features),
+        "feast.project": project,
+        **(tags or {}),
+    }
+    with contextlib.suppress(Exception):
+        client.create_registered_model(name)
+    # log_model logs to the active (global) run, and the registry resolves a models:/ source
+    # through the global URI too (an MLflow TODO): point both here, then restore.
+    previous_uri = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(tracking_uri)
+    try:
+        with mlflow.start_run(experiment_id=experiment_id) as run:
+            info = mlflow.sklearn.log_model(
+                model,
+                name="model",
+                serialization_format="skops",
+                skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(model)),
+            )
+        version = client.create_model_version(
+            name,
+            info.model_uri,
+            run_id=run.info.run_id,
+            tags={key: value for key, value in all_tags.items() if value},
+        )
+    finally:
+        mlflow.set_tracking_uri(previous_uri)
+    if alias:
+        client.set_registered_model_alias(name, alias, version.version)
+    return str(version.version)
+
+
+def set_champion(tracking_uri: str, version: str, *, name: str = MODEL_NAME) -> None:
+    """Move the ``champion`` alias to ``version``."""
+    from mlflow import MlflowClient
+
+    MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri).set_registered_model_alias(
+        name, "champion", version
+    )
+
+
+@dataclass(frozen=True)
+class OnlineUsers:
+    """Users written to the online store, by the case they exercise."""
+
+    fresh: list[int]  # complete features, written within the TTL
+    stale: int  # only a value older than the 21-day TTL
+    missing_feature: int  # fresh, but feature_2 is null
+    unknown: int  # never written
+
+
+def load_online_features(repo: TestRepo, *, now: datetime, fresh_users: int = 40) -> OnlineUsers:
+    """Apply the repo, write user features and materialize them with Feast into Redis."""
+    users = OnlineUsers(
+        fresh=list(range(1, fresh_users + 1)), stale=900, missing_feature=901, unknown=999_999
+    )
+    rng = np.random.default_rng(3)
+    rows: list[tuple[int, datetime, float | None, float | None]] = [
+        (
+            user,
+            now - timedelta(hours=int(rng.integers(1, 100))),
+            float(np.round(rng.gamma(2.0, 3.0), 4)),
+            float(np.round(rng.normal(0.0, 2.0), 4)),
+        )
+        for user in users.fresh
+    ]
+    rows.append((users.stale, now - timedelta(days=30), 5.0, 1.0))
+    rows.append((users.missing_feature, now - timedelta(hours=2), 5.0, None))
+    write_user_features(repo.data.user_features_path, rows)
+    apply_feature_repo(repo.feast)
+    store = open_feature_store(repo.feast)
+    store.materialize(start_date=now - timedelta(days=60), end_date=now)
+    return users
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+@contextlib.contextmanager
+def running_server(app: Any) -> Iterator[str]:
+    """Serve ``app`` with uvicorn on loopback in a thread; yield its base URL.
+
+    Leaving the block stops the server gracefully, so the app's lifespan shutdown (the
+    prediction log's final write) has run when the block returns.
+    """
+    import uvicorn
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    config = uvicorn.Config(app, log_level="warning", access_log=False, lifespan="on")
+    server = uvicorn.Server(config)
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 60
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            raise RuntimeError("uvicorn did not start")
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=30)
+        sock.close()
+
+
+class ThrowawayRedis:
+    """A private redis-server on a free port that a test can stop, freeze and restart.
+
+    Data survive a stop (saved to an RDB file in ``folder``), as with a real restart.
+    """
+
+    def __init__(self, folder: Path):
+        self.folder = folder
+        self.port = free_port()
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        """Feast connection string."""
+        return f"127.0.0.1:{self.port}"
+
+    def start(self) -> None:
+        """Start (or restart) the server and wait until it answers."""
+        import redis
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self._process = subprocess.Popen(
+            [
+                shutil.which("redis-server") or "redis-server",
+                "--bind",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+                "--dir",
+                str(self.folder),
+                "--dbfilename",
+                "dump.rdb",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        client = redis.Redis(host="127.0.0.1", port=self.port, socket_timeout=1)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                client.ping()
+                return
+            except redis.exceptions.ConnectionError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+
+    def stop(self) -> None:
+        """Save the data and shut the server down (connections are refused after)."""
+        import redis
+
+        if self._process is None:
+            return
+        with contextlib.suppress(redis.exceptions.ConnectionError):
+            redis.Redis(host="127.0.0.1", port=self.port).shutdown(save=True)
+        self._process.wait(timeout=10)
+        self._process = None
+
+    def freeze(self) -> None:
+        """Stop the process without closing sockets: requests hang until the timeout."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        """Resume a frozen server."""
+        assert self._process is not None
+        self._process.send_signal(signal.SIGCONT)
+
+    def close(self) -> None:
+        """Kill the server if it still runs."""
+        if self._process is not None:
+            self.thaw()
+            self._process.kill()
+            self._process.wait(timeout=10)
+            self._process = None
