@@ -19,6 +19,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("train", "training.train:train_command"),
     ("promote", "training.promote:promote_command"),
     ("rollback", "training.promote:rollback_command"),
+    ("serve", "serving.cli:serve_command"),
     ("drift", "monitoring.drift:drift_command"),
 ]
 
