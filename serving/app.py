@@ -14,9 +14,13 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
-from fastapi.exception_handlers import request_validation_exception_handler
+from fastapi.exception_handlers import (
+    http_exception_handler,
+    request_validation_exception_handler,
+)
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from materialize.settings import DataSettings, FeastSettings
 from serving.features import OnlineFeatures
@@ -102,6 +106,7 @@ def create_app(
         app.include_router(admin_router)
     app.add_exception_handler(ServingError, _serving_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_error_handler)
+    app.add_exception_handler(StarletteHTTPException, _http_error_handler)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
 
@@ -125,6 +130,19 @@ async def _serving_error_handler(request: Request, error: Exception) -> Response
     return JSONResponse(
         {"kind": error.kind, "detail": error.detail}, status_code=error.status, headers=headers
     )
+
+
+async def _http_error_handler(request: Request, error: Exception) -> Response:
+    assert isinstance(error, StarletteHTTPException)
+    if error.status_code == 400:
+        # FastAPI answers 400 for a body it cannot even decode (not UTF-8): for the client
+        # that is one more malformed body, answered like the others (422, same shape).
+        request.app.state.metrics.errors.labels(kind="invalid_request").inc()
+        return JSONResponse(
+            {"detail": [{"type": "json_invalid", "loc": ["body"], "msg": str(error.detail)}]},
+            status_code=422,
+        )
+    return await http_exception_handler(request, error)
 
 
 async def _validation_error_handler(request: Request, error: Exception) -> Response:

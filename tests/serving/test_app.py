@@ -274,3 +274,12 @@ def test_each_app_has_its_own_metrics(make_app, champion, users: OnlineUsers) ->
         text = second.get("/metrics").text
     assert 'route="/predict"' not in text
     assert np.isfinite(1.0)
+
+
+def test_a_body_that_is_not_utf8_gets_422(make_app, champion) -> None:
+    with TestClient(make_app()) as client:
+        response = client.post(
+            "/predict", content=b'{"user_id": "\xff"}', headers={"content-type": "application/json"}
+        )
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["body"]
