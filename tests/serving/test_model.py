@@ -55,7 +55,7 @@ def test_a_model_that_selects_columns_by_name_keeps_the_dataframe_path() -> None
 
 def test_columns_in_another_order_than_the_tag_are_refused() -> None:
     model, _ = _fitted(GradientBoostingClassifier(n_estimators=5))
-    with pytest.raises(ModelRefused, match="differ from its feast.features tag"):
+    with pytest.raises(ModelRefused, match=r"differ from its feast\.features tag"):
         NumpyPredictor(model, tuple(reversed(FEATURES)))
 
 
@@ -76,5 +76,5 @@ def test_feature_tags_are_read_in_model_order_and_required() -> None:
     info = VersionInfo(name="m", version="3", run_id=None, tags=tags)
     assert feature_tags(info) == ("churn_v1", ("feature_2", "feature_1"), "churn")
     missing = VersionInfo(name="m", version="4", run_id=None, tags={"feast.features": "a"})
-    with pytest.raises(ModelRefused, match="m version 4 lacks tag\\(s\\) feast.feature_service"):
+    with pytest.raises(ModelRefused, match=r"m version 4 lacks tag\(s\) feast\.feature_service"):
         feature_tags(missing)
