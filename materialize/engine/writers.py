@@ -1,0 +1,377 @@
+"""Writing encoded chunks into the online store, byte-compatible with Feast's own writes.
+
+- :class:`RedisWriter`: Feast's Redis layout (hash per entity key + project, one field per
+  feature named by the murmur3 of ``view:feature``, plus ``_ts:<view>``). A Lua script
+  applies a whole batch server-side: it writes a row only when its event time is newer
+  than the stored ``_ts`` (Feast's rule, which it checks with a second round trip), and
+  restarts the key's TTL when it writes (``key_ttl_seconds``). One script call per batch
+  replaces thousands of per-row commands.
+- :class:`SqliteWriter`: Feast's SQLite table layout (one row per entity and feature),
+  upserted with the same newer-wins rule.
+- :class:`FeastWriter`: any other online store, through Feast's ``online_write_batch``
+  (still chunked, so memory stays bounded).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from feast.value_type import ValueType
+
+from materialize.engine.encoding import (
+    Cells,
+    EncodedChunk,
+    concat_cells,
+    constant_cells,
+    split_micros,
+)
+from materialize.engine.reader import CREATED_COLUMN, EVENT_COLUMN
+
+if TYPE_CHECKING:
+    import redis
+    from feast import FeatureView, RepoConfig
+    from feast.infra.online_stores.online_store import OnlineStore
+
+
+class OnlineStoreUnavailableError(RuntimeError):
+    """The online store cannot be reached or is not set up (message names it)."""
+
+
+class OnlineWriter(Protocol):
+    """Writes chunks into one feature view's online table."""
+
+    def check(self) -> None:
+        """Fail early, naming the store, when it cannot be written."""
+
+    def write(self, chunk: EncodedChunk) -> int:
+        """Write the rows newer than what is online; return how many were written."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+# KEYS: entity hash keys. ARGV: ts field, TTL seconds (0: none), packed rows, row width,
+# width of the timestamp slot, then (field name, slot width) per feature. Each packed row
+# is: seconds (int64) and nanos (uint32) of the event time, then for the timestamp and
+# each feature a uint32 length followed by the value in a fixed-width slot.
+_WRITE_NEWER_LUA = """
+local ts_field = ARGV[1]
+local ttl = tonumber(ARGV[2])
+local blob = ARGV[3]
+local row_width = tonumber(ARGV[4])
+local ts_width = tonumber(ARGV[5])
+local names, widths = {}, {}
+for j = 6, #ARGV, 2 do
+  names[#names + 1] = ARGV[j]
+  widths[#widths + 1] = tonumber(ARGV[j + 1])
+end
+
+local function varint(s, i)
+  local value, scale = 0, 1
+  while true do
+    local b = string.byte(s, i)
+    i = i + 1
+    value = value + (b % 128) * scale
+    if b < 128 then return value, i end
+    scale = scale * 128
+  end
+end
+
+-- Whether the stored serialized Timestamp is at or after (sec, nanos). Like Feast, an
+-- epoch (empty) timestamp counts as nothing stored.
+local function stored_is_newer_or_same(prev, sec, nanos)
+  local psec, pnanos, i = 0, 0, 1
+  while i <= #prev do
+    local tag = string.byte(prev, i)
+    local v
+    v, i = varint(prev, i + 1)
+    if tag == 8 then psec = v elseif tag == 16 then pnanos = v end
+  end
+  if psec == 0 and pnanos == 0 then return false end
+  return sec < psec or (sec == psec and nanos <= pnanos)
+end
+
+-- HSET arguments, reused for every key: ts field, ts, then field name, value pairs.
+local args = {ts_field, ""}
+for j = 1, #names do
+  args[2 * j + 1] = names[j]
+  args[2 * j + 2] = ""
+end
+
+local written = 0
+for k = 1, #KEYS do
+  local base = (k - 1) * row_width + 1
+  local pos = base + 12
+  local len = struct.unpack('<I4', blob, pos)
+  local ts = string.sub(blob, pos + 4, pos + 3 + len)
+  local prev = redis.call('HGET', KEYS[k], ts_field)
+  -- Same bytes: the same event time is online already (the common case on a re-run).
+  local write = not prev
+  if prev and prev ~= ts then
+    local sec, nanos = struct.unpack('<i8I4', blob, base)
+    write = not stored_is_newer_or_same(prev, sec, nanos)
+  end
+  if write then
+    args[2] = ts
+    pos = pos + 4 + ts_width
+    for j = 1, #names do
+      len = struct.unpack('<I4', blob, pos)
+      args[2 * j + 2] = string.sub(blob, pos + 4, pos + 3 + len)
+      pos = pos + 4 + widths[j]
+    end
+    redis.call('HSET', KEYS[k], unpack(args))
+    if ttl > 0 then redis.call('EXPIRE', KEYS[k], ttl) end
+    written = written + 1
+  end
+end
+return written
+"""
+
+
+def _slot(cells: Cells) -> np.ndarray:
+    """A uint32 length followed by the padded value, per row."""
+    lengths = cells.lengths.astype("<u4").view(np.uint8).reshape(-1, 4)
+    return np.hstack([lengths, cells.matrix])
+
+
+class RedisWriter:
+    """Feast's Redis layout, newer-wins and TTL applied server-side in one script per batch.
+
+    Args:
+        client: A redis-py client (Feast's own, so connection settings are the profile's).
+        project: Feast project (suffix of every key).
+        view_name: Feature view name as Feast stores it (with version suffix if enabled).
+        feature_names: The view's features, in the view's order.
+        ttl_seconds: ``key_ttl_seconds`` of the store; None or 0 for no expiry.
+        batch_rows: Entities per script call (bounds the time Redis is busy per call).
+        pipeline_batches: Script calls sent per round trip.
+        label: How to name the store in errors (host:port).
+    """
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        *,
+        project: str,
+        view_name: str,
+        feature_names: list[str],
+        ttl_seconds: int | None,
+        batch_rows: int,
+        pipeline_batches: int,
+        label: str,
+    ) -> None:
+        from feast.infra.online_stores.helpers import _mmh3
+
+        self._client = client
+        self._project = project.encode("utf8")
+        self._ts_field = f"_ts:{view_name}".encode()
+        self._fields = [_mmh3(f"{view_name}:{name}") for name in feature_names]
+        self._feature_names = feature_names
+        self._ttl = ttl_seconds or 0
+        self._batch_rows = batch_rows
+        self._pipeline_batches = pipeline_batches
+        self._label = label
+        self._script = client.register_script(_WRITE_NEWER_LUA)
+
+    def check(self) -> None:
+        """Ping Redis; raise OnlineStoreUnavailableError naming it when unreachable."""
+        import redis
+
+        try:
+            self._client.ping()
+        except redis.RedisError as error:
+            raise OnlineStoreUnavailableError(
+                f"cannot reach the Redis online store at {self._label}: {error}"
+            ) from error
+
+    def write(self, chunk: EncodedChunk) -> int:
+        """Write the chunk in script calls of ``batch_rows`` entities."""
+        import redis
+
+        if chunk.rows == 0:
+            return 0
+        keys = concat_cells([chunk.keys, constant_cells(self._project, chunk.rows)]).to_list()
+        seconds, nanos = split_micros(chunk.event_micros)
+        values = [chunk.values[name] for name in self._feature_names]
+        matrix = np.hstack(
+            [
+                np.ascontiguousarray(seconds, dtype="<i8").view(np.uint8).reshape(-1, 8),
+                np.ascontiguousarray(nanos, dtype="<u4").view(np.uint8).reshape(-1, 4),
+                _slot(chunk.timestamps),
+                *(_slot(cells) for cells in values),
+            ]
+        )
+        row_width = matrix.shape[1]
+        blob = matrix.tobytes()
+        layout: list[Any] = [row_width, chunk.timestamps.width]
+        for field, cells in zip(self._fields, values, strict=True):
+            layout += [field, cells.width]
+        written = 0
+        try:
+            for start in range(0, chunk.rows, self._batch_rows * self._pipeline_batches):
+                pipe = self._client.pipeline(transaction=False)
+                stop = min(chunk.rows, start + self._batch_rows * self._pipeline_batches)
+                for low in range(start, stop, self._batch_rows):
+                    high = min(stop, low + self._batch_rows)
+                    args: list[Any] = [
+                        self._ts_field,
+                        self._ttl,
+                        blob[low * row_width : high * row_width],
+                    ]
+                    self._script(keys=keys[low:high], args=args + layout, client=pipe)
+                written += sum(int(count) for count in pipe.execute())
+        except redis.ConnectionError as error:
+            raise OnlineStoreUnavailableError(
+                f"lost the Redis online store at {self._label}: {error}"
+            ) from error
+        return written
+
+    def close(self) -> None:
+        """Nothing to release: the client belongs to Feast's online store."""
+
+
+def _sqlite_times(column: pa.ChunkedArray) -> list[int | None]:
+    """Times as Feast's SQLite store writes them (its own datetime adapter, epoch seconds)."""
+    from feast.infra.online_stores.sqlite import adapt_datetime_epoch
+
+    if pa.types.is_null(column.type):
+        return [None] * len(column)
+    naive = pc.cast(column, pa.timestamp("us"), safe=False)  # aware -> naive UTC, as Feast
+    return [
+        None if moment is None else adapt_datetime_epoch(moment) for moment in naive.to_pylist()
+    ]
+
+
+def _value_texts(column: pa.ChunkedArray, value_type: ValueType) -> list[str | None]:
+    """Feast's ``value_text`` column: the value as text for strings and numbers."""
+    arrow_type = {
+        ValueType.DOUBLE: pa.float64(),
+        ValueType.FLOAT: pa.float32(),
+        ValueType.INT64: pa.int64(),
+        ValueType.INT32: pa.int32(),
+        ValueType.BOOL: pa.bool_(),
+        ValueType.STRING: pa.string(),
+    }.get(value_type)
+    if arrow_type is None:
+        return [None] * len(column)
+    values = pc.cast(column, arrow_type).to_pylist()
+    # NaN is stored as an empty Value, hence no text.
+    return [None if value is None or value != value else str(value) for value in values]
+
+
+class SqliteWriter:
+    """Feast's SQLite online table, upserted only where the event time is not older.
+
+    Feast's own SQLite store overwrites unconditionally; the condition keeps an older range
+    from replacing newer values, as in Redis. Feast stores whole seconds here, so a row of
+    the same second as the stored one replaces it. A fresh store ends up identical.
+    """
+
+    def __init__(self, db_path: Path, table: str, *, batch_rows: int) -> None:
+        self._db_path = db_path
+        self._table = table
+        self._batch_rows = batch_rows
+        self._connection: sqlite3.Connection | None = None
+
+    def check(self) -> None:
+        """Open the database and make sure Feast created the view's table (feast apply)."""
+        if not self._db_path.is_file():
+            raise OnlineStoreUnavailableError(
+                f"SQLite online store {self._db_path} does not exist: run `feast apply` first"
+            )
+        self._connection = sqlite3.connect(self._db_path)
+        found = self._connection.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (self._table,)
+        ).fetchone()
+        if not found:
+            raise OnlineStoreUnavailableError(
+                f"SQLite online store {self._db_path} has no table {self._table}: "
+                "run `feast apply` first"
+            )
+
+    def _rows(self, chunk: EncodedChunk) -> Iterator[tuple[Any, ...]]:
+        keys = chunk.keys.to_list()
+        events = _sqlite_times(chunk.table.column(EVENT_COLUMN))
+        created = _sqlite_times(chunk.table.column(CREATED_COLUMN))
+        features = [
+            (
+                name,
+                cells.to_list(),
+                _value_texts(chunk.table.column(name), chunk.value_types[name]),
+            )
+            for name, cells in chunk.values.items()
+        ]
+        for row, key in enumerate(keys):
+            for name, values, texts in features:
+                yield key, name, values[row], texts[row], events[row], created[row]
+
+    def write(self, chunk: EncodedChunk) -> int:
+        """Upsert the chunk in one transaction; return the entities written."""
+        assert self._connection is not None, "check() opens the connection"
+        table = '"' + self._table.replace('"', '""') + '"'
+        upsert = (
+            f"INSERT INTO {table} (entity_key, feature_name, value, value_text, event_ts, "
+            "created_ts) VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(entity_key, feature_name) DO UPDATE SET value = excluded.value, "
+            "value_text = excluded.value_text, event_ts = excluded.event_ts, "
+            f"created_ts = excluded.created_ts WHERE excluded.event_ts >= {table}.event_ts"
+        )
+        with self._connection:
+            cursor = self._connection.executemany(upsert, self._rows(chunk))
+        return cursor.rowcount // max(1, len(chunk.values))
+
+    def close(self) -> None:
+        """Close the connection."""
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+
+
+class FeastWriter:
+    """Any other online store, through Feast's ``online_write_batch`` chunk by chunk."""
+
+    def __init__(
+        self,
+        online_store: OnlineStore,
+        config: RepoConfig,
+        feature_view: FeatureView,
+        *,
+        source_timestamp: str,
+        source_created: str | None,
+    ) -> None:
+        self._store = online_store
+        self._config = config
+        self._view = feature_view
+        self._renames = {EVENT_COLUMN: source_timestamp, CREATED_COLUMN: source_created}
+
+    def check(self) -> None:
+        """Nothing to check ahead: the store reports its own errors."""
+
+    def write(self, chunk: EncodedChunk) -> int:
+        """Convert the chunk with Feast and write it with the store's own method."""
+        from feast.utils import _convert_arrow_to_proto
+
+        if chunk.rows == 0:
+            return 0
+        table = chunk.table
+        if not self._renames[CREATED_COLUMN]:
+            table = table.drop_columns([CREATED_COLUMN])
+        table = table.rename_columns(
+            [self._renames.get(name) or name for name in table.column_names]
+        )
+        batch = table.combine_chunks().to_batches()[0]
+        join_keys = {
+            column.name: column.dtype.to_value_type() for column in self._view.entity_columns
+        }
+        rows = _convert_arrow_to_proto(batch, self._view, join_keys)
+        self._store.online_write_batch(self._config, self._view, rows, progress=None)
+        return len(rows)
+
+    def close(self) -> None:
+        """Nothing to release."""

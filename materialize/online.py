@@ -1,0 +1,177 @@
+"""Stage: load offline features into the online store (``churn materialize``).
+
+Feast drives the run, so the engine is the profile's ``batch_engine`` (our
+``materialize.engine.FastEngine``) and Feast records the materialization interval that the
+next incremental run starts from, exactly as ``feast materialize[-incremental]`` would.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from materialize.settings import FeastProfile, FeastSettings
+from materialize.store import FeastConfigurationError, open_feature_store
+
+if TYPE_CHECKING:
+    from materialize.engine import MaterializationStats
+
+
+# The --profile option of the materialization commands.
+ProfileOption = Annotated[
+    FeastProfile | None,
+    typer.Option(help="Feast profile (default: $CHURN_FEAST_PROFILE or production)."),
+]
+
+
+def profile_settings(profile: FeastProfile | None) -> FeastSettings:
+    """Feast settings from the environment, with the profile overridden when given."""
+    return FeastSettings() if profile is None else FeastSettings(profile=profile)
+
+
+class MaterializeInputError(ValueError):
+    """The requested range or views cannot be materialized (message says why)."""
+
+
+@dataclass(frozen=True)
+class MaterializeResult:
+    """What ``materialize_online`` did."""
+
+    start: datetime | None  # None: incremental (each view from its own watermark)
+    end: datetime
+    engine: str  # the profile's batch engine type
+    views: list[MaterializationStats] = field(default_factory=list)
+
+
+def parse_time(text: str) -> datetime:
+    """An ISO date or date-time; naive means UTC.
+
+    Raises:
+        MaterializeInputError: Not an ISO date or date-time.
+    """
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as error:
+        raise MaterializeInputError(
+            f"{text!r} is not an ISO date or date-time (e.g. 2026-03-01T12:00:00)"
+        ) from error
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def _engine_type(config: Any) -> str:
+    engine = config.batch_engine_config
+    return str(engine.get("type") if isinstance(engine, dict) else engine)
+
+
+def materialize_online(
+    settings: FeastSettings,
+    *,
+    end: datetime | None = None,
+    start: datetime | None = None,
+    views: list[str] | None = None,
+) -> MaterializeResult:
+    """Materialize the range into the profile's online store through Feast.
+
+    Args:
+        settings: Repo and profile.
+        end: End of the range (inclusive); now when omitted.
+        start: Start of the range (inclusive). When omitted the run is incremental: each
+            view starts where its last materialization ended (the first time: end minus
+            the view's ttl), as ``feast materialize-incremental``.
+        views: Feature views to materialize; all of them when omitted.
+
+    Raises:
+        MaterializeInputError: Start after end, nothing registered, or an unknown view.
+        FeastConfigurationError: The profile cannot be used as configured.
+        materialize.engine.OnlineStoreUnavailableError: The online store is unreachable.
+    """
+    end = end or datetime.now(UTC)
+    if start is not None and start > end:
+        raise MaterializeInputError(f"--start {start.isoformat()} is after --end {end.isoformat()}")
+    store = open_feature_store(settings)
+    registered = {view.name for view in store.list_feature_views()}
+    if not registered:
+        raise MaterializeInputError(
+            f"no feature views registered in project {store.project!r}: run `churn apply` first"
+        )
+    unknown = sorted(set(views or []) - registered)
+    if unknown:
+        raise MaterializeInputError(
+            f"unknown feature view(s) {', '.join(unknown)}; "
+            f"registered: {', '.join(sorted(registered))}"
+        )
+    if start is None:
+        store.materialize_incremental(end_date=end, feature_views=views)
+    else:
+        store.materialize(start_date=start, end_date=end, feature_views=views)
+    # The engine Feast built for this run (private accessors: Feast exposes no other).
+    engine = getattr(store._get_provider(), "batch_engine", None)
+    return MaterializeResult(
+        start=start,
+        end=end,
+        engine=_engine_type(store.config),
+        views=list(getattr(engine, "results", [])),
+    )
+
+
+def _summary(stats: MaterializationStats) -> str:
+    if stats.engine != "fast":
+        return (
+            f"{stats.view}: materialized by Feast's {stats.engine} engine in {stats.seconds:.1f} s"
+        )
+    return (
+        f"{stats.view}: {stats.written:,} entities written ({stats.skipped:,} not newer than "
+        f"online), {stats.rows_in_range:,} rows in range, {stats.rejected_rows:,} rejected "
+        f"without a join key, {stats.seconds:.1f} s"
+    )
+
+
+def materialize_command(
+    start: Annotated[
+        str | None,
+        typer.Option(
+            help="Start of the range (ISO, UTC when naive). Default: incremental, from where "
+            "the last run ended (first run: end minus the view's ttl)."
+        ),
+    ] = None,
+    end: Annotated[
+        str | None, typer.Option(help="End of the range (ISO, UTC when naive). Default: now.")
+    ] = None,
+    view: Annotated[
+        list[str] | None,
+        typer.Option("--view", help="Only this feature view (repeatable). Default: all."),
+    ] = None,
+    profile: ProfileOption = None,
+) -> None:
+    """Load the latest offline feature values into the online store (Feast-driven)."""
+    import redis
+
+    from materialize.engine import OnlineStoreUnavailableError
+
+    settings = profile_settings(profile)
+    try:
+        result = materialize_online(
+            settings,
+            start=parse_time(start) if start else None,
+            end=parse_time(end) if end else None,
+            views=view,
+        )
+    except (MaterializeInputError, FeastConfigurationError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
+    except OnlineStoreUnavailableError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from error
+    except redis.ConnectionError as error:  # Feast's own engine, when it is configured
+        typer.echo(f"error: cannot reach the Redis online store: {error}", err=True)
+        raise typer.Exit(1) from error
+    for stats in result.views:
+        typer.echo(_summary(stats))
+    since = result.start.isoformat() if result.start else "the last materialization"
+    typer.echo(
+        f"materialized {since} .. {result.end.isoformat()} with profile {settings.profile} "
+        f"(engine {result.engine})"
+    )

@@ -1,0 +1,210 @@
+"""Factories and readers for materialization tests: small offline tables, raw online state."""
+
+from __future__ import annotations
+
+import re
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tests.utils.feast_repo import TestRepo
+from tests.utils.services import redis_client
+
+# A fixed materialization end, so expectations do not depend on the clock.
+END = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
+START = END - timedelta(days=21)
+ISO = "%Y-%m-%dT%H:%M:%S"  # how the feast command line takes times
+
+
+def make_user_features(
+    *,
+    users: int = 300,
+    snapshots: int = 3,
+    end: datetime = END,
+    seed: int = 7,
+) -> pd.DataFrame:
+    """A user-features table (contract schema) with the cases materialization must handle.
+
+    Each user has ``snapshots`` rows spread over the 30 days before ``end``, with about 10%
+    null feature values. On top of that: rows after ``end`` (must be ignored), users whose
+    only rows are older than the 21-day window, and a tie on ``event_timestamp`` that
+    ``created`` breaks.
+    """
+    rng = np.random.default_rng(seed)
+    user_ids = np.repeat(np.arange(1, users + 1, dtype="int64"), snapshots)
+    # Distinct whole-second offsets per user, so the latest row of each user is unique.
+    offsets = np.concatenate(
+        [rng.choice(30 * 86_400, size=snapshots, replace=False) for _ in range(users)]
+    )
+    event = pd.Timestamp(end) - pd.to_timedelta(offsets, unit="s")
+    frame = pd.DataFrame(
+        {
+            "user_id": user_ids,
+            "event_timestamp": event,
+            "created": event + pd.Timedelta(minutes=5),
+            "feature_1": np.round(rng.gamma(2.0, 3.0, size=len(user_ids)), 6),
+            "feature_2": np.round(rng.normal(0.0, 2.0, size=len(user_ids)), 6),
+        }
+    )
+    frame.loc[rng.random(len(frame)) < 0.1, "feature_1"] = np.nan
+    frame.loc[rng.random(len(frame)) < 0.1, "feature_2"] = np.nan
+    extra = pd.DataFrame(
+        {
+            # user 1: a row after `end` that must not be materialized
+            # user 2: same event time twice; the later `created` wins
+            # users beyond `users`: only rows older than the window
+            "user_id": [1, 2, 2, users + 1, users + 2],
+            "event_timestamp": [
+                pd.Timestamp(end) + pd.Timedelta(hours=1),
+                pd.Timestamp(end) - pd.Timedelta(seconds=1),
+                pd.Timestamp(end) - pd.Timedelta(seconds=1),
+                pd.Timestamp(end) - pd.Timedelta(days=40),
+                pd.Timestamp(end) - pd.Timedelta(days=50),
+            ],
+            "created": [
+                pd.Timestamp(end) + pd.Timedelta(hours=1),
+                pd.Timestamp(end),
+                pd.Timestamp(end) + pd.Timedelta(minutes=1),
+                pd.Timestamp(end) - pd.Timedelta(days=40),
+                pd.Timestamp(end) - pd.Timedelta(days=50),
+            ],
+            "feature_1": [999.0, 1.0, 2.0, 3.0, 4.0],
+            "feature_2": [999.0, 10.0, 20.0, 30.0, 40.0],
+        }
+    )
+    frame = pd.concat([frame, extra], ignore_index=True)
+    frame["user_id"] = frame["user_id"].astype("int64")
+    for column in ("event_timestamp", "created"):
+        frame[column] = pd.to_datetime(frame[column], utc=True).astype("datetime64[ns, UTC]")
+    # Shuffled, as ingest output need not be sorted.
+    return frame.sample(frac=1.0, random_state=seed).reset_index(drop=True)
+
+
+def use_engine(repo: TestRepo, engine: str = "fast", **options: object) -> None:
+    """Point every profile of a test repo at an engine: ``fast`` (ours) or ``stock`` (Feast's).
+
+    Options go into the ``batch_engine`` block (e.g. ``chunk_rows=50``).
+    """
+    if engine == "stock":
+        block = "batch_engine: local\n"
+    else:
+        lines = ["batch_engine:", "  type: materialize.engine.FastEngine"]
+        lines += [f"  {name}: {value}" for name, value in options.items()]
+        block = "\n".join(lines) + "\n"
+    for path in repo.feast.repo_path.glob("feature_store*.yaml"):
+        text = re.sub(r"^batch_engine:.*\n(?:[ \t]+.*\n)*", "", path.read_text(), flags=re.M)
+        path.write_text(text + block)
+
+
+def set_key_ttl(repo: TestRepo, seconds: int) -> None:
+    """Give the Redis online store of every profile a ``key_ttl_seconds``."""
+    for path in repo.feast.repo_path.glob("feature_store*.yaml"):
+        text = re.sub(
+            r"^(  connection_string: .*\n)",
+            rf"\1  key_ttl_seconds: {seconds}\n",
+            path.read_text(),
+            flags=re.M,
+        )
+        path.write_text(text)
+
+
+def latest_rows(frame: pd.DataFrame, *, start: datetime, end: datetime) -> pd.DataFrame:
+    """What materializing [start, end] must leave online: each user's latest row, by user."""
+    inside = frame[(frame["event_timestamp"] >= start) & (frame["event_timestamp"] <= end)]
+    ordered = inside.sort_values(["event_timestamp", "created"], kind="stable")
+    return ordered.groupby("user_id").tail(1).set_index("user_id").sort_index()
+
+
+def write_user_features(path: Path, frame: pd.DataFrame) -> Path:
+    """Write ``frame`` as the user-features Parquet table at ``path``."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.to_parquet(path, index=False)
+    return path
+
+
+def _per_key(project: str, command: str, db: int) -> dict[bytes, object]:
+    client = redis_client(db)
+    keys = list(client.scan_iter(match=f"*{project}", count=1000))
+    pipe = client.pipeline(transaction=False)
+    for key in keys:
+        getattr(pipe, command)(key)
+    suffix = len(project.encode())
+    return {key[:-suffix]: value for key, value in zip(keys, pipe.execute(), strict=True)}
+
+
+def write_offline_table(users: int) -> pd.DataFrame:
+    """Write :func:`make_user_features` where the test's data settings point; return it."""
+    from materialize.settings import DataSettings
+
+    frame = make_user_features(users=users)
+    write_user_features(DataSettings().user_features_path, frame)
+    return frame
+
+
+def redis_hashes(project: str, db: int = 0) -> dict[bytes, dict[bytes, bytes]]:
+    """Every hash stored for ``project``, by serialized entity key (the project removed)."""
+    return _per_key(project, "hgetall", db)  # type: ignore[return-value]
+
+
+def redis_ttls(project: str, db: int = 0) -> dict[bytes, int]:
+    """Remaining time to live (seconds; -1: none) of every key of ``project``."""
+    return _per_key(project, "ttl", db)  # type: ignore[return-value]
+
+
+def sqlite_rows(db_path: Path, table: str) -> dict[tuple[bytes, str], tuple[Any, ...]]:
+    """Every row of a Feast SQLite online table, raw, keyed by (entity_key, feature_name)."""
+    connection = sqlite3.connect(db_path)
+    try:
+        cursor = connection.execute(
+            f"SELECT entity_key, feature_name, value, value_text, vector_value, event_ts, "
+            f'created_ts FROM "{table}"'
+        )
+        return {(row[0], row[1]): tuple(row[2:]) for row in cursor.fetchall()}
+    finally:
+        connection.close()
+
+
+FEATURES = ["feature_1", "feature_2"]
+VIEW = "user_features"
+
+
+def expected_online(
+    frame: pd.DataFrame, *, start: datetime, end: datetime
+) -> dict[int, tuple[datetime, dict[str, float | None]]]:
+    """Event time and feature values each user must have online after [start, end]."""
+    latest = latest_rows(frame, start=start, end=end)
+    return {
+        int(user): (
+            row.event_timestamp.to_pydatetime(),
+            {name: None if pd.isna(row[name]) else float(row[name]) for name in FEATURES},
+        )
+        for user, row in latest.iterrows()
+    }
+
+
+def decode_redis(
+    hashes: dict[bytes, dict[bytes, bytes]],
+) -> dict[int, tuple[datetime, dict[str, float | None]]]:
+    """Decode Feast-layout hashes (from :func:`redis_hashes`) of the user_features view."""
+    from feast.infra.key_encoding_utils import deserialize_entity_key
+    from feast.infra.online_stores.helpers import _mmh3
+    from feast.protos.feast.types.Value_pb2 import Value
+    from feast.type_map import feast_value_type_to_python_type
+    from google.protobuf.timestamp_pb2 import Timestamp
+
+    decoded: dict[int, tuple[datetime, dict[str, float | None]]] = {}
+    for key, fields in hashes.items():
+        entity = deserialize_entity_key(key, entity_key_serialization_version=3)
+        stamp = Timestamp()
+        stamp.ParseFromString(fields[f"_ts:{VIEW}".encode()])
+        values: dict[str, float | None] = {}
+        for name in FEATURES:
+            value = Value()
+            value.ParseFromString(fields[_mmh3(f"{VIEW}:{name}")])
+            values[name] = feast_value_type_to_python_type(value)
+        decoded[entity.entity_values[0].int64_val] = (stamp.ToDatetime(tzinfo=UTC), values)
+    return decoded
