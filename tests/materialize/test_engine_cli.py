@@ -1,0 +1,117 @@
+"""`churn materialize`: Feast-driven, incremental by default, keeps Feast's watermark."""
+
+from __future__ import annotations
+
+import io
+from datetime import timedelta
+
+import pytest
+from typer.testing import CliRunner
+
+from materialize.apply import apply_feature_repo
+from materialize.cli import build_app
+from materialize.engine.progress import BarProgress, LogProgress, make_progress
+from materialize.engine.reader import ChunkPlan
+from materialize.store import open_feature_store, run_feast_cli
+from tests.utils.feast_repo import TestRepo
+from tests.utils.materialize import (
+    END,
+    ISO,
+    START,
+    VIEW,
+    decode_redis,
+    expected_online,
+    redis_hashes,
+    write_offline_table,
+)
+
+MIDDLE = END - timedelta(days=10)
+
+
+@pytest.fixture
+def repo(feature_repo: TestRepo, monkeypatch: pytest.MonkeyPatch) -> TestRepo:
+    """The test repo, with `churn` pointed at it through the environment."""
+    monkeypatch.setenv("CHURN_FEAST_REPO_PATH", str(feature_repo.feast.repo_path))
+    monkeypatch.setenv("CHURN_REDIS_URL", feature_repo.feast.redis_url)
+    return feature_repo
+
+
+def _churn(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(build_app(), list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_range_then_incremental_then_feast_incremental(repo: TestRepo) -> None:
+    offline = write_offline_table(users=200)
+    apply_feature_repo(repo.feast)
+    later = END + timedelta(hours=2)  # user 1 has a row at END + 1h
+
+    code, out, _ = _churn(
+        "materialize", "--start", START.strftime(ISO), "--end", MIDDLE.strftime(ISO)
+    )
+    assert code == 0, out
+    assert "user_features: " in out and "entities written" in out
+    code, out, _ = _churn("materialize", "--end", END.strftime(ISO))  # incremental
+    assert code == 0, out
+    feast = run_feast_cli(repo.feast, "materialize-incremental", later.strftime(ISO))
+
+    assert "2026-03-02 12:00:00+00:00" in feast.stdout  # Feast starts where churn ended
+    view = open_feature_store(repo.feast).get_feature_view(VIEW)
+    assert view.materialization_intervals == [(START, MIDDLE), (MIDDLE, END), (END, later)]
+    online = decode_redis(redis_hashes(repo.project))
+    assert online == expected_online(offline, start=START, end=later)
+
+
+def test_bad_requests_exit_2_naming_the_problem(repo: TestRepo) -> None:
+    write_offline_table(users=20)
+
+    code, _, err = _churn("materialize", "--start", "2026-03-02", "--end", "2026-03-01")
+    assert code == 2 and "is after" in err
+    code, _, err = _churn("materialize", "--end", "yesterday")
+    assert code == 2 and "'yesterday' is not an ISO date" in err
+    code, _, err = _churn("materialize", "--end", END.strftime(ISO))
+    assert code == 2 and "run `churn apply` first" in err
+
+    apply_feature_repo(repo.feast)
+    code, _, err = _churn("materialize", "--view", "nope", "--end", END.strftime(ISO))
+    assert code == 2 and "unknown feature view(s) nope" in err
+
+
+class _Terminal(io.StringIO):
+    def isatty(self) -> bool:
+        return True
+
+
+@pytest.mark.parametrize(
+    ("stream", "kind"), [(_Terminal(), BarProgress), (io.StringIO(), LogProgress)]
+)
+def test_progress_is_a_bar_on_a_terminal_and_lines_elsewhere(
+    stream: io.StringIO, kind: type
+) -> None:
+    progress = make_progress(stream)
+    progress.start("user_features", ChunkPlan(entities=10, rows=12, rejected_rows=1, chunks=2))
+    progress.advance(6)
+    progress.advance(4)
+    progress.finish(written=9, skipped=1)
+
+    assert type(progress) is kind
+    text = stream.getvalue()
+    assert "10 entities (12 rows in range, 1 rejected without a join key)" in text
+    assert "wrote 9 entities (1 not newer than online)" in text
+    assert "rows/s" in text
+    if kind is LogProgress:
+        assert "chunk 2/2: 10/10 rows (100%)" in text
+    else:
+        assert "━" in text  # rich's bar
+
+
+def test_written_counts_are_reported(repo: TestRepo) -> None:
+    frame = write_offline_table(users=50)
+    apply_feature_repo(repo.feast)
+
+    code, out, _ = _churn("materialize", "--start", START.strftime(ISO), "--end", END.strftime(ISO))
+
+    assert code == 0
+    entities = len(expected_online(frame, start=START, end=END))
+    assert f"user_features: {entities:,} entities written (0 not newer than online)" in out
+    assert "with profile production (engine materialize.engine.FastEngine)" in out

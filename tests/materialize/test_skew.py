@@ -1,0 +1,119 @@
+"""`churn skew-check`: online churn_v1 equals offline point-in-time churn_v1 after materializing."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from feast.infra.key_encoding_utils import serialize_entity_key
+from feast.infra.online_stores.helpers import _mmh3
+from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+from feast.protos.feast.types.Value_pb2 import Value
+from typer.testing import CliRunner
+
+from materialize.apply import apply_feature_repo
+from materialize.cli import build_app
+from materialize.skew import SkewInputError, check_skew, values_agree
+from materialize.store import open_feature_store
+from tests.utils.feast_repo import TestRepo
+from tests.utils.materialize import (
+    END,
+    START,
+    VIEW,
+    decode_redis,
+    redis_hashes,
+    write_offline_table,
+)
+from tests.utils.services import redis_client
+
+USERS = 120
+CHURN_V1 = [
+    "feature_1",
+    "feature_2",
+    "feature_ratio",
+    "feature_log",
+    "day_of_week_sin",
+    "day_of_week_cos",
+    "is_weekend",
+]
+
+
+@pytest.fixture
+def materialized(feature_repo: TestRepo, monkeypatch: pytest.MonkeyPatch) -> TestRepo:
+    """A repo whose offline table was materialized over [START, END]."""
+    write_offline_table(users=USERS)
+    apply_feature_repo(feature_repo.feast)
+    open_feature_store(feature_repo.feast).materialize(START, END)
+    monkeypatch.setenv("CHURN_FEAST_REPO_PATH", str(feature_repo.feast.repo_path))
+    monkeypatch.setenv("CHURN_REDIS_URL", feature_repo.feast.redis_url)
+    return feature_repo
+
+
+def _churn(*args: str) -> tuple[int, str, str]:
+    result = CliRunner().invoke(build_app(), list(args))
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_no_skew_after_materialization(materialized: TestRepo) -> None:
+    report = check_skew(materialized.feast, sample=1000, seed=1)
+
+    assert report.at == END  # the end of the last materialization
+    assert report.entities == USERS + 2  # every user, including the two never online
+    assert [feature.feature for feature in report.features] == CHURN_V1
+    assert report.mismatches == 0
+    code, out, _ = _churn("skew-check", "--sample", "40", "--seed", "3")
+    assert code == 0, out
+    assert "on 40 entities" in out and "OK: online and offline agree" in out
+
+
+def test_a_wrong_online_value_is_reported_per_feature(materialized: TestRepo) -> None:
+    online = decode_redis(redis_hashes(materialized.project))
+    user = min(user for user, (_, values) in online.items() if None not in values.values())
+    key = (
+        serialize_entity_key(
+            EntityKey(join_keys=["user_id"], entity_values=[Value(int64_val=user)]),
+            entity_key_serialization_version=3,
+        )
+        + materialized.project.encode()
+    )
+    field = _mmh3(f"{VIEW}:feature_2")
+    redis_client().hset(key, field, Value(double_val=12345.0).SerializeToString())
+
+    report = check_skew(materialized.feast, sample=1000, seed=1)
+
+    counts = {feature.feature: feature.mismatches for feature in report.features}
+    assert counts == {**dict.fromkeys(CHURN_V1, 0), "feature_2": 1, "feature_ratio": 1}
+    (example,) = report.features[1].examples
+    assert example.entity == {"user_id": user} and example.online == 12345.0
+    code, out, err = _churn("skew-check", "--sample", "1000", "--seed", "1")
+    assert code == 1
+    assert f"feature_2: {{'user_id': {user}}} online=12345.0" in out
+    assert "FAIL: 2 mismatching values" in err
+
+
+def test_nothing_materialized_is_an_input_error(feature_repo: TestRepo) -> None:
+    write_offline_table(users=10)
+    apply_feature_repo(feature_repo.feast)
+
+    with pytest.raises(SkewInputError, match="user_features never materialized"):
+        check_skew(feature_repo.feast, sample=5)
+    with pytest.raises(SkewInputError, match="at least 1"):
+        check_skew(feature_repo.feast, sample=0)
+    with pytest.raises(SkewInputError, match="no feature service 'churn_v9'"):
+        check_skew(feature_repo.feast, sample=5, service="churn_v9")
+
+
+@pytest.mark.parametrize(
+    ("online", "offline", "agree"),
+    [
+        (None, float("nan"), True),
+        (None, 0.0, False),
+        (1.0, 1.0 + 1e-12, True),
+        (1.0, 1.0001, False),
+        (1, 1.0, True),
+        (math.inf, math.inf, True),
+        ("a", "a", True),
+    ],
+)
+def test_values_agree(online: object, offline: object, agree: bool) -> None:
+    assert values_agree(online, offline) is agree
