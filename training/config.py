@@ -66,6 +66,9 @@ class TrainingConfig(BaseSettings):
         default=False, description="Only add trials to a shared study (a helper worker)."
     )
     progress: bool = Field(default=True, description="Show the progress bar on a terminal.")
+    threads: int = Field(
+        default=1, ge=1, description="OpenMP threads per process for fitting and scoring."
+    )
 
     def feast_settings(self) -> FeastSettings:
         """Feast settings of the environment, with the repo and profile overridden if set."""

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
     from feast import FeatureService, FeatureStore, FeatureView
 
 TIMESTAMP = "event_timestamp"
-_ROW_ID = "training_row_id"  # carried through Feast to check that no label row is lost
+ROW_ID = "training_row_id"  # carried through Feast to check that no label row is lost
 # A source row older than the label by more than this is never a candidate in the audit.
 _AUDIT_MARGIN = timedelta(days=1)
 
@@ -211,7 +211,7 @@ def build_training_set(
     labels, rejected = load_labels(labels_path, required=required, label_column=label_column)
     report = DatasetReport(label_rows=len(labels) + rejected, rejected_null_labels=rejected)
     report.duplicate_label_rows = int(labels.duplicated([*features.join_keys, TIMESTAMP]).sum())
-    entity_frame = labels.assign(**{_ROW_ID: np.arange(len(labels), dtype="int64")})
+    entity_frame = labels.assign(**{ROW_ID: np.arange(len(labels), dtype="int64")})
 
     joined = _retrieve(store, service, entity_frame)
     audit = audit_point_in_time(store, joined, service=service, features=features)
@@ -257,14 +257,14 @@ def _retrieve(
         filter_by_created_timestamp=True,
     )
     joined = job.to_df()
-    ids = joined[_ROW_ID]
+    ids = joined[ROW_ID]
     if len(joined) != len(entity_frame) or ids.duplicated().any():
-        lost = len(set(entity_frame[_ROW_ID]) - set(ids))
+        lost = len(set(entity_frame[ROW_ID]) - set(ids))
         raise TrainingError(
             f"the offline store returned {len(joined)} rows for {len(entity_frame)} label rows "
             f"({lost} lost, {int(ids.duplicated().sum())} duplicated)"
         )
-    joined = joined.sort_values(_ROW_ID, kind="stable").reset_index(drop=True)
+    joined = joined.sort_values(ROW_ID, kind="stable").reset_index(drop=True)
     joined[TIMESTAMP] = pd.to_datetime(joined[TIMESTAMP], utc=True).astype("datetime64[ns, UTC]")
     return joined
 
@@ -371,7 +371,7 @@ def _leaking_rows(
     view: FeatureView,
 ) -> set[int]:
     """Row ids whose value of one feature has no source row available at the label time."""
-    used = joined.loc[joined[column].notna(), [_ROW_ID, TIMESTAMP, *label_keys, column]]
+    used = joined.loc[joined[column].notna(), [ROW_ID, TIMESTAMP, *label_keys, column]]
     used = used.rename(columns=dict(zip(label_keys, keys, strict=True)))
     used = used.assign(_value=used[column].astype("float64"))
     candidates = source.loc[source[name].notna()].assign(_value=lambda s: s[name].astype("float64"))
@@ -383,8 +383,8 @@ def _leaking_rows(
         valid &= pd.to_datetime(pairs["_source_created"], utc=True) <= label_time
     if view.ttl:
         valid &= pd.to_datetime(pairs["_source_time"], utc=True) >= label_time - view.ttl
-    legitimate = set(pairs.loc[valid, _ROW_ID].tolist())
-    return set(used[_ROW_ID].tolist()) - legitimate
+    legitimate = set(pairs.loc[valid, ROW_ID].tolist())
+    return set(used[ROW_ID].tolist()) - legitimate
 
 
 def report_as_params(report: DatasetReport) -> dict[str, Any]:

@@ -44,6 +44,19 @@ FAMILIES: dict[str, FamilySpec] = {
 }
 
 
+def limit_threads(threads: int) -> Any:
+    """A context limiting OpenMP/BLAS threads of the model libraries to ``threads``.
+
+    threadpoolctl only limits libraries already loaded, so scikit-learn's OpenMP code is
+    imported first; a limit set before that import is silently ignored (we measured 30 s
+    first trials in fresh worker processes that way).
+    """
+    import sklearn.ensemble  # noqa: F401  (loads the OpenMP runtime)
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=threads)
+
+
 def suggest_params(trial: optuna.Trial, family: ModelFamily) -> dict[str, Any]:
     """Draw one point of the family's search space (the reference design's ranges)."""
     spec = FAMILIES[family]

@@ -21,7 +21,13 @@ import pandas as pd
 
 from training.config import ModelFamily, TrainingConfig, TrainingError, TrainingResult
 from training.dataset import TrainingSet, build_training_set, report_as_params
-from training.models import FAMILIES, build_model, evaluate, feature_importances
+from training.models import (
+    FAMILIES,
+    build_model,
+    evaluate,
+    feature_importances,
+    limit_threads,
+)
 from training.registry import (
     CHAMPION,
     alias_version,
@@ -79,6 +85,13 @@ def run_training(
     Raises:
         TrainingError: Bad input or configuration (the command exits with 2).
     """
+    # Fitting and scoring (also MLflow's input-example check and permutation importance)
+    # use OpenMP; on shared cores more threads than cores made them up to 10x slower.
+    with limit_threads(config.threads):
+        return _run_training(config, mlflow_settings)
+
+
+def _run_training(config: TrainingConfig, mlflow_settings: MlflowSettings | None) -> TrainingResult:
     started = time.monotonic()
     _check_config(config)
     mlflow_settings = mlflow_settings or MlflowSettings()
@@ -92,6 +105,7 @@ def run_training(
         trials=config.trials,
         timeout=config.timeout,
         storage=config.storage,
+        threads=config.threads,
     )
     if config.tune_only:
         return _tune_only(store, config, spec, started)
@@ -292,7 +306,7 @@ def _log_dataset_input(training_set: TrainingSet, config: TrainingConfig) -> Non
             targets=training_set.label_column,
             source=source,
         )
-    mlflow.log_input(dataset, context="training")
+        mlflow.log_input(dataset, context="training")  # the schema is inferred here
 
 
 def _tuning_data(training_set: TrainingSet, split: TimeSplit) -> TuningData:
@@ -348,14 +362,12 @@ def _refit_and_test(
 ) -> tuple[ClassifierMixin, dict[str, float]]:
     """Refit on train + validation with the best parameters; evaluate on test."""
     import mlflow
-    from threadpoolctl import threadpool_limits
 
     names, label = training_set.feature_names, training_set.label_column
     train_val = pd.concat([split.train, split.val], ignore_index=True)
     model = build_model(family, params, seed=seed)
     fit_started = time.monotonic()
-    with threadpool_limits(limits=1):
-        model.fit(train_val[names], train_val[label])
+    model.fit(train_val[names], train_val[label])
     mlflow.log_metric("refit_seconds", time.monotonic() - fit_started)
     return model, evaluate(model, split.test[names], split.test[label])
 
@@ -385,6 +397,8 @@ def _log_model(model: ClassifierMixin, training_set: TrainingSet, split: TimeSpl
     info = mlflow.sklearn.log_model(
         model,
         name="model",
+        # Given, not inferred: inference re-imports the model in a subprocess (10 s here).
+        pip_requirements=mlflow.sklearn.get_default_pip_requirements(include_skops=True),
         serialization_format="skops",
         skops_trusted_types=trusted,
         signature=signature,

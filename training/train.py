@@ -84,6 +84,9 @@ def train_command(
         ),
     ] = False,
     progress: Annotated[bool, typer.Option(help="Show the tuning progress bar.")] = True,
+    threads: Annotated[
+        int, typer.Option(min=1, help="OpenMP threads per process (workers give parallelism).")
+    ] = 1,
 ) -> None:
     """Train on point-in-time features from Feast, tune with Optuna, gate and register.
 
@@ -114,6 +117,7 @@ def train_command(
             missing=missing,
             tune_only=tune_only,
             progress=progress,
+            threads=threads,
         )
         result = run_training(config)
     except (TrainingError, ValidationError) as error:

@@ -6,9 +6,9 @@ parameters) and a median pruner fed by the staged fits of ``training.models``.
 
 Storage: in memory for one local process; a journal file when ``--workers N`` runs without
 ``--storage``; any Optuna storage URL otherwise (PostgreSQL lets workers on other machines
-join the same study with ``churn train --tune-only``). Each worker fits with one thread:
-parallelism comes from the workers, and OpenMP threads fighting for shared cores made
-HistGradientBoosting 10x slower in our measurements.
+join the same study with ``churn train --tune-only``). Each worker fits with ``threads``
+OpenMP threads (default 1): parallelism comes from the workers, and OpenMP threads fighting
+for shared cores made HistGradientBoosting 10x slower in our measurements.
 """
 
 from __future__ import annotations
@@ -17,14 +17,14 @@ import multiprocessing
 import tempfile
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from training.config import ModelFamily, TrainingError
-from training.models import evaluate, fit_in_stages, suggest_params
+from training.models import evaluate, fit_in_stages, limit_threads, suggest_params
 
 if TYPE_CHECKING:
     import optuna
@@ -43,6 +43,7 @@ class StudySpec:
     trials: int
     timeout: float | None
     storage: str | None = None  # Optuna storage URL; None: in memory (or a journal file)
+    threads: int = 1  # OpenMP threads per worker process
 
 
 @dataclass(frozen=True)
@@ -77,7 +78,13 @@ def redact_storage_url(url: str | None) -> str:
 
 
 def _storage(url: str | None) -> Any:
+    """The Optuna storage of a URL (None: in memory; ``journal:<path>``: a journal file).
+
+    Raises:
+        TrainingError: The URL is malformed or the database cannot be reached.
+    """
     import optuna
+    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
 
     if url is None:
         return None
@@ -85,7 +92,12 @@ def _storage(url: str | None) -> Any:
         from optuna.storages.journal import JournalFileBackend
 
         return optuna.storages.JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
-    return optuna.storages.RDBStorage(normalize_storage_url(url))
+    try:
+        return optuna.storages.RDBStorage(normalize_storage_url(url))
+    except (ArgumentError, SQLAlchemyError, ImportError, ValueError) as error:
+        raise TrainingError(
+            f"cannot open Optuna storage {redact_storage_url(url)}: {error}"
+        ) from error
 
 
 def open_study(spec: StudySpec, *, worker: int = 0, storage: Any = None) -> optuna.Study:
@@ -94,32 +106,24 @@ def open_study(spec: StudySpec, *, worker: int = 0, storage: Any = None) -> optu
     Args:
         spec: The study.
         worker: Worker index; offsets the sampler seed so workers explore differently.
-        storage: An Optuna storage object (built from ``spec.storage`` when omitted).
+        storage: An Optuna storage object (None: in memory).
     """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
-        return optuna.create_study(
-            study_name=spec.study_name,
-            storage=storage if storage is not None else _storage(spec.storage),
-            direction="maximize",
-            sampler=optuna.samplers.TPESampler(seed=spec.seed + worker),
-            pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
-            load_if_exists=True,
-        )
-    except Exception as error:
-        if "sqlalchemy" in type(error).__module__ or "psycopg" in str(error):
-            raise TrainingError(
-                f"cannot open Optuna storage {redact_storage_url(spec.storage)}: {error}"
-            ) from error
-        raise
+    return optuna.create_study(
+        study_name=spec.study_name,
+        storage=storage,
+        direction="maximize",
+        sampler=optuna.samplers.TPESampler(seed=spec.seed + worker),
+        pruner=optuna.pruners.MedianPruner(n_startup_trials=5, n_warmup_steps=1),
+        load_if_exists=True,
+    )
 
 
 def make_objective(data: TuningData, spec: StudySpec, *, worker: int = 0) -> Any:
     """The Optuna objective: validation ROC AUC of one staged, prunable fit."""
     import optuna
-    from threadpoolctl import threadpool_limits
 
     def objective(trial: optuna.Trial) -> float:
         params = suggest_params(trial, spec.family)
@@ -130,7 +134,7 @@ def make_objective(data: TuningData, spec: StudySpec, *, worker: int = 0) -> Any
             if trial.should_prune():
                 raise optuna.TrialPruned(f"stage {stage}: validation AUC {auc:.4f}")
 
-        with threadpool_limits(limits=1):
+        with limit_threads(spec.threads):
             model, auc = fit_in_stages(
                 spec.family,
                 params,
@@ -205,34 +209,69 @@ def count_trials(study: optuna.Study) -> tuple[int, int]:
 def tune(
     data: TuningData, spec: StudySpec, *, workers: int = 1, progress: bool = False
 ) -> optuna.Study:
-    """Run ``spec.trials`` trials (split over the workers) and return the study.
+    """Run ``spec.trials`` trials (split over the workers); return the study, in memory.
+
+    A study in a shared storage is copied into memory at the end and its connections are
+    closed, so the caller holds no database handles.
 
     Raises:
         TrainingError: The storage cannot be used, or a worker failed.
     """
-    if workers == 1:
-        study = open_study(spec)
-        offset = sum(count_trials(study))
-        with TrialProgress(spec.trials, enabled=progress) as bar:
-            bar.update(study, offset=offset)
-            study.optimize(
-                make_objective(data, spec),
-                n_trials=spec.trials,
-                timeout=spec.timeout,
-                callbacks=[lambda s, _: bar.update(s, offset=offset)],
-            )
-        return study
     with tempfile.TemporaryDirectory(prefix="churn-tune-") as folder:
-        if spec.storage is None:  # processes cannot share memory: share a journal file
-            spec = StudySpec(**{**spec.__dict__, "storage": f"journal:{folder}/study.log"})
-        return _tune_in_workers(data, spec, workers=workers, folder=Path(folder), progress=progress)
+        if spec.storage is None and workers > 1:
+            # Processes cannot share memory: they share a journal file in the folder.
+            spec = replace(spec, storage=f"journal:{folder}/study.log")
+        storage = _storage(spec.storage)
+        try:
+            study = open_study(spec, storage=storage)  # created here; workers only join it
+            if workers == 1:
+                _tune_here(study, data, spec, progress=progress)
+            else:
+                _tune_in_workers(
+                    study, data, spec, workers=workers, folder=Path(folder), progress=progress
+                )
+            return study if storage is None else _copy_to_memory(study, storage)
+        finally:
+            _close(storage)
+
+
+def _tune_here(study: optuna.Study, data: TuningData, spec: StudySpec, *, progress: bool) -> None:
+    offset = sum(count_trials(study))
+    with TrialProgress(spec.trials, enabled=progress) as bar:
+        bar.update(study, offset=offset)
+        study.optimize(
+            make_objective(data, spec),
+            n_trials=spec.trials,
+            timeout=spec.timeout,
+            callbacks=[lambda s, _: bar.update(s, offset=offset)],
+        )
+
+
+def _copy_to_memory(study: optuna.Study, storage: Any) -> optuna.Study:
+    import optuna
+
+    memory = optuna.storages.InMemoryStorage()
+    optuna.copy_study(from_study_name=study.study_name, from_storage=storage, to_storage=memory)
+    return optuna.load_study(study_name=study.study_name, storage=memory)
+
+
+def _close(storage: Any) -> None:
+    """Close the connection pool of a database storage (a no-op for other storages)."""
+    engine = getattr(storage, "engine", None)
+    if engine is not None:
+        engine.dispose()
 
 
 def _tune_in_workers(
-    data: TuningData, spec: StudySpec, *, workers: int, folder: Path, progress: bool
-) -> optuna.Study:
+    study: optuna.Study,
+    data: TuningData,
+    spec: StudySpec,
+    *,
+    workers: int,
+    folder: Path,
+    progress: bool,
+) -> None:
     """Start ``workers`` processes on the shared study and follow their progress."""
-    study = open_study(spec)  # created once here, so workers only join it
     offset = sum(count_trials(study))
     data_path = folder / "tuning.parquet"
     _write_tuning_data(data, data_path)
@@ -265,7 +304,6 @@ def _tune_in_workers(
     if failed or failures:
         detail = "\n".join(failures) or f"exit codes {[p.exitcode for p in processes]}"
         raise TrainingError(f"tuning worker(s) {', '.join(failed)} failed:\n{detail}")
-    return study
 
 
 def _drain(queue: Any) -> list[str]:
@@ -308,15 +346,18 @@ def _worker_main(
     errors: Any,
 ) -> None:
     """Entry point of one spawned tuning process: wait for the others, then optimise."""
+    storage = None
     try:
         data = _read_tuning_data(data_path)
-        study = open_study(spec, worker=worker)
+        storage = _storage(spec.storage)
+        study = open_study(spec, worker=worker, storage=storage)
         # Start together, so each worker really shares the study instead of the first one
         # finishing before the others have imported scikit-learn.
         barrier.wait(timeout=_START_TIMEOUT_SECONDS)
         study.optimize(
             make_objective(data, spec, worker=worker), n_trials=trials, timeout=spec.timeout
         )
+        _close(storage)
     except BaseException:
         barrier.abort()  # release the others instead of letting them wait for us
         errors.put(f"worker {worker}: {traceback.format_exc()}")

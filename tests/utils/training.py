@@ -13,9 +13,13 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import typer
 
 from materialize.apply import apply_feature_repo
 from materialize.settings import DataSettings, FeastSettings
+from training.config import TrainingConfig
+from training.promote import promote_command, rollback_command
+from training.train import train_command
 
 START = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday
 
@@ -84,6 +88,43 @@ def make_churn_tables(
     write_parquet(features, data.user_features_path)
     write_parquet(label_frame, data.labels_path)
     return ChurnTables(features=features, labels=label_frame, labels_path=data.labels_path)
+
+
+# Planted point-in-time cases, appended to the churn features table by ``add_planted_rows``.
+PLANTED_LABEL_TIME = pd.Timestamp(START + timedelta(days=3, hours=12))
+LATER_SNAPSHOT_USER = 9001  # its next snapshot comes after the label time
+BACKFILLED_USER = 9002  # a snapshot before the label time, but written (created) after it
+NO_FEATURES_USER = 9003  # has a label but never a feature row
+
+
+def add_planted_rows(data: DataSettings) -> pd.DataFrame:
+    """Append the planted users' rows to ``user_features.parquet``; return the planted labels.
+
+    For each user the value legitimately available at the label time is 1.0 (feature_1); the
+    other rows carry values (99.0, 77.0) that only a leaking join would use.
+    """
+    label_time = PLANTED_LABEL_TIME
+    hour = pd.Timedelta(hours=1)
+    rows = [
+        # user, event time, created time, feature_1
+        (LATER_SNAPSHOT_USER, label_time - 12 * hour, label_time - 12 * hour, 1.0),
+        (LATER_SNAPSHOT_USER, label_time + 12 * hour, label_time + 12 * hour, 99.0),
+        (BACKFILLED_USER, label_time - 12 * hour, label_time - 12 * hour, 1.0),
+        (BACKFILLED_USER, label_time - 6 * hour, label_time + 36 * hour, 77.0),
+    ]
+    planted = pd.DataFrame(rows, columns=["user_id", "event_timestamp", "created", "feature_1"])
+    planted["user_id"] = planted["user_id"].astype("int64")
+    planted["feature_2"] = 4.0
+    features = pd.read_parquet(data.user_features_path)
+    write_parquet(pd.concat([features, planted], ignore_index=True), data.user_features_path)
+    users = [LATER_SNAPSHOT_USER, BACKFILLED_USER, NO_FEATURES_USER]
+    return pd.DataFrame(
+        {
+            "user_id": pd.Series(users, dtype="int64"),
+            "event_timestamp": pd.Series([label_time] * 3, dtype="datetime64[ns, UTC]"),
+            "label": pd.Series([1, 0, 1], dtype="int64"),
+        }
+    )
 
 
 def write_parquet(frame: pd.DataFrame, path: Path) -> Path:
@@ -186,7 +227,7 @@ def make_shop_repo(root: Path, *, project: str, shops: int = 120, weeks: int = 1
     rng = np.random.default_rng(5)
     codes = np.repeat([f"S{i:04d}" for i in range(shops)], weeks)
     week_starts = pd.to_datetime(
-        [START + timedelta(weeks=w) for w in np.tile(np.arange(weeks), shops)], utc=True
+        [START + timedelta(weeks=int(w)) for w in np.tile(np.arange(weeks), shops)], utc=True
     )
     revenue = rng.gamma(shape=2.0, scale=500.0, size=len(codes))
     visits = rng.poisson(lam=40, size=len(codes)).astype("int64")
@@ -214,3 +255,27 @@ def make_shop_repo(root: Path, *, project: str, shops: int = 120, weeks: int = 1
     return ShopRepo(
         feast=settings, labels_path=labels_path, features=["refund_rate", "revenue", "visits"]
     )
+
+
+def training_config(feast: FeastSettings, labels_path: Path, **overrides: object) -> TrainingConfig:
+    """A small, quick training configuration for tests (few trials, no progress bar)."""
+    options: dict[str, object] = {
+        "repo_path": feast.repo_path,
+        "profile": feast.profile,
+        "labels_path": labels_path,
+        "trials": 3,
+        "timeout": 300,
+        "progress": False,
+        "seed": 3,
+    }
+    options.update(overrides)
+    return TrainingConfig(**options)  # type: ignore[arg-type]
+
+
+def training_cli() -> typer.Typer:
+    """The training commands as ``churn`` registers them, without the other stages."""
+    app = typer.Typer(add_completion=False, pretty_exceptions_enable=False)
+    app.command("train")(train_command)
+    app.command("promote")(promote_command)
+    app.command("rollback")(rollback_command)
+    return app

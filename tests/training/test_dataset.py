@@ -1,0 +1,108 @@
+"""Training sets from Feast: point-in-time correctness, the leakage audit, missing features."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from materialize.store import open_feature_store
+from tests.training.conftest import ChurnRepo
+from tests.utils.features import CHURN_V1_FEATURES
+from tests.utils.training import (
+    BACKFILLED_USER,
+    LATER_SNAPSHOT_USER,
+    NO_FEATURES_USER,
+    write_parquet,
+)
+from training.config import TrainingError
+from training.dataset import (
+    ROW_ID,
+    audit_point_in_time,
+    build_training_set,
+    resolve_service_features,
+)
+
+
+def test_values_written_after_the_label_time_are_not_used(
+    churn_repo: ChurnRepo, tmp_path: Path
+) -> None:
+    labels = write_parquet(churn_repo.planted_labels, tmp_path / "labels.parquet")
+    store = open_feature_store(churn_repo.repo.feast)
+
+    training_set = build_training_set(
+        store, feature_service="churn_v1", labels_path=labels, missing="keep"
+    )
+
+    frame = training_set.frame.set_index("user_id")
+    # A later snapshot (99.0) and a back-filled row created after the label (77.0) exist;
+    # only the value available at the label time may be used.
+    assert frame.loc[LATER_SNAPSHOT_USER, "feature_1"] == 1.0
+    assert frame.loc[BACKFILLED_USER, "feature_1"] == 1.0
+    assert training_set.report.leakage_rows == 0
+    assert training_set.report.audited_features == [
+        "user_features:feature_1",
+        "user_features:feature_2",
+    ]
+    assert training_set.feature_names == CHURN_V1_FEATURES
+    assert list(training_set.frame.columns) == [
+        "user_id",
+        "event_timestamp",
+        *CHURN_V1_FEATURES,
+        "label",
+    ]
+    assert (training_set.frame[CHURN_V1_FEATURES].dtypes == "float64").all()
+
+
+def test_the_audit_counts_a_back_filled_value_that_a_join_used(churn_repo: ChurnRepo) -> None:
+    store = open_feature_store(churn_repo.repo.feast)
+    service = store.get_feature_service("churn_v1")
+    entity_frame = churn_repo.planted_labels.assign(**{ROW_ID: np.arange(3)})
+    # Without the created-timestamp filter Feast picks the back-filled row: a real leak.
+    leaky = store.get_historical_features(
+        entity_df=entity_frame, features=service, full_feature_names=True
+    ).to_df()
+    used = leaky.set_index("user_id")["user_features__feature_1"]
+    assert used[BACKFILLED_USER] == 77.0
+
+    audit = audit_point_in_time(
+        store, leaky, service=service, features=resolve_service_features(store, "churn_v1")
+    )
+
+    assert audit.leaking_rows == 1
+
+
+def test_rows_without_features_are_counted_then_dropped_or_kept(
+    churn_repo: ChurnRepo, tmp_path: Path
+) -> None:
+    labels = write_parquet(churn_repo.planted_labels, tmp_path / "labels.parquet")
+    store = open_feature_store(churn_repo.repo.feast)
+
+    dropped = build_training_set(store, feature_service="churn_v1", labels_path=labels)
+    kept = build_training_set(store, feature_service="churn_v1", labels_path=labels, missing="keep")
+
+    assert dropped.report.missing_rows == 1
+    assert dropped.report.dropped_missing_rows == 1
+    assert dropped.report.missing_by_feature["feature_1"] == 1
+    assert dropped.report.missing_by_feature["is_weekend"] == 0  # from the label time
+    assert NO_FEATURES_USER not in set(dropped.frame["user_id"])
+    assert kept.report.rows == 3
+    assert np.isnan(kept.frame.set_index("user_id").loc[NO_FEATURES_USER, "feature_1"])
+
+
+def test_bad_labels_are_rejected_with_the_reason(churn_repo: ChurnRepo, tmp_path: Path) -> None:
+    store = open_feature_store(churn_repo.repo.feast)
+    no_label = write_parquet(
+        churn_repo.planted_labels.drop(columns="label"), tmp_path / "a.parquet"
+    )
+    not_binary = write_parquet(
+        churn_repo.planted_labels.assign(label=[0, 1, 2]), tmp_path / "b.parquet"
+    )
+
+    with pytest.raises(TrainingError, match="lacks column\\(s\\) label"):
+        build_training_set(store, feature_service="churn_v1", labels_path=no_label)
+    with pytest.raises(TrainingError, match="must be 0/1; found 2"):
+        build_training_set(store, feature_service="churn_v1", labels_path=not_binary)
+    with pytest.raises(TrainingError, match=r"'nope' not found .*\(known: churn_v1\)"):
+        build_training_set(store, feature_service="nope", labels_path=not_binary)
