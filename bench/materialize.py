@@ -175,7 +175,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis-url", default=os.environ.get("CHURN_REDIS_URL", "127.0.0.1:6379"))
     parser.add_argument("--work-dir", type=Path, help="where repos and data go (a temp dir)")
     parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--keep", action="store_true", help="keep the Redis keys")
+    parser.add_argument(
+        "--keep", action="store_true", help="keep the Redis keys and the temporary work dir"
+    )
     parser.add_argument("--child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child:
@@ -192,6 +194,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as error:
         print(f"error: cannot reach Redis at {args.redis_url}: {error}", file=sys.stderr)
         return 2
+    temporary = args.work_dir is None
     work = args.work_dir or Path(tempfile.mkdtemp(prefix="bench-materialize-"))
     table = args.table
     if table is None:
@@ -221,6 +224,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.keep:
             for project in projects.values():
                 _delete_keys(client, project)
+            if temporary:
+                shutil.rmtree(work, ignore_errors=True)
     return 0
 
 

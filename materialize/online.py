@@ -87,6 +87,7 @@ def materialize_online(
         MaterializeInputError: Start after end, nothing registered, or an unknown view.
         FeastConfigurationError: The profile cannot be used as configured.
         materialize.engine.OnlineStoreUnavailableError: The online store is unreachable.
+        materialize.engine.OfflineSourceError: The offline source cannot be read.
     """
     end = end or datetime.now(UTC)
     if start is not None and start > end:
@@ -149,7 +150,7 @@ def materialize_command(
     """Load the latest offline feature values into the online store (Feast-driven)."""
     import redis
 
-    from materialize.engine import OnlineStoreUnavailableError
+    from materialize.engine import OfflineSourceError, OnlineStoreUnavailableError
 
     settings = profile_settings(profile)
     try:
@@ -162,7 +163,7 @@ def materialize_command(
     except (MaterializeInputError, FeastConfigurationError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from error
-    except OnlineStoreUnavailableError as error:
+    except (OnlineStoreUnavailableError, OfflineSourceError) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from error
     except redis.ConnectionError as error:  # Feast's own engine, when it is configured
@@ -170,8 +171,9 @@ def materialize_command(
         raise typer.Exit(1) from error
     for stats in result.views:
         typer.echo(_summary(stats))
-    since = result.start.isoformat() if result.start else "the last materialization"
-    typer.echo(
-        f"materialized {since} .. {result.end.isoformat()} with profile {settings.profile} "
-        f"(engine {result.engine})"
+    scope = (
+        f"{result.start.isoformat()} .. {result.end.isoformat()}"
+        if result.start
+        else f"incrementally up to {result.end.isoformat()}"
     )
+    typer.echo(f"materialized {scope} with profile {settings.profile} (engine {result.engine})")

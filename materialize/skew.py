@@ -226,6 +226,8 @@ def skew_check_command(
     profile: ProfileOption = None,
 ) -> None:
     """Compare online and offline feature values of random users; exit 1 on any mismatch."""
+    from materialize.engine.reader import OfflineSourceError
+
     settings = profile_settings(profile)
     try:
         report = check_skew(
@@ -235,7 +237,12 @@ def skew_check_command(
             at=parse_time(at) if at else None,
             seed=seed,
         )
-    except (SkewInputError, MaterializeInputError, FeastConfigurationError) as error:
+    except (
+        SkewInputError,
+        MaterializeInputError,
+        FeastConfigurationError,
+        OfflineSourceError,
+    ) as error:
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(2) from error
     typer.echo(

@@ -10,6 +10,7 @@ from materialize.engine.core import (
     FastEngineConfig,
     MaterializationStats,
 )
+from materialize.engine.reader import OfflineSourceError
 from materialize.engine.writers import OnlineStoreUnavailableError
 
 __all__ = [
@@ -17,5 +18,6 @@ __all__ = [
     "FastEngine",
     "FastEngineConfig",
     "MaterializationStats",
+    "OfflineSourceError",
     "OnlineStoreUnavailableError",
 ]

@@ -26,6 +26,10 @@ EVENT_COLUMN = "__event_ts"
 CREATED_COLUMN = "__created_ts"
 
 
+class OfflineSourceError(RuntimeError):
+    """The offline source cannot be read (message names the path)."""
+
+
 @dataclass(frozen=True)
 class SourceColumns:
     """Which source columns to read, and the feature-view names they take (field mapping)."""
@@ -76,6 +80,9 @@ def sample_entities(
         at: Only entities seen at or before this time.
         size: How many entities.
         seed: Seed of the sample (the same seed gives the same entities).
+
+    Raises:
+        OfflineSourceError: The file cannot be read.
     """
     connection = duckdb.connect()
     try:
@@ -89,12 +96,7 @@ def sample_entities(
             "DESCRIBE SELECT * FROM read_parquet($path)", params={"path": path}
         ).fetchall()
         kind = {str(row[0]): str(row[1]).upper() for row in described}.get(timestamp, "")
-        aware = "TZ" in kind or "TIME ZONE" in kind or not kind.startswith("TIMESTAMP")
-        event = (
-            _quote(timestamp)
-            if kind.startswith("TIMESTAMP")
-            else f"CAST({_quote(timestamp)} AS TIMESTAMPTZ)"
-        )
+        event, aware = _time_sql(timestamp, kind)
         sql = (
             f"SELECT * FROM (SELECT DISTINCT {keys} FROM read_parquet($path) "
             f"WHERE {not_null} AND {event} <= $at ORDER BY ALL) "
@@ -102,12 +104,27 @@ def sample_entities(
         )
         bound = _aware_utc(at) if aware else _naive_utc(at)
         return connection.sql(sql, params={"path": path, "at": bound}).to_arrow_table()
+    except duckdb.Error as error:
+        raise OfflineSourceError(f"cannot read the offline source {path}: {error}") from error
     finally:
         connection.close()
 
 
 def _quote(name: str) -> str:
     return '"' + name.replace('"', '""') + '"'
+
+
+def _time_sql(column: str, kind: str) -> tuple[str, bool]:
+    """SQL for a time column of DuckDB type ``kind``, and whether it is time-zone aware.
+
+    Timestamps are used as stored: casting every row (Feast casts to TIMESTAMP) costs
+    about four times the whole scan. Other types (strings, dates) are cast.
+    """
+    if "TZ" in kind or "TIME ZONE" in kind:
+        return _quote(column), True
+    if kind.startswith("TIMESTAMP"):
+        return _quote(column), False
+    return f"CAST({_quote(column)} AS TIMESTAMPTZ)", True
 
 
 def _aware_utc(moment: datetime) -> datetime:
@@ -151,26 +168,38 @@ class ParquetLatestReader:
         # Naive timestamps are UTC (as for Feast), and aware ones come out in UTC.
         self._connection.execute("SET TimeZone = 'UTC'")
 
+    def _query(self, sql: str, parameters: dict[str, Any]) -> duckdb.DuckDBPyRelation:
+        try:
+            return self._connection.sql(sql, params=parameters)
+        except duckdb.Error as error:
+            raise OfflineSourceError(
+                f"cannot read the offline source {self._path}: {error}"
+            ) from error
+
     def _column_types(self) -> dict[str, str]:
         if self._types is None:
-            described = self._connection.sql(
-                "DESCRIBE SELECT * FROM read_parquet($path)", params={"path": self._path}
+            described = self._query(
+                "DESCRIBE SELECT * FROM read_parquet($path)", {"path": self._path}
             ).fetchall()
             self._types = {str(row[0]): str(row[1]).upper() for row in described}
+            missing = [
+                column
+                for column in [
+                    *self._columns.join_keys,
+                    *self._columns.features,
+                    self._columns.timestamp,
+                    *([self._columns.created] if self._columns.created else []),
+                ]
+                if column not in self._types
+            ]
+            if missing:
+                raise OfflineSourceError(
+                    f"the offline source {self._path} has no column(s) {', '.join(missing)}"
+                )
         return self._types
 
     def _time(self, column: str) -> tuple[str, bool]:
-        """SQL for a time column, and whether it is time-zone aware.
-
-        Timestamps are used as stored: casting every row (Feast casts to TIMESTAMP)
-        costs about four times the whole scan.
-        """
-        kind = self._column_types().get(column, "")
-        if "TZ" in kind or "TIME ZONE" in kind:
-            return _quote(column), True
-        if kind.startswith("TIMESTAMP"):
-            return _quote(column), False
-        return f"CAST({_quote(column)} AS TIMESTAMPTZ)", True
+        return _time_sql(column, self._column_types().get(column, ""))
 
     def _source(self) -> str:
         """Rows of the range: join keys and features named as the view names them."""
@@ -215,7 +244,7 @@ class ParquetLatestReader:
         )
 
     def _fetch_one(self, sql: str) -> tuple[int, ...]:
-        (row,) = self._connection.sql(sql, params=self._parameters()).fetchall()
+        (row,) = self._query(sql, self._parameters()).fetchall()
         return tuple(int(value or 0) for value in row)
 
     def read_chunk(self, index: int, chunks: int) -> pa.Table:
@@ -228,7 +257,7 @@ class ParquetLatestReader:
             f"QUALIFY row_number() OVER (PARTITION BY {', '.join(keys)} "
             f"ORDER BY {EVENT_COLUMN} DESC, {CREATED_COLUMN} DESC NULLS LAST) = 1"
         )
-        return self._connection.sql(sql, params=self._parameters()).to_arrow_table()
+        return self._query(sql, self._parameters()).to_arrow_table()
 
     def read_chunks(self, plan: ChunkPlan) -> Iterator[pa.Table]:
         """Every chunk of the plan, in order."""

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from feast.value_type import ValueType
 
 from materialize.apply import apply_feature_repo
 from materialize.settings import DataSettings
@@ -252,3 +253,58 @@ def test_redis_down_is_a_clear_error(offline: pd.DataFrame, feature_repo: TestRe
     assert completed.returncode == 1
     assert f"127.0.0.1:{port}" in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+def test_feast_writer_fallback_writes_the_same(
+    offline: pd.DataFrame, feature_repo: TestRepo, second_project: str
+) -> None:
+    from feast.infra.online_stores.redis import RedisOnlineStore
+
+    from materialize.engine.encoding import encode_chunk
+    from materialize.engine.reader import EVENT_COLUMN, ParquetLatestReader, SourceColumns
+    from materialize.engine.writers import FeastWriter, RedisWriter
+
+    apply_feature_repo(feature_repo.feast)
+    store = open_feature_store(feature_repo.feast)
+    view = store.get_feature_view(VIEW)
+    columns = SourceColumns(
+        join_keys={"user_id": "user_id"},
+        features={name: name for name in FEATURES},
+        timestamp="event_timestamp",
+        created="created",
+    )
+    reader = ParquetLatestReader(
+        str(DataSettings().user_features_path), columns, start=START, end=END, chunk_rows=10**6
+    )
+    table = reader.read_chunk(0, 1)
+    reader.close()
+    chunk = encode_chunk(
+        table,
+        join_keys={"user_id": ValueType.INT64},
+        features=dict.fromkeys(FEATURES, ValueType.DOUBLE),
+        event_column=EVENT_COLUMN,
+    )
+    online_store = RedisOnlineStore()
+    feast_writer = FeastWriter(
+        online_store,
+        store.config,
+        view,
+        source_timestamp="event_timestamp",
+        source_created="created",
+    )
+    redis_writer = RedisWriter(
+        online_store._get_client(store.config.online_store),
+        project=second_project,
+        view_name=VIEW,
+        feature_names=FEATURES,
+        ttl_seconds=None,
+        batch_rows=100,
+        pipeline_batches=2,
+        label="test",
+    )
+
+    assert feast_writer.write(chunk) == redis_writer.write(chunk) == chunk.rows
+    assert redis_hashes(feature_repo.project) == redis_hashes(second_project)
+    assert decode_redis(redis_hashes(second_project)) == expected_online(
+        offline, start=START, end=END
+    )
