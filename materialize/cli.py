@@ -16,13 +16,12 @@ COMMANDS: list[tuple[str, str]] = [
     ("generate", "materialize.generate:generate_command"),
     ("ingest", "materialize.ingest:ingest_command"),
     ("apply", "materialize.apply:apply_command"),
-    ("materialize", "materialize.online:materialize_command"),
-    ("skew-check", "materialize.skew:skew_check_command"),
     ("train", "training.train:train_command"),
     ("promote", "training.promote:promote_command"),
     ("rollback", "training.promote:rollback_command"),
     ("serve", "serving.cli:serve_command"),
     ("drift", "monitoring.drift:drift_command"),
+    ("evaluate", "monitoring.evaluate:evaluate_command"),
 ]
 
 

@@ -19,6 +19,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
 from materialize.apply import apply_feature_repo
 from materialize.store import open_feature_store
@@ -161,6 +162,28 @@ def test_prediction_log_as_current_window(champion: Champion, tmp_path: Path) ->
     assert document["summary"]["sources"]["current"]["model_versions"] == ["1"]
     # The logged scores are the current scores: uniform noise, far from the model's.
     assert document["score"]["current"]["mean"] == pytest.approx(scores.mean())
+
+
+def test_evaluate_reports_the_champions_training_auc_beside_live_auc(
+    champion: Champion, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", champion.tracking_uri)  # for load_model
+    recent = champion.history.loc[
+        champion.history["event_timestamp"] >= START + timedelta(days=DAYS - 7)
+    ]
+    model = mlflow.sklearn.load_model("models:/churn-predictor@champion")
+    scores = model.predict_proba(recent[CHURN_V1_FEATURES].astype("float64"))[:, 1]
+    write_prediction_log(tmp_path, recent, scores=scores, features=CHURN_V1_FEATURES)
+    env = {**champion.env, "CHURN_MONITORING_PREDICTIONS_DIR": str(tmp_path / "predictions")}
+    completed = run_churn(env, "evaluate", "--window", "7d", "--out", str(tmp_path / "out"))
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    document = json.loads((tmp_path / "out" / "evaluation.json").read_text())
+    training_auc = _train_run(champion).data.metrics["test_roc_auc"]
+    assert document["champion"] == {"version": "1", "training_test_roc_auc": training_auc}
+    assert document["by_version"]["1"]["training_test_roc_auc"] == training_auc
+    assert document["matched"] == len(recent)
+    assert document["roc_auc"] == pytest.approx(roc_auc_score(recent["label"], scores))
+    assert f"champion: version 1, training test AUC {training_auc:.4f}" in completed.stdout
 
 
 def test_no_champion_is_a_clear_error(tmp_path: Path) -> None:

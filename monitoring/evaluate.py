@@ -1,0 +1,299 @@
+"""Stage: ``churn evaluate``, how well the served model did once the labels arrived.
+
+Join policy: a prediction is scored against the label of the snapshot it was served from,
+that is the user's latest label whose ``event_timestamp`` (the snapshot time) is at or
+before the prediction time, and at most ``--max-label-age`` older (default 7 days).
+Serving reads the latest materialized snapshot, so this is the label of the features the
+model saw. Predictions without such a label are counted as unmatched and left out.
+
+Exit codes: 0 evaluated, 4 ROC AUC below ``--min-auc`` (only when given), 2 bad input or
+nothing to evaluate (no prediction in the window, no label matched), 1 other failures.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from materialize.settings import DataSettings
+from monitoring.settings import MonitoringSettings
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+EXIT_EVALUATED = 0
+EXIT_ERROR = 1
+EXIT_BAD_INPUT = 2
+EXIT_BELOW_MIN_AUC = 4
+
+TIMESTAMP = "event_timestamp"
+LABEL_TIMESTAMP = "label_timestamp"
+RELIABILITY_BINS = 10
+
+
+@dataclass
+class ReliabilityBin:
+    """One bin of the reliability diagram (predicted probability vs observed rate)."""
+
+    low: float
+    high: float
+    count: int
+    mean_predicted: float | None
+    observed_rate: float | None
+
+
+@dataclass
+class Evaluation:
+    """Performance of served predictions whose labels have arrived."""
+
+    window: list[str]
+    predictions: int
+    matched: int
+    unmatched: int
+    roc_auc: float | None
+    brier: float
+    log_loss: float
+    base_rate: float
+    mean_predicted: float
+    expected_calibration_error: float
+    reliability: list[ReliabilityBin]
+    by_version: dict[str, dict[str, Any]] = field(default_factory=dict)
+    champion: dict[str, Any] = field(default_factory=dict)
+    note: str | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (``evaluation.json``)."""
+        return asdict(self)
+
+
+class EvaluationInputError(ValueError):
+    """Nothing can be evaluated as asked."""
+
+
+def join_labels(
+    predictions: pd.DataFrame, labels: pd.DataFrame, *, max_label_age: timedelta
+) -> pd.DataFrame:
+    """Attach to each prediction the label of its user's latest snapshot before it.
+
+    Returns the predictions with ``label`` and ``label_timestamp`` (NaN / NaT when no label
+    within ``max_label_age``), in the predictions' order.
+    """
+    import pandas as pd
+
+    left = predictions.assign(_order=range(len(predictions)))
+    left[TIMESTAMP] = pd.to_datetime(left[TIMESTAMP], utc=True).astype("datetime64[ns, UTC]")
+    right = labels[["user_id", TIMESTAMP, "label"]].rename(columns={TIMESTAMP: LABEL_TIMESTAMP})
+    right[LABEL_TIMESTAMP] = pd.to_datetime(right[LABEL_TIMESTAMP], utc=True).astype(
+        "datetime64[ns, UTC]"
+    )
+    right = right.dropna(subset=["label", LABEL_TIMESTAMP])
+    joined = pd.merge_asof(
+        left.sort_values(TIMESTAMP),
+        right.sort_values(LABEL_TIMESTAMP),
+        left_on=TIMESTAMP,
+        right_on=LABEL_TIMESTAMP,
+        by="user_id",
+        direction="backward",  # the snapshot served, never a later one
+        tolerance=pd.Timedelta(max_label_age),
+    )
+    return joined.sort_values("_order").drop(columns="_order").reset_index(drop=True)
+
+
+def _reliability(labels: Any, scores: Any, bins: int) -> tuple[list[ReliabilityBin], float]:
+    import numpy as np
+
+    edges = np.linspace(0.0, 1.0, bins + 1)
+    index = np.clip(np.searchsorted(edges, scores, side="right") - 1, 0, bins - 1)
+    result, ece = [], 0.0
+    for position in range(bins):
+        chosen = index == position
+        count = int(chosen.sum())
+        mean_predicted = float(scores[chosen].mean()) if count else None
+        observed = float(labels[chosen].mean()) if count else None
+        if count:
+            ece += count / len(scores) * abs(float(mean_predicted or 0) - float(observed or 0))
+        result.append(
+            ReliabilityBin(
+                low=float(edges[position]),
+                high=float(edges[position + 1]),
+                count=count,
+                mean_predicted=mean_predicted,
+                observed_rate=observed,
+            )
+        )
+    return result, ece
+
+
+def evaluate_predictions(
+    joined: pd.DataFrame, *, window: tuple[Any, Any], bins: int = RELIABILITY_BINS
+) -> Evaluation:
+    """ROC AUC, Brier score, log loss and reliability of the labelled predictions.
+
+    Raises:
+        EvaluationInputError: No prediction has a label yet.
+    """
+    import numpy as np
+    from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
+
+    labelled = joined.dropna(subset=["label"])
+    if labelled.empty:
+        raise EvaluationInputError(
+            f"none of the {len(joined)} predictions has a label yet (labels arrive after "
+            "the outcome is known; try an earlier --until or a larger --max-label-age)"
+        )
+    labels = labelled["label"].to_numpy(dtype=np.int64)
+    scores = labelled["churn_probability"].to_numpy(dtype=np.float64)
+    single_class = len(np.unique(labels)) < 2
+    reliability, ece = _reliability(labels, scores, bins)
+    by_version: dict[str, dict[str, Any]] = {}
+    if "model_version" in labelled.columns:
+        for version, part in labelled.groupby(labelled["model_version"].astype(str)):
+            part_labels = part["label"].to_numpy(dtype=np.int64)
+            by_version[str(version)] = {
+                "rows": len(part),
+                "roc_auc": float(roc_auc_score(part_labels, part["churn_probability"]))
+                if len(np.unique(part_labels)) == 2
+                else None,
+            }
+    return Evaluation(
+        window=[str(window[0]), str(window[1])],
+        predictions=len(joined),
+        matched=len(labelled),
+        unmatched=len(joined) - len(labelled),
+        roc_auc=None if single_class else float(roc_auc_score(labels, scores)),
+        brier=float(brier_score_loss(labels, scores)),
+        log_loss=float(log_loss(labels, np.clip(scores, 1e-15, 1 - 1e-15), labels=[0, 1])),
+        base_rate=float(labels.mean()),
+        mean_predicted=float(scores.mean()),
+        expected_calibration_error=ece,
+        reliability=reliability,
+        by_version=by_version,
+        note="ROC AUC undefined: every label has the same class" if single_class else None,
+    )
+
+
+def _training_aucs(evaluation: Evaluation, settings: MonitoringSettings) -> None:
+    """Add each served version's training test AUC, and the current champion's."""
+    import mlflow
+
+    from training.registry import alias_version
+    from training.tracking import MlflowSettings
+
+    mlflow.set_tracking_uri(MlflowSettings().prepare())
+    client = mlflow.MlflowClient()
+
+    def test_auc(version: str) -> float | None:
+        try:
+            model_version = client.get_model_version(settings.model_name, version)
+            if not model_version.run_id:
+                return None
+            value = client.get_run(model_version.run_id).data.metrics.get("test_roc_auc")
+        except Exception:  # a version from another registry or deleted: say so, not crash
+            return None
+        return float(value) if value is not None else None
+
+    for version, values in evaluation.by_version.items():
+        values["training_test_roc_auc"] = test_auc(version)
+    champion = alias_version(client, settings.model_name, settings.model_alias)
+    if champion is not None:
+        evaluation.champion = {
+            "version": str(champion.version),
+            "training_test_roc_auc": test_auc(str(champion.version)),
+        }
+
+
+def _print_evaluation(evaluation: Evaluation) -> None:
+    def number(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.4f}"
+
+    typer.echo(
+        f"window {evaluation.window[0]} - {evaluation.window[1]}: {evaluation.predictions} "
+        f"predictions, {evaluation.matched} with labels, {evaluation.unmatched} without"
+    )
+    typer.echo(
+        f"ROC AUC {number(evaluation.roc_auc)}  Brier {evaluation.brier:.4f}  log loss "
+        f"{evaluation.log_loss:.4f}  ECE {evaluation.expected_calibration_error:.4f}  "
+        f"churn rate {evaluation.base_rate:.3f} vs mean prediction "
+        f"{evaluation.mean_predicted:.3f}"
+    )
+    for version, values in evaluation.by_version.items():
+        typer.echo(
+            f"  version {version}: {values['rows']} rows, ROC AUC {number(values['roc_auc'])} "
+            f"(training test AUC {number(values.get('training_test_roc_auc'))})"
+        )
+    if evaluation.champion:
+        typer.echo(
+            f"  champion: version {evaluation.champion['version']}, training test AUC "
+            f"{number(evaluation.champion['training_test_roc_auc'])}"
+        )
+    typer.echo("  reliability (predicted -> observed):")
+    for item in evaluation.reliability:
+        if item.count:
+            typer.echo(
+                f"    [{item.low:.1f}, {item.high:.1f}) n={item.count:<6} "
+                f"{number(item.mean_predicted)} -> {number(item.observed_rate)}"
+            )
+    if evaluation.note:
+        typer.echo(f"note: {evaluation.note}")
+
+
+def evaluate_command(
+    window: Annotated[str, typer.Option(help="Predictions of the last window, e.g. 7d.")] = "7d",
+    until: Annotated[
+        datetime | None,
+        typer.Option(help="End of the window (default: the newest prediction)."),
+    ] = None,
+    max_label_age: Annotated[
+        str, typer.Option(help="Oldest label (snapshot) a prediction may be matched to.")
+    ] = "7d",
+    labels: Annotated[
+        Path | None, typer.Option(help="Labels Parquet (default: the offline labels table).")
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder to write evaluation.json into.")] = None,
+    min_auc: Annotated[
+        float | None, typer.Option(help="Exit 4 when the ROC AUC is below this.")
+    ] = None,
+) -> None:
+    """ROC AUC and calibration of served predictions whose labels have arrived.
+
+    Exit code 0: evaluated; 4: ROC AUC below --min-auc; 2: nothing to evaluate; 1: failure.
+    """
+    import pandas as pd
+
+    from monitoring.snapshots import read_prediction_log
+    from monitoring.statistics import DriftInputError
+    from monitoring.windows import parse_window
+
+    try:
+        settings = MonitoringSettings()
+        span, tolerance = parse_window(window), parse_window(max_label_age)
+        predictions, bounds = read_prediction_log(
+            settings.resolved_predictions_dir(), window=span, until=until
+        )
+        labels_path = labels or DataSettings().labels_path
+        if not labels_path.is_file():
+            raise EvaluationInputError(f"labels table {labels_path} does not exist")
+        joined = join_labels(predictions, pd.read_parquet(labels_path), max_label_age=tolerance)
+        evaluation = evaluate_predictions(
+            joined, window=(bounds[0].isoformat(), bounds[1].isoformat())
+        )
+        _training_aucs(evaluation, settings)
+    except (DriftInputError, EvaluationInputError, ValueError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(EXIT_BAD_INPUT) from error
+    except Exception as error:
+        typer.echo(f"error: {type(error).__name__}: {error}", err=True)
+        raise typer.Exit(EXIT_ERROR) from error
+    _print_evaluation(evaluation)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / "evaluation.json"
+        path.write_text(json.dumps(evaluation.to_dict(), indent=2) + "\n")
+        typer.echo(f"json: {path}")
+    below = min_auc is not None and (evaluation.roc_auc is None or evaluation.roc_auc < min_auc)
+    raise typer.Exit(EXIT_BELOW_MIN_AUC if below else EXIT_EVALUATED)

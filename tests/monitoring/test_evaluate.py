@@ -1,0 +1,118 @@
+"""`churn evaluate`: predictions joined with late labels, ROC AUC and calibration."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from datetime import timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import brier_score_loss, roc_auc_score
+
+from monitoring.evaluate import EvaluationInputError, evaluate_predictions, join_labels
+from tests.utils.monitoring import START, write_parquet, write_prediction_log
+
+CHURN = str(Path(sys.executable).with_name("churn"))
+T = pd.Timestamp(START)
+
+
+def _frame(rows: list[tuple[int, pd.Timestamp]], **columns: list[float]) -> pd.DataFrame:
+    frame = pd.DataFrame(rows, columns=["user_id", "event_timestamp"])
+    frame["event_timestamp"] = pd.to_datetime(frame["event_timestamp"], utc=True)
+    return frame.assign(**columns)
+
+
+def test_a_prediction_gets_the_label_of_the_snapshot_it_was_served_from() -> None:
+    labels = _frame(
+        [(1, T), (1, T + timedelta(days=3)), (2, T), (3, T - timedelta(days=10))],
+        label=[0, 1, 1, 1],
+    )
+    predictions = _frame(
+        [
+            (1, T + timedelta(days=2)),  # served from day 0's snapshot
+            (1, T + timedelta(days=3)),  # at the snapshot time: that snapshot
+            (2, T - timedelta(hours=1)),  # before any label of user 2: none
+            (3, T),  # user 3's only label is 10 days old: too old
+            (4, T),  # no label at all
+        ],
+        churn_probability=[0.2, 0.7, 0.5, 0.5, 0.5],
+    )
+    joined = join_labels(predictions, labels, max_label_age=timedelta(days=7))
+    assert joined["label"].tolist()[:2] == [0, 1]
+    assert joined["label"].isna().tolist() == [False, False, True, True, True]
+    assert joined["label_timestamp"].tolist()[:2] == [T, T + timedelta(days=3)]
+    assert joined["churn_probability"].tolist() == [0.2, 0.7, 0.5, 0.5, 0.5]  # order kept
+
+
+def test_metrics_match_sklearn_and_reliability_adds_up() -> None:
+    rng = np.random.default_rng(0)
+    scores = rng.random(500)
+    labels = (rng.random(500) < scores).astype(float)
+    labels[:20] = np.nan  # not yet arrived
+    joined = pd.DataFrame(
+        {"churn_probability": scores, "label": labels, "model_version": ["3"] * 500}
+    )
+    evaluation = evaluate_predictions(joined, window=("a", "b"))
+    known = ~np.isnan(labels)
+    assert (evaluation.predictions, evaluation.matched, evaluation.unmatched) == (500, 480, 20)
+    assert evaluation.roc_auc == pytest.approx(roc_auc_score(labels[known], scores[known]))
+    assert evaluation.brier == pytest.approx(brier_score_loss(labels[known], scores[known]))
+    assert sum(item.count for item in evaluation.reliability) == 480
+    assert evaluation.expected_calibration_error < 0.1  # these scores are calibrated
+    assert evaluation.by_version["3"]["roc_auc"] == pytest.approx(evaluation.roc_auc)
+    top = evaluation.reliability[-1]
+    in_top = known & (scores >= 0.9)
+    assert top.count == int(in_top.sum())
+    assert top.observed_rate == pytest.approx(labels[in_top].mean())
+
+
+def test_no_label_yet_is_a_clear_error() -> None:
+    joined = pd.DataFrame({"churn_probability": [0.3], "label": [np.nan]})
+    with pytest.raises(EvaluationInputError, match="none of the 1 predictions has a label"):
+        evaluate_predictions(joined, window=("a", "b"))
+
+
+def test_evaluate_command_end_to_end(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    users = np.arange(1, 201)
+    snapshots = pd.DataFrame(
+        {
+            "user_id": np.tile(users, 3),
+            "event_timestamp": np.repeat([T, T + timedelta(days=3), T + timedelta(days=6)], 200),
+        }
+    )
+    snapshots["event_timestamp"] = pd.to_datetime(snapshots["event_timestamp"], utc=True)
+    scores = rng.random(len(snapshots))
+    snapshots["label"] = (rng.random(len(snapshots)) < scores).astype(np.int64)
+    write_parquet(snapshots, tmp_path / "data" / "offline" / "labels.parquet")
+    write_prediction_log(
+        tmp_path / "data", snapshots, scores=scores, features=[], delay=timedelta(hours=5)
+    )
+    out = tmp_path / "out"
+    completed = subprocess.run(
+        [CHURN, "evaluate", "--window", "7d", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr
+    document = json.loads((out / "evaluation.json").read_text())
+    expected = roc_auc_score(snapshots["label"], scores)
+    assert document["roc_auc"] == pytest.approx(expected)
+    assert document["matched"] == 600 and document["unmatched"] == 0
+    assert f"ROC AUC {expected:.4f}" in completed.stdout
+    assert "version 1: 600 rows" in completed.stdout
+
+    below = subprocess.run(
+        [CHURN, "evaluate", "--min-auc", "0.99"], capture_output=True, text=True, timeout=120
+    )
+    assert below.returncode == 4
+    too_late = subprocess.run(
+        [CHURN, "evaluate", "--until", "2026-01-01"], capture_output=True, text=True, timeout=120
+    )
+    assert too_late.returncode == 2
+    assert "error: no prediction files" in too_late.stderr
