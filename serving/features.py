@@ -275,10 +275,6 @@ def resolve_feature_plan(
     )
 
 
-def _is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
 def _missing_problem(user_id: int, features: Sequence[str], row: np.ndarray) -> RowProblem | None:
     absent = [name for name, value in zip(features, row, strict=True) if math.isnan(value)]
     if not absent:
@@ -494,18 +490,18 @@ def _rows_from_replies(
 
     matrix = np.full((count, len(plan.features)), np.nan)
     if ok_rows:
-        selected = np.array(ok_rows)
-        for column_index, source in enumerate(plan.columns):
-            if source[0] == "view":
-                column = values[source[1]][source[2]]
-                data = [column[r] for r in ok_rows]
-            else:
-                data = outputs[source[1]]
-            matrix[selected, column_index] = np.array(
-                [np.nan if _is_missing(v) else v for v in data], dtype=np.float64
-            )
-        for row in ok_rows:
-            problems[row] = _missing_problem(user_ids[row], plan.features, matrix[row])
+        columns = [
+            [values[source[1]][source[2]][r] for r in ok_rows]
+            if source[0] == "view"
+            else outputs[source[1]]
+            for source in plan.columns
+        ]
+        # One conversion for the whole block: None becomes NaN.
+        block = np.array(columns, dtype=np.float64).T
+        matrix[ok_rows] = block
+        for incomplete in np.flatnonzero(np.isnan(block).any(axis=1)):
+            index = ok_rows[int(incomplete)]
+            problems[index] = _missing_problem(user_ids[index], plan.features, matrix[index])
     return FeatureRows(matrix=matrix, problems=problems)
 
 

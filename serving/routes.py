@@ -26,12 +26,14 @@ from serving.schemas import (
 from serving.service import PredictionService, ServingError, problem_error
 
 
-def _service(request: Request) -> PredictionService:
+# Dependencies are coroutines: FastAPI would run plain functions in its thread pool, one
+# thread hop per request for a dictionary lookup.
+async def _service(request: Request) -> PredictionService:
     service: PredictionService = request.app.state.service
     return service
 
 
-def _metrics(request: Request) -> ServingMetrics:
+async def _metrics(request: Request) -> ServingMetrics:
     metrics: ServingMetrics = request.app.state.metrics
     return metrics
 
@@ -42,7 +44,7 @@ MetricsDep = Annotated[ServingMetrics, Depends(_metrics)]
 _bearer = HTTPBearer(auto_error=False, description="The admin token (CHURN_SERVING_ADMIN_TOKEN).")
 
 
-def _require_admin(
+async def _require_admin(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:

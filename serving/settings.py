@@ -36,7 +36,7 @@ class ServingSettings(BaseSettings):
         default=100, ge=1, le=10_000, description="Most user_ids in one /predict/batch."
     )
     online_timeout_s: float = Field(
-        default=0.25,
+        default=0.5,
         gt=0,
         le=30,
         description="Bound on one online-store lookup; beyond it the answer is 503.",

@@ -54,21 +54,27 @@ def training_frame(rows: int = 400, *, seed: int = 0) -> tuple[pd.DataFrame, np.
 
 
 def fit_model(
-    *, seed: int = 0, invert: bool = False, features: Sequence[str] = CHURN_V1_FEATURES
+    *,
+    seed: int = 0,
+    invert: bool = False,
+    features: Sequence[str] = CHURN_V1_FEATURES,
+    trees: int = 20,
+    depth: int = 3,
+    rows: int = 400,
 ) -> Any:
-    """A small GradientBoostingClassifier fitted on a DataFrame with ``features`` columns.
+    """A GradientBoostingClassifier fitted on a DataFrame with ``features`` columns.
 
-    ``invert`` flips the labels, so a second version gives visibly different answers.
+    Small by default (tests); the benchmark asks for a production-sized one. ``invert``
+    flips the labels, so a second version gives visibly different answers.
     """
     from sklearn.ensemble import GradientBoostingClassifier
 
-    frame, labels = training_frame(seed=seed)
+    frame, labels = training_frame(rows, seed=seed)
     if invert:
         labels = 1 - labels
     frame = frame.rename(columns=dict(zip(CHURN_V1_FEATURES, features, strict=True)))
-    return GradientBoostingClassifier(n_estimators=20, max_depth=3, random_state=seed).fit(
-        frame[list(features)], labels
-    )
+    model = GradientBoostingClassifier(n_estimators=trees, max_depth=depth, random_state=seed)
+    return model.fit(frame[list(features)], labels)
 
 
 def register_model(
