@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 import typer
 
 from materialize.settings import DataSettings, FeastProfile, FeastSettings
+from monitoring.commands import EXIT_ERROR
 from monitoring.settings import MonitoringSettings
 
 if TYPE_CHECKING:
@@ -26,8 +27,6 @@ if TYPE_CHECKING:
     from monitoring.statistics import DriftReport
 
 EXIT_NO_MAJOR_DRIFT = 0
-EXIT_ERROR = 1
-EXIT_BAD_INPUT = 2
 EXIT_MAJOR_DRIFT = 4
 
 Source = Literal["snapshots", "predictions"]
@@ -299,10 +298,11 @@ def drift_command(
     Exit code 0: no major drift; 4: major drift; 2: bad input; 1: other failure.
     """
     from materialize.store import FeastConfigurationError
+    from monitoring.commands import exit_on_error
     from monitoring.statistics import DriftInputError
 
     started = datetime.now(UTC)
-    try:
+    with exit_on_error((DriftInputError, FeastConfigurationError, ValueError)):
         if source not in ("snapshots", "predictions"):
             raise DriftInputError(f"--source {source!r}: expected snapshots or predictions")
         settings = MonitoringSettings()
@@ -336,12 +336,6 @@ def drift_command(
             outcome.decision = _retrain(
                 outcome, settings=settings, lineage=samples.lineage, feast=feast, trials=trials
             )
-    except (DriftInputError, FeastConfigurationError, ValueError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(EXIT_BAD_INPUT) from error
-    except Exception as error:
-        typer.echo(f"error: {type(error).__name__}: {error}", err=True)
-        raise typer.Exit(EXIT_ERROR) from error
     _print_outcome(outcome)
     sys.stdout.flush()
     raise typer.Exit(outcome.exit_code)

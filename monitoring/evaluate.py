@@ -27,8 +27,6 @@ if TYPE_CHECKING:
     import pandas as pd
 
 EXIT_EVALUATED = 0
-EXIT_ERROR = 1
-EXIT_BAD_INPUT = 2
 EXIT_BELOW_MIN_AUC = 4
 
 TIMESTAMP = "event_timestamp"
@@ -265,11 +263,12 @@ def evaluate_command(
     """
     import pandas as pd
 
+    from monitoring.commands import exit_on_error
     from monitoring.snapshots import read_prediction_log
     from monitoring.statistics import DriftInputError
     from monitoring.windows import parse_window
 
-    try:
+    with exit_on_error((DriftInputError, EvaluationInputError, ValueError)):
         settings = MonitoringSettings()
         span, tolerance = parse_window(window), parse_window(max_label_age)
         predictions, bounds = read_prediction_log(
@@ -283,12 +282,6 @@ def evaluate_command(
             joined, window=(bounds[0].isoformat(), bounds[1].isoformat())
         )
         _training_aucs(evaluation, settings)
-    except (DriftInputError, EvaluationInputError, ValueError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(EXIT_BAD_INPUT) from error
-    except Exception as error:
-        typer.echo(f"error: {type(error).__name__}: {error}", err=True)
-        raise typer.Exit(EXIT_ERROR) from error
     _print_evaluation(evaluation)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

@@ -330,6 +330,19 @@ def _histogram(sorted_reference: np.ndarray, sorted_current: np.ndarray) -> Dist
     )
 
 
+def _identity(
+    name: str, summaries: tuple[SampleSummary, SampleSummary], role: Role
+) -> dict[str, Any]:
+    """Fields every tested column's result shares: name, role, both sides, mean shift."""
+    return {
+        "feature": name,
+        "role": role,
+        "reference": summaries[0],
+        "current": summaries[1],
+        "mean_shift_sd": _mean_shift(*summaries),
+    }
+
+
 def _compare_continuous(
     name: str,
     reference: np.ndarray,
@@ -354,18 +367,14 @@ def _compare_continuous(
     if edges.size < settings.psi_bins - 1:
         note = f"{edges.size + 1} PSI bins: the reference has ties at its quantiles"
     return FeatureDrift(
-        feature=name,
+        **_identity(name, summaries, role),
         kind="continuous",
         test="ks",
         psi=psi,
         statistic=statistic,
         p_value=p_value,
-        reference=summaries[0],
-        current=summaries[1],
-        role=role,
         effect_size=statistic,
         effect_size_name="ks_statistic",
-        mean_shift_sd=_mean_shift(*summaries),
         psi_bins=psi_bins,
         histogram=_histogram(sorted_reference, sorted_current),
         note=note,
@@ -404,18 +413,14 @@ def _compare_categorical(
         labels=[_category_label(value) for value in table.index],
     )
     return FeatureDrift(
-        feature=name,
+        **_identity(name, summaries, role),
         kind="categorical",
         test="chi2",
         psi=psi,
         statistic=statistic,
         p_value=p_value,
-        reference=summaries[0],
-        current=summaries[1],
-        role=role,
         effect_size=cramers_v,
         effect_size_name="cramers_v",
-        mean_shift_sd=_mean_shift(*summaries),
         psi_bins=proportions,
         histogram=proportions,
         note="single category in both samples" if counts.shape[1] == 1 else None,
