@@ -35,9 +35,57 @@ services: ## Start Redis and PostgreSQL if they are not running
 	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null && pg_isready -h 127.0.0.1 -p 5432 -q \
 		&& echo "services: redis and postgresql are up"
 
+# The demo: production profile when a Redis answers, else the embedded one (SQLite).
+DEMO_PROFILE = $(shell python3 -c "import socket; socket.create_connection(('127.0.0.1', 6379), 1)" 2>/dev/null && echo production || echo embedded)
+DEMO_PORT ?= 8765
+DEMO_TRIALS ?= 6
+DEMO_USERS ?= 2000
+DEMO_URL := http://127.0.0.1:$(DEMO_PORT)
+DEMO_BASE_END = $(shell date -u -d '7 days ago' +%F)
+DEMO_TODAY = $(shell date -u +%F)
+CHURN := $(BIN)/churn
+REPORT_DIR := $(CURDIR)/data/monitoring/demo-report
+
 .PHONY: demo
 demo: $(STAMP) ## Run the platform end to end on embedded defaults (small data, few trials)
-	$(BIN)/python -m bench.demo
+	@if [ "$(DEMO_PROFILE)" = production ]; then echo "demo: Redis answers on 127.0.0.1:6379: production profile (Redis online store)"; \
+	else echo "demo: no Redis answers on 127.0.0.1:6379: using the embedded profile (SQLite online store)"; fi
+	@echo "== 0. fresh start: the demo resets data/ and tears down the Feast project's online rows"
+	@if [ -f data/registry.db ]; then CHURN_FEAST_PROFILE=$(DEMO_PROFILE) $(BIN)/python -c \
+		"from materialize.settings import FeastSettings; from materialize.store import run_feast_cli; run_feast_cli(FeastSettings(), 'teardown')" \
+		|| echo "demo: teardown of the previous run failed (continuing)"; fi
+	rm -rf data/raw data/offline data/quarantine data/registry.db data/online_store.db data/mlflow data/predictions data/monitoring
+	@echo "== 1. raw events: $(DEMO_USERS) users, 60 days up to $(DEMO_BASE_END)"
+	$(CHURN) generate --users $(DEMO_USERS) --days 60 --end $(DEMO_BASE_END) --out data/raw/events.parquet
+	$(CHURN) ingest data/raw/events.parquet
+	@echo "== 2. feature repo and online store"
+	CHURN_FEAST_PROFILE=$(DEMO_PROFILE) $(CHURN) apply
+	CHURN_FEAST_PROFILE=$(DEMO_PROFILE) $(CHURN) materialize
+	CHURN_FEAST_PROFILE=$(DEMO_PROFILE) $(CHURN) skew-check --sample 200 --seed 1
+	@echo "== 3. training: $(DEMO_TRIALS) Optuna trials, gate 0.78, champion/challenger"
+	CHURN_FEAST_PROFILE=$(DEMO_PROFILE) $(CHURN) train --trials $(DEMO_TRIALS)
+	@echo "== 4. serving on $(DEMO_URL), then drift on a shifted week, retraining, hot reload"
+	@set -euo pipefail; \
+	export CHURN_FEAST_PROFILE=$(DEMO_PROFILE) CHURN_SERVING_POLL_INTERVAL_S=2; \
+	$(CHURN) serve --port $(DEMO_PORT) --log-level warning & server=$$!; \
+	trap 'kill $$server 2>/dev/null; wait $$server 2>/dev/null || true' EXIT; \
+	for i in $$(seq 120); do curl -sf $(DEMO_URL)/ready >/dev/null && break; sleep 0.5; done; \
+	curl -sf $(DEMO_URL)/ready >/dev/null || { echo "demo: the service did not become ready"; exit 1; }; \
+	echo "POST /predict user 1:"; curl -s -X POST $(DEMO_URL)/predict -H 'content-type: application/json' -d '{"user_id": 1}'; echo; \
+	echo "POST /predict unknown user 999999:"; curl -s -X POST $(DEMO_URL)/predict -H 'content-type: application/json' -d '{"user_id": 999999}'; echo; \
+	echo "POST /predict/batch users 1-5:"; curl -s -X POST $(DEMO_URL)/predict/batch -H 'content-type: application/json' -d '{"user_ids": [1, 2, 3, 4, 5]}'; echo; \
+	echo "== 5. a shifted week (feature_1 +1.5 SD) arrives"; \
+	$(CHURN) generate --users $(DEMO_USERS) --days 7 --end $(DEMO_TODAY) --shift feature_1=1.5 --out data/raw/shifted.parquet; \
+	$(CHURN) ingest data/raw/shifted.parquet; \
+	$(CHURN) materialize --start $(DEMO_BASE_END); \
+	echo "== 6. drift job with retraining"; \
+	status=0; $(CHURN) drift --out $(REPORT_DIR) --retrain --trials $(DEMO_TRIALS) || status=$$?; \
+	[ $$status -eq 0 ] || [ $$status -eq 4 ] || { echo "demo: churn drift failed ($$status)"; exit $$status; }; \
+	sleep 4; \
+	echo "POST /predict user 1 (after the drift job; model_version shows the serving champion):"; \
+	curl -s -X POST $(DEMO_URL)/predict -H 'content-type: application/json' -d '{"user_id": 1}'; echo; \
+	echo "demo: done. Drift report: $(REPORT_DIR)/drift.html (JSON: $(REPORT_DIR)/drift.json)"; \
+	echo "demo: MLflow: $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/data/mlflow/mlflow.db"
 
 .PHONY: test
 test: $(STAMP) services ## Run the whole test suite against real Redis, PostgreSQL, Feast and MLflow
