@@ -134,10 +134,10 @@ def resolve_feature_plan(
 
     Raises:
         FeatureServiceError: The project differs, the service does not exist, a model column
-            is not in the service, or a feature is not numeric; the message names them.
+            is not in the service, a feature is not numeric, or the service needs inputs the
+            API does not have; the message names them.
     """
     from feast.errors import FeatureServiceNotFoundException
-    from feast.infra.online_stores.helpers import _mmh3, compute_versioned_name
 
     if project is not None and project != store.project:
         raise FeatureServiceError(
@@ -152,10 +152,50 @@ def resolve_feature_plan(
             f"feature service {service_name!r} is not in the Feast registry of project "
             f"{store.project!r}"
         ) from error
-
     batch_views = {view.name: view for view in store.list_feature_views()}
     odfvs = {view.name: view for view in store.list_on_demand_feature_views()}
-    offered: dict[str, tuple[str, Any]] = {}  # feature -> (view name, dtype)
+    offered = _offered_features(service, service_name, features)
+    join_key = _join_key(service, service_name, batch_views)
+    sources = _Sources()
+    for projection in service.feature_view_projections:
+        sources.add(projection, batch_views, odfvs)
+    request_field = sources.request_field(service_name)
+    online = store.config.online_store
+    redis_type = getattr(online, "redis_type", None)
+    if getattr(online, "type", None) != "redis" or getattr(redis_type, "value", None) != "redis":
+        sources.gaps.append(f"online store {getattr(online, 'type', online)!r} is not plain Redis")
+    versioning = bool(
+        getattr(store.config.registry, "enable_online_feature_view_versioning", False)
+    )
+    views = tuple(
+        _view_read(batch_views[name], tuple(wanted), versioning)
+        for name, wanted in sources.views.items()
+    )
+    columns: list[tuple[Any, ...]] = []
+    for name in features:
+        index = next((i for i, view in enumerate(views) if view.name == offered[name]), None)
+        if index is None:
+            columns.append(("transform", name))
+        else:
+            columns.append(("view", index, views[index].features.index(name)))
+    return FeaturePlan(
+        project=store.project,
+        service_name=service_name,
+        features=tuple(features),
+        join_key=join_key,
+        request_field=request_field,
+        fast_path=not sources.gaps,
+        fast_path_gap="; ".join(sources.gaps),
+        service=service,
+        views=views,
+        transforms=tuple(sources.transforms),
+        columns=tuple(columns),
+    )
+
+
+def _offered_features(service: Any, service_name: str, features: Sequence[str]) -> dict[str, str]:
+    """Feature -> the view of the service offering it; every model feature must be numeric."""
+    offered: dict[str, tuple[str, Any]] = {}
     for projection in service.feature_view_projections:
         for feature in projection.features:
             offered[feature.name] = (projection.name, feature.dtype)
@@ -172,53 +212,59 @@ def resolve_feature_plan(
     ]
     if not_numeric:
         raise FeatureServiceError(f"model feature(s) {', '.join(not_numeric)} are not numeric")
+    return {name: view for name, (view, _) in offered.items()}
 
+
+def _join_key(service: Any, service_name: str, batch_views: dict[str, Any]) -> str:
+    """The one integer join key of the service's feature views (the API's user_id)."""
     join_keys: set[str] = set()
     for projection in service.feature_view_projections:
         view = batch_views.get(projection.name)
-        if view is not None:
-            join_keys.update(column.name for column in view.entity_columns)
-            if len(view.entity_columns) != 1 or _type_name(view.entity_columns[0].dtype) not in (
-                "Int64",
-                "Int32",
-            ):
-                raise FeatureServiceError(
-                    f"feature view {view.name!r} is not keyed by one integer join key"
-                )
+        if view is None:
+            continue
+        keys = view.entity_columns
+        if len(keys) != 1 or _type_name(keys[0].dtype) not in ("Int64", "Int32"):
+            raise FeatureServiceError(
+                f"feature view {view.name!r} is not keyed by one integer join key"
+            )
+        join_keys.add(keys[0].name)
     if len(join_keys) > 1:
         raise FeatureServiceError(
             f"feature service {service_name!r} mixes join keys {sorted(join_keys)}"
         )
-    join_key = join_keys.pop() if join_keys else "user_id"
+    return join_keys.pop() if join_keys else "user_id"
 
-    request_fields: set[str] = set()
-    gaps: list[str] = []
-    needed_views: dict[str, dict[str, None]] = {}  # view -> features to read (ordered set)
-    transforms: list[_Transform] = []
-    for projection in service.feature_view_projections:
+
+class _Sources:
+    """What a service reads: view features, on-demand functions, request fields, gaps."""
+
+    def __init__(self) -> None:
+        self.views: dict[str, dict[str, None]] = {}  # view -> features (an ordered set)
+        self.transforms: list[_Transform] = []
+        self.request_fields: dict[str, Any] = {}  # name -> dtype
+        self.gaps: list[str] = []  # why the direct Redis path cannot run this service
+
+    def add(self, projection: Any, batch_views: dict[str, Any], odfvs: dict[str, Any]) -> None:
+        """Account for one projection of the service."""
         if projection.join_key_map:
-            gaps.append(f"{projection.name} renames join keys")
+            self.gaps.append(f"{projection.name} renames join keys")
         if projection.name in batch_views:
-            needed_views.setdefault(projection.name, {}).update(
-                dict.fromkeys(f.name for f in projection.features)
-            )
-            continue
+            self._read(projection.name, projection.features)
+            return
         odfv = odfvs.get(projection.name)
         if odfv is None:
             raise FeatureServiceError(f"view {projection.name!r} of the service is unknown")
         for request_source in odfv.source_request_sources.values():
-            request_fields.update(f.name for f in request_source.schema)
+            self.request_fields.update({f.name: f.dtype for f in request_source.schema})
         for source_name, source in odfv.source_feature_view_projections.items():
-            if source_name not in batch_views:
-                gaps.append(f"{odfv.name} reads on-demand view {source_name}")
-                continue
-            needed_views.setdefault(source_name, {}).update(
-                dict.fromkeys(f.name for f in source.features)
-            )
+            if source_name in batch_views:
+                self._read(source_name, source.features)
+            else:
+                self.gaps.append(f"{odfv.name} reads on-demand view {source_name}")
         if odfv.mode != "python" or odfv.aggregations or odfv.write_to_online_store:
-            gaps.append(f"{odfv.name} is not a plain python-mode view")
+            self.gaps.append(f"{odfv.name} is not a plain python-mode view")
         elif odfv.feature_transformation is not None:
-            transforms.append(
+            self.transforms.append(
                 _Transform(
                     name=odfv.name,
                     function=odfv.feature_transformation.udf,
@@ -226,52 +272,35 @@ def resolve_feature_plan(
                     outputs=tuple(f.name for f in projection.features),
                 )
             )
-    if len(request_fields) > 1:
-        raise FeatureServiceError(
-            f"feature service {service_name!r} needs request fields {sorted(request_fields)}; "
-            "the API supplies only the request time"
-        )
-    online = store.config.online_store
-    redis_type = getattr(online, "redis_type", None)
-    if getattr(online, "type", None) != "redis" or getattr(redis_type, "value", None) != "redis":
-        gaps.append(f"online store {getattr(online, 'type', online)!r} is not plain Redis")
 
-    versioning = bool(
-        getattr(store.config.registry, "enable_online_feature_view_versioning", False)
-    )
-    views: list[_ViewRead] = []
-    for name, wanted in needed_views.items():
-        view = batch_views[name]
-        redis_name = compute_versioned_name(view, versioning)
-        names = tuple(wanted)
-        views.append(
-            _ViewRead(
-                name=name,
-                features=names,
-                fields=(*(_mmh3(f"{redis_name}:{n}") for n in names), f"_ts:{redis_name}".encode()),
-                ttl=view.ttl if view.ttl else None,
-            )
+    def request_field(self, service_name: str) -> str | None:
+        """The single request field, which must take the request time."""
+        if not self.request_fields:
+            return None
+        if len(self.request_fields) == 1:
+            [(name, dtype)] = self.request_fields.items()
+            if _type_name(dtype) in ("UnixTimestamp", "Int64"):
+                return name
+        raise FeatureServiceError(
+            f"feature service {service_name!r} needs request field(s) "
+            f"{', '.join(sorted(self.request_fields))}; the API supplies only the request "
+            "time (one timestamp field)"
         )
-    columns: list[tuple[Any, ...]] = []
-    for name in features:
-        source_view = offered[name][0]
-        if source_view in needed_views and source_view in batch_views:
-            index = next(i for i, v in enumerate(views) if v.name == source_view)
-            columns.append(("view", index, views[index].features.index(name)))
-        else:
-            columns.append(("transform", name))
-    return FeaturePlan(
-        project=store.project,
-        service_name=service_name,
-        features=tuple(features),
-        join_key=join_key,
-        request_field=request_fields.pop() if request_fields else None,
-        fast_path=not gaps,
-        fast_path_gap="; ".join(gaps),
-        service=service,
-        views=tuple(views),
-        transforms=tuple(transforms),
-        columns=tuple(columns),
+
+    def _read(self, view: str, fields: Sequence[Any]) -> None:
+        self.views.setdefault(view, {}).update(dict.fromkeys(f.name for f in fields))
+
+
+def _view_read(view: Any, features: tuple[str, ...], versioning: bool) -> _ViewRead:
+    """The hash fields Feast's Redis store uses for these features of ``view``."""
+    from feast.infra.online_stores.helpers import _mmh3, compute_versioned_name
+
+    redis_name = compute_versioned_name(view, versioning)
+    return _ViewRead(
+        name=view.name,
+        features=features,
+        fields=(*(_mmh3(f"{redis_name}:{n}") for n in features), f"_ts:{redis_name}".encode()),
+        ttl=view.ttl if view.ttl else None,
     )
 
 
