@@ -198,7 +198,17 @@ def _retrain(
             overrides["feature_service"] = lineage.feature_service
         if trials is not None:
             overrides["trials"] = trials
-        return run_training(TrainingConfig(**overrides))
+        result = run_training(TrainingConfig(**overrides))
+        if result.run_id:  # say on the run why it exists (run_training set the URI)
+            import mlflow
+
+            client = mlflow.MlflowClient()
+            client.set_tag(result.run_id, "trigger", "drift")
+            client.set_tag(result.run_id, "drift.report", str(outcome.json_path))
+            client.set_tag(
+                result.run_id, "drift.major_features", ",".join(outcome.report.names_with("major"))
+            )
+        return result
 
     return trigger_retraining(
         outcome.report,

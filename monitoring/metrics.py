@@ -8,6 +8,7 @@ names cannot hold dots, and a label keeps one series per feature under one name.
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -68,18 +69,27 @@ def publish_metrics(
 ) -> str | None:
     """Push the gauges to the Pushgateway, or write them as a textfile into ``out_dir``.
 
+    An unreachable Pushgateway does not hide the drift result: the metrics then go to the
+    textfile (with a warning on stderr) and the run goes on.
+
     Returns:
         Where the metrics went (URL or file path), or None when neither is configured.
-
-    Raises:
-        OSError: The Pushgateway could not be reached (URLError is an OSError).
     """
     registry = build_registry(report)
     if settings.pushgateway_url:
         from prometheus_client import push_to_gateway
 
-        push_to_gateway(settings.pushgateway_url, job=settings.pushgateway_job, registry=registry)
-        return settings.pushgateway_url
+        try:
+            push_to_gateway(
+                settings.pushgateway_url, job=settings.pushgateway_job, registry=registry
+            )
+            return settings.pushgateway_url
+        except OSError as error:  # URLError and connection errors
+            print(
+                f"warning: could not push metrics to {settings.pushgateway_url}: {error}; "
+                "writing the textfile instead",
+                file=sys.stderr,
+            )
     if out_dir is None:
         return None
     from prometheus_client import write_to_textfile

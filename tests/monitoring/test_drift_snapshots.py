@@ -231,6 +231,9 @@ def test_major_drift_retrains_through_the_gate_once_per_cooldown(
             str(client.get_model_version_by_alias("churn-predictor", "challenger").version) == "2"
         )
     assert new.run_id == decision["training"]["run_id"]
+    tags = client.get_run(new.run_id).data.tags
+    assert tags["trigger"] == "drift"
+    assert tags["drift.major_features"].startswith("feature_2,feature_ratio")
 
     again = run_churn(champion.env, "drift", "--retrain", "--out", str(tmp_path / "again"))
     assert again.returncode == 4

@@ -127,6 +127,15 @@ def test_metrics_are_pushed_when_a_pushgateway_is_configured(
     assert b"churn_drift_psi" in body
 
 
+def test_an_unreachable_pushgateway_falls_back_to_the_textfile(
+    report: DriftReport, tmp_path, capsys
+) -> None:
+    settings = MonitoringSettings(pushgateway_url="127.0.0.1:9")  # discard port: refused
+    assert publish_metrics(report, settings, tmp_path) == str(tmp_path / "drift.prom")
+    assert "churn_drift_psi" in (tmp_path / "drift.prom").read_text()
+    assert "warning: could not push metrics to 127.0.0.1:9" in capsys.readouterr().err
+
+
 def test_constant_and_empty_columns_render(tmp_path) -> None:
     reference = pd.DataFrame({"constant": [1.0] * 50, "gone": [2.0, 3.0] * 25})
     current = pd.DataFrame({"constant": [1.0] * 40, "gone": [np.nan] * 40})
