@@ -314,6 +314,8 @@ class SqliteWriter:
     def write(self, chunk: EncodedChunk) -> int:
         """Upsert the chunk in one transaction; return the entities written."""
         assert self._connection is not None, "check() opens the connection"
+        if chunk.rows == 0:
+            return 0
         table = '"' + self._table.replace('"', '""') + '"'
         upsert = (
             f"INSERT INTO {table} (entity_key, feature_name, value, value_text, event_ts, "

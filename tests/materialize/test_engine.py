@@ -16,16 +16,15 @@ import pandas as pd
 import pytest
 from feast.value_type import ValueType
 
-from materialize.apply import apply_feature_repo
-from materialize.settings import DataSettings
 from materialize.store import feast_cli_environment, open_feature_store, run_feast_cli
-from tests.utils.feast_repo import TestRepo, make_feature_repo
+from tests.utils.feast_repo import TestRepo
 from tests.utils.materialize import (
     END,
     FEATURES,
     ISO,
     START,
     VIEW,
+    AppliedRepo,
     decode_redis,
     expected_online,
     make_user_features,
@@ -33,16 +32,31 @@ from tests.utils.materialize import (
     redis_ttls,
     set_key_ttl,
     use_engine,
-    write_offline_table,
     write_user_features,
 )
 from tests.utils.services import delete_project_keys, unique_name
 
 
+@pytest.fixture(scope="module")
+def applied(
+    tmp_path_factory: pytest.TempPathFactory, redis_available: None
+) -> Iterator[AppliedRepo]:
+    """The repo applied once for the module (our engine)."""
+    applied = AppliedRepo(tmp_path_factory.mktemp("fast"))
+    yield applied
+    applied.close()
+
+
 @pytest.fixture
-def offline() -> pd.DataFrame:
-    """The offline user-features table every test repo of the test reads."""
-    return write_offline_table(users=300)
+def repo(applied: AppliedRepo) -> TestRepo:
+    """The applied repo, fresh: no online data, no materialization recorded."""
+    return applied.fresh()
+
+
+@pytest.fixture
+def offline(applied: AppliedRepo) -> pd.DataFrame:
+    """The offline user-features table the repo reads."""
+    return applied.write_table(users=300)
 
 
 @pytest.fixture
@@ -51,12 +65,6 @@ def second_project() -> Iterator[str]:
     project = unique_name("churn_test")
     yield project
     delete_project_keys(project)
-
-
-def _repo(root: Path, project: str, engine: str, **options: object) -> TestRepo:
-    repo = make_feature_repo(root, project=project)
-    use_engine(repo, engine, **options)
-    return repo
 
 
 def _materialize(repo: TestRepo, start: object, end: object) -> list:
@@ -78,20 +86,30 @@ def _online(repo: TestRepo, users: list[int]) -> dict:
 
 
 def test_feast_cli_runs_the_engine_and_writes_what_feast_writes(
-    tmp_path: Path, offline: pd.DataFrame, feast_project: str, second_project: str
+    tmp_path: Path, repo: TestRepo, offline: pd.DataFrame
 ) -> None:
-    stock = _repo(tmp_path / "stock", feast_project, "stock")
-    fast = _repo(tmp_path / "fast", second_project, "fast", chunk_rows=64)
-    for repo in (stock, fast):
-        apply_feature_repo(repo.feast)
-    run_feast_cli(stock.feast, "materialize", START.strftime(ISO), END.strftime(ISO))
-    completed = run_feast_cli(fast.feast, "materialize", START.strftime(ISO), END.strftime(ISO))
+    stock_repo = AppliedRepo(tmp_path)
+    try:
+        stock = stock_repo.fresh()
+        use_engine(stock, "stock")
+        write_user_features(stock.data.user_features_path, offline)
+        open_feature_store(stock.feast).materialize(START, END)  # Feast's local engine
+        use_engine(repo, "fast", chunk_rows=64)
+        completed = run_feast_cli(repo.feast, "materialize", START.strftime(ISO), END.strftime(ISO))
 
-    assert "chunk 5/5" in completed.stderr  # our engine ran, in several chunks
-    expected = expected_online(offline, start=START, end=END)
-    ours = redis_hashes(second_project)
-    assert ours == redis_hashes(feast_project)  # byte for byte, field order aside
-    assert decode_redis(ours) == expected
+        assert "chunk 5/5" in completed.stderr  # our engine ran, in several chunks
+        expected = expected_online(offline, start=START, end=END)
+        ours = redis_hashes(repo.project)
+        assert ours == redis_hashes(stock.project)  # byte for byte, field order aside
+        _assert_read_back_equal(repo, stock, offline, expected)
+        assert decode_redis(ours) == expected
+    finally:
+        stock_repo.close()
+
+
+def _assert_read_back_equal(
+    fast: TestRepo, stock: TestRepo, offline: pd.DataFrame, expected: dict
+) -> None:
     # Read back through Feast: every value and event time equal, users never online absent.
     users = sorted(offline["user_id"].unique().tolist())
     assert _online(fast, users) == _online(stock, users)
@@ -105,45 +123,41 @@ def test_feast_cli_runs_the_engine_and_writes_what_feast_writes(
             assert view["feature_1"][index] is None
 
 
-def test_known_cases_of_the_table(offline: pd.DataFrame, feature_repo: TestRepo) -> None:
-    apply_feature_repo(feature_repo.feast)
-    _materialize(feature_repo, START, END)
-    online = decode_redis(redis_hashes(feature_repo.project))
+def test_known_cases_of_the_table(offline: pd.DataFrame, repo: TestRepo) -> None:
+    _materialize(repo, START, END)
+    online = decode_redis(redis_hashes(repo.project))
 
     assert online[1][0] < END  # its row after END is ignored
     assert online[2][1] == {"feature_1": 2.0, "feature_2": 20.0}  # tie: later `created` wins
     assert 301 not in online and 302 not in online  # only rows older than START
 
 
-def test_rerun_changes_nothing_and_rows_without_key_are_counted(
-    tmp_path: Path, feature_repo: TestRepo
-) -> None:
+def test_rerun_changes_nothing_and_rows_without_key_are_counted(repo: TestRepo) -> None:
     frame = make_user_features(users=200)
     keyless = frame.iloc[[0]].assign(user_id=pd.NA, event_timestamp=END - timedelta(hours=1))
     table = pd.concat([frame, keyless], ignore_index=True).astype({"user_id": "Int64"})
-    write_user_features(DataSettings().user_features_path, table)
-    apply_feature_repo(feature_repo.feast)
+    write_user_features(repo.data.user_features_path, table)
 
-    (first,) = _materialize(feature_repo, START, END)
-    before = redis_hashes(feature_repo.project)
-    (second,) = _materialize(feature_repo, START, END)
+    (first,) = _materialize(repo, START, END)
+    before = redis_hashes(repo.project)
+    (second,) = _materialize(repo, START, END)
 
-    assert redis_hashes(feature_repo.project) == before
+    assert redis_hashes(repo.project) == before
     assert first.written == first.entities == len(before)
     assert second.written == 0 and second.skipped == len(before)
     assert first.rejected_rows == second.rejected_rows == 1
+    (empty,) = _materialize(repo, START - timedelta(days=400), START - timedelta(days=300))
+    assert (empty.entities, empty.written, empty.chunks) == (0, 0, 1)
+    assert redis_hashes(repo.project) == before
 
 
-def test_older_values_never_replace_newer_ones(
-    offline: pd.DataFrame, feature_repo: TestRepo
-) -> None:
-    apply_feature_repo(feature_repo.feast)
+def test_older_values_never_replace_newer_ones(offline: pd.DataFrame, repo: TestRepo) -> None:
     older_start, older_end = START - timedelta(days=30), END - timedelta(days=10)
 
-    _materialize(feature_repo, START, END)
-    newer = redis_hashes(feature_repo.project)
-    (older,) = _materialize(feature_repo, older_start, older_end)
-    after = redis_hashes(feature_repo.project)
+    _materialize(repo, START, END)
+    newer = redis_hashes(repo.project)
+    (older,) = _materialize(repo, older_start, older_end)
+    after = redis_hashes(repo.project)
 
     assert {key: after[key] for key in newer} == newer
     added = set(after) - set(newer)
@@ -152,36 +166,32 @@ def test_older_values_never_replace_newer_ones(
     assert decode_redis(after) == expected
 
 
-def test_newer_values_replace_older_ones(offline: pd.DataFrame, feature_repo: TestRepo) -> None:
-    apply_feature_repo(feature_repo.feast)
+def test_newer_values_replace_older_ones(offline: pd.DataFrame, repo: TestRepo) -> None:
     middle = END - timedelta(days=10)
 
-    _materialize(feature_repo, START, middle)
-    (newer,) = _materialize(feature_repo, START, END)
+    _materialize(repo, START, middle)
+    (newer,) = _materialize(repo, START, END)
 
     assert newer.written > 0
-    assert decode_redis(redis_hashes(feature_repo.project)) == expected_online(
+    assert decode_redis(redis_hashes(repo.project)) == expected_online(
         offline, start=START, end=END
     )
 
 
-def test_killed_run_resumes_to_the_same_state(
-    offline: pd.DataFrame, feature_repo: TestRepo
-) -> None:
-    use_engine(feature_repo, "fast", chunk_rows=40, chunk_pause_seconds=0.5)
-    apply_feature_repo(feature_repo.feast)
+def test_killed_run_resumes_to_the_same_state(offline: pd.DataFrame, repo: TestRepo) -> None:
+    use_engine(repo, "fast", chunk_rows=40, chunk_pause_seconds=0.5)
     command = [
         str(Path(sys.executable).with_name("feast")),
         "-f",
-        str(feature_repo.feast.yaml_path),
+        str(repo.feast.yaml_path),
         "materialize",
         START.strftime(ISO),
         END.strftime(ISO),
     ]
     process = subprocess.Popen(
         command,
-        cwd=feature_repo.feast.repo_path,
-        env=feast_cli_environment(feature_repo.feast),
+        cwd=repo.feast.repo_path,
+        env=feast_cli_environment(repo.feast),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -196,27 +206,26 @@ def test_killed_run_resumes_to_the_same_state(
     process.stderr.close()
 
     expected = expected_online(offline, start=START, end=END)
-    partial = decode_redis(redis_hashes(feature_repo.project))
+    partial = decode_redis(redis_hashes(repo.project))
     assert 0 < len(partial) < len(expected)
     assert all(expected[user] == value for user, value in partial.items())
-    store = open_feature_store(feature_repo.feast)
+    store = open_feature_store(repo.feast)
     assert store.get_feature_view(VIEW).most_recent_end_time is None  # no watermark yet
 
-    use_engine(feature_repo, "fast", chunk_rows=40)
-    (resumed,) = _materialize(feature_repo, START, END)
+    use_engine(repo, "fast", chunk_rows=40)
+    (resumed,) = _materialize(repo, START, END)
 
-    assert decode_redis(redis_hashes(feature_repo.project)) == expected
+    assert decode_redis(redis_hashes(repo.project)) == expected
     assert resumed.written == len(expected) - len(partial)
-    store = open_feature_store(feature_repo.feast)
+    store = open_feature_store(repo.feast)
     assert store.get_feature_view(VIEW).most_recent_end_time == END
 
 
-def test_key_ttl_is_set_on_every_written_key(offline: pd.DataFrame, feature_repo: TestRepo) -> None:
-    set_key_ttl(feature_repo, 3600)
-    apply_feature_repo(feature_repo.feast)
-    _materialize(feature_repo, START, END)
+def test_key_ttl_is_set_on_every_written_key(offline: pd.DataFrame, repo: TestRepo) -> None:
+    set_key_ttl(repo, 3600)
+    _materialize(repo, START, END)
 
-    ttls = redis_ttls(feature_repo.project)
+    ttls = redis_ttls(repo.project)
     assert len(ttls) == len(expected_online(offline, start=START, end=END))
     assert all(3500 < ttl <= 3600 for ttl in ttls.values())
 
@@ -227,12 +236,11 @@ def _closed_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def test_redis_down_is_a_clear_error(offline: pd.DataFrame, feature_repo: TestRepo) -> None:
-    apply_feature_repo(feature_repo.feast)
+def test_redis_down_is_a_clear_error(offline: pd.DataFrame, repo: TestRepo) -> None:
     port = _closed_port()
     environment = {
         **os.environ,
-        "CHURN_FEAST_REPO_PATH": str(feature_repo.feast.repo_path),
+        "CHURN_FEAST_REPO_PATH": str(repo.feast.repo_path),
         "CHURN_REDIS_URL": f"127.0.0.1:{port}",
     }
     completed = subprocess.run(
@@ -256,7 +264,7 @@ def test_redis_down_is_a_clear_error(offline: pd.DataFrame, feature_repo: TestRe
 
 
 def test_feast_writer_fallback_writes_the_same(
-    offline: pd.DataFrame, feature_repo: TestRepo, second_project: str
+    offline: pd.DataFrame, repo: TestRepo, second_project: str
 ) -> None:
     from feast.infra.online_stores.redis import RedisOnlineStore
 
@@ -264,8 +272,7 @@ def test_feast_writer_fallback_writes_the_same(
     from materialize.engine.reader import EVENT_COLUMN, ParquetLatestReader, SourceColumns
     from materialize.engine.writers import FeastWriter, RedisWriter
 
-    apply_feature_repo(feature_repo.feast)
-    store = open_feature_store(feature_repo.feast)
+    store = open_feature_store(repo.feast)
     view = store.get_feature_view(VIEW)
     columns = SourceColumns(
         join_keys={"user_id": "user_id"},
@@ -274,7 +281,7 @@ def test_feast_writer_fallback_writes_the_same(
         created="created",
     )
     reader = ParquetLatestReader(
-        str(DataSettings().user_features_path), columns, start=START, end=END, chunk_rows=10**6
+        str(repo.data.user_features_path), columns, start=START, end=END, chunk_rows=10**6
     )
     table = reader.read_chunk(0, 1)
     reader.close()
@@ -304,7 +311,7 @@ def test_feast_writer_fallback_writes_the_same(
     )
 
     assert feast_writer.write(chunk) == redis_writer.write(chunk) == chunk.rows
-    assert redis_hashes(feature_repo.project) == redis_hashes(second_project)
+    assert redis_hashes(repo.project) == redis_hashes(second_project)
     assert decode_redis(redis_hashes(second_project)) == expected_online(
         offline, start=START, end=END
     )

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import io
+from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
 from typer.testing import CliRunner
 
-from materialize.apply import apply_feature_repo
 from materialize.cli import build_app
 from materialize.engine.progress import BarProgress, LogProgress, make_progress
 from materialize.engine.reader import ChunkPlan
@@ -19,21 +19,35 @@ from tests.utils.materialize import (
     ISO,
     START,
     VIEW,
+    AppliedRepo,
     decode_redis,
     expected_online,
     redis_hashes,
-    write_offline_table,
 )
 
 MIDDLE = END - timedelta(days=10)
 
 
+@pytest.fixture(scope="module")
+def applied(
+    tmp_path_factory: pytest.TempPathFactory, redis_available: None
+) -> Iterator[AppliedRepo]:
+    """The repo applied once for the module."""
+    applied = AppliedRepo(tmp_path_factory.mktemp("cli"))
+    yield applied
+    applied.close()
+
+
+def _point_churn_at(repo: TestRepo, monkeypatch: pytest.MonkeyPatch) -> TestRepo:
+    monkeypatch.setenv("CHURN_FEAST_REPO_PATH", str(repo.feast.repo_path))
+    monkeypatch.setenv("CHURN_REDIS_URL", repo.feast.redis_url)
+    return repo
+
+
 @pytest.fixture
-def repo(feature_repo: TestRepo, monkeypatch: pytest.MonkeyPatch) -> TestRepo:
-    """The test repo, with `churn` pointed at it through the environment."""
-    monkeypatch.setenv("CHURN_FEAST_REPO_PATH", str(feature_repo.feast.repo_path))
-    monkeypatch.setenv("CHURN_REDIS_URL", feature_repo.feast.redis_url)
-    return feature_repo
+def repo(applied: AppliedRepo, monkeypatch: pytest.MonkeyPatch) -> TestRepo:
+    """The applied repo, fresh, with `churn` pointed at it through the environment."""
+    return _point_churn_at(applied.fresh(), monkeypatch)
 
 
 def _churn(*args: str) -> tuple[int, str, str]:
@@ -41,9 +55,10 @@ def _churn(*args: str) -> tuple[int, str, str]:
     return result.exit_code, result.stdout, result.stderr
 
 
-def test_range_then_incremental_then_feast_incremental(repo: TestRepo) -> None:
-    offline = write_offline_table(users=200)
-    apply_feature_repo(repo.feast)
+def test_range_then_incremental_then_feast_incremental(
+    applied: AppliedRepo, repo: TestRepo
+) -> None:
+    offline = applied.write_table(users=200)
     later = END + timedelta(hours=2)  # user 1 has a row at END + 1h
 
     code, out, _ = _churn(
@@ -62,9 +77,10 @@ def test_range_then_incremental_then_feast_incremental(repo: TestRepo) -> None:
     assert online == expected_online(offline, start=START, end=later)
 
 
-def test_bad_requests_exit_2_naming_the_problem(repo: TestRepo) -> None:
-    write_offline_table(users=20)
-
+def test_bad_requests_exit_2_naming_the_problem(
+    feature_repo: TestRepo, applied: AppliedRepo, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _point_churn_at(feature_repo, monkeypatch)  # never applied
     code, _, err = _churn("materialize", "--start", "2026-03-02", "--end", "2026-03-01")
     assert code == 2 and "is after" in err
     code, _, err = _churn("materialize", "--end", "yesterday")
@@ -72,7 +88,7 @@ def test_bad_requests_exit_2_naming_the_problem(repo: TestRepo) -> None:
     code, _, err = _churn("materialize", "--end", END.strftime(ISO))
     assert code == 2 and "run `churn apply` first" in err
 
-    apply_feature_repo(repo.feast)
+    _point_churn_at(applied.fresh(), monkeypatch)
     code, _, err = _churn("materialize", "--view", "nope", "--end", END.strftime(ISO))
     assert code == 2 and "unknown feature view(s) nope" in err
 
@@ -105,9 +121,8 @@ def test_progress_is_a_bar_on_a_terminal_and_lines_elsewhere(
         assert "━" in text  # rich's bar
 
 
-def test_written_counts_are_reported(repo: TestRepo) -> None:
-    frame = write_offline_table(users=50)
-    apply_feature_repo(repo.feast)
+def test_written_counts_are_reported(applied: AppliedRepo, repo: TestRepo) -> None:
+    frame = applied.write_table(users=50)
 
     code, out, _ = _churn("materialize", "--start", START.strftime(ISO), "--end", END.strftime(ISO))
 

@@ -8,44 +8,52 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from materialize.apply import apply_feature_repo
-from materialize.store import open_feature_store, run_feast_cli
-from tests.utils.feast_repo import TestRepo, make_feature_repo
+from materialize.store import open_feature_store
+from tests.utils.feast_repo import TestRepo
 from tests.utils.materialize import (
     END,
     FEATURES,
-    ISO,
     START,
     VIEW,
+    AppliedRepo,
     expected_online,
     sqlite_rows,
     use_engine,
-    write_offline_table,
+    write_user_features,
 )
-from tests.utils.services import unique_name
+
+
+@pytest.fixture(scope="module")
+def applied(tmp_path_factory: pytest.TempPathFactory) -> AppliedRepo:
+    """The embedded-profile repo applied once for the module (our engine)."""
+    return AppliedRepo(tmp_path_factory.mktemp("embedded"), profile="embedded")
 
 
 @pytest.fixture
-def offline() -> pd.DataFrame:
-    """The offline user-features table every test repo of the test reads."""
-    return write_offline_table(users=250)
+def repo(applied: AppliedRepo) -> TestRepo:
+    """The applied repo, fresh: empty online table, no materialization recorded."""
+    return applied.fresh()
 
 
-def _embedded(root: Path, engine: str, **options: object) -> TestRepo:
-    repo = make_feature_repo(root, project=unique_name("churn_test"), profile="embedded")
-    use_engine(repo, engine, **options)
-    apply_feature_repo(repo.feast)
-    return repo
+@pytest.fixture
+def offline(applied: AppliedRepo) -> pd.DataFrame:
+    """The offline user-features table the repo reads."""
+    return applied.write_table(users=250)
 
 
 def _rows(repo: TestRepo) -> dict:
     return sqlite_rows(repo.data.data_dir / "online_store.db", f"{repo.project}_{VIEW}")
 
 
-def test_writes_the_rows_feast_writes(tmp_path: Path, offline: pd.DataFrame) -> None:
-    stock = _embedded(tmp_path / "stock", "stock")
-    fast = _embedded(tmp_path / "fast", "fast", chunk_rows=60)
-    run_feast_cli(stock.feast, "materialize", START.strftime(ISO), END.strftime(ISO))
+def test_writes_the_rows_feast_writes(
+    tmp_path: Path, repo: TestRepo, offline: pd.DataFrame
+) -> None:
+    stock = AppliedRepo(tmp_path, profile="embedded").fresh()
+    use_engine(stock, "stock")
+    write_user_features(stock.data.user_features_path, offline)
+    open_feature_store(stock.feast).materialize(START, END)  # Feast's local engine
+    fast = repo
+    use_engine(fast, "fast", chunk_rows=60)
     open_feature_store(fast.feast).materialize(START, END)
 
     expected = expected_online(offline, start=START, end=END)
@@ -75,8 +83,7 @@ def test_writes_the_rows_feast_writes(tmp_path: Path, offline: pd.DataFrame) -> 
             assert view["feature_1__ts"][index] == int(event_time.timestamp())
 
 
-def test_older_values_never_replace_newer_ones(tmp_path: Path, offline: pd.DataFrame) -> None:
-    repo = _embedded(tmp_path, "fast")
+def test_older_values_never_replace_newer_ones(repo: TestRepo, offline: pd.DataFrame) -> None:
     store = open_feature_store(repo.feast)
     store.materialize(START, END)
     newer = _rows(repo)
@@ -86,3 +93,5 @@ def test_older_values_never_replace_newer_ones(tmp_path: Path, offline: pd.DataF
 
     assert {key: after[key] for key in newer} == newer
     assert len(after) > len(newer)  # users whose only rows are older were added
+    store.materialize(START - timedelta(days=400), START - timedelta(days=300))  # no rows
+    assert _rows(repo) == after

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import pytest
 from feast.infra.key_encoding_utils import serialize_entity_key
@@ -11,7 +12,6 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 from typer.testing import CliRunner
 
-from materialize.apply import apply_feature_repo
 from materialize.cli import build_app
 from materialize.skew import SkewInputError, check_skew, values_agree
 from materialize.store import open_feature_store
@@ -20,9 +20,9 @@ from tests.utils.materialize import (
     END,
     START,
     VIEW,
+    AppliedRepo,
     decode_redis,
     redis_hashes,
-    write_offline_table,
 )
 from tests.utils.services import redis_client
 
@@ -38,15 +38,31 @@ CHURN_V1 = [
 ]
 
 
+@pytest.fixture(scope="module")
+def applied(
+    tmp_path_factory: pytest.TempPathFactory, redis_available: None
+) -> Iterator[AppliedRepo]:
+    """The repo applied once for the module."""
+    applied = AppliedRepo(tmp_path_factory.mktemp("skew"))
+    yield applied
+    applied.close()
+
+
 @pytest.fixture
-def materialized(feature_repo: TestRepo, monkeypatch: pytest.MonkeyPatch) -> TestRepo:
-    """A repo whose offline table was materialized over [START, END]."""
-    write_offline_table(users=USERS)
-    apply_feature_repo(feature_repo.feast)
-    open_feature_store(feature_repo.feast).materialize(START, END)
-    monkeypatch.setenv("CHURN_FEAST_REPO_PATH", str(feature_repo.feast.repo_path))
-    monkeypatch.setenv("CHURN_REDIS_URL", feature_repo.feast.redis_url)
-    return feature_repo
+def repo(applied: AppliedRepo, monkeypatch: pytest.MonkeyPatch) -> TestRepo:
+    """The applied repo, fresh, with its table written and `churn` pointed at it."""
+    applied.write_table(users=USERS)
+    repo = applied.fresh()
+    monkeypatch.setenv("CHURN_FEAST_REPO_PATH", str(repo.feast.repo_path))
+    monkeypatch.setenv("CHURN_REDIS_URL", repo.feast.redis_url)
+    return repo
+
+
+@pytest.fixture
+def materialized(repo: TestRepo) -> TestRepo:
+    """The repo with its offline table materialized over [START, END]."""
+    open_feature_store(repo.feast).materialize(START, END)
+    return repo
 
 
 def _churn(*args: str) -> tuple[int, str, str]:
@@ -91,16 +107,15 @@ def test_a_wrong_online_value_is_reported_per_feature(materialized: TestRepo) ->
     assert "FAIL: 2 mismatching values" in err
 
 
-def test_nothing_materialized_is_an_input_error(feature_repo: TestRepo) -> None:
-    write_offline_table(users=10)
-    apply_feature_repo(feature_repo.feast)
-
+def test_nothing_materialized_is_an_input_error(repo: TestRepo) -> None:
     with pytest.raises(SkewInputError, match="user_features never materialized"):
-        check_skew(feature_repo.feast, sample=5)
+        check_skew(repo.feast, sample=5)
     with pytest.raises(SkewInputError, match="at least 1"):
-        check_skew(feature_repo.feast, sample=0)
+        check_skew(repo.feast, sample=0)
     with pytest.raises(SkewInputError, match="no feature service 'churn_v9'"):
-        check_skew(feature_repo.feast, sample=5, service="churn_v9")
+        check_skew(repo.feast, sample=5, service="churn_v9")
+    code, _, err = _churn("skew-check", "--sample", "5")
+    assert code == 2 and "never materialized" in err
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tests.utils.feast_repo import TestRepo
-from tests.utils.services import redis_client
+from materialize.settings import FeastProfile
+from tests.utils.feast_repo import TestRepo, make_feature_repo
+from tests.utils.services import delete_project_keys, redis_client, unique_name
 
 # A fixed materialization end, so expectations do not depend on the clock.
 END = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)
@@ -136,13 +137,51 @@ def _per_key(project: str, command: str, db: int) -> dict[bytes, object]:
     return {key[:-suffix]: value for key, value in zip(keys, pipe.execute(), strict=True)}
 
 
-def write_offline_table(users: int) -> pd.DataFrame:
-    """Write :func:`make_user_features` where the test's data settings point; return it."""
+def write_offline_table(users: int, path: Path | None = None) -> pd.DataFrame:
+    """Write :func:`make_user_features` at ``path`` (default: where the test's data
+    settings point); return it."""
     from materialize.settings import DataSettings
 
     frame = make_user_features(users=users)
-    write_user_features(DataSettings().user_features_path, frame)
+    write_user_features(path or DataSettings().user_features_path, frame)
     return frame
+
+
+class AppliedRepo:
+    """A test repo applied once (``feast apply`` is slow), reset to that state per test.
+
+    Its offline table lives under its own data folder, where the applied source points.
+    :meth:`fresh` restores the profiles, the registry (no materialization intervals) and
+    the SQLite store, and deletes the project's Redis keys.
+    """
+
+    def __init__(self, root: Path, *, profile: FeastProfile = "production") -> None:
+        import pytest
+
+        from materialize.apply import apply_feature_repo
+
+        self.repo = make_feature_repo(root, project=unique_name("churn_test"), profile=profile)
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setenv("CHURN_DATA_DIR", str(self.repo.data.data_dir))
+            apply_feature_repo(self.repo.feast)
+        paths = [*self.repo.feast.repo_path.glob("feature_store*.yaml")]
+        paths += [path for path in self.repo.data.data_dir.glob("*.db")]
+        self._files = {path: path.read_bytes() for path in paths}
+
+    def fresh(self) -> TestRepo:
+        """The repo as just applied, with no online data."""
+        for path, content in self._files.items():
+            path.write_bytes(content)
+        delete_project_keys(self.repo.project)
+        return self.repo
+
+    def write_table(self, users: int) -> pd.DataFrame:
+        """Write the offline table the applied repo reads; return it."""
+        return write_offline_table(users, self.repo.data.user_features_path)
+
+    def close(self) -> None:
+        """Delete the project's Redis keys."""
+        delete_project_keys(self.repo.project)
 
 
 def redis_hashes(project: str, db: int = 0) -> dict[bytes, dict[bytes, bytes]]:
