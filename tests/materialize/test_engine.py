@@ -25,6 +25,7 @@ from tests.utils.materialize import (
     START,
     VIEW,
     AppliedRepo,
+    applied_repo_fixture,
     decode_redis,
     expected_online,
     make_user_features,
@@ -36,15 +37,7 @@ from tests.utils.materialize import (
 )
 from tests.utils.services import delete_project_keys, unique_name
 
-
-@pytest.fixture(scope="module")
-def applied(
-    tmp_path_factory: pytest.TempPathFactory, redis_available: None
-) -> Iterator[AppliedRepo]:
-    """The repo applied once for the module (our engine)."""
-    applied = AppliedRepo(tmp_path_factory.mktemp("fast"))
-    yield applied
-    applied.close()
+applied = applied_repo_fixture()
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-from collections.abc import Iterator
 from datetime import timedelta
 
 import pytest
@@ -20,6 +19,7 @@ from tests.utils.materialize import (
     START,
     VIEW,
     AppliedRepo,
+    applied_repo_fixture,
     decode_redis,
     expected_online,
     redis_hashes,
@@ -28,14 +28,7 @@ from tests.utils.materialize import (
 MIDDLE = END - timedelta(days=10)
 
 
-@pytest.fixture(scope="module")
-def applied(
-    tmp_path_factory: pytest.TempPathFactory, redis_available: None
-) -> Iterator[AppliedRepo]:
-    """The repo applied once for the module."""
-    applied = AppliedRepo(tmp_path_factory.mktemp("cli"))
-    yield applied
-    applied.close()
+applied = applied_repo_fixture()
 
 
 def _point_churn_at(repo: TestRepo, monkeypatch: pytest.MonkeyPatch) -> TestRepo:

@@ -16,17 +16,14 @@ from tests.utils.materialize import (
     START,
     VIEW,
     AppliedRepo,
+    applied_repo_fixture,
     expected_online,
     sqlite_rows,
     use_engine,
     write_user_features,
 )
 
-
-@pytest.fixture(scope="module")
-def applied(tmp_path_factory: pytest.TempPathFactory) -> AppliedRepo:
-    """The embedded-profile repo applied once for the module (our engine)."""
-    return AppliedRepo(tmp_path_factory.mktemp("embedded"), profile="embedded")
+applied = applied_repo_fixture("embedded")
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 
 import pytest
 from feast.infra.key_encoding_utils import serialize_entity_key
@@ -21,6 +20,7 @@ from tests.utils.materialize import (
     START,
     VIEW,
     AppliedRepo,
+    applied_repo_fixture,
     decode_redis,
     redis_hashes,
 )
@@ -38,14 +38,7 @@ CHURN_V1 = [
 ]
 
 
-@pytest.fixture(scope="module")
-def applied(
-    tmp_path_factory: pytest.TempPathFactory, redis_available: None
-) -> Iterator[AppliedRepo]:
-    """The repo applied once for the module."""
-    applied = AppliedRepo(tmp_path_factory.mktemp("skew"))
-    yield applied
-    applied.close()
+applied = applied_repo_fixture()
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sqlite3
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -182,6 +183,21 @@ class AppliedRepo:
     def close(self) -> None:
         """Delete the project's Redis keys."""
         delete_project_keys(self.repo.project)
+
+
+def applied_repo_fixture(profile: FeastProfile = "production") -> Any:
+    """A module-scoped fixture ``applied``: an :class:`AppliedRepo` of the profile."""
+    import pytest
+
+    @pytest.fixture(scope="module")
+    def applied(
+        tmp_path_factory: pytest.TempPathFactory, redis_available: None
+    ) -> Iterator[AppliedRepo]:
+        repo = AppliedRepo(tmp_path_factory.mktemp("applied"), profile=profile)
+        yield repo
+        repo.close()
+
+    return applied
 
 
 def redis_hashes(project: str, db: int = 0) -> dict[bytes, dict[bytes, bytes]]:
