@@ -63,7 +63,7 @@ class FastEngineConfig(FeastConfigBaseModel):
     """Entities read and encoded per chunk: bounds memory, whatever the range."""
 
     write_batch_rows: PositiveInt = 1_000
-    """Entities per Redis script call (Redis is busy for about 2 ms per 1000)."""
+    """Entities per Redis script call (Redis is busy for about 2 ms per 1000 entities)."""
 
     pipeline_batches: PositiveInt = 4
     """Redis script calls sent per round trip."""
@@ -137,31 +137,34 @@ class FastEngine(LocalComputeEngine):
     """Chunked, vectorised, newer-wins materialization into Redis or SQLite.
 
     Args:
-        chunk_rows: Entities per chunk.
-        write_batch_rows: Entities per Redis script call or SQLite batch.
-        pipeline_batches: Redis script calls per round trip.
-        chunk_pause_seconds: Pause after each chunk.
+        repo_config: The repo's configuration (from Feast).
+        offline_store: The offline store (from Feast; used for the views Feast's local
+            engine handles).
+        online_store: The online store (from Feast).
         progress: Where progress goes (a bar on a terminal, log lines otherwise).
-        **kwargs: What Feast passes to every engine (repo_config, offline_store,
-            online_store, the yaml block's ``type`` and ``backend``).
+        **options: The ``batch_engine:`` block of the yaml, see :class:`FastEngineConfig`.
+
+    Raises:
+        pydantic.ValidationError: An unknown or invalid option (Feast itself would pass a
+            misspelt one through silently).
     """
 
     def __init__(
         self,
         *,
-        chunk_rows: int = 250_000,
-        write_batch_rows: int = 1_000,
-        pipeline_batches: int = 4,
-        chunk_pause_seconds: float = 0.0,
+        repo_config: Any,
+        offline_store: Any,
+        online_store: Any,
         progress: Progress | None = None,
-        **kwargs: Any,
+        **options: Any,
     ) -> None:
-        kwargs.pop("type", None)
-        super().__init__(**kwargs)
-        self.chunk_rows = chunk_rows
-        self.write_batch_rows = write_batch_rows
-        self.pipeline_batches = pipeline_batches
-        self.chunk_pause_seconds = chunk_pause_seconds
+        self.config = FastEngineConfig(**options)
+        super().__init__(
+            repo_config=repo_config,
+            offline_store=offline_store,
+            online_store=online_store,
+            backend=self.config.backend,
+        )
         self._progress = progress
         self.results: list[MaterializationStats] = []
 
@@ -214,8 +217,8 @@ class FastEngine(LocalComputeEngine):
                 view_name=compute_versioned_name(view, versioning),
                 feature_names=[feature.name for feature in view.features],
                 ttl_seconds=store_config.key_ttl_seconds,
-                batch_rows=self.write_batch_rows,
-                pipeline_batches=self.pipeline_batches,
+                batch_rows=self.config.write_batch_rows,
+                pipeline_batches=self.config.pipeline_batches,
                 label=_redis_label(store_config.connection_string),
             )
         if (
@@ -226,7 +229,6 @@ class FastEngine(LocalComputeEngine):
             return SqliteWriter(
                 Path(SqliteOnlineStore._get_db_path(config)),
                 compute_table_id(config.project, view, versioning),
-                batch_rows=self.write_batch_rows,
             )
         source = view.batch_source
         assert source is not None  # checked by _unsupported_reason
@@ -248,7 +250,11 @@ class FastEngine(LocalComputeEngine):
         assert path is not None  # checked by _unsupported_reason
         writer = self._writer(view)
         reader = ParquetLatestReader(
-            path, columns, start=task.start_time, end=task.end_time, chunk_rows=self.chunk_rows
+            path,
+            columns,
+            start=task.start_time,
+            end=task.end_time,
+            chunk_rows=self.config.chunk_rows,
         )
         join_keys = {column.name: column.dtype.to_value_type() for column in view.entity_columns}
         features = {feature.name: feature.dtype.to_value_type() for feature in view.features}
@@ -270,8 +276,8 @@ class FastEngine(LocalComputeEngine):
                     )
                     written += writer.write(chunk)
                     progress.advance(chunk.rows)
-                    if self.chunk_pause_seconds:
-                        time.sleep(self.chunk_pause_seconds)
+                    if self.config.chunk_pause_seconds:
+                        time.sleep(self.config.chunk_pause_seconds)
             progress.finish(written, plan.entities - written)
         finally:
             writer.close()

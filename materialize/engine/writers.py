@@ -273,10 +273,9 @@ class SqliteWriter:
     the same second as the stored one replaces it. A fresh store ends up identical.
     """
 
-    def __init__(self, db_path: Path, table: str, *, batch_rows: int) -> None:
+    def __init__(self, db_path: Path, table: str) -> None:
         self._db_path = db_path
         self._table = table
-        self._batch_rows = batch_rows
         self._connection: sqlite3.Connection | None = None
 
     def check(self) -> None:
