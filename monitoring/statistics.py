@@ -502,7 +502,8 @@ def assign_severity(result: FeatureDrift, settings: MonitoringSettings) -> Featu
 
     ``major`` when PSI > psi_major or p < p_major, ``minor`` when PSI > psi_minor or
     p < p_minor, else ``none``. A p-value counts only when the effect size reaches
-    ``min_effect_size``. A column whose values vanished on one side only is ``major``.
+    ``min_effect_size`` (otherwise the note says so). A column whose values vanished on one
+    side only is ``major``.
     """
     if result.kind == "empty":
         one_sided = (result.reference.count == 0) != (result.current.count == 0)
@@ -519,17 +520,24 @@ def assign_severity(result: FeatureDrift, settings: MonitoringSettings) -> Featu
         elif result.psi > settings.psi_minor:
             rank, reasons = 1, [f"PSI {result.psi:.3f} > {settings.psi_minor:g}"]
     p_value = result.p_value_adjusted if result.p_value_adjusted is not None else result.p_value
-    big_enough = (result.effect_size or 0.0) >= settings.min_effect_size
-    if p_value is not None and big_enough:
-        label = "adjusted p" if result.p_value_adjusted is not None else "p"
-        test = "KS" if result.test == "ks" else "chi-square"
-        for level, threshold in ((2, settings.p_major), (1, settings.p_minor)):
-            if p_value < threshold:
-                if level >= rank:
-                    reasons.append(f"{test} {label} {p_value:.2g} < {threshold:g}")
-                rank = max(rank, level)
-                break
-    return replace(result, severity=SEVERITIES[rank], reasons=reasons if rank else [])
+    label = "adjusted p" if result.p_value_adjusted is not None else "p"
+    test = "KS" if result.test == "ks" else "chi-square"
+    effect = result.effect_size or 0.0
+    note = result.note
+    for level, threshold in ((2, settings.p_major), (1, settings.p_minor)):
+        if p_value is None or p_value >= threshold:
+            continue
+        if effect < settings.min_effect_size:  # detectable, but too small to act on
+            note = note or (
+                f"{test} {label} {p_value:.2g} < {threshold:g} not counted: "
+                f"{result.effect_size_name} {effect:.3f} < {settings.min_effect_size:g}"
+            )
+        else:
+            if level >= rank:
+                reasons.append(f"{test} {label} {p_value:.2g} < {threshold:g}")
+            rank = max(rank, level)
+        break
+    return replace(result, severity=SEVERITIES[rank], reasons=reasons if rank else [], note=note)
 
 
 # -------------------------------------------------------------------- frames

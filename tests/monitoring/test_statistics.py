@@ -231,16 +231,20 @@ def test_correction_and_effect_size_gate_decide_p_value_flags() -> None:
     reference = pd.DataFrame({f"x{i}": rng.normal(0, 1, 5000) for i in range(5)})
     current = reference.copy()
     current["x0"] = rng.normal(0.08, 1, 5000)  # small real shift: tiny PSI, p about 0.003
-    plain = compare_frames(reference, current, SETTINGS.model_copy(update={"correction": "none"}))
+    design = SETTINGS.model_copy(update={"min_effect_size": 0.0})  # the reference design
+    plain = compare_frames(reference, current, design.model_copy(update={"correction": "none"}))
     x0 = plain.features[0]
     assert x0.p_value_adjusted is None and x0.psi < 0.1 and x0.p_value < 0.01
-    assert x0.severity == "major"
-    holm = compare_frames(reference, current, SETTINGS).features[0]
+    assert x0.severity == "major" and x0.effect_size == pytest.approx(0.036)
+    holm = compare_frames(reference, current, design).features[0]
     assert holm.p_value_adjusted == pytest.approx(5 * x0.p_value)  # smallest of five
     assert holm.severity == "minor"
     assert holm.reasons == [f"KS adjusted p {holm.p_value_adjusted:.2g} < 0.05"]
-    gated = compare_frames(reference, current, SETTINGS.model_copy(update={"min_effect_size": 0.2}))
-    assert gated.features[0].severity == "none"
+    gated = compare_frames(reference, current, SETTINGS).features[0]  # default gate 0.05
+    assert gated.severity == "none" and gated.reasons == []
+    assert gated.note == (
+        f"KS adjusted p {gated.p_value_adjusted:.2g} < 0.05 not counted: ks_statistic 0.036 < 0.05"
+    )
 
 
 def test_score_drift_is_reported_apart() -> None:
