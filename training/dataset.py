@@ -214,7 +214,7 @@ def build_training_set(
     entity_frame = labels.assign(**{ROW_ID: np.arange(len(labels), dtype="int64")})
 
     joined = _retrieve(store, service, entity_frame)
-    audit = audit_point_in_time(store, joined, service=service, features=features)
+    audit = audit_point_in_time(store, joined, service=service)
     # Reported, not raised here: the pipeline logs the count on the run, then refuses.
     report.leakage_rows = audit.leaking_rows
     report.audited_features = audit.audited
@@ -292,7 +292,6 @@ def audit_point_in_time(
     joined: pd.DataFrame,
     *,
     service: FeatureService,
-    features: ServiceFeatures,
 ) -> LeakageAudit:
     """Count rows that use a feature value not available at their label time.
 
@@ -300,14 +299,14 @@ def audit_point_in_time(
     (non-null) value is legitimate only if its entity has a source row with that value,
     an event time at or before the label time (and within the view's ttl) and, when the
     source records it, a created time at or before the label time. On-demand features are
-    computed from these values and from the label time, so they are covered through their
-    inputs.
+    computed from batch values and the label time: they are covered through their inputs
+    when those are in the service too (as in ``churn_v1``); ``audited`` lists exactly which
+    refs were checked.
 
     Args:
         store: The feature store.
         joined: Feast's output with full feature names, ``event_timestamp`` and the row id.
         service: The feature service used.
-        features: Its resolved features.
     """
     from feast.errors import FeatureViewNotFoundException
 

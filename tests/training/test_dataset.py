@@ -21,7 +21,6 @@ from training.dataset import (
     ROW_ID,
     audit_point_in_time,
     build_training_set,
-    resolve_service_features,
 )
 
 
@@ -66,9 +65,7 @@ def test_the_audit_counts_a_back_filled_value_that_a_join_used(churn_repo: Churn
     used = leaky.set_index("user_id")["user_features__feature_1"]
     assert used[BACKFILLED_USER] == 77.0
 
-    audit = audit_point_in_time(
-        store, leaky, service=service, features=resolve_service_features(store, "churn_v1")
-    )
+    audit = audit_point_in_time(store, leaky, service=service)
 
     assert audit.leaking_rows == 1
 
