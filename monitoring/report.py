@@ -168,6 +168,27 @@ def _section(result: FeatureDrift) -> str:
     )
 
 
+def _describe(value: Any) -> str:
+    """A source description as text: ``key: value`` pairs, windows as ``start to end``."""
+    if isinstance(value, dict):
+        return "; ".join(f"{key}: {_describe(item)}" for key, item in value.items())
+    if isinstance(value, list | tuple):
+        return " to ".join(map(str, value)) if len(value) == 2 else ", ".join(map(str, value))
+    return str(value)
+
+
+def _p_value_rule(report: DriftReport) -> str:
+    settings = report.settings
+    names = {"holm": "Holm-adjusted", "bh": "Benjamini-Hochberg-adjusted", "none": "raw"}
+    rule = f"P-values are {names[settings.correction]} over the features"
+    if settings.min_effect_size > 0:
+        rule += (
+            f" and count only with an effect size (KS statistic or Cramér's V) of at least "
+            f"{settings.min_effect_size:g}"
+        )
+    return rule + "."
+
+
 def render_html(report: DriftReport, *, generated_at: datetime | None = None) -> str:
     """The self-contained HTML report: summary table and one overlaid plot per column."""
     summary = report.summary()
@@ -175,7 +196,7 @@ def render_html(report: DriftReport, *, generated_at: datetime | None = None) ->
     results = [*report.features, *([report.score] if report.score else [])]
     rows = "".join(_row(result) for result in results)
     sources = "".join(
-        f"<li><b>{html.escape(side)}</b>: {html.escape(json.dumps(value, default=str))}</li>"
+        f"<li><b>{html.escape(side)}</b>: {html.escape(_describe(value))}</li>"
         for side, value in report.sources.items()
     )
     skipped = "".join(
@@ -195,8 +216,8 @@ def render_html(report: DriftReport, *, generated_at: datetime | None = None) ->
 Score drift: {html.escape(str(summary["score_severity"] or "not measured"))}.</p>
 <p class="meta">Severity: major when PSI &gt; {report.settings.psi_major:g} or p &lt;
 {report.settings.p_major:g}; minor when PSI &gt; {report.settings.psi_minor:g} or p &lt;
-{report.settings.p_minor:g} (p-values {html.escape(report.settings.correction)}-adjusted
-over the features). Settings: {html.escape(thresholds)}.</p>
+{report.settings.p_minor:g}. {html.escape(_p_value_rule(report))}
+Settings: {html.escape(thresholds)}.</p>
 <ul class="meta">{sources}</ul>
 <table><tr>{"".join(f"<th>{header}</th>" for header in _HEADERS)}</tr>{rows}</table>
 {f'<p class="meta">Not compared:</p><ul class="meta">{skipped}</ul>' if skipped else ""}

@@ -39,6 +39,7 @@ def test_shifted_files_exit_4_and_write_all_reports(files, tmp_path: Path) -> No
     assert document["summary"]["major"] == ["feature_2", "feature_ratio"]
     assert document["summary"]["sources"]["current"] == {"file": str(current)}
     assert (out / "drift.prom").read_text().count("churn_drift_severity{") == 7
+    assert f"<b>current</b>: file: {current}</li>" in (out / "drift.html").read_text()
     assert all(
         f'id="{item["feature"]}"' in (out / "drift.html").read_text()
         for item in document["features"]

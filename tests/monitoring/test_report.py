@@ -73,6 +73,7 @@ def test_html_is_self_contained_and_shows_every_feature(report: DriftReport) -> 
     images = re.findall(r'src="data:image/png;base64,[A-Za-z0-9+/=]+"', page)
     assert len(images) == len(report.features) - 1 + 1  # "empty" has no plot, score has one
     assert "no values in either sample" in page
+    assert "P-values are Holm-adjusted over the features and count only with an effect" in page
     assert not re.search(r"(src|href)=\"(https?:)?//", page)
     assert "<link" not in page and "<script" not in page
 
