@@ -145,6 +145,7 @@ class ParquetLatestReader:
         start: Start of the range (inclusive); naive times are UTC.
         end: End of the range (inclusive).
         chunk_rows: Target number of entities per chunk.
+        threads: DuckDB threads (None: DuckDB's default, one per core).
         connection: A DuckDB connection (a private in-memory one by default).
     """
 
@@ -156,6 +157,7 @@ class ParquetLatestReader:
         start: datetime,
         end: datetime,
         chunk_rows: int,
+        threads: int | None = None,
         connection: duckdb.DuckDBPyConnection | None = None,
     ) -> None:
         self._path = path
@@ -167,6 +169,8 @@ class ParquetLatestReader:
         self._connection = connection or duckdb.connect()
         # Naive timestamps are UTC (as for Feast), and aware ones come out in UTC.
         self._connection.execute("SET TimeZone = 'UTC'")
+        if threads:
+            self._connection.execute(f"SET threads = {int(threads)}")
 
     def _query(self, sql: str, parameters: dict[str, Any]) -> duckdb.DuckDBPyRelation:
         try:
