@@ -77,7 +77,9 @@ def generate_table(path: Path, *, users: int, snapshots: int, seed: int) -> int:
     return rows
 
 
-def _prepare_repo(work: Path, engine: str, table: Path, redis_url: str) -> tuple[Path, str]:
+def _prepare_repo(
+    work: Path, engine: str, table: Path, redis_url: str, chunk_rows: int | None
+) -> tuple[Path, str]:
     """A copy of feature_repo/ for ``engine`` with its own project; returns (repo, project)."""
     root = work / engine
     repo = root / "feature_repo"
@@ -86,7 +88,10 @@ def _prepare_repo(work: Path, engine: str, table: Path, redis_url: str) -> tuple
     yaml_path = repo / "feature_store.yaml"
     text = re.sub(r"^project: .*$", f"project: {project}", yaml_path.read_text(), flags=re.M)
     text = re.sub(r"^batch_engine:.*\n(?:[ \t]+.*\n)*", "", text, flags=re.M)
-    yaml_path.write_text(text + ENGINE_BLOCKS[engine])
+    block = ENGINE_BLOCKS[engine]
+    if engine == "fast" and chunk_rows:
+        block += f"  chunk_rows: {chunk_rows}\n"
+    yaml_path.write_text(text + block)
     offline = root / "data" / "offline"
     offline.mkdir(parents=True)
     (offline / "user_features.parquet").symlink_to(table.resolve())
@@ -175,6 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--redis-url", default=os.environ.get("CHURN_REDIS_URL", "127.0.0.1:6379"))
     parser.add_argument("--work-dir", type=Path, help="where repos and data go (a temp dir)")
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--chunk-rows", type=int, help="the fast engine's chunk_rows")
     parser.add_argument(
         "--keep", action="store_true", help="keep the Redis keys and the temporary work dir"
     )
@@ -209,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, Any]] = {}
     try:
         for engine in engines:
-            repo, project = _prepare_repo(work, engine, table, args.redis_url)
+            repo, project = _prepare_repo(work, engine, table, args.redis_url, args.chunk_rows)
             projects[engine] = project
             print(f"{engine}: materializing {START:%Y-%m-%d} .. {END:%Y-%m-%d} ...", flush=True)
             results[engine] = _run_engine(repo, args.redis_url)
