@@ -14,9 +14,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from materialize.settings import FeastProfile, FeastSettings
-from materialize.store import FeastConfigurationError, open_feature_store
+from materialize.store import FeastConfigurationError, feature_store_session
 
 if TYPE_CHECKING:
+    from feast import FeatureStore
+
     from materialize.engine import MaterializationStats
 
 
@@ -92,7 +94,24 @@ def materialize_online(
     end = end or datetime.now(UTC)
     if start is not None and start > end:
         raise MaterializeInputError(f"--start {start.isoformat()} is after --end {end.isoformat()}")
-    store = open_feature_store(settings)
+    with feature_store_session(settings) as store:
+        _check_views(store, views)
+        if start is None:
+            store.materialize_incremental(end_date=end, feature_views=views)
+        else:
+            store.materialize(start_date=start, end_date=end, feature_views=views)
+        # The engine Feast built for this run (private accessors: Feast exposes no other).
+        engine = getattr(store._get_provider(), "batch_engine", None)
+        return MaterializeResult(
+            start=start,
+            end=end,
+            engine=_engine_type(store.config),
+            views=list(getattr(engine, "results", [])),
+        )
+
+
+def _check_views(store: FeatureStore, views: list[str] | None) -> None:
+    """Fail when nothing is registered or a requested view is unknown."""
     registered = {view.name for view in store.list_feature_views()}
     if not registered:
         raise MaterializeInputError(
@@ -104,18 +123,6 @@ def materialize_online(
             f"unknown feature view(s) {', '.join(unknown)}; "
             f"registered: {', '.join(sorted(registered))}"
         )
-    if start is None:
-        store.materialize_incremental(end_date=end, feature_views=views)
-    else:
-        store.materialize(start_date=start, end_date=end, feature_views=views)
-    # The engine Feast built for this run (private accessors: Feast exposes no other).
-    engine = getattr(store._get_provider(), "batch_engine", None)
-    return MaterializeResult(
-        start=start,
-        end=end,
-        engine=_engine_type(store.config),
-        views=list(getattr(engine, "results", [])),
-    )
 
 
 def _summary(stats: MaterializationStats) -> str:

@@ -20,7 +20,7 @@ import typer
 
 from materialize.online import MaterializeInputError, ProfileOption, parse_time, profile_settings
 from materialize.settings import FeastSettings
-from materialize.store import FeastConfigurationError, open_feature_store
+from materialize.store import FeastConfigurationError, feature_store_session
 
 if TYPE_CHECKING:
     from feast import FeatureService, FeatureStore, FeatureView
@@ -82,10 +82,22 @@ def values_agree(online: Any, offline: Any) -> bool:
 
 
 def _service_views(store: FeatureStore, service: FeatureService) -> list[FeatureView]:
-    """The batch feature views behind a service (on-demand views are computed, not stored)."""
+    """The batch feature views behind a service (on-demand views are computed, not stored).
+
+    Raises:
+        SkewInputError: No batch view, or views with different join keys.
+    """
     names = {projection.name for projection in service.feature_view_projections}
     batch_names = {view.name for view in store.list_feature_views()}
-    return [store.get_feature_view(name) for name in sorted(names & batch_names)]
+    views = [store.get_feature_view(name) for name in sorted(names & batch_names)]
+    if not views:
+        raise SkewInputError(f"feature service {service.name!r} reads no batch feature view")
+    join_keys = {tuple(sorted(column.name for column in view.entity_columns)) for view in views}
+    if len(join_keys) != 1:
+        raise SkewInputError(
+            f"the views of {service.name!r} have different join keys: {sorted(join_keys)}"
+        )
+    return views
 
 
 def _request_fields(store: FeatureStore, service: FeatureService) -> list[str]:
@@ -154,62 +166,82 @@ def check_skew(
             with different join keys.
         FeastConfigurationError: The profile cannot be used as configured.
     """
-    import pandas as pd
-    from feast.errors import FeastObjectNotFoundException
-
     if sample < 1:
         raise SkewInputError(f"--sample must be at least 1, got {sample}")
-    store = open_feature_store(settings)
-    try:
-        feature_service = store.get_feature_service(service)
-    except FeastObjectNotFoundException as error:
-        raise SkewInputError(
-            f"no feature service {service!r} in project {store.project!r}"
-        ) from error
-    views = _service_views(store, feature_service)
-    if not views:
-        raise SkewInputError(f"feature service {service!r} reads no batch feature view")
-    join_keys = {tuple(sorted(column.name for column in view.entity_columns)) for view in views}
-    if len(join_keys) != 1:
-        raise SkewInputError(f"the views of {service!r} have different join keys: {join_keys}")
-    at = at.astimezone(UTC) if at is not None else _materialized_at(views)
-    seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
-    entities = _sample(views[0], at=at, size=sample, seed=seed)
-    features = [
-        feature.name
-        for projection in feature_service.feature_view_projections
-        for feature in projection.features
-    ]
-    if not entities:
-        return SkewReport(service, at, 0, [FeatureSkew(name, 0) for name in features])
-    requests = {name: at for name in _request_fields(store, feature_service)}
-    keys = sorted(entities[0])
-
-    online: dict[str, list[Any]] = {name: [] for name in features}
-    for low in range(0, len(entities), ONLINE_BATCH):
-        rows = [{**entity, **requests} for entity in entities[low : low + ONLINE_BATCH]]
-        found = store.get_online_features(features=feature_service, entity_rows=rows).to_dict()
-        for name in features:
-            online[name].extend(found[name])
-
-    entity_df = pd.DataFrame(entities)
-    for name in requests:
-        entity_df[name] = pd.Timestamp(at)
-    if "event_timestamp" not in entity_df:
-        entity_df["event_timestamp"] = pd.Timestamp(at)
-    offline = store.get_historical_features(entity_df=entity_df, features=feature_service).to_df()
-    offline_rows = offline.set_index(keys).to_dict(orient="index")
-
-    report: list[FeatureSkew] = []
+    with feature_store_session(settings) as store:
+        feature_service = _feature_service(store, service)
+        views = _service_views(store, feature_service)
+        at = at.astimezone(UTC) if at is not None else _materialized_at(views)
+        seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
+        entities = _sample(views[0], at=at, size=sample, seed=seed)
+        features = [
+            feature.name
+            for projection in feature_service.feature_view_projections
+            for feature in projection.features
+        ]
+        if not entities:
+            return SkewReport(service, at, 0, [FeatureSkew(name, 0) for name in features])
+        requests = {name: at for name in _request_fields(store, feature_service)}
+        online = _online_values(store, feature_service, entities, requests)
+        offline = _offline_values(store, feature_service, entities, requests, at)
+    report = []
     for name in features:
-        mismatches: list[Mismatch] = []
-        for index, entity in enumerate(entities):
-            key = tuple(entity[k] for k in keys)
-            expected = offline_rows[key[0] if len(key) == 1 else key][name]
-            if not values_agree(online[name][index], expected):
-                mismatches.append(Mismatch(entity, online[name][index], expected))
+        mismatches = [
+            Mismatch(entity, online[name][index], offline[name][index])
+            for index, entity in enumerate(entities)
+            if not values_agree(online[name][index], offline[name][index])
+        ]
         report.append(FeatureSkew(name, len(mismatches), mismatches[:EXAMPLES_PER_FEATURE]))
     return SkewReport(service, at, len(entities), report)
+
+
+def _feature_service(store: FeatureStore, name: str) -> FeatureService:
+    from feast.errors import FeastObjectNotFoundException
+
+    try:
+        return store.get_feature_service(name)
+    except FeastObjectNotFoundException as error:
+        raise SkewInputError(f"no feature service {name!r} in project {store.project!r}") from error
+
+
+def _online_values(
+    store: FeatureStore,
+    service: FeatureService,
+    entities: list[dict[str, Any]],
+    requests: dict[str, datetime],
+) -> dict[str, list[Any]]:
+    """The service's online values per feature, in the order of ``entities``."""
+    values: dict[str, list[Any]] = {}
+    for low in range(0, len(entities), ONLINE_BATCH):
+        rows = [{**entity, **requests} for entity in entities[low : low + ONLINE_BATCH]]
+        found = store.get_online_features(features=service, entity_rows=rows).to_dict()
+        for name, column in found.items():
+            values.setdefault(name, []).extend(column)
+    return values
+
+
+def _offline_values(
+    store: FeatureStore,
+    service: FeatureService,
+    entities: list[dict[str, Any]],
+    requests: dict[str, datetime],
+    at: datetime,
+) -> dict[str, list[Any]]:
+    """The service's point-in-time values at ``at`` per feature, in the order of ``entities``."""
+    import pandas as pd
+
+    entity_df = pd.DataFrame(entities)
+    for name in [*requests, "event_timestamp"]:
+        entity_df[name] = pd.Timestamp(at)
+    joined = store.get_historical_features(entity_df=entity_df, features=service).to_df()
+    keys = list(entities[0])
+    # The join returns rows in its own order: line them up with the entities.
+    ordered = entity_df[keys].merge(joined, on=keys, how="left", validate="one_to_one")
+    return {
+        name: [None if pd.isna(value) else value for value in ordered[name].tolist()]
+        for name in joined.columns
+        if name not in entity_df.columns
+    }
 
 
 def skew_check_command(

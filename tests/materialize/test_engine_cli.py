@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
@@ -11,8 +12,8 @@ from typer.testing import CliRunner
 from materialize.cli import build_app
 from materialize.engine.progress import BarProgress, LogProgress, make_progress
 from materialize.engine.reader import ChunkPlan
-from materialize.store import open_feature_store, run_feast_cli
-from tests.utils.feast_repo import TestRepo
+from materialize.store import feature_store_session, open_feature_store, run_feast_cli
+from tests.utils.feast_repo import TestRepo, make_feature_repo
 from tests.utils.materialize import (
     END,
     ISO,
@@ -23,6 +24,7 @@ from tests.utils.materialize import (
     decode_redis,
     expected_online,
     redis_hashes,
+    write_offline_table,
 )
 
 MIDDLE = END - timedelta(days=10)
@@ -141,3 +143,27 @@ def test_engine_options_are_validated(feature_repo: TestRepo) -> None:
         settings = feature_repo.feast.model_copy(update={"profile": profile})
         config = open_feature_store(settings).config.batch_engine
         assert isinstance(config, FastEngineConfig) and config.type == ENGINE_TYPE
+
+
+def test_team_profile_records_the_watermark_in_the_sql_registry(
+    tmp_path: Path, feast_project: str, postgres_url: str, redis_available: None
+) -> None:
+    from materialize.apply import apply_feature_repo
+    from materialize.online import materialize_online
+
+    repo = make_feature_repo(
+        tmp_path, project=feast_project, profile="team", registry_url=postgres_url
+    )
+    offline = write_offline_table(users=60)
+    apply_feature_repo(repo.feast)
+
+    result = materialize_online(repo.feast, start=START, end=MIDDLE)
+    materialize_online(repo.feast, end=END)  # incremental, from the registry's watermark
+
+    (stats,) = result.views
+    assert stats.engine == "fast" and stats.written > 0
+    with feature_store_session(repo.feast) as store:
+        view = store.get_feature_view(VIEW)
+    assert view.materialization_intervals == [(START, MIDDLE), (MIDDLE, END)]
+    online = decode_redis(redis_hashes(feast_project))
+    assert online == expected_online(offline, start=START, end=END)
