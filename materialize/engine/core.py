@@ -265,7 +265,7 @@ class FastEngine(LocalComputeEngine):
         join_keys = {column.name: column.dtype.to_value_type() for column in view.entity_columns}
         features = {feature.name: feature.dtype.to_value_type() for feature in view.features}
         progress = self._progress or make_progress()
-        written = 0
+        written = read = 0
         try:
             writer.check()
             plan = reader.plan()
@@ -281,10 +281,11 @@ class FastEngine(LocalComputeEngine):
                         table, join_keys=join_keys, features=features, event_column=EVENT_COLUMN
                     )
                     written += writer.write(chunk)
+                    read += chunk.rows
                     progress.advance(chunk.rows)
                     if self.config.chunk_pause_seconds:
                         time.sleep(self.config.chunk_pause_seconds)
-            progress.finish(written, plan.entities - written)
+            progress.finish(written, read - written)
         finally:
             writer.close()
             reader.close()
@@ -293,7 +294,8 @@ class FastEngine(LocalComputeEngine):
             start=task.start_time,
             end=task.end_time,
             engine="fast",
-            entities=plan.entities,
+            # Counted as read: the table may have been replaced since the plan was made.
+            entities=read,
             rows_in_range=plan.rows,
             rejected_rows=plan.rejected_rows,
             written=written,
