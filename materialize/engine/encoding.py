@@ -90,10 +90,6 @@ class Cells:
         values: list[bytes] = array.to_pylist()
         return values
 
-    def take(self, rows: np.ndarray) -> Cells:
-        """The cells of the selected rows (a boolean mask or indices)."""
-        return Cells(self.matrix[rows], self.lengths[rows])
-
 
 def concat_cells(parts: Sequence[Cells]) -> Cells:
     """Concatenate row by row: row i of the result is ``part0[i] + part1[i] + ...``."""

@@ -13,7 +13,6 @@ event time first, then latest created time (missing created times last).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -262,11 +261,6 @@ class ParquetLatestReader:
             f"ORDER BY {EVENT_COLUMN} DESC, {CREATED_COLUMN} DESC NULLS LAST) = 1"
         )
         return self._query(sql, self._parameters()).to_arrow_table()
-
-    def read_chunks(self, plan: ChunkPlan) -> Iterator[pa.Table]:
-        """Every chunk of the plan, in order."""
-        for index in range(plan.chunks):
-            yield self.read_chunk(index, plan.chunks)
 
     def close(self) -> None:
         """Release the DuckDB connection."""

@@ -7,7 +7,7 @@
   restarts the key's TTL when it writes (``key_ttl_seconds``). One script call per batch
   replaces thousands of per-row commands.
 - :class:`SqliteWriter`: Feast's SQLite table layout (one row per entity and feature),
-  upserted with the same newer-wins rule.
+  upserted unless the stored row is newer (Feast keeps whole seconds there).
 - :class:`FeastWriter`: any other online store, through Feast's ``online_write_batch``
   (still chunked, so memory stays bounded).
 """
