@@ -84,6 +84,13 @@ demo: $(STAMP) ## Run the platform end to end on embedded defaults (small data, 
 	sleep 4; \
 	echo "POST /predict user 1 (after the drift job; model_version shows the serving champion):"; \
 	curl -s -X POST $(DEMO_URL)/predict -H 'content-type: application/json' -d '{"user_id": 1}'; echo; \
+	echo "POST /predict/batch users 1-100 (feeds the prediction log):"; \
+	curl -s -X POST $(DEMO_URL)/predict/batch -H 'content-type: application/json' \
+		-d "{\"user_ids\": [$$(seq -s, 1 100)]}" | $(BIN)/python -c "import json,sys; r=json.load(sys.stdin); print(len(r['predictions']), 'predictions,', len(r['errors']), 'per-user errors')"; \
+	kill $$server; wait $$server || true; trap - EXIT; \
+	echo "== 7. the served predictions against the labels that have landed"; \
+	status=0; $(CHURN) evaluate --window 1d || status=$$?; \
+	[ $$status -ne 1 ] || { echo "demo: churn evaluate failed"; exit 1; }; \
 	echo "demo: done. Drift report: $(REPORT_DIR)/drift.html (JSON: $(REPORT_DIR)/drift.json)"; \
 	echo "demo: MLflow: $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/data/mlflow/mlflow.db"
 

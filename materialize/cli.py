@@ -8,7 +8,9 @@ bodies so ``churn --help`` stays fast.
 from __future__ import annotations
 
 import importlib
+import re
 import warnings
+from typing import Any
 
 import typer
 
@@ -46,15 +48,30 @@ def build_app() -> typer.Typer:
 
 # Third-party deprecation notices that users of the command line cannot act on; the test
 # suite still sees them (pyproject filterwarnings says why each is tolerated there).
-_SILENCED_WARNINGS: list[tuple[str, type[Warning]]] = [
-    (r"fetch_arrow_table\(\) is deprecated", DeprecationWarning),  # ibis inside Feast
-    (r"The ``noload`` loader strategy is deprecated", Warning),  # MLflow's SQL store
-    (r"On demand feature view is an experimental feature", RuntimeWarning),  # Feast
-]
+_SILENCED_WARNINGS = re.compile(
+    r"fetch_arrow_table\(\) is deprecated"  # ibis inside Feast's DuckDB store
+    r"|The ``noload`` loader strategy is deprecated"  # MLflow's SQL tracking store
+    r"|On demand feature view is an experimental feature"  # Feast, on every retrieval
+)
+
+
+def _install_warning_display() -> None:
+    """Drop the silenced notices at display time.
+
+    Feast calls ``warnings.simplefilter`` when its modules are imported, which puts its own
+    filters in front of any installed earlier, so the notices are dropped where they are
+    shown instead.
+    """
+    show = warnings.showwarning
+
+    def _show(message: Warning | str, *args: Any, **kwargs: Any) -> None:
+        if not _SILENCED_WARNINGS.search(str(message)):
+            show(message, *args, **kwargs)
+
+    warnings.showwarning = _show
 
 
 def main() -> None:
     """Console-script entry point."""
-    for message, category in _SILENCED_WARNINGS:
-        warnings.filterwarnings("ignore", message=message, category=category)
+    _install_warning_display()
     build_app()()
