@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import subprocess
-from typing import Annotated
 
 import typer
 
-from materialize.settings import FeastProfile, FeastSettings
+from materialize.options import ProfileOption, profile_settings
+from materialize.settings import FeastSettings
 from materialize.store import FeastConfigurationError, run_feast_cli
 
 
@@ -23,13 +23,10 @@ def apply_feature_repo(settings: FeastSettings) -> str:
 
 
 def apply_command(
-    profile: Annotated[
-        FeastProfile | None,
-        typer.Option(help="Feast profile (default: $CHURN_FEAST_PROFILE or production)."),
-    ] = None,
+    profile: ProfileOption = None,
 ) -> None:
     """Register the feature definitions in the Feast registry (feast apply)."""
-    settings = FeastSettings() if profile is None else FeastSettings(profile=profile)
+    settings = profile_settings(profile)
     try:
         output = apply_feature_repo(settings)
     except FeastConfigurationError as error:

@@ -13,25 +13,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from materialize.settings import FeastProfile, FeastSettings
+from materialize.options import ProfileOption, profile_settings
+from materialize.settings import FeastSettings
 from materialize.store import FeastConfigurationError, feature_store_session
 
 if TYPE_CHECKING:
     from feast import FeatureStore
 
     from materialize.engine import MaterializationStats
-
-
-# The --profile option of the materialization commands.
-ProfileOption = Annotated[
-    FeastProfile | None,
-    typer.Option(help="Feast profile (default: $CHURN_FEAST_PROFILE or production)."),
-]
-
-
-def profile_settings(profile: FeastProfile | None) -> FeastSettings:
-    """Feast settings from the environment, with the profile overridden when given."""
-    return FeastSettings() if profile is None else FeastSettings(profile=profile)
 
 
 class MaterializeInputError(ValueError):

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from materialize.online import MaterializeInputError, ProfileOption, parse_time, profile_settings
+from materialize.online import MaterializeInputError, parse_time
+from materialize.options import ProfileOption, profile_settings
 from materialize.settings import FeastSettings
 from materialize.store import FeastConfigurationError, feature_store_session
 

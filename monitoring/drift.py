@@ -15,7 +15,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
-from materialize.settings import DataSettings, FeastProfile, FeastSettings
+from materialize.options import ProfileOption, profile_settings
+from materialize.settings import DataSettings, FeastSettings
 from monitoring.commands import EXIT_ERROR
 from monitoring.settings import MonitoringSettings
 
@@ -298,10 +299,7 @@ def drift_command(
     trials: Annotated[
         int | None, typer.Option(help="Tuning trials of a triggered retraining.")
     ] = None,
-    profile: Annotated[
-        FeastProfile | None,
-        typer.Option(help="Feast profile (default: $CHURN_FEAST_PROFILE or production)."),
-    ] = None,
+    profile: ProfileOption = None,
 ) -> None:
     """Compare training-time and current feature distributions (PSI, KS, chi-square).
 
@@ -316,7 +314,7 @@ def drift_command(
         if source not in ("snapshots", "predictions"):
             raise DriftInputError(f"--source {source!r}: expected snapshots or predictions")
         settings = MonitoringSettings()
-        feast = FeastSettings() if profile is None else FeastSettings(profile=profile)
+        feast = profile_settings(profile)
         names = [name.strip() for name in features.split(",") if name.strip()] if features else None
         if reference is not None and current is not None:
             samples = Samples(

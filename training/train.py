@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from materialize.settings import FeastProfile
+from materialize.options import ProfileOption
 from training.config import (
     EXIT_BAD_INPUT,
     EXIT_ERROR,
@@ -27,10 +27,7 @@ def train_command(
     repo: Annotated[
         Path | None, typer.Option(help="Feast repo folder (default: this project's).")
     ] = None,
-    profile: Annotated[
-        FeastProfile | None,
-        typer.Option(help="Feast profile (default: $CHURN_FEAST_PROFILE or production)."),
-    ] = None,
+    profile: ProfileOption = None,
     feature_service: Annotated[
         str, typer.Option(help="Feature service giving the model's features, in order.")
     ] = "churn_v1",

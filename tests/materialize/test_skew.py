@@ -15,6 +15,7 @@ from materialize.cli import build_app
 from materialize.skew import SkewInputError, check_skew, values_agree
 from materialize.store import open_feature_store
 from tests.utils.feast_repo import TestRepo
+from tests.utils.features import CHURN_V1_FEATURES
 from tests.utils.materialize import (
     END,
     START,
@@ -27,15 +28,7 @@ from tests.utils.materialize import (
 from tests.utils.services import redis_client
 
 USERS = 120
-CHURN_V1 = [
-    "feature_1",
-    "feature_2",
-    "feature_ratio",
-    "feature_log",
-    "day_of_week_sin",
-    "day_of_week_cos",
-    "is_weekend",
-]
+CHURN_V1 = CHURN_V1_FEATURES
 
 
 applied = applied_repo_fixture()
