@@ -59,8 +59,18 @@ class MonitoringSettings(BaseSettings):
         "Cramér's V) is at least this; 0 restores the reference design's plain rule.",
     )
     exclude_columns: list[str] = Field(
-        default=["user_id", "event_timestamp", "created", "request_id"],
-        description="Columns never compared in two-file mode (keys and timestamps).",
+        default=[
+            "user_id",
+            "event_timestamp",
+            "created",
+            "request_id",
+            # Prediction-log metadata: a new model version is not data drift, and the
+            # thresholded score follows the score, which is reported apart.
+            "model_name",
+            "model_version",
+            "churn_predicted",
+        ],
+        description="Columns never compared in two-file mode (keys, timestamps, log metadata).",
     )
     workers: int = Field(
         default=0, ge=0, description="Threads comparing features at once (0: one per CPU)."

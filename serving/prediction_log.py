@@ -78,6 +78,7 @@ class PredictionLog:
         self._on_written = on_written or (lambda rows: None)
         self._on_failed = on_failed or (lambda rows: None)
         self._task: asyncio.Task[None] | None = None
+        self._closing = False
 
     @property
     def pending_rows(self) -> int:
@@ -96,11 +97,15 @@ class PredictionLog:
         self._task = asyncio.create_task(self._run(), name="prediction-log-writer")
 
     async def close(self) -> None:
-        """Stop the background writer and write everything still buffered."""
+        """Stop the background writer and write everything still buffered.
+
+        The writer is asked to stop rather than cancelled: a cancel during a write would
+        abandon chunks already taken from the buffer.
+        """
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            self._closing = True
+            self._wake.set()
+            await self._task
         await self.flush()
 
     async def flush(self) -> int:
@@ -128,7 +133,7 @@ class PredictionLog:
             return rows
 
     async def _run(self) -> None:
-        while True:
+        while not self._closing:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout=self._interval)
             self._wake.clear()

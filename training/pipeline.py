@@ -135,6 +135,11 @@ def _run_training(config: TrainingConfig, mlflow_settings: MlflowSettings | None
         tuning_seconds = time.monotonic() - tuning_started
         _log_trials(study, experiment_id=experiment_id, parent_run_id=run_id)
         complete, pruned = count_trials(study)
+        if complete == 0:
+            raise TrainingError(
+                f"no tuning trial finished ({pruned} pruned) within --timeout "
+                f"{config.timeout} s: allow more time or trials"
+            )
         best = study.best_trial
         mlflow.log_params(best.params)
         mlflow.log_metrics(
@@ -492,6 +497,16 @@ def _score_champion(
         return None, (
             f"champion v{champion.version} uses other features "
             f"({', '.join(missing) or 'unknown'}) and cannot be scored on this test window; "
+            "promote by hand if wanted"
+        )
+    # The champion was refit on every row before its own test window: scoring it on rows it
+    # was fitted on would inflate its score (a back-fill or a shorter labels file).
+    fitted_before = champion.tags.get("data.test_start")
+    test_start = split.boundaries()["data.test_start"]
+    if fitted_before and pd.Timestamp(fitted_before) > pd.Timestamp(test_start):
+        return None, (
+            f"champion v{champion.version} was fitted on rows up to {fitted_before}, inside "
+            f"this test window (from {test_start}), so it cannot be compared fairly; "
             "promote by hand if wanted"
         )
     model = mlflow.sklearn.load_model(f"models:/{champion.name}/{champion.version}")

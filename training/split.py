@@ -57,8 +57,9 @@ def split_by_time(
     ordered = frame.sort_values(TIMESTAMP, kind="stable").reset_index(drop=True)
     times = ordered[TIMESTAMP]
     n = len(ordered)
-    train_cut = times.iloc[max(int(n * fractions[0]) - 1, 0)]
-    val_cut = times.iloc[max(int(n * (fractions[0] + fractions[1])) - 1, 0)]
+    # round(): 1000 * (0.7 + 0.1) is 799.999... in floating point.
+    train_cut = times.iloc[max(round(n * fractions[0]) - 1, 0)]
+    val_cut = times.iloc[max(round(n * (fractions[0] + fractions[1])) - 1, 0)]
     train = ordered.loc[times <= train_cut]
     val = ordered.loc[(times > train_cut) & (times <= val_cut)]
     test = ordered.loc[times > val_cut]

@@ -91,3 +91,25 @@ def test_default_out_dir_is_under_the_data_dir(files, tmp_path: Path) -> None:
     assert completed.returncode == 4
     reports = list((tmp_path / "data" / "monitoring" / "reports").glob("*/drift.html"))
     assert len(reports) == 1 and f"report: {reports[0]}" in completed.stdout
+
+
+def test_prediction_logs_of_two_model_versions_are_not_drift(tmp_path: Path) -> None:
+    def _log(version: str) -> Path:
+        frame = make_feature_frame(3000, seed=1)
+        frame["request_id"] = [f"{version}-{index}" for index in range(len(frame))]
+        frame["model_name"] = "churn-predictor"
+        frame["model_version"] = version
+        frame["churn_probability"] = 0.3
+        frame["churn_predicted"] = False
+        return write_parquet(frame, tmp_path / f"log-v{version}.parquet")
+
+    out = tmp_path / "out"
+    completed = _drift(
+        "--reference", str(_log("3")), "--current", str(_log("4")), "--out", str(out)
+    )
+
+    assert completed.returncode == 0, completed.stdout + completed.stderr
+    compared = {
+        item["feature"] for item in json.loads((out / "drift.json").read_text())["features"]
+    }
+    assert not compared & {"model_name", "model_version", "churn_predicted", "request_id"}

@@ -181,3 +181,20 @@ def test_bad_input_exits_2_naming_the_problem(churn_repo: ChurnRepo, tmp_path: P
 
     assert result.exit_code == EXIT_BAD_INPUT
     assert "lacks column(s) label" in result.output
+
+
+def test_a_champion_is_not_scored_on_rows_it_was_fitted_on(
+    churn_repo: ChurnRepo, tmp_path: Path
+) -> None:
+    labels = churn_repo.tables.labels
+    feast = churn_repo.repo.feast
+    champion = run_training(training_config(feast, churn_repo.tables.labels_path, min_auc=0.0))
+    # A shorter labels file: its whole test window lies in the champion's training rows.
+    cutoff = split_by_time(labels).train["event_timestamp"].max()
+    earlier = write_parquet(labels[labels["event_timestamp"] <= cutoff], tmp_path / "early.parquet")
+
+    challenger = run_training(training_config(feast, earlier, min_auc=0.0))
+
+    assert champion.promoted and challenger.registered and not challenger.promoted
+    assert challenger.champion_test_roc_auc is None
+    assert f"champion v{champion.version} was fitted on rows up to" in challenger.reason
