@@ -178,6 +178,9 @@ class FastEngine(LocalComputeEngine):
     ) -> LocalMaterializationJob:
         view = task.feature_view
         reason = _unsupported_reason(view)
+        if reason is None and self.repo_config.entity_key_serialization_version != 3:
+            # Our encoder writes version 3 keys; any other version reads back nothing.
+            reason = "entity_key_serialization_version is not 3"
         if reason is not None:
             logger.warning("%s: Feast's local engine materializes it (%s)", view.name, reason)
             started = time.monotonic()
