@@ -1,10 +1,18 @@
-"""Shared fixtures: real Redis, real PostgreSQL, isolated Feast repos."""
+"""Shared fixtures: real Redis, real PostgreSQL, isolated Feast repos.
+
+prometheus_client is imported first on purpose: it picks in-process or file-backed metric
+values once, at import, from PROMETHEUS_MULTIPROC_DIR, and Feast's ``feast.metrics`` exports
+that variable when a materialization first imports it. Imported later, every app's metrics
+would share files and count each other's requests (as in ``churn serve``, where the app
+imports prometheus_client before Feast).
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
 
+import prometheus_client  # noqa: F401  (see below)
 import pytest
 
 from tests.utils.feast_repo import TestRepo, make_feature_repo
