@@ -79,6 +79,7 @@ class PredictionLog:
         self._on_failed = on_failed or (lambda rows: None)
         self._task: asyncio.Task[None] | None = None
         self._closing = False
+        self._failing = False  # after a failed write, retry on the interval only
 
     @property
     def pending_rows(self) -> int:
@@ -89,7 +90,8 @@ class PredictionLog:
         """Queue a chunk (cheap: called on the request path, on the event loop)."""
         self._pending.append(chunk)
         self._pending_rows += len(chunk)
-        if self._pending_rows >= self._flush_rows:
+        # While writes fail, a full buffer must not trigger a rewrite after every request.
+        if self._pending_rows >= self._flush_rows and not self._failing:
             self._wake.set()
 
     def start(self) -> None:
@@ -127,8 +129,10 @@ class PredictionLog:
                 logger.exception("prediction log: writing %d rows failed; kept for retry", rows)
                 self._pending = chunks + self._pending
                 self._pending_rows += rows
+                self._failing = True
                 self._on_failed(rows)
                 return 0
+            self._failing = False
             self._on_written(rows)
             return rows
 
