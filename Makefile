@@ -46,15 +46,21 @@ DEMO_TODAY = $(shell date -u +%F)
 CHURN := $(BIN)/churn
 REPORT_DIR := $(CURDIR)/data/monitoring/demo-report
 
+# The demo keeps its online rows in a Redis database of its own, away from db 0.
+DEMO_REDIS_URL ?= 127.0.0.1:6379,db=1
+
 .PHONY: demo
+demo: export CHURN_REDIS_URL = $(DEMO_REDIS_URL)
 demo: $(STAMP) ## Run the platform end to end on embedded defaults (small data, few trials)
 	@if [ "$(DEMO_PROFILE)" = production ]; then echo "demo: Redis answers on 127.0.0.1:6379: production profile (Redis online store)"; \
 	else echo "demo: no Redis answers on 127.0.0.1:6379: using the embedded profile (SQLite online store)"; fi
 	@echo "== 0. fresh start: the demo resets data/ and tears down the Feast project's online rows"
-	@if [ -f data/registry.db ]; then CHURN_FEAST_PROFILE=$(DEMO_PROFILE) $(BIN)/python -c \
-		"from materialize.settings import FeastSettings; from materialize.store import run_feast_cli; run_feast_cli(FeastSettings(), 'teardown')" \
-		|| echo "demo: teardown of the previous run failed (continuing)"; fi
 	rm -rf data/raw data/offline data/quarantine data/registry.db data/online_store.db data/mlflow data/predictions data/monitoring
+	@# Online rows outlive data/ (another checkout's demo may have written newer ones): apply
+	@# the definitions and let Feast tear the project down, then start from nothing.
+	@CHURN_FEAST_PROFILE=$(DEMO_PROFILE) $(BIN)/python -c "from materialize.settings import FeastSettings; \
+		from materialize.store import run_feast_cli; s = FeastSettings(); run_feast_cli(s, 'apply'); run_feast_cli(s, 'teardown')"
+	rm -f data/registry.db data/online_store.db
 	@echo "== 1. raw events: $(DEMO_USERS) users, 60 days up to $(DEMO_BASE_END)"
 	$(CHURN) generate --users $(DEMO_USERS) --days 60 --end $(DEMO_BASE_END) --out data/raw/events.parquet
 	$(CHURN) ingest data/raw/events.parquet
