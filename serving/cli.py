@@ -52,10 +52,6 @@ def serve_command(
     log_level: Annotated[str, typer.Option(help="uvicorn/app log level.")] = "info",
 ) -> None:
     """Serve churn predictions by user_id (FastAPI): the champion model on online features."""
-    # This process deserializes models from its own registry, which it trusts: whoever can
-    # move the champion alias already decides what is served. MLflow 3 refuses any sklearn
-    # load (skops included) unless this is set.
-    os.environ.setdefault("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "true")
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     # Metrics live in this process's own registry. An inherited prometheus multi-process

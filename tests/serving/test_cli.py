@@ -24,7 +24,7 @@ def test_churn_serve_answers_and_writes_its_log_on_sigterm(
     environment = {
         key: value
         for key, value in os.environ.items()
-        # The command must allow model loading by itself, and ignore Feast's metrics dir.
+        # Model loading must work on MLflow's defaults, and Feast's metrics dir be ignored.
         if key not in ("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "PROMETHEUS_MULTIPROC_DIR")
     }
     environment.update(
