@@ -392,8 +392,6 @@ def _freeze_heap() -> None:
     collection walked them all, a pause of up to 13 ms measured under load (straight into
     p99). Frozen, pauses stay under a millisecond. Objects still die by reference count.
     """
-    # Unfreeze first so the previous model's objects (after a hot swap) can be collected.
-    gc.unfreeze()
     gc.collect()
     gc.freeze()
 
