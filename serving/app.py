@@ -14,22 +14,20 @@ from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 from fastapi import FastAPI, Request
-from fastapi.exception_handlers import (
-    http_exception_handler,
-    request_validation_exception_handler,
-)
+from fastapi.exception_handlers import http_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from materialize.settings import DataSettings, FeastSettings
 from serving.features import OnlineFeatures
+from serving.limits import BodyLimitMiddleware
 from serving.metrics import MetricsMiddleware, ServingMetrics
 from serving.model import MlflowModelSource
 from serving.prediction_log import PredictionLog
 from serving.routes import admin_router, router
 from serving.service import ModelSource, PredictionService, ServingError
-from serving.settings import ServingSettings
+from serving.settings import MIN_ADMIN_TOKEN_CHARS, ServingSettings
 from training.tracking import MlflowSettings
 
 if TYPE_CHECKING:
@@ -58,7 +56,7 @@ def create_app(
         store: An already open feature store (default: opened from ``feast``).
     """
     settings = settings or ServingSettings()
-    metrics = ServingMetrics()
+    metrics = ServingMetrics(settings.metrics_dir)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -91,6 +89,7 @@ def create_app(
             await service.stop()
             await log.close()
             await online.close()
+            metrics.close()
 
     app = FastAPI(
         title="Churn Prediction API",
@@ -102,13 +101,30 @@ def create_app(
     app.state.settings = settings
     app.state.metrics = metrics
     app.include_router(router)
-    if settings.admin_token is not None:
+    if settings.admin_enabled:
         app.include_router(admin_router)
+    elif settings.admin_token is not None:
+        logger.warning(
+            "admin routes are off: CHURN_SERVING_ADMIN_TOKEN is shorter than %d characters",
+            MIN_ADMIN_TOKEN_CHARS,
+        )
     app.add_exception_handler(ServingError, _serving_error_handler)
     app.add_exception_handler(RequestValidationError, _validation_error_handler)
     app.add_exception_handler(StarletteHTTPException, _http_error_handler)
+    # Outermost last: the body limit answers before anything reads the body, and the
+    # metrics middleware counts those 413s too.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.resolved_max_body_bytes(),
+        on_refused=lambda: metrics.errors.labels(kind="payload_too_large").inc(),
+    )
     app.add_middleware(MetricsMiddleware, metrics=metrics)
     return app
+
+
+def create_app_from_environment() -> FastAPI:
+    """The app with every setting from the environment (the factory each worker runs)."""
+    return create_app(ServingSettings())
 
 
 def _open_store(feast: FeastSettings | None) -> FeatureStore:
@@ -126,7 +142,9 @@ def _mlflow_source(
 
 async def _serving_error_handler(request: Request, error: Exception) -> Response:
     assert isinstance(error, ServingError)
-    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else None
+    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else {}
+    if error.retry_after_s is not None:
+        headers["Retry-After"] = str(error.retry_after_s)
     return JSONResponse(
         {"kind": error.kind, "detail": error.detail}, status_code=error.status, headers=headers
     )
@@ -145,7 +163,29 @@ async def _http_error_handler(request: Request, error: Exception) -> Response:
     return await http_exception_handler(request, error)
 
 
+_MAX_REPORTED_ERRORS = 10
+_MAX_MESSAGE_CHARS = 200
+
+
 async def _validation_error_handler(request: Request, error: Exception) -> Response:
+    """422 naming what is wrong, without echoing the input (bounded, whatever was sent)."""
     request.app.state.metrics.errors.labels(kind="invalid_request").inc()
     assert isinstance(error, RequestValidationError)
-    return await request_validation_exception_handler(request, error)
+    errors = error.errors()
+    detail = [
+        {
+            "type": str(item.get("type", "invalid")),
+            "loc": list(item.get("loc", ()))[:5],
+            "msg": str(item.get("msg", ""))[:_MAX_MESSAGE_CHARS],
+        }
+        for item in errors[:_MAX_REPORTED_ERRORS]
+    ]
+    if len(errors) > _MAX_REPORTED_ERRORS:
+        detail.append(
+            {
+                "type": "too_many_errors",
+                "loc": ["body"],
+                "msg": f"{len(errors) - _MAX_REPORTED_ERRORS} more errors not listed",
+            }
+        )
+    return JSONResponse({"detail": detail}, status_code=422)

@@ -21,6 +21,7 @@ timestamp with the request time and report stale rows instead of serving them.
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +34,16 @@ import numpy as np
 if TYPE_CHECKING:
     from feast import FeatureStore
 
-ProblemKind = Literal["unknown_user", "stale_features", "missing_features"]
+logger = logging.getLogger(__name__)
+
+ProblemKind = Literal[
+    "unknown_user",
+    "stale_features",
+    "missing_features",
+    "invalid_feature_value",
+    "feature_transform_failed",
+    "non_finite_features",
+]
 
 
 class FeatureServiceError(ValueError):
@@ -41,7 +51,15 @@ class FeatureServiceError(ValueError):
 
 
 class OnlineStoreUnavailable(RuntimeError):
-    """The online store did not answer within the timeout or refused the connection."""
+    """The online store did not answer within the timeout or refused the connection.
+
+    The message is safe to show callers; the underlying error is the ``__cause__``.
+    """
+
+    @property
+    def public_detail(self) -> str:
+        """What callers may be told."""
+        return str(self)
 
 
 @dataclass(frozen=True)
@@ -304,16 +322,6 @@ def _view_read(view: Any, features: tuple[str, ...], versioning: bool) -> _ViewR
     )
 
 
-def _missing_problem(user_id: int, features: Sequence[str], row: np.ndarray) -> RowProblem | None:
-    absent = [name for name, value in zip(features, row, strict=True) if math.isnan(value)]
-    if not absent:
-        return None
-    return RowProblem(
-        "missing_features",
-        f"user {user_id} has no value for {', '.join(absent)} in the online store",
-    )
-
-
 def _stale_problem(user_id: int, view: str, age: timedelta, ttl: timedelta) -> RowProblem:
     return RowProblem(
         "stale_features",
@@ -373,17 +381,20 @@ class OnlineFeatures:
                 )
         except TimeoutError as error:
             raise OnlineStoreUnavailable(
-                f"online store did not answer within {self._timeout_s * 1000:.0f} ms"
+                f"the online store did not answer within {self._timeout_s * 1000:.0f} ms"
             ) from error
         except OSError as error:
-            raise OnlineStoreUnavailable(f"online store unreachable: {error}") from error
+            raise OnlineStoreUnavailable("the online store is unreachable") from error
         except Exception as error:
             if _is_connection_error(error):
-                raise OnlineStoreUnavailable(f"online store unreachable: {error}") from error
+                raise OnlineStoreUnavailable("the online store is unreachable") from error
             raise
 
     async def ping(self) -> str | None:
-        """None when the online store answers, else what went wrong."""
+        """None when the online store answers, else what went wrong (no internal text).
+
+        The underlying error (host, port, message) is logged, not returned.
+        """
         if self._redis is None:
             return None  # embedded stores (SQLite) are files: reachable when opened
         try:
@@ -393,7 +404,8 @@ class OnlineFeatures:
             return f"no answer within {self._timeout_s * 1000:.0f} ms"
         except Exception as error:
             if _is_connection_error(error) or isinstance(error, OSError):
-                return f"unreachable: {error}"
+                logger.warning("online store ping failed: %s", error)
+                return "unreachable"
             raise
         return None
 
@@ -435,28 +447,69 @@ class OnlineFeatures:
             if plan.request_field:
                 row[plan.request_field] = when
             rows.append(row)
+        try:
+            values = self._sdk_values(plan, rows)
+        except Exception as error:
+            if _is_connection_error(error) or isinstance(error, OSError):
+                raise
+            if len(rows) > 1:  # one user's row broke the lookup: find it, spare the others
+                return _merge_rows(
+                    [
+                        self._read_sdk(plan, [user_id], [when])
+                        for user_id, when in zip(user_ids, request_times, strict=True)
+                    ]
+                )
+            problem = RowProblem(
+                "feature_transform_failed",
+                f"the Feast lookup failed for user {user_ids[0]}: {type(error).__name__}",
+            )
+            return FeatureRows(matrix=np.full((1, len(plan.features)), np.nan), problems=[problem])
+        return _rows_from_sdk(plan, user_ids, request_times, values)
+
+    def _sdk_values(self, plan: FeaturePlan, rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
         response = self.store.get_online_features(features=plan.service, entity_rows=rows)
-        values = response.to_dict(include_event_timestamps=True)
-        matrix = np.array([values[name] for name in plan.features], dtype=np.float64).T
-        # The SDK reports each batch feature's event time (0 when absent): the first
-        # feature of each view returned stands for the view.
-        stamped = [
-            (view, values[f"{view.features[0]}__ts"])
-            for view in plan.views
-            if view.features and f"{view.features[0]}__ts" in values
-        ]
-        problems: list[RowProblem | None] = []
-        for index, (user_id, when) in enumerate(zip(user_ids, request_times, strict=True)):
-            problem: RowProblem | None = None
-            if stamped and not any(stamps[index] for _, stamps in stamped):
-                problem = _unknown_problem(user_id)
-            for view, stamps in stamped:
-                if problem is None and stamps[index] and view.ttl is not None:
-                    age = when - datetime.fromtimestamp(stamps[index], tz=when.tzinfo)
-                    if age > view.ttl:
-                        problem = _stale_problem(user_id, view.name, age, view.ttl)
-            problems.append(problem or _missing_problem(user_id, plan.features, matrix[index]))
-        return FeatureRows(matrix=matrix, problems=problems)
+        return dict(response.to_dict(include_event_timestamps=True))
+
+
+def _merge_rows(parts: Sequence[FeatureRows]) -> FeatureRows:
+    return FeatureRows(
+        matrix=np.vstack([part.matrix for part in parts]),
+        problems=[problem for part in parts for problem in part.problems],
+    )
+
+
+def _rows_from_sdk(
+    plan: FeaturePlan,
+    user_ids: Sequence[int],
+    request_times: Sequence[datetime],
+    values: dict[str, list[Any]],
+) -> FeatureRows:
+    """Rows from the SDK's answer: presence and TTL per view, then value checks."""
+    matrix, invalid = _to_float_block([values[name] for name in plan.features], plan.features)
+    # The SDK reports each batch feature's event time (0 when absent): the first
+    # feature of each view returned stands for the view.
+    stamped = [
+        (view, values[f"{view.features[0]}__ts"])
+        for view in plan.views
+        if view.features and f"{view.features[0]}__ts" in values
+    ]
+    problems: list[RowProblem | None] = []
+    for index, (user_id, when) in enumerate(zip(user_ids, request_times, strict=True)):
+        problem: RowProblem | None = None
+        if stamped and not any(stamps[index] for _, stamps in stamped):
+            problem = _unknown_problem(user_id)
+        for view, stamps in stamped:
+            if problem is None and stamps[index] and view.ttl is not None:
+                age = when - datetime.fromtimestamp(stamps[index], tz=when.tzinfo)
+                if age > view.ttl:
+                    problem = _stale_problem(user_id, view.name, age, view.ttl)
+        if problem is None and index in invalid:
+            problem = RowProblem(
+                "invalid_feature_value",
+                f"user {user_id} has a non-numeric value for {invalid[index]}",
+            )
+        problems.append(problem or _unusable_problem(user_id, plan.features, matrix[index]))
+    return FeatureRows(matrix=matrix, problems=problems)
 
 
 def _rows_from_replies(
@@ -504,18 +557,14 @@ def _rows_from_replies(
         for view, columns in zip(plan.views, values, strict=True):
             for name, column in zip(view.features, columns, strict=True):
                 inputs[name] = [column[r] for r in ok_rows]
-        for transform in plan.transforms:
-            if transform.singleton:
-                results = [
-                    transform.function({k: v[i] for k, v in inputs.items()})
-                    for i in range(len(ok_rows))
-                ]
-                for name in transform.outputs:
-                    outputs[name] = [result[name] for result in results]
-            else:
-                result = transform.function(inputs)
-                for name in transform.outputs:
-                    outputs[name] = list(result[name])
+        outputs, failed = _run_transforms(plan.transforms, inputs, len(ok_rows))
+        for position, (transform, error) in failed.items():
+            index = ok_rows[position]
+            problems[index] = RowProblem(
+                "feature_transform_failed",
+                f"on-demand view {transform} failed for user {user_ids[index]}: "
+                f"{type(error).__name__}",
+            )
 
     matrix = np.full((count, len(plan.features)), np.nan)
     if ok_rows:
@@ -525,13 +574,119 @@ def _rows_from_replies(
             else outputs[source[1]]
             for source in plan.columns
         ]
-        # One conversion for the whole block: None becomes NaN.
-        block = np.array(columns, dtype=np.float64).T
+        block, invalid = _to_float_block(columns, plan.features)
         matrix[ok_rows] = block
-        for incomplete in np.flatnonzero(np.isnan(block).any(axis=1)):
-            index = ok_rows[int(incomplete)]
-            problems[index] = _missing_problem(user_ids[index], plan.features, matrix[index])
+        for position, feature in invalid.items():
+            index = ok_rows[position]
+            if problems[index] is None:
+                problems[index] = RowProblem(
+                    "invalid_feature_value",
+                    f"user {user_ids[index]} has a non-numeric value for {feature}",
+                )
+        for unusable in np.flatnonzero(~np.isfinite(block).all(axis=1)):
+            index = ok_rows[int(unusable)]
+            if problems[index] is None:
+                problems[index] = _unusable_problem(user_ids[index], plan.features, matrix[index])
     return FeatureRows(matrix=matrix, problems=problems)
+
+
+def _run_transforms(
+    transforms: Sequence[_Transform], inputs: dict[str, list[Any]], rows: int
+) -> tuple[dict[str, list[Any]], dict[int, tuple[str, Exception]]]:
+    """Run the on-demand views on every row; a failing row is isolated, not the batch.
+
+    The batch call is tried first (one call for all rows). If it raises, each row is run
+    alone, so a value that breaks the function (a division by zero, a wrong type) is that
+    user's problem; rows that fail get NaN outputs and are reported by position.
+    """
+    outputs: dict[str, list[Any]] = {}
+    failed: dict[int, tuple[str, Exception]] = {}
+    for transform in transforms:
+        columns = {name: [None] * rows for name in transform.outputs}
+        if not transform.singleton:
+            try:
+                result = transform.function(inputs)
+                for name in transform.outputs:
+                    column = list(result[name])
+                    if len(column) != rows:
+                        raise ValueError(f"{name}: {len(column)} values for {rows} rows")
+                    columns[name] = column
+                outputs.update(columns)
+                continue
+            except Exception:  # isolate the row(s) below
+                pass
+        for row in range(rows):
+            single = {key: value[row] for key, value in inputs.items()}
+            try:
+                if transform.singleton:
+                    result = transform.function(single)
+                    for name in transform.outputs:
+                        columns[name][row] = result[name]
+                else:
+                    result = transform.function({k: [v] for k, v in single.items()})
+                    for name in transform.outputs:
+                        [columns[name][row]] = list(result[name])
+            except Exception as error:
+                failed.setdefault(row, (transform.name, error))
+        outputs.update(columns)
+    return outputs, failed
+
+
+def _to_float_block(
+    columns: Sequence[list[Any]], features: Sequence[str]
+) -> tuple[np.ndarray, dict[int, str]]:
+    """Rows x features as float64 (None becomes NaN); values that are not numbers, by row.
+
+    One conversion per column normally; a column holding a value of another type (a string
+    written by mistake) is converted value by value, and only the rows holding such values
+    are reported.
+    """
+    rows = len(columns[0]) if columns else 0
+    block = np.empty((rows, len(columns)))
+    invalid: dict[int, str] = {}
+    for position, (column, feature) in enumerate(zip(columns, features, strict=True)):
+        try:
+            if any(isinstance(value, str | bytes) for value in column):
+                raise TypeError("text")  # float("1.5") would parse it: a type error here
+            block[:, position] = np.array(column, dtype=np.float64)
+        except (TypeError, ValueError, OverflowError):
+            for row, value in enumerate(column):
+                converted = _as_float(value)
+                if converted is None:
+                    invalid.setdefault(row, feature)
+                    block[row, position] = np.nan
+                else:
+                    block[row, position] = converted
+    return block, invalid
+
+
+def _as_float(value: Any) -> float | None:
+    """A number (bool and int included) as float; None for anything else. None is NaN."""
+    if value is None:
+        return math.nan
+    if isinstance(value, bool | int | float | np.number) and not isinstance(value, str | bytes):
+        try:
+            return float(value)
+        except OverflowError:
+            return None
+    return None
+
+
+def _unusable_problem(user_id: int, features: Sequence[str], row: np.ndarray) -> RowProblem | None:
+    """Missing (NaN) or non-finite (inf) model inputs of one row, else None."""
+    absent = [name for name, value in zip(features, row, strict=True) if math.isnan(value)]
+    if absent:
+        return RowProblem(
+            "missing_features",
+            f"user {user_id} has no value for {', '.join(absent)} in the online store",
+        )
+    infinite = [name for name, value in zip(features, row, strict=True) if math.isinf(value)]
+    if infinite:
+        return RowProblem(
+            "non_finite_features",
+            f"user {user_id} has a non-finite value for {', '.join(infinite)}",
+        )
+    return None
 
 
 def _replace_fast_path(plan: FeaturePlan, gap: str) -> FeaturePlan:

@@ -1,12 +1,20 @@
-"""Prometheus metrics of one app, on its own registry (never the process-global one)."""
+"""Prometheus metrics of one app, on its own registry (never the process-global one).
+
+With several workers (``churn serve --workers N``) every worker writes its values to files
+in one shared folder (prometheus-client's multi-process mode) and ``/metrics``, whichever
+worker answers, reports counters and histograms summed over the workers, the served model
+versions of the live workers, and ``churn_serving_model_loaded`` as the minimum over them.
+"""
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 
 # Request latencies live around a millisecond; the buckets resolve that range.
@@ -32,59 +40,92 @@ _BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024)
 
 
 class ServingMetrics:
-    """The service's metrics; ``registry`` is what ``/metrics`` exposes."""
+    """The service's metrics; ``registry`` is what ``/metrics`` exposes.
 
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry(auto_describe=True)
+    Args:
+        multiprocess_dir: The folder shared by the workers of one ``churn serve`` (its
+            metric files), or None for a single process.
+    """
+
+    def __init__(self, multiprocess_dir: Path | None = None) -> None:
+        self.multiprocess_dir = multiprocess_dir
+        if multiprocess_dir is None:
+            self.registry = CollectorRegistry(auto_describe=True)
+            owned = self.registry
+        else:
+            from prometheus_client.multiprocess import MultiProcessCollector
+
+            # The metric objects write to the shared files; /metrics reads all of them.
+            owned = CollectorRegistry()
+            self.registry = CollectorRegistry()
+            MultiProcessCollector(self.registry, path=str(multiprocess_dir))
         self.requests = Counter(
             "churn_http_requests_total",
             "HTTP requests by route template, method and status code.",
             ["route", "method", "status"],
-            registry=self.registry,
+            registry=owned,
         )
         self.latency = Histogram(
             "churn_http_request_duration_seconds",
             "HTTP request latency by route template, method and status code.",
             ["route", "method", "status"],
             buckets=_LATENCY_BUCKETS,
-            registry=self.registry,
+            registry=owned,
         )
         self.errors = Counter(
             "churn_prediction_errors_total",
             "Requests or batch items not answered with a prediction, by kind.",
             ["kind"],
-            registry=self.registry,
+            registry=owned,
         )
         self.scores = Histogram(
             "churn_prediction_score",
             "Churn probabilities served.",
             buckets=_SCORE_BUCKETS,
-            registry=self.registry,
+            registry=owned,
         )
         self.micro_batch = Histogram(
             "churn_micro_batch_rows",
             "Rows scored together in one online lookup and one predict.",
             buckets=_BATCH_BUCKETS,
-            registry=self.registry,
+            registry=owned,
         )
-        self._model = _ServedModelCollector()
-        self.registry.register(self._model)
+        self._model: _ServedModelCollector | _ServedModelGauges
+        if multiprocess_dir is None:
+            collector = _ServedModelCollector()
+            self.registry.register(collector)
+            self._model = collector
+        else:
+            self._model = _ServedModelGauges(owned)
+        self.backlog = Gauge(
+            "churn_serving_backlog_rows",
+            "Rows waiting to be scored (summed over workers).",
+            multiprocess_mode="livesum",
+            registry=owned,
+        )
         self.reloads = Counter(
             "churn_model_reloads_total",
             "Model (re)load attempts by outcome (loaded, unchanged, refused, failed).",
             ["outcome"],
-            registry=self.registry,
+            registry=owned,
         )
         self.log_rows = Counter(
             "churn_prediction_log_rows_total",
             "Prediction-log rows by outcome (written; kept after a failed write).",
             ["outcome"],
-            registry=self.registry,
+            registry=owned,
         )
 
     def set_model(self, name: str, version: str) -> None:
-        """Make ``version`` the only version reported as served."""
-        self._model.served = (name, version)
+        """Make ``version`` the only version reported as served (by this worker)."""
+        self._model.serve(name, version)
+
+    def close(self) -> None:
+        """Take this worker out of the live-worker figures (multi-process mode)."""
+        if self.multiprocess_dir is not None:
+            from prometheus_client.multiprocess import mark_process_dead
+
+            mark_process_dead(os.getpid(), str(self.multiprocess_dir))
 
 
 class _ServedModelCollector:
@@ -97,6 +138,10 @@ class _ServedModelCollector:
 
     def __init__(self) -> None:
         self.served: tuple[str, str] | None = None
+
+    def serve(self, name: str, version: str) -> None:
+        """Report ``version`` from now on."""
+        self.served = (name, version)
 
     def collect(self) -> Iterator[Metric]:
         served = self.served
@@ -113,6 +158,39 @@ class _ServedModelCollector:
             "1 when a model is loaded, else 0.",
             value=0 if served is None else 1,
         )
+
+
+class _ServedModelGauges:
+    """The served version as gauges in the shared files (several workers).
+
+    A label set cannot be removed from the files, so the version a worker stops serving is
+    set to 0; live workers only (a stopped worker's files are left out).
+    """
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._info = Gauge(
+            "churn_serving_model_info",
+            "1 for the model version being served.",
+            ["model_name", "model_version"],
+            multiprocess_mode="livemax",
+            registry=registry,
+        )
+        self._loaded = Gauge(
+            "churn_serving_model_loaded",
+            "1 when every live worker has a model loaded, else 0.",
+            multiprocess_mode="livemin",
+            registry=registry,
+        )
+        self._loaded.set(0)
+        self._served: tuple[str, str] | None = None
+
+    def serve(self, name: str, version: str) -> None:
+        """Report ``version`` (and not the previous one) for this worker."""
+        if self._served is not None and self._served != (name, version):
+            self._info.labels(*self._served).set(0)
+        self._info.labels(name, version).set(1)
+        self._loaded.set(1)
+        self._served = (name, version)
 
 
 class MetricsMiddleware:

@@ -14,6 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from core.model_checks import CHECK_ROWS_ARTIFACT, read_check_rows
+from serving.inference import EngineChoice, EngineName, Predictor, choose_engine, native_threads
+
 if TYPE_CHECKING:
     from serving.features import FeaturePlan
 
@@ -82,6 +85,25 @@ class MlflowModelSource:
             )
             return mlflow.sklearn.load_model(local)
 
+    def check_rows(self, info: VersionInfo) -> np.ndarray | None:
+        """The training run's test rows (model columns), or None when it logged none."""
+        import mlflow.artifacts
+        from mlflow.exceptions import MlflowException
+
+        if info.run_id is None:
+            return None
+        with tempfile.TemporaryDirectory(prefix="churn-check-") as folder:
+            try:
+                local = mlflow.artifacts.download_artifacts(
+                    run_id=info.run_id,
+                    artifact_path=CHECK_ROWS_ARTIFACT,
+                    dst_path=folder,
+                    tracking_uri=self.tracking_uri,
+                )
+            except (MlflowException, OSError):
+                return None
+            return read_check_rows(local, features=feature_tags(info)[1])
+
 
 def feature_tags(info: VersionInfo) -> tuple[str, tuple[str, ...], str | None]:
     """The feature service, ordered features and project a version was trained with.
@@ -106,7 +128,7 @@ def feature_tags(info: VersionInfo) -> tuple[str, tuple[str, ...], str | None]:
 
 
 class NumpyPredictor:
-    """Churn probabilities from a numpy matrix, with no DataFrame per call.
+    """Churn probabilities from a numpy matrix, with no DataFrame per call (engine ``sklearn``).
 
     The model was fitted on a DataFrame, so sklearn would check (and warn about) column
     names on every call. The names are checked once here against the Feast feature list;
@@ -118,6 +140,8 @@ class NumpyPredictor:
         ModelRefused: Columns differ from the features, or the model is not a binary
             classifier with predict_proba.
     """
+
+    engine: EngineName = "sklearn"
 
     def __init__(self, model: Any, features: tuple[str, ...]):
         if not hasattr(model, "predict_proba"):
@@ -202,7 +226,8 @@ class ServingModel:
         run_id: Training run.
         features: Model columns (Feast feature names), model order.
         plan: Its feature service, resolved against the Feast registry.
-        predictor: The model on numpy.
+        predictor: The inference engine chosen for it.
+        engine: Why that engine (exactness and timings of the candidates).
         loaded_at: When it was loaded.
     """
 
@@ -211,19 +236,40 @@ class ServingModel:
     run_id: str | None
     features: tuple[str, ...]
     plan: FeaturePlan
-    predictor: NumpyPredictor
+    predictor: Predictor
+    engine: EngineChoice
     loaded_at: datetime
 
 
-def build_serving_model(info: VersionInfo, model: Any, plan: FeaturePlan) -> ServingModel:
-    """Check a loaded model against its plan and wrap it for serving (blocking)."""
-    predictor = NumpyPredictor(model, plan.features)
+def build_serving_model(
+    info: VersionInfo,
+    model: Any,
+    plan: FeaturePlan,
+    *,
+    check_rows: np.ndarray | None,
+    threads: int,
+) -> ServingModel:
+    """Check a loaded model against its plan, choose its inference engine, wrap it (blocking).
+
+    Args:
+        info: The registered version.
+        model: Its fitted estimator.
+        plan: Its feature service, resolved.
+        check_rows: The training run's test rows (model column order), or None; the engine
+            chosen must reproduce ``predict_proba`` on them to 1e-9.
+        threads: Native threads allowed while checking and timing engines.
+    """
+    reference = NumpyPredictor(model, plan.features)
+    rows = np.empty((0, len(plan.features))) if check_rows is None else check_rows
+    with native_threads(threads):
+        engine = choose_engine(model, reference, rows)
     return ServingModel(
         name=info.name,
         version=info.version,
         run_id=info.run_id,
         features=plan.features,
         plan=plan,
-        predictor=predictor,
+        predictor=engine.predictor,
+        engine=engine,
         loaded_at=datetime.now(UTC),
     )

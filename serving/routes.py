@@ -48,10 +48,13 @@ async def _require_admin(
     request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> None:
-    token = request.app.state.settings.admin_token
+    settings = request.app.state.settings
+    token = settings.admin_token
     given = credentials.credentials if credentials else ""
-    if token is None or not secrets.compare_digest(
-        given.encode(), token.get_secret_value().encode()
+    if (
+        not settings.admin_enabled
+        or token is None
+        or not secrets.compare_digest(given.encode(), token.get_secret_value().encode())
     ):
         request.app.state.metrics.errors.labels(kind="unauthorized").inc()
         raise ServingError("unauthorized", 401, "a valid admin bearer token is required")
@@ -71,13 +74,15 @@ admin_router = APIRouter(prefix="/admin", tags=["admin"])
 @router.post(
     "/predict",
     response_model=PredictionResponse,
-    responses=_errors(404, 503),
+    responses=_errors(404, 413, 503),
     tags=["predictions"],
 )
-async def predict(body: PredictRequest, service: ServiceDep) -> PredictionResponse:
+async def predict(
+    body: PredictRequest, service: ServiceDep, request: Request
+) -> PredictionResponse:
     """Churn probability of one user, from its online features and the served model."""
     started = time.perf_counter()
-    [result] = await service.predict([body.user_id])
+    [result] = await service.predict([body.user_id], client_gone=request.is_disconnected)
     if isinstance(result, RowProblem):
         raise problem_error(result)
     return PredictionResponse.answer(result, (time.perf_counter() - started) * 1000)
@@ -89,11 +94,13 @@ async def predict(body: PredictRequest, service: ServiceDep) -> PredictionRespon
     responses=_errors(413, 503),
     tags=["predictions"],
 )
-async def predict_batch(body: BatchPredictRequest, service: ServiceDep) -> BatchPredictionResponse:
+async def predict_batch(
+    body: BatchPredictRequest, service: ServiceDep, request: Request
+) -> BatchPredictionResponse:
     """Churn probabilities of several users in one lookup; unknown users listed as errors."""
     started = time.perf_counter()
     service.check_batch_size(len(body.user_ids))
-    results = await service.predict(body.user_ids)
+    results = await service.predict(body.user_ids, client_gone=request.is_disconnected)
     elapsed_ms = (time.perf_counter() - started) * 1000
     return BatchPredictionResponse.answer(body.user_ids, results, elapsed_ms)
 
@@ -127,7 +134,8 @@ async def model_info(service: ServiceDep) -> ModelResponse:
     model = service.model
     if model is None:
         raise ServingError("no_model", 503, "no model is being served")
-    return ModelResponse.of(model, service.source.alias)
+    threads = await service.inference_threads_seen()
+    return ModelResponse.of(model, service.source.alias, native_threads=threads)
 
 
 @router.get(

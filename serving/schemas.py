@@ -7,7 +7,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from serving.features import RowProblem
+from serving.features import ProblemKind, RowProblem
+from serving.inference import EngineName
 from serving.model import ServingModel
 from serving.service import Prediction
 
@@ -35,7 +36,8 @@ class BatchPredictRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    user_ids: list[UserId] = Field(min_length=1, examples=[[42, 43]])
+    # The schema's hard cap; the configured limit (batch_limit, at most this) answers 413.
+    user_ids: list[UserId] = Field(min_length=1, max_length=10_000, examples=[[42, 43]])
 
 
 class ScoredUser(BaseModel):
@@ -78,7 +80,7 @@ class UserError(BaseModel):
     """Why one user of a batch got no prediction."""
 
     user_id: int
-    kind: Literal["unknown_user", "stale_features", "missing_features"]
+    kind: ProblemKind
     detail: str
 
 
@@ -128,7 +130,21 @@ class ReadinessResponse(BaseModel):
     model_loaded: bool
     model_version: str | None
     online_store: str = Field(description='"ok" or what is wrong with the online store.')
+    backlog_rows: int = Field(description="Rows waiting to be scored.")
     detail: str | None
+
+
+class InferenceInfo(BaseModel):
+    """How the served model is evaluated."""
+
+    engine: EngineName = Field(
+        description="flat_forest: the trees as numpy arrays; sklearn: predict_proba."
+    )
+    reason: str = Field(description="Exactness and timings of the engines compared at load.")
+    check_rows: int = Field(description="Training test rows the engine was checked on.")
+    native_threads: int = Field(
+        description="OpenMP/BLAS threads the inference thread may use (as it sees them)."
+    )
 
 
 class ModelResponse(BaseModel):
@@ -142,11 +158,12 @@ class ModelResponse(BaseModel):
     feast_project: str
     features: list[str]
     lookup: Literal["redis", "feast-sdk"]
+    inference: InferenceInfo
     loaded_at: datetime
 
     @classmethod
-    def of(cls, model: ServingModel, alias: str) -> ModelResponse:
-        """From the served model."""
+    def of(cls, model: ServingModel, alias: str, *, native_threads: int) -> ModelResponse:
+        """From the served model and the thread count its inference thread sees."""
         return cls(
             name=model.name,
             version=model.version,
@@ -156,6 +173,12 @@ class ModelResponse(BaseModel):
             feast_project=model.plan.project,
             features=list(model.features),
             lookup="redis" if model.plan.fast_path else "feast-sdk",
+            inference=InferenceInfo(
+                engine=model.predictor.engine,
+                reason=model.engine.reason,
+                check_rows=model.engine.check_rows,
+                native_threads=native_threads,
+            ),
             loaded_at=model.loaded_at,
         )
 

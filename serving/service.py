@@ -13,8 +13,9 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
+import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -26,8 +27,10 @@ from serving.features import (
     FeatureServiceError,
     OnlineFeatures,
     OnlineStoreUnavailable,
+    ProblemKind,
     RowProblem,
 )
+from serving.inference import limit_native_threads, native_threads, observed_native_threads
 from serving.metrics import ServingMetrics
 from serving.model import (
     ModelRefused,
@@ -41,26 +44,43 @@ from serving.settings import ServingSettings
 
 logger = logging.getLogger(__name__)
 
-ErrorKind = Literal[
-    "unknown_user",
-    "stale_features",
-    "missing_features",
-    "store_unavailable",
-    "no_model",
-    "batch_too_large",
-    "invalid_request",
-    "unauthorized",
-]
+ErrorKind = (
+    ProblemKind
+    | Literal[
+        "store_unavailable",
+        "no_model",
+        "batch_too_large",
+        "payload_too_large",
+        "invalid_request",
+        "unauthorized",
+        "overloaded",
+        "deadline_exceeded",
+        "internal_error",
+    ]
+)
+
+# A job that waited this long is checked for a gone client before it is scored; fresher
+# ones are not (the check costs a receive() per job, and such a client rarely left).
+_CHECK_CLIENT_AFTER_S = 0.002
+# Store outages are logged at most this often (each failed batch would log otherwise).
+_LOG_EVERY_S = 10.0
 
 
 class ServingError(Exception):
-    """A request that cannot be answered with a prediction, with its HTTP status."""
+    """A request that cannot be answered with a prediction, with its HTTP status.
 
-    def __init__(self, kind: ErrorKind, status: int, detail: str):
+    ``detail`` is shown to the caller: it names the problem, never internal text (hosts,
+    paths, exception messages), which goes to the log instead.
+    """
+
+    def __init__(
+        self, kind: ErrorKind, status: int, detail: str, *, retry_after_s: int | None = None
+    ):
         super().__init__(detail)
         self.kind = kind
         self.status = status
         self.detail = detail
+        self.retry_after_s = retry_after_s
 
 
 _PROBLEM_STATUS = 404  # unknown user, stale or missing features: nothing to predict from
@@ -78,6 +98,10 @@ class ModelSource(Protocol):
 
     def load(self, info: VersionInfo) -> object:
         """The fitted sklearn model of a version."""
+        ...
+
+    def check_rows(self, info: VersionInfo) -> np.ndarray | None:
+        """The training run's test rows in model column order, or None."""
         ...
 
 
@@ -110,7 +134,11 @@ class Readiness:
     model_loaded: bool
     model_version: str | None
     online_store: str
+    backlog_rows: int
     detail: str | None
+
+
+ClientGone = Callable[[], Awaitable[bool]]
 
 
 @dataclass
@@ -118,6 +146,9 @@ class _Job:
     user_ids: Sequence[int]
     request_time: datetime
     future: asyncio.Future[list[Prediction | RowProblem]]
+    queued_at: float  # loop time
+    deadline: float  # loop time
+    client_gone: ClientGone | None
 
 
 class PredictionService:
@@ -149,11 +180,19 @@ class PredictionService:
         self._problem: str | None = "no model loaded yet"
         self._refused_version: str | None = None
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
+        self._queued_rows = 0
         self._reload_lock = asyncio.Lock()
-        # One thread for predict_proba: batches are scored one after the other anyway,
-        # and a dedicated thread keeps model loads (default pool) from queueing behind.
-        self._predict_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="predict")
+        # One thread for inference: batches are scored one after the other anyway, and a
+        # dedicated thread keeps model loads (default pool) from queueing behind. Its native
+        # thread pools are limited inside it: OpenMP's thread count is per calling thread.
+        self._predict_executor = ThreadPoolExecutor(
+            max_workers=1,
+            thread_name_prefix="predict",
+            initializer=limit_native_threads,
+            initargs=(settings.inference_threads,),
+        )
         self._tasks: list[asyncio.Task[None]] = []
+        self._last_logged: dict[str, float] = {}
 
     @property
     def model(self) -> ServingModel | None:
@@ -177,19 +216,60 @@ class PredictionService:
         self._tasks.clear()
         self._predict_executor.shutdown(wait=True)
 
-    async def predict(self, user_ids: Sequence[int]) -> list[Prediction | RowProblem]:
+    @property
+    def backlog_rows(self) -> int:
+        """Rows waiting to be scored."""
+        return self._queued_rows
+
+    async def predict(
+        self, user_ids: Sequence[int], *, client_gone: ClientGone | None = None
+    ) -> list[Prediction | RowProblem]:
         """Score users at the current time; one result (or row problem) per user.
 
+        Args:
+            user_ids: Users to score.
+            client_gone: Tells whether the caller has disconnected; a request whose caller
+                has gone is dropped before it is scored.
+
         Raises:
-            ServingError: No model, or the online store is unavailable (whole request).
+            ServingError: No model, the queue is full, the deadline passed, or the online
+                store is unavailable (whole request).
         """
         if self._model is None:
             raise self._no_model_error()
-        future: asyncio.Future[list[Prediction | RowProblem]] = (
-            asyncio.get_running_loop().create_future()
+        if self._queued_rows + len(user_ids) > self.settings.max_queue_rows:
+            self.metrics.errors.labels(kind="overloaded").inc()
+            raise ServingError(
+                "overloaded",
+                503,
+                f"the service has {self._queued_rows} rows waiting, at its limit of "
+                f"{self.settings.max_queue_rows}: retry shortly",
+                retry_after_s=1,
+            )
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[list[Prediction | RowProblem]] = loop.create_future()
+        now = loop.time()
+        deadline = now + self.settings.request_deadline_s
+        self._queued_rows += len(user_ids)
+        self._queue.put_nowait(
+            _Job(user_ids, datetime.now(UTC), future, now, deadline, client_gone)
         )
-        self._queue.put_nowait(_Job(user_ids, datetime.now(UTC), future))
-        return await future
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await future  # cancelled with the timeout: the batcher skips it
+        except TimeoutError:
+            self.metrics.errors.labels(kind="deadline_exceeded").inc()
+            raise ServingError(
+                "deadline_exceeded",
+                503,
+                f"no answer within the {self.settings.request_deadline_s:g} s deadline",
+                retry_after_s=1,
+            ) from None
+
+    async def inference_threads_seen(self) -> int:
+        """The native thread count the inference thread itself sees (proof of the limit)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._predict_executor, observed_native_threads)
 
     def check_batch_size(self, count: int) -> None:
         """Refuse a batch above the limit, naming the limit.
@@ -207,18 +287,25 @@ class PredictionService:
             )
 
     async def readiness(self) -> Readiness:
-        """Ready when a model is loaded and the online store answers."""
+        """Ready when a model is loaded, the online store answers and the backlog is short."""
         model = self._model
         store_problem = await self.online.ping()
-        detail = None if model else self._problem
+        backlog = self._queued_rows
+        limit = self.settings.resolved_ready_backlog_rows()
+        problems = []
+        if model is None:
+            problems.append(self._problem or "no model loaded")
         if store_problem:
-            detail = f"online store {store_problem}" if detail is None else detail
+            problems.append(f"online store {store_problem}")
+        if backlog > limit:
+            problems.append(f"backlog of {backlog} rows is over the limit of {limit}")
         return Readiness(
-            ready=model is not None and store_problem is None,
+            ready=not problems,
             model_loaded=model is not None,
             model_version=model.version if model else None,
             online_store="ok" if store_problem is None else store_problem,
-            detail=detail,
+            backlog_rows=backlog,
+            detail="; ".join(problems) or None,
         )
 
     async def reload(self, *, force: bool = False) -> ReloadOutcome:
@@ -232,8 +319,11 @@ class PredictionService:
             previous = current.version if current else None
             try:
                 info = await asyncio.to_thread(self.source.current_version)
-            except Exception as error:
-                return self._reload_done("failed", previous, previous, f"registry: {error}")
+            except Exception:
+                logger.exception("reading the model registry failed")
+                return self._reload_done(
+                    "failed", previous, previous, "the model registry could not be read"
+                )
             if info is None:
                 detail = f"no version of {self.source.name!r} has alias {self.source.alias!r}"
                 return self._reload_done("no_model", previous, previous, detail)
@@ -245,9 +335,9 @@ class PredictionService:
                 self._refused_version = info.version
                 detail = f"{info.name} version {info.version} refused: {error}"
                 return self._reload_done("refused", previous, previous, detail)
-            except Exception as error:
-                detail = f"{info.name} version {info.version} failed to load: {error}"
-                logger.exception("model load failed")
+            except Exception:
+                logger.exception("loading %s version %s failed", info.name, info.version)
+                detail = f"{info.name} version {info.version} failed to load (see the log)"
                 return self._reload_done("failed", previous, previous, detail)
             self._model = model  # the swap: one assignment, seen whole by the next batch
             self._refused_version = None
@@ -261,9 +351,10 @@ class PredictionService:
             )
             detail = (
                 f"serving {model.name} version {model.version} with feature service "
-                f"{model.plan.service_name} via {path}"
+                f"{model.plan.service_name} via {path}, inference engine "
+                f"{model.predictor.engine}"
             )
-            logger.info(detail)
+            logger.info("%s (%s)", detail, model.engine.reason)
             return self._reload_done("loaded", model.version, previous, detail)
 
     def _reload_done(
@@ -284,11 +375,31 @@ class PredictionService:
         """Resolve the version's feature service, load and check the model (blocking)."""
         service_name, features, project = feature_tags(info)
         plan = self.online.resolve(service_name=service_name, features=features, project=project)
-        return build_serving_model(info, self.source.load(info), plan)
+        threads = self.settings.inference_threads
+        with native_threads(threads):
+            model = self.source.load(info)
+        check_rows = self.source.check_rows(info)
+        if check_rows is None:
+            logger.warning(
+                "%s version %s: its run logged no check rows; inference engines are "
+                "compared on split-threshold probes only",
+                info.name,
+                info.version,
+            )
+        return build_serving_model(info, model, plan, check_rows=check_rows, threads=threads)
 
     def _no_model_error(self) -> ServingError:
         self.metrics.errors.labels(kind="no_model").inc()
-        return ServingError("no_model", 503, f"no model is being served: {self._problem}")
+        return ServingError(
+            "no_model", 503, f"no model is being served: {self._problem}", retry_after_s=5
+        )
+
+    def _log_rarely(self, key: str, message: str, *args: object) -> None:
+        """Log a recurring failure at most every ``_LOG_EVERY_S`` seconds."""
+        now = time.monotonic()
+        if now - self._last_logged.get(key, -_LOG_EVERY_S) >= _LOG_EVERY_S:
+            self._last_logged[key] = now
+            logger.warning(message, *args)
 
     async def _poll_loop(self) -> None:
         while True:
@@ -307,13 +418,49 @@ class PredictionService:
                 job = self._queue.get_nowait()
                 jobs.append(job)
                 rows += len(job.user_ids)
-            try:
-                await self._score(jobs)
-            except Exception as error:  # a bug must fail its requests, not the loop
-                logger.exception("scoring a micro-batch failed")
+            self._queued_rows -= rows
+            self.metrics.backlog.set(self._queued_rows)
+            live = await self._live(jobs)
+            if live:
+                await self._score_isolated(live)
+
+    async def _live(self, jobs: list[_Job]) -> list[_Job]:
+        """The jobs still worth scoring: not past their deadline, their client still there."""
+        now = asyncio.get_running_loop().time()
+        live = []
+        for job in jobs:
+            if job.future.done():  # its deadline passed while it waited
+                continue
+            if now >= job.deadline:
+                job.future.cancel()
+                continue
+            if (
+                job.client_gone is not None
+                and now - job.queued_at >= _CHECK_CLIENT_AFTER_S
+                and await job.client_gone()
+            ):
+                self.metrics.errors.labels(kind="client_gone").inc()
+                job.future.cancel()
+                continue
+            live.append(job)
+        return live
+
+    async def _score_isolated(self, jobs: list[_Job]) -> None:
+        """Score a micro-batch; if that fails unexpectedly, each request on its own."""
+        try:
+            await self._score(jobs)
+        except Exception:
+            if len(jobs) > 1:
+                logger.exception("scoring a micro-batch failed: scoring its requests one by one")
                 for job in jobs:
-                    if not job.future.done():
-                        job.future.set_exception(error)
+                    await self._score_isolated([job])
+                return
+            logger.exception("scoring a request failed")
+            self.metrics.errors.labels(kind="internal_error").inc()
+            self._fail(
+                jobs,
+                ServingError("internal_error", 500, "the prediction failed (see the service log)"),
+            )
 
     async def _score(self, jobs: list[_Job]) -> None:
         model = self._model
@@ -326,8 +473,12 @@ class PredictionService:
         try:
             rows = await self.online.read(model.plan, user_ids, times)
         except OnlineStoreUnavailable as error:
+            self._log_rarely("store", "online store unavailable: %s", error.__cause__ or error)
             self.metrics.errors.labels(kind="store_unavailable").inc(len(jobs))
-            self._fail(jobs, ServingError("store_unavailable", 503, str(error)))
+            self._fail(
+                jobs,
+                ServingError("store_unavailable", 503, error.public_detail, retry_after_s=1),
+            )
             return
         scorable = []
         for index, problem in enumerate(rows.problems):
@@ -354,25 +505,38 @@ class PredictionService:
                     model_version=model.version,
                 )
                 self.metrics.scores.observe(probability)
-            self.log.append(
-                LogChunk(
-                    request_ids=request_ids,
-                    user_ids=np.array([user_ids[i] for i in scorable], dtype=np.int64),
-                    timestamps=np.array(
-                        [times[i].replace(tzinfo=None) for i in scorable], dtype="datetime64[ns]"
-                    ),
-                    model_name=model.name,
-                    model_version=model.version,
-                    probabilities=probabilities,
-                    predicted=predicted,
-                    features=model.features,
-                    matrix=matrix,
+            # Log only what reaches a caller: a request cancelled meanwhile (deadline,
+            # shutdown) gets no prediction, so none is recorded for it.
+            answered = np.zeros(len(user_ids), dtype=bool)
+            offset = 0
+            for job in jobs:
+                count = len(job.user_ids)
+                answered[offset : offset + count] = not job.future.done()
+                offset += count
+            kept = answered[scorable]
+            if kept.any():
+                self.log.append(
+                    LogChunk(
+                        request_ids=[
+                            rid for rid, keep in zip(request_ids, kept, strict=True) if keep
+                        ],
+                        user_ids=np.array([user_ids[i] for i in scorable], dtype=np.int64)[kept],
+                        timestamps=np.array(
+                            [times[i].replace(tzinfo=None) for i in scorable],
+                            dtype="datetime64[ns]",
+                        )[kept],
+                        model_name=model.name,
+                        model_version=model.version,
+                        probabilities=probabilities[kept],
+                        predicted=predicted[kept],
+                        features=model.features,
+                        matrix=matrix[kept],
+                    )
                 )
-            )
         offset = 0
         for job in jobs:
             count = len(job.user_ids)
-            if not job.future.done():  # the client may have gone away
+            if not job.future.done():  # the deadline may have passed meanwhile
                 job.future.set_result(
                     cast(list[Prediction | RowProblem], results[offset : offset + count])
                 )

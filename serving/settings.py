@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from materialize.settings import DataSettings
+
+MIN_ADMIN_TOKEN_CHARS = 16
 
 
 class ServingSettings(BaseSettings):
@@ -23,7 +26,43 @@ class ServingSettings(BaseSettings):
     port: int = Field(default=8000, ge=1, le=65535, description="TCP port to listen on.")
     admin_token: SecretStr | None = Field(
         default=None,
-        description="Bearer token of the admin routes; without one they are not mounted.",
+        description=(
+            f"Bearer token of the admin routes; unset, empty or shorter than "
+            f"{MIN_ADMIN_TOKEN_CHARS} characters, they are not mounted."
+        ),
+    )
+    workers: int | None = Field(
+        default=None,
+        ge=1,
+        le=64,
+        description="Worker processes (default: one per CPU core).",
+    )
+    inference_threads: int = Field(
+        default=1,
+        ge=1,
+        le=64,
+        description="Native (OpenMP/BLAS) threads per worker for model inference.",
+    )
+    max_body_bytes: int | None = Field(
+        default=None,
+        ge=256,
+        description="Largest request body; larger ones get 413 unread (default from batch_limit).",
+    )
+    max_queue_rows: int = Field(
+        default=2048,
+        ge=1,
+        description="Rows that may wait to be scored; beyond it requests get 503 overloaded.",
+    )
+    ready_backlog_rows: int | None = Field(
+        default=None,
+        ge=0,
+        description="/ready is false while more rows wait (default: half of max_queue_rows).",
+    )
+    request_deadline_s: float = Field(
+        default=2.0,
+        gt=0,
+        le=60,
+        description="Most time a request may take; later it gets 503 deadline_exceeded.",
     )
     model_name: str = Field(default="churn-predictor", description="Registered model name.")
     model_alias: str = Field(default="champion", description="Alias of the version to serve.")
@@ -58,6 +97,37 @@ class ServingSettings(BaseSettings):
     )
     log_flush_rows: int = Field(
         default=50_000, ge=1, description="Buffered rows that trigger an early write."
+    )
+
+    @property
+    def admin_enabled(self) -> bool:
+        """Whether the admin routes are on: a token of at least the minimum length."""
+        token = self.admin_token.get_secret_value() if self.admin_token else ""
+        return len(token) >= MIN_ADMIN_TOKEN_CHARS
+
+    def resolved_workers(self) -> int:
+        """The worker count: the setting, else one per CPU core."""
+        return self.workers or os.cpu_count() or 1
+
+    def resolved_max_body_bytes(self) -> int:
+        """The body limit: the setting, else room for ``batch_limit`` 64-bit ids."""
+        if self.max_body_bytes is not None:
+            return self.max_body_bytes
+        # '-9223372036854775808, ' is 22 bytes; keep room for whitespace and the key.
+        return 1024 + 24 * self.batch_limit
+
+    def resolved_ready_backlog_rows(self) -> int:
+        """The backlog above which /ready is false."""
+        if self.ready_backlog_rows is not None:
+            return self.ready_backlog_rows
+        return self.max_queue_rows // 2
+
+    metrics_dir: Path | None = Field(
+        default=None,
+        description=(
+            "Folder of the workers' shared metric files; set by `churn serve` when it runs "
+            "several workers (multi-process metrics), else unset."
+        ),
     )
 
     def resolved_prediction_log_dir(self, data: DataSettings | None = None) -> Path:

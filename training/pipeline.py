@@ -12,9 +12,11 @@ run's test window (or there is none).
 from __future__ import annotations
 
 import json
+import tempfile
 import time
 import uuid
 from dataclasses import asdict
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
@@ -417,7 +419,21 @@ def _log_model(model: ClassifierMixin, training_set: TrainingSet, split: TimeSpl
     )
     # The file Feast's own MLflow integration attaches to a logged model: its feature refs.
     mlflow.log_text(json.dumps(training_set.features.refs), "feast_features.json")
+    _log_check_rows(split.test, training_set.feature_names)
     return str(info.model_uri)
+
+
+def _log_check_rows(test: pd.DataFrame, features: list[str]) -> None:
+    """Leave the test rows for serving, which checks faster inference engines against them."""
+    import mlflow
+
+    from core.model_checks import CHECK_ROWS_ARTIFACT, select_check_rows
+
+    folder, name = CHECK_ROWS_ARTIFACT.rsplit("/", 1)
+    with tempfile.TemporaryDirectory(prefix="churn-check-rows-") as scratch:
+        path = Path(scratch) / name
+        select_check_rows(test, features).to_parquet(path, index=False)
+        mlflow.log_artifact(str(path), artifact_path=folder)
 
 
 def _register_and_promote(

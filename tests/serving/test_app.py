@@ -149,6 +149,7 @@ def test_health_ready_and_model_describe_the_served_version(
         "model_loaded": True,
         "model_version": champion,
         "online_store": "ok",
+        "backlog_rows": 0,
         "detail": None,
     }
     info = model.json()
@@ -158,6 +159,9 @@ def test_health_ready_and_model_describe_the_served_version(
     assert info["feast_project"] == repo.project
     assert info["features"] == CHURN_V1_FEATURES
     assert info["lookup"] == "redis"
+    # The test champion is a gradient-boosting model: the flat evaluator reproduces it.
+    assert info["inference"]["engine"] == "flat_forest"
+    assert info["inference"]["native_threads"] == 1
 
 
 def test_without_a_model_predictions_get_503_and_ready_is_false(make_app) -> None:
@@ -218,11 +222,13 @@ def test_admin_reload_needs_the_token_and_is_absent_without_one(
     assert "/admin/reload" not in schema["paths"]
     assert not any("uri" in name.lower() for name in _request_fields(schema))
 
-    with TestClient(make_app(admin_token="s3cret")) as client:
+    with TestClient(make_app(admin_token="s3cret-admin-token-0123")) as client:
         missing = client.post("/admin/reload")
         wrong = client.post("/admin/reload", headers={"Authorization": "Bearer nope"})
         version = register_model(tracking_uri, project=repo.project, model=fit_model(invert=True))
-        reloaded = client.post("/admin/reload", headers={"Authorization": "Bearer s3cret"})
+        reloaded = client.post(
+            "/admin/reload", headers={"Authorization": "Bearer s3cret-admin-token-0123"}
+        )
         served = client.post("/predict", json={"user_id": 1}).json()
 
     assert missing.status_code == 401 and wrong.status_code == 401

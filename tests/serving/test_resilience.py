@@ -86,6 +86,11 @@ def test_redis_down_gives_503_in_bounded_time_and_service_recovers_alone(
     assert thawed.status_code == 200
 
     assert down.status_code == 503 and down.json()["kind"] == "store_unavailable"
+    # Callers learn what is wrong, not where: no host, port or exception text.
+    for body in (frozen.text, frozen_ready.text, down.text, down_ready.text):
+        assert str(own_redis.port) not in body and "127.0.0.1" not in body
+        assert "Error" not in body and "refused" not in body.lower()
+    assert down.headers["retry-after"] == "1"
     assert down_s < TIMEOUT_S + 1.0
     assert down_batch.status_code == 503
     assert down_ready.status_code == 503 and down_ready.json()["model_loaded"] is True

@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import mlflow
+import mlflow.artifacts
 import pandas as pd
 from typer.testing import CliRunner
 
+from core.model_checks import CHECK_ROWS_ARTIFACT
 from tests.training.conftest import ChurnRepo
 from tests.utils.services import unique_name
 from tests.utils.training import (
@@ -118,6 +120,11 @@ def test_champion_challenger_rollback_and_promotion(churn_repo: ChurnRepo, tmp_p
     generic = mlflow.pyfunc.load_model("models:/churn-predictor/2")
     assert list(flavour.feature_names_in_) == features
     assert generic.predict(rows)[0, 1] == flavour.predict_proba(rows)[0, 1]
+    # Serving checks its inference engine on the run's test rows, left beside the model.
+    check_rows = mlflow.artifacts.download_artifacts(
+        run_id=version.run_id, artifact_path=CHECK_ROWS_ARTIFACT, dst_path=str(tmp_path)
+    )
+    assert list(pd.read_parquet(check_rows).columns) == features
 
 
 def test_the_same_seed_gives_the_same_best_parameters(churn_repo: ChurnRepo) -> None:

@@ -297,3 +297,202 @@ class ThrowawayRedis:
             self._process.kill()
             self._process.wait(timeout=10)
             self._process = None
+
+
+def redis_client_for(redis_url: str) -> Any:
+    """A synchronous client for a Feast connection string (``host:port[,db=N]``)."""
+    import redis
+
+    address, *options = redis_url.split(",")
+    host, port = address.rsplit(":", 1)
+    settings = dict(option.split("=", 1) for option in options)
+    return redis.Redis(host=host, port=int(port), db=int(settings.get("db", 0)))
+
+
+def write_online_values(repo: TestRepo, *, user_id: int, like: int, values: dict[str, Any]) -> None:
+    """Give ``user_id`` the online row of user ``like``, with some feature values replaced.
+
+    The values are written as Feast protobuf ``Value``s exactly where Feast keeps them, so
+    a test can plant what ingest would never let through (a string, an infinity, a ratio
+    denominator of zero) and see what the service makes of it.
+    """
+    from feast.infra.key_encoding_utils import serialize_entity_key
+    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    from serving.features import resolve_feature_plan
+
+    store = open_feature_store(repo.feast)
+    plan = resolve_feature_plan(
+        store, service_name="churn_v1", features=CHURN_V1_FEATURES, project=None
+    )
+    [view] = plan.views
+
+    def key(user: int) -> bytes:
+        entity = EntityKey(join_keys=[plan.join_key], entity_values=[Value(int64_val=user)])
+        version = int(store.config.entity_key_serialization_version)
+        return serialize_entity_key(entity, version) + plan.project.encode()
+
+    client = redis_client_for(repo.feast.redis_url)
+    row = client.hgetall(key(like))
+    assert row, f"user {like} has no online row to copy"
+    for name, value in values.items():
+        field = view.fields[view.features.index(name)]
+        if isinstance(value, str):
+            proto = Value(string_val=value)
+        else:
+            proto = Value(double_val=float(value))
+        row[field] = proto.SerializeToString()
+    client.delete(key(user_id))
+    client.hset(key(user_id), mapping=row)
+
+
+@dataclass(frozen=True)
+class PoisonUsers:
+    """Users whose online rows cannot become model inputs, by what is wrong."""
+
+    zero_denominator: int  # feature_2 = -1e-8: the ratio view divides by zero
+    text_in_ratio: int  # feature_2 is the text "abc": the ratio view raises
+    text_value: int  # feature_1 is the text "1.5": the view copes, the value is not a number
+    infinite: int  # feature_1 = inf: ratio and log come out infinite
+
+    def kinds(self) -> dict[int, str]:
+        """The error kind each poison user must get."""
+        return {
+            self.zero_denominator: "feature_transform_failed",
+            self.text_in_ratio: "feature_transform_failed",
+            self.text_value: "invalid_feature_value",
+            self.infinite: "non_finite_features",
+        }
+
+
+def plant_poison_users(repo: TestRepo, *, like: int, first_id: int = 950) -> PoisonUsers:
+    """Write the four poison users next to the good ones (copies of user ``like``)."""
+    poison = PoisonUsers(first_id, first_id + 1, first_id + 2, first_id + 3)
+    write_online_values(
+        repo, user_id=poison.zero_denominator, like=like, values={"feature_2": -1e-8}
+    )
+    write_online_values(repo, user_id=poison.text_in_ratio, like=like, values={"feature_2": "abc"})
+    write_online_values(repo, user_id=poison.text_value, like=like, values={"feature_1": "1.5"})
+    write_online_values(repo, user_id=poison.infinite, like=like, values={"feature_1": np.inf})
+    return poison
+
+
+def churn_serve_environment(
+    repo: TestRepo, tracking_uri: str, *, port: int, log_dir: Path, **settings: str
+) -> dict[str, str]:
+    """The environment of a ``churn serve`` process on this repo and registry.
+
+    ``settings`` are extra ``CHURN_SERVING_*`` values (``inference_threads="2"``).
+    """
+    import os
+
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        # Model loading must work on MLflow's defaults, and Feast's metrics dir be ignored.
+        if key not in ("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "PROMETHEUS_MULTIPROC_DIR")
+        and not key.startswith(("OMP_", "CHURN_SERVING_"))
+    }
+    environment.update(
+        CHURN_DATA_DIR=str(repo.data.data_dir),
+        CHURN_FEAST_REPO_PATH=str(repo.feast.repo_path),
+        CHURN_REDIS_URL=repo.feast.redis_url,
+        MLFLOW_TRACKING_URI=tracking_uri,
+        CHURN_SERVING_PORT=str(port),
+        CHURN_SERVING_PREDICTION_LOG_DIR=str(log_dir),
+        **{f"CHURN_SERVING_{key.upper()}": value for key, value in settings.items()},
+    )
+    return environment
+
+
+@contextlib.contextmanager
+def churn_serve_process(
+    environment: dict[str, str], *args: str, ready_timeout_s: float = 120
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """Run ``churn serve ARGS`` until it is ready; yield its URL and process.
+
+    Leaving the block sends SIGTERM and waits for the process to end (graceful stop); the
+    caller reads ``process.returncode`` and ``process.output`` (stdout and stderr) after.
+    """
+    import sys
+
+    import httpx
+
+    churn = Path(sys.executable).with_name("churn")
+    process = subprocess.Popen(
+        [str(churn), "serve", "--log-level", "warning", *args],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{environment['CHURN_SERVING_PORT']}"
+    try:
+        deadline = time.monotonic() + ready_timeout_s
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"churn serve exited early:\n{process.communicate()[0]}")
+            try:
+                if httpx.get(f"{url}/ready", timeout=5).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError("churn serve did not become ready")
+            time.sleep(0.2)
+        yield url, process
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=90)
+        process.output = output  # type: ignore[attr-defined]
+
+
+class SlowProxy:
+    """A TCP proxy in front of a server that holds every reply for ``delay_s`` seconds.
+
+    Stands in for a slow online store: Redis answers, but late (under the client timeout).
+    """
+
+    def __init__(self, target_host: str, target_port: int, *, delay_s: float):
+        self.target = (target_host, target_port)
+        self.delay_s = delay_s
+        self.port = free_port()
+        self._loop: Any = None
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._started = threading.Event()
+
+    def __enter__(self) -> SlowProxy:
+        self._thread.start()
+        self._started.wait(10)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def _run(self) -> None:
+        import asyncio
+
+        async def pipe(reader: Any, writer: Any, delay: float) -> None:
+            with contextlib.suppress(Exception):
+                while data := await reader.read(65536):
+                    if delay:
+                        await asyncio.sleep(delay)
+                    writer.write(data)
+                    await writer.drain()
+            writer.close()
+
+        async def handle(client_reader: Any, client_writer: Any) -> None:
+            server_reader, server_writer = await asyncio.open_connection(*self.target)
+            await asyncio.gather(
+                pipe(client_reader, server_writer, 0.0),
+                pipe(server_reader, client_writer, self.delay_s),
+            )
+
+        self._loop = asyncio.new_event_loop()
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(asyncio.start_server(handle, "127.0.0.1", self.port))
+        self._started.set()
+        self._loop.run_forever()
