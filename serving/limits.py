@@ -1,4 +1,9 @@
-"""Request-size protection: a body over the limit is refused with 413 before it is parsed."""
+"""Request-size protection: a body over the limit is refused with 413 before it is parsed.
+
+Starlette's own limit (``FastAPI(max_body_size=...)``) is not used: for a declared
+``Content-Length`` over the limit it replaces whatever the app answers with a plain-text
+413, while every error of this API is JSON with a ``kind``.
+"""
 
 from __future__ import annotations
 
@@ -32,7 +37,7 @@ class BodyLimitMiddleware:
         declared = _content_length(scope)
         if declared is not None:
             if declared > self.max_bytes:
-                await self._refuse(send, f"{declared} bytes")
+                await self._refuse(send)
                 return
             await self.app(scope, receive, send)
             return
@@ -46,7 +51,7 @@ class BodyLimitMiddleware:
                 return
             size += len(message.get("body", b""))
             if size > self.max_bytes:
-                await self._refuse(send, f"more than {self.max_bytes} bytes")
+                await self._refuse(send)
                 return
             chunks.append(message.get("body", b""))
             if not message.get("more_body", False):
@@ -54,12 +59,12 @@ class BodyLimitMiddleware:
         body = {"type": "http.request", "body": b"".join(chunks), "more_body": False}
         await self.app(scope, _replay([body], then=receive), send)
 
-    async def _refuse(self, send: Any, size: str) -> None:
+    async def _refuse(self, send: Any) -> None:
         self.on_refused()
         payload = json.dumps(
             {
                 "kind": "payload_too_large",
-                "detail": f"request body of {size} exceeds the limit of {self.max_bytes} bytes",
+                "detail": f"the request body exceeds the limit of {self.max_bytes} bytes",
             }
         ).encode()
         await send(

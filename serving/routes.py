@@ -85,7 +85,11 @@ async def predict(
     [result] = await service.predict([body.user_id], client_gone=request.is_disconnected)
     if isinstance(result, RowProblem):
         raise problem_error(result)
-    return PredictionResponse.answer(result, (time.perf_counter() - started) * 1000)
+    # Built from our own dataclass, so FastAPI's second validation of the response model
+    # is skipped (the schema still documents it).
+    return JSONResponse(  # type: ignore[return-value]
+        PredictionResponse.fields(result, (time.perf_counter() - started) * 1000)
+    )
 
 
 @router.post(

@@ -60,10 +60,10 @@ class PredictionResponse(ScoredUser):
 
     latency_ms: float = Field(description="Time spent answering, in milliseconds.")
 
-    @classmethod
-    def answer(cls, prediction: Prediction, latency_ms: float) -> PredictionResponse:
-        """From a service prediction."""
-        return cls(**_scored_fields(prediction), latency_ms=round(latency_ms, 3))
+    @staticmethod
+    def fields(prediction: Prediction, latency_ms: float) -> dict[str, Any]:
+        """The response's fields, from a service prediction."""
+        return {**_scored_fields(prediction), "latency_ms": round(latency_ms, 3)}
 
 
 def _scored_fields(prediction: Prediction) -> dict[str, Any]:

@@ -122,6 +122,13 @@ class ServingSettings(BaseSettings):
             return self.ready_backlog_rows
         return self.max_queue_rows // 2
 
+    opentelemetry: bool = Field(
+        default=False,
+        description=(
+            "FastAPI's native OpenTelemetry (traces, metrics, logs through the globally "
+            "configured providers)."
+        ),
+    )
     metrics_dir: Path | None = Field(
         default=None,
         description=(
