@@ -203,6 +203,9 @@ class MetricsMiddleware:
     def __init__(self, app: Any, metrics: ServingMetrics):
         self.app = app
         self.metrics = metrics
+        # Label children by (route, method, status): a dictionary lookup per request
+        # instead of two labels() calls, each taking the metric's lock.
+        self._children: dict[tuple[str, str, str], tuple[Any, Any]] = {}
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] != "http":
@@ -222,5 +225,13 @@ class MetricsMiddleware:
         finally:
             route = scope.get("route")
             labels = (getattr(route, "path", None) or "unmatched", scope["method"], str(status))
-            self.metrics.requests.labels(*labels).inc()
-            self.metrics.latency.labels(*labels).observe(time.perf_counter() - started)
+            children = self._children.get(labels)
+            if children is None:
+                children = (
+                    self.metrics.requests.labels(*labels),
+                    self.metrics.latency.labels(*labels),
+                )
+                if len(self._children) < 1000:  # methods are the client's: bound the cache
+                    self._children[labels] = children
+            children[0].inc()
+            children[1].observe(time.perf_counter() - started)

@@ -62,6 +62,10 @@ ErrorKind = (
 # A job that waited this long is checked for a gone client before it is scored; fresher
 # ones are not (the check costs a receive() per job, and such a client rarely left).
 _CHECK_CLIENT_AFTER_S = 0.002
+# Micro-batches up to this size are scored by the flat forest on the event loop: about
+# 0.05 ms for one row and 0.15 ms for eight (345 trees), less than a round trip to the
+# inference thread and its wake-up. Larger ones, and sklearn, go to that thread.
+_INLINE_ROWS = 8
 # Store outages are logged at most this often (each failed batch would log otherwise).
 _LOG_EVERY_S = 10.0
 
@@ -254,17 +258,26 @@ class PredictionService:
         self._queue.put_nowait(
             _Job(user_ids, datetime.now(UTC), future, now, deadline, client_gone)
         )
+        # A timer on the loop rather than asyncio.timeout: one handle, no task bookkeeping.
+        expiry = loop.call_at(deadline, self._expire, future)
         try:
-            async with asyncio.timeout_at(deadline):
-                return await future  # cancelled with the timeout: the batcher skips it
-        except TimeoutError:
-            self.metrics.errors.labels(kind="deadline_exceeded").inc()
-            raise ServingError(
+            return await future
+        finally:
+            expiry.cancel()
+
+    def _expire(self, future: asyncio.Future[list[Prediction | RowProblem]]) -> None:
+        """Fail a request still waiting at its deadline; the batcher then skips it."""
+        if future.done():
+            return
+        self.metrics.errors.labels(kind="deadline_exceeded").inc()
+        future.set_exception(
+            ServingError(
                 "deadline_exceeded",
                 503,
                 f"no answer within the {self.settings.request_deadline_s:g} s deadline",
                 retry_after_s=1,
-            ) from None
+            )
+        )
 
     async def inference_threads_seen(self) -> int:
         """The native thread count the inference thread itself sees (proof of the limit)."""
@@ -431,9 +444,6 @@ class PredictionService:
         for job in jobs:
             if job.future.done():  # its deadline passed while it waited
                 continue
-            if now >= job.deadline:
-                job.future.cancel()
-                continue
             if (
                 job.client_gone is not None
                 and now - job.queued_at >= _CHECK_CLIENT_AFTER_S
@@ -490,9 +500,13 @@ class PredictionService:
         results: list[Prediction | RowProblem | None] = list(rows.problems)
         if scorable:
             matrix = rows.matrix[scorable]
-            probabilities = await asyncio.get_running_loop().run_in_executor(
-                self._predict_executor, model.predictor.predict, matrix
-            )
+            if model.predictor.engine == "flat_forest" and len(scorable) <= _INLINE_ROWS:
+                # A few rows through numpy arrays cost less than the hop to a thread.
+                probabilities = model.predictor.predict(matrix)
+            else:
+                probabilities = await asyncio.get_running_loop().run_in_executor(
+                    self._predict_executor, model.predictor.predict, matrix
+                )
             predicted = probabilities >= self.settings.decision_threshold
             request_ids = [uuid.uuid4().hex for _ in scorable]
             for position, index in enumerate(scorable):
