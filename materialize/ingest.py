@@ -526,6 +526,19 @@ def write_parquet_atomically(frame: pd.DataFrame, path: Path) -> None:
         frame.to_parquet(temporary, index=False)
 
 
+def _remove_stale_temporaries(data: DataSettings) -> int:
+    """Delete temporary files a killed ingest left beside the tables; return how many."""
+    stale = [
+        path
+        for folder in (data.offline_dir, data.quarantine_dir)
+        if folder.is_dir()
+        for path in folder.glob(".*.tmp")
+    ]
+    for path in stale:
+        path.unlink(missing_ok=True)
+    return len(stale)
+
+
 @contextmanager
 def _locked_offline_tables(data: DataSettings) -> Iterator[None]:
     """Hold an exclusive lock on the offline tables for a read-merge-write.
@@ -601,6 +614,10 @@ def ingest_raw_events(
     labels_null = int(label.isna().sum())
 
     with _locked_offline_tables(data):
+        # Under the lock no other ingest is writing: temporaries are a killed run's leftovers.
+        stale = _remove_stale_temporaries(data)
+        if stale:
+            logger.warning("removed %d temporary file(s) of an interrupted ingest", stale)
         features_table, feature_counts, features_changed = _merge_features(
             usable,
             _read_table(data.user_features_path, USER_FEATURES_COLUMNS),
@@ -616,15 +633,16 @@ def ingest_raw_events(
         if labels_changed or not data.labels_path.exists():
             write_parquet_atomically(labels_table, data.labels_path)
 
-    quarantine_path = None
-    rejected = reasons.notna()
-    if rejected.any():
-        quarantine = rows[rejected].assign(
-            reason=reasons[rejected].astype(str), source_row=np.flatnonzero(rejected)
-        )
-        stamp = now_ts.strftime("%Y%m%dT%H%M%S%fZ")
-        quarantine_path = data.quarantine_dir / f"ingest-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
-        write_parquet_atomically(quarantine.reset_index(drop=True), quarantine_path)
+        quarantine_path = None
+        rejected = reasons.notna()
+        if rejected.any():
+            quarantine = rows[rejected].assign(
+                reason=reasons[rejected].astype(str), source_row=np.flatnonzero(rejected)
+            )
+            stamp = now_ts.strftime("%Y%m%dT%H%M%S%fZ")
+            name = f"ingest-{stamp}-{uuid.uuid4().hex[:8]}.parquet"
+            quarantine_path = data.quarantine_dir / name
+            write_parquet_atomically(quarantine.reset_index(drop=True), quarantine_path)
 
     counted = reasons[rejected].value_counts()
     return IngestReport(
