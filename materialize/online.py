@@ -125,10 +125,11 @@ def _summary(stats: MaterializationStats) -> str:
         return (
             f"{stats.view}: materialized by Feast's {stats.engine} engine in {stats.seconds:.1f} s"
         )
+    expired = f", {stats.expired:,} expired (older than key_ttl_seconds)" if stats.expired else ""
     return (
         f"{stats.view}: {stats.written:,} entities written ({stats.skipped:,} not newer than "
         f"online), {stats.rows_in_range:,} rows in range, {stats.rejected_rows:,} rejected "
-        f"without a join key, {stats.seconds:.1f} s"
+        f"without a join key{expired}, {stats.seconds:.1f} s"
     )
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -70,6 +71,12 @@ class OnlineWriter(Protocol):
 
     def write(self, chunk: EncodedChunk) -> int:
         """Write the rows newer than what is online; return how many were written."""
+
+    def expire(self, *, start: datetime, end: datetime) -> int:
+        """Delete rows older than the key TTL after a run over [start, end]; return how many.
+
+        Stores with their own expiry (Redis ``EXPIRE``) delete nothing here.
+        """
 
     def close(self) -> None:
         """Release connections."""
@@ -305,6 +312,10 @@ class RedisWriter:
             ) from error
         return written
 
+    def expire(self, *, start: datetime, end: datetime) -> int:
+        """Nothing to do: every written key carries its own TTL (``EXPIRE``)."""
+        return 0
+
     def close(self) -> None:
         """Nothing to release: the client belongs to Feast's online store."""
 
@@ -346,9 +357,10 @@ class SqliteWriter:
     the same second as the stored one replaces it. A fresh store ends up identical.
     """
 
-    def __init__(self, db_path: Path, table: str) -> None:
+    def __init__(self, db_path: Path, table: str, *, ttl_seconds: int | None = None) -> None:
         self._db_path = db_path
         self._table = table
+        self._ttl = ttl_seconds
         self._connection: sqlite3.Connection | None = None
 
     def check(self) -> None:
@@ -404,6 +416,29 @@ class SqliteWriter:
             cursor = self._connection.executemany(upsert, self._rows(chunk))
         return cursor.rowcount // max(1, len(chunk.values))
 
+    def expire(self, *, start: datetime, end: datetime) -> int:
+        """Delete entities whose event time is before ``end - ttl`` and before ``start``.
+
+        Feast's SQLite store has no key expiry; this gives the embedded profile the same
+        bound on stale online values as the Redis key TTL. Rows of the run's own range are
+        kept, so back-filling an old range still loads it.
+        """
+        assert self._connection is not None, "check() opens the connection"
+        if not self._ttl:
+            return 0
+        start, end = (m if m.tzinfo else m.replace(tzinfo=UTC) for m in (start, end))
+        cutoff = min(start, end - timedelta(seconds=self._ttl))
+        table = '"' + self._table.replace('"', '""') + '"'
+        with self._connection:
+            (entities,) = self._connection.execute(
+                f"SELECT count(DISTINCT entity_key) FROM {table} WHERE event_ts < ?",
+                (int(cutoff.timestamp()),),
+            ).fetchone()
+            self._connection.execute(
+                f"DELETE FROM {table} WHERE event_ts < ?", (int(cutoff.timestamp()),)
+            )
+        return int(entities)
+
     def close(self) -> None:
         """Close the connection."""
         if self._connection is not None:
@@ -450,6 +485,10 @@ class FeastWriter:
         rows = _convert_arrow_to_proto(batch, self._view, join_keys)
         self._store.online_write_batch(self._config, self._view, rows, progress=None)
         return len(rows)
+
+    def expire(self, *, start: datetime, end: datetime) -> int:
+        """Nothing to do: the store applies its own expiry, if any."""
+        return 0
 
     def close(self) -> None:
         """Nothing to release."""

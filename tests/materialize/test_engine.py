@@ -212,6 +212,17 @@ def test_key_ttl_is_set_on_every_written_key(offline: pd.DataFrame, repo: TestRe
     assert all(3500 < ttl <= 3600 for ttl in ttls.values())
 
 
+def test_the_shipped_profile_expires_keys_after_the_view_ttl(
+    offline: pd.DataFrame, repo: TestRepo
+) -> None:
+    _materialize(repo, START, END)
+
+    ttls = redis_ttls(repo.project)
+    view_ttl = int(timedelta(days=21).total_seconds())
+    assert len(ttls) == len(expected_online(offline, start=START, end=END))
+    assert all(view_ttl - 100 < ttl <= view_ttl for ttl in ttls.values())
+
+
 def _closed_port() -> int:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))

@@ -105,10 +105,11 @@ def use_engine(repo: TestRepo, engine: str = "fast", **options: object) -> None:
 def set_key_ttl(repo: TestRepo, seconds: int) -> None:
     """Give the Redis online store of every profile a ``key_ttl_seconds``."""
     for path in repo.feast.repo_path.glob("feature_store*.yaml"):
+        text = re.sub(r"^  key_ttl_seconds: .*\n", "", path.read_text(), flags=re.M)
         text = re.sub(
             r"^(  connection_string: .*\n)",
             rf"\1  key_ttl_seconds: {seconds}\n",
-            path.read_text(),
+            text,
             flags=re.M,
         )
         path.write_text(text)
