@@ -228,26 +228,38 @@ def _user_ids_from_text(text: pd.Series) -> tuple[tuple[pd.Series, pd.Series], s
     """(Int64 ids, original text of ids beyond int64) of a text column, or a problem."""
     from decimal import Decimal, InvalidOperation
 
-    ids: list[int | None] = []
-    raw: list[str | None] = []
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    # Fast path in Arrow: up to 18 digits always fits int64, and Arrow parses text exactly
+    # (pandas' own text-to-int conversion goes through float64).
+    trimmed = pc.replace_substring_regex(
+        pc.utf8_trim_whitespace(pa.array(text.astype("object"), type=pa.string())), r"^\+", ""
+    )
+    matched = pc.match_substring_regex(trimmed, r"^-?\d{1,18}$")
+    exact = pc.cast(pc.if_else(matched, trimmed, None), pa.int64())
+    ids = pd.Series(
+        exact.to_pandas(types_mapper={pa.int64(): pd.Int64Dtype()}.get), index=text.index
+    )
+    plain = pd.Series(matched.fill_null(False).to_numpy(zero_copy_only=False), index=text.index)
+    raw = pd.Series(None, index=text.index, dtype="object")
     fractional = other = None
-    for value in text.tolist():
-        if value is None or value is pd.NA:
-            ids.append(None)
-            raw.append(None)
-            continue
+    for index, value in text[~plain & text.notna()].items():
         try:
-            number = Decimal(str(value).strip())
+            number: Decimal | None = Decimal(str(value).strip())
         except InvalidOperation:
             other = other or value
             number = None
         if number is not None and (not number.is_finite() or number != number.to_integral()):
             fractional = fractional or value
             number = None
-        exact = None if number is None else int(number)
-        inside = exact is not None and _INT64_MIN <= exact <= _INT64_MAX
-        ids.append(exact if inside else None)
-        raw.append(None if inside or exact is None else str(value))
+        if number is None:
+            continue
+        exact = int(number)
+        if _INT64_MIN <= exact <= _INT64_MAX:
+            ids[index] = exact
+        else:
+            raw[index] = str(value)
     problem = None
     if other is not None:
         problem = f"user_id: expected integers, got text (e.g. {other!r})"
@@ -255,11 +267,7 @@ def _user_ids_from_text(text: pd.Series) -> tuple[tuple[pd.Series, pd.Series], s
         problem = (
             f"user_id: expected integers, got fractional or infinite values (e.g. {fractional!r})"
         )
-    result = (
-        pd.Series(pd.array(ids, dtype="Int64"), index=text.index),
-        pd.Series(raw, index=text.index, dtype="object"),
-    )
-    return result, problem
+    return (ids, raw), problem
 
 
 def _timestamps_from_text(text: pd.Series) -> tuple[pd.Series, pd.Series, str | None]:

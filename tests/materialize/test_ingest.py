@@ -432,12 +432,14 @@ def test_csv_ids_above_2_53_stay_exact_when_the_column_has_a_null(
         f"{BIG},1.0,2.0,0,2026-05-01T10:00:00Z\n"
         f"{BIG + 2},3.0,4.0,1,2026-05-01T10:00:00Z\n"
         ",5.0,6.0,0,2026-05-01T10:00:00Z\n"
+        " +999999999999999999 ,7.0,8.0,1,2026-05-01T10:00:00Z\n"
     )
 
     report = ingest_raw_events(path, data=data, now=NOW)
 
-    assert sorted(_features(data)["user_id"].tolist()) == [BIG, BIG + 2]
-    assert sorted(_labels(data)["user_id"].tolist()) == [BIG, BIG + 2]
+    ids = [BIG, BIG + 2, 999_999_999_999_999_999]
+    assert sorted(_features(data)["user_id"].tolist()) == ids
+    assert sorted(_labels(data)["user_id"].tolist()) == ids
     assert _quarantined(report) == {"null_user_id": 1}
 
 
