@@ -67,7 +67,7 @@ def _tables(data: DataSettings) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 def test_kill_9_during_ingest_then_a_rerun_converges(tmp_path: Path) -> None:
     raw = write_raw_events(
-        tmp_path / "raw.parquet", generate_raw_events(users=4000, days=60, end="2026-06-01", seed=3)
+        tmp_path / "raw.parquet", generate_raw_events(users=8000, days=60, end="2026-06-01", seed=3)
     )
     reference = DataSettings(data_dir=tmp_path / "reference")
     assert _ingest(raw, reference.data_dir).returncode == 0
