@@ -23,6 +23,12 @@ if TYPE_CHECKING:
     from materialize.engine import MaterializationStats
 
 
+EXIT_OK = 0
+EXIT_UNAVAILABLE = 1  # online store unreachable or offline table unreadable
+EXIT_INPUT = 2  # bad range, unknown view, profile error
+EXIT_ONLINE_STORE_FULL = 3  # Redis refused writes: out of memory (maxmemory)
+
+
 class MaterializeInputError(ValueError):
     """The requested range or views cannot be materialized (message says why)."""
 
@@ -119,10 +125,11 @@ def _summary(stats: MaterializationStats) -> str:
         return (
             f"{stats.view}: materialized by Feast's {stats.engine} engine in {stats.seconds:.1f} s"
         )
+    expired = f", {stats.expired:,} expired (older than key_ttl_seconds)" if stats.expired else ""
     return (
         f"{stats.view}: {stats.written:,} entities written ({stats.skipped:,} not newer than "
         f"online), {stats.rows_in_range:,} rows in range, {stats.rejected_rows:,} rejected "
-        f"without a join key, {stats.seconds:.1f} s"
+        f"without a join key{expired}, {stats.seconds:.1f} s"
     )
 
 
@@ -143,10 +150,20 @@ def materialize_command(
     ] = None,
     profile: ProfileOption = None,
 ) -> None:
-    """Load the latest offline feature values into the online store (Feast-driven)."""
+    """Load the latest offline feature values into the online store (Feast-driven).
+
+    Exit 0: done. Exit 1: online store unreachable or offline table unreadable. Exit 2: bad
+    input or profile. Exit 3: the Redis online store is out of memory (re-run after making
+    room: it resumes where it stopped).
+    """
     import redis
 
-    from materialize.engine import OfflineSourceError, OnlineStoreUnavailableError
+    from materialize.engine import (
+        OfflineSourceError,
+        OnlineStoreFullError,
+        OnlineStoreUnavailableError,
+    )
+    from materialize.engine.writers import is_out_of_memory
 
     settings = profile_settings(profile)
     try:
@@ -158,13 +175,21 @@ def materialize_command(
         )
     except (MaterializeInputError, FeastConfigurationError) as error:
         typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from error
+        raise typer.Exit(EXIT_INPUT) from error
     except (OnlineStoreUnavailableError, OfflineSourceError) as error:
         typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from error
+        raise typer.Exit(EXIT_UNAVAILABLE) from error
+    except OnlineStoreFullError as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(EXIT_ONLINE_STORE_FULL) from error
     except redis.ConnectionError as error:  # Feast's own engine, when it is configured
         typer.echo(f"error: cannot reach the Redis online store: {error}", err=True)
-        raise typer.Exit(1) from error
+        raise typer.Exit(EXIT_UNAVAILABLE) from error
+    except redis.ResponseError as error:  # Feast's own engine, when it is configured
+        if not is_out_of_memory(error):
+            raise
+        typer.echo(f"error: the Redis online store is out of memory: {error}", err=True)
+        raise typer.Exit(EXIT_ONLINE_STORE_FULL) from error
     for stats in result.views:
         typer.echo(_summary(stats))
     scope = (

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from core.files import write_text_atomically
 from materialize.settings import DataSettings
 from monitoring.settings import MonitoringSettings
 
@@ -286,7 +287,7 @@ def evaluate_command(
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         path = out / "evaluation.json"
-        path.write_text(json.dumps(evaluation.to_dict(), indent=2) + "\n")
+        write_text_atomically(path, json.dumps(evaluation.to_dict(), indent=2) + "\n")
         typer.echo(f"json: {path}")
     below = min_auc is not None and (evaluation.roc_auc is None or evaluation.roc_auc < min_auc)
     raise typer.Exit(EXIT_BELOW_MIN_AUC if below else EXIT_EVALUATED)

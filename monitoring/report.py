@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from core.files import write_text_atomically
 from monitoring.statistics import DriftReport, FeatureDrift
 
 SEVERITY_COLOURS = {"none": "#2e7d32", "minor": "#ef6c00", "major": "#c62828"}
@@ -43,7 +44,7 @@ def report_document(report: DriftReport, *, generated_at: datetime | None = None
 def write_json(report: DriftReport, path: Path, *, generated_at: datetime | None = None) -> Path:
     """Write ``drift.json``."""
     document = report_document(report, generated_at=generated_at)
-    path.write_text(json.dumps(document, indent=2, allow_nan=False) + "\n")
+    write_text_atomically(path, json.dumps(document, indent=2, allow_nan=False) + "\n")
     return path
 
 
@@ -237,5 +238,5 @@ def write_reports(
     generated_at = generated_at or datetime.now(UTC)
     json_path = write_json(report, out_dir / "drift.json", generated_at=generated_at)
     html_path = out_dir / "drift.html"
-    html_path.write_text(render_html(report, generated_at=generated_at))
+    write_text_atomically(html_path, render_html(report, generated_at=generated_at))
     return json_path, html_path

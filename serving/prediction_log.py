@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import os
 import uuid
 from collections import defaultdict
 from collections.abc import Sequence
@@ -26,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from core.files import replace_durably
 
 logger = logging.getLogger(__name__)
 
@@ -194,6 +195,6 @@ def _write_chunks(root: Path, chunks: list[LogChunk]) -> list[Path]:
         temporary = folder / f".part-{name}.parquet.tmp"
         final = folder / f"part-{name}.parquet"
         pq.write_table(pa.table(columns), temporary)
-        os.replace(temporary, final)
+        replace_durably(temporary, final)  # fsynced: a crash leaves no empty part
         written.append(final)
     return written

@@ -11,7 +11,7 @@ from materialize.engine.core import (
     MaterializationStats,
 )
 from materialize.engine.reader import OfflineSourceError
-from materialize.engine.writers import OnlineStoreUnavailableError
+from materialize.engine.writers import OnlineStoreFullError, OnlineStoreUnavailableError
 
 __all__ = [
     "ENGINE_TYPE",
@@ -19,5 +19,6 @@ __all__ = [
     "FastEngineConfig",
     "MaterializationStats",
     "OfflineSourceError",
+    "OnlineStoreFullError",
     "OnlineStoreUnavailableError",
 ]

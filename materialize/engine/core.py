@@ -76,6 +76,12 @@ class FastEngineConfig(FeastConfigBaseModel):
     chunk_pause_seconds: confloat(ge=0) = 0.0  # type: ignore[valid-type]
     """Pause after each chunk, to throttle the load on a shared online store."""
 
+    key_ttl_seconds: PositiveInt | None = None
+    """SQLite online store only (Redis takes ``key_ttl_seconds`` in its ``online_store``
+    block, which Feast's SQLite config refuses): after materializing [start, end], delete
+    the view's rows whose event time is before both ``end - key_ttl_seconds`` and
+    ``start``, i.e. users with no value newer than the TTL that this run did not write."""
+
 
 @dataclass(frozen=True)
 class MaterializationStats:
@@ -89,6 +95,7 @@ class MaterializationStats:
     rows_in_range: int = 0
     rejected_rows: int = 0  # rows in the range without a join key
     written: int = 0  # entities written (newer than what was online)
+    expired: int = 0  # entities deleted as older than key_ttl_seconds (SQLite)
     chunks: int = 0
     seconds: float = 0.0
 
@@ -237,6 +244,7 @@ class FastEngine(LocalComputeEngine):
             return SqliteWriter(
                 Path(SqliteOnlineStore._get_db_path(config)),
                 compute_table_id(config.project, view, versioning),
+                ttl_seconds=self.config.key_ttl_seconds,
             )
         source = view.batch_source
         assert source is not None  # checked by _unsupported_reason
@@ -289,6 +297,7 @@ class FastEngine(LocalComputeEngine):
                     if self.config.chunk_pause_seconds:
                         time.sleep(self.config.chunk_pause_seconds)
             progress.finish(written, read - written)
+            expired = writer.expire(start=task.start_time, end=task.end_time)
         finally:
             writer.close()
             reader.close()
@@ -302,6 +311,7 @@ class FastEngine(LocalComputeEngine):
             rows_in_range=plan.rows,
             rejected_rows=plan.rejected_rows,
             written=written,
+            expired=expired,
             chunks=plan.chunks,
             seconds=time.monotonic() - started,
         )

@@ -2,20 +2,26 @@
 
 - :class:`RedisWriter`: Feast's Redis layout (hash per entity key + project, one field per
   feature named by the murmur3 of ``view:feature``, plus ``_ts:<view>``). A Lua script
-  applies a whole batch server-side: it writes a row only when its event time is newer
-  than the stored ``_ts`` (Feast's rule, which it checks with a second round trip), and
-  restarts the key's TTL when it writes (``key_ttl_seconds``). One script call per batch
-  replaces thousands of per-row commands.
+  applies a whole batch server-side: it writes a row only when its (event time, created
+  time) is newer than the stored one, so a correction (same event time, later created)
+  replaces the value it corrects; Feast's rule compares the event time only. The created
+  time is kept in an extra hash field ``_created:<view>`` that Feast never reads. The
+  script restarts the key's TTL when it writes (``key_ttl_seconds``). One script call per
+  batch replaces thousands of per-row commands.
 - :class:`SqliteWriter`: Feast's SQLite table layout (one row per entity and feature),
-  upserted unless the stored row is newer (Feast keeps whole seconds there).
+  upserted unless the stored (event time, created time) is newer (Feast keeps whole
+  seconds there).
 - :class:`FeastWriter`: any other online store, through Feast's ``online_write_batch``
-  (still chunked, so memory stays bounded).
+  (still chunked, so memory stays bounded). Those stores apply their own rule: Feast's
+  Redis and PostgreSQL stores compare the event time only, so a correction reaches them
+  only through the two writers above (see the README, "Reliability").
 """
 
 from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -43,6 +49,20 @@ class OnlineStoreUnavailableError(RuntimeError):
     """The online store cannot be reached or is not set up (message names it)."""
 
 
+class OnlineStoreFullError(RuntimeError):
+    """The online store refused a write for lack of memory (Redis ``maxmemory``)."""
+
+
+def is_out_of_memory(error: Exception) -> bool:
+    """Whether a Redis error is its refusal to grow past ``maxmemory``."""
+    import redis
+
+    text = str(error)
+    return isinstance(error, redis.exceptions.OutOfMemoryError) or (
+        isinstance(error, redis.ResponseError) and ("OOM" in text or "maxmemory" in text)
+    )
+
+
 class OnlineWriter(Protocol):
     """Writes chunks into one feature view's online table."""
 
@@ -52,22 +72,32 @@ class OnlineWriter(Protocol):
     def write(self, chunk: EncodedChunk) -> int:
         """Write the rows newer than what is online; return how many were written."""
 
+    def expire(self, *, start: datetime, end: datetime) -> int:
+        """Delete rows older than the key TTL after a run over [start, end]; return how many.
+
+        Stores with their own expiry (Redis ``EXPIRE``) delete nothing here.
+        """
+
     def close(self) -> None:
         """Release connections."""
 
 
-# KEYS: entity hash keys. ARGV: ts field, TTL seconds (0: none), packed rows, row width,
-# width of the timestamp slot, then (field name, slot width) per feature. Each packed row
-# is: seconds (int64) and nanos (uint32) of the event time, then for the timestamp and
-# each feature a uint32 length followed by the value in a fixed-width slot.
+# KEYS: entity hash keys. ARGV: ts field, created field, TTL seconds (0: none), packed rows,
+# row width, width of the timestamp slot, then (field name, slot width) per feature. Each
+# packed row is: seconds (int64) and nanos (uint32) of the event time, the created time in
+# microseconds (int64; -1 when the source has none), then for the timestamp and each
+# feature a uint32 length followed by the value in a fixed-width slot. Lua numbers are
+# doubles: microseconds are exact up to 2**53 (year 2255); ingest quarantines times outside
+# 1970..2200, which the stores cannot order.
 _WRITE_NEWER_LUA = """
 local ts_field = ARGV[1]
-local ttl = tonumber(ARGV[2])
-local blob = ARGV[3]
-local row_width = tonumber(ARGV[4])
-local ts_width = tonumber(ARGV[5])
+local created_field = ARGV[2]
+local ttl = tonumber(ARGV[3])
+local blob = ARGV[4]
+local row_width = tonumber(ARGV[5])
+local ts_width = tonumber(ARGV[6])
 local names, widths = {}, {}
-for j = 6, #ARGV, 2 do
+for j = 7, #ARGV, 2 do
   names[#names + 1] = ARGV[j]
   widths[#widths + 1] = tonumber(ARGV[j + 1])
 end
@@ -83,46 +113,66 @@ local function varint(s, i)
   end
 end
 
--- Whether the stored serialized Timestamp is at or after (sec, nanos). Like Feast, an
--- epoch (empty) timestamp counts as nothing stored.
-local function stored_is_newer_or_same(prev, sec, nanos)
+-- -1, 0 or 1 as the stored serialized Timestamp is before, equal to or after (sec, nanos).
+-- Like Feast, an epoch (empty) timestamp counts as nothing stored (-1). A negative
+-- seconds value is a ten-byte varint (two's complement): read it as negative, so a
+-- pre-1970 value stored by another writer is older than any later one.
+local function compare_stored(prev, sec, nanos)
   local psec, pnanos, i = 0, 0, 1
   while i <= #prev do
     local tag = string.byte(prev, i)
     local v
     v, i = varint(prev, i + 1)
-    if tag == 8 then psec = v elseif tag == 16 then pnanos = v end
+    if tag == 8 then
+      if v >= 9223372036854775808 then v = v - 18446744073709551616 end
+      psec = v
+    elseif tag == 16 then pnanos = v end
   end
-  if psec == 0 and pnanos == 0 then return false end
-  return sec < psec or (sec == psec and nanos <= pnanos)
+  if psec == 0 and pnanos == 0 then return -1 end
+  if psec < sec or (psec == sec and pnanos < nanos) then return -1 end
+  if psec == sec and pnanos == nanos then return 0 end
+  return 1
 end
 
--- HSET arguments, reused for every key: ts field, ts, then field name, value pairs.
-local args = {ts_field, ""}
+-- HSET arguments, reused for every key: ts field, ts, created field, created, then field
+-- name, value pairs.
+local args = {ts_field, "", created_field, ""}
 for j = 1, #names do
-  args[2 * j + 1] = names[j]
-  args[2 * j + 2] = ""
+  args[2 * j + 3] = names[j]
+  args[2 * j + 4] = ""
 end
 
 local written = 0
 for k = 1, #KEYS do
   local base = (k - 1) * row_width + 1
-  local pos = base + 12
+  local sec, nanos, created = struct.unpack('<i8I4i8', blob, base)
+  local created_bytes = string.sub(blob, base + 12, base + 19)
+  local pos = base + 20
   local len = struct.unpack('<I4', blob, pos)
   local ts = string.sub(blob, pos + 4, pos + 3 + len)
-  local prev = redis.call('HGET', KEYS[k], ts_field)
-  -- Same bytes: the same event time is online already (the common case on a re-run).
+  local stored = redis.call('HMGET', KEYS[k], ts_field, created_field)
+  local prev, prev_created = stored[1], stored[2]
+  -- Newer wins, ordered by (event time, created time). Same bytes: the same event time
+  -- is online already (the common case on a re-run), then the created time decides.
   local write = not prev
-  if prev and prev ~= ts then
-    local sec, nanos = struct.unpack('<i8I4', blob, base)
-    write = not stored_is_newer_or_same(prev, sec, nanos)
+  if prev then
+    local order = 0
+    if prev ~= ts then order = compare_stored(prev, sec, nanos) end
+    if order < 0 then
+      write = true
+    elseif order == 0 then
+      -- No created time stored (written by Feast itself or before it was recorded):
+      -- write once, the values are those of the latest row of the range.
+      write = (not prev_created) or created > struct.unpack('<i8', prev_created)
+    end
   end
   if write then
     args[2] = ts
+    args[4] = created_bytes
     pos = pos + 4 + ts_width
     for j = 1, #names do
       len = struct.unpack('<I4', blob, pos)
-      args[2 * j + 2] = string.sub(blob, pos + 4, pos + 3 + len)
+      args[2 * j + 4] = string.sub(blob, pos + 4, pos + 3 + len)
       pos = pos + 4 + widths[j]
     end
     redis.call('HSET', KEYS[k], unpack(args))
@@ -132,6 +182,20 @@ for k = 1, #KEYS do
 end
 return written
 """
+
+# Field of each entity hash where the writer keeps the created time of the stored row
+# (int64 little-endian microseconds). Feast reads only the fields it asks for (HMGET of
+# feature fields and ``_ts:<view>``), so the extra field changes nothing it reads.
+CREATED_FIELD_PREFIX = "_created:"
+
+
+def created_micros(column: pa.ChunkedArray) -> np.ndarray:
+    """Created times in microseconds since the epoch; -1 where there is none."""
+    if pa.types.is_null(column.type):
+        return np.full(len(column), -1, dtype=np.int64)
+    unit = pa.timestamp("us", tz=getattr(column.type, "tz", None))
+    micros = pc.cast(column, unit, safe=False).cast(pa.int64()).fill_null(-1)
+    return np.asarray(micros.to_numpy(zero_copy_only=False), dtype=np.int64)
 
 
 def _slot(cells: Cells) -> np.ndarray:
@@ -171,6 +235,7 @@ class RedisWriter:
         self._client = client
         self._project = project.encode("utf8")
         self._ts_field = f"_ts:{view_name}".encode()
+        self._created_field = f"{CREATED_FIELD_PREFIX}{view_name}".encode()
         self._fields = [_mmh3(f"{view_name}:{name}") for name in feature_names]
         self._feature_names = feature_names
         self._ttl = ttl_seconds or 0
@@ -203,6 +268,11 @@ class RedisWriter:
             [
                 np.ascontiguousarray(seconds, dtype="<i8").view(np.uint8).reshape(-1, 8),
                 np.ascontiguousarray(nanos, dtype="<u4").view(np.uint8).reshape(-1, 4),
+                np.ascontiguousarray(
+                    created_micros(chunk.table.column(CREATED_COLUMN)), dtype="<i8"
+                )
+                .view(np.uint8)
+                .reshape(-1, 8),
                 _slot(chunk.timestamps),
                 *(_slot(cells) for cells in values),
             ]
@@ -221,6 +291,7 @@ class RedisWriter:
                     high = min(stop, low + self._batch_rows)
                     args: list[Any] = [
                         self._ts_field,
+                        self._created_field,
                         self._ttl,
                         blob[low * row_width : high * row_width],
                     ]
@@ -230,7 +301,20 @@ class RedisWriter:
             raise OnlineStoreUnavailableError(
                 f"lost the Redis online store at {self._label}: {error}"
             ) from error
+        except redis.ResponseError as error:
+            if not is_out_of_memory(error):
+                raise
+            raise OnlineStoreFullError(
+                f"the Redis online store at {self._label} is out of memory ({error}); "
+                f"{written:,} entities of this view were written before it refused. Raise "
+                "its maxmemory, choose an evicting maxmemory-policy, or shorten "
+                "key_ttl_seconds, then re-run: the run resumes (newer-wins) where it stopped"
+            ) from error
         return written
+
+    def expire(self, *, start: datetime, end: datetime) -> int:
+        """Nothing to do: every written key carries its own TTL (``EXPIRE``)."""
+        return 0
 
     def close(self) -> None:
         """Nothing to release: the client belongs to Feast's online store."""
@@ -266,16 +350,17 @@ def _value_texts(column: pa.ChunkedArray, value_type: ValueType) -> list[str | N
 
 
 class SqliteWriter:
-    """Feast's SQLite online table, upserted only where the event time is not older.
+    """Feast's SQLite online table, upserted only where (event time, created) is not older.
 
     Feast's own SQLite store overwrites unconditionally; the condition keeps an older range
     from replacing newer values, as in Redis. Feast stores whole seconds here, so a row of
     the same second as the stored one replaces it. A fresh store ends up identical.
     """
 
-    def __init__(self, db_path: Path, table: str) -> None:
+    def __init__(self, db_path: Path, table: str, *, ttl_seconds: int | None = None) -> None:
         self._db_path = db_path
         self._table = table
+        self._ttl = ttl_seconds
         self._connection: sqlite3.Connection | None = None
 
     def check(self) -> None:
@@ -321,11 +406,38 @@ class SqliteWriter:
             "created_ts) VALUES (?, ?, ?, ?, ?, ?) "
             "ON CONFLICT(entity_key, feature_name) DO UPDATE SET value = excluded.value, "
             "value_text = excluded.value_text, event_ts = excluded.event_ts, "
-            f"created_ts = excluded.created_ts WHERE excluded.event_ts >= {table}.event_ts"
+            # Newer (event, created) wins; a missing created time sorts first. Equal rows
+            # are rewritten with the same values (idempotent).
+            "created_ts = excluded.created_ts WHERE (excluded.event_ts, "
+            f"COALESCE(excluded.created_ts, -1)) >= ({table}.event_ts, "
+            f"COALESCE({table}.created_ts, -1))"
         )
         with self._connection:
             cursor = self._connection.executemany(upsert, self._rows(chunk))
         return cursor.rowcount // max(1, len(chunk.values))
+
+    def expire(self, *, start: datetime, end: datetime) -> int:
+        """Delete entities whose event time is before ``end - ttl`` and before ``start``.
+
+        Feast's SQLite store has no key expiry; this gives the embedded profile the same
+        bound on stale online values as the Redis key TTL. Rows of the run's own range are
+        kept, so back-filling an old range still loads it.
+        """
+        assert self._connection is not None, "check() opens the connection"
+        if not self._ttl:
+            return 0
+        start, end = (m if m.tzinfo else m.replace(tzinfo=UTC) for m in (start, end))
+        cutoff = min(start, end - timedelta(seconds=self._ttl))
+        table = '"' + self._table.replace('"', '""') + '"'
+        with self._connection:
+            (entities,) = self._connection.execute(
+                f"SELECT count(DISTINCT entity_key) FROM {table} WHERE event_ts < ?",
+                (int(cutoff.timestamp()),),
+            ).fetchone()
+            self._connection.execute(
+                f"DELETE FROM {table} WHERE event_ts < ?", (int(cutoff.timestamp()),)
+            )
+        return int(entities)
 
     def close(self) -> None:
         """Close the connection."""
@@ -373,6 +485,10 @@ class FeastWriter:
         rows = _convert_arrow_to_proto(batch, self._view, join_keys)
         self._store.online_write_batch(self._config, self._view, rows, progress=None)
         return len(rows)
+
+    def expire(self, *, start: datetime, end: datetime) -> int:
+        """Nothing to do: the store applies its own expiry, if any."""
+        return 0
 
     def close(self) -> None:
         """Nothing to release."""

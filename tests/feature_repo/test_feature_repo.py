@@ -162,3 +162,19 @@ def test_online_churn_v1_equals_offline_after_materialization(
                 assert online_value == pytest.approx(offline_value), (user, feature)
     assert online["feature_1"][0] == 12.5  # the latest value of user 1
     assert online["is_weekend"] == [1, 1, 1]
+
+
+def test_every_profile_expires_online_rows_after_the_view_ttl() -> None:
+    import yaml
+
+    from tests.utils.feast_repo import FEATURE_REPO
+
+    profiles = sorted(FEATURE_REPO.glob("feature_store*.yaml"))
+    assert len(profiles) == 3
+    view_ttl = timedelta(days=21).total_seconds()  # user_features' ttl (views.py)
+    for path in profiles:
+        config = yaml.safe_load(path.read_text())
+        online = config["online_store"]
+        # Redis takes it natively; Feast's SQLite config refuses it, so the engine applies it.
+        block = online if online["type"] == "redis" else config["batch_engine"]
+        assert block.get("key_ttl_seconds") == view_ttl, path.name

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -28,6 +26,8 @@ from tests.utils.materialize import (
     applied_repo_fixture,
     decode_redis,
     expected_online,
+    feast_fields,
+    kill_at_stderr_line,
     make_user_features,
     redis_hashes,
     redis_ttls,
@@ -93,7 +93,9 @@ def test_feast_cli_runs_the_engine_and_writes_what_feast_writes(
         assert "chunk 5/5" in completed.stderr  # our engine ran, in several chunks
         expected = expected_online(offline, start=START, end=END)
         ours = redis_hashes(repo.project)
-        assert ours == redis_hashes(stock.project)  # byte for byte, field order aside
+        # Byte for byte, field order aside; ours also keeps the row's created time.
+        assert feast_fields(ours) == redis_hashes(stock.project)
+        assert all(f"_created:{VIEW}".encode() in fields for fields in ours.values())
         _assert_read_back_equal(repo, stock, offline, expected)
         assert decode_redis(ours) == expected
     finally:
@@ -181,22 +183,9 @@ def test_killed_run_resumes_to_the_same_state(offline: pd.DataFrame, repo: TestR
         START.strftime(ISO),
         END.strftime(ISO),
     ]
-    process = subprocess.Popen(
-        command,
-        cwd=repo.feast.repo_path,
-        env=feast_cli_environment(repo.feast),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+    kill_at_stderr_line(
+        command, "chunk 2/", env=feast_cli_environment(repo.feast), cwd=repo.feast.repo_path
     )
-    assert process.stderr is not None
-    deadline = time.monotonic() + 120
-    for line in process.stderr:
-        if "chunk 2/" in line or time.monotonic() > deadline:
-            break
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    process.stderr.close()
 
     expected = expected_online(offline, start=START, end=END)
     partial = decode_redis(redis_hashes(repo.project))
@@ -221,6 +210,17 @@ def test_key_ttl_is_set_on_every_written_key(offline: pd.DataFrame, repo: TestRe
     ttls = redis_ttls(repo.project)
     assert len(ttls) == len(expected_online(offline, start=START, end=END))
     assert all(3500 < ttl <= 3600 for ttl in ttls.values())
+
+
+def test_the_shipped_profile_expires_keys_after_the_view_ttl(
+    offline: pd.DataFrame, repo: TestRepo
+) -> None:
+    _materialize(repo, START, END)
+
+    ttls = redis_ttls(repo.project)
+    view_ttl = int(timedelta(days=21).total_seconds())
+    assert len(ttls) == len(expected_online(offline, start=START, end=END))
+    assert all(view_ttl - 100 < ttl <= view_ttl for ttl in ttls.values())
 
 
 def _closed_port() -> int:
@@ -304,7 +304,7 @@ def test_feast_writer_fallback_writes_the_same(
     )
 
     assert feast_writer.write(chunk) == redis_writer.write(chunk) == chunk.rows
-    assert redis_hashes(repo.project) == redis_hashes(second_project)
+    assert redis_hashes(repo.project) == feast_fields(redis_hashes(second_project))
     assert decode_redis(redis_hashes(second_project)) == expected_online(
         offline, start=START, end=END
     )

@@ -92,3 +92,41 @@ def test_older_values_never_replace_newer_ones(repo: TestRepo, offline: pd.DataF
     assert len(after) > len(newer)  # users whose only rows are older were added
     store.materialize(START - timedelta(days=400), START - timedelta(days=300))  # no rows
     assert _rows(repo) == after
+
+
+def test_rows_older_than_the_key_ttl_are_deleted_after_a_run(
+    repo: TestRepo, offline: pd.DataFrame
+) -> None:
+    from tests.utils.materialize import latest_rows
+
+    use_engine(repo, "fast", key_ttl_seconds=11 * 86_400)
+    store = open_feature_store(repo.feast)
+    store.materialize(START, END)
+    latest = latest_rows(offline, start=START, end=END)
+    assert len({key for key, _ in _rows(repo)}) == len(latest)
+
+    # Ten days later, with no new rows: users whose latest value is older than 11 days
+    # before the end go; the run's own range is [END, END + 10 days], so nothing protects them.
+    later = END + timedelta(days=10)
+    stats = _materialize_stats(store, END, later)[-1]
+
+    latest = latest_rows(offline, start=START, end=later)  # user 1 has a row after END
+    stale = latest["event_timestamp"] < pd.Timestamp(later - timedelta(days=11))
+    assert 0 < stale.sum() < len(latest)
+    assert stats.expired == int(stale.sum())
+    assert len({key for key, _ in _rows(repo)}) == int((~stale).sum())
+
+
+def test_a_backfill_of_an_old_range_is_not_expired(repo: TestRepo, offline: pd.DataFrame) -> None:
+    use_engine(repo, "fast", key_ttl_seconds=86_400)
+    store = open_feature_store(repo.feast)
+
+    stats = _materialize_stats(store, START, END)[-1]
+
+    assert stats.expired == 0  # every row is inside the run's own range
+    assert stats.written == len({key for key, _ in _rows(repo)})
+
+
+def _materialize_stats(store: object, start: object, end: object) -> list:
+    store.materialize(start, end)  # type: ignore[attr-defined]
+    return list(store._get_provider().batch_engine.results)  # type: ignore[attr-defined]

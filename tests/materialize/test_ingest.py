@@ -252,7 +252,7 @@ def test_every_row_is_accounted_for_in_a_mixed_batch(data: DataSettings) -> None
 def test_tables_have_the_contract_schema_and_order(data: DataSettings) -> None:
     rows = [(2, T, 1.0, 2.0, 1), (1, T, 3.0, 4.0, 0), (1, T - HOUR, 5.0, 6.0, 1)]
 
-    ingest_raw_events(raw_events(rows), data=data, now=NOW)
+    ingest_raw_events(raw_events(rows), data=data, now=NOW, backfill=True)
 
     features, labels = _features(data), _labels(data)
     assert features.dtypes.astype(str).to_dict() == {
@@ -261,6 +261,7 @@ def test_tables_have_the_contract_schema_and_order(data: DataSettings) -> None:
         "created": "datetime64[ns, UTC]",
         "feature_1": "float64",
         "feature_2": "float64",
+        "ingested_at": "datetime64[ns, UTC]",
     }
     assert labels.dtypes.astype(str).to_dict() == {
         "user_id": "int64",
@@ -272,7 +273,8 @@ def test_tables_have_the_contract_schema_and_order(data: DataSettings) -> None:
         (1, 3.0),
         (2, 1.0),
     ]
-    assert (features["created"] == features["event_timestamp"]).all()
+    assert (features["created"] == features["event_timestamp"]).all()  # back-fill
+    assert (features["ingested_at"] == pd.Timestamp(NOW)).all()
     assert labels["label"].tolist() == [1, 0, 1]
     assert (labels["event_timestamp"] == features["event_timestamp"]).all()
 
@@ -337,7 +339,7 @@ def test_unparseable_csv_timestamp_is_a_schema_error(tmp_path: Path, data: DataS
 
 
 def test_changed_values_are_corrections_with_a_newer_created(data: DataSettings) -> None:
-    ingest_raw_events(raw_events(_good_rows(3)), data=data, now=NOW)
+    ingest_raw_events(raw_events(_good_rows(3)), data=data, now=NOW, backfill=True)
     corrected_rows = [
         (1, T + HOUR, 99.0, 3.0, 0),  # features and label changed
         (2, T + 2 * HOUR, 3.0, 3.0, 1),  # only the label changed
@@ -414,3 +416,201 @@ def test_concurrent_ingests_of_different_batches_lose_no_rows(
 
     assert [report.features.new for report in reports] == [40, 40, 40, 40]
     assert len(_features(data)) == len(_labels(data)) == 160
+
+
+# --- keys and times the stores cannot represent (issue 10, items 2 and 3) -----------------
+
+BIG = 2**53 + 1  # the first integer float64 cannot hold
+
+
+def test_csv_ids_above_2_53_stay_exact_when_the_column_has_a_null(
+    tmp_path: Path, data: DataSettings
+) -> None:
+    path = tmp_path / "raw.csv"
+    path.write_text(
+        "user_id,feature_1,feature_2,label,event_date\n"
+        f"{BIG},1.0,2.0,0,2026-05-01T10:00:00Z\n"
+        f"{BIG + 2},3.0,4.0,1,2026-05-01T10:00:00Z\n"
+        ",5.0,6.0,0,2026-05-01T10:00:00Z\n"
+        " +999999999999999999 ,7.0,8.0,1,2026-05-01T10:00:00Z\n"
+    )
+
+    report = ingest_raw_events(path, data=data, now=NOW)
+
+    ids = [BIG, BIG + 2, 999_999_999_999_999_999]
+    assert sorted(_features(data)["user_id"].tolist()) == ids
+    assert sorted(_labels(data)["user_id"].tolist()) == ids
+    assert _quarantined(report) == {"null_user_id": 1}
+
+
+def test_ids_beyond_int64_are_quarantined_with_their_text(
+    tmp_path: Path, data: DataSettings
+) -> None:
+    path = tmp_path / "raw.csv"
+    path.write_text(
+        "user_id,feature_1,feature_2,label,event_date\n"
+        f"{2**63},1.0,2.0,0,2026-05-01T10:00:00Z\n"
+        f"{2**64 + 5},1.0,2.0,0,2026-05-01T11:00:00Z\n"
+        f"{2**63 - 1},3.0,4.0,1,2026-05-01T10:00:00Z\n"
+        "-7,3.0,4.0,1,2026-05-01T10:00:00Z\n"
+    )
+
+    report = ingest_raw_events(path, data=data, now=NOW)
+
+    assert _quarantined(report) == {"unrepresentable_user_id": 2}
+    assert "unrepresentable_user_id 2" in "\n".join(report.summary_lines())
+    quarantine = _quarantine(report)
+    assert quarantine["user_id_raw"].tolist() == [str(2**63), str(2**64 + 5)]
+    assert quarantine["source_row"].tolist() == [0, 1]
+    assert sorted(_features(data)["user_id"].tolist()) == [-7, 2**63 - 1]
+
+
+def test_unsigned_and_inexact_float_ids_are_quarantined(tmp_path: Path, data: DataSettings) -> None:
+    unsigned = raw_events(_good_rows(2))
+    unsigned["user_id"] = np.array([2**64 - 1, 5], dtype="uint64")
+    floats = raw_events(_good_rows(2, start=T + 10 * HOUR))
+    floats["user_id"] = [float(2**53 + 2), 6.0]
+
+    first = ingest_raw_events(
+        write_raw_events(tmp_path / "u.parquet", unsigned), data=data, now=NOW
+    )
+    second = ingest_raw_events(floats, data=data, now=NOW)
+
+    assert _quarantined(first) == _quarantined(second) == {"unrepresentable_user_id": 1}
+    assert sorted(_features(data)["user_id"].tolist()) == [5, 6]
+
+
+def test_command_exits_0_on_ids_beyond_int64(tmp_path: Path) -> None:
+    path = tmp_path / "raw.csv"
+    path.write_text(
+        "user_id,feature_1,feature_2,label,event_date\n"
+        f"{2**64},1.0,2.0,0,2026-05-01T10:00:00Z\n"
+        "3,1.0,2.0,0,2026-05-01T10:00:00Z\n"
+    )
+
+    result = CliRunner().invoke(build_app(), ["ingest", str(path)])
+
+    assert result.exit_code == 0, result.output
+    assert "unrepresentable_user_id 1" in result.output
+
+
+def test_year_3024_in_parquet_is_quarantined_not_a_crash(
+    tmp_path: Path, data: DataSettings
+) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table(
+        {
+            "user_id": pa.array([1, 2], pa.int64()),
+            "feature_1": [1.0, 2.0],
+            "feature_2": [3.0, 4.0],
+            "label": pa.array([0, 1], pa.int64()),
+            "event_date": pa.array(
+                [datetime(3024, 1, 1, tzinfo=UTC), datetime(2026, 5, 1, tzinfo=UTC)],
+                pa.timestamp("us", tz="UTC"),
+            ),
+        }
+    )
+    path = tmp_path / "raw.parquet"
+    pq.write_table(table, path)
+
+    report = ingest_raw_events(path, data=data, now=NOW)
+
+    assert _quarantined(report) == {"unorderable_timestamp": 1}
+    assert _quarantine(report)["event_date_raw"].tolist() == ["3024-01-01T00:00:00+00:00"]
+    assert _features(data)["user_id"].tolist() == [2]
+
+
+def test_out_of_range_csv_timestamps_are_quarantined_not_a_schema_error(
+    tmp_path: Path, data: DataSettings
+) -> None:
+    path = tmp_path / "raw.csv"
+    path.write_text(
+        "user_id,feature_1,feature_2,label,event_date\n"
+        "1,1.0,2.0,0,3024-01-01T00:00:00Z\n"
+        "2,1.0,2.0,0,2026-05-01T10:00:00Z\n"
+    )
+
+    report = ingest_raw_events(path, data=data, now=NOW)
+
+    assert _quarantined(report) == {"unorderable_timestamp": 1}
+    assert _quarantine(report)["event_date_raw"].tolist() == ["3024-01-01T00:00:00Z"]
+
+
+def test_timestamps_at_or_before_1970_are_quarantined(data: DataSettings) -> None:
+    rows = [
+        (1, datetime(1969, 12, 31, 23, 59, tzinfo=UTC), 1.0, 2.0, 0),
+        (2, datetime(1970, 1, 1, tzinfo=UTC), 1.0, 2.0, 0),
+        (3, datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC), 1.0, 2.0, 0),
+    ]
+
+    report = ingest_raw_events(raw_events(rows), data=data, now=NOW)
+
+    assert _quarantined(report) == {"unorderable_timestamp": 2}
+    assert _features(data)["user_id"].tolist() == [3]
+    assert _accounted(report) == 3
+
+
+# --- late arrivals (issue 10, item 4) -------------------------------------------------------
+
+
+def test_incremental_ingest_makes_rows_available_from_their_arrival(
+    data: DataSettings,
+) -> None:
+    arrival = T + timedelta(days=3)  # the row arrives three days after its event time
+
+    report = ingest_raw_events(raw_events([(1, T, 1.0, 2.0, 0)]), data=data, now=arrival)
+
+    features = _features(data)
+    assert features["created"].tolist() == [pd.Timestamp(arrival)]
+    assert features["ingested_at"].tolist() == [pd.Timestamp(arrival)]
+    assert not report.backfill
+    assert any(line.startswith("incremental:") for line in report.summary_lines())
+
+
+def test_backfill_declares_rows_available_at_their_event_time_and_says_so(
+    data: DataSettings,
+) -> None:
+    arrival = T + timedelta(days=3)
+
+    report = ingest_raw_events(
+        raw_events([(1, T, 1.0, 2.0, 0)]), data=data, now=arrival, backfill=True
+    )
+
+    features = _features(data)
+    assert features["created"].tolist() == [pd.Timestamp(T)]
+    assert features["ingested_at"].tolist() == [pd.Timestamp(arrival)]
+    assert any(line.startswith("back-fill: 1 new rows") for line in report.summary_lines())
+
+
+def test_command_backfill_flag(tmp_path: Path) -> None:
+    path = write_raw_events(tmp_path / "raw.parquet", raw_events(_good_rows(2)))
+
+    result = CliRunner().invoke(build_app(), ["ingest", "--backfill", str(path)])
+
+    assert result.exit_code == 0, result.output
+    assert "back-fill: 2 new rows declared available at their event time" in result.output
+    features = pd.read_parquet(DataSettings().user_features_path)
+    assert (features["created"] == features["event_timestamp"]).all()
+
+
+def test_tables_written_before_arrivals_were_recorded_are_extended(
+    data: DataSettings,
+) -> None:
+    old = pd.DataFrame(
+        {
+            "user_id": [1],
+            "event_timestamp": [pd.Timestamp(T)],
+            "created": [pd.Timestamp(T)],
+            "feature_1": [1.0],
+            "feature_2": [2.0],
+        }
+    )
+    data.offline_dir.mkdir(parents=True)
+    old.to_parquet(data.user_features_path, index=False)
+
+    ingest_raw_events(raw_events([(2, T, 1.0, 2.0, 0)]), data=data, now=NOW)
+
+    features = _features(data)
+    assert features.set_index("user_id")["ingested_at"].isna().to_dict() == {1: True, 2: False}

@@ -9,6 +9,7 @@ import pytest
 
 from materialize.store import open_feature_store
 from tests.training.conftest import ChurnRepo
+from tests.utils.feast_repo import TestRepo
 from tests.utils.features import CHURN_V1_FEATURES
 from tests.utils.training import (
     BACKFILLED_USER,
@@ -103,3 +104,48 @@ def test_bad_labels_are_rejected_with_the_reason(churn_repo: ChurnRepo, tmp_path
         build_training_set(store, feature_service="churn_v1", labels_path=not_binary)
     with pytest.raises(TrainingError, match=r"'nope' not found .*\(known: churn_v1\)"):
         build_training_set(store, feature_service="nope", labels_path=not_binary)
+
+
+def test_a_row_ingested_late_is_not_used_before_it_arrived_and_the_audit_catches_it(
+    feature_repo: TestRepo, tmp_path: Path
+) -> None:
+    from datetime import UTC, datetime, timedelta
+
+    import pandas as pd
+
+    from materialize.apply import apply_feature_repo
+    from materialize.ingest import ingest_raw_events
+    from tests.utils.data import raw_events
+
+    day = timedelta(days=1)
+    t = datetime(2026, 5, 1, 10, tzinfo=UTC)
+    history = raw_events([(1, t, 1.0, 2.0, 0), (2, t, 3.0, 4.0, 1)])
+    ingest_raw_events(history, data=feature_repo.data, now=t + day, backfill=True)
+    # User 1's next snapshot (event time t + 1 day) arrives three days after it happened.
+    late = raw_events([(1, t + day, 50.0, 60.0, 1)])
+    ingest_raw_events(late, data=feature_repo.data, now=t + 4 * day)
+    apply_feature_repo(feature_repo.feast)
+    labels = pd.DataFrame(
+        {
+            "user_id": [1, 1, 2],
+            # before the late row arrived, after it arrived, another user
+            "event_timestamp": pd.to_datetime([t + 2 * day, t + 5 * day, t + 2 * day], utc=True),
+            "label": [0, 1, 1],
+        }
+    )
+    labels_path = write_parquet(labels, tmp_path / "labels.parquet")
+    store = open_feature_store(feature_repo.feast)
+
+    training_set = build_training_set(
+        store, feature_service="churn_v1", labels_path=labels_path, missing="keep"
+    )
+
+    assert training_set.frame["feature_1"].tolist() == [1.0, 50.0, 3.0]
+    assert training_set.report.leakage_rows == 0
+    # A join that ignores arrival times uses the late value at t + 2 days: the audit sees it.
+    service = store.get_feature_service("churn_v1")
+    leaky = store.get_historical_features(
+        entity_df=labels.assign(**{ROW_ID: np.arange(3)}), features=service, full_feature_names=True
+    ).to_df()
+    assert sorted(leaky["user_features__feature_1"].tolist()) == [3.0, 50.0, 50.0]
+    assert audit_point_in_time(store, leaky, service=service).leaking_rows == 1

@@ -105,10 +105,11 @@ def use_engine(repo: TestRepo, engine: str = "fast", **options: object) -> None:
 def set_key_ttl(repo: TestRepo, seconds: int) -> None:
     """Give the Redis online store of every profile a ``key_ttl_seconds``."""
     for path in repo.feast.repo_path.glob("feature_store*.yaml"):
+        text = re.sub(r"^  key_ttl_seconds: .*\n", "", path.read_text(), flags=re.M)
         text = re.sub(
             r"^(  connection_string: .*\n)",
             rf"\1  key_ttl_seconds: {seconds}\n",
-            path.read_text(),
+            text,
             flags=re.M,
         )
         path.write_text(text)
@@ -136,6 +137,28 @@ def _per_key(project: str, command: str, db: int) -> dict[bytes, object]:
         getattr(pipe, command)(key)
     suffix = len(project.encode())
     return {key[:-suffix]: value for key, value in zip(keys, pipe.execute(), strict=True)}
+
+
+def kill_at_stderr_line(
+    command: list[str], marker: str, *, env: dict[str, str], cwd: Path | None = None
+) -> int:
+    """Run ``command``, SIGKILL it when its stderr shows ``marker``; return its exit status."""
+    import signal
+    import subprocess
+    import time
+
+    process = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True
+    )
+    assert process.stderr is not None
+    deadline = time.monotonic() + 120
+    for line in process.stderr:
+        if marker in line or time.monotonic() > deadline:
+            break
+    process.send_signal(signal.SIGKILL)
+    status = process.wait()
+    process.stderr.close()
+    return status
 
 
 def write_offline_table(users: int, path: Path | None = None) -> pd.DataFrame:
@@ -203,6 +226,14 @@ def applied_repo_fixture(profile: FeastProfile = "production") -> Any:
 def redis_hashes(project: str, db: int = 0) -> dict[bytes, dict[bytes, bytes]]:
     """Every hash stored for ``project``, by serialized entity key (the project removed)."""
     return _per_key(project, "hgetall", db)  # type: ignore[return-value]
+
+
+def feast_fields(hashes: dict[bytes, dict[bytes, bytes]]) -> dict[bytes, dict[bytes, bytes]]:
+    """The hashes without the ``_created:<view>`` field our writer adds (Feast never reads it)."""
+    return {
+        key: {name: value for name, value in fields.items() if not name.startswith(b"_created:")}
+        for key, fields in hashes.items()
+    }
 
 
 def redis_ttls(project: str, db: int = 0) -> dict[bytes, int]:
