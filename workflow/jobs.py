@@ -188,7 +188,9 @@ def build_nightly_job(settings: WorkflowSettings) -> JobDefinition:
         description="churn drift --retrain",
     )
     def drift(context: OpExecutionContext, churn: ChurnCommands) -> Iterator[Output[str]]:
-        args = ["drift", "--retrain", "--window", settings.drift_window]
+        args = ["drift", "--retrain"]
+        if settings.drift_window:
+            args += ["--window", settings.drift_window]
         if settings.drift_trials:
             args += ["--trials", str(settings.drift_trials)]
         yield from run_stage(context, churn, [*args, *_profile_args(settings)])

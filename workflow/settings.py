@@ -46,7 +46,9 @@ class WorkflowSettings(BaseSettings):
     retry_delay_s: float = Field(default=30.0, ge=0, description="First retry delay; doubles.")
     skew_sample: int = Field(default=1000, ge=1)
     skew_service: str = "churn_v1"
-    drift_window: str = "7d"
+    drift_window: str | None = Field(
+        default=None, description="--window of drift (default: CHURN_MONITORING_WINDOW_DAYS)."
+    )
     drift_trials: int | None = Field(default=None, ge=1, description="Trials of a retraining.")
     evaluate_window: str = "1d"
     evaluate_max_label_age: str = "7d"

@@ -87,7 +87,7 @@ def test_major_drift_is_a_green_run_with_the_finding_as_its_outcome(stub: str) -
     assert tags["churn/drift"] == "major_drift"
     metadata = _output_metadata(result, "drift")
     assert (metadata["exit_code"].value, metadata["outcome"].value) == (4, "major_drift")
-    assert metadata["command"].value == "churn drift --retrain --window 7d --trials 2"
+    assert metadata["command"].value == "churn drift --retrain --trials 2"
 
 
 def test_stale_data_skips_the_steps_after_it(stub: str) -> None:
