@@ -117,8 +117,10 @@ def run_stage(
     if outcome.state == "warning":
         context.log.warning(f"churn {command}: {outcome.name} (exit {completed.returncode})")
     if outcome.state == "skipped":
-        context.log.warning(f"churn {command}: {outcome.name}; the steps after it are skipped")
-        context.add_output_metadata(metadata)
+        context.log.warning(
+            f"churn {command}: {outcome.name}; the steps after it are skipped: "
+            f"{_last_error(completed.stderr) or _tail(completed.stdout)}"
+        )
         return
     yield Output(outcome.name, metadata=metadata)
 
