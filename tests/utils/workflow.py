@@ -81,8 +81,10 @@ def make_platform(repo: TestRepo) -> Platform:
         "CHURN_REDIS_URL": repo.feast.redis_url,
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "CHURN_TRAIN_MIN_AUC": "0.6",
+        # Explicit: the tasks' processes start from this process's environment, where an
+        # earlier test's mlflow.set_tracking_uri may have left another store.
+        "MLFLOW_TRACKING_URI": f"sqlite:///{repo.data.data_dir / 'mlflow' / 'mlflow.db'}",
     }
-    env.pop("MLFLOW_TRACKING_URI", None)
     return Platform(repo=repo, env=env)
 
 
