@@ -22,6 +22,24 @@ $(STAMP): pyproject.toml
 .PHONY: install
 install: $(STAMP) ## Create .venv and install the project with its dev tools
 
+# The orchestrator (Dagster) resolves next to Feast and MLflow without moving a pin, so it
+# goes into the same .venv as an optional group; its tasks still run the `churn` commands.
+WORKFLOW_STAMP := $(VENV)/.workflow-installed
+$(WORKFLOW_STAMP): $(STAMP) pyproject.toml
+	$(BIN)/pip install --quiet -e ".[dev,workflow]"
+	@touch $(WORKFLOW_STAMP)
+
+.PHONY: workflow-install
+workflow-install: $(WORKFLOW_STAMP) ## Install the orchestrator (Dagster) into .venv
+
+WORKFLOW_PORT ?= 3000
+DAGSTER_HOME ?= $(CURDIR)/data/dagster
+
+.PHONY: workflow
+workflow: $(WORKFLOW_STAMP) ## Start the schedule locally: Dagster UI + scheduler, http://127.0.0.1:3000 (WORKFLOW_PORT)
+	@mkdir -p $(DAGSTER_HOME) && cp workflow/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	DAGSTER_HOME=$(DAGSTER_HOME) $(BIN)/dagster dev -m workflow.definitions -h 127.0.0.1 -p $(WORKFLOW_PORT)
+
 .PHONY: services
 services: ## Start Redis and PostgreSQL if they are not running
 	@redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1 || { echo "starting redis-server"; \
@@ -104,11 +122,11 @@ demo: $(STAMP) ## Run the platform end to end on embedded defaults (small data, 
 	echo "demo: MLflow: $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/data/mlflow/mlflow.db"
 
 .PHONY: test
-test: $(STAMP) services ## Run the whole test suite against real Redis, PostgreSQL, Feast and MLflow
+test: $(WORKFLOW_STAMP) services ## Run the whole test suite against real Redis, PostgreSQL, Feast and MLflow
 	$(BIN)/python -m pytest
 
 .PHONY: lint
-lint: $(STAMP) ## ruff format check, ruff lint and mypy on the packages
+lint: $(WORKFLOW_STAMP) ## ruff format check, ruff lint and mypy on the packages
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy

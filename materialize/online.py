@@ -41,6 +41,7 @@ class MaterializeResult:
     end: datetime
     engine: str  # the profile's batch engine type
     views: list[MaterializationStats] = field(default_factory=list)
+    ttl_seconds: dict[str, float] = field(default_factory=dict)  # per view (0: no ttl)
 
 
 def parse_time(text: str) -> datetime:
@@ -102,6 +103,10 @@ def materialize_online(
             end=end,
             engine=_engine_type(store.config),
             views=list(getattr(engine, "results", [])),
+            ttl_seconds={
+                view.name: view.ttl.total_seconds() if view.ttl else 0.0
+                for view in store.list_feature_views()
+            },
         )
 
 
@@ -130,6 +135,24 @@ def _summary(stats: MaterializationStats) -> str:
         f"{stats.view}: {stats.written:,} entities written ({stats.skipped:,} not newer than "
         f"online), {stats.rows_in_range:,} rows in range, {stats.rejected_rows:,} rejected "
         f"without a join key{expired}, {stats.seconds:.1f} s"
+    )
+
+
+def _record_metrics(result: MaterializeResult) -> None:
+    """Per view: last successful materialization, rows written, ttl (core.stage_metrics)."""
+    from core.stage_metrics import ViewRun, record_materialization
+
+    record_materialization(
+        [
+            ViewRun(
+                view=stats.view,
+                written=stats.written,
+                rows_in_range=stats.rows_in_range,
+                ttl_seconds=result.ttl_seconds.get(stats.view, 0.0),
+                end=stats.end.timestamp(),
+            )
+            for stats in result.views
+        ]
     )
 
 
@@ -192,6 +215,7 @@ def materialize_command(
         raise typer.Exit(EXIT_ONLINE_STORE_FULL) from error
     for stats in result.views:
         typer.echo(_summary(stats))
+    _record_metrics(result)
     scope = (
         f"{result.start.isoformat()} .. {result.end.isoformat()}"
         if result.start

@@ -292,6 +292,11 @@ def skew_check_command(
                 f"  {feature.feature}: {example.entity} online={example.online!r} "
                 f"offline={example.offline!r}"
             )
+    from core.stage_metrics import record_skew_check
+
+    record_skew_check(
+        service=report.service, entities=report.entities, mismatches=report.mismatches
+    )
     if report.mismatches:
         typer.echo(f"FAIL: {report.mismatches:,} mismatching values", err=True)
         raise typer.Exit(1)

@@ -345,5 +345,17 @@ def drift_command(
                 outcome, settings=settings, lineage=samples.lineage, feast=feast, trials=trials
             )
     _print_outcome(outcome)
+    _record_outcome(outcome)
     sys.stdout.flush()
     raise typer.Exit(outcome.exit_code)
+
+
+def _record_outcome(outcome: DriftOutcome) -> None:
+    """The drift gauges and the run's outcome in the stage-metrics target (core)."""
+    from core.stage_metrics import record_drift_outcome
+    from monitoring.metrics import build_registry
+
+    names = {EXIT_NO_MAJOR_DRIFT: "no_major_drift", EXIT_MAJOR_DRIFT: "major_drift"}
+    record_drift_outcome(
+        build_registry(outcome.report), outcome=names.get(outcome.exit_code, "failed")
+    )

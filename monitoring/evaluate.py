@@ -241,6 +241,16 @@ def _print_evaluation(evaluation: Evaluation) -> None:
         typer.echo(f"note: {evaluation.note}")
 
 
+def _record_metrics(
+    evaluation: Evaluation, *, min_auc: float | None, settings: MonitoringSettings
+) -> None:
+    """AUC on landed labels and the champion for Prometheus (core.stage_metrics)."""
+    from core.stage_metrics import record_champion_from_registry, record_evaluation
+
+    record_evaluation(roc_auc=evaluation.roc_auc, matched=evaluation.matched, min_auc=min_auc)
+    record_champion_from_registry(settings.model_name, alias=settings.model_alias)
+
+
 def evaluate_command(
     window: Annotated[str, typer.Option(help="Predictions of the last window, e.g. 7d.")] = "7d",
     until: Annotated[
@@ -289,5 +299,6 @@ def evaluate_command(
         path = out / "evaluation.json"
         write_text_atomically(path, json.dumps(evaluation.to_dict(), indent=2) + "\n")
         typer.echo(f"json: {path}")
+    _record_metrics(evaluation, min_auc=min_auc, settings=settings)
     below = min_auc is not None and (evaluation.roc_auc is None or evaluation.roc_auc < min_auc)
     raise typer.Exit(EXIT_BELOW_MIN_AUC if below else EXIT_EVALUATED)

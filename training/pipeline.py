@@ -90,7 +90,33 @@ def run_training(
     # Fitting and scoring (also MLflow's input-example check and permutation importance)
     # use OpenMP; on shared cores more threads than cores made them up to 10x slower.
     with limit_threads(config.threads):
-        return _run_training(config, mlflow_settings)
+        try:
+            result = _run_training(config, mlflow_settings)
+        except Exception as error:
+            _record_metrics(None, config, error=error)
+            raise
+    _record_metrics(result, config)
+    return result
+
+
+def _record_metrics(
+    result: TrainingResult | None, config: TrainingConfig, *, error: Exception | None = None
+) -> None:
+    """Training outcome, test AUC and the champion for Prometheus (core.stage_metrics)."""
+    from core.stage_metrics import record_champion_from_registry, record_training
+
+    if config.tune_only:
+        return
+    if result is None:
+        outcome = "bad_input" if isinstance(error, TrainingError) else "failed"
+    elif result.below_gate:
+        outcome = "below_gate"
+    else:
+        outcome = "promoted" if result.promoted else "registered"
+    test_auc = result.test_roc_auc if result else None
+    record_training(outcome=outcome, test_auc=test_auc, min_auc=config.min_auc)
+    if result is not None:
+        record_champion_from_registry(config.model_name)
 
 
 def _run_training(config: TrainingConfig, mlflow_settings: MlflowSettings | None) -> TrainingResult:

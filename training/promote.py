@@ -68,6 +68,9 @@ def promote_command(
     else:
         was = f" (was v{previous})" if previous else ""
         typer.echo(f"{model_name}@champion -> v{version}{was}")
+    from core.stage_metrics import record_champion_from_registry
+
+    record_champion_from_registry(model_name)
 
 
 def rollback_command(
@@ -82,3 +85,6 @@ def rollback_command(
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(EXIT_BAD_INPUT) from error
     typer.echo(f"{model_name}@champion -> v{new} (rolled back from v{old})")
+    from core.stage_metrics import record_champion_from_registry
+
+    record_champion_from_registry(model_name)

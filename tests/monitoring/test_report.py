@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import json
 import re
-import threading
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, HTTPServer
 from pathlib import Path
-from typing import ClassVar
 
 import numpy as np
 import pandas as pd
@@ -20,6 +17,7 @@ from monitoring.settings import MonitoringSettings
 from monitoring.statistics import DriftReport, compare_frames
 from tests.utils.features import CHURN_V1_FEATURES
 from tests.utils.monitoring import make_feature_frame
+from tests.utils.pushgateway import running_gateway
 
 SETTINGS = MonitoringSettings()
 
@@ -89,31 +87,11 @@ def test_metrics_textfile_has_gauges_per_feature(report: DriftReport, tmp_path) 
     assert "churn_drift_overall_severity 2.0" in text
 
 
-class _Gateway(BaseHTTPRequestHandler):
-    received: ClassVar[list[tuple[str, str, bytes]]] = []
-
-    def _record(self) -> None:
-        body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-        self.received.append((self.command, self.path, body))
-        self.send_response(200)
-        self.end_headers()
-
-    do_PUT = do_POST = _record
-
-    def log_message(self, *args: object) -> None:  # keep test output quiet
-        pass
-
-
 @pytest.fixture
 def gateway() -> Iterator[tuple[str, list[tuple[str, str, bytes]]]]:
-    """A minimal HTTP endpoint standing in for a Pushgateway; records what is pushed."""
-    _Gateway.received = []
-    server = HTTPServer(("127.0.0.1", 0), _Gateway)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"127.0.0.1:{server.server_port}", _Gateway.received
-    server.shutdown()
-    server.server_close()
+    """A stand-in Pushgateway recording what is pushed."""
+    with running_gateway() as endpoint:
+        yield endpoint
 
 
 def test_metrics_are_pushed_when_a_pushgateway_is_configured(
