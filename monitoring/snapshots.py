@@ -121,15 +121,29 @@ def _service_features(store: FeatureStore, service_name: str) -> ServiceFeatures
 
 
 def _retrieve(
-    store: FeatureStore, features: ServiceFeatures, entity_rows: pd.DataFrame
+    store: FeatureStore,
+    features: ServiceFeatures,
+    entity_rows: pd.DataFrame,
+    *,
+    as_available_then: bool,
 ) -> pd.DataFrame:
-    """Join entity rows through the feature service; columns: keys, timestamp, features."""
+    """Join entity rows through the feature service; columns: keys, timestamp, features.
+
+    Args:
+        store: The feature store.
+        features: The service's features.
+        entity_rows: Keys and timestamps to join at.
+        as_available_then: Only values that had arrived by each row's time (``created`` at
+            or before it), as training saw them. False joins each snapshot at its own event
+            time whenever it arrived: the current window judges the data that came in,
+            late batches included, not what was known at its event time.
+    """
     service = store.get_feature_service(features.service)
     joined = store.get_historical_features(
         entity_df=entity_rows,
         features=service,
         full_feature_names=True,
-        filter_by_created_timestamp=True,  # as in training: no back-filled values
+        filter_by_created_timestamp=as_available_then,
     ).to_df()
     if len(joined) != len(entity_rows):
         raise DriftInputError(
@@ -167,7 +181,7 @@ def build_reference(store: FeatureStore, lineage: ChampionLineage) -> pd.DataFra
             f"no label rows in the champion's training window {lineage.train_start} - "
             f"{lineage.train_end} in {lineage.labels_path}"
         )
-    return _retrieve(store, features, rows.reset_index(drop=True))
+    return _retrieve(store, features, rows.reset_index(drop=True), as_available_then=True)
 
 
 def _snapshot_sources(store: FeatureStore, service_name: str) -> list[tuple[Path, str, list[str]]]:
@@ -227,7 +241,8 @@ def build_current_from_snapshots(
     rows = snapshots.loc[(snapshots[TIMESTAMP] > start) & (snapshots[TIMESTAMP] <= end)]
     if rows.empty:
         raise DriftInputError(f"no offline snapshot between {start} and {end}")
-    return _retrieve(store, features, rows.reset_index(drop=True)), (start, end)
+    current = _retrieve(store, features, rows.reset_index(drop=True), as_available_then=False)
+    return current, (start, end)
 
 
 def read_prediction_log(

@@ -196,6 +196,26 @@ def test_no_champion_is_a_clear_error(tmp_path: Path) -> None:
     assert "model 'churn-predictor' has no 'champion' version" in completed.stderr
 
 
+def test_a_week_that_arrived_late_is_judged_on_its_own_values(tmp_path: Path) -> None:
+    late = train_champion(tmp_path / "late")
+    # The shifted week reaches the platform in one incremental batch after its last day,
+    # so every row's created time is later than its event time.
+    week_start = START + timedelta(days=DAYS)
+    write_daily_history(
+        late.repo.data,
+        users=60,
+        days=7,
+        start=week_start,
+        seed=2,
+        feature_2_shift=3.0,
+        arrived=week_start + timedelta(days=7, hours=1),
+    )
+    completed = run_churn(late.env, "drift", "--out", str(tmp_path / "out"))
+
+    assert completed.returncode == 4, completed.stdout + completed.stderr
+    assert "drift: major (major: feature_2, feature_ratio" in completed.stdout
+
+
 def test_major_drift_retrains_through_the_gate_once_per_cooldown(
     champion: Champion, tmp_path: Path
 ) -> None:

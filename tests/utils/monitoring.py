@@ -69,8 +69,12 @@ def write_daily_history(
     start: datetime = START,
     seed: int = 0,
     feature_2_shift: float = 0.0,
+    arrived: datetime | None = None,
 ) -> pd.DataFrame:
     """Append one snapshot and one label per user and day to the offline tables.
+
+    ``arrived`` is when the batch reached the platform (``created``, as an incremental
+    ingest records it); by default each row arrived at its event time (a back-fill).
 
     Snapshots fall at a random hour of each day, so every weekday is equally represented
     in whole weeks (a 70-day history splits into a 49-day training window). Labels follow
@@ -90,7 +94,7 @@ def write_daily_history(
         {
             "user_id": user_ids,
             "event_timestamp": timestamps,
-            "created": timestamps,
+            "created": timestamps if arrived is None else pd.Timestamp(arrived),
             "feature_1": feature_1,
             "feature_2": feature_2,
         }
