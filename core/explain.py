@@ -220,7 +220,7 @@ def build_explainer(model: Any, features: tuple[str, ...]) -> tuple[TreeExplaine
 
 
 def top_reasons(
-    explainer: TreeExplainer, matrix: np.ndarray, contributions: np.ndarray, *, count: int
+    matrix: np.ndarray, contributions: np.ndarray, *, count: int
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """The ``count`` largest effects per row: feature indices, values, contributions."""
     count = min(count, contributions.shape[1])

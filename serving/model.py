@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 if TYPE_CHECKING:
+    from core.explain import TreeExplainer
     from serving.features import FeaturePlan
 
 FEATURE_SERVICE_TAG = "feast.feature_service"
@@ -204,6 +205,8 @@ class ServingModel:
         plan: Its feature service, resolved against the Feast registry.
         predictor: The model on numpy.
         loaded_at: When it was loaded.
+        explainer: Exact per-feature contributions (None: the family cannot be explained).
+        explain_problem: Why there is no explainer.
     """
 
     name: str
@@ -213,11 +216,25 @@ class ServingModel:
     plan: FeaturePlan
     predictor: NumpyPredictor
     loaded_at: datetime
+    explainer: TreeExplainer | None = None
+    explain_problem: str = ""
 
 
 def build_serving_model(info: VersionInfo, model: Any, plan: FeaturePlan) -> ServingModel:
     """Check a loaded model against its plan and wrap it for serving (blocking)."""
+    import logging
+
+    from core.explain import build_explainer
+
     predictor = NumpyPredictor(model, plan.features)
+    explainer, problem = build_explainer(model, plan.features)
+    if explainer is None:
+        logging.getLogger(__name__).warning(
+            "%s version %s: predictions are served without reasons (%s)",
+            info.name,
+            info.version,
+            problem,
+        )
     return ServingModel(
         name=info.name,
         version=info.version,
@@ -226,4 +243,6 @@ def build_serving_model(info: VersionInfo, model: Any, plan: FeaturePlan) -> Ser
         plan=plan,
         predictor=predictor,
         loaded_at=datetime.now(UTC),
+        explainer=explainer,
+        explain_problem=problem,
     )

@@ -77,7 +77,7 @@ admin_router = APIRouter(prefix="/admin", tags=["admin"])
 async def predict(body: PredictRequest, service: ServiceDep) -> PredictionResponse:
     """Churn probability of one user, from its online features and the served model."""
     started = time.perf_counter()
-    [result] = await service.predict([body.user_id])
+    [result] = await service.predict([body.user_id], explain=body.explain)
     if isinstance(result, RowProblem):
         raise problem_error(result)
     return PredictionResponse.answer(result, (time.perf_counter() - started) * 1000)
@@ -93,7 +93,7 @@ async def predict_batch(body: BatchPredictRequest, service: ServiceDep) -> Batch
     """Churn probabilities of several users in one lookup; unknown users listed as errors."""
     started = time.perf_counter()
     service.check_batch_size(len(body.user_ids))
-    results = await service.predict(body.user_ids)
+    results = await service.predict(body.user_ids, explain=body.explain)
     elapsed_ms = (time.perf_counter() - started) * 1000
     return BatchPredictionResponse.answer(body.user_ids, results, elapsed_ms)
 

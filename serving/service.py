@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal, Protocol, cast
+from typing import TYPE_CHECKING, Literal, Protocol, cast
 
 import numpy as np
 
@@ -38,6 +38,9 @@ from serving.model import (
 )
 from serving.prediction_log import LogChunk, PredictionLog
 from serving.settings import ServingSettings
+
+if TYPE_CHECKING:
+    from core.explain import Reason
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +93,10 @@ class Prediction:
     churn_probability: float
     churn_predicted: bool
     model_version: str
+    # Only when explain was asked: every feature, largest effect first (empty when the
+    # model family cannot be explained), and the base value they start from (log-odds).
+    reasons: tuple[Reason, ...] | None = None
+    base_value: float | None = None
 
 
 @dataclass(frozen=True)
@@ -118,6 +125,7 @@ class _Job:
     user_ids: Sequence[int]
     request_time: datetime
     future: asyncio.Future[list[Prediction | RowProblem]]
+    explain: bool = False
 
 
 class PredictionService:
@@ -177,8 +185,12 @@ class PredictionService:
         self._tasks.clear()
         self._predict_executor.shutdown(wait=True)
 
-    async def predict(self, user_ids: Sequence[int]) -> list[Prediction | RowProblem]:
+    async def predict(
+        self, user_ids: Sequence[int], *, explain: bool = False
+    ) -> list[Prediction | RowProblem]:
         """Score users at the current time; one result (or row problem) per user.
+
+        With ``explain`` each prediction also carries its reasons (per-feature contributions).
 
         Raises:
             ServingError: No model, or the online store is unavailable (whole request).
@@ -188,7 +200,7 @@ class PredictionService:
         future: asyncio.Future[list[Prediction | RowProblem]] = (
             asyncio.get_running_loop().create_future()
         )
-        self._queue.put_nowait(_Job(user_ids, datetime.now(UTC), future))
+        self._queue.put_nowait(_Job(user_ids, datetime.now(UTC), future, explain))
         return await future
 
     def check_batch_size(self, count: int) -> None:
@@ -369,6 +381,8 @@ class PredictionService:
                     matrix=matrix,
                 )
             )
+            if any(job.explain for job in jobs):
+                await self._explain(jobs, model, results, rows.matrix)
         offset = 0
         for job in jobs:
             count = len(job.user_ids)
@@ -377,6 +391,50 @@ class PredictionService:
                     cast(list[Prediction | RowProblem], results[offset : offset + count])
                 )
             offset += count
+
+    async def _explain(
+        self,
+        jobs: list[_Job],
+        model: ServingModel,
+        results: list[Prediction | RowProblem | None],
+        matrix: np.ndarray,
+    ) -> None:
+        """Attach reasons to the predictions of the jobs that asked (off the event loop)."""
+        import dataclasses
+
+        from core.explain import Reason
+
+        wanted: list[int] = []
+        offset = 0
+        for job in jobs:
+            if job.explain:
+                wanted.extend(
+                    index
+                    for index in range(offset, offset + len(job.user_ids))
+                    if isinstance(results[index], Prediction)
+                )
+            offset += len(job.user_ids)
+        if not wanted:
+            return
+        explainer = model.explainer
+        if explainer is None:
+            for index in wanted:
+                results[index] = dataclasses.replace(cast(Prediction, results[index]), reasons=())
+            return
+        contributions = await asyncio.get_running_loop().run_in_executor(
+            self._predict_executor, explainer.contributions, matrix[wanted]
+        )
+        for row, index in enumerate(wanted):
+            values, effects = matrix[index], contributions[row]
+            order = np.argsort(-np.abs(effects), kind="stable")
+            reasons = tuple(
+                Reason(model.features[j], float(values[j]), float(effects[j])) for j in order
+            )
+            results[index] = dataclasses.replace(
+                cast(Prediction, results[index]),
+                reasons=reasons,
+                base_value=explainer.base_value,
+            )
 
     @staticmethod
     def _fail(jobs: list[_Job], error: ServingError) -> None:

@@ -106,7 +106,7 @@ def test_top_reasons_are_sorted_by_absolute_effect() -> None:
     explainer = TreeExplainer.from_model(model, FEATURES)
     rows = matrix[:50]
     contributions = explainer.contributions(rows)
-    order, values, effects = top_reasons(explainer, rows, contributions, count=3)
+    order, values, effects = top_reasons(rows, contributions, count=3)
     assert order.shape == values.shape == effects.shape == (50, 3)
     assert (np.diff(np.abs(effects), axis=1) <= 0).all()
     assert (np.abs(effects[:, 2]) >= np.sort(np.abs(contributions), axis=1)[:, -3]).all()
