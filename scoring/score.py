@@ -572,6 +572,9 @@ def score_command(
     chunk_rows: Annotated[
         int | None, typer.Option(min=1, help="Users per offline retrieval. Default: 100000.")
     ] = None,
+    show: Annotated[
+        int, typer.Option(min=0, help="Print the N users most at risk with their reasons.")
+    ] = 0,
     profile: ProfileOption = None,
 ) -> None:
     """Score every user (or a list) at one point in time from the offline store, with reasons."""
@@ -601,3 +604,25 @@ def score_command(
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(1) from error
     typer.echo(_summary(result))
+    if show:
+        typer.echo(most_at_risk(result.path, count=show))
+
+
+def most_at_risk(path: Path, *, count: int) -> str:
+    """The ``count`` highest churn probabilities of a scores file, with their reasons."""
+    scores = pd.read_parquet(path)
+    top = scores.nlargest(count, "churn_probability")
+    ranks = sorted(int(c.split("_")[1]) for c in scores.columns if c.endswith("_feature"))
+    lines = [f"{len(top)} users most at risk:"]
+    for row in top.itertuples(index=False):
+        values = row._asdict()
+        reasons = "; ".join(
+            f"{values[f'reason_{k}_feature']}={values[f'reason_{k}_value']:.3g} "
+            f"({values[f'reason_{k}_contribution']:+.3f})"
+            for k in ranks
+        )
+        lines.append(
+            f"  user {values[USER_ID]}: {values['churn_probability']:.3f}"
+            + (f"  because {reasons}" if reasons else "")
+        )
+    return "\n".join(lines)

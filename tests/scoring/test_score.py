@@ -143,7 +143,9 @@ def test_every_user_with_features_is_scored_by_default(
     repo, users = scoring_repo
     _environment(monkeypatch, repo, registry)
     out = tmp_path / "all.parquet"
-    outcome = CliRunner().invoke(build_app(), ["score", "--out", str(out), "--chunk-rows", "15"])
+    outcome = CliRunner().invoke(
+        build_app(), ["score", "--out", str(out), "--chunk-rows", "15", "--show", "3"]
+    )
 
     assert outcome.exit_code == 0, outcome.output
     scores = pd.read_parquet(out)
@@ -152,6 +154,12 @@ def test_every_user_with_features_is_scored_by_default(
     assert "scored 40 users" in outcome.stdout
     assert "missing_features 1" in outcome.stdout
     assert "users/s, ETA" in outcome.stderr
+    riskiest = scores.nlargest(3, "churn_probability")
+    assert "3 users most at risk:" in outcome.stdout
+    listing = outcome.stdout.split("3 users most at risk:")[1]
+    positions = [listing.index(f"user {user}:") for user in riskiest["user_id"]]
+    assert positions == sorted(positions)
+    assert f"{riskiest['reason_1_feature'].iloc[0]}=" in listing
     probabilities = scores["churn_probability"].to_numpy()
     assert ((probabilities > 0) & (probabilities < 1)).all()
     assert (scores["churn_predicted"] == (probabilities >= 0.5)).all()
