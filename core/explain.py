@@ -30,8 +30,14 @@ from typing import Any
 
 import numpy as np
 
-# Rows explained together: bounds the (rows, nodes, entries) working arrays.
+# Rows explained together on the leaf path: bounds the (rows, entries) working arrays.
 _ROW_BLOCK = 16
+# From this many rows on, per-tree cell tables are built (once) and used.
+_TABLE_MIN_ROWS = 256
+# Trees with more cells than this stay on the leaf path (table size and build time).
+_MAX_CELLS = 4096
+# Rows per block on the cell path: bounds the (rows, trees) index array.
+_CELL_BLOCK = 8192
 
 
 class ExplainUnsupported(ValueError):
@@ -91,8 +97,11 @@ class TreeExplainer:
         leaves: _Leaves,
         intercept: float,
         float32_inputs: bool,
+        trees: list[_Tree] | None = None,
     ):
         self.features = features
+        self._trees = trees
+        self._cells: _CellTables | None = None
         self.family = family
         self._leaves = leaves
         self._float32 = float32_inputs
@@ -144,6 +153,7 @@ class TreeExplainer:
             leaves=leaves,
             intercept=intercept,
             float32_inputs=float32,
+            trees=trees,
         )
 
     def contributions(self, matrix: np.ndarray) -> np.ndarray:
@@ -184,31 +194,119 @@ class TreeExplainer:
         return first, inverse.reshape(-1)
 
     def _explain(self, matrix: np.ndarray) -> np.ndarray:
-        leaves = self._leaves
-        if len(matrix) == 1:
-            values = self._entry_values(matrix)[0]
-            return np.bincount(leaves.feature, weights=values, minlength=len(self.features))[
-                None, :
-            ]
-        width = len(self.features)
-        out = np.empty(matrix.shape)
-        for start in range(0, len(matrix), _ROW_BLOCK):
-            values = self._entry_values(matrix[start : start + _ROW_BLOCK])
-            bins = leaves.feature + width * np.arange(len(values))[:, None]
-            out[start : start + len(values)] = np.bincount(
-                bins.ravel(), weights=values.ravel(), minlength=values.shape[0] * width
-            ).reshape(-1, width)
-        return out
+        if len(matrix) >= _TABLE_MIN_ROWS and self._trees is not None:
+            if self._cells is None:
+                self._cells = _CellTables(self._trees, len(self.features))
+            finite = np.isfinite(matrix).all(axis=1)
+            if finite.all():
+                return self._cells.contributions(matrix)
+            out = np.empty(matrix.shape)
+            out[finite] = self._cells.contributions(matrix[finite])
+            out[~finite] = _leaf_contributions(self._leaves, matrix[~finite], len(self.features))
+            return out
+        return _leaf_contributions(self._leaves, matrix, len(self.features))
 
-    def _entry_values(self, rows: np.ndarray) -> np.ndarray:
-        """Each (leaf, feature) entry's share of its feature's contribution, per row."""
-        leaves = self._leaves
-        x = rows[:, leaves.feature]  # (rows, entries)
-        follows = ((x > leaves.low) & (x <= leaves.high)) | (np.isnan(x) & leaves.nan_follows)
-        # The leaf's pattern: which of its path features the row follows, as bits.
-        pattern = np.add.reduceat(follows * leaves.bit, leaves.starts, axis=1)
-        index = leaves.table_offset + pattern[:, leaves.leaf_of_entry] * leaves.width
-        return leaves.table[index]
+
+def _leaf_contributions(leaves: _Leaves, matrix: np.ndarray, width: int) -> np.ndarray:
+    """Contributions through the leaf tables: every (leaf, feature) entry per row."""
+    if len(matrix) == 1:
+        values = _entry_values(leaves, matrix)[0]
+        return np.bincount(leaves.feature, weights=values, minlength=width)[None, :]
+    out = np.empty((len(matrix), width))
+    for start in range(0, len(matrix), _ROW_BLOCK):
+        values = _entry_values(leaves, matrix[start : start + _ROW_BLOCK])
+        bins = leaves.feature + width * np.arange(len(values))[:, None]
+        out[start : start + len(values)] = np.bincount(
+            bins.ravel(), weights=values.ravel(), minlength=values.shape[0] * width
+        ).reshape(-1, width)
+    return out
+
+
+def _entry_values(leaves: _Leaves, rows: np.ndarray) -> np.ndarray:
+    """Each (leaf, feature) entry's share of its feature's contribution, per row."""
+    x = rows[:, leaves.feature]  # (rows, entries)
+    follows = ((x > leaves.low) & (x <= leaves.high)) | (np.isnan(x) & leaves.nan_follows)
+    # The leaf's pattern: which of its path features the row follows, as bits.
+    pattern = np.add.reduceat(follows * leaves.bit, leaves.starts, axis=1)
+    index = leaves.table_offset + pattern[:, leaves.leaf_of_entry] * leaves.width
+    return leaves.table[index]
+
+
+class _CellTables:
+    """Many rows fast: per tree, the contributions of every cell of its split grid.
+
+    A tree's contributions depend on ``x`` only through which side of each of its
+    thresholds every feature falls (its cell). Each tree's table holds the contributions
+    of all its cells, computed once through the leaf tables at a point inside each cell;
+    a row then costs one lookup per tree. Trees with more than ``_MAX_CELLS`` cells, and
+    rows with missing values, stay on the leaf path.
+    """
+
+    def __init__(self, trees: list[_Tree], width: int):
+        self.width = width
+        tables: list[np.ndarray] = []
+        per_tree: list[tuple[dict[int, np.ndarray], int]] = []
+        rest: list[_Tree] = []
+        offset = 0
+        for tree in trees:
+            internal = ~tree.is_leaf
+            grid = {
+                int(j): np.unique(tree.threshold[internal & (tree.feature == j)])
+                for j in np.unique(tree.feature[internal])
+            }
+            cells = int(np.prod([t.size + 1 for t in grid.values()])) if grid else 1
+            if cells > _MAX_CELLS:
+                rest.append(tree)
+                continue
+            # A point in every cell: bin b of a feature is (t[b-1], t[b]], the last (t[-1], inf).
+            axes = [np.append(t, np.inf) for t in grid.values()]
+            points = np.zeros((cells, width))
+            if grid:
+                mesh = np.meshgrid(*axes, indexing="ij")
+                for j, values in zip(grid, mesh, strict=True):
+                    points[:, j] = values.ravel()
+            leaves = _flatten([tree], width)
+            tables.append(_leaf_contributions(leaves, points, width))
+            per_tree.append((grid, offset))
+            offset += cells
+        self.table = np.concatenate(tables) if tables else np.zeros((1, width))
+        self.rest = _flatten(rest, width) if rest else None
+        # Per feature: the sorted thresholds of every tabled tree, and for each tree the
+        # stride-weighted local bin of every global bin.
+        self.grid: list[np.ndarray] = []
+        self.steps: list[np.ndarray] = []
+        offsets = np.array([o for _, o in per_tree], dtype=np.int64)
+        for j in range(width):
+            union = np.unique(
+                np.concatenate([g[j] for g, _ in per_tree if j in g] or [np.empty(0)])
+            )
+            self.grid.append(union)
+            steps = np.zeros((len(per_tree), union.size + 1), dtype=np.int64)
+            for t, (g, _) in enumerate(per_tree):
+                if j not in g:
+                    continue
+                later = [g[k].size + 1 for k in g if k > j]
+                stride = int(np.prod(later)) if later else 1
+                local = np.concatenate(([0], np.searchsorted(g[j], union, side="right")))
+                steps[t] = local * stride
+            self.steps.append(steps)
+        self.offsets = offsets
+
+    def contributions(self, matrix: np.ndarray) -> np.ndarray:
+        out = np.zeros(matrix.shape)
+        for start in range(0, len(matrix), _CELL_BLOCK):
+            rows = matrix[start : start + _CELL_BLOCK]
+            index = np.broadcast_to(self.offsets, (len(rows), self.offsets.size)).copy()
+            for j in range(self.width):
+                if self.grid[j].size:
+                    codes = np.searchsorted(self.grid[j], rows[:, j], side="left")
+                    index += self.steps[j][:, codes].T
+            block = out[start : start + len(rows)]
+            for t in range(index.shape[1]):
+                block += self.table[index[:, t]]
+            if self.rest is not None:
+                block += _leaf_contributions(self.rest, rows, self.width)
+        return out
 
 
 def build_explainer(model: Any, features: tuple[str, ...]) -> tuple[TreeExplainer | None, str]:

@@ -578,6 +578,9 @@ def score_command(
     profile: ProfileOption = None,
 ) -> None:
     """Score every user (or a list) at one point in time from the offline store, with reasons."""
+    os.environ.setdefault(
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"
+    )  # keep stderr for progress
     overrides: dict[str, Any] = {}
     if reasons is not None:
         overrides["reasons"] = reasons
