@@ -34,8 +34,11 @@ import numpy as np
 _ROW_BLOCK = 16
 # From this many rows on, per-tree cell tables are built (once) and used.
 _TABLE_MIN_ROWS = 256
-# Trees with more cells than this stay on the leaf path (table size and build time).
-_MAX_CELLS = 4096
+# Cells tabled in all (float64 x features each: 4M cells x 7 features = 224 MB at most); the
+# trees with the fewest cells are tabled first, the others stay on the leaf path.
+_TABLE_BUDGET_CELLS = 4_000_000
+# Working-array budget (elements) of one block of rows on the leaf path.
+_BLOCK_ELEMENTS = 1 << 18
 # Rows per block on the cell path: bounds the (rows, trees) index array.
 _CELL_BLOCK = 8192
 
@@ -213,8 +216,9 @@ def _leaf_contributions(leaves: _Leaves, matrix: np.ndarray, width: int) -> np.n
         values = _entry_values(leaves, matrix)[0]
         return np.bincount(leaves.feature, weights=values, minlength=width)[None, :]
     out = np.empty((len(matrix), width))
-    for start in range(0, len(matrix), _ROW_BLOCK):
-        values = _entry_values(leaves, matrix[start : start + _ROW_BLOCK])
+    block = max(_ROW_BLOCK, _BLOCK_ELEMENTS // max(1, leaves.feature.size))
+    for start in range(0, len(matrix), block):
+        values = _entry_values(leaves, matrix[start : start + block])
         bins = leaves.feature + width * np.arange(len(values))[:, None]
         out[start : start + len(values)] = np.bincount(
             bins.ravel(), weights=values.ravel(), minlength=values.shape[0] * width
@@ -238,8 +242,8 @@ class _CellTables:
     A tree's contributions depend on ``x`` only through which side of each of its
     thresholds every feature falls (its cell). Each tree's table holds the contributions
     of all its cells, computed once through the leaf tables at a point inside each cell;
-    a row then costs one lookup per tree. Trees with more than ``_MAX_CELLS`` cells, and
-    rows with missing values, stay on the leaf path.
+    a row then costs one lookup per tree. Trees beyond the ``_TABLE_BUDGET_CELLS`` budget
+    (largest grids first), and rows with missing values, stay on the leaf path.
     """
 
     def __init__(self, trees: list[_Tree], width: int):
@@ -248,14 +252,24 @@ class _CellTables:
         per_tree: list[tuple[dict[int, np.ndarray], int]] = []
         rest: list[_Tree] = []
         offset = 0
+        grids = []
         for tree in trees:
             internal = ~tree.is_leaf
             grid = {
                 int(j): np.unique(tree.threshold[internal & (tree.feature == j)])
                 for j in np.unique(tree.feature[internal])
             }
-            cells = int(np.prod([t.size + 1 for t in grid.values()])) if grid else 1
-            if cells > _MAX_CELLS:
+            grids.append((int(np.prod([t.size + 1 for t in grid.values()])), grid))
+        budget = _TABLE_BUDGET_CELLS
+        tabled = set()
+        for index in np.argsort([cells for cells, _ in grids], kind="stable"):
+            if grids[index][0] > budget:
+                break
+            budget -= grids[index][0]
+            tabled.add(int(index))
+        for index, tree in enumerate(trees):
+            cells, grid = grids[index]
+            if index not in tabled:
                 rest.append(tree)
                 continue
             # A point in every cell: bin b of a feature is (t[b-1], t[b]], the last (t[-1], inf).
