@@ -124,6 +124,8 @@ bench: $(STAMP) services ## Run the benchmarks (prints figures; slow)
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/drift.py
+	$(BIN)/python -m bench.score
+	$(BIN)/python -m bench.explain_latency
 
 .PHONY: clean
 clean: ## Remove local data, stores and caches (keeps .venv)

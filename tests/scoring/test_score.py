@@ -220,3 +220,19 @@ def test_a_failed_run_leaves_the_previous_file_whole(
     assert "offline" in outcome.stderr
     assert out.read_bytes() == b"previous run"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.parquet"]
+
+
+def test_users_files_are_read_as_integer_ids_or_refused(tmp_path: Path) -> None:
+    from scoring.score import ScoreInputError, read_users_file
+
+    text = tmp_path / "users.txt"
+    text.write_text("3\n1\n\n3\n2\n")
+    csv = tmp_path / "users.csv"
+    csv.write_text("user_id,segment\n5,a\n4,b\n")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("user_id\n5\nabc\n4.5\n")
+
+    assert read_users_file(text).tolist() == [1, 2, 3]
+    assert read_users_file(csv).tolist() == [4, 5]
+    with pytest.raises(ScoreInputError, match="2 value\\(s\\) are not integer user ids"):
+        read_users_file(bad)
