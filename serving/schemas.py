@@ -29,7 +29,9 @@ class PredictRequest(BaseModel):
 
     user_id: UserId
     explain: bool = Field(
-        default=False, description="Also return each feature's value and contribution."
+        default=False,
+        strict=True,  # 0, 1 or "true" are wrong types (422), as for user_id
+        description="Also return each feature's value and contribution.",
     )
 
 
@@ -40,7 +42,9 @@ class BatchPredictRequest(BaseModel):
 
     user_ids: list[UserId] = Field(min_length=1, examples=[[42, 43]])
     explain: bool = Field(
-        default=False, description="Also return each feature's value and contribution."
+        default=False,
+        strict=True,  # 0, 1 or "true" are wrong types (422), as for user_id
+        description="Also return each feature's value and contribution.",
     )
 
 

@@ -48,10 +48,15 @@ def test_predict_returns_reasons_only_when_asked(
     assert all("reasons" not in p for p in plain_batch["predictions"])
 
 
-def test_explain_is_a_boolean(make_app: Callable[..., FastAPI], champion: str) -> None:
+@pytest.mark.parametrize("value", ["yes please", 0, 1, "true"])
+def test_explain_is_a_strict_boolean(
+    make_app: Callable[..., FastAPI], champion: str, value: object
+) -> None:
     with TestClient(make_app()) as client:
-        response = client.post("/predict", json={"user_id": 1, "explain": "yes please"})
-    assert response.status_code == 422
+        single = client.post("/predict", json={"user_id": 1, "explain": value})
+        batch = client.post("/predict/batch", json={"user_ids": [1], "explain": value})
+    assert single.status_code == 422
+    assert batch.status_code == 422
 
 
 def test_a_family_without_explanations_is_served_without_reasons(
