@@ -73,7 +73,7 @@ demo: $(STAMP) ## Run the platform end to end on embedded defaults (small data, 
 	@if [ "$(DEMO_PROFILE)" = production ]; then echo "demo: Redis answers on 127.0.0.1:6379: production profile (Redis online store)"; \
 	else echo "demo: no Redis answers on 127.0.0.1:6379: using the embedded profile (SQLite online store)"; fi
 	@echo "== 0. fresh start: the demo resets data/ and tears down the Feast project's online rows"
-	rm -rf data/raw data/offline data/quarantine data/registry.db data/online_store.db data/mlflow data/predictions data/monitoring
+	rm -rf data/raw data/offline data/quarantine data/registry.db data/online_store.db data/mlflow data/predictions data/monitoring data/scores
 	@# Online rows outlive data/ (another checkout's demo may have written newer ones): apply
 	@# the definitions and let Feast tear the project down, then start from nothing.
 	@CHURN_FEAST_PROFILE=$(DEMO_PROFILE) $(BIN)/python -c "from materialize.settings import FeastSettings; \
@@ -98,6 +98,7 @@ demo: $(STAMP) ## Run the platform end to end on embedded defaults (small data, 
 	curl -sf $(DEMO_URL)/ready >/dev/null || { echo "demo: the service did not become ready"; exit 1; }; \
 	echo "POST /predict user 1:"; curl -s -X POST $(DEMO_URL)/predict -H 'content-type: application/json' -d '{"user_id": 1}'; echo; \
 	echo "POST /predict unknown user 999999:"; curl -s -X POST $(DEMO_URL)/predict -H 'content-type: application/json' -d '{"user_id": 999999}'; echo; \
+	echo "POST /predict user 1 with \"explain\": true (each feature's value and contribution):"; curl -s -X POST $(DEMO_URL)/predict -H 'content-type: application/json' -d '{"user_id": 1, "explain": true}'; echo; \
 	echo "POST /predict/batch users 1-5:"; curl -s -X POST $(DEMO_URL)/predict/batch -H 'content-type: application/json' -d '{"user_ids": [1, 2, 3, 4, 5]}'; echo; \
 	echo "== 5. a shifted week (feature_1 +1.5 SD) arrives"; \
 	$(CHURN) generate --users $(DEMO_USERS) --days 7 --end $(DEMO_TODAY) --shift feature_1=1.5 --out data/raw/shifted.parquet; \
@@ -118,6 +119,8 @@ demo: $(STAMP) ## Run the platform end to end on embedded defaults (small data, 
 	echo "== 7. the served predictions against the labels that have landed"; \
 	status=0; $(CHURN) evaluate --window 1d || status=$$?; \
 	[ $$status -ne 1 ] || { echo "demo: churn evaluate failed"; exit 1; }; \
+	echo "== 8. batch scoring: every user now, from the offline store, with the reasons"; \
+	$(CHURN) score --out data/scores/demo.parquet --show 10; \
 	echo "demo: done. Drift report: $(REPORT_DIR)/drift.html (JSON: $(REPORT_DIR)/drift.json)"; \
 	echo "demo: MLflow: $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/data/mlflow/mlflow.db"
 
@@ -142,6 +145,8 @@ bench: $(STAMP) services ## Run the benchmarks (prints figures; slow)
 	$(BIN)/python bench/train.py
 	$(BIN)/python bench/serve.py
 	$(BIN)/python bench/drift.py
+	$(BIN)/python -m bench.score
+	$(BIN)/python -m bench.explain_latency
 
 .PHONY: clean
 clean: ## Remove local data, stores and caches (keeps .venv)

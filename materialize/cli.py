@@ -27,6 +27,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("serve", "serving.cli:serve_command"),
     ("drift", "monitoring.drift:drift_command"),
     ("evaluate", "monitoring.evaluate:evaluate_command"),
+    ("score", "serving.batch_score:score_command"),
 ]
 
 

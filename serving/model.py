@@ -18,6 +18,7 @@ from core.model_checks import CHECK_ROWS_ARTIFACT, read_check_rows
 from serving.inference import EngineChoice, EngineName, Predictor, choose_engine, native_threads
 
 if TYPE_CHECKING:
+    from core.explain import TreeExplainer
     from serving.features import FeaturePlan
 
 FEATURE_SERVICE_TAG = "feast.feature_service"
@@ -229,6 +230,8 @@ class ServingModel:
         predictor: The inference engine chosen for it.
         engine: Why that engine (exactness and timings of the candidates).
         loaded_at: When it was loaded.
+        explainer: Exact per-feature contributions (None: the family cannot be explained).
+        explain_problem: Why there is no explainer.
     """
 
     name: str
@@ -239,6 +242,8 @@ class ServingModel:
     predictor: Predictor
     engine: EngineChoice
     loaded_at: datetime
+    explainer: TreeExplainer | None = None
+    explain_problem: str = ""
 
 
 def build_serving_model(
@@ -259,10 +264,22 @@ def build_serving_model(
             chosen must reproduce ``predict_proba`` on them to 1e-9.
         threads: Native threads allowed while checking and timing engines.
     """
+    import logging
+
+    from core.explain import build_explainer
+
     reference = NumpyPredictor(model, plan.features)
     rows = np.empty((0, len(plan.features))) if check_rows is None else check_rows
     with native_threads(threads):
         engine = choose_engine(model, reference, rows)
+    explainer, problem = build_explainer(model, plan.features)
+    if explainer is None:
+        logging.getLogger(__name__).warning(
+            "%s version %s: predictions are served without reasons (%s)",
+            info.name,
+            info.version,
+            problem,
+        )
     return ServingModel(
         name=info.name,
         version=info.version,
@@ -272,4 +289,6 @@ def build_serving_model(
         predictor=engine.predictor,
         engine=engine,
         loaded_at=datetime.now(UTC),
+        explainer=explainer,
+        explain_problem=problem,
     )

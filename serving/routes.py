@@ -82,7 +82,9 @@ async def predict(
 ) -> PredictionResponse:
     """Churn probability of one user, from its online features and the served model."""
     started = time.perf_counter()
-    [result] = await service.predict([body.user_id], client_gone=request.is_disconnected)
+    [result] = await service.predict(
+        [body.user_id], client_gone=request.is_disconnected, explain=body.explain
+    )
     if isinstance(result, RowProblem):
         raise problem_error(result)
     # Built from our own dataclass, so FastAPI's second validation of the response model
@@ -104,7 +106,9 @@ async def predict_batch(
     """Churn probabilities of several users in one lookup; unknown users listed as errors."""
     started = time.perf_counter()
     service.check_batch_size(len(body.user_ids))
-    results = await service.predict(body.user_ids, client_gone=request.is_disconnected)
+    results = await service.predict(
+        body.user_ids, client_gone=request.is_disconnected, explain=body.explain
+    )
     elapsed_ms = (time.perf_counter() - started) * 1000
     return BatchPredictionResponse.answer(body.user_ids, results, elapsed_ms)
 

@@ -29,6 +29,11 @@ class PredictRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     user_id: UserId
+    explain: bool = Field(
+        default=False,
+        strict=True,  # 0, 1 or "true" are wrong types (422), as for user_id
+        description="Also return each feature's value and contribution.",
+    )
 
 
 class BatchPredictRequest(BaseModel):
@@ -38,6 +43,25 @@ class BatchPredictRequest(BaseModel):
 
     # The schema's hard cap; the configured limit (batch_limit, at most this) answers 413.
     user_ids: list[UserId] = Field(min_length=1, max_length=10_000, examples=[[42, 43]])
+    explain: bool = Field(
+        default=False,
+        strict=True,  # 0, 1 or "true" are wrong types (422), as for user_id
+        description="Also return each feature's value and contribution.",
+    )
+
+
+class FeatureReason(BaseModel):
+    """One feature's part in a prediction (TreeSHAP value)."""
+
+    feature: str
+    value: float = Field(description="The feature's value for this prediction.")
+    contribution: float = Field(
+        description="Effect on the log-odds of churn (positive raises the risk)."
+    )
+
+
+def _absent(value: object) -> bool:
+    return value is None
 
 
 class ScoredUser(BaseModel):
@@ -48,6 +72,19 @@ class ScoredUser(BaseModel):
     churn_probability: float = Field(ge=0, le=1, description="Rounded to 4 decimals.")
     churn_predicted: bool = Field(description="churn_probability >= the decision threshold.")
     model_version: str
+    # Present only with "explain": true (absent otherwise, so answers stay as before).
+    reasons: list[FeatureReason] | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description='With "explain": true: every feature, largest absolute effect first '
+        "(empty when the model family cannot be explained).",
+    )
+    base_value: float | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description="With explain: the log-odds the contributions start from; base_value "
+        "plus the contributions is the model's log-odds.",
+    )
 
     @classmethod
     def of(cls, prediction: Prediction) -> ScoredUser:
@@ -67,13 +104,21 @@ class PredictionResponse(ScoredUser):
 
 
 def _scored_fields(prediction: Prediction) -> dict[str, Any]:
-    return {
+    fields: dict[str, Any] = {
         "request_id": prediction.request_id,
         "user_id": prediction.user_id,
         "churn_probability": round(prediction.churn_probability, 4),
         "churn_predicted": prediction.churn_predicted,
         "model_version": prediction.model_version,
     }
+    if prediction.reasons is not None:
+        # Plain dicts: /predict renders them straight to JSON, ScoredUser validates them.
+        fields["reasons"] = [
+            {"feature": r.feature, "value": r.value, "contribution": r.contribution}
+            for r in prediction.reasons
+        ]
+        fields["base_value"] = prediction.base_value
+    return fields
 
 
 class UserError(BaseModel):

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal, Protocol, cast
+from typing import TYPE_CHECKING, Literal, Protocol, cast
 
 import numpy as np
 
@@ -41,6 +41,9 @@ from serving.model import (
 )
 from serving.prediction_log import LogChunk, PredictionLog
 from serving.settings import ServingSettings
+
+if TYPE_CHECKING:
+    from core.explain import Reason
 
 logger = logging.getLogger(__name__)
 
@@ -118,6 +121,10 @@ class Prediction:
     churn_probability: float
     churn_predicted: bool
     model_version: str
+    # Only when explain was asked: every feature, largest effect first (empty when the
+    # model family cannot be explained), and the base value they start from (log-odds).
+    reasons: tuple[Reason, ...] | None = None
+    base_value: float | None = None
 
 
 @dataclass(frozen=True)
@@ -153,6 +160,7 @@ class _Job:
     queued_at: float  # loop time
     deadline: float  # loop time
     client_gone: ClientGone | None
+    explain: bool = False
 
 
 class PredictionService:
@@ -226,7 +234,11 @@ class PredictionService:
         return self._queued_rows
 
     async def predict(
-        self, user_ids: Sequence[int], *, client_gone: ClientGone | None = None
+        self,
+        user_ids: Sequence[int],
+        *,
+        client_gone: ClientGone | None = None,
+        explain: bool = False,
     ) -> list[Prediction | RowProblem]:
         """Score users at the current time; one result (or row problem) per user.
 
@@ -234,6 +246,7 @@ class PredictionService:
             user_ids: Users to score.
             client_gone: Tells whether the caller has disconnected; a request whose caller
                 has gone is dropped before it is scored.
+            explain: Each prediction also carries its reasons (per-feature contributions).
 
         Raises:
             ServingError: No model, the queue is full, the deadline passed, or the online
@@ -256,7 +269,7 @@ class PredictionService:
         deadline = now + self.settings.request_deadline_s
         self._queued_rows += len(user_ids)
         self._queue.put_nowait(
-            _Job(user_ids, datetime.now(UTC), future, now, deadline, client_gone)
+            _Job(user_ids, datetime.now(UTC), future, now, deadline, client_gone, explain)
         )
         # A timer on the loop rather than asyncio.timeout: one handle, no task bookkeeping.
         expiry = loop.call_at(deadline, self._expire, future)
@@ -547,6 +560,8 @@ class PredictionService:
                         matrix=matrix[kept],
                     )
                 )
+            if any(job.explain for job in jobs):
+                await self._explain(jobs, model, results, rows.matrix)
         offset = 0
         for job in jobs:
             count = len(job.user_ids)
@@ -555,6 +570,50 @@ class PredictionService:
                     cast(list[Prediction | RowProblem], results[offset : offset + count])
                 )
             offset += count
+
+    async def _explain(
+        self,
+        jobs: list[_Job],
+        model: ServingModel,
+        results: list[Prediction | RowProblem | None],
+        matrix: np.ndarray,
+    ) -> None:
+        """Attach reasons to the predictions of the jobs that asked (off the event loop)."""
+        import dataclasses
+
+        from core.explain import Reason
+
+        wanted: list[int] = []
+        offset = 0
+        for job in jobs:
+            if job.explain:
+                wanted.extend(
+                    index
+                    for index in range(offset, offset + len(job.user_ids))
+                    if isinstance(results[index], Prediction)
+                )
+            offset += len(job.user_ids)
+        if not wanted:
+            return
+        explainer = model.explainer
+        if explainer is None:
+            for index in wanted:
+                results[index] = dataclasses.replace(cast(Prediction, results[index]), reasons=())
+            return
+        contributions = await asyncio.get_running_loop().run_in_executor(
+            self._predict_executor, explainer.contributions, matrix[wanted]
+        )
+        for row, index in enumerate(wanted):
+            values, effects = matrix[index], contributions[row]
+            order = np.argsort(-np.abs(effects), kind="stable")
+            reasons = tuple(
+                Reason(model.features[j], float(values[j]), float(effects[j])) for j in order
+            )
+            results[index] = dataclasses.replace(
+                cast(Prediction, results[index]),
+                reasons=reasons,
+                base_value=explainer.base_value,
+            )
 
     @staticmethod
     def _fail(jobs: list[_Job], error: ServingError) -> None:

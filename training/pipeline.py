@@ -415,6 +415,9 @@ def _log_importances(
         model, split.test[names], split.test[label], seed=seed
     )
     mlflow.log_dict({"method": method, "importances": importances}, "feature_importances.json")
+    from training.global_view import log_mean_contributions
+
+    log_mean_contributions(model, split.test[names])
 
 
 def _log_model(model: ClassifierMixin, training_set: TrainingSet, split: TimeSplit) -> str:

@@ -65,6 +65,8 @@ def test_a_model_below_the_gate_is_not_registered(churn_repo: ChurnRepo) -> None
     parts = [int(run.data.params[f"data.rows_{part}"]) for part in ("train", "val", "test")]
     assert sum(parts) == len(churn_repo.tables.labels)
     assert run.data.params["data.train_end"] < run.data.params["data.test_start"]
+    logged = {artifact.path for artifact in client.list_artifacts(run.info.run_id)}
+    assert {"mean_abs_contributions.json", "mean_abs_contributions.png"} <= logged
 
 
 def test_champion_challenger_rollback_and_promotion(churn_repo: ChurnRepo, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import yaml
 
 from materialize.settings import PROJECT_ROOT
 
-OPS = PROJECT_ROOT / "ops"
+OPS = PROJECT_ROOT / "workflow" / "ops"
 RULES = OPS / "prometheus" / "rules.yml"
 RULES_TEST = OPS / "prometheus" / "rules_test.yml"
 DASHBOARD = OPS / "grafana" / "churn-platform.json"

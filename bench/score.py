@@ -1,0 +1,216 @@
+"""Benchmark: ``churn score`` on many users against the point-in-time retrieval alone.
+
+Builds a private Feast project (production profile: Redis online store, DuckDB offline
+store) whose offline table holds ``--users`` users with ``--snapshots`` rows each in the
+20 days before the scoring time, registers a champion of the default family
+(HistGradientBoostingClassifier built by ``training.models.build_model``, 345 trees), then
+runs, each in its own process so peak RSS is its own:
+
+1. the retrieval alone: ``get_historical_features`` through the ``churn_v1`` service for
+   every user at ``--at``, in the same chunks ``churn score`` uses;
+2. ``churn score --reasons 0`` (scores only);
+3. ``churn score`` (scores and the top 3 reasons), as a user types it.
+
+It prints wall time, users/s and peak RSS of each, and the overhead of scoring on top of
+the retrieval (goal: under 25%).
+
+    .venv/bin/python -m bench.score                       # 1,000,000 users
+    .venv/bin/python -m bench.score --users 200000 --chunk-rows 50000
+
+Run it as a module from the checkout root (``bench/materialize.py`` would shadow the
+``materialize`` package if this folder headed ``sys.path``). The temporary folder is
+removed at the end; the scoring itself writes nothing to Redis.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+GOAL_OVERHEAD = 0.25
+
+
+def _peak_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def prepare(folder: Path, *, users: int, snapshots: int, at: datetime, redis_url: str) -> dict:
+    """Repo copy, offline table, feast apply, registered champion; returns the settings."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from materialize.apply import apply_feature_repo
+    from materialize.settings import FeastSettings
+    from tests.utils.serving import register_model, tracking_uri_in, training_frame
+    from training.models import build_model
+
+    project = f"bench_score_{uuid.uuid4().hex[:8]}"
+    repo = folder / "feature_repo"
+    shutil.copytree(ROOT / "feature_repo", repo, ignore=shutil.ignore_patterns("__pycache__"))
+    for yaml_file in repo.glob("feature_store*.yaml"):
+        text = re.sub(r"^project: .*$", f"project: {project}", yaml_file.read_text(), flags=re.M)
+        yaml_file.write_text(text)
+    data_dir = folder / "data"
+    os.environ["CHURN_DATA_DIR"] = str(data_dir)
+    rng = np.random.default_rng(0)
+    rows = users * snapshots
+    end_us = int(at.timestamp() * 1_000_000)
+    event = end_us - rng.integers(60, 20 * 86_400, size=rows) * 1_000_000
+    table = pa.table(
+        {
+            "user_id": pa.array(np.repeat(np.arange(1, users + 1, dtype=np.int64), snapshots)),
+            "event_timestamp": pa.array(event * 1000, pa.timestamp("ns", tz="UTC")),
+            "created": pa.array(event * 1000, pa.timestamp("ns", tz="UTC")),
+            "feature_1": pa.array(rng.gamma(2.0, 3.0, rows)),
+            "feature_2": pa.array(rng.normal(0.0, 2.0, rows)),
+        }
+    )
+    (data_dir / "offline").mkdir(parents=True)
+    pq.write_table(table, data_dir / "offline" / "user_features.parquet")
+    feast = FeastSettings(repo_path=repo, profile="production", redis_url=redis_url)
+    apply_feature_repo(feast)
+    frame, labels = training_frame(20_000, seed=0)
+    params = {
+        "max_iter": 345,
+        "max_depth": 6,
+        "learning_rate": 0.05,
+        "max_features": 0.8,
+        "min_samples_leaf": 20,
+    }
+    model = build_model("hist_gradient_boosting", params, seed=0).fit(frame, labels)
+    tracking_uri = tracking_uri_in(folder / "mlflow")
+    register_model(tracking_uri, project=project, model=model)
+    return {
+        "CHURN_DATA_DIR": str(data_dir),
+        "CHURN_FEAST_REPO_PATH": str(repo),
+        "CHURN_FEAST_PROFILE": "production",
+        "CHURN_REDIS_URL": redis_url,
+        "MLFLOW_TRACKING_URI": tracking_uri,
+        "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    }
+
+
+def child_retrieve(at: datetime, chunk_rows: int) -> dict[str, Any]:
+    """The retrieval alone, chunked like churn score: every user of the table at ``at``."""
+    import pandas as pd
+    import pyarrow.parquet as pq
+
+    from materialize.settings import DataSettings
+    from materialize.store import open_feature_store
+
+    started = time.perf_counter()
+    store = open_feature_store()
+    service = store.get_feature_service("churn_v1")
+    ids = pq.read_table(DataSettings().user_features_path, columns=["user_id"])
+    users = pd.unique(ids.column("user_id").to_numpy())
+    users.sort()
+    rows = 0
+    for begin in range(0, len(users), chunk_rows):
+        chunk = users[begin : begin + chunk_rows]
+        entity = pd.DataFrame({"user_id": chunk, "event_timestamp": pd.Timestamp(at)})
+        joined = store.get_historical_features(
+            entity_df=entity,
+            features=service,
+            full_feature_names=True,
+            filter_by_created_timestamp=True,
+        ).to_df()
+        rows += len(joined)
+    return {"seconds": time.perf_counter() - started, "rows": rows, "peak_rss_mb": _peak_mb()}
+
+
+def child_score(arguments: list[str]) -> dict[str, Any]:
+    """``churn score <arguments>`` in this process."""
+    from materialize.cli import _install_warning_display, build_app
+
+    _install_warning_display()
+    started = time.perf_counter()
+    try:
+        build_app()(["score", *arguments], standalone_mode=False)
+    except SystemExit as exit_:  # typer.Exit(0) is not raised on success
+        if exit_.code:
+            raise
+    return {"seconds": time.perf_counter() - started, "peak_rss_mb": _peak_mb()}
+
+
+def _run_child(environment: dict[str, str], *arguments: str) -> dict[str, Any]:
+    completed = subprocess.run(
+        [sys.executable, "-m", "bench.score", "--child", *arguments],
+        cwd=ROOT,
+        env={**os.environ, **environment},
+        check=True,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    lines = completed.stdout.strip().splitlines()
+    print("\n".join(f"    {line}" for line in lines[:-1]))
+    result: dict[str, Any] = json.loads(lines[-1])
+    return result
+
+
+def main() -> None:
+    """Command line."""
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--users", type=int, default=1_000_000)
+    parser.add_argument("--snapshots", type=int, default=2, help="Offline rows per user.")
+    parser.add_argument("--chunk-rows", type=int, default=100_000)
+    parser.add_argument("--child", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child is not None:
+        kind, *rest = args.child
+        if kind == "retrieve":
+            print(json.dumps(child_retrieve(datetime.fromisoformat(rest[0]), int(rest[1]))))
+        else:
+            print(json.dumps(child_score(rest)))
+        return
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    redis_url = os.environ.get("CHURN_REDIS_URL", "127.0.0.1:6379")
+    at = datetime.now(UTC).replace(microsecond=0)
+    with tempfile.TemporaryDirectory(prefix="bench-score-") as folder:
+        started = time.perf_counter()
+        environment = prepare(
+            Path(folder), users=args.users, snapshots=args.snapshots, at=at, redis_url=redis_url
+        )
+        print(
+            f"prepared {args.users:,} users x {args.snapshots} rows and a 345-tree "
+            f"HistGradientBoosting champion in {time.perf_counter() - started:.1f} s"
+        )
+        out = Path(folder) / "scores.parquet"
+        common = ["--at", at.isoformat(), "--out", str(out), "--chunk-rows", str(args.chunk_rows)]
+        runs = {
+            "retrieval alone": _run_child(
+                environment, "retrieve", at.isoformat(), str(args.chunk_rows)
+            ),
+            "churn score --reasons 0": _run_child(environment, "score", *common, "--reasons", "0"),
+            "churn score (3 reasons)": _run_child(environment, "score", *common),
+        }
+        base = runs["retrieval alone"]["seconds"]
+        print(f"\n{'run':<26} {'wall s':>8} {'users/s':>10} {'peak RSS MB':>12} {'overhead':>9}")
+        for name, run in runs.items():
+            overhead = run["seconds"] / base - 1
+            print(
+                f"{name:<26} {run['seconds']:>8.1f} {args.users / run['seconds']:>10,.0f} "
+                f"{run['peak_rss_mb']:>12,.0f} {overhead:>+9.1%}"
+            )
+        for name in ("churn score --reasons 0", "churn score (3 reasons)"):
+            overhead = runs[name]["seconds"] / base - 1
+            verdict = "meets" if overhead < GOAL_OVERHEAD else "misses"
+            print(f"{name}: {verdict} the {GOAL_OVERHEAD:.0%} overhead goal ({overhead:+.1%})")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,631 @@
+"""``churn score``: every user scored at one point in time, with the reasons behind each score.
+
+Features come from the offline store through the model's own feature service
+(``get_historical_features`` with an entity frame of the users at ``--at``), so a score is
+what ``/predict`` would have answered at that moment. Users are processed in chunks: memory
+follows the chunk size, not the number of users. A user whose features are missing at
+``--at`` is never scored from nulls: it is counted, and listed with the reason in a second
+file. Both files are written to a temporary name, flushed to disk and renamed, so a killed
+run leaves the previous output (or nothing), never half a file.
+
+Layering: this stage imports ``core`` and the data layer (``materialize.settings``,
+``materialize.store``, ``materialize.options``) plus two public functions of training:
+``training.tracking.MlflowSettings`` (where MLflow is) and
+``training.dataset.resolve_service_features`` (a feature service's columns, as training
+reads them, so both stages name the same features).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TextIO
+
+import numpy as np
+import pandas as pd
+import typer
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from materialize.options import ProfileOption, profile_settings
+from materialize.settings import DataSettings, FeastSettings
+from materialize.store import FeastConfigurationError, feature_store_session
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+
+    from core.explain import TreeExplainer
+    from training.dataset import ServiceFeatures
+    from training.tracking import MlflowSettings
+
+TIMESTAMP = "event_timestamp"
+USER_ID = "user_id"
+FEATURE_SERVICE_TAG = "feast.feature_service"
+FEATURES_TAG = "feast.features"
+PROJECT_TAG = "feast.project"
+
+
+class ScoreInputError(ValueError):
+    """Bad input: no such model or version, unreadable users file, bad time (exit 2)."""
+
+
+class ScoreFailure(RuntimeError):
+    """The offline store or the model registry failed while scoring (exit 1)."""
+
+
+class ScoringSettings(BaseSettings):
+    """Defaults of ``churn score`` (prefix ``CHURN_SCORING_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="CHURN_SCORING_", extra="ignore")
+
+    model_name: str = Field(default="churn-predictor", description="Registered model name.")
+    model_alias: str = Field(default="champion", description="Alias used without a version.")
+    decision_threshold: float = Field(
+        default=0.5, ge=0, le=1, description="churn_predicted = probability >= this."
+    )
+    chunk_rows: int = Field(default=100_000, ge=1, description="Users per offline retrieval.")
+    reasons: int = Field(default=3, ge=0, description="Top reasons written per user (0: none).")
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A registered model version ready to score."""
+
+    name: str
+    version: str
+    service: str
+    features: tuple[str, ...]
+    project: str | None
+    model: Any
+
+
+@dataclass
+class ScoreResult:
+    """What a scoring run did."""
+
+    path: Path
+    unscored_path: Path
+    at: datetime
+    model_name: str
+    model_version: str
+    scored: int = 0
+    unscored: dict[str, int] = field(default_factory=dict)
+    unscored_examples: list[tuple[int, str, str]] = field(default_factory=list)
+    reasons_note: str = ""
+    retrieval_seconds: float = 0.0
+    scoring_seconds: float = 0.0
+    seconds: float = 0.0
+
+
+def parse_at(text: str | None) -> datetime:
+    """``--at``: an ISO date or date-time (naive means UTC); now when omitted.
+
+    Raises:
+        ScoreInputError: Not an ISO date or date-time.
+    """
+    if text is None:
+        return datetime.now(UTC)
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as error:
+        raise ScoreInputError(
+            f"--at {text!r} is not an ISO date or date-time (e.g. 2026-03-01T12:00:00)"
+        ) from error
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def read_users_file(path: Path) -> np.ndarray:
+    """User ids from a Parquet/CSV file with a ``user_id`` column, or one id per text line.
+
+    Raises:
+        ScoreInputError: The file is missing, unreadable, or holds a non-integer id.
+    """
+    if not path.is_file():
+        raise ScoreInputError(f"users file {path} does not exist")
+    try:
+        if path.suffix in (".parquet", ".pq"):
+            column = pd.read_parquet(path, columns=[USER_ID])[USER_ID]
+        elif path.suffix == ".csv":
+            column = pd.read_csv(path, usecols=[USER_ID])[USER_ID]
+        else:
+            column = pd.Series(
+                [line.strip() for line in path.read_text().splitlines() if line.strip()]
+            )
+    except (OSError, ValueError, KeyError) as error:
+        raise ScoreInputError(f"users file {path}: {error}") from error
+    ids = pd.to_numeric(column, errors="coerce")
+    bad = column[ids.isna() | (ids != ids.round())]
+    if len(bad):
+        raise ScoreInputError(
+            f"users file {path}: {len(bad)} value(s) are not integer user ids "
+            f"(first: {bad.iloc[0]!r})"
+        )
+    return np.unique(ids.to_numpy(dtype=np.int64))
+
+
+def load_model_version(
+    tracking_uri: str, *, name: str, alias: str, version: str | None
+) -> LoadedModel:
+    """The version (or the alias's version) of a registered model, loaded from MLflow.
+
+    Raises:
+        ScoreInputError: No such model, version or alias, or the version lacks the
+            training tags (feature service, features).
+    """
+    import mlflow.artifacts
+    import mlflow.sklearn
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    try:
+        found = (
+            client.get_model_version(name, version)
+            if version is not None
+            else client.get_model_version_by_alias(name, alias)
+        )
+    except MlflowException as error:
+        wanted = f"version {version}" if version is not None else f"alias {alias!r}"
+        raise ScoreInputError(
+            f"model {name!r} has no {wanted} in {tracking_uri}: train one first (`churn train`)"
+        ) from error
+    tags = dict(found.tags or {})
+    service = tags.get(FEATURE_SERVICE_TAG, "")
+    features = tuple(f for f in tags.get(FEATURES_TAG, "").split(",") if f)
+    if not service or not features:
+        raise ScoreInputError(
+            f"model {name} version {found.version} lacks its {FEATURE_SERVICE_TAG} / "
+            f"{FEATURES_TAG} tags: it cannot be scored through Feast"
+        )
+    uri = client.get_model_version_download_uri(name, found.version)
+    with tempfile.TemporaryDirectory(prefix="churn-score-model-") as folder:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=uri, dst_path=folder, tracking_uri=tracking_uri
+        )
+        model = mlflow.sklearn.load_model(local)
+    return LoadedModel(
+        name=name,
+        version=str(found.version),
+        service=service,
+        features=features,
+        project=tags.get(PROJECT_TAG) or None,
+        model=model,
+    )
+
+
+class _Progress:
+    """Rows, rows/s and ETA, one line per chunk (stderr by default)."""
+
+    def __init__(self, total: int, stream: TextIO):
+        self._total = total
+        self._stream = stream
+        self._started = time.monotonic()
+        self._done = 0
+
+    def advance(self, rows: int) -> None:
+        self._done += rows
+        elapsed = time.monotonic() - self._started
+        rate = self._done / elapsed if elapsed > 0 else 0.0
+        left = (self._total - self._done) / rate if rate else 0.0
+        share = 100.0 * self._done / self._total if self._total else 100.0
+        print(
+            f"score: {self._done:,}/{self._total:,} users ({share:.0f}%), "
+            f"{rate:,.0f} users/s, ETA {left:.0f} s",
+            file=self._stream,
+            flush=True,
+        )
+
+
+def _population(
+    store: FeatureStore, features: ServiceFeatures, at: datetime
+) -> tuple[np.ndarray, datetime]:
+    """Users with a row in one of the service's batch sources within its TTL before ``at``.
+
+    Read through the offline store's own ``pull_all_from_table_or_query``, so it works on
+    any offline store Feast supports. Returns the sorted ids and the window's start.
+    """
+    from feast.infra.offline_stores.offline_utils import get_offline_store_from_config
+
+    offline = get_offline_store_from_config(store.config.offline_store)
+    on_demand = {view.name for view in store.list_on_demand_feature_views()}
+    service = store.get_feature_service(features.service)
+    ids: list[np.ndarray] = []
+    earliest = at
+    for projection in service.feature_view_projections:
+        if projection.name in on_demand:
+            continue
+        view = store.get_feature_view(projection.name)
+        keys = [projection.join_key_map.get(c.name, c.name) for c in view.entity_columns]
+        if keys != [USER_ID]:
+            raise ScoreInputError(
+                f"feature view {view.name} is keyed by {keys}; churn score needs {USER_ID!r}"
+            )
+        ttl = view.ttl if view.ttl and view.ttl > timedelta(0) else None
+        start = at - ttl if ttl else datetime(1970, 1, 1, tzinfo=UTC)
+        earliest = min(earliest, start)
+        source = view.batch_source
+        if source is None:
+            raise ScoreInputError(f"feature view {view.name} has no batch source")
+        table = offline.pull_all_from_table_or_query(
+            config=store.config,
+            data_source=source,
+            join_key_columns=[source.field_mapping.get(USER_ID, USER_ID)],
+            feature_name_columns=[],
+            timestamp_field=source.timestamp_field,
+            start_date=start - timedelta(seconds=1),
+            end_date=at + timedelta(seconds=1),
+        ).to_df()
+        stamps = pd.to_datetime(table[source.timestamp_field], utc=True)
+        inside = (stamps >= pd.Timestamp(start)) & (stamps <= pd.Timestamp(at))
+        column = table.columns[0] if USER_ID not in table.columns else USER_ID
+        ids.append(table.loc[inside, column].to_numpy(dtype=np.int64))
+    if not ids:
+        raise ScoreInputError(f"feature service {features.service} reads no batch source")
+    return np.unique(np.concatenate(ids)), earliest
+
+
+def _retrieve(
+    store: FeatureStore, service: Any, features: ServiceFeatures, users: np.ndarray, at: datetime
+) -> pd.DataFrame:
+    """Point-in-time features of ``users`` at ``at``, one row per user, sorted by user."""
+    entity = pd.DataFrame({USER_ID: users, TIMESTAMP: pd.Timestamp(at)})
+    try:
+        joined = store.get_historical_features(
+            entity_df=entity,
+            features=service,
+            full_feature_names=True,
+            filter_by_created_timestamp=True,  # no value created after --at (as in training)
+        ).to_df()
+    except Exception as error:
+        raise ScoreFailure(f"offline retrieval failed: {error}") from error
+    if len(joined) != len(users):
+        raise ScoreFailure(f"the offline store returned {len(joined)} rows for {len(users)} users")
+    renamed = joined.rename(columns=dict(zip(features.columns, features.names, strict=True)))
+    return renamed.sort_values(USER_ID, kind="stable").reset_index(drop=True)
+
+
+def _output_schema(features: tuple[str, ...], reasons: int) -> Any:
+    import pyarrow as pa
+
+    columns = [
+        pa.field(USER_ID, pa.int64()),
+        pa.field("churn_probability", pa.float64()),
+        pa.field("churn_predicted", pa.bool_()),
+        pa.field("model_name", pa.string()),
+        pa.field("model_version", pa.string()),
+        pa.field("scored_at", pa.timestamp("us", tz="UTC")),
+    ]
+    for rank in range(1, reasons + 1):
+        columns += [
+            pa.field(f"reason_{rank}_feature", pa.string()),
+            pa.field(f"reason_{rank}_value", pa.float64()),
+            pa.field(f"reason_{rank}_contribution", pa.float64()),
+        ]
+    return pa.schema(columns, metadata={"features": ",".join(features)})
+
+
+def _fsync_replace(temporary: Path, path: Path) -> None:
+    with open(temporary, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(temporary, path)
+    directory = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def unscored_path_for(path: Path) -> Path:
+    """Where the users that could not be scored are listed, beside the scores."""
+    return path.with_name(f"{path.stem}.unscored.parquet")
+
+
+def score_users(
+    *,
+    out: Path,
+    at: datetime,
+    users: np.ndarray | None = None,
+    model_version: str | None = None,
+    feast: FeastSettings | None = None,
+    mlflow: MlflowSettings | None = None,
+    data: DataSettings | None = None,
+    settings: ScoringSettings | None = None,
+    progress: TextIO | None = None,
+) -> ScoreResult:
+    """Score users at ``at`` from the offline store and write Parquet atomically.
+
+    Args:
+        out: Output Parquet file (the unscored users go to ``<stem>.unscored.parquet``).
+        at: Point in time of the features (and the request time of the time features).
+        users: Users to score; default every user with a feature row within the TTL.
+        model_version: A registered version; default the alias's (champion).
+        feast: Feature store profile.
+        mlflow: MLflow location.
+        data: Data folder (default MLflow store).
+        settings: Scoring defaults.
+        progress: Where progress lines go (stderr by default).
+
+    Raises:
+        ScoreInputError: Bad model, version, users or profile (exit 2).
+        ScoreFailure: The offline store failed (exit 1).
+    """
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from core.explain import build_explainer
+    from training.config import TrainingError
+    from training.dataset import resolve_service_features
+    from training.tracking import MlflowSettings
+
+    started = time.monotonic()
+    settings = settings or ScoringSettings()
+    tracking_uri = (mlflow or MlflowSettings()).resolved_tracking_uri(data)
+    loaded = load_model_version(
+        tracking_uri, name=settings.model_name, alias=settings.model_alias, version=model_version
+    )
+    explainer: TreeExplainer | None = None
+    note = "reasons off (--reasons 0)"
+    if settings.reasons:
+        explainer, note = build_explainer(loaded.model, loaded.features)
+        note = f"reasons not written: {note}" if explainer is None else ""
+    reasons = settings.reasons if explainer is not None else 0
+    result = ScoreResult(
+        path=out,
+        unscored_path=unscored_path_for(out),
+        at=at,
+        model_name=loaded.name,
+        model_version=loaded.version,
+        reasons_note=note,
+    )
+    with feature_store_session(feast) as store:
+        if loaded.project is not None and loaded.project != store.project:
+            raise ScoreInputError(
+                f"model {loaded.name} version {loaded.version} was trained on Feast project "
+                f"{loaded.project!r}; this profile's project is {store.project!r}"
+            )
+        try:
+            features = resolve_service_features(store, loaded.service)
+        except TrainingError as error:
+            raise ScoreInputError(str(error)) from error
+        if sorted(features.names) != sorted(loaded.features):
+            raise ScoreInputError(
+                f"feature service {loaded.service} offers {features.names}; the model needs "
+                f"{list(loaded.features)}"
+            )
+        if features.request_fields:
+            raise ScoreInputError(
+                f"feature service {loaded.service} needs request fields "
+                f"{features.request_fields} that batch scoring cannot supply"
+            )
+        service = store.get_feature_service(loaded.service)
+        try:
+            population, window_start = _population(store, features, at)
+        except ScoreInputError:
+            raise
+        except Exception as error:
+            raise ScoreFailure(f"reading the offline store failed: {error}") from error
+        unscored_rows: list[pd.DataFrame] = []
+        if users is None:
+            targets = population
+        else:
+            known = np.isin(users, population)
+            targets = users[known]
+            if not known.all():
+                detail = f"no feature row between {window_start.isoformat()} and {at.isoformat()}"
+                absent = users[~known]
+                unscored_rows.append(
+                    pd.DataFrame({USER_ID: absent, "reason": "no_features", "detail": detail})
+                )
+                result.unscored["no_features"] = len(absent)
+                for user in absent[:20]:
+                    _remember(result, int(user), "no_features", detail)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        temporary = out.with_name(f".{out.name}.{uuid.uuid4().hex}.tmp")
+        unscored_temporary = result.unscored_path.with_name(
+            f".{result.unscored_path.name}.{uuid.uuid4().hex}.tmp"
+        )
+        schema = _output_schema(loaded.features, reasons)
+        tracker = _Progress(len(targets), progress or sys.stderr)
+        try:
+            with pq.ParquetWriter(temporary, schema) as writer:
+                for begin in range(0, len(targets), settings.chunk_rows):
+                    chunk = targets[begin : begin + settings.chunk_rows]
+                    clock = time.monotonic()
+                    frame = _retrieve(store, service, features, chunk, at)
+                    result.retrieval_seconds += time.monotonic() - clock
+                    clock = time.monotonic()
+                    table, unscored = _score_chunk(
+                        frame, loaded, explainer, reasons, at, settings.decision_threshold
+                    )
+                    writer.write_table(pa.Table.from_pandas(table, schema=schema))
+                    result.scoring_seconds += time.monotonic() - clock
+                    result.scored += len(table)
+                    if len(unscored):
+                        unscored_rows.append(unscored)
+                        for row in unscored.head(20).itertuples():
+                            _remember(result, int(row.user_id), str(row.reason), str(row.detail))
+                        for reason, count in unscored["reason"].value_counts().items():
+                            result.unscored[str(reason)] = result.unscored.get(
+                                str(reason), 0
+                            ) + int(count)
+                    tracker.advance(len(chunk))
+            _fsync_replace(temporary, out)
+            listed = (
+                pd.concat(unscored_rows, ignore_index=True)
+                if unscored_rows
+                else pd.DataFrame({USER_ID: [], "reason": [], "detail": []})
+            )
+            listed = listed.astype({USER_ID: "int64", "reason": "string", "detail": "string"})
+            listed.to_parquet(unscored_temporary, index=False)
+            _fsync_replace(unscored_temporary, result.unscored_path)
+        finally:
+            temporary.unlink(missing_ok=True)
+            unscored_temporary.unlink(missing_ok=True)
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _remember(result: ScoreResult, user: int, reason: str, detail: str) -> None:
+    if len(result.unscored_examples) < 20:
+        result.unscored_examples.append((user, reason, detail))
+
+
+def _score_chunk(
+    frame: pd.DataFrame,
+    loaded: LoadedModel,
+    explainer: TreeExplainer | None,
+    reasons: int,
+    at: datetime,
+    threshold: float,
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Scores of the complete rows and the list of incomplete ones."""
+    names = list(loaded.features)
+    values = frame[names].astype("float64")
+    complete = values.notna().all(axis=1).to_numpy()
+    missing = values.loc[~complete].isna()
+    unscored = pd.DataFrame(
+        {
+            USER_ID: frame.loc[~complete, USER_ID].to_numpy(dtype=np.int64),
+            "reason": "missing_features",
+            "detail": [
+                "null at --at: " + ", ".join(np.asarray(names)[row]) for row in missing.to_numpy()
+            ],
+        }
+    )
+    inputs = values.loc[complete]
+    matrix = inputs.to_numpy()
+    probability = (
+        loaded.model.predict_proba(inputs)[:, list(loaded.model.classes_).index(1)]
+        if len(inputs)
+        else np.empty(0)
+    )
+    table = pd.DataFrame(
+        {
+            USER_ID: frame.loc[complete, USER_ID].to_numpy(dtype=np.int64),
+            "churn_probability": probability.astype(np.float64),
+            "churn_predicted": probability >= threshold,
+            "model_name": loaded.name,
+            "model_version": loaded.version,
+            "scored_at": pd.Timestamp(at),
+        }
+    )
+    if explainer is not None and reasons:
+        from core.explain import top_reasons
+
+        contributions = explainer.contributions(matrix)
+        order, picked, effects = top_reasons(matrix, contributions, count=reasons)
+        feature_names = np.asarray(names, dtype=object)
+        for rank in range(order.shape[1]):
+            table[f"reason_{rank + 1}_feature"] = feature_names[order[:, rank]]
+            table[f"reason_{rank + 1}_value"] = picked[:, rank]
+            table[f"reason_{rank + 1}_contribution"] = effects[:, rank]
+    return table, unscored
+
+
+def _summary(result: ScoreResult) -> str:
+    missing = sum(result.unscored.values())
+    reasons = ", ".join(f"{kind} {count:,}" for kind, count in sorted(result.unscored.items()))
+    rate = (result.scored + missing) / result.seconds if result.seconds else 0.0
+    lines = [
+        f"scored {result.scored:,} users at {result.at.isoformat()} with {result.model_name} "
+        f"version {result.model_version} -> {result.path}",
+        f"not scored: {missing:,}" + (f" ({reasons}) -> {result.unscored_path}" if missing else ""),
+        f"{result.seconds:.1f} s, {rate:,.0f} users/s (offline retrieval "
+        f"{result.retrieval_seconds:.1f} s, scoring and reasons {result.scoring_seconds:.1f} s)",
+    ]
+    lines += [
+        f"  user {user}: {reason} ({detail})"
+        for user, reason, detail in result.unscored_examples[:10]
+    ]
+    if result.reasons_note:
+        lines.append(result.reasons_note)
+    return "\n".join(lines)
+
+
+def score_command(
+    out: Annotated[
+        Path | None,
+        typer.Option(help="Output Parquet. Default: $CHURN_DATA_DIR/scores/scores-<at>.parquet."),
+    ] = None,
+    at: Annotated[
+        str | None, typer.Option(help="Point in time (ISO, UTC when naive). Default: now.")
+    ] = None,
+    users: Annotated[
+        Path | None,
+        typer.Option(
+            help="Only these users: Parquet/CSV with a user_id column, or one id per line. "
+            "Default: every user with features at --at."
+        ),
+    ] = None,
+    model_version: Annotated[
+        str | None, typer.Option(help="Registered version to use. Default: the champion.")
+    ] = None,
+    reasons: Annotated[
+        int | None, typer.Option(min=0, help="Top reasons per user (0: none). Default: 3.")
+    ] = None,
+    chunk_rows: Annotated[
+        int | None, typer.Option(min=1, help="Users per offline retrieval. Default: 100000.")
+    ] = None,
+    show: Annotated[
+        int, typer.Option(min=0, help="Print the N users most at risk with their reasons.")
+    ] = 0,
+    profile: ProfileOption = None,
+) -> None:
+    """Score every user (or a list) at one point in time from the offline store, with reasons."""
+    os.environ.setdefault(
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false"
+    )  # keep stderr for progress
+    overrides: dict[str, Any] = {}
+    if reasons is not None:
+        overrides["reasons"] = reasons
+    if chunk_rows is not None:
+        overrides["chunk_rows"] = chunk_rows
+    try:
+        moment = parse_at(at)
+        user_ids = read_users_file(users) if users is not None else None
+        data = DataSettings()
+        path = out or data.data_dir / "scores" / f"scores-{moment:%Y%m%dT%H%M%SZ}.parquet"
+        result = score_users(
+            out=path,
+            at=moment,
+            users=user_ids,
+            model_version=model_version,
+            feast=profile_settings(profile),
+            data=data,
+            settings=ScoringSettings(**overrides),
+        )
+    except (ScoreInputError, FeastConfigurationError) as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(2) from error
+    except ScoreFailure as error:
+        typer.echo(f"error: {error}", err=True)
+        raise typer.Exit(1) from error
+    typer.echo(_summary(result))
+    if show:
+        typer.echo(most_at_risk(result.path, count=show))
+
+
+def most_at_risk(path: Path, *, count: int) -> str:
+    """The ``count`` highest churn probabilities of a scores file, with their reasons."""
+    scores = pd.read_parquet(path)
+    top = scores.nlargest(count, "churn_probability")
+    ranks = sorted(int(c.split("_")[1]) for c in scores.columns if c.endswith("_feature"))
+    lines = [f"{len(top)} users most at risk:"]
+    for row in top.itertuples(index=False):
+        values = row._asdict()
+        reasons = "; ".join(
+            f"{values[f'reason_{k}_feature']}={values[f'reason_{k}_value']:.3g} "
+            f"({values[f'reason_{k}_contribution']:+.3f})"
+            for k in ranks
+        )
+        lines.append(
+            f"  user {values[USER_ID]}: {values['churn_probability']:.3f}"
+            + (f"  because {reasons}" if reasons else "")
+        )
+    return "\n".join(lines)
