@@ -192,6 +192,9 @@ def test_slow_redis_bounds_the_queue_sheds_load_and_skips_gone_clients(
                 ]
                 busy_ready = _first_unready(client, within_s=1.5)
                 answers = [future.result() for future in pending]
+            # Let the first wave drain (its last lookup may still be under way).
+            _wait_for_empty_backlog(client)
+            time.sleep(0.5)
             # Clients that give up while queued behind a slow lookup: never scored.
             with concurrent.futures.ThreadPoolExecutor(max_workers=4) as pool:
                 blocker = pool.submit(client.post, "/predict", json={"user_id": user})
@@ -218,6 +221,12 @@ def test_slow_redis_bounds_the_queue_sheds_load_and_skips_gone_clients(
     assert _counter(metrics, "client_gone") >= 1
     # Only answered requests were scored and logged.
     assert len(logged) == statuses.count(200)
+
+
+def _wait_for_empty_backlog(client: httpx.Client, within_s: float = 10) -> None:
+    deadline = time.monotonic() + within_s
+    while client.get("/ready").json()["backlog_rows"] and time.monotonic() < deadline:
+        time.sleep(0.05)
 
 
 def _first_unready(client: httpx.Client, *, within_s: float) -> httpx.Response:
