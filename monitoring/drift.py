@@ -211,6 +211,20 @@ def _retrain(
             )
         return result
 
+    from core.locks import champion_lock_name, store_lock
+    from training.tracking import MlflowSettings
+
+    uri = MlflowSettings().resolved_tracking_uri()
+
+    def lock() -> Any:
+        # The champion lock of the model: overlapping drift jobs decide one at a time, and
+        # the first records "started" before it trains.
+        return store_lock(
+            uri,
+            champion_lock_name(settings.model_name),
+            fallback_dir=DataSettings().data_dir / "locks",
+        )
+
     return trigger_retraining(
         outcome.report,
         train=train,
@@ -218,6 +232,7 @@ def _retrain(
         cooldown=timedelta(hours=settings.retrain_cooldown_hours),
         now=datetime.now(UTC),
         report_path=outcome.json_path,
+        lock=lock,
     )
 
 
@@ -244,6 +259,8 @@ def _print_outcome(outcome: DriftOutcome) -> None:
         typer.echo(f"metrics: {outcome.metrics_target}")
     decision = outcome.decision
     if decision is not None:
+        for problem in decision.log_problems:
+            typer.echo(f"warning: decisions log: {problem}", err=True)
         typer.echo(f"retrain: {decision.action} ({'; '.join(decision.reasons)})")
         if decision.action == "retrain":
             training = decision.training

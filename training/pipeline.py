@@ -36,7 +36,13 @@ from training.registry import (
     set_champion,
 )
 from training.split import TimeSplit, split_by_time
-from training.tracking import MlflowSettings, code_version, configure_mlflow, ensure_experiment
+from training.tracking import (
+    MlflowSettings,
+    champion_lock,
+    code_version,
+    configure_mlflow,
+    ensure_experiment,
+)
 from training.tuning import StudySpec, TuningData, count_trials, redact_storage_url, tune
 
 if TYPE_CHECKING:
@@ -188,7 +194,8 @@ def _run_training(config: TrainingConfig, mlflow_settings: MlflowSettings | None
             mlflow.set_tags({"gate.passed": "false", "gate.reason": result.reason})
         else:
             mlflow.set_tag("gate.passed", "true")
-            _register_and_promote(result, model_uri, training_set, split, config)
+            with champion_lock(config.model_name):
+                _register_and_promote(result, model_uri, training_set, split, config)
             mlflow.set_tag("registry.outcome", result.reason)
         result.total_seconds = time.monotonic() - started
         mlflow.log_metric("total_seconds", result.total_seconds)
@@ -427,7 +434,12 @@ def _register_and_promote(
     split: TimeSplit,
     config: TrainingConfig,
 ) -> None:
-    """Register a new version, make it challenger, and champion if it beats the champion."""
+    """Register a new version, make it challenger, and champion if it beats the champion.
+
+    Called under the model's champion lock: another training, a retraining, a promotion
+    or a rollback finishing at the same time waits, then decides against the champion
+    this one left (so the best version wins and no history entry is lost).
+    """
     import mlflow
 
     client = mlflow.MlflowClient()
@@ -479,7 +491,8 @@ def _register_and_promote(
             ),
         )
     if promote:
-        set_champion(client, name, result.version, reason=why)
+        expected = str(champion.version) if champion is not None else None
+        set_champion(client, name, result.version, reason=why, expected=expected)
     result.promoted = promote
     role = "champion" if promote else "challenger"
     result.reason = f"registered {name} v{result.version} as {role}: {why}"
