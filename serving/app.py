@@ -75,6 +75,8 @@ def create_app(
             flush_rows=settings.log_flush_rows,
             on_written=metrics.log_rows.labels(outcome="written").inc,
             on_failed=metrics.log_rows.labels(outcome="kept_after_failure").inc,
+            max_buffer_rows=settings.log_max_buffer_rows,
+            on_dropped=metrics.log_rows.labels(outcome="dropped").inc,
         )
         service = PredictionService(
             settings=settings, online=online, source=source, log=log, metrics=metrics

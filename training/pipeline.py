@@ -19,6 +19,12 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from core.model_trust import (
+    HASH_TAG,
+    UntrustedModelError,
+    load_registered_model,
+    logged_model_sha256,
+)
 from training.config import ModelFamily, TrainingConfig, TrainingError, TrainingResult
 from training.dataset import TrainingSet, build_training_set, report_as_params
 from training.models import (
@@ -397,22 +403,31 @@ def _log_importances(
 
 
 def _log_model(model: ClassifierMixin, training_set: TrainingSet, split: TimeSplit) -> str:
-    """Log the model (skops with its trusted types) with signature and input example."""
+    """Log the model (skops with its trusted types) with signature and input example.
+
+    The trusted types are the fixed list the loaders accept (core.model_trust), never
+    ones read off this model: a model needing others could not be loaded, so it fails here.
+    """
     import mlflow
-    import skops.io
     from mlflow.models import infer_signature
 
+    from core.model_trust import TRUSTED_TYPES, untrusted_types_of
+
+    unknown = untrusted_types_of(model)
+    if unknown:
+        raise TrainingError(
+            f"the fitted model needs types the loaders do not trust: {', '.join(unknown)} "
+            "(add them to core.model_trust.TRUSTED_TYPES after review)"
+        )
     example = split.test[training_set.feature_names].head(_EXAMPLE_ROWS)
     signature = infer_signature(example, model.predict_proba(example))
-    # skops refuses to load types it does not know; these are the model's own classes.
-    trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
     info = mlflow.sklearn.log_model(
         model,
         name="model",
         # Given, not inferred: inference re-imports the model in a subprocess (10 s here).
         pip_requirements=mlflow.sklearn.get_default_pip_requirements(include_skops=True),
         serialization_format="skops",
-        skops_trusted_types=trusted,
+        skops_trusted_types=list(TRUSTED_TYPES),
         signature=signature,
         input_example=example,
         pyfunc_predict_fn="predict_proba",
@@ -455,6 +470,8 @@ def _register_and_promote(
         "data.test_start": split.boundaries()["data.test_start"],
         "data.test_end": split.boundaries()["data.test_end"],
         "test_roc_auc": f"{result.test_roc_auc:.6f}",
+        # Checked by every loader (serving, training, drift) before the files are read.
+        HASH_TAG: logged_model_sha256(model_uri, mlflow.get_tracking_uri()),
     }
     version = register_version(
         client,
@@ -522,7 +539,15 @@ def _score_champion(
             f"this test window (from {test_start}), so it cannot be compared fairly; "
             "promote by hand if wanted"
         )
-    model = mlflow.sklearn.load_model(f"models:/{champion.name}/{champion.version}")
+    try:
+        model = load_registered_model(
+            mlflow.get_tracking_uri(), str(champion.name), str(champion.version)
+        )
+    except UntrustedModelError as error:
+        return None, (
+            f"champion v{champion.version} cannot be loaded safely ({error}); "
+            "promote by hand if wanted"
+        )
     try:
         metrics = evaluate(model, split.test[features], split.test[training_set.label_column])
     except ValueError as error:  # e.g. a model without null support on rows kept with nulls

@@ -70,6 +70,8 @@ def train_champion(root: Path, *, users: int = 60) -> Champion:
         "CHURN_FEAST_PROFILE": "embedded",
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "CHURN_TRAIN_MIN_AUC": "0.6",
+        # The history is fixed in the past; test_stale_data_* checks the default lag.
+        "CHURN_MONITORING_MAX_DATA_LAG_HOURS": "0",
     }
     env.pop("MLFLOW_TRACKING_URI", None)
     history = write_daily_history(repo.data, users=users, days=DAYS, seed=1)
@@ -185,6 +187,24 @@ def test_evaluate_reports_the_champions_training_auc_beside_live_auc(
     assert document["matched"] == len(recent)
     assert document["roc_auc"] == pytest.approx(roc_auc_score(recent["label"], scores))
     assert f"champion: version 1, training test AUC {training_auc:.4f}" in completed.stdout
+
+
+def test_stale_data_exits_5_naming_the_lag(champion: Champion, tmp_path: Path) -> None:
+    env = {**champion.env}
+    env.pop("CHURN_MONITORING_MAX_DATA_LAG_HOURS")  # the default: 48 hours
+    last = champion.history["event_timestamp"].max()
+
+    stale = run_churn(env, "drift", "--retrain", "--out", str(tmp_path / "out"))
+
+    assert stale.returncode == 5, stale.stdout + stale.stderr
+    assert f"stale data: the newest offline snapshot is from {last.isoformat()}" in stale.stderr
+    assert "CHURN_MONITORING_MAX_DATA_LAG_HOURS=48" in stale.stderr
+    assert not (tmp_path / "out").exists()  # nothing compared, nothing retrained
+    decisions = champion.repo.data.data_dir / "monitoring" / "decisions.jsonl"
+    assert not decisions.exists()
+    # An explicit --until judges that older window on purpose.
+    judged = run_churn(env, "drift", "--until", last.isoformat(), "--out", str(tmp_path / "u"))
+    assert judged.returncode == 0, judged.stdout + judged.stderr
 
 
 def test_no_champion_is_a_clear_error(tmp_path: Path) -> None:

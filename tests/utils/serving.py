@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core.model_trust import HASH_TAG, logged_model_sha256
 from materialize.apply import apply_feature_repo
 from materialize.store import open_feature_store
 from tests.utils.feast_repo import TestRepo
@@ -91,7 +92,8 @@ def register_model(
     """Log ``model`` with mlflow.sklearn (skops), register it, tag it, set ``alias``.
 
     The tags are the training contract's (``feast.feature_service``, ``feast.features``,
-    ``feast.project``); ``tags`` overrides or adds some (an empty value removes one).
+    ``feast.project``, ``artifact.sha256`` of the logged files); ``tags`` overrides or
+    adds some (an empty value removes one).
     Returns the new version.
     """
     import mlflow
@@ -126,6 +128,7 @@ def register_model(
                 serialization_format="skops",
                 skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(model)),
             )
+        all_tags = {HASH_TAG: logged_model_sha256(info.model_uri, tracking_uri), **all_tags}
         version = client.create_model_version(
             name,
             info.model_uri,
