@@ -161,6 +161,13 @@ def _champion_samples(
     client = mlflow.MlflowClient()
     lineage = load_champion_lineage(client, settings.model_name, settings.model_alias)
     store = open_feature_store(feast)
+    from core.feast_trust import OnDemandSourceMismatch, check_on_demand_sources
+    from monitoring.statistics import DriftInputError
+
+    try:  # Feast executes the on-demand views' stored code: only the repo's
+        check_on_demand_sources(store, feast.repo_path)
+    except OnDemandSourceMismatch as error:
+        raise DriftInputError(str(error)) from error
     sources: dict[str, Any] = {"champion": lineage.describe()}
     if reference_path is not None:
         reference = read_sample(reference_path)

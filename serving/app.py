@@ -114,9 +114,15 @@ def create_app(
 
 
 def _open_store(feast: FeastSettings | None) -> FeatureStore:
+    from core.feast_trust import check_on_demand_sources
     from materialize.store import open_feature_store
 
-    return open_feature_store(feast or FeastSettings())
+    feast = feast or FeastSettings()
+    store = open_feature_store(feast)
+    # Refuse to start on a registry whose on-demand view code is not the repo's (Feast
+    # would execute it on every lookup).
+    check_on_demand_sources(store, feast.repo_path)
+    return store
 
 
 def _mlflow_source(

@@ -81,7 +81,15 @@ def open_training_store(feast: FeastSettings, *, tracking_uri: str) -> FeatureSt
         "auto_log": True,
         "auto_log_entity_df": True,
     }
-    return FeatureStore(repo_path=str(feast.repo_path), config=config)
+    store = FeatureStore(repo_path=str(feast.repo_path), config=config)
+    # Feast executes the on-demand views' code stored in the registry: only the repo's.
+    from core.feast_trust import OnDemandSourceMismatch, check_on_demand_sources
+
+    try:
+        check_on_demand_sources(store, feast.repo_path)
+    except OnDemandSourceMismatch as error:
+        raise TrainingError(str(error)) from error
+    return store
 
 
 def run_training(

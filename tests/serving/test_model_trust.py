@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import pytest
 from fastapi.testclient import TestClient
 
+from core.feast_trust import OnDemandSourceMismatch
 from core.model_trust import HASH_TAG
-from tests.utils.feast_repo import TestRepo
+from materialize.apply import apply_feature_repo
+from tests.utils.feast_repo import TestRepo, make_feature_repo, tamper_registry
+from tests.utils.services import unique_name
 from tests.utils.serving import OnlineUsers, fit_model, register_model
 
 
@@ -38,3 +42,17 @@ def test_a_version_without_a_hash_is_refused_at_start(
         ready = client.get("/ready").json()
     assert ready["ready"] is False
     assert f"version 1 refused: no {HASH_TAG} tag" in ready["detail"]
+
+
+def test_a_registry_with_foreign_on_demand_code_is_refused_at_start(
+    make_app, champion, tmp_path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tampered = make_feature_repo(tmp_path / "t", project=unique_name("odfv"), profile="embedded")
+    monkeypatch.setenv("CHURN_DATA_DIR", str(tampered.data.data_dir))
+    apply_feature_repo(tampered.feast)
+    tamper_registry(tampered, "request_time_features", "\nimport os\n")
+    with (
+        pytest.raises(OnDemandSourceMismatch, match="request_time_features: the registry's"),
+        TestClient(make_app(feast=tampered.feast)),
+    ):
+        pass
