@@ -126,6 +126,7 @@ def _run_training(config: TrainingConfig, mlflow_settings: MlflowSettings | None
         timeout=config.timeout,
         storage=config.storage,
         threads=config.threads,
+        storage_retry_seconds=config.storage_retry_seconds,
     )
     if config.tune_only:
         return _tune_only(store, config, spec, started)

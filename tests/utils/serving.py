@@ -11,7 +11,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -283,6 +283,16 @@ class ThrowawayRedis:
         self._process.wait(timeout=10)
         self._process = None
 
+    def crash(self) -> None:
+        """Persist the data (as its RDB/AOF would have), then SIGKILL the server."""
+        import redis
+
+        assert self._process is not None
+        redis.Redis(host="127.0.0.1", port=self.port).save()
+        self._process.kill()
+        self._process.wait(timeout=10)
+        self._process = None
+
     def freeze(self) -> None:
         """Stop the process without closing sockets: requests hang until the timeout."""
         assert self._process is not None
@@ -300,3 +310,44 @@ class ThrowawayRedis:
             self._process.kill()
             self._process.wait(timeout=10)
             self._process = None
+
+
+def materialized_on(
+    server: ThrowawayRedis, root: Path, *, project: str
+) -> tuple[TestRepo, OnlineUsers]:
+    """A repo copy whose online store is ``server``, with a few users materialized."""
+    import pytest
+
+    from tests.utils.feast_repo import make_feature_repo
+
+    root.mkdir(parents=True, exist_ok=True)
+    repo = make_feature_repo(root, project=project)
+    repo = TestRepo(
+        repo.project, repo.feast.model_copy(update={"redis_url": server.url}), repo.data
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CHURN_DATA_DIR", str(repo.data.data_dir))
+        users = load_online_features(repo, now=datetime.now(UTC), fresh_users=3)
+    return repo, users
+
+
+def serve_environment(
+    repo: TestRepo, *, tracking_uri: str, port: int, log_dir: Path
+) -> dict[str, str]:
+    """The environment of a `churn serve` process on ``repo`` (MLflow's loading defaults)."""
+    import os
+
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("MLFLOW_ALLOW_PICKLE_DESERIALIZATION", "PROMETHEUS_MULTIPROC_DIR")
+    }
+    environment.update(
+        CHURN_DATA_DIR=str(repo.data.data_dir),
+        CHURN_FEAST_REPO_PATH=str(repo.feast.repo_path),
+        CHURN_REDIS_URL=str(repo.feast.redis_url),
+        MLFLOW_TRACKING_URI=tracking_uri,
+        CHURN_SERVING_PORT=str(port),
+        CHURN_SERVING_PREDICTION_LOG_DIR=str(log_dir),
+    )
+    return environment
