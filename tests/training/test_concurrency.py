@@ -134,3 +134,23 @@ def test_the_postgresql_lock_is_an_advisory_lock_across_connections(
 ) -> None:
     _assert_serializes(postgres_url, tmp_path / "unused")
     assert not (tmp_path / "unused").exists()
+
+
+def test_a_champion_change_against_a_stale_decision_is_refused(tmp_path: Path) -> None:
+    from tests.utils.serving import register_model, tracking_uri_in
+    from training.registry import ChampionChanged, champion_history, set_champion
+
+    uri = tracking_uri_in(tmp_path / "mlflow")
+    first = register_model(uri, project="p", name="m", alias=None)
+    second = register_model(uri, project="p", name="m", alias=None)
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    set_champion(client, "m", first, reason="first", expected=None)
+
+    # A job that read "no champion" before the first change must not overwrite it.
+    with pytest.raises(ChampionChanged, match="champion is v1 now"):
+        set_champion(client, "m", second, reason="stale", expected=None)
+
+    assert str(client.get_model_version_by_alias("m", "champion").version) == first
+    assert champion_history(client, "m") == [first]
+    set_champion(client, "m", second, reason="fresh", expected=first)
+    assert champion_history(client, "m") == [first, second]
