@@ -4,7 +4,7 @@ Feast stores each on-demand view's function as source text in the registry and r
 that text (``feast.transformation.udf_rehydrate``) in every process that reads the view,
 so whoever can write ``registry.db`` (or the team profile's SQL registry) could run code
 in serving and training. Before the store is used, :func:`check_on_demand_sources` reads
-the views from the registry *without* rehydrating them (``skip_udf=True``) and compares
+the views' raw protos from the registry (no view object is built, so nothing runs) and compares
 each stored function with the function of the same name in the repo's Python files,
 parsed (never imported) with :mod:`ast`: a SHA-256 of the function's syntax tree,
 decorators left out (Feast strips them before executing). Anything else in the stored
@@ -90,11 +90,21 @@ def repo_on_demand_sources(repo_path: Path) -> dict[str, str]:
     return found
 
 
-def _stored_source(view: Any) -> str | None:
-    raw = getattr(view, "_raw_feature_transformation_proto", None)
-    if raw is None or raw.WhichOneof("transformation") != "user_defined_function":
-        return None
-    return str(raw.user_defined_function.body_text)
+def _on_demand_protos(store: FeatureStore) -> list[Any]:
+    """The project's on-demand view protos, read fresh and never turned into objects.
+
+    Feast's object listings go through a cache keyed by ``id()`` of the registry proto and
+    its ``version_id``, which can hand back views of an earlier read; the raw protos can
+    not, and building no object runs no code.
+    """
+    from feast.infra.registry.registry import Registry
+
+    registry: Any = store.registry
+    if isinstance(registry, Registry):  # a registry file: read it again
+        proto = registry._get_registry_proto(project=store.project, allow_cache=False)
+    else:  # the SQL registry builds its proto from the database rows (raw protos)
+        proto = registry.proto()
+    return [view for view in proto.on_demand_feature_views if view.spec.project == store.project]
 
 
 def check_on_demand_sources(store: FeatureStore, repo_path: Path) -> int:
@@ -107,21 +117,21 @@ def check_on_demand_sources(store: FeatureStore, repo_path: Path) -> int:
             in the repo, or is stored without source (Feast would unpickle it instead).
     """
     expected = repo_on_demand_sources(repo_path)
-    views = store.registry.list_on_demand_feature_views(
-        project=store.project, allow_cache=False, skip_udf=True
-    )
+    views = _on_demand_protos(store)
     problems = []
     for view in views:
-        raw = getattr(view, "_raw_feature_transformation_proto", None)
-        if raw is not None and raw.WhichOneof("transformation") != "user_defined_function":
+        name = view.spec.name
+        transformation = view.spec.feature_transformation
+        kind = transformation.WhichOneof("transformation")
+        if kind is not None and kind != "user_defined_function":
             continue  # substrait plans are data, not Python
-        stored = _stored_source(view)
+        stored = transformation.user_defined_function.body_text if kind else ""
         if not stored:
-            problems.append(f"{view.name}: stored without source text (would be unpickled)")
-        elif view.name not in expected:
-            problems.append(f"{view.name}: no on-demand view of that name in {repo_path}")
-        elif source_sha256(stored) != expected[view.name]:
-            problems.append(f"{view.name}: the registry's code differs from {repo_path}")
+            problems.append(f"{name}: stored without source text (would be unpickled)")
+        elif name not in expected:
+            problems.append(f"{name}: no on-demand view of that name in {repo_path}")
+        elif source_sha256(stored) != expected[name]:
+            problems.append(f"{name}: the registry's code differs from {repo_path}")
     if problems:
         raise OnDemandSourceMismatch(
             "refusing the Feast registry: on-demand view code that Feast would execute is "

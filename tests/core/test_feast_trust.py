@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -16,9 +19,6 @@ from materialize.apply import apply_feature_repo
 from materialize.store import open_feature_store
 from tests.utils.feast_repo import TestRepo, make_feature_repo, tamper_registry
 from tests.utils.services import unique_name
-from tests.utils.training import training_config
-from training.config import TrainingError
-from training.pipeline import run_training
 
 
 @pytest.fixture
@@ -42,10 +42,19 @@ def test_the_applied_repo_passes_and_an_injected_statement_is_refused_unexecuted
         check_on_demand_sources(store, applied.feast.repo_path)
     assert not marker.exists()  # checking never executes the stored text
 
-    # Training refuses it before any retrieval (exit 2 from the command).
-    config = training_config(applied.feast, applied.data.labels_path)
-    with pytest.raises(TrainingError, match="on-demand view code that Feast would execute"):
-        run_training(config)
+    # `churn train` refuses it before any retrieval (a process of its own: no MLflow state
+    # leaks into other tests).
+    completed = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("churn")), "train",
+            "--repo", str(applied.feast.repo_path), "--profile", "embedded", "--no-progress",
+        ],
+        env={**os.environ, "CHURN_DATA_DIR": str(applied.data.data_dir)},
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert completed.returncode == 2, completed.stdout + completed.stderr
+    assert "on-demand view code that Feast would execute" in completed.stderr
+    assert "user_feature_transforms: the registry's code differs" in completed.stderr
     assert not marker.exists()
 
 
