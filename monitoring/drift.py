@@ -1,8 +1,10 @@
 """Stage: ``churn drift``, compare what the model was trained on with what it sees now.
 
 Exit codes (for schedulers): 0 no major drift (none or minor), 4 major drift found,
-2 bad input or configuration (missing file, unknown feature, no champion), 1 any other
-failure, including a retraining (``--retrain``) that crashed.
+5 stale data (the newest snapshot or prediction is older than ``max_data_lag_hours``:
+ingest or serving stopped, nothing compared), 2 bad input or configuration (missing file,
+unknown feature, no champion), 1 any other failure, including a retraining
+(``--retrain``) that crashed.
 """
 
 from __future__ import annotations
@@ -29,6 +31,33 @@ if TYPE_CHECKING:
 
 EXIT_NO_MAJOR_DRIFT = 0
 EXIT_MAJOR_DRIFT = 4
+EXIT_STALE_DATA = 5
+
+
+class StaleDataError(RuntimeError):
+    """The newest data is older than the allowed lag: the live window is not live."""
+
+
+def check_freshness(newest: Any, *, now: datetime, max_lag_hours: float, what: str) -> None:
+    """Refuse a window whose newest row is older than ``max_lag_hours`` (0: no check).
+
+    Raises:
+        StaleDataError: The data is stale.
+    """
+    from datetime import timedelta
+
+    if max_lag_hours <= 0:
+        return
+    newest_time = newest.to_pydatetime() if hasattr(newest, "to_pydatetime") else newest
+    lag = now - newest_time
+    if lag > timedelta(hours=max_lag_hours):
+        raise StaleDataError(
+            f"stale data: the newest {what} is from {newest_time.isoformat()}, "
+            f"{lag.total_seconds() / 3600:.1f} h ago (more than "
+            f"CHURN_MONITORING_MAX_DATA_LAG_HOURS={max_lag_hours:g}); is ingest (or serving) "
+            "running? Nothing was compared; pass --until to judge an older window"
+        )
+
 
 Source = Literal["snapshots", "predictions"]
 
@@ -132,6 +161,13 @@ def _champion_samples(
     client = mlflow.MlflowClient()
     lineage = load_champion_lineage(client, settings.model_name, settings.model_alias)
     store = open_feature_store(feast)
+    from core.feast_trust import OnDemandSourceMismatch, check_on_demand_sources
+    from monitoring.statistics import DriftInputError
+
+    try:  # Feast executes the on-demand views' stored code: only the repo's
+        check_on_demand_sources(store, feast.repo_path)
+    except OnDemandSourceMismatch as error:
+        raise DriftInputError(str(error)) from error
     sources: dict[str, Any] = {"champion": lineage.describe()}
     if reference_path is not None:
         reference = read_sample(reference_path)
@@ -158,10 +194,21 @@ def _champion_samples(
             "offline_snapshots": lineage.feature_service,
             "window": [start.isoformat(), end.isoformat()],
         }
+    if current_path is None and until is None:  # a live window must be live
+        check_freshness(
+            end,
+            now=datetime.now(UTC),
+            max_lag_hours=settings.max_data_lag_hours,
+            what="prediction" if source == "predictions" else "offline snapshot",
+        )
     features = lineage.features or None
     score_column = None
     try:
-        model = mlflow.sklearn.load_model(f"models:/{lineage.model_name}/{lineage.version}")
+        from core.model_trust import load_registered_model
+
+        model = load_registered_model(
+            MlflowSettings().resolved_tracking_uri(), lineage.model_name, lineage.version
+        )
         names = features or [c for c in reference.columns if c in current.columns]
         reference = reference.assign(**{SCORE_COLUMN: score_rows(model, reference, names)})
         if SCORE_COLUMN not in current.columns:
@@ -211,6 +258,20 @@ def _retrain(
             )
         return result
 
+    from core.locks import champion_lock_name, store_lock
+    from training.tracking import MlflowSettings
+
+    uri = MlflowSettings().resolved_tracking_uri()
+
+    def lock() -> Any:
+        # The champion lock of the model: overlapping drift jobs decide one at a time, and
+        # the first records "started" before it trains.
+        return store_lock(
+            uri,
+            champion_lock_name(settings.model_name),
+            fallback_dir=DataSettings().data_dir / "locks",
+        )
+
     return trigger_retraining(
         outcome.report,
         train=train,
@@ -218,6 +279,7 @@ def _retrain(
         cooldown=timedelta(hours=settings.retrain_cooldown_hours),
         now=datetime.now(UTC),
         report_path=outcome.json_path,
+        lock=lock,
     )
 
 
@@ -244,6 +306,8 @@ def _print_outcome(outcome: DriftOutcome) -> None:
         typer.echo(f"metrics: {outcome.metrics_target}")
     decision = outcome.decision
     if decision is not None:
+        for problem in decision.log_problems:
+            typer.echo(f"warning: decisions log: {problem}", err=True)
         typer.echo(f"retrain: {decision.action} ({'; '.join(decision.reasons)})")
         if decision.action == "retrain":
             training = decision.training
@@ -303,7 +367,8 @@ def drift_command(
 ) -> None:
     """Compare training-time and current feature distributions (PSI, KS, chi-square).
 
-    Exit code 0: no major drift; 4: major drift; 2: bad input; 1: other failure.
+    Exit code 0: no major drift; 4: major drift; 5: stale data; 2: bad input; 1: other
+    failure.
     """
     from materialize.store import FeastConfigurationError
     from monitoring.commands import exit_on_error
@@ -325,15 +390,19 @@ def drift_command(
             if all("churn_probability" in f.columns for f in (samples.reference, samples.current)):
                 samples.score_column = "churn_probability"
         else:
-            samples = _champion_samples(
-                reference_path=reference,
-                current_path=current,
-                source=source,  # type: ignore[arg-type]
-                window=window or f"{settings.window_days:g}d",
-                until=until,
-                settings=settings,
-                feast=feast,
-            )
+            try:
+                samples = _champion_samples(
+                    reference_path=reference,
+                    current_path=current,
+                    source=source,  # type: ignore[arg-type]
+                    window=window or f"{settings.window_days:g}d",
+                    until=until,
+                    settings=settings,
+                    feast=feast,
+                )
+            except StaleDataError as error:
+                typer.echo(f"error: {error}", err=True)
+                raise typer.Exit(EXIT_STALE_DATA) from error
         if names:
             samples.features = names
         out_dir = out or (

@@ -8,7 +8,12 @@ loop can be read without MLflow.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import os
+import socket
+import uuid
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
@@ -17,9 +22,12 @@ from typing import Any, Literal
 
 from monitoring.statistics import DriftReport
 
+logger = logging.getLogger(__name__)
+
 Action = Literal["retrain", "skip"]
 # Outcomes after which the cooldown runs: training went through (gate passed or not).
 _COOLDOWN_OUTCOMES = {"registered", "below_gate"}
+STARTED = "started"
 
 
 @dataclass
@@ -31,39 +39,132 @@ class RetrainDecision:
     reasons: list[str]
     severity: str
     major_features: list[str]
-    outcome: str = "not_run"  # not_run | registered | below_gate | error
+    outcome: str = "not_run"  # not_run | started | registered | below_gate | error
     training: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     report: str | None = None
+    decision_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+    host: str = field(default_factory=socket.gethostname)
+    pid: int = field(default_factory=os.getpid)
+    log_problems: list[str] = field(default_factory=list)
 
     def to_json(self) -> str:
         """One line of the decisions log."""
         return json.dumps(asdict(self), default=str, sort_keys=True)
 
 
-def read_decisions(path: Path) -> list[dict[str, Any]]:
-    """Every decision logged so far, oldest first (unreadable lines are reported)."""
+def read_decisions(path: Path, *, problems: list[str] | None = None) -> list[dict[str, Any]]:
+    """Every decision logged so far, oldest first, one entry per decision.
+
+    A retraining writes two lines with the same ``decision_id`` (``started`` before
+    training, then its outcome); they are merged, the later line winning. A damaged last
+    line (a crash or a full disk in the middle of an append) is left out and described in
+    ``problems``; a damaged line before it is an error.
+
+    Raises:
+        ValueError: A damaged line that is not the last one.
+    """
     if not path.is_file():
         return []
-    decisions = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        if not line.strip():
-            continue
+    lines = [(n, line) for n, line in enumerate(path.read_bytes().splitlines(), 1) if line.strip()]
+    merged: dict[str, dict[str, Any]] = {}
+    for index, (number, line) in enumerate(lines):
         try:
-            decisions.append(json.loads(line))
-        except json.JSONDecodeError as error:
-            raise ValueError(f"{path}:{number}: not a JSON decision ({error.msg})") from error
-    return decisions
+            item = json.loads(line)
+            if not isinstance(item, dict):
+                raise ValueError("not a JSON object")
+        except (ValueError, UnicodeDecodeError) as error:
+            message = getattr(error, "msg", str(error))
+            if index == len(lines) - 1:
+                problem = (
+                    f"{path}:{number}: damaged last line left out ({message}); "
+                    "probably an interrupted write"
+                )
+                logger.warning(problem)
+                if problems is not None:
+                    problems.append(problem)
+                continue
+            raise ValueError(f"{path}:{number}: not a JSON decision ({message})") from error
+        key = str(item.get("decision_id") or f"line-{number}")
+        merged[key] = {**merged.get(key, {}), **item}
+    return list(merged.values())
+
+
+def _alive(entry: dict[str, Any]) -> bool:
+    """Whether a ``started`` retraining may still be running.
+
+    On this host the process is checked; from another host it cannot be, so it counts as
+    running (until the cooldown after its start has passed).
+    """
+    if entry.get("host") != socket.gethostname():
+        return True
+    try:
+        os.kill(int(entry.get("pid", -1)), 0)
+    except (OSError, ValueError, OverflowError):
+        return False
+    return True
 
 
 def last_retraining(decisions: list[dict[str, Any]]) -> datetime | None:
-    """When training last went through (a crashed attempt does not start the cooldown)."""
+    """When training last went through or started and may still run.
+
+    A crashed attempt (outcome ``error``, or ``started`` by a process that is gone) does
+    not start the cooldown.
+    """
     times = [
         datetime.fromisoformat(item["decided_at"])
         for item in decisions
-        if item.get("action") == "retrain" and item.get("outcome") in _COOLDOWN_OUTCOMES
+        if item.get("action") == "retrain"
+        and (
+            item.get("outcome") in _COOLDOWN_OUTCOMES
+            or (item.get("outcome") == STARTED and _alive(item))
+        )
     ]
     return max(times, default=None)
+
+
+def append_decision(path: Path, decision: RetrainDecision) -> None:
+    """Append one line in a single write, then fsync (a crash leaves at most that line torn).
+
+    Call it under the decision lock. A torn last line from an earlier crash is moved to
+    ``<log>.damaged`` first (kept, not lost), so the log stays one JSON object per line.
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    created = not path.exists()
+    descriptor = os.open(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(descriptor).st_size
+        if size and os.pread(descriptor, 1, size - 1) != b"\n":
+            _set_aside_torn_line(path, descriptor, size)
+        os.write(descriptor, (decision.to_json() + "\n").encode())
+        os.fsync(descriptor)
+    finally:
+        os.close(descriptor)
+    if created:  # make the new directory entry durable too
+        _fsync_directory(path.parent)
+
+
+def _set_aside_torn_line(path: Path, descriptor: int, size: int) -> None:
+    """Move the unterminated tail of the log to ``<log>.damaged`` and cut it off."""
+    window = min(size, 1 << 20)
+    tail = os.pread(descriptor, window, size - window)
+    cut = size - window + tail.rfind(b"\n") + 1 if b"\n" in tail else 0
+    fragment = os.pread(descriptor, size - cut, cut)
+    damaged = path.with_name(path.name + ".damaged")
+    with damaged.open("ab") as aside:
+        aside.write(fragment + b"\n")
+        aside.flush()
+        os.fsync(aside.fileno())
+    os.ftruncate(descriptor, cut)
+    logger.warning("%s: torn last line (%d bytes) moved to %s", path, len(fragment), damaged)
+
+
+def _fsync_directory(folder: Path) -> None:
+    directory = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
 
 
 def decide_retraining(
@@ -90,8 +191,12 @@ def trigger_retraining(
     cooldown: timedelta,
     now: datetime,
     report_path: Path | None = None,
+    lock: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
 ) -> RetrainDecision:
     """Decide, retrain through ``train`` if warranted, and log the decision.
+
+    The decision and a ``started`` line are written under ``lock`` before training, so of
+    several overlapping runs exactly one trains and the others see it in the cooldown.
 
     Args:
         report: The drift report the decision is based on.
@@ -101,38 +206,49 @@ def trigger_retraining(
         cooldown: Minimum time between two retrainings that went through.
         now: The decision time (timezone-aware).
         report_path: The drift report the decision refers to, for the log.
+        lock: The cross-process lock of the decision (default: a file lock beside the
+            log; ``churn drift`` passes the model's champion lock).
     """
-    last = last_retraining(read_decisions(decisions_path))
-    action, reasons = decide_retraining(report, now=now, last_retrained=last, cooldown=cooldown)
-    decision = RetrainDecision(
-        decided_at=now.isoformat(),
-        action=action,
-        reasons=reasons,
-        severity=report.severity,
-        major_features=report.names_with("major"),
-        report=str(report_path) if report_path else None,
-    )
-    if action == "retrain":
-        try:
-            result = train()
-        except Exception as error:  # recorded, then re-raised by the caller's exit code
-            decision.outcome = "error"
-            decision.error = f"{type(error).__name__}: {error}"
-        else:
-            decision.outcome = "registered" if result.registered else "below_gate"
-            decision.training = {
-                key: getattr(result, key, None)
-                for key in (
-                    "run_id",
-                    "test_roc_auc",
-                    "registered",
-                    "version",
-                    "promoted",
-                    "reason",
-                    "champion_test_roc_auc",
-                )
-            }
-    decisions_path.parent.mkdir(parents=True, exist_ok=True)
-    with decisions_path.open("a") as log:
-        log.write(decision.to_json() + "\n")
+    from core.locks import file_lock
+
+    hold = lock or (lambda: file_lock(decisions_path.with_name(decisions_path.name + ".lock")))
+    with hold():
+        problems: list[str] = []
+        last = last_retraining(read_decisions(decisions_path, problems=problems))
+        action, reasons = decide_retraining(report, now=now, last_retrained=last, cooldown=cooldown)
+        decision = RetrainDecision(
+            decided_at=now.isoformat(),
+            action=action,
+            reasons=reasons,
+            severity=report.severity,
+            major_features=report.names_with("major"),
+            report=str(report_path) if report_path else None,
+            log_problems=problems,
+        )
+        if action == "retrain":
+            decision.outcome = STARTED
+        append_decision(decisions_path, decision)
+    if action != "retrain":
+        return decision
+    try:
+        result = train()
+    except Exception as error:  # recorded, then turned into the caller's exit code
+        decision.outcome = "error"
+        decision.error = f"{type(error).__name__}: {error}"
+    else:
+        decision.outcome = "registered" if result.registered else "below_gate"
+        decision.training = {
+            key: getattr(result, key, None)
+            for key in (
+                "run_id",
+                "test_roc_auc",
+                "registered",
+                "version",
+                "promoted",
+                "reason",
+                "champion_test_roc_auc",
+            )
+        }
+    with hold():
+        append_decision(decisions_path, decision)
     return decision

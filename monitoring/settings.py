@@ -75,9 +75,23 @@ class MonitoringSettings(BaseSettings):
     workers: int = Field(
         default=0, ge=0, description="Threads comparing features at once (0: one per CPU)."
     )
+    # One current row gave PSI 8.3, "major" and a retraining: below this many values on
+    # either side nothing is tested and the feature reports insufficient_data.
+    min_samples: int = Field(
+        default=30,
+        ge=1,
+        description="Fewest non-missing values per side for a column to be tested; below "
+        "it the column is insufficient_data (never major, never a retraining).",
+    )
 
     # Windows and sources.
     window_days: float = Field(default=7, gt=0, description="Current window: the last N days.")
+    max_data_lag_hours: float = Field(
+        default=48,
+        ge=0,
+        description="Without --until, the newest snapshot (or prediction) may be at most "
+        "this old; older data is stale (exit 5). 0 turns the check off.",
+    )
     model_name: str = Field(default="churn-predictor", description="Registered model to watch.")
     model_alias: str = Field(default="champion", description="Alias of the served model.")
     predictions_dir: Path | None = Field(

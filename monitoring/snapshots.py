@@ -246,15 +246,34 @@ def build_current_from_snapshots(
 
 
 def read_prediction_log(
-    predictions_dir: Path, *, window: timedelta, until: datetime | None = None
+    predictions_dir: Path,
+    *,
+    window: timedelta,
+    until: datetime | None = None,
+    memory_pool: Any = None,
 ) -> tuple[pd.DataFrame, tuple[pd.Timestamp, pd.Timestamp]]:
     """Predictions of the last ``window`` (ending at ``until`` or the newest prediction).
 
-    Only the ``date=`` partitions that can overlap the window are read.
+    Only the ``date=`` partitions that can overlap the window are opened, and they are
+    streamed through a pyarrow dataset: one pass over the timestamp column for the newest
+    prediction (when ``until`` is not given), one filtered scan for the window's rows. Only
+    those rows are ever held in memory, however many files a day has. Files written with
+    other model features are read with their columns unified (missing ones are null).
+
+    Args:
+        predictions_dir: Root of the ``date=YYYY-MM-DD`` partitions.
+        window: Length of the window.
+        until: End of the window (default: the newest prediction).
+        memory_pool: The pyarrow memory pool to scan with (default: pyarrow's).
 
     Raises:
         DriftInputError: No prediction log, or no prediction in the window.
     """
+    import pyarrow as pa
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+    import pyarrow.parquet as pq
+
     partitions = sorted(predictions_dir.glob("date=*"))
     if not partitions:
         raise DriftInputError(f"no prediction log under {predictions_dir} (is serving running?)")
@@ -264,16 +283,37 @@ def read_prediction_log(
     chosen = [
         path for path, date in zip(partitions, dates, strict=True) if first_date <= date <= end_date
     ]
-    files = [file for path in chosen for file in sorted(path.glob("*.parquet"))]
+    files = [str(file) for path in chosen for file in sorted(path.glob("*.parquet"))]
     if not files:
         raise DriftInputError(f"no prediction files under {predictions_dir} in the window")
-    log = pd.concat([pd.read_parquet(file) for file in files], ignore_index=True)
-    log[TIMESTAMP] = pd.to_datetime(log[TIMESTAMP], utc=True)
-    end = _utc(until) if until is not None else log[TIMESTAMP].max()
+    try:
+        schema = pa.unify_schemas([pq.read_schema(file) for file in files])
+        dataset = ds.dataset(files, schema=schema, format="parquet")
+    except (pa.ArrowInvalid, OSError) as error:
+        raise DriftInputError(f"prediction log under {predictions_dir}: {error}") from error
+    stamp = ds.field(TIMESTAMP)
+    nanoseconds = pa.timestamp("ns", tz="UTC")
+    if until is not None:
+        end = _utc(until)
+    else:
+        newest: int | None = None
+        scanner = dataset.scanner(columns=[TIMESTAMP], memory_pool=memory_pool)
+        for batch in scanner.to_batches():
+            value = pc.max(pc.cast(batch.column(0), nanoseconds)).value
+            if value is not None and (newest is None or value > newest):
+                newest = value
+        if newest is None:
+            raise DriftInputError(f"no prediction with a timestamp in {predictions_dir}")
+        end = pd.Timestamp(newest, tz="UTC")
     start = end - pd.Timedelta(window)
-    rows = log.loc[(log[TIMESTAMP] > start) & (log[TIMESTAMP] <= end)]
-    if rows.empty:
+    low, high = (pa.scalar(stamp_.value, nanoseconds) for stamp_ in (start, end))
+    table = dataset.scanner(
+        filter=(stamp > low) & (stamp <= high), memory_pool=memory_pool
+    ).to_table()
+    if table.num_rows == 0:
         raise DriftInputError(f"no prediction between {start} and {end} in {predictions_dir}")
+    rows = table.to_pandas()
+    rows[TIMESTAMP] = pd.to_datetime(rows[TIMESTAMP], utc=True)
     return rows.reset_index(drop=True), (start, end)
 
 

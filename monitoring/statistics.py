@@ -22,7 +22,7 @@ import pandas as pd
 from monitoring.settings import Correction, MonitoringSettings
 
 Severity = Literal["none", "minor", "major"]
-Kind = Literal["continuous", "categorical", "empty"]
+Kind = Literal["continuous", "categorical", "empty", "insufficient_data"]
 Role = Literal["feature", "score"]
 SEVERITIES: tuple[Severity, ...] = ("none", "minor", "major")
 SEVERITY_RANK: dict[str, int] = {name: rank for rank, name in enumerate(SEVERITIES)}
@@ -105,7 +105,8 @@ class FeatureDrift:
             key: data.pop(key)
             for key in ("feature", "test", "psi", "statistic", "p_value", "severity")
         }
-        return {**head, "drift_detected": self.drift_detected, **data}
+        status = "insufficient_data" if self.kind == "insufficient_data" else self.severity
+        return {**head, "drift_detected": self.drift_detected, **data, "status": status}
 
 
 # ---------------------------------------------------------------------------- PSI
@@ -451,6 +452,43 @@ def _compare_empty(
     )
 
 
+def _compare_insufficient(
+    name: str,
+    summaries: tuple[SampleSummary, SampleSummary],
+    role: Role,
+    minimum: int,
+) -> FeatureDrift:
+    sides = [
+        f"{side} has {summary.count}"
+        for side, summary in zip(("reference", "current"), summaries, strict=True)
+        if summary.count < minimum
+    ]
+    return FeatureDrift(
+        feature=name,
+        kind="insufficient_data",
+        test=None,
+        psi=None,
+        statistic=None,
+        p_value=None,
+        reference=summaries[0],
+        current=summaries[1],
+        role=role,
+        note=f"insufficient data: {' and '.join(sides)} value(s), at least {minimum} "
+        "needed per side; not tested",
+    )
+
+
+def _too_few(summaries: tuple[SampleSummary, SampleSummary], minimum: int) -> bool:
+    """Too few rows on a side, or a side with a few values but fewer than needed.
+
+    A side with enough rows that are all missing is not "too few": that is a column that
+    vanished (``empty``, major when one-sided).
+    """
+    if any(s.count + s.nulls < minimum for s in summaries):
+        return True
+    return any(0 < s.count < minimum for s in summaries)
+
+
 def compare_column(
     name: str,
     reference: pd.Series,
@@ -473,6 +511,8 @@ def compare_column(
             _summary(reference_values, reference_values.size, reference_nulls),
             _summary(current_values, current_values.size, current_nulls),
         )
+        if _too_few(summaries, settings.min_samples):
+            return _compare_insufficient(name, summaries, role, settings.min_samples)
         if reference_values.size == 0 or current_values.size == 0:
             return _compare_empty(name, summaries, role)
         if role == "feature" and _few_distinct(
@@ -489,6 +529,8 @@ def compare_column(
         _summary(None, reference_kept.size, int(reference.size - reference_kept.size)),
         _summary(None, current_kept.size, int(current.size - current_kept.size)),
     )
+    if _too_few(summaries, settings.min_samples):
+        return _compare_insufficient(name, summaries, role, settings.min_samples)
     if reference_kept.empty or current_kept.empty:
         return _compare_empty(name, summaries, role)
     return _compare_categorical(name, reference_kept, current_kept, summaries, settings, role)
@@ -505,6 +547,8 @@ def assign_severity(result: FeatureDrift, settings: MonitoringSettings) -> Featu
     ``min_effect_size`` (otherwise the note says so). A column whose values vanished on one
     side only is ``major``.
     """
+    if result.kind == "insufficient_data":
+        return replace(result, severity="none", reasons=[])
     if result.kind == "empty":
         one_sided = (result.reference.count == 0) != (result.current.count == 0)
         return replace(
@@ -574,6 +618,10 @@ class DriftReport:
             "features_compared": len(self.features),
             "major": self.names_with("major"),
             "minor": self.names_with("minor"),
+            "insufficient_data": [
+                item.feature for item in self.features if item.kind == "insufficient_data"
+            ],
+            "min_samples": settings.min_samples,
             "score_severity": self.score.severity if self.score else None,
             "skipped": self.skipped,
             "reference_rows": self.reference_rows,

@@ -74,6 +74,8 @@ def create_app(
             flush_rows=settings.log_flush_rows,
             on_written=metrics.log_rows.labels(outcome="written").inc,
             on_failed=metrics.log_rows.labels(outcome="kept_after_failure").inc,
+            max_buffer_rows=settings.log_max_buffer_rows,
+            on_dropped=metrics.log_rows.labels(outcome="dropped").inc,
         )
         service = PredictionService(
             settings=settings, online=online, source=source, log=log, metrics=metrics
@@ -128,9 +130,15 @@ def create_app_from_environment() -> FastAPI:
 
 
 def _open_store(feast: FeastSettings | None) -> FeatureStore:
+    from core.feast_trust import check_on_demand_sources
     from materialize.store import open_feature_store
 
-    return open_feature_store(feast or FeastSettings())
+    feast = feast or FeastSettings()
+    store = open_feature_store(feast)
+    # Refuse to start on a registry whose on-demand view code is not the repo's (Feast
+    # would execute it on every lookup).
+    check_on_demand_sources(store, feast.repo_path)
+    return store
 
 
 def _mlflow_source(

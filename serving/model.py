@@ -77,14 +77,21 @@ class MlflowModelSource:
     def load(self, info: VersionInfo) -> Any:
         """Download and deserialize the sklearn model of a version (blocking)."""
         import mlflow.artifacts
-        import mlflow.sklearn
 
         uri = self._client.get_model_version_download_uri(info.name, info.version)
         with tempfile.TemporaryDirectory(prefix="churn-model-") as folder:
             local = mlflow.artifacts.download_artifacts(
                 artifact_uri=uri, dst_path=folder, tracking_uri=self.tracking_uri
             )
-            return mlflow.sklearn.load_model(local)
+            # Only skops with our trusted types and the training-time hash (core.model_trust).
+            from pathlib import Path
+
+            from core.model_trust import HASH_TAG, UntrustedModelError, load_trusted_model
+
+            try:
+                return load_trusted_model(Path(local), expected_sha256=info.tags.get(HASH_TAG))
+            except UntrustedModelError as error:
+                raise ModelRefused(str(error)) from error
 
     def check_rows(self, info: VersionInfo) -> np.ndarray | None:
         """The training run's test rows (model columns), or None when it logged none."""

@@ -58,6 +58,10 @@ class PredictionLog:
         flush_rows: Buffered rows that trigger a write before the interval.
         on_written: Called with the number of rows after each successful write.
         on_failed: Called with the number of rows kept after a failed write.
+        max_buffer_rows: Most rows held in memory (None: no cap). While writes fail the
+            oldest chunks beyond it are dropped and counted, so a full or broken disk
+            cannot exhaust the service's memory.
+        on_dropped: Called with the number of rows dropped by the cap.
     """
 
     def __init__(
@@ -68,6 +72,8 @@ class PredictionLog:
         flush_rows: int,
         on_written: Any = None,
         on_failed: Any = None,
+        max_buffer_rows: int | None = None,
+        on_dropped: Any = None,
     ):
         self.root = root
         self._interval = flush_interval_s
@@ -78,6 +84,9 @@ class PredictionLog:
         self._flush_lock = asyncio.Lock()  # one writer at a time (task or final flush)
         self._on_written = on_written or (lambda rows: None)
         self._on_failed = on_failed or (lambda rows: None)
+        self._max_buffer_rows = max_buffer_rows
+        self._on_dropped = on_dropped or (lambda rows: None)
+        self.dropped_rows = 0
         self._task: asyncio.Task[None] | None = None
         self._closing = False
         self._failing = False  # after a failed write, retry on the interval only
@@ -91,9 +100,30 @@ class PredictionLog:
         """Queue a chunk (cheap: called on the request path, on the event loop)."""
         self._pending.append(chunk)
         self._pending_rows += len(chunk)
+        self._enforce_cap()
         # While writes fail, a full buffer must not trigger a rewrite after every request.
         if self._pending_rows >= self._flush_rows and not self._failing:
             self._wake.set()
+
+    def _enforce_cap(self) -> None:
+        """Drop the oldest buffered chunks beyond ``max_buffer_rows`` (counted, logged)."""
+        cap = self._max_buffer_rows
+        if cap is None or self._pending_rows <= cap:
+            return
+        dropped = 0
+        while self._pending and self._pending_rows > cap:
+            chunk = self._pending.pop(0)
+            self._pending_rows -= len(chunk)
+            dropped += len(chunk)
+        self.dropped_rows += dropped
+        self._on_dropped(dropped)
+        logger.error(
+            "prediction log: buffer over %d rows while writes fail; dropped the oldest %d "
+            "(%d dropped so far)",
+            cap,
+            dropped,
+            self.dropped_rows,
+        )
 
     def start(self) -> None:
         """Start the background writer on the running loop."""
@@ -132,6 +162,7 @@ class PredictionLog:
                 self._pending_rows += rows
                 self._failing = True
                 self._on_failed(rows)
+                self._enforce_cap()
                 return 0
             self._failing = False
             self._on_written(rows)

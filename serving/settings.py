@@ -98,6 +98,12 @@ class ServingSettings(BaseSettings):
     log_flush_rows: int = Field(
         default=50_000, ge=1, description="Buffered rows that trigger an early write."
     )
+    log_max_buffer_rows: int = Field(
+        default=500_000,
+        ge=1,
+        description="Most prediction-log rows kept in memory while writes fail; the oldest "
+        "beyond it are dropped and counted (churn_prediction_log_rows_total{outcome=dropped}).",
+    )
 
     @property
     def admin_enabled(self) -> bool:

@@ -59,6 +59,12 @@ class TrainingConfig(BaseSettings):
         default=None, description="Optuna storage URL (default: in memory, one process)."
     )
     study_name: str | None = Field(default=None, description="Optuna study to create or join.")
+    storage_retry_seconds: float = Field(
+        default=120.0,
+        ge=0,
+        description="How long tuning waits for an unreachable database storage (a restart) "
+        "before failing; trials resume when it answers again.",
+    )
     workers: int = Field(default=1, ge=1, description="Local tuning processes on the study.")
     min_auc: float = Field(default=0.78, ge=0.0, le=1.0)
     missing: MissingPolicy = "drop"

@@ -21,6 +21,12 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from core.model_trust import (
+    HASH_TAG,
+    UntrustedModelError,
+    load_registered_model,
+    logged_model_sha256,
+)
 from training.config import ModelFamily, TrainingConfig, TrainingError, TrainingResult
 from training.dataset import TrainingSet, build_training_set, report_as_params
 from training.models import (
@@ -38,7 +44,13 @@ from training.registry import (
     set_champion,
 )
 from training.split import TimeSplit, split_by_time
-from training.tracking import MlflowSettings, code_version, configure_mlflow, ensure_experiment
+from training.tracking import (
+    MlflowSettings,
+    champion_lock,
+    code_version,
+    configure_mlflow,
+    ensure_experiment,
+)
 from training.tuning import StudySpec, TuningData, count_trials, redact_storage_url, tune
 
 if TYPE_CHECKING:
@@ -71,7 +83,15 @@ def open_training_store(feast: FeastSettings, *, tracking_uri: str) -> FeatureSt
         "auto_log": True,
         "auto_log_entity_df": True,
     }
-    return FeatureStore(repo_path=str(feast.repo_path), config=config)
+    store = FeatureStore(repo_path=str(feast.repo_path), config=config)
+    # Feast executes the on-demand views' code stored in the registry: only the repo's.
+    from core.feast_trust import OnDemandSourceMismatch, check_on_demand_sources
+
+    try:
+        check_on_demand_sources(store, feast.repo_path)
+    except OnDemandSourceMismatch as error:
+        raise TrainingError(str(error)) from error
+    return store
 
 
 def run_training(
@@ -134,6 +154,7 @@ def _run_training(config: TrainingConfig, mlflow_settings: MlflowSettings | None
         timeout=config.timeout,
         storage=config.storage,
         threads=config.threads,
+        storage_retry_seconds=config.storage_retry_seconds,
     )
     if config.tune_only:
         return _tune_only(store, config, spec, started)
@@ -216,7 +237,8 @@ def _run_training(config: TrainingConfig, mlflow_settings: MlflowSettings | None
             mlflow.set_tags({"gate.passed": "false", "gate.reason": result.reason})
         else:
             mlflow.set_tag("gate.passed", "true")
-            _register_and_promote(result, model_uri, training_set, split, config)
+            with champion_lock(config.model_name):
+                _register_and_promote(result, model_uri, training_set, split, config)
             mlflow.set_tag("registry.outcome", result.reason)
         result.total_seconds = time.monotonic() - started
         mlflow.log_metric("total_seconds", result.total_seconds)
@@ -421,22 +443,31 @@ def _log_importances(
 
 
 def _log_model(model: ClassifierMixin, training_set: TrainingSet, split: TimeSplit) -> str:
-    """Log the model (skops with its trusted types) with signature and input example."""
+    """Log the model (skops with its trusted types) with signature and input example.
+
+    The trusted types are the fixed list the loaders accept (core.model_trust), never
+    ones read off this model: a model needing others could not be loaded, so it fails here.
+    """
     import mlflow
-    import skops.io
     from mlflow.models import infer_signature
 
+    from core.model_trust import TRUSTED_TYPES, untrusted_types_of
+
+    unknown = untrusted_types_of(model)
+    if unknown:
+        raise TrainingError(
+            f"the fitted model needs types the loaders do not trust: {', '.join(unknown)} "
+            "(add them to core.model_trust.TRUSTED_TYPES after review)"
+        )
     example = split.test[training_set.feature_names].head(_EXAMPLE_ROWS)
     signature = infer_signature(example, model.predict_proba(example))
-    # skops refuses to load types it does not know; these are the model's own classes.
-    trusted = skops.io.get_untrusted_types(data=skops.io.dumps(model))
     info = mlflow.sklearn.log_model(
         model,
         name="model",
         # Given, not inferred: inference re-imports the model in a subprocess (10 s here).
         pip_requirements=mlflow.sklearn.get_default_pip_requirements(include_skops=True),
         serialization_format="skops",
-        skops_trusted_types=trusted,
+        skops_trusted_types=list(TRUSTED_TYPES),
         signature=signature,
         input_example=example,
         pyfunc_predict_fn="predict_proba",
@@ -472,7 +503,12 @@ def _register_and_promote(
     split: TimeSplit,
     config: TrainingConfig,
 ) -> None:
-    """Register a new version, make it challenger, and champion if it beats the champion."""
+    """Register a new version, make it challenger, and champion if it beats the champion.
+
+    Called under the model's champion lock: another training, a retraining, a promotion
+    or a rollback finishing at the same time waits, then decides against the champion
+    this one left (so the best version wins and no history entry is lost).
+    """
     import mlflow
 
     client = mlflow.MlflowClient()
@@ -488,6 +524,8 @@ def _register_and_promote(
         "data.test_start": split.boundaries()["data.test_start"],
         "data.test_end": split.boundaries()["data.test_end"],
         "test_roc_auc": f"{result.test_roc_auc:.6f}",
+        # Checked by every loader (serving, training, drift) before the files are read.
+        HASH_TAG: logged_model_sha256(model_uri, mlflow.get_tracking_uri()),
     }
     version = register_version(
         client,
@@ -524,7 +562,8 @@ def _register_and_promote(
             ),
         )
     if promote:
-        set_champion(client, name, result.version, reason=why)
+        expected = str(champion.version) if champion is not None else None
+        set_champion(client, name, result.version, reason=why, expected=expected)
     result.promoted = promote
     role = "champion" if promote else "challenger"
     result.reason = f"registered {name} v{result.version} as {role}: {why}"
@@ -554,7 +593,15 @@ def _score_champion(
             f"this test window (from {test_start}), so it cannot be compared fairly; "
             "promote by hand if wanted"
         )
-    model = mlflow.sklearn.load_model(f"models:/{champion.name}/{champion.version}")
+    try:
+        model = load_registered_model(
+            mlflow.get_tracking_uri(), str(champion.name), str(champion.version)
+        )
+    except UntrustedModelError as error:
+        return None, (
+            f"champion v{champion.version} cannot be loaded safely ({error}); "
+            "promote by hand if wanted"
+        )
     try:
         metrics = evaluate(model, split.test[features], split.test[training_set.label_column])
     except ValueError as error:  # e.g. a model without null support on rows kept with nulls

@@ -23,16 +23,21 @@ def promote_version(model_name: str, version: str) -> str | None:
     import mlflow
 
     from training.registry import CHAMPION, alias_version, get_version, set_champion
-    from training.tracking import configure_mlflow
+    from training.tracking import champion_lock, configure_mlflow
 
     configure_mlflow()
     client = mlflow.MlflowClient()
     get_version(client, model_name, version)
-    previous = alias_version(client, model_name, CHAMPION)
-    previous_version = str(previous.version) if previous is not None else None
-    if previous_version == version:
-        return previous_version
-    set_champion(client, model_name, version, reason="promoted by hand")
+    # Read, decide and move the alias as one step: a training or rollback finishing at
+    # the same time waits instead of interleaving.
+    with champion_lock(model_name):
+        previous = alias_version(client, model_name, CHAMPION)
+        previous_version = str(previous.version) if previous is not None else None
+        if previous_version == version:
+            return previous_version
+        set_champion(
+            client, model_name, version, reason="promoted by hand", expected=previous_version
+        )
     return previous_version
 
 
@@ -45,10 +50,11 @@ def rollback_version(model_name: str) -> tuple[str, str]:
     import mlflow
 
     from training.registry import rollback_champion
-    from training.tracking import configure_mlflow
+    from training.tracking import champion_lock, configure_mlflow
 
     configure_mlflow()
-    return rollback_champion(mlflow.MlflowClient(), model_name)
+    with champion_lock(model_name):
+        return rollback_champion(mlflow.MlflowClient(), model_name)
 
 
 def promote_command(

@@ -26,6 +26,13 @@ class RegistryError(RuntimeError):
     """A registry operation cannot be done as asked (unknown model or version, no history)."""
 
 
+class ChampionChanged(RegistryError):
+    """The champion moved between the decision and the alias change (compare-and-set)."""
+
+
+_UNCHECKED = object()
+
+
 def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="seconds")
 
@@ -95,12 +102,48 @@ def set_challenger(client: MlflowClient, name: str, version: str) -> None:
     client.set_registered_model_alias(name, CHALLENGER, version)
 
 
-def set_champion(client: MlflowClient, name: str, version: str, *, reason: str) -> None:
+def check_champion(client: MlflowClient, name: str, expected: str | None) -> None:
+    """Compare-and-set guard: the champion must still be the version the decision read.
+
+    Raises:
+        ChampionChanged: Another job moved the alias since.
+    """
+    current = alias_version(client, name, CHAMPION)
+    found = str(current.version) if current is not None else None
+    if found != expected:
+        raise ChampionChanged(
+            f"model {name!r}: champion is v{found} now, the decision was made against "
+            f"v{expected}; nothing changed (run it again)"
+        )
+
+
+def set_champion(
+    client: MlflowClient,
+    name: str,
+    version: str,
+    *,
+    reason: str,
+    expected: str | object | None = _UNCHECKED,
+) -> None:
     """Make a version the champion and record it in the history.
 
+    Call it inside ``training.tracking.champion_lock`` with the decision that led to it.
     The ``challenger`` alias is removed when it pointed at this version.
+
+    Args:
+        client: Registry client.
+        name: Registered model.
+        version: The new champion.
+        reason: Why, recorded on the version.
+        expected: The champion version (None: no champion) the decision was made
+            against; re-read first and the change refused when it moved.
+
+    Raises:
+        ChampionChanged: The champion is no longer ``expected``.
     """
     get_version(client, name, version)
+    if expected is not _UNCHECKED:
+        check_champion(client, name, expected)  # type: ignore[arg-type]
     client.set_registered_model_alias(name, CHAMPION, version)
     challenger = alias_version(client, name, CHALLENGER)
     if challenger is not None and str(challenger.version) == str(version):

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 from pydantic import Field
@@ -62,7 +64,53 @@ def configure_mlflow(settings: MlflowSettings | None = None) -> str:
 
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
+    initialize_store(uri)
     return uri
+
+
+_INITIALIZED: set[str] = set()
+
+
+def initialize_store(uri: str) -> None:
+    """Create and upgrade the tracking and registry schema once, under the store's lock.
+
+    MLflow creates (and migrates) a fresh store in whichever process touches it first;
+    several processes doing it at once crash in the migration (``table
+    _alembic_tmp_trace_tags already exists``). Here the first one does it under the lock
+    and the others then find it ready.
+    """
+    if uri in _INITIALIZED:
+        return
+    from mlflow import MlflowClient
+
+    with store_lock_for(uri, "store-init"):
+        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        client.search_experiments(max_results=1)
+        client.search_registered_models(max_results=1)
+    _INITIALIZED.add(uri)
+
+
+@contextlib.contextmanager
+def store_lock_for(uri: str, name: str) -> Iterator[None]:
+    """The cross-process lock ``name`` of the tracking store at ``uri`` (see core.locks)."""
+    from core.locks import store_lock
+
+    with store_lock(uri, name, fallback_dir=DataSettings().data_dir / "locks"):
+        yield
+
+
+def champion_lock(
+    model_name: str, settings: MlflowSettings | None = None
+) -> contextlib.AbstractContextManager[None]:
+    """The lock that serializes every champion decision of one registered model.
+
+    ``churn train``, ``churn drift --retrain``, ``churn promote`` and ``churn rollback``
+    read the champion, decide and move the alias inside it.
+    """
+    from core.locks import champion_lock_name
+
+    uri = (settings or MlflowSettings()).resolved_tracking_uri()
+    return store_lock_for(uri, champion_lock_name(model_name))
 
 
 def ensure_experiment(name: str, settings: MlflowSettings | None = None) -> str:
@@ -77,8 +125,13 @@ def ensure_experiment(name: str, settings: MlflowSettings | None = None) -> str:
     existing = mlflow.get_experiment_by_name(name)
     if existing is not None:
         return str(existing.experiment_id)
-    location = settings.resolved_artifact_root() / _safe_folder_name(name)
-    return str(mlflow.create_experiment(name, artifact_location=location.as_uri()))
+    # Several jobs may create it at once: one creates it, the others then find it.
+    with store_lock_for(settings.resolved_tracking_uri(), f"experiment:{name}"):
+        existing = mlflow.get_experiment_by_name(name)
+        if existing is not None:
+            return str(existing.experiment_id)
+        location = settings.resolved_artifact_root() / _safe_folder_name(name)
+        return str(mlflow.create_experiment(name, artifact_location=location.as_uri()))
 
 
 def _safe_folder_name(name: str) -> str:

@@ -44,6 +44,10 @@ class StudySpec:
     timeout: float | None
     storage: str | None = None  # Optuna storage URL; None: in memory (or a journal file)
     threads: int = 1  # OpenMP threads per worker process
+    # How long a worker waits for an unreachable database storage (a PostgreSQL restart)
+    # before it gives up with a clear message; it resumes its remaining trials when the
+    # database answers again.
+    storage_retry_seconds: float = 120.0
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,11 @@ def _storage(url: str | None) -> Any:
 
         return optuna.storages.JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
     try:
-        return optuna.storages.RDBStorage(normalize_storage_url(url))
+        # pool_pre_ping: after a database restart, pooled connections are dead; test each
+        # one before use so the next call reconnects instead of failing.
+        return optuna.storages.RDBStorage(
+            normalize_storage_url(url), engine_kwargs={"pool_pre_ping": True}
+        )
     except (ArgumentError, SQLAlchemyError, ImportError, ValueError) as error:
         raise TrainingError(
             f"cannot open Optuna storage {redact_storage_url(url)}: {error}"
@@ -225,7 +233,7 @@ def tune(
         try:
             study = open_study(spec, storage=storage)  # created here; workers only join it
             if workers == 1:
-                _tune_here(study, data, spec, progress=progress)
+                _tune_here(study, data, spec, progress=progress, storage=storage)
             else:
                 _tune_in_workers(
                     study, data, spec, workers=workers, folder=Path(folder), progress=progress
@@ -235,16 +243,125 @@ def tune(
             _close(storage)
 
 
-def _tune_here(study: optuna.Study, data: TuningData, spec: StudySpec, *, progress: bool) -> None:
+def _tune_here(
+    study: optuna.Study, data: TuningData, spec: StudySpec, *, progress: bool, storage: Any
+) -> None:
     offset = sum(count_trials(study))
     with TrialProgress(spec.trials, enabled=progress) as bar:
         bar.update(study, offset=offset)
-        study.optimize(
+        optimize_resuming(
+            study,
             make_objective(data, spec),
-            n_trials=spec.trials,
-            timeout=spec.timeout,
+            spec,
+            trials=spec.trials,
+            storage=storage,
             callbacks=[lambda s, _: bar.update(s, offset=offset)],
         )
+
+
+def _storage_errors() -> tuple[type[BaseException], ...]:
+    from optuna.exceptions import StorageInternalError
+    from sqlalchemy.exc import OperationalError
+
+    return (StorageInternalError, OperationalError)
+
+
+def _storage_failure(error: BaseException) -> BaseException | None:
+    """The storage error behind ``error`` (Optuna may raise another error while handling
+    it, e.g. an UnboundLocalError from its own trial bookkeeping), or None."""
+    kinds = _storage_errors()
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        if isinstance(current, kinds):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None
+
+
+def _wait_for_storage(storage: Any, deadline: float) -> bool:
+    """Poll a database storage until it answers (True) or the deadline passes (False)."""
+    import sqlalchemy as sa
+
+    while time.monotonic() < deadline:
+        try:
+            with storage.engine.connect() as connection:
+                connection.execute(sa.text("SELECT 1"))
+            return True
+        except sa.exc.SQLAlchemyError:
+            time.sleep(1.0)
+    return False
+
+
+def optimize_resuming(
+    study: optuna.Study,
+    objective: Any,
+    spec: StudySpec,
+    *,
+    trials: int,
+    storage: Any,
+    callbacks: list[Any] | None = None,
+    worker: int = 0,
+) -> int:
+    """``study.optimize`` that survives a database storage going away for a while.
+
+    When the storage fails (a PostgreSQL restart), the worker waits up to
+    ``spec.storage_retry_seconds`` for it to answer again, then runs its remaining trials
+    (the interrupted trial is left unfinished in the study and not counted). Returns the
+    trials this call finished.
+
+    Raises:
+        TrainingError: The storage stayed unreachable for the whole wait.
+    """
+    import logging
+
+    finished = 0
+
+    def count(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
+        nonlocal finished
+        finished += 1
+
+    started = time.monotonic()
+    while finished < trials:
+        remaining_time = (
+            None if spec.timeout is None else spec.timeout - (time.monotonic() - started)
+        )
+        if remaining_time is not None and remaining_time <= 0:
+            break
+        try:
+            study.optimize(
+                objective,
+                n_trials=trials - finished,
+                timeout=remaining_time,
+                callbacks=[count, *(callbacks or [])],
+            )
+            break
+        except Exception as raised:
+            error = _storage_failure(raised)
+            if error is None or getattr(storage, "engine", None) is None:
+                raise  # not a database storage failure
+            text = str(error.__cause__ or error).strip()
+            first_line = text.splitlines()[0] if text else type(error).__name__
+            logging.getLogger(__name__).warning(
+                "worker %d: Optuna storage unreachable (%s); waiting up to %g s to resume",
+                worker,
+                first_line,
+                spec.storage_retry_seconds,
+            )
+            if not _wait_for_storage(storage, time.monotonic() + spec.storage_retry_seconds):
+                raise TrainingError(
+                    f"worker {worker}: Optuna storage {redact_storage_url(spec.storage)} "
+                    f"unreachable for {spec.storage_retry_seconds:g} s during tuning "
+                    f"({first_line}); {finished} of this worker's {trials} trials finished. "
+                    f"Re-run with --study-name {spec.study_name} to continue the study"
+                ) from error
+            logging.getLogger(__name__).warning(
+                "worker %d: Optuna storage answers again; resuming %d trial(s)",
+                worker,
+                trials - finished,
+            )
+    return finished
 
 
 def _copy_to_memory(study: optuna.Study, storage: Any) -> optuna.Study:
@@ -293,7 +410,10 @@ def _tune_in_workers(
             process.start()
         try:
             while any(process.is_alive() for process in processes):
-                bar.update(study, offset=offset)
+                try:
+                    bar.update(study, offset=offset)
+                except _storage_errors():
+                    pass  # the storage is restarting; the workers wait for it
                 time.sleep(_POLL_SECONDS)
         finally:
             for process in processes:
@@ -354,10 +474,19 @@ def _worker_main(
         # Start together, so each worker really shares the study instead of the first one
         # finishing before the others have imported scikit-learn.
         barrier.wait(timeout=_START_TIMEOUT_SECONDS)
-        study.optimize(
-            make_objective(data, spec, worker=worker), n_trials=trials, timeout=spec.timeout
+        optimize_resuming(
+            study,
+            make_objective(data, spec, worker=worker),
+            spec,
+            trials=trials,
+            storage=storage,
+            worker=worker,
         )
         _close(storage)
+    except TrainingError as error:  # a clear message, no traceback needed
+        barrier.abort()
+        errors.put(str(error))
+        raise SystemExit(1) from None
     except BaseException:
         barrier.abort()  # release the others instead of letting them wait for us
         errors.put(f"worker {worker}: {traceback.format_exc()}")

@@ -23,6 +23,7 @@ from sklearn.metrics import roc_auc_score
 
 from materialize.apply import apply_feature_repo
 from materialize.store import open_feature_store
+from monitoring.retrain import read_decisions
 from monitoring.snapshots import build_reference, load_champion_lineage
 from monitoring.statistics import DriftInputError
 from tests.utils.feast_repo import TestRepo, make_feature_repo
@@ -69,6 +70,8 @@ def train_champion(root: Path, *, users: int = 60) -> Champion:
         "CHURN_FEAST_PROFILE": "embedded",
         "MLFLOW_DISABLE_TELEMETRY": "true",
         "CHURN_TRAIN_MIN_AUC": "0.6",
+        # The history is fixed in the past; test_stale_data_* checks the default lag.
+        "CHURN_MONITORING_MAX_DATA_LAG_HOURS": "0",
     }
     env.pop("MLFLOW_TRACKING_URI", None)
     history = write_daily_history(repo.data, users=users, days=DAYS, seed=1)
@@ -186,6 +189,24 @@ def test_evaluate_reports_the_champions_training_auc_beside_live_auc(
     assert f"champion: version 1, training test AUC {training_auc:.4f}" in completed.stdout
 
 
+def test_stale_data_exits_5_naming_the_lag(champion: Champion, tmp_path: Path) -> None:
+    env = {**champion.env}
+    env.pop("CHURN_MONITORING_MAX_DATA_LAG_HOURS")  # the default: 48 hours
+    last = champion.history["event_timestamp"].max()
+
+    stale = run_churn(env, "drift", "--retrain", "--out", str(tmp_path / "out"))
+
+    assert stale.returncode == 5, stale.stdout + stale.stderr
+    assert f"stale data: the newest offline snapshot is from {last.isoformat()}" in stale.stderr
+    assert "CHURN_MONITORING_MAX_DATA_LAG_HOURS=48" in stale.stderr
+    assert not (tmp_path / "out").exists()  # nothing compared, nothing retrained
+    decisions = champion.repo.data.data_dir / "monitoring" / "decisions.jsonl"
+    assert not decisions.exists()
+    # An explicit --until judges that older window on purpose.
+    judged = run_churn(env, "drift", "--until", last.isoformat(), "--out", str(tmp_path / "u"))
+    assert judged.returncode == 0, judged.stdout + judged.stderr
+
+
 def test_no_champion_is_a_clear_error(tmp_path: Path) -> None:
     client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
     with pytest.raises(DriftInputError, match="has no 'champion' version"):
@@ -228,16 +249,31 @@ def test_major_drift_retrains_through_the_gate_once_per_cooldown(
         seed=2,
         feature_2_shift=3.0,
     )
-    out = tmp_path / "out"
-    completed = run_churn(champion.env, "drift", "--retrain", "--trials", "2", "--out", str(out))
-    assert completed.returncode == 4, completed.stdout + completed.stderr
-    assert "drift: major (major: feature_2, feature_ratio" in completed.stdout
-    assert "retrain: retrain (major drift in feature_2, feature_ratio" in completed.stdout
+    # Three scheduled runs overlap: exactly one trains, the others see its "started" line.
+    runs = [
+        subprocess.Popen(
+            [CHURN, "drift", "--retrain", "--trials", "2", "--out", str(tmp_path / f"out{i}")],
+            env=champion.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for i in range(3)
+    ]
+    outputs = [run.communicate(timeout=500) for run in runs]
+    for run, (stdout, stderr) in zip(runs, outputs, strict=True):
+        assert run.returncode == 4, stdout + stderr
+        assert "drift: major (major: feature_2, feature_ratio" in stdout
+    trained = [stdout for stdout, _ in outputs if "retrain: retrain (major drift" in stdout]
+    assert len(trained) == 1, [stdout for stdout, _ in outputs]
+    assert "retrain: retrain (major drift in feature_2, feature_ratio" in trained[0]
+    skipped = [stdout for stdout, _ in outputs if "retrain: skip" in stdout]
+    assert len(skipped) == 2 and all("cooldown: last retraining" in out for out in skipped)
     client = mlflow.MlflowClient(tracking_uri=champion.tracking_uri)
     versions = client.search_model_versions("name='churn-predictor'")
     assert sorted(int(v.version) for v in versions) == [1, 2]
     decisions_path = champion.repo.data.data_dir / "monitoring" / "decisions.jsonl"
-    [decision] = [json.loads(line) for line in decisions_path.read_text().splitlines()]
+    [decision] = [d for d in read_decisions(decisions_path) if d["action"] == "retrain"]
     assert decision["outcome"] == "registered"
     assert decision["training"]["version"] == "2"
     # Promotion is the pipeline's champion/challenger decision, never the trigger's.

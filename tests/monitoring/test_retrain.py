@@ -94,8 +94,14 @@ def test_major_drift_retrains_then_cooldown_holds_then_expires(log_path: Path) -
         report, train=trainer, decisions_path=log_path, cooldown=COOLDOWN, now=NOW + COOLDOWN
     )
     assert (third.action, trainer.calls) == ("retrain", 2)
-    logged = [json.loads(line) for line in log_path.read_text().splitlines()]
+    logged = read_decisions(log_path)
     assert [item["action"] for item in logged] == ["retrain", "skip", "retrain"]
+    assert [item["outcome"] for item in logged] == ["registered", "not_run", "registered"]
+    # A retraining writes "started" before training, then its outcome (same decision_id).
+    lines = [json.loads(line) for line in log_path.read_text().splitlines()]
+    assert [item["outcome"] for item in lines] == [
+        "started", "registered", "not_run", "started", "registered"
+    ]  # fmt: skip
     assert logged[0]["major_features"] == ["x"] and logged[0]["severity"] == "major"
 
 
@@ -131,11 +137,43 @@ def test_zero_cooldown_retrains_every_time(log_path: Path) -> None:
     assert trainer.calls == 2
 
 
-def test_a_damaged_decisions_log_is_named(log_path: Path) -> None:
+def test_a_damaged_line_before_the_last_is_named(log_path: Path) -> None:
     log_path.parent.mkdir(parents=True)
-    log_path.write_text('{"action": "skip"}\nnot json\n')
+    log_path.write_text('{"action": "skip"}\nnot json\n{"action": "skip"}\n')
     with pytest.raises(ValueError, match=r"decisions.jsonl:2: not a JSON decision"):
         trigger_retraining(
             _report(1.0), train=_Trainer(_Result(True)), decisions_path=log_path,
             cooldown=COOLDOWN, now=NOW,
         )  # fmt: skip
+
+
+def test_a_truncated_last_line_is_reported_and_the_log_stays_usable(log_path: Path) -> None:
+    trainer = _Trainer(_Result(registered=True))
+    first = trigger_retraining(
+        _report(1.0), train=trainer, decisions_path=log_path, cooldown=COOLDOWN, now=NOW
+    )
+    # A crash (or a full disk) in the middle of the next append: half a line, no newline.
+    whole = log_path.read_bytes()
+    log_path.write_bytes(whole + b'{"action": "retrain", "decided_at": "2026-11-0')
+
+    later = trigger_retraining(
+        _report(1.0),
+        train=trainer,
+        decisions_path=log_path,
+        cooldown=COOLDOWN,
+        now=NOW + timedelta(hours=1),
+    )
+
+    assert first.outcome == "registered"
+    assert (later.action, trainer.calls) == ("skip", 1)  # the cooldown still holds
+    [problem] = later.log_problems
+    assert "decisions.jsonl:3: damaged last line left out" in problem
+    # The new decision starts on its own line; only the torn one is unreadable.
+    problems: list[str] = []
+    assert [d["action"] for d in read_decisions(log_path, problems=problems)] == [
+        "retrain", "skip"
+    ]  # fmt: skip
+    assert problems == []
+    assert log_path.with_name("decisions.jsonl.damaged").read_text() == (
+        '{"action": "retrain", "decided_at": "2026-11-0\n'
+    )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
@@ -56,7 +57,8 @@ def test_identical_samples_have_zero_psi_and_no_drift() -> None:
 def test_psi_of_a_hand_computed_two_bin_shift() -> None:
     reference = _series(range(1, 11))  # median 5.5 splits it 50/50
     current = _series([1, 2, 3, 20, 21, 22, 23, 24, 25, 26])  # 30/70
-    result = compare_column("x", reference, current, SETTINGS.model_copy(update={"psi_bins": 2}))
+    settings = SETTINGS.model_copy(update={"psi_bins": 2, "min_samples": 10})
+    result = compare_column("x", reference, current, settings)
     expected = (0.3 - 0.5) * math.log(0.3 / 0.5) + (0.7 - 0.5) * math.log(0.7 / 0.5)
     assert result.psi == pytest.approx(expected, rel=1e-12)
     assert result.psi_bins is not None and result.psi_bins.current == pytest.approx([0.3, 0.7])
@@ -271,3 +273,43 @@ def test_unknown_features_and_empty_samples_are_named() -> None:
 def test_thresholds_must_be_ordered() -> None:
     with pytest.raises(ValueError, match="psi_minor"):
         MonitoringSettings(psi_minor=0.3, psi_major=0.2)
+
+
+def test_a_one_row_window_is_insufficient_data_never_major(tmp_path) -> None:
+    from monitoring.retrain import trigger_retraining
+
+    rng = np.random.default_rng(3)
+    reference = pd.DataFrame({"x": rng.normal(0, 1, 2000), "flag": rng.integers(0, 2, 2000)})
+    current = pd.DataFrame({"x": [8.0], "flag": [1]})  # one row, far out: PSI about 8
+
+    report = compare_frames(reference, current, SETTINGS)
+
+    by_name = {item.feature: item for item in report.features}
+    for name in ("x", "flag"):
+        assert by_name[name].kind == "insufficient_data"
+        assert by_name[name].severity == "none" and by_name[name].psi is None
+        assert by_name[name].note == (
+            "insufficient data: current has 1 value(s), at least 30 needed per side; not tested"
+        )
+        assert by_name[name].to_dict()["status"] == "insufficient_data"
+    assert report.severity == "none"
+    assert report.summary()["insufficient_data"] == ["x", "flag"]
+    calls: list[int] = []
+    decision = trigger_retraining(
+        report,
+        train=lambda: calls.append(1),
+        decisions_path=tmp_path / "decisions.jsonl",
+        cooldown=timedelta(hours=1),
+        now=datetime(2026, 11, 2, tzinfo=UTC),
+    )
+    assert decision.action == "skip" and calls == []
+
+
+def test_the_minimum_sample_size_is_configurable() -> None:
+    rng = np.random.default_rng(4)
+    reference = pd.DataFrame({"x": rng.normal(0, 1, 500)})
+    current = pd.DataFrame({"x": rng.normal(3, 1, 20)})
+    assert compare_frames(reference, current, SETTINGS).features[0].kind == "insufficient_data"
+    lenient = MonitoringSettings(min_samples=10)
+    shifted = compare_frames(reference, current, lenient).features[0]
+    assert (shifted.kind, shifted.severity) == ("continuous", "major")

@@ -84,9 +84,7 @@ def test_every_prediction_is_in_the_log_after_a_graceful_stop(
 def test_rows_are_written_while_serving_and_kept_when_a_write_fails(
     make_app, champion, users: OnlineUsers, tmp_path: Path
 ) -> None:
-    blocker = tmp_path / "blocked"
-    blocker.write_text("a file where the log folder should be")
-    root = blocker / "predictions"
+    blocker, root = _unwritable_log_root(tmp_path)
     app = make_app(prediction_log_dir=root, log_flush_interval_s=0.1)
     with running_server(app) as url, httpx.Client(base_url=url) as client:
         ids = [
@@ -99,6 +97,34 @@ def test_rows_are_written_while_serving_and_kept_when_a_write_fails(
         metrics = client.get("/metrics").text
     assert sorted(_read_log(root)["request_id"]) == sorted(ids)
     assert 'churn_prediction_log_rows_total{outcome="written"} 5.0' in metrics
+
+
+def test_the_buffer_is_capped_while_writes_fail_and_drops_are_counted(
+    make_app, champion, users: OnlineUsers, tmp_path: Path
+) -> None:
+    blocker, root = _unwritable_log_root(tmp_path)
+    app = make_app(prediction_log_dir=root, log_flush_interval_s=0.1, log_max_buffer_rows=3)
+    with running_server(app) as url, httpx.Client(base_url=url) as client:
+        ids = [
+            client.post("/predict", json={"user_id": u}).json()["request_id"]
+            for u in users.fresh[:8]
+        ]
+        _wait_for(lambda: 'outcome="kept_after_failure"' in client.get("/metrics").text)
+        dropped = client.get("/metrics").text
+        blocker.unlink()
+        _wait_for(lambda: any(root.glob("date=*/part-*.parquet")))
+        metrics = client.get("/metrics").text
+    # Memory held at most 3 rows; the 5 oldest were dropped and counted, the newest kept.
+    assert 'churn_prediction_log_rows_total{outcome="dropped"} 5.0' in dropped
+    assert sorted(_read_log(root)["request_id"]) == sorted(ids[-3:])
+    assert 'churn_prediction_log_rows_total{outcome="written"} 3.0' in metrics
+
+
+def _unwritable_log_root(tmp_path: Path) -> tuple[Path, Path]:
+    """A log root under a file: every write fails until the file is removed."""
+    blocker = tmp_path / "blocked"
+    blocker.write_text("a file where the log folder should be")
+    return blocker, blocker / "predictions"
 
 
 def _wait_for(condition, timeout: float = 20.0) -> None:

@@ -51,3 +51,15 @@ def make_feature_repo(
         registry_url=registry_url,
     )
     return TestRepo(project=project, feast=feast, data=DataSettings(data_dir=data_dir))
+
+
+def tamper_registry(repo: TestRepo, view: str, extra: str) -> None:
+    """Append ``extra`` to a view's stored function source in the file registry."""
+    from feast.protos.feast.core.Registry_pb2 import Registry
+
+    path = repo.data.data_dir / "registry.db"
+    registry = Registry.FromString(path.read_bytes())
+    [stored] = [v for v in registry.on_demand_feature_views if v.spec.name == view]
+    udf = stored.spec.feature_transformation.user_defined_function
+    udf.body_text = udf.body_text + extra
+    path.write_bytes(registry.SerializeToString())

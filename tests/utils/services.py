@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import subprocess
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -49,3 +51,67 @@ def temporary_postgres_database() -> Iterator[str]:
         with admin.connect() as connection:
             connection.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+class PrivatePostgres:
+    """A throwaway PostgreSQL cluster (initdb + pg_ctl, as user postgres) on a free port.
+
+    For tests that stop or restart the database: never the shared server.
+    """
+
+    def __init__(self) -> None:
+        import glob
+        import socket
+        import tempfile
+
+        versions = sorted(glob.glob("/usr/lib/postgresql/*/bin"))
+        if not versions:
+            raise RuntimeError("no PostgreSQL binaries under /usr/lib/postgresql/*/bin")
+        self.bin = versions[-1]
+        # initdb refuses root, and pytest's temp folders are private to root.
+        self.root = tempfile.mkdtemp(prefix="churn-pg-", dir="/tmp")
+        shutil.chown(self.root, user="postgres", group="postgres")
+        self.data = os.path.join(self.root, "data")
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            self.port = int(probe.getsockname()[1])
+
+    def _run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        prefix = [] if os.geteuid() != 0 else ["runuser", "-u", "postgres", "--"]
+        return subprocess.run(
+            [*prefix, *args], capture_output=True, text=True, check=check, timeout=120
+        )
+
+    def url(self, database: str = "postgres") -> str:
+        """SQLAlchemy URL of a database in this cluster."""
+        return f"postgresql+psycopg://postgres@127.0.0.1:{self.port}/{database}"
+
+    def init(self) -> None:
+        """Create the cluster (trust auth) and start it."""
+        self._run(f"{self.bin}/initdb", "-D", self.data, "-A", "trust", "-U", "postgres")
+        self.start()
+
+    def start(self) -> None:
+        """Start the server and wait until it accepts connections."""
+        options = f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1"
+        self._run(
+            f"{self.bin}/pg_ctl", "-D", self.data, "-o", options, "-l",
+            os.path.join(self.root, "log"), "-w", "start",
+        )  # fmt: skip
+
+    def stop(self) -> None:
+        """Stop the server (fast: connections are cut, as in a restart)."""
+        self._run(f"{self.bin}/pg_ctl", "-D", self.data, "-m", "fast", "-w", "stop", check=False)
+
+    def create_database(self, name: str) -> str:
+        """Create a database; return its URL."""
+        admin = sa.create_engine(self.url(), isolation_level="AUTOCOMMIT")
+        with admin.connect() as connection:
+            connection.execute(sa.text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+        return self.url(name)
+
+    def destroy(self) -> None:
+        """Stop the server and delete the cluster."""
+        self.stop()
+        shutil.rmtree(self.root, ignore_errors=True)

@@ -11,13 +11,14 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from core.model_trust import HASH_TAG, logged_model_sha256
 from materialize.apply import apply_feature_repo
 from materialize.store import open_feature_store
 from tests.utils.feast_repo import TestRepo
@@ -91,7 +92,8 @@ def register_model(
     """Log ``model`` with mlflow.sklearn (skops), register it, tag it, set ``alias``.
 
     The tags are the training contract's (``feast.feature_service``, ``feast.features``,
-    ``feast.project``); ``tags`` overrides or adds some (an empty value removes one).
+    ``feast.project``, ``artifact.sha256`` of the logged files); ``tags`` overrides or
+    adds some (an empty value removes one).
     Returns the new version.
     """
     import mlflow
@@ -126,6 +128,7 @@ def register_model(
                 serialization_format="skops",
                 skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(model)),
             )
+        all_tags = {HASH_TAG: logged_model_sha256(info.model_uri, tracking_uri), **all_tags}
         version = client.create_model_version(
             name,
             info.model_uri,
@@ -280,6 +283,16 @@ class ThrowawayRedis:
         self._process.wait(timeout=10)
         self._process = None
 
+    def crash(self) -> None:
+        """Persist the data (as its RDB/AOF would have), then SIGKILL the server."""
+        import redis
+
+        assert self._process is not None
+        redis.Redis(host="127.0.0.1", port=self.port).save()
+        self._process.kill()
+        self._process.wait(timeout=10)
+        self._process = None
+
     def freeze(self) -> None:
         """Stop the process without closing sockets: requests hang until the timeout."""
         assert self._process is not None
@@ -297,6 +310,25 @@ class ThrowawayRedis:
             self._process.kill()
             self._process.wait(timeout=10)
             self._process = None
+
+
+def materialized_on(
+    server: ThrowawayRedis, root: Path, *, project: str
+) -> tuple[TestRepo, OnlineUsers]:
+    """A repo copy whose online store is ``server``, with a few users materialized."""
+    import pytest
+
+    from tests.utils.feast_repo import make_feature_repo
+
+    root.mkdir(parents=True, exist_ok=True)
+    repo = make_feature_repo(root, project=project)
+    repo = TestRepo(
+        repo.project, repo.feast.model_copy(update={"redis_url": server.url}), repo.data
+    )
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CHURN_DATA_DIR", str(repo.data.data_dir))
+        users = load_online_features(repo, now=datetime.now(UTC), fresh_users=3)
+    return repo, users
 
 
 def redis_client_for(redis_url: str) -> Any:
