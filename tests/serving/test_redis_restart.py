@@ -14,10 +14,10 @@ import pytest
 
 from tests.utils.serving import (
     ThrowawayRedis,
+    churn_serve_environment,
     free_port,
     materialized_on,
     register_model,
-    churn_serve_environment,
 )
 
 
