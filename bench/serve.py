@@ -13,11 +13,13 @@ family's champion is exactly what ``churn train`` registers. Then, for 1 and 2 w
   (the same lookup, plus the model), once per family;
 
 each driven by ``wrk`` (``apt-get install wrk``; else a slower async httpx client) at 1, 8
-and 32 connections over the users that have complete features. It prints requests/s, p50
-and p99 of each run, which model was served (family, trees, inference engine), and the
-issue's goals: at one worker, ``churn serve`` on the default family serves at least 3x
-``feast serve``'s requests/s at 8 connections with a p99 no higher than its, and one
-client's p50 is at most half of ``feast serve``'s; two workers serve more than one.
+and 32 connections over the users that have complete features. With one worker it also
+measures what ``"explain": true`` adds to a single request (``bench/explain_latency.py``).
+It prints requests/s, p50 and p99 of each run, which model was served (family, trees,
+inference engine), and the issue's goals: at one worker, ``churn serve`` on the default
+family serves at least 3x ``feast serve``'s requests/s at 8 connections with a p99 no
+higher than its, and one client's p50 is at most half of ``feast serve``'s; two workers
+serve more than one.
 
     .venv/bin/python bench/serve.py                  # 10 s per run
     .venv/bin/python bench/serve.py --seconds 20 --workers 1
@@ -172,14 +174,19 @@ def _ingest_options(environment: dict[str, str]) -> list[str]:
 
 
 def _describe_champion(family: str, tracking_uri: str) -> Champion:
+    """The champion of one registry, read without MLflow's process-wide URIs."""
+    import mlflow.artifacts
     import mlflow.sklearn
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     version = client.get_model_version_by_alias("churn-predictor", "champion")
-    mlflow.set_tracking_uri(tracking_uri)
-    mlflow.set_registry_uri(tracking_uri)
-    model = mlflow.sklearn.load_model(f"models:/churn-predictor/{version.version}")
+    uri = client.get_model_version_download_uri("churn-predictor", version.version)
+    with tempfile.TemporaryDirectory(prefix="bench-champion-") as scratch:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=uri, dst_path=scratch, tracking_uri=tracking_uri
+        )
+        model = mlflow.sklearn.load_model(local)
     trees = int(getattr(model, "n_iter_", None) or model.n_estimators_)
     return Champion(
         family, tracking_uri, str(version.version), trees, float(version.tags["test_roc_auc"])
@@ -492,6 +499,7 @@ def main(argv: list[str] | None = None) -> int:
     folder = Path(tempfile.mkdtemp(prefix="bench-serve-"))
     work: Workspace | None = None
     results: list[Result] = []
+    explain_lines: list[str] = []
     try:
         work = prepare(folder, redis_url=args.redis_url, trials=args.trials, families=args.families)
         bodies = request_bodies(int(time.time()))
@@ -539,9 +547,18 @@ def main(argv: list[str] | None = None) -> int:
                             f"  {label}, {workers} worker(s), {connections} connection(s): "
                             f"{result.rps:,.0f} req/s"
                         )
+                    if champion is not None and workers == min(args.workers):
+                        from bench.explain_latency import format_result, measure_explain_latency
+
+                        explained = measure_explain_latency(url, users, requests=1000)
+                        explain_lines.append(format_result(label, explained))
+                        print(f"  {explain_lines[-1]}")
                 finally:
                     _stop(process)
         status = report(results, work)
+        print("\n  explanations, one client, single requests (bench/explain_latency.py):")
+        for line in explain_lines:
+            print(f"  {line}")
         if args.json:
             args.json.write_text(json.dumps([r.__dict__ for r in results], indent=2))
         return status
