@@ -26,9 +26,12 @@ explained once (exact, and far cheaper on real data where many users share bins)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from core.trees import TreeArrays
 
 # Rows explained together on the leaf path: bounds the (rows, entries) working arrays.
 _ROW_BLOCK = 16
@@ -100,7 +103,7 @@ class TreeExplainer:
         leaves: _Leaves,
         intercept: float,
         float32_inputs: bool,
-        trees: list[_Tree] | None = None,
+        trees: list[TreeArrays] | None = None,
     ):
         self.features = features
         self._trees = trees
@@ -126,20 +129,16 @@ class TreeExplainer:
             ExplainUnsupported: Not a binary (Hist)GradientBoostingClassifier on numeric
                 features, or its trees cannot be read.
         """
-        from sklearn.ensemble import GradientBoostingClassifier, HistGradientBoostingClassifier
+        from core.trees import TreesUnsupported, read_trees
 
-        classes = list(getattr(model, "classes_", []))
-        if len(classes) != 2:
-            raise ExplainUnsupported(f"{type(model).__name__} is not a binary classifier")
-        if isinstance(model, HistGradientBoostingClassifier):
-            trees, family, float32 = _hist_trees(model), "hist_gradient_boosting", False
-        elif isinstance(model, GradientBoostingClassifier):
-            trees, family, float32 = _gb_trees(model), "gradient_boosting", True
-        else:
+        try:
+            fitted = read_trees(model)
+        except TreesUnsupported as error:
             raise ExplainUnsupported(
-                f"no exact explanation for {type(model).__name__} (supported: "
+                f"no exact explanation for {type(model).__name__}: {error} (supported: binary "
                 "HistGradientBoostingClassifier, GradientBoostingClassifier)"
-            )
+            ) from error
+        trees, family, float32 = fitted.trees, fitted.family, fitted.float32_inputs
         leaves = _flatten(trees, len(features))
         probe = np.linspace(0.5, 1.5, len(features)).reshape(1, -1)
         # The intercept (the prior's log-odds) from the public raw output: raw(x) minus
@@ -246,11 +245,11 @@ class _CellTables:
     (largest grids first), and rows with missing values, stay on the leaf path.
     """
 
-    def __init__(self, trees: list[_Tree], width: int):
+    def __init__(self, trees: list[TreeArrays], width: int):
         self.width = width
         tables: list[np.ndarray] = []
         per_tree: list[tuple[dict[int, np.ndarray], int]] = []
-        rest: list[_Tree] = []
+        rest: list[TreeArrays] = []
         offset = 0
         grids = []
         for tree in trees:
@@ -357,75 +356,7 @@ def _decision(model: Any, matrix: np.ndarray, features: tuple[str, ...]) -> np.n
     return np.asarray(model.decision_function(data), dtype=np.float64).reshape(-1)
 
 
-@dataclass
-class _Tree:
-    """One regression tree in a common form (raw-output leaf values)."""
-
-    left: np.ndarray
-    right: np.ndarray
-    feature: np.ndarray
-    threshold: np.ndarray
-    missing_left: np.ndarray
-    cover: np.ndarray
-    value: np.ndarray
-    is_leaf: np.ndarray
-
-
-def _hist_trees(model: Any) -> list[_Tree]:
-    predictors = getattr(model, "_predictors", None)
-    if predictors is None:
-        raise ExplainUnsupported("the HistGradientBoostingClassifier is not fitted")
-    trees = []
-    for iteration in predictors:
-        if len(iteration) != 1:
-            raise ExplainUnsupported("more than one tree per iteration (not binary)")
-        nodes = iteration[0].nodes
-        if nodes["is_categorical"].any():
-            raise ExplainUnsupported("categorical splits are not supported")
-        trees.append(
-            _Tree(
-                left=nodes["left"].astype(np.int64),
-                right=nodes["right"].astype(np.int64),
-                feature=nodes["feature_idx"].astype(np.int64),
-                threshold=nodes["num_threshold"].astype(np.float64),
-                missing_left=nodes["missing_go_to_left"].astype(bool),
-                cover=nodes["count"].astype(np.float64),
-                value=nodes["value"].astype(np.float64),
-                is_leaf=nodes["is_leaf"].astype(bool),
-            )
-        )
-    return trees
-
-
-def _gb_trees(model: Any) -> list[_Tree]:
-    estimators = getattr(model, "estimators_", None)
-    if estimators is None:
-        raise ExplainUnsupported("the GradientBoostingClassifier is not fitted")
-    if estimators.shape[1] != 1:
-        raise ExplainUnsupported("more than one tree per stage (not binary)")
-    rate = float(model.learning_rate)
-    trees = []
-    for estimator in estimators[:, 0]:
-        tree = estimator.tree_
-        missing = getattr(tree, "missing_go_to_left", None)
-        trees.append(
-            _Tree(
-                left=tree.children_left.astype(np.int64),
-                right=tree.children_right.astype(np.int64),
-                feature=tree.feature.astype(np.int64),
-                threshold=tree.threshold.astype(np.float64),
-                missing_left=(
-                    np.zeros(tree.node_count, bool) if missing is None else missing.astype(bool)
-                ),
-                cover=tree.weighted_n_node_samples.astype(np.float64),
-                value=rate * tree.value[:, 0, 0].astype(np.float64),
-                is_leaf=tree.children_left < 0,
-            )
-        )
-    return trees
-
-
-def _flatten(trees: list[_Tree], width: int) -> _Leaves:
+def _flatten(trees: list[TreeArrays], width: int) -> _Leaves:
     """Every leaf of every tree as (leaf, path feature) entries."""
     values: list[float] = []
     features: list[int] = []

@@ -23,9 +23,12 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from core.trees import TreeArrays
 
 logger = logging.getLogger(__name__)
 
@@ -158,86 +161,28 @@ def flatten_forest(model: Any) -> FlatForest:
 
     Raises:
         ForestUnsupported: Another estimator, more than two classes, categorical splits, or
-            a loss other than log-loss.
+            a loss other than log-loss (its probability is not the logistic of the raw score).
     """
-    from sklearn.ensemble import GradientBoostingClassifier, HistGradientBoostingClassifier
+    from core.trees import TreesUnsupported, read_trees
 
-    if isinstance(model, HistGradientBoostingClassifier):
-        return _flatten_hist_gradient_boosting(model)
-    if isinstance(model, GradientBoostingClassifier):
-        return _flatten_gradient_boosting(model)
-    raise ForestUnsupported(f"{type(model).__name__} is not a gradient-boosted tree ensemble")
-
-
-def _flatten_hist_gradient_boosting(model: Any) -> FlatForest:
-    if len(model.classes_) != 2 or model.n_trees_per_iteration_ != 1:
-        raise ForestUnsupported("only binary HistGradientBoostingClassifier models are flattened")
-    if type(model._loss).__name__ != "HalfBinomialLoss":
-        raise ForestUnsupported(f"loss {type(model._loss).__name__} is not log-loss")
-    trees = []
-    for [predictor] in model._predictors:
-        nodes = predictor.nodes
-        if nodes["is_categorical"].any():
-            raise ForestUnsupported("categorical splits are not flattened")
-        trees.append(
-            _Tree(
-                feature=nodes["feature_idx"].astype(np.int64),
-                threshold=nodes["num_threshold"].astype(np.float64),
-                left=nodes["left"].astype(np.int64),
-                right=nodes["right"].astype(np.int64),
-                is_leaf=nodes["is_leaf"].astype(bool),
-                nan_left=nodes["missing_go_to_left"].astype(bool),
-                value=nodes["value"].astype(np.float64),
-            )
-        )
-    base = float(np.asarray(model._baseline_prediction).ravel()[0])
-    return _pack(trees, base=base, float32_inputs=False, family="hist_gradient_boosting")
+    try:
+        fitted = read_trees(model)
+    except TreesUnsupported as error:
+        raise ForestUnsupported(str(error)) from error
+    loss = type(getattr(model, "_loss", None)).__name__
+    if loss != "HalfBinomialLoss":
+        raise ForestUnsupported(f"loss {loss} is not log-loss")
+    if fitted.family == "hist_gradient_boosting":
+        base = float(np.asarray(model._baseline_prediction).ravel()[0])
+    else:
+        probe = np.zeros((1, model.n_features_in_), dtype=np.float32)
+        base = float(np.asarray(model._raw_predict_init(probe)).ravel()[0])
+    return _pack(
+        fitted.trees, base=base, float32_inputs=fitted.float32_inputs, family=fitted.family
+    )
 
 
-def _flatten_gradient_boosting(model: Any) -> FlatForest:
-    if len(model.classes_) != 2 or model.estimators_.shape[1] != 1:
-        raise ForestUnsupported("only binary GradientBoostingClassifier models are flattened")
-    if type(model._loss).__name__ != "HalfBinomialLoss":
-        raise ForestUnsupported(f"loss {type(model._loss).__name__} is not log-loss")
-    probe = np.zeros((1, model.n_features_in_), dtype=np.float32)
-    base = float(np.asarray(model._raw_predict_init(probe)).ravel()[0])
-    scale = float(model.learning_rate)
-    trees = []
-    for [estimator] in model.estimators_:
-        tree = estimator.tree_
-        left = tree.children_left.astype(np.int64)
-        nan_left = getattr(tree, "missing_go_to_left", None)
-        trees.append(
-            _Tree(
-                feature=tree.feature.astype(np.int64),
-                threshold=tree.threshold.astype(np.float64),
-                left=left,
-                right=tree.children_right.astype(np.int64),
-                is_leaf=left == -1,
-                nan_left=(
-                    np.zeros(len(left), dtype=bool)
-                    if nan_left is None
-                    else np.asarray(nan_left).astype(bool)
-                ),
-                # sklearn adds scale * value per stage: the same product, taken once here.
-                value=scale * tree.value[:, 0, 0].astype(np.float64),
-            )
-        )
-    return _pack(trees, base=base, float32_inputs=True, family="gradient_boosting")
-
-
-@dataclass(frozen=True)
-class _Tree:
-    feature: np.ndarray
-    threshold: np.ndarray
-    left: np.ndarray
-    right: np.ndarray
-    is_leaf: np.ndarray
-    nan_left: np.ndarray
-    value: np.ndarray
-
-
-def _pack(trees: list[_Tree], *, base: float, float32_inputs: bool, family: str) -> FlatForest:
+def _pack(trees: list[TreeArrays], *, base: float, float32_inputs: bool, family: str) -> FlatForest:
     """Renumber every tree breadth-first so that siblings sit next to each other."""
     feature: list[int] = []
     threshold: list[float] = []
@@ -273,7 +218,7 @@ def _pack(trees: list[_Tree], *, base: float, float32_inputs: bool, family: str)
             feature[index] = int(tree.feature[node])
             threshold[index] = float(tree.threshold[node])
             left[index] = first
-            nan_right[index] = not bool(tree.nan_left[node])
+            nan_right[index] = not bool(tree.missing_left[node])
             order.append((int(tree.left[node]), first, level + 1))
             order.append((int(tree.right[node]), first + 1, level + 1))
     return FlatForest(
