@@ -9,6 +9,7 @@ imports prometheus_client before Feast).
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -25,12 +26,25 @@ from tests.utils.services import (
 
 
 @pytest.fixture(autouse=True)
-def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Keep every test away from the developer's data, MLflow store and home."""
+def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
+    """Keep every test away from the developer's data, MLflow store and home.
+
+    MLflow's ``set_tracking_uri``/``set_registry_uri`` keep the URI in module globals and
+    export it (MLFLOW_TRACKING_URI, MLFLOW_REGISTRY_URI) for subprocesses, so a test that
+    trains in-process would otherwise send every later ``churn`` subprocess, and every
+    later in-process load, to its own store. Both are reset after each test.
+    """
     monkeypatch.setenv("CHURN_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     monkeypatch.delenv("CHURN_FEAST_PROFILE", raising=False)
+    yield
+    if "mlflow" in sys.modules:
+        import mlflow
+
+        mlflow.set_tracking_uri(None)  # type: ignore[arg-type]  (None unsets it)
+        mlflow.set_registry_uri(None)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="session")

@@ -16,7 +16,7 @@ from tests.utils.serving import OnlineUsers, fit_model, register_model
 def test_an_artifact_that_fails_its_hash_is_refused_and_the_champion_keeps_serving(
     make_app, champion, tracking_uri, repo: TestRepo, users: OnlineUsers
 ) -> None:
-    with TestClient(make_app(admin_token="s3cret")) as client:
+    with TestClient(make_app(admin_token="s3cret-admin-token-0123")) as client:
         before = client.post("/predict", json={"user_id": users.fresh[0]}).json()
         tampered = register_model(
             tracking_uri,
@@ -24,7 +24,9 @@ def test_an_artifact_that_fails_its_hash_is_refused_and_the_champion_keeps_servi
             model=fit_model(invert=True),
             tags={HASH_TAG: "0" * 64},  # not the hash of its files
         )
-        reloaded = client.post("/admin/reload", headers={"Authorization": "Bearer s3cret"})
+        reloaded = client.post(
+            "/admin/reload", headers={"Authorization": "Bearer s3cret-admin-token-0123"}
+        )
         after = client.post("/predict", json={"user_id": users.fresh[0]}).json()
 
     outcome = reloaded.json()
