@@ -171,7 +171,9 @@ def test_nightly_run_on_shifted_data_retrains(scheduled: Scheduled) -> None:
     )
     assert versions == [1, 2]
     decisions = platform.data_dir / "monitoring" / "decisions.jsonl"
-    [decision] = [json.loads(line) for line in decisions.read_text().splitlines()]
+    # The retraining is recorded as started (under the champion lock), then as finished.
+    started, decision = [json.loads(line) for line in decisions.read_text().splitlines()]
+    assert (started["action"], started["outcome"]) == ("retrain", "started")
     assert (decision["action"], decision["outcome"]) == ("retrain", "registered")
 
     drift = read_textfile(platform.metrics_dir / "drift.prom")
