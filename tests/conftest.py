@@ -9,6 +9,7 @@ imports prometheus_client before Feast).
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,15 +37,21 @@ def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> It
     """
     monkeypatch.setenv("CHURN_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("MLFLOW_DISABLE_TELEMETRY", "true")
-    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     monkeypatch.delenv("CHURN_FEAST_PROFILE", raising=False)
+    # Not through monkeypatch: it would restore a value a module-scoped fixture exported.
+    _forget_mlflow_uris()
     yield
+    _forget_mlflow_uris()
+
+
+def _forget_mlflow_uris() -> None:
     if "mlflow" in sys.modules:
         import mlflow
 
         mlflow.set_tracking_uri(None)  # type: ignore[arg-type]  (None unsets it)
         mlflow.set_registry_uri(None)  # type: ignore[arg-type]
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    os.environ.pop("MLFLOW_REGISTRY_URI", None)
 
 
 @pytest.fixture(scope="session")

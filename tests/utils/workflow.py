@@ -85,6 +85,8 @@ def make_platform(repo: TestRepo) -> Platform:
         # earlier test's mlflow.set_tracking_uri may have left another store.
         "MLFLOW_TRACKING_URI": f"sqlite:///{repo.data.data_dir / 'mlflow' / 'mlflow.db'}",
     }
+    # The registry lives in the same store (an inherited MLFLOW_REGISTRY_URI would split them).
+    env["MLFLOW_REGISTRY_URI"] = env["MLFLOW_TRACKING_URI"]
     return Platform(repo=repo, env=env)
 
 
