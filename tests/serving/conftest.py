@@ -118,18 +118,3 @@ def make_app(repo: TestRepo, tracking_uri: str, tmp_path: Path) -> Callable[...,
         )
 
     return build
-
-
-@pytest.fixture(scope="module")
-def scoring_repo(
-    tmp_path_factory: pytest.TempPathFactory, redis_available: None
-) -> Iterator[tuple[TestRepo, OnlineUsers]]:
-    """Offline and online features of the batch-scoring tests, written once per module."""
-    root = tmp_path_factory.mktemp("scoring-repo")
-    project = unique_name("churn_scoring")
-    repo = make_feature_repo(root, project=project)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CHURN_DATA_DIR", str(repo.data.data_dir))
-        users = load_online_features(repo, now=datetime.now(UTC))
-    yield repo, users
-    delete_project_keys(project)

@@ -40,9 +40,9 @@ def _gradient_model() -> Any:
 
 
 @pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory, scoring_repo: Any) -> str:
+def registry(tmp_path_factory: pytest.TempPathFactory, online_repo: Any) -> str:
     """Version 1: HistGradientBoosting (champion); version 2: GradientBoosting."""
-    repo, _ = scoring_repo
+    repo, _ = online_repo
     uri = tracking_uri_in(tmp_path_factory.mktemp("mlflow"))
     register_model(uri, project=repo.project, model=_hist_model())
     register_model(uri, project=repo.project, model=_gradient_model(), alias=None)
@@ -51,9 +51,9 @@ def registry(tmp_path_factory: pytest.TempPathFactory, scoring_repo: Any) -> str
 
 @pytest.mark.parametrize("version", ["1", "2"])
 def test_score_and_predict_give_the_same_probability(
-    scoring_repo: tuple[TestRepo, OnlineUsers], registry: str, tmp_path: Path, version: str
+    online_repo: tuple[TestRepo, OnlineUsers], registry: str, tmp_path: Path, version: str
 ) -> None:
-    repo, users = scoring_repo
+    repo, users = online_repo
     log_dir = tmp_path / "predictions"
     settings = ServingSettings(prediction_log_dir=log_dir, poll_interval_s=0)
     if version != "1":
@@ -103,9 +103,9 @@ def test_score_and_predict_give_the_same_probability(
 
 
 def test_users_without_features_are_listed_never_scored(
-    scoring_repo: tuple[TestRepo, OnlineUsers], registry: str, tmp_path: Path
+    online_repo: tuple[TestRepo, OnlineUsers], registry: str, tmp_path: Path
 ) -> None:
-    repo, users = scoring_repo
+    repo, users = online_repo
     out = tmp_path / "out" / "scores.parquet"
     wanted = [users.fresh[0], users.stale, users.missing_feature, users.unknown]
     result = score_users(
@@ -134,13 +134,13 @@ def test_users_without_features_are_listed_never_scored(
 
 
 def test_every_user_with_features_is_scored_by_default(
-    scoring_repo: tuple[TestRepo, OnlineUsers],
+    online_repo: tuple[TestRepo, OnlineUsers],
     registry: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """Through the command line, as a user types it (champion, --at now, progress)."""
-    repo, users = scoring_repo
+    repo, users = online_repo
     _environment(monkeypatch, repo, registry)
     out = tmp_path / "all.parquet"
     outcome = CliRunner().invoke(
@@ -180,14 +180,14 @@ def _environment(monkeypatch: pytest.MonkeyPatch, repo: TestRepo, registry: str)
     ],
 )
 def test_bad_input_exits_2_and_writes_nothing(
-    scoring_repo: tuple[TestRepo, OnlineUsers],
+    online_repo: tuple[TestRepo, OnlineUsers],
     registry: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     arguments: list[str],
     message: str,
 ) -> None:
-    repo, _ = scoring_repo
+    repo, _ = online_repo
     _environment(monkeypatch, repo, registry)
     out = tmp_path / "scores.parquet"
     outcome = CliRunner().invoke(build_app(), ["score", "--out", str(out), *arguments])
@@ -198,13 +198,13 @@ def test_bad_input_exits_2_and_writes_nothing(
 
 
 def test_a_failed_run_leaves_the_previous_file_whole(
-    scoring_repo: tuple[TestRepo, OnlineUsers],
+    online_repo: tuple[TestRepo, OnlineUsers],
     registry: str,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """The offline table disappears mid-run: exit 1, old output untouched, no temp file."""
-    repo, _ = scoring_repo
+    repo, _ = online_repo
     _environment(monkeypatch, repo, registry)
     out = tmp_path / "scores.parquet"
     out.write_bytes(b"previous run")
