@@ -76,8 +76,8 @@ demo: $(STAMP) ## Run the platform end to end on embedded defaults (small data, 
 	rm -rf data/raw data/offline data/quarantine data/registry.db data/online_store.db data/mlflow data/predictions data/monitoring data/scores
 	@# Online rows outlive data/ (another checkout's demo may have written newer ones): apply
 	@# the definitions and let Feast tear the project down, then start from nothing.
-	@CHURN_FEAST_PROFILE=$(DEMO_PROFILE) $(BIN)/python -c "from materialize.settings import FeastSettings; \
-		from materialize.store import run_feast_cli; s = FeastSettings(); run_feast_cli(s, 'apply'); run_feast_cli(s, 'teardown')"
+	@CHURN_FEAST_PROFILE=$(DEMO_PROFILE) $(BIN)/python -c "from core.settings import FeastSettings; \
+		from core.feast_store import run_feast_cli; s = FeastSettings(); run_feast_cli(s, 'apply'); run_feast_cli(s, 'teardown')"
 	rm -f data/registry.db data/online_store.db
 	@echo "== 1. raw events: $(DEMO_USERS) users, 60 days up to $(DEMO_BASE_END)"
 	$(CHURN) generate --users $(DEMO_USERS) --days 60 --end $(DEMO_BASE_END) --out data/raw/events.parquet

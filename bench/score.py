@@ -53,8 +53,8 @@ def prepare(folder: Path, *, users: int, snapshots: int, at: datetime, redis_url
     import pyarrow as pa
     import pyarrow.parquet as pq
 
+    from core.settings import FeastSettings
     from materialize.apply import apply_feature_repo
-    from materialize.settings import FeastSettings
     from tests.utils.serving import register_model, tracking_uri_in, training_frame
     from training.models import build_model
 
@@ -110,8 +110,8 @@ def child_retrieve(at: datetime, chunk_rows: int) -> dict[str, Any]:
     import pandas as pd
     import pyarrow.parquet as pq
 
-    from materialize.settings import DataSettings
-    from materialize.store import open_feature_store
+    from core.feast_store import open_feature_store
+    from core.settings import DataSettings
 
     started = time.perf_counter()
     store = open_feature_store()

@@ -114,7 +114,7 @@ def _churn(environment: dict[str, str], *args: str) -> str:
 
 def prepare(folder: Path, *, redis_url: str, trials: int, families: list[str]) -> Workspace:
     """Demo data, feast apply and materialize, then one champion per family."""
-    from materialize.settings import FeastSettings
+    from core.settings import FeastSettings
 
     project = f"bench_serve_{uuid.uuid4().hex[:8]}"
     repo = folder / "feature_repo"
@@ -205,7 +205,7 @@ def _without_prometheus_folder(environment: dict[str, str]) -> dict[str, str]:
 
 def start_feast(work: Workspace, port: int, workers: int) -> subprocess.Popen[bytes]:
     """``feast serve``, tuned as the issue asks (no access log, no worker recycling)."""
-    from materialize.store import feast_cli_environment
+    from core.feast_store import feast_cli_environment
 
     command = [
         str(BIN / "feast"),

@@ -6,9 +6,9 @@ import subprocess
 
 import typer
 
-from materialize.options import ProfileOption, profile_settings
-from materialize.settings import FeastSettings
-from materialize.store import FeastConfigurationError, run_feast_cli
+from core.feast_store import FeastConfigurationError, run_feast_cli
+from core.options import ProfileOption, profile_settings
+from core.settings import FeastSettings
 
 
 def apply_feature_repo(settings: FeastSettings) -> str:

@@ -26,8 +26,8 @@ import numpy as np
 import pandas as pd
 import typer
 
+from core.settings import DataSettings
 from materialize.ingest import RAW_COLUMNS, write_parquet_atomically
-from materialize.settings import DataSettings
 
 SHIFTABLE_FEATURES = ("feature_1", "feature_2")
 DEFAULT_NULL_RATE = 0.01

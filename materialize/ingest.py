@@ -41,7 +41,7 @@ import pandas as pd
 import typer
 
 from core.files import atomic_path
-from materialize.settings import DataSettings
+from core.settings import DataSettings
 
 logger = logging.getLogger(__name__)
 

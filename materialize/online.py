@@ -13,9 +13,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from materialize.options import ProfileOption, profile_settings
-from materialize.settings import FeastSettings
-from materialize.store import FeastConfigurationError, feature_store_session
+from core.feast_store import FeastConfigurationError, feature_store_session
+from core.options import ProfileOption, profile_settings
+from core.settings import FeastSettings
 
 if TYPE_CHECKING:
     from feast import FeatureStore

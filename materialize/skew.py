@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from core.feast_store import FeastConfigurationError, feature_store_session
+from core.options import ProfileOption, profile_settings
+from core.settings import FeastSettings
 from materialize.online import MaterializeInputError, parse_time
-from materialize.options import ProfileOption, profile_settings
-from materialize.settings import FeastSettings
-from materialize.store import FeastConfigurationError, feature_store_session
 
 if TYPE_CHECKING:
     from feast import FeatureService, FeatureStore, FeatureView

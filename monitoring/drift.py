@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
-from materialize.options import ProfileOption, profile_settings
-from materialize.settings import DataSettings, FeastSettings
+from core.options import ProfileOption, profile_settings
+from core.settings import DataSettings, FeastSettings
 from monitoring.commands import EXIT_ERROR
 from monitoring.settings import MonitoringSettings
 
@@ -144,7 +144,8 @@ def _champion_samples(
 
     import mlflow
 
-    from materialize.store import open_feature_store
+    from core.feast_store import open_feature_store
+    from core.settings import MlflowSettings
     from monitoring.snapshots import (
         SCORE_COLUMN,
         build_current_from_snapshots,
@@ -154,7 +155,6 @@ def _champion_samples(
         score_rows,
     )
     from monitoring.windows import parse_window
-    from training.tracking import MlflowSettings
 
     span: timedelta = parse_window(window)
     mlflow.set_tracking_uri(MlflowSettings().prepare())
@@ -259,7 +259,7 @@ def _retrain(
         return result
 
     from core.locks import champion_lock_name, store_lock
-    from training.tracking import MlflowSettings
+    from core.settings import MlflowSettings
 
     uri = MlflowSettings().resolved_tracking_uri()
 
@@ -370,7 +370,7 @@ def drift_command(
     Exit code 0: no major drift; 4: major drift; 5: stale data; 2: bad input; 1: other
     failure.
     """
-    from materialize.store import FeastConfigurationError
+    from core.feast_store import FeastConfigurationError
     from monitoring.commands import exit_on_error
     from monitoring.statistics import DriftInputError
 

@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from core.files import write_text_atomically
-from materialize.settings import DataSettings
+from core.settings import DataSettings
 from monitoring.settings import MonitoringSettings
 
 if TYPE_CHECKING:
@@ -180,8 +180,8 @@ def _training_aucs(evaluation: Evaluation, settings: MonitoringSettings) -> None
     """Add each served version's training test AUC, and the current champion's."""
     import mlflow
 
+    from core.settings import MlflowSettings
     from training.registry import alias_version
-    from training.tracking import MlflowSettings
 
     mlflow.set_tracking_uri(MlflowSettings().prepare())
     client = mlflow.MlflowClient()

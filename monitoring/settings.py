@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from materialize.settings import DataSettings
+from core.settings import DataSettings
 
 Correction = Literal["none", "holm", "bh"]
 

@@ -20,7 +20,7 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.telemetry import TelemetryConfig
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from materialize.settings import DataSettings, FeastSettings
+from core.settings import DataSettings, FeastSettings, MlflowSettings
 from serving.features import OnlineFeatures
 from serving.limits import BodyLimitMiddleware
 from serving.metrics import MetricsMiddleware, ServingMetrics
@@ -29,7 +29,6 @@ from serving.prediction_log import PredictionLog
 from serving.routes import admin_router, router
 from serving.service import ModelSource, PredictionService, ServingError
 from serving.settings import MIN_ADMIN_TOKEN_CHARS, ServingSettings
-from training.tracking import MlflowSettings
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -130,8 +129,8 @@ def create_app_from_environment() -> FastAPI:
 
 
 def _open_store(feast: FeastSettings | None) -> FeatureStore:
+    from core.feast_store import open_feature_store
     from core.feast_trust import check_on_demand_sources
-    from materialize.store import open_feature_store
 
     feast = feast or FeastSettings()
     store = open_feature_store(feast)

@@ -8,8 +8,8 @@ follows the chunk size, not the number of users. A user whose features are missi
 file. Both files are written to a temporary name, flushed to disk and renamed, so a killed
 run leaves the previous output (or nothing), never half a file.
 
-Layering: this stage imports ``core`` and the data layer (``materialize.settings``,
-``materialize.store``, ``materialize.options``) plus two public functions of training:
+Layering: this stage imports ``core`` and the data layer (``core.settings``,
+``core.feast_store``, ``core.options``) plus two public functions of training:
 ``training.tracking.MlflowSettings`` (where MLflow is) and
 ``training.dataset.resolve_service_features`` (a feature service's columns, as training
 reads them, so both stages name the same features).
@@ -33,16 +33,16 @@ import typer
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from materialize.options import ProfileOption, profile_settings
-from materialize.settings import DataSettings, FeastSettings
-from materialize.store import FeastConfigurationError, feature_store_session
+from core.feast_store import FeastConfigurationError, feature_store_session
+from core.options import ProfileOption, profile_settings
+from core.settings import DataSettings, FeastSettings
 
 if TYPE_CHECKING:
     from feast import FeatureStore
 
     from core.explain import TreeExplainer
+    from core.settings import MlflowSettings
     from training.dataset import ServiceFeatures
-    from training.tracking import MlflowSettings
 
 TIMESTAMP = "event_timestamp"
 USER_ID = "user_id"
@@ -359,9 +359,9 @@ def score_users(
     import pyarrow.parquet as pq
 
     from core.explain import build_explainer
+    from core.settings import MlflowSettings
     from training.config import TrainingError
     from training.dataset import resolve_service_features
-    from training.tracking import MlflowSettings
 
     started = time.monotonic()
     settings = settings or ScoringSettings()

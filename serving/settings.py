@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from materialize.settings import DataSettings
+from core.settings import DataSettings
 
 MIN_ADMIN_TOKEN_CHARS = 16
 

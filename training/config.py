@@ -13,7 +13,7 @@ from typing import Any, Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from materialize.settings import DataSettings, FeastProfile, FeastSettings
+from core.settings import DataSettings, FeastProfile, FeastSettings
 
 ModelFamily = Literal["hist_gradient_boosting", "gradient_boosting"]
 MissingPolicy = Literal["drop", "keep"]

@@ -58,7 +58,7 @@ if TYPE_CHECKING:
     from feast import FeatureStore
     from sklearn.base import ClassifierMixin
 
-    from materialize.settings import FeastSettings
+    from core.settings import FeastSettings
 
 _EXAMPLE_ROWS = 5
 
@@ -72,7 +72,7 @@ def open_training_store(feast: FeastSettings, *, tracking_uri: str) -> FeatureSt
     """
     from feast import FeatureStore
 
-    from materialize.store import load_repo_config
+    from core.feast_store import load_repo_config
 
     config = load_repo_config(feast)
     configured = config.mlflow_config if isinstance(config.mlflow_config, dict) else {}

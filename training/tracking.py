@@ -1,4 +1,6 @@
-"""Where MLflow keeps runs and models: settings shared by training, serving and monitoring."""
+"""Training's MLflow client set-up: the store, its locks, experiments and code version.
+
+The store's location (:class:`core.settings.MlflowSettings`) is shared by every stage."""
 
 from __future__ import annotations
 
@@ -6,50 +8,8 @@ import contextlib
 import os
 import subprocess
 from collections.abc import Iterator
-from pathlib import Path
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from materialize.settings import DataSettings
-
-
-class MlflowSettings(BaseSettings):
-    """MLflow tracking and registry location (``MLFLOW_TRACKING_URI``).
-
-    Default: a SQLite database under the data folder with artifacts beside it, never in the
-    current directory (MLflow's own default depends on where the process runs).
-    """
-
-    model_config = SettingsConfigDict(extra="ignore", validate_by_name=True, validate_by_alias=True)
-
-    tracking_uri: str | None = Field(default=None, validation_alias="MLFLOW_TRACKING_URI")
-    artifact_root: Path | None = Field(default=None, validation_alias="CHURN_MLFLOW_ARTIFACT_ROOT")
-
-    def resolved_tracking_uri(self, data: DataSettings | None = None) -> str:
-        """The tracking URI, defaulting to ``sqlite:///<data_dir>/mlflow/mlflow.db``."""
-        if self.tracking_uri:
-            return self.tracking_uri
-        data = data or DataSettings()
-        return f"sqlite:///{(data.data_dir / 'mlflow' / 'mlflow.db').resolve()}"
-
-    def resolved_artifact_root(self, data: DataSettings | None = None) -> Path:
-        """Where new experiments store artifacts (``<data_dir>/mlflow/artifacts``)."""
-        if self.artifact_root:
-            return self.artifact_root.resolve()
-        data = data or DataSettings()
-        return (data.data_dir / "mlflow" / "artifacts").resolve()
-
-    def prepare(self, data: DataSettings | None = None) -> str:
-        """Create the local store folder when the default is used; return the tracking URI.
-
-        Called by commands at start, never at import time.
-        """
-        uri = self.resolved_tracking_uri(data)
-        if uri.startswith("sqlite:///"):
-            Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-        self.resolved_artifact_root(data).mkdir(parents=True, exist_ok=True)
-        return uri
+from core.settings import DataSettings, MlflowSettings
 
 
 def configure_mlflow(settings: MlflowSettings | None = None) -> str:
@@ -140,7 +100,7 @@ def _safe_folder_name(name: str) -> str:
 
 def code_version() -> dict[str, str]:
     """The git commit of the project checkout (and whether it has local changes)."""
-    from materialize.settings import PROJECT_ROOT
+    from core.settings import PROJECT_ROOT
 
     def _git(*args: str) -> str | None:
         try:

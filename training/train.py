@@ -11,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from materialize.options import ProfileOption
+from core.options import ProfileOption
 from training.config import (
     EXIT_BAD_INPUT,
     EXIT_ERROR,
@@ -121,7 +121,7 @@ def train_command(
         typer.echo(f"error: {error}", err=True)
         raise typer.Exit(EXIT_BAD_INPUT) from error
     except Exception as error:
-        from materialize.store import FeastConfigurationError
+        from core.feast_store import FeastConfigurationError
 
         if isinstance(error, FeastConfigurationError):
             typer.echo(f"error: {error}", err=True)

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from core.feast_store import open_feature_store
 from core.feast_trust import (
     OnDemandSourceMismatch,
     check_on_demand_sources,
@@ -16,7 +17,6 @@ from core.feast_trust import (
     source_sha256,
 )
 from materialize.apply import apply_feature_repo
-from materialize.store import open_feature_store
 from tests.utils.feast_repo import TestRepo, make_feature_repo, tamper_registry
 from tests.utils.services import unique_name
 
@@ -68,7 +68,7 @@ def test_a_changed_body_is_a_mismatch_and_formatting_is_not() -> None:
 
 
 def test_the_repo_functions_are_found_without_importing_them() -> None:
-    from materialize.settings import PROJECT_ROOT
+    from core.settings import PROJECT_ROOT
 
     names = repo_on_demand_sources(PROJECT_ROOT / "feature_repo")
     assert sorted(names) == ["request_time_features", "user_feature_transforms"]

@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from feast import FeatureStore
 
+from core.feast_store import FeastConfigurationError, feature_store_session, open_feature_store
+from core.settings import FeastSettings
 from materialize.apply import apply_feature_repo
-from materialize.settings import FeastSettings
-from materialize.store import FeastConfigurationError, feature_store_session, open_feature_store
 from tests.utils.feast_repo import TestRepo, make_feature_repo
 from tests.utils.features import CHURN_V1_FEATURES, entity_frame, write_user_features
 

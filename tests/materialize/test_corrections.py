@@ -15,11 +15,11 @@ import pyarrow as pa
 import pytest
 from feast.value_type import ValueType
 
+from core.feast_store import feature_store_session, open_feature_store
+from core.settings import FeastProfile
 from materialize.apply import apply_feature_repo
 from materialize.ingest import ingest_raw_events
 from materialize.online import materialize_online
-from materialize.settings import FeastProfile
-from materialize.store import feature_store_session, open_feature_store
 from tests.utils.data import raw_events
 from tests.utils.feast_repo import TestRepo, make_feature_repo
 from tests.utils.materialize import FEATURES, VIEW, decode_redis, redis_hashes

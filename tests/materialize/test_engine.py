@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 from feast.value_type import ValueType
 
-from materialize.store import feast_cli_environment, open_feature_store, run_feast_cli
+from core.feast_store import feast_cli_environment, open_feature_store, run_feast_cli
 from tests.utils.feast_repo import TestRepo
 from tests.utils.materialize import (
     END,

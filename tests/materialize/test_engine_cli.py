@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from core.feast_store import feature_store_session, open_feature_store, run_feast_cli
 from materialize.cli import build_app
 from materialize.engine.progress import BarProgress, LogProgress, make_progress
 from materialize.engine.reader import ChunkPlan
-from materialize.store import feature_store_session, open_feature_store, run_feast_cli
 from tests.utils.feast_repo import TestRepo, make_feature_repo
 from tests.utils.materialize import (
     END,

@@ -8,7 +8,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from materialize.store import open_feature_store
+from core.feast_store import open_feature_store
 from tests.utils.feast_repo import TestRepo
 from tests.utils.materialize import (
     END,

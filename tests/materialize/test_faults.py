@@ -17,10 +17,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from core.settings import DataSettings
 from materialize.apply import apply_feature_repo
 from materialize.generate import generate_raw_events
 from materialize.online import EXIT_ONLINE_STORE_FULL
-from materialize.settings import DataSettings
 from tests.utils.data import write_raw_events
 from tests.utils.feast_repo import make_feature_repo
 from tests.utils.materialize import (

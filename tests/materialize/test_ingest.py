@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from core.settings import DataSettings
 from materialize.cli import build_app
 from materialize.generate import generate_raw_events
 from materialize.ingest import (
@@ -22,7 +23,6 @@ from materialize.ingest import (
     UnreadableInputError,
     ingest_raw_events,
 )
-from materialize.settings import DataSettings
 from tests.utils.data import raw_events, write_raw_events
 
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)

@@ -21,8 +21,8 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
+from core.feast_store import open_feature_store
 from materialize.apply import apply_feature_repo
-from materialize.store import open_feature_store
 from monitoring.retrain import read_decisions
 from monitoring.snapshots import build_reference, load_champion_lineage
 from monitoring.statistics import DriftInputError

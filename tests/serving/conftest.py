@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from fastapi import FastAPI
 
-from materialize.settings import FeastSettings
+from core.settings import FeastSettings, MlflowSettings
 from serving.app import create_app
 from serving.settings import ServingSettings
 from tests.utils.feast_repo import TestRepo, make_feature_repo
@@ -22,7 +22,6 @@ from tests.utils.serving import (
     register_model,
     tracking_uri_in,
 )
-from training.tracking import MlflowSettings
 
 
 @pytest.fixture(autouse=True)

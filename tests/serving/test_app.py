@@ -8,7 +8,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from materialize.store import open_feature_store
+from core.feast_store import open_feature_store
 from tests.utils.feast_repo import TestRepo
 from tests.utils.features import CHURN_V1_FEATURES
 from tests.utils.serving import OnlineUsers, fit_model, register_model

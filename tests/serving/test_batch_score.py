@@ -11,6 +11,7 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from core.settings import MlflowSettings
 from materialize.cli import build_app
 from serving.app import create_app
 from serving.batch_score import ScoringSettings, score_users, unscored_path_for
@@ -18,7 +19,6 @@ from serving.settings import ServingSettings
 from tests.utils.feast_repo import TestRepo
 from tests.utils.features import CHURN_V1_FEATURES
 from tests.utils.serving import OnlineUsers, register_model, tracking_uri_in, training_frame
-from training.tracking import MlflowSettings
 
 
 def _hist_model() -> Any:

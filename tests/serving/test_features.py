@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
-from materialize.store import open_feature_store
+from core.feast_store import open_feature_store
 from serving.features import FeatureServiceError, OnlineFeatures, OnlineStoreUnavailable
 from tests.utils.feast_repo import TestRepo
 from tests.utils.features import CHURN_V1_FEATURES

@@ -17,7 +17,7 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from materialize.store import open_feature_store
+from core.feast_store import open_feature_store
 from serving.features import OnlineFeatures
 from tests.utils.feast_repo import TestRepo
 from tests.utils.features import CHURN_V1_FEATURES

@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from materialize.store import open_feature_store
+from core.feast_store import open_feature_store
 from tests.utils.feast_repo import TestRepo
 from tests.utils.features import CHURN_V1_FEATURES
 from tests.utils.serving import OnlineUsers, running_server

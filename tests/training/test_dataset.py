@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from materialize.store import open_feature_store
+from core.feast_store import open_feature_store
 from tests.training.conftest import ChurnRepo
 from tests.utils.feast_repo import TestRepo
 from tests.utils.features import CHURN_V1_FEATURES

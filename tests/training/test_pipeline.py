@@ -10,6 +10,7 @@ import pandas as pd
 from typer.testing import CliRunner
 
 from core.model_checks import CHECK_ROWS_ARTIFACT
+from core.settings import MlflowSettings
 from tests.training.conftest import ChurnRepo
 from tests.utils.services import unique_name
 from tests.utils.training import (
@@ -23,7 +24,7 @@ from training.config import EXIT_BAD_INPUT, EXIT_BELOW_GATE
 from training.pipeline import run_training
 from training.registry import HISTORY_TAG
 from training.split import split_by_time
-from training.tracking import MlflowSettings, configure_mlflow
+from training.tracking import configure_mlflow
 
 
 def _client() -> mlflow.MlflowClient:

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import pytest
 
+from core.settings import MlflowSettings
 from tests.utils.feast_repo import make_feature_repo
 from tests.utils.training import training_config
 from tests.utils.workflow import read_textfile
 from training.config import TrainingError
 from training.pipeline import run_training
-from training.tracking import MlflowSettings
 
 pytestmark = pytest.mark.filterwarnings(
     # MLflow 3.17's SQLite tracking store uses a loader option that SQLAlchemy 2.1 deprecates.

@@ -7,7 +7,7 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from materialize.settings import PROJECT_ROOT, DataSettings, FeastProfile, FeastSettings
+from core.settings import PROJECT_ROOT, DataSettings, FeastProfile, FeastSettings
 from tests.utils.services import REDIS_HOST, REDIS_PORT
 
 FEATURE_REPO = PROJECT_ROOT / "feature_repo"

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from materialize.settings import FeastProfile
+from core.settings import FeastProfile
 from tests.utils.feast_repo import TestRepo, make_feature_repo
 from tests.utils.services import delete_project_keys, redis_client, unique_name
 
@@ -164,7 +164,7 @@ def kill_at_stderr_line(
 def write_offline_table(users: int, path: Path | None = None) -> pd.DataFrame:
     """Write :func:`make_user_features` at ``path`` (default: where the test's data
     settings point); return it."""
-    from materialize.settings import DataSettings
+    from core.settings import DataSettings
 
     frame = make_user_features(users=users)
     write_user_features(path or DataSettings().user_features_path, frame)

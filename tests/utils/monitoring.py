@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from materialize.settings import DataSettings
+from core.settings import DataSettings
 
 START = datetime(2026, 9, 7, tzinfo=UTC)  # a Monday
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import yaml
 
-from materialize.settings import PROJECT_ROOT
+from core.settings import PROJECT_ROOT
 
 OPS = PROJECT_ROOT / "workflow" / "ops"
 RULES = OPS / "prometheus" / "rules.yml"

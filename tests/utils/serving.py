@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from core.feast_store import open_feature_store
 from core.model_trust import HASH_TAG, logged_model_sha256
 from materialize.apply import apply_feature_repo
-from materialize.store import open_feature_store
 from tests.utils.feast_repo import TestRepo
 from tests.utils.features import CHURN_V1_FEATURES, write_user_features
 

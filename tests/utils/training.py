@@ -15,8 +15,8 @@ import numpy as np
 import pandas as pd
 import typer
 
+from core.settings import DataSettings, FeastSettings
 from materialize.apply import apply_feature_repo
-from materialize.settings import DataSettings, FeastSettings
 from training.config import TrainingConfig
 from training.promote import promote_command, rollback_command
 from training.train import train_command

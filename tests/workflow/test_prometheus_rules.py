@@ -8,7 +8,7 @@ import subprocess
 
 import yaml
 
-from materialize.settings import PROJECT_ROOT
+from core.settings import PROJECT_ROOT
 from tests.utils.ops import DASHBOARD, RULES, RULES_TEST, dashboard_expressions, rule_expressions
 
 README = PROJECT_ROOT / "README.md"

@@ -20,7 +20,7 @@ import pytest
 from dagster import ExecuteInProcessResult
 from sklearn.metrics import roc_auc_score
 
-from materialize.store import open_feature_store
+from core.feast_store import open_feature_store
 from tests.utils.feast_repo import TestRepo, make_feature_repo
 from tests.utils.features import CHURN_V1_FEATURES
 from tests.utils.materialize import redis_hashes
@@ -232,9 +232,9 @@ def _serving_metrics_text(scheduled: Scheduled, tmp_path: Path) -> str:
     """/metrics of the real service on the scheduled platform, after a few requests."""
     from fastapi.testclient import TestClient
 
+    from core.settings import MlflowSettings
     from serving.app import create_app
     from serving.settings import ServingSettings
-    from training.tracking import MlflowSettings
 
     repo = scheduled.platform.repo
     app = create_app(

@@ -1,4 +1,4 @@
-"""Settings of the data layer: where the data lives and which Feast profile to use.
+"""Settings shared by every stage: where the data lives, which Feast profile, where MLflow is.
 
 Each component has its own settings class with its own environment prefix; they are built
 on demand (never at import time) and validated when built.
@@ -94,3 +94,41 @@ class FeastSettings(BaseSettings):
         if self.registry_url:
             values["CHURN_REGISTRY_URL"] = self.registry_url
         return values
+
+
+class MlflowSettings(BaseSettings):
+    """MLflow tracking and registry location (``MLFLOW_TRACKING_URI``).
+
+    Default: a SQLite database under the data folder with artifacts beside it, never in the
+    current directory (MLflow's own default depends on where the process runs).
+    """
+
+    model_config = SettingsConfigDict(extra="ignore", validate_by_name=True, validate_by_alias=True)
+
+    tracking_uri: str | None = Field(default=None, validation_alias="MLFLOW_TRACKING_URI")
+    artifact_root: Path | None = Field(default=None, validation_alias="CHURN_MLFLOW_ARTIFACT_ROOT")
+
+    def resolved_tracking_uri(self, data: DataSettings | None = None) -> str:
+        """The tracking URI, defaulting to ``sqlite:///<data_dir>/mlflow/mlflow.db``."""
+        if self.tracking_uri:
+            return self.tracking_uri
+        data = data or DataSettings()
+        return f"sqlite:///{(data.data_dir / 'mlflow' / 'mlflow.db').resolve()}"
+
+    def resolved_artifact_root(self, data: DataSettings | None = None) -> Path:
+        """Where new experiments store artifacts (``<data_dir>/mlflow/artifacts``)."""
+        if self.artifact_root:
+            return self.artifact_root.resolve()
+        data = data or DataSettings()
+        return (data.data_dir / "mlflow" / "artifacts").resolve()
+
+    def prepare(self, data: DataSettings | None = None) -> str:
+        """Create the local store folder when the default is used; return the tracking URI.
+
+        Called by commands at start, never at import time.
+        """
+        uri = self.resolved_tracking_uri(data)
+        if uri.startswith("sqlite:///"):
+            Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self.resolved_artifact_root(data).mkdir(parents=True, exist_ok=True)
+        return uri

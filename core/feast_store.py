@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from materialize.settings import FeastSettings
+from core.settings import FeastSettings
 
 if TYPE_CHECKING:
     from feast import FeatureStore

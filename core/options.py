@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from materialize.settings import FeastProfile, FeastSettings
+from core.settings import FeastProfile, FeastSettings
 
 # The --profile option of every command that opens the feature store.
 ProfileOption = Annotated[
