@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
+from core.exits import InputError
 from core.settings import FeastSettings
 
 if TYPE_CHECKING:
@@ -22,7 +23,7 @@ if TYPE_CHECKING:
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
-class FeastConfigurationError(RuntimeError):
+class FeastConfigurationError(InputError):
     """A profile cannot be used as configured (missing file or unset variable)."""
 
 

@@ -6,7 +6,8 @@ import subprocess
 
 import typer
 
-from core.feast_store import FeastConfigurationError, run_feast_cli
+from core.exits import ExitCode, exit_on_error
+from core.feast_store import run_feast_cli
 from core.options import ProfileOption, profile_settings
 from core.settings import FeastSettings
 
@@ -28,12 +29,10 @@ def apply_command(
     """Register the feature definitions in the Feast registry (feast apply)."""
     settings = profile_settings(profile)
     try:
-        output = apply_feature_repo(settings)
-    except FeastConfigurationError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from error
+        with exit_on_error():
+            output = apply_feature_repo(settings)
     except subprocess.CalledProcessError as error:
         typer.echo(f"error: feast apply failed:\n{error.stdout}{error.stderr}", err=True)
-        raise typer.Exit(1) from error
+        raise typer.Exit(ExitCode.FAILURE) from error
     typer.echo(output.strip())
     typer.echo(f"applied {settings.repo_path} with profile {settings.profile}")

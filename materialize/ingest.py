@@ -40,6 +40,7 @@ import numpy as np
 import pandas as pd
 import typer
 
+from core.exits import InputError, UnavailableError, exit_on_error
 from core.files import atomic_path
 from core.settings import DataSettings
 
@@ -85,20 +86,16 @@ LATEST_EVENT = pd.Timestamp("2200-01-01", tz="UTC")
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _EXACT_FLOAT = 2**53  # float64 holds every integer up to here, and no longer all of them
 
-EXIT_OK = 0
-EXIT_UNREADABLE = 1
-EXIT_SCHEMA = 2
-
 
 class IngestError(Exception):
     """The raw input cannot be ingested at all; nothing was written."""
 
 
-class UnreadableInputError(IngestError):
+class UnreadableInputError(IngestError, UnavailableError):
     """The raw file is missing, of an unsupported format, or not readable."""
 
 
-class SchemaError(IngestError):
+class SchemaError(IngestError, InputError):
     """Required columns are missing or have the wrong type."""
 
     def __init__(self, problems: Sequence[str]) -> None:
@@ -706,13 +703,7 @@ def ingest_command(
 
     Exit 2: missing or mistyped columns; nothing written.
     """
-    try:
+    with exit_on_error():
         report = ingest_raw_events(raw_path, data=DataSettings(), backfill=backfill)
-    except SchemaError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(EXIT_SCHEMA) from error
-    except IngestError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(EXIT_UNREADABLE) from error
     for line in report.summary_lines():
         typer.echo(line)

@@ -13,7 +13,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from core.feast_store import FeastConfigurationError, feature_store_session
+from core.exits import InputError, exit_on_error
+from core.feast_store import feature_store_session
 from core.options import ProfileOption, profile_settings
 from core.settings import FeastSettings
 
@@ -23,13 +24,7 @@ if TYPE_CHECKING:
     from materialize.engine import MaterializationStats
 
 
-EXIT_OK = 0
-EXIT_UNAVAILABLE = 1  # online store unreachable or offline table unreadable
-EXIT_INPUT = 2  # bad range, unknown view, profile error
-EXIT_ONLINE_STORE_FULL = 3  # Redis refused writes: out of memory (maxmemory)
-
-
-class MaterializeInputError(ValueError):
+class MaterializeInputError(InputError):
     """The requested range or views cannot be materialized (message says why)."""
 
 
@@ -181,38 +176,29 @@ def materialize_command(
     """
     import redis
 
-    from materialize.engine import (
-        OfflineSourceError,
-        OnlineStoreFullError,
-        OnlineStoreUnavailableError,
-    )
+    from materialize.engine import OnlineStoreFullError, OnlineStoreUnavailableError
     from materialize.engine.writers import is_out_of_memory
 
     settings = profile_settings(profile)
-    try:
-        result = materialize_online(
-            settings,
-            start=parse_time(start) if start else None,
-            end=parse_time(end) if end else None,
-            views=view,
-        )
-    except (MaterializeInputError, FeastConfigurationError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(EXIT_INPUT) from error
-    except (OnlineStoreUnavailableError, OfflineSourceError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(EXIT_UNAVAILABLE) from error
-    except OnlineStoreFullError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(EXIT_ONLINE_STORE_FULL) from error
-    except redis.ConnectionError as error:  # Feast's own engine, when it is configured
-        typer.echo(f"error: cannot reach the Redis online store: {error}", err=True)
-        raise typer.Exit(EXIT_UNAVAILABLE) from error
-    except redis.ResponseError as error:  # Feast's own engine, when it is configured
-        if not is_out_of_memory(error):
-            raise
-        typer.echo(f"error: the Redis online store is out of memory: {error}", err=True)
-        raise typer.Exit(EXIT_ONLINE_STORE_FULL) from error
+    with exit_on_error():
+        try:
+            result = materialize_online(
+                settings,
+                start=parse_time(start) if start else None,
+                end=parse_time(end) if end else None,
+                views=view,
+            )
+        # Feast's own engine (when it is configured) raises redis-py's errors, not ours.
+        except redis.ConnectionError as error:
+            raise OnlineStoreUnavailableError(
+                f"cannot reach the Redis online store: {error}"
+            ) from error
+        except redis.ResponseError as error:
+            if not is_out_of_memory(error):
+                raise
+            raise OnlineStoreFullError(
+                f"the Redis online store is out of memory: {error}"
+            ) from error
     for stats in result.views:
         typer.echo(_summary(stats))
     _record_metrics(result)

@@ -18,10 +18,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from core.feast_store import FeastConfigurationError, feature_store_session
+from core.exits import ExitCode, InputError, exit_on_error
+from core.feast_store import feature_store_session
 from core.options import ProfileOption, profile_settings
 from core.settings import FeastSettings
-from materialize.online import MaterializeInputError, parse_time
+from materialize.online import parse_time
 
 if TYPE_CHECKING:
     from feast import FeatureService, FeatureStore, FeatureView
@@ -32,7 +33,7 @@ ONLINE_BATCH = 1_000
 EXAMPLES_PER_FEATURE = 3
 
 
-class SkewInputError(ValueError):
+class SkewInputError(InputError):
     """The check cannot run as asked (message says why)."""
 
 
@@ -259,10 +260,8 @@ def skew_check_command(
     profile: ProfileOption = None,
 ) -> None:
     """Compare online and offline feature values of random users; exit 1 on any mismatch."""
-    from materialize.engine.reader import OfflineSourceError
-
     settings = profile_settings(profile)
-    try:
+    with exit_on_error():
         report = check_skew(
             settings,
             sample=sample,
@@ -270,14 +269,6 @@ def skew_check_command(
             at=parse_time(at) if at else None,
             seed=seed,
         )
-    except (
-        SkewInputError,
-        MaterializeInputError,
-        FeastConfigurationError,
-        OfflineSourceError,
-    ) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from error
     typer.echo(
         f"skew check of {report.service} at {report.at.isoformat()} on {report.entities:,} "
         f"entities (profile {settings.profile})"
@@ -299,5 +290,5 @@ def skew_check_command(
     )
     if report.mismatches:
         typer.echo(f"FAIL: {report.mismatches:,} mismatching values", err=True)
-        raise typer.Exit(1)
+        raise typer.Exit(ExitCode.FAILURE)
     typer.echo("OK: online and offline agree on every sampled value")

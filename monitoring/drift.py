@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
+from core.exits import ExitCode
+from core.exits import StaleDataError as _StaleData
 from core.options import ProfileOption, profile_settings
 from core.settings import DataSettings, FeastSettings
-from monitoring.commands import EXIT_ERROR
 from monitoring.settings import MonitoringSettings
 
 if TYPE_CHECKING:
@@ -29,12 +30,8 @@ if TYPE_CHECKING:
     from monitoring.snapshots import ChampionLineage
     from monitoring.statistics import DriftReport
 
-EXIT_NO_MAJOR_DRIFT = 0
-EXIT_MAJOR_DRIFT = 4
-EXIT_STALE_DATA = 5
 
-
-class StaleDataError(RuntimeError):
+class StaleDataError(_StaleData):
     """The newest data is older than the allowed lag: the live window is not live."""
 
 
@@ -85,11 +82,11 @@ class DriftOutcome:
     decision: RetrainDecision | None = None
 
     @property
-    def exit_code(self) -> int:
+    def exit_code(self) -> ExitCode:
         """4 on major drift, else 0; 1 when a requested retraining crashed."""
         if self.decision is not None and self.decision.outcome == "error":
-            return EXIT_ERROR
-        return EXIT_MAJOR_DRIFT if self.report.severity == "major" else EXIT_NO_MAJOR_DRIFT
+            return ExitCode.FAILURE
+        return ExitCode.FINDING if self.report.severity == "major" else ExitCode.OK
 
 
 def read_sample(path: Path) -> pd.DataFrame:
@@ -370,12 +367,11 @@ def drift_command(
     Exit code 0: no major drift; 4: major drift; 5: stale data; 2: bad input; 1: other
     failure.
     """
-    from core.feast_store import FeastConfigurationError
-    from monitoring.commands import exit_on_error
+    from core.exits import exit_on_error
     from monitoring.statistics import DriftInputError
 
     started = datetime.now(UTC)
-    with exit_on_error((DriftInputError, FeastConfigurationError, ValueError)):
+    with exit_on_error(also_bad_input=(ValueError,)):
         if source not in ("snapshots", "predictions"):
             raise DriftInputError(f"--source {source!r}: expected snapshots or predictions")
         settings = MonitoringSettings()
@@ -390,19 +386,15 @@ def drift_command(
             if all("churn_probability" in f.columns for f in (samples.reference, samples.current)):
                 samples.score_column = "churn_probability"
         else:
-            try:
-                samples = _champion_samples(
-                    reference_path=reference,
-                    current_path=current,
-                    source=source,  # type: ignore[arg-type]
-                    window=window or f"{settings.window_days:g}d",
-                    until=until,
-                    settings=settings,
-                    feast=feast,
-                )
-            except StaleDataError as error:
-                typer.echo(f"error: {error}", err=True)
-                raise typer.Exit(EXIT_STALE_DATA) from error
+            samples = _champion_samples(
+                reference_path=reference,
+                current_path=current,
+                source=source,  # type: ignore[arg-type]
+                window=window or f"{settings.window_days:g}d",
+                until=until,
+                settings=settings,
+                feast=feast,
+            )
         if names:
             samples.features = names
         out_dir = out or (
@@ -424,7 +416,7 @@ def _record_outcome(outcome: DriftOutcome) -> None:
     from core.stage_metrics import record_drift_outcome
     from monitoring.metrics import build_registry
 
-    names = {EXIT_NO_MAJOR_DRIFT: "no_major_drift", EXIT_MAJOR_DRIFT: "major_drift"}
+    names = {ExitCode.OK: "no_major_drift", ExitCode.FINDING: "major_drift"}
     record_drift_outcome(
         build_registry(outcome.report), outcome=names.get(outcome.exit_code, "failed")
     )

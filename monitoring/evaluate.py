@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from core.exits import ExitCode, InputError
 from core.files import write_text_atomically
 from core.settings import DataSettings
 from monitoring.settings import MonitoringSettings
@@ -27,8 +28,6 @@ from monitoring.settings import MonitoringSettings
 if TYPE_CHECKING:
     import pandas as pd
 
-EXIT_EVALUATED = 0
-EXIT_BELOW_MIN_AUC = 4
 
 TIMESTAMP = "event_timestamp"
 LABEL_TIMESTAMP = "label_timestamp"
@@ -70,7 +69,7 @@ class Evaluation:
         return asdict(self)
 
 
-class EvaluationInputError(ValueError):
+class EvaluationInputError(InputError):
     """Nothing can be evaluated as asked."""
 
 
@@ -274,12 +273,11 @@ def evaluate_command(
     """
     import pandas as pd
 
-    from monitoring.commands import exit_on_error
+    from core.exits import exit_on_error
     from monitoring.snapshots import read_prediction_log
-    from monitoring.statistics import DriftInputError
     from monitoring.windows import parse_window
 
-    with exit_on_error((DriftInputError, EvaluationInputError, ValueError)):
+    with exit_on_error(also_bad_input=(ValueError,)):
         settings = MonitoringSettings()
         span, tolerance = parse_window(window), parse_window(max_label_age)
         predictions, bounds = read_prediction_log(
@@ -301,4 +299,4 @@ def evaluate_command(
         typer.echo(f"json: {path}")
     _record_metrics(evaluation, min_auc=min_auc, settings=settings)
     below = min_auc is not None and (evaluation.roc_auc is None or evaluation.roc_auc < min_auc)
-    raise typer.Exit(EXIT_BELOW_MIN_AUC if below else EXIT_EVALUATED)
+    raise typer.Exit(ExitCode.FINDING if below else ExitCode.OK)

@@ -19,6 +19,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
+from core.exits import InputError
 from monitoring.settings import Correction, MonitoringSettings
 
 Severity = Literal["none", "minor", "major"]
@@ -34,7 +35,7 @@ HISTOGRAM_BINS = 40
 _SAMPLE_FOR_CARDINALITY = 10_000
 
 
-class DriftInputError(ValueError):
+class DriftInputError(InputError):
     """The data cannot be compared as asked (missing column, nothing to compare)."""
 
 

@@ -33,7 +33,8 @@ import typer
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from core.feast_store import FeastConfigurationError, feature_store_session
+from core.exits import InputError, UnavailableError, exit_on_error
+from core.feast_store import feature_store_session
 from core.options import ProfileOption, profile_settings
 from core.settings import DataSettings, FeastSettings
 
@@ -51,11 +52,11 @@ FEATURES_TAG = "feast.features"
 PROJECT_TAG = "feast.project"
 
 
-class ScoreInputError(ValueError):
+class ScoreInputError(InputError):
     """Bad input: no such model or version, unreadable users file, bad time (exit 2)."""
 
 
-class ScoreFailure(RuntimeError):
+class ScoreFailure(UnavailableError):
     """The offline store or the model registry failed while scoring (exit 1)."""
 
 
@@ -586,7 +587,7 @@ def score_command(
         overrides["reasons"] = reasons
     if chunk_rows is not None:
         overrides["chunk_rows"] = chunk_rows
-    try:
+    with exit_on_error():
         moment = parse_at(at)
         user_ids = read_users_file(users) if users is not None else None
         data = DataSettings()
@@ -600,12 +601,6 @@ def score_command(
             data=data,
             settings=ScoringSettings(**overrides),
         )
-    except (ScoreInputError, FeastConfigurationError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(2) from error
-    except ScoreFailure as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(1) from error
     typer.echo(_summary(result))
     if show:
         typer.echo(most_at_risk(result.path, count=show))

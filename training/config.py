@@ -13,19 +13,14 @@ from typing import Any, Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.exits import ExitCode, InputError
 from core.settings import DataSettings, FeastProfile, FeastSettings
 
 ModelFamily = Literal["hist_gradient_boosting", "gradient_boosting"]
 MissingPolicy = Literal["drop", "keep"]
 
-# Exit codes of `churn train`, so a scheduler can tell a weak model from a failure.
-EXIT_REGISTERED = 0
-EXIT_ERROR = 1
-EXIT_BAD_INPUT = 2
-EXIT_BELOW_GATE = 3
 
-
-class TrainingError(RuntimeError):
+class TrainingError(InputError):
     """Training cannot run as asked: bad input or configuration (exit code 2)."""
 
 
@@ -119,6 +114,6 @@ class TrainingResult:
     total_seconds: float = 0.0
 
     @property
-    def exit_code(self) -> int:
-        """Exit code of ``churn train``: 3 when trained but below the gate, else 0."""
-        return EXIT_BELOW_GATE if self.below_gate else EXIT_REGISTERED
+    def exit_code(self) -> ExitCode:
+        """Exit code of ``churn train``: BLOCKED (3) when trained but below the gate."""
+        return ExitCode.BLOCKED if self.below_gate else ExitCode.OK

@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from training.config import EXIT_BAD_INPUT
+from core.exits import exit_on_error
 
 
 def promote_version(model_name: str, version: str) -> str | None:
@@ -62,13 +62,8 @@ def promote_command(
     model_name: Annotated[str, typer.Option(help="Registered model name.")] = "churn-predictor",
 ) -> None:
     """Make a registered model version the champion (alias), keeping the history."""
-    from training.registry import RegistryError
-
-    try:
+    with exit_on_error():
         previous = promote_version(model_name, version)
-    except RegistryError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(EXIT_BAD_INPUT) from error
     if previous == version:
         typer.echo(f"{model_name} v{version} is already champion")
     else:
@@ -83,13 +78,8 @@ def rollback_command(
     model_name: Annotated[str, typer.Option(help="Registered model name.")] = "churn-predictor",
 ) -> None:
     """Give the champion alias back to the previous champion."""
-    from training.registry import RegistryError
-
-    try:
+    with exit_on_error():
         old, new = rollback_version(model_name)
-    except RegistryError as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(EXIT_BAD_INPUT) from error
     typer.echo(f"{model_name}@champion -> v{new} (rolled back from v{old})")
     from core.stage_metrics import record_champion_from_registry
 

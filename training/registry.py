@@ -12,6 +12,8 @@ import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from core.exits import InputError
+
 if TYPE_CHECKING:
     from mlflow import MlflowClient
     from mlflow.entities.model_registry import ModelVersion
@@ -22,7 +24,7 @@ HISTORY_TAG = "champion.history"
 _HISTORY_LIMIT = 100  # keeps the tag far below MLflow's 5000-character limit
 
 
-class RegistryError(RuntimeError):
+class RegistryError(InputError):
     """A registry operation cannot be done as asked (unknown model or version, no history)."""
 
 

@@ -11,19 +11,18 @@ from typing import Annotated, Any
 
 import typer
 
-from core.options import ProfileOption
+from core.exits import exit_on_error
+from core.options import ProfileOption, given_options
 from training.config import (
-    EXIT_BAD_INPUT,
-    EXIT_ERROR,
     MissingPolicy,
     ModelFamily,
     TrainingConfig,
-    TrainingError,
     TrainingResult,
 )
 
 
 def train_command(
+    ctx: typer.Context,
     repo: Annotated[
         Path | None, typer.Option(help="Feast repo folder (default: this project's).")
     ] = None,
@@ -90,44 +89,13 @@ def train_command(
     Exit codes: 0 registered (or --tune-only done), 3 trained but below --min-auc,
     2 bad input or configuration, 1 other errors.
     """
-    from pydantic import ValidationError
-
     from training.pipeline import run_training
 
-    try:
-        config = TrainingConfig(
-            repo_path=repo,
-            profile=profile,
-            feature_service=feature_service,
-            labels_path=labels,
-            label_column=label_column,
-            trials=trials,
-            timeout=timeout,
-            model_name=model_name,
-            experiment=experiment,
-            seed=seed,
-            model_family=model_family,
-            storage=storage,
-            study_name=study_name,
-            workers=workers,
-            min_auc=min_auc,
-            missing=missing,
-            tune_only=tune_only,
-            progress=progress,
-            threads=threads,
-        )
-        result = run_training(config)
-    except (TrainingError, ValidationError) as error:
-        typer.echo(f"error: {error}", err=True)
-        raise typer.Exit(EXIT_BAD_INPUT) from error
-    except Exception as error:
-        from core.feast_store import FeastConfigurationError
-
-        if isinstance(error, FeastConfigurationError):
-            typer.echo(f"error: {error}", err=True)
-            raise typer.Exit(EXIT_BAD_INPUT) from error
-        typer.echo(f"error: training failed: {type(error).__name__}: {error}", err=True)
-        raise typer.Exit(EXIT_ERROR) from error
+    # Only the options given on the command line override the fields: the others come from
+    # CHURN_TRAIN_* (and then the field defaults), as for every settings class.
+    given = given_options(ctx, rename={"repo": "repo_path", "labels": "labels_path"})
+    with exit_on_error():
+        result = run_training(TrainingConfig(**given))
     for line in describe_result(result):
         typer.echo(line)
     raise typer.Exit(result.exit_code)

@@ -19,21 +19,20 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from core.exits import ExitCode
+
 State = Literal["ok", "warning", "skipped", "failed"]
 
-# Issue 10 adds exit 5 for stale data; change the number here if it lands elsewhere.
-EXIT_STALE_DATA = 5
-
 EXIT_OUTCOMES: dict[tuple[str, int], str] = {
-    ("*", 0): "ok",
-    ("*", 1): "failure",
-    ("*", 2): "bad_input",
-    ("*", 3): "failed_gate",
-    ("*", 4): "major_drift",
-    ("*", EXIT_STALE_DATA): "stale_data",
-    ("skew-check", 1): "skew_mismatch",  # skew-check exits 1 on any mismatch
-    ("evaluate", 4): "auc_below_gate",  # evaluate exits 4 below --min-auc
-    ("evaluate", 2): "nothing_to_evaluate",  # no labelled prediction in the window yet
+    ("*", ExitCode.OK): "ok",
+    ("*", ExitCode.FAILURE): "failure",
+    ("*", ExitCode.BAD_INPUT): "bad_input",
+    ("*", ExitCode.BLOCKED): "failed_gate",
+    ("*", ExitCode.FINDING): "major_drift",
+    ("*", ExitCode.STALE_DATA): "stale_data",
+    ("skew-check", ExitCode.FAILURE): "skew_mismatch",  # skew-check exits 1 on any mismatch
+    ("evaluate", ExitCode.FINDING): "auc_below_gate",  # evaluate exits 4 below --min-auc
+    ("evaluate", ExitCode.BAD_INPUT): "nothing_to_evaluate",  # no labelled prediction yet
 }
 
 OUTCOME_STATES: dict[str, State] = {

@@ -20,12 +20,14 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
+from core.exits import UnavailableError
+
 # Names of the time columns in every chunk (timestamps as stored; aware ones in UTC).
 EVENT_COLUMN = "__event_ts"
 CREATED_COLUMN = "__created_ts"
 
 
-class OfflineSourceError(RuntimeError):
+class OfflineSourceError(UnavailableError):
     """The offline source cannot be read (message names the path)."""
 
 

@@ -30,6 +30,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from feast.value_type import ValueType
 
+from core.exits import BlockedError, UnavailableError
 from materialize.engine.encoding import (
     Cells,
     EncodedChunk,
@@ -45,11 +46,11 @@ if TYPE_CHECKING:
     from feast.infra.online_stores.online_store import OnlineStore
 
 
-class OnlineStoreUnavailableError(RuntimeError):
+class OnlineStoreUnavailableError(UnavailableError):
     """The online store cannot be reached or is not set up (message names it)."""
 
 
-class OnlineStoreFullError(RuntimeError):
+class OnlineStoreFullError(BlockedError):
     """The online store refused a write for lack of memory (Redis ``maxmemory``)."""
 
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from core.exits import ExitCode
 from core.settings import DataSettings
 from materialize.apply import apply_feature_repo
 from materialize.generate import generate_raw_events
-from materialize.online import EXIT_ONLINE_STORE_FULL
 from tests.utils.data import write_raw_events
 from tests.utils.feast_repo import make_feature_repo
 from tests.utils.materialize import (
@@ -167,7 +167,7 @@ def test_redis_out_of_memory_is_a_clear_error_and_a_rerun_resumes(
         _churn_materialize(), env=environment, capture_output=True, text=True, timeout=300
     )
 
-    assert full.returncode == EXIT_ONLINE_STORE_FULL == 3, full.stderr
+    assert full.returncode == ExitCode.BLOCKED == 3, full.stderr
     assert f"the Redis online store at {small_redis.url} is out of memory" in full.stderr
     assert "maxmemory" in full.stderr and "Traceback" not in full.stderr
     written = client.dbsize()

@@ -12,12 +12,11 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from core.exits import ExitCode
 from core.settings import DataSettings
 from materialize.cli import build_app
 from materialize.generate import generate_raw_events
 from materialize.ingest import (
-    EXIT_SCHEMA,
-    EXIT_UNREADABLE,
     IngestReport,
     SchemaError,
     UnreadableInputError,
@@ -393,9 +392,9 @@ def test_command_exit_codes_on_bad_input(tmp_path: Path) -> None:
     schema = CliRunner().invoke(build_app(), ["ingest", str(path)])
     missing = CliRunner().invoke(build_app(), ["ingest", str(tmp_path / "none.parquet")])
 
-    assert schema.exit_code == EXIT_SCHEMA == 2
+    assert schema.exit_code == ExitCode.BAD_INPUT == 2
     assert "missing column(s): event_date" in schema.output
-    assert missing.exit_code == EXIT_UNREADABLE == 1
+    assert missing.exit_code == ExitCode.FAILURE == 1
     assert "no such file" in missing.output
     assert not DataSettings().offline_dir.exists()
 

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import os
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import mlflow
@@ -9,6 +13,7 @@ import mlflow.artifacts
 import pandas as pd
 from typer.testing import CliRunner
 
+from core.exits import ExitCode
 from core.model_checks import CHECK_ROWS_ARTIFACT
 from core.settings import MlflowSettings
 from tests.training.conftest import ChurnRepo
@@ -20,7 +25,6 @@ from tests.utils.training import (
     training_config,
     write_parquet,
 )
-from training.config import EXIT_BAD_INPUT, EXIT_BELOW_GATE
 from training.pipeline import run_training
 from training.registry import HISTORY_TAG
 from training.split import split_by_time
@@ -52,7 +56,7 @@ def test_a_model_below_the_gate_is_not_registered(churn_repo: ChurnRepo) -> None
         ],
     )
 
-    assert result.exit_code == EXIT_BELOW_GATE, result.output
+    assert result.exit_code == ExitCode.BLOCKED, result.output
     assert "below the gate 0.9990: not registered" in result.output
     client = _client()
     assert client.search_registered_models() == []
@@ -102,7 +106,7 @@ def test_champion_challenger_rollback_and_promotion(churn_repo: ChurnRepo, tmp_p
     assert "-> v1 (rolled back from v2)" in rolled.output
     assert str(client.get_model_version_by_alias("churn-predictor", "champion").version) == "1"
     again = runner.invoke(cli, ["rollback"])
-    assert again.exit_code == EXIT_BAD_INPUT
+    assert again.exit_code == ExitCode.BAD_INPUT
     assert "nothing to roll back to" in again.output
 
     promoted = runner.invoke(cli, ["promote", "--version", "3"])
@@ -112,7 +116,7 @@ def test_champion_challenger_rollback_and_promotion(churn_repo: ChurnRepo, tmp_p
     assert {alias: str(v) for alias, v in model.aliases.items()} == {"champion": "3"}
     assert model.tags[HISTORY_TAG] == '["1", "3"]'
     unknown = runner.invoke(cli, ["promote", "--version", "42"])
-    assert unknown.exit_code == EXIT_BAD_INPUT and "has no version 42" in unknown.output
+    assert unknown.exit_code == ExitCode.BAD_INPUT and "has no version 42" in unknown.output
 
     version = client.get_model_version("churn-predictor", "2")
     features = version.tags["feast.features"].split(",")
@@ -189,7 +193,7 @@ def test_bad_input_exits_2_naming_the_problem(churn_repo: ChurnRepo, tmp_path: P
         training_cli(), ["train", *_repo_options(churn_repo), "--labels", str(labels)]
     )
 
-    assert result.exit_code == EXIT_BAD_INPUT
+    assert result.exit_code == ExitCode.BAD_INPUT
     assert "lacks column(s) label" in result.output
 
 
@@ -208,3 +212,36 @@ def test_a_champion_is_not_scored_on_rows_it_was_fitted_on(
     assert champion.promoted and challenger.registered and not challenger.promoted
     assert challenger.champion_test_roc_auc is None
     assert f"champion v{champion.version} was fitted on rows up to" in challenger.reason
+
+
+def test_churn_train_takes_its_options_from_churn_train_variables(
+    churn_repo: ChurnRepo, tmp_path: Path
+) -> None:
+    # As a scheduler runs it: no option on the command line, everything from CHURN_TRAIN_*.
+    feast = churn_repo.repo.feast
+    environment = {
+        **os.environ,
+        "CHURN_DATA_DIR": str(churn_repo.repo.data.data_dir),
+        "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "CHURN_MLFLOW_ARTIFACT_ROOT": str(tmp_path / "artifacts"),
+        "CHURN_TRAIN_REPO_PATH": str(feast.repo_path),
+        "CHURN_TRAIN_PROFILE": feast.profile,
+        "CHURN_TRAIN_LABELS_PATH": str(churn_repo.tables.labels_path),
+        "CHURN_TRAIN_TRIALS": "3",
+        "CHURN_TRAIN_MIN_AUC": "0.999",
+        "CHURN_TRAIN_PROGRESS": "false",
+    }
+
+    completed = subprocess.run(
+        [str(Path(sys.executable).with_name("churn")), "train"],
+        env=environment,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+    output = completed.stdout + completed.stderr
+    # Exit 3: CHURN_TRAIN_MIN_AUC=0.999 was honoured too (the default gate is 0.78).
+    assert completed.returncode == ExitCode.BLOCKED, output
+    assert re.search(r"study \S+: 3 complete", output), output
+    assert "below the gate 0.9990" in output

@@ -19,6 +19,7 @@ from dagster import (
     instance_for_test,
 )
 
+from core.exits import ExitCode
 from tests.utils.workflow import workflow_settings
 from workflow.definitions import build_definitions
 from workflow.jobs import (
@@ -28,7 +29,7 @@ from workflow.jobs import (
     build_nightly_job,
     build_schedule,
 )
-from workflow.outcomes import EXIT_OUTCOMES, EXIT_STALE_DATA, outcome_of
+from workflow.outcomes import EXIT_OUTCOMES, outcome_of
 
 
 @pytest.fixture
@@ -70,7 +71,7 @@ def test_the_table_maps_every_documented_exit_code() -> None:
     assert outcome_of("train", 3).name == "failed_gate"
     assert outcome_of("train", 3).state == "warning"
     assert outcome_of("evaluate", 4).name == "auc_below_gate"
-    assert outcome_of("drift", EXIT_STALE_DATA).state == "skipped"
+    assert outcome_of("drift", ExitCode.STALE_DATA).state == "skipped"
     assert outcome_of("drift", 2).state == "failed" and not outcome_of("drift", 2).retryable
     assert outcome_of("skew-check", 1).name == "skew_mismatch"
     assert outcome_of("materialize", 1, "error: cannot reach the Redis online store at x").retryable
@@ -92,7 +93,7 @@ def test_major_drift_is_a_green_run_with_the_finding_as_its_outcome(stub: str) -
 
 def test_stale_data_skips_the_steps_after_it(stub: str) -> None:
     job = build_nightly_job(workflow_settings())
-    result, tags = _run(job, stub, **{"STUB_EXIT_skew_check": str(EXIT_STALE_DATA)})
+    result, tags = _run(job, stub, **{"STUB_EXIT_skew_check": str(ExitCode.STALE_DATA)})
     assert result.success
     assert tags["churn/skew_check"] == "stale_data"
     skipped = [e.step_key for e in result.all_events if e.event_type_value == "STEP_SKIPPED"]
