@@ -179,9 +179,11 @@ def _describe_champion(family: str, tracking_uri: str) -> Champion:
     import mlflow.sklearn
     from mlflow import MlflowClient
 
+    from core.settings import DEFAULT_MODEL_NAME
+
     client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    version = client.get_model_version_by_alias("churn-predictor", "champion")
-    uri = client.get_model_version_download_uri("churn-predictor", version.version)
+    version = client.get_model_version_by_alias(DEFAULT_MODEL_NAME, "champion")
+    uri = client.get_model_version_download_uri(DEFAULT_MODEL_NAME, version.version)
     with tempfile.TemporaryDirectory(prefix="bench-champion-") as scratch:
         local = mlflow.artifacts.download_artifacts(
             artifact_uri=uri, dst_path=scratch, tracking_uri=tracking_uri
@@ -240,7 +242,7 @@ def start_churn(
     environment.update(
         MLFLOW_TRACKING_URI=champion.tracking_uri,
         CHURN_SERVING_PORT=str(port),
-        CHURN_SERVING_PREDICTION_LOG_DIR=str(work.folder / "predictions" / uuid.uuid4().hex),
+        CHURN_PREDICTION_LOG_DIR=str(work.folder / "predictions" / uuid.uuid4().hex),
     )
     return subprocess.Popen(
         [str(BIN / "churn"), "serve", "--workers", str(workers), "--log-level", "warning"],

@@ -14,6 +14,9 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
+# The registered model every stage trains, serves, scores and watches unless told otherwise.
+DEFAULT_MODEL_NAME = "churn-predictor"
+
 FeastProfile = Literal["production", "embedded", "team"]
 
 PROFILE_FILES: dict[str, str] = {
@@ -31,6 +34,11 @@ class DataSettings(BaseSettings):
     data_dir: Path = Field(
         default=PROJECT_ROOT / "data",
         description="Root of all local data: raw events, offline tables, quarantine, stores.",
+    )
+    prediction_log_dir: Path | None = Field(
+        default=None,
+        description="Serving's prediction log, read by drift and evaluate "
+        "(CHURN_PREDICTION_LOG_DIR; default <data_dir>/predictions).",
     )
 
     @property
@@ -52,6 +60,11 @@ class DataSettings(BaseSettings):
     def labels_path(self) -> Path:
         """Parquet table of churn labels (the training entity frame)."""
         return self.offline_dir / "labels.parquet"
+
+    @property
+    def prediction_log_path(self) -> Path:
+        """Root of serving's partitioned prediction log (read by drift and evaluate)."""
+        return self.prediction_log_dir or self.data_dir / "predictions"
 
     @property
     def quarantine_dir(self) -> Path:

@@ -176,7 +176,7 @@ def _champion_samples(
         current = read_sample(current_path)
         sources["current"] = {"file": str(current_path)}
     elif source == "predictions":
-        predictions_dir = settings.resolved_predictions_dir()
+        predictions_dir = DataSettings().prediction_log_path
         current, (start, end) = read_prediction_log(predictions_dir, window=span, until=until)
         sources["current"] = {
             "prediction_log": str(predictions_dir),

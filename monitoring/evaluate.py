@@ -281,7 +281,7 @@ def evaluate_command(
         settings = MonitoringSettings()
         span, tolerance = parse_window(window), parse_window(max_label_age)
         predictions, bounds = read_prediction_log(
-            settings.resolved_predictions_dir(), window=span, until=until
+            DataSettings().prediction_log_path, window=span, until=until
         )
         labels_path = labels or DataSettings().labels_path
         if not labels_path.is_file():

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from core.settings import DataSettings
+from core.settings import DEFAULT_MODEL_NAME, DataSettings
 
 Correction = Literal["none", "holm", "bh"]
 
@@ -92,11 +92,8 @@ class MonitoringSettings(BaseSettings):
         description="Without --until, the newest snapshot (or prediction) may be at most "
         "this old; older data is stale (exit 5). 0 turns the check off.",
     )
-    model_name: str = Field(default="churn-predictor", description="Registered model to watch.")
+    model_name: str = Field(default=DEFAULT_MODEL_NAME, description="Registered model to watch.")
     model_alias: str = Field(default="champion", description="Alias of the served model.")
-    predictions_dir: Path | None = Field(
-        default=None, description="Serving prediction log (default <data_dir>/predictions)."
-    )
 
     # Outputs.
     pushgateway_url: str | None = Field(
@@ -121,12 +118,6 @@ class MonitoringSettings(BaseSettings):
         if self.p_major > self.p_minor:
             raise ValueError(f"p_major {self.p_major} is above p_minor {self.p_minor}")
         return self
-
-    def resolved_predictions_dir(self, data: DataSettings | None = None) -> Path:
-        """Where serving writes its prediction log."""
-        if self.predictions_dir is not None:
-            return self.predictions_dir
-        return (data or DataSettings()).data_dir / "predictions"
 
     def resolved_decisions_path(self, data: DataSettings | None = None) -> Path:
         """Where drift decisions are appended."""

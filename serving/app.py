@@ -68,7 +68,7 @@ def create_app(
             else await asyncio.to_thread(_mlflow_source, settings, mlflow, data)
         )
         log = PredictionLog(
-            settings.resolved_prediction_log_dir(data),
+            (data or DataSettings()).prediction_log_path,
             flush_interval_s=settings.log_flush_interval_s,
             flush_rows=settings.log_flush_rows,
             on_written=metrics.log_rows.labels(outcome="written").inc,

@@ -36,7 +36,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from core.exits import InputError, UnavailableError, exit_on_error
 from core.feast_store import feature_store_session
 from core.options import ProfileOption, profile_settings
-from core.settings import DataSettings, FeastSettings
+from core.settings import DEFAULT_MODEL_NAME, DataSettings, FeastSettings
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -65,7 +65,7 @@ class ScoringSettings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix="CHURN_SCORING_", extra="ignore")
 
-    model_name: str = Field(default="churn-predictor", description="Registered model name.")
+    model_name: str = Field(default=DEFAULT_MODEL_NAME, description="Registered model name.")
     model_alias: str = Field(default="champion", description="Alias used without a version.")
     decision_threshold: float = Field(
         default=0.5, ge=0, le=1, description="churn_predicted = probability >= this."

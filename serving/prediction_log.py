@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from core.files import replace_durably
+from core.prediction_log import partition_dir, prediction_log_schema
 
 logger = logging.getLogger(__name__)
 
@@ -220,12 +221,12 @@ def _write_chunks(root: Path, chunks: list[LogChunk]) -> list[Path]:
         matrix = np.concatenate([c.matrix[m] for c, m in parts])
         for index, name in enumerate(features):
             columns[name] = pa.array(matrix[:, index], pa.float64())
-        folder = root / f"date={day}"
+        folder = partition_dir(root, day)
         folder.mkdir(parents=True, exist_ok=True)
         name = uuid.uuid4().hex
         temporary = folder / f".part-{name}.parquet.tmp"
         final = folder / f"part-{name}.parquet"
-        pq.write_table(pa.table(columns), temporary)
+        pq.write_table(pa.table(columns, schema=prediction_log_schema(features)), temporary)
         replace_durably(temporary, final)  # fsynced: a crash leaves no empty part
         written.append(final)
     return written

@@ -8,7 +8,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from core.settings import DataSettings
+from core.settings import DEFAULT_MODEL_NAME
 
 MIN_ADMIN_TOKEN_CHARS = 16
 
@@ -64,7 +64,7 @@ class ServingSettings(BaseSettings):
         le=60,
         description="Most time a request may take; later it gets 503 deadline_exceeded.",
     )
-    model_name: str = Field(default="churn-predictor", description="Registered model name.")
+    model_name: str = Field(default=DEFAULT_MODEL_NAME, description="Registered model name.")
     model_alias: str = Field(default="champion", description="Alias of the version to serve.")
     poll_interval_s: float = Field(
         default=10.0,
@@ -87,10 +87,6 @@ class ServingSettings(BaseSettings):
         default=256,
         ge=1,
         description="Most rows that concurrent requests share in one lookup and one predict.",
-    )
-    prediction_log_dir: Path | None = Field(
-        default=None,
-        description="Root of the partitioned prediction log (default <data_dir>/predictions).",
     )
     log_flush_interval_s: float = Field(
         default=5.0, gt=0, description="How often buffered predictions are written."
@@ -142,9 +138,3 @@ class ServingSettings(BaseSettings):
             "several workers (multi-process metrics), else unset."
         ),
     )
-
-    def resolved_prediction_log_dir(self, data: DataSettings | None = None) -> Path:
-        """The prediction log root: the setting, else ``<data_dir>/predictions``."""
-        if self.prediction_log_dir is not None:
-            return self.prediction_log_dir
-        return (data or DataSettings()).data_dir / "predictions"

@@ -14,7 +14,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.exits import ExitCode, InputError
-from core.settings import DataSettings, FeastProfile, FeastSettings
+from core.settings import DEFAULT_MODEL_NAME, DataSettings, FeastProfile, FeastSettings
 
 ModelFamily = Literal["hist_gradient_boosting", "gradient_boosting"]
 MissingPolicy = Literal["drop", "keep"]
@@ -46,7 +46,7 @@ class TrainingConfig(BaseSettings):
     label_column: str = "label"
     trials: int = Field(default=50, ge=1)
     timeout: float | None = Field(default=3600.0, gt=0, description="Tuning time budget (s).")
-    model_name: str = "churn-predictor"
+    model_name: str = DEFAULT_MODEL_NAME
     experiment: str | None = Field(default=None, description="MLflow experiment (default: model).")
     seed: int = 42
     model_family: ModelFamily = "hist_gradient_boosting"

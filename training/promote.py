@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from core.exits import exit_on_error
+from core.settings import DEFAULT_MODEL_NAME
 
 
 def promote_version(model_name: str, version: str) -> str | None:
@@ -59,7 +60,7 @@ def rollback_version(model_name: str) -> tuple[str, str]:
 
 def promote_command(
     version: Annotated[str, typer.Option(help="Model version to make champion.")],
-    model_name: Annotated[str, typer.Option(help="Registered model name.")] = "churn-predictor",
+    model_name: Annotated[str, typer.Option(help="Registered model name.")] = DEFAULT_MODEL_NAME,
 ) -> None:
     """Make a registered model version the champion (alias), keeping the history."""
     with exit_on_error():
@@ -75,7 +76,7 @@ def promote_command(
 
 
 def rollback_command(
-    model_name: Annotated[str, typer.Option(help="Registered model name.")] = "churn-predictor",
+    model_name: Annotated[str, typer.Option(help="Registered model name.")] = DEFAULT_MODEL_NAME,
 ) -> None:
     """Give the champion alias back to the previous champion."""
     with exit_on_error():

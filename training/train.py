@@ -13,6 +13,7 @@ import typer
 
 from core.exits import exit_on_error
 from core.options import ProfileOption, given_options
+from core.settings import DEFAULT_MODEL_NAME
 from training.config import (
     MissingPolicy,
     ModelFamily,
@@ -42,7 +43,7 @@ def train_command(
     timeout: Annotated[
         float, typer.Option(min=1, help="Tuning time budget in seconds, per worker.")
     ] = 3600,
-    model_name: Annotated[str, typer.Option(help="Registered model name.")] = "churn-predictor",
+    model_name: Annotated[str, typer.Option(help="Registered model name.")] = DEFAULT_MODEL_NAME,
     experiment: Annotated[
         str | None, typer.Option(help="MLflow experiment (default: the model name).")
     ] = None,

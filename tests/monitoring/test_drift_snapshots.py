@@ -155,7 +155,7 @@ def test_prediction_log_as_current_window(champion: Champion, tmp_path: Path) ->
     recent["feature_ratio"] = recent["feature_1"] / (recent["feature_2"] + 1e-8)
     scores = np.random.default_rng(0).random(len(recent))
     write_prediction_log(tmp_path, recent, scores=scores, features=CHURN_V1_FEATURES)
-    env = {**champion.env, "CHURN_MONITORING_PREDICTIONS_DIR": str(tmp_path / "predictions")}
+    env = {**champion.env, "CHURN_PREDICTION_LOG_DIR": str(tmp_path / "predictions")}
     out = tmp_path / "out"
     completed = run_churn(env, "drift", "--source", "predictions", "--out", str(out))
     assert completed.returncode == 4, completed.stdout + completed.stderr
@@ -177,7 +177,7 @@ def test_evaluate_reports_the_champions_training_auc_beside_live_auc(
     model = mlflow.sklearn.load_model("models:/churn-predictor@champion")
     scores = model.predict_proba(recent[CHURN_V1_FEATURES].astype("float64"))[:, 1]
     write_prediction_log(tmp_path, recent, scores=scores, features=CHURN_V1_FEATURES)
-    env = {**champion.env, "CHURN_MONITORING_PREDICTIONS_DIR": str(tmp_path / "predictions")}
+    env = {**champion.env, "CHURN_PREDICTION_LOG_DIR": str(tmp_path / "predictions")}
     completed = run_churn(env, "evaluate", "--window", "7d", "--out", str(tmp_path / "out"))
     assert completed.returncode == 0, completed.stdout + completed.stderr
     document = json.loads((tmp_path / "out" / "evaluation.json").read_text())

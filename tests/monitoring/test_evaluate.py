@@ -116,3 +116,26 @@ def test_evaluate_command_end_to_end(tmp_path: Path) -> None:
     )
     assert too_late.returncode == 2
     assert "error: no prediction files" in too_late.stderr
+
+
+def test_evaluate_reads_the_log_where_serving_was_told_to_write_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One variable moves the log for serving and for its readers alike.
+    snapshots = pd.DataFrame(
+        {"user_id": np.arange(1, 101), "event_timestamp": pd.Timestamp(T).tz_convert("UTC")}
+    )
+    snapshots["label"] = np.arange(100) % 2
+    write_parquet(snapshots, tmp_path / "data" / "offline" / "labels.parquet")
+    elsewhere = tmp_path / "mounted"
+    write_prediction_log(
+        elsewhere, snapshots, scores=np.linspace(0, 1, 100), features=[], delay=timedelta(hours=1)
+    )
+    monkeypatch.setenv("CHURN_PREDICTION_LOG_DIR", str(elsewhere / "predictions"))
+
+    completed = subprocess.run(
+        [CHURN, "evaluate", "--window", "7d"], capture_output=True, text=True, timeout=120
+    )
+
+    assert completed.returncode == 0, completed.stderr
+    assert "version 1: 100 rows" in completed.stdout

@@ -103,17 +103,19 @@ def champion(tracking_uri: str, registry_templates: dict[str, Path]) -> str:
 def make_app(repo: TestRepo, tracking_uri: str, tmp_path: Path) -> Callable[..., FastAPI]:
     """Build the app on the shared repo and this test's registry; settings overridable."""
 
-    def build(*, feast: FeastSettings | None = None, **overrides: Any) -> FastAPI:
-        values: dict[str, Any] = {
-            "prediction_log_dir": tmp_path / "predictions",
-            "poll_interval_s": 0,
-            **overrides,
-        }
+    def build(
+        *,
+        feast: FeastSettings | None = None,
+        prediction_log_dir: Path | None = None,
+        **overrides: Any,
+    ) -> FastAPI:
+        values: dict[str, Any] = {"poll_interval_s": 0, **overrides}
+        log_dir = prediction_log_dir or tmp_path / "predictions"
         return create_app(
             ServingSettings(**values),
             feast=feast or repo.feast,
             mlflow=MlflowSettings(tracking_uri=tracking_uri),
-            data=repo.data,
+            data=repo.data.model_copy(update={"prediction_log_dir": log_dir}),
         )
 
     return build

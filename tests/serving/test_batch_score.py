@@ -55,15 +55,18 @@ def test_score_and_predict_give_the_same_probability(
 ) -> None:
     repo, users = online_repo
     log_dir = tmp_path / "predictions"
-    settings = ServingSettings(prediction_log_dir=log_dir, poll_interval_s=0)
+    settings = ServingSettings(poll_interval_s=0)
     if version != "1":
         from mlflow import MlflowClient
 
         MlflowClient(registry).set_registered_model_alias("churn-predictor", "served", version)
-        settings = ServingSettings(
-            prediction_log_dir=log_dir, poll_interval_s=0, model_alias="served"
-        )
-    app = create_app(settings, feast=repo.feast, mlflow=MlflowSettings(tracking_uri=registry))
+        settings = ServingSettings(poll_interval_s=0, model_alias="served")
+    app = create_app(
+        settings,
+        feast=repo.feast,
+        mlflow=MlflowSettings(tracking_uri=registry),
+        data=repo.data.model_copy(update={"prediction_log_dir": log_dir}),
+    )
     with TestClient(app) as client:
         batch = client.post("/predict/batch", json={"user_ids": users.fresh}).json()
     answered = {p["user_id"]: p["churn_probability"] for p in batch["predictions"]}

@@ -432,7 +432,7 @@ def churn_serve_environment(
         CHURN_REDIS_URL=repo.feast.redis_url,
         MLFLOW_TRACKING_URI=tracking_uri,
         CHURN_SERVING_PORT=str(port),
-        CHURN_SERVING_PREDICTION_LOG_DIR=str(log_dir),
+        CHURN_PREDICTION_LOG_DIR=str(log_dir),
         **{f"CHURN_SERVING_{key.upper()}": value for key, value in settings.items()},
     )
     return environment

@@ -238,10 +238,10 @@ def _serving_metrics_text(scheduled: Scheduled, tmp_path: Path) -> str:
 
     repo = scheduled.platform.repo
     app = create_app(
-        ServingSettings(prediction_log_dir=tmp_path / "predictions", poll_interval_s=0),
+        ServingSettings(poll_interval_s=0),
         feast=repo.feast,
         mlflow=MlflowSettings(tracking_uri=scheduled.platform.tracking_uri),
-        data=repo.data,
+        data=repo.data.model_copy(update={"prediction_log_dir": tmp_path / "predictions"}),
     )
     with TestClient(app) as client:
         assert client.post("/predict", json={"user_id": 1}).status_code == 200
