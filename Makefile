@@ -129,10 +129,11 @@ test: $(WORKFLOW_STAMP) services ## Run the whole test suite against real Redis,
 	$(BIN)/python -m pytest
 
 .PHONY: lint
-lint: $(WORKFLOW_STAMP) ## ruff format check, ruff lint and mypy on the packages
+lint: $(WORKFLOW_STAMP) ## ruff format check, ruff lint, mypy and the layering contract (import-linter)
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 .PHONY: format
 format: $(STAMP) ## Format the code with ruff

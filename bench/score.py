@@ -135,7 +135,7 @@ def child_retrieve(at: datetime, chunk_rows: int) -> dict[str, Any]:
 
 def child_score(arguments: list[str]) -> dict[str, Any]:
     """``churn score <arguments>`` in this process."""
-    from materialize.cli import _install_warning_display, build_app
+    from cli.main import _install_warning_display, build_app
 
     _install_warning_display()
     started = time.perf_counter()

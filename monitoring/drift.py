@@ -230,8 +230,7 @@ def _retrain(
     from monitoring.retrain import trigger_retraining
 
     def train() -> Any:
-        from training.config import TrainingConfig
-        from training.pipeline import run_training
+        from training import TrainingConfig, run_training
 
         overrides: dict[str, Any] = {
             "model_name": settings.model_name,

@@ -180,7 +180,7 @@ def _training_aucs(evaluation: Evaluation, settings: MonitoringSettings) -> None
     import mlflow
 
     from core.settings import MlflowSettings
-    from training.registry import alias_version
+    from training import alias_version
 
     mlflow.set_tracking_uri(MlflowSettings().prepare())
     client = mlflow.MlflowClient()

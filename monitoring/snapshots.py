@@ -74,7 +74,7 @@ def load_champion_lineage(client: MlflowClient, model_name: str, alias: str) -> 
     Raises:
         DriftInputError: No such model or alias, or the training run lacks lineage.
     """
-    from training.registry import alias_version
+    from training import alias_version
 
     version = alias_version(client, model_name, alias)
     if version is None:
@@ -111,7 +111,7 @@ def load_champion_lineage(client: MlflowClient, model_name: str, alias: str) -> 
 
 
 def _service_features(store: FeatureStore, service_name: str) -> ServiceFeatures:
-    from training.config import TrainingError
+    from training import TrainingError
     from training.dataset import resolve_service_features
 
     try:

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from cli.main import build_app
 from core.feast_store import feature_store_session, open_feature_store, run_feast_cli
-from materialize.cli import build_app
 from materialize.engine.progress import BarProgress, LogProgress, make_progress
 from materialize.engine.reader import ChunkPlan
 from tests.utils.feast_repo import TestRepo, make_feature_repo

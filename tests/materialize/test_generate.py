@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from materialize.cli import build_app
+from cli.main import build_app
 from materialize.generate import (
     RAW_COLUMNS,
     generate_raw_events,

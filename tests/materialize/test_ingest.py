@@ -12,9 +12,9 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
+from cli.main import build_app
 from core.exits import ExitCode
 from core.settings import DataSettings
-from materialize.cli import build_app
 from materialize.generate import generate_raw_events
 from materialize.ingest import (
     IngestReport,

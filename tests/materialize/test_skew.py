@@ -11,8 +11,8 @@ from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 from typer.testing import CliRunner
 
+from cli.main import build_app
 from core.feast_store import open_feature_store
-from materialize.cli import build_app
 from materialize.skew import SkewInputError, check_skew, values_agree
 from tests.utils.feast_repo import TestRepo
 from tests.utils.features import CHURN_V1_FEATURES

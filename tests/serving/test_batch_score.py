@@ -11,8 +11,8 @@ import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+from cli.main import build_app
 from core.settings import MlflowSettings
-from materialize.cli import build_app
 from serving.app import create_app
 from serving.batch_score import ScoringSettings, score_users, unscored_path_for
 from serving.settings import ServingSettings

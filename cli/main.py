@@ -1,33 +1,46 @@
-"""The ``churn`` command line: one subcommand per pipeline stage.
+"""The ``churn`` command line: one subcommand per pipeline stage, the top layer.
 
 Each stage module holds its pure core function and a thin Typer command; this module only
-collects them. Stage modules keep heavy imports (feast, mlflow, sklearn) inside function
+imports and collects them (the import-linter contract in pyproject keeps every stage
+below it). Stage modules keep heavy imports (feast, mlflow, sklearn) inside function
 bodies so ``churn --help`` stays fast.
 """
 
 from __future__ import annotations
 
-import importlib
 import re
 import warnings
+from collections.abc import Callable
 from typing import Any
 
 import typer
 
-# (command name, "module:function") of every stage command, in pipeline order.
-COMMANDS: list[tuple[str, str]] = [
-    ("generate", "materialize.generate:generate_command"),
-    ("ingest", "materialize.ingest:ingest_command"),
-    ("apply", "materialize.apply:apply_command"),
-    ("materialize", "materialize.online:materialize_command"),
-    ("skew-check", "materialize.skew:skew_check_command"),
-    ("train", "training.train:train_command"),
-    ("promote", "training.promote:promote_command"),
-    ("rollback", "training.promote:rollback_command"),
-    ("serve", "serving.cli:serve_command"),
-    ("drift", "monitoring.drift:drift_command"),
-    ("evaluate", "monitoring.evaluate:evaluate_command"),
-    ("score", "serving.batch_score:score_command"),
+from materialize.apply import apply_command
+from materialize.generate import generate_command
+from materialize.ingest import ingest_command
+from materialize.online import materialize_command
+from materialize.skew import skew_check_command
+from monitoring.drift import drift_command
+from monitoring.evaluate import evaluate_command
+from serving.batch_score import score_command
+from serving.cli import serve_command
+from training.promote import promote_command, rollback_command
+from training.train import train_command
+
+# Every stage command under its name, in pipeline order.
+COMMANDS: list[tuple[str, Callable[..., None]]] = [
+    ("generate", generate_command),
+    ("ingest", ingest_command),
+    ("apply", apply_command),
+    ("materialize", materialize_command),
+    ("skew-check", skew_check_command),
+    ("train", train_command),
+    ("promote", promote_command),
+    ("rollback", rollback_command),
+    ("serve", serve_command),
+    ("drift", drift_command),
+    ("evaluate", evaluate_command),
+    ("score", score_command),
 ]
 
 
@@ -40,9 +53,7 @@ def build_app() -> typer.Typer:
         add_completion=False,
         pretty_exceptions_enable=False,
     )
-    for name, target in COMMANDS:
-        module_name, function_name = target.split(":")
-        command = getattr(importlib.import_module(module_name), function_name)
+    for name, command in COMMANDS:
         app.command(name)(command)
     return app
 

@@ -1,0 +1,1 @@
+"""The ``churn`` command line, above every stage (``cli.main``)."""
