@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from monitoring.comparison import compare_frames
 from monitoring.settings import MonitoringSettings
 from monitoring.statistics import (
     DriftInputError,
     adjust_p_values,
     compare_column,
-    compare_frames,
     kolmogorov_sf,
     ks_two_sample,
     population_stability_index,
