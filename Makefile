@@ -141,10 +141,10 @@ format: $(STAMP) ## Format the code with ruff
 
 .PHONY: bench
 bench: $(STAMP) services ## Run the benchmarks (prints figures; slow)
-	$(BIN)/python bench/materialize.py
-	$(BIN)/python bench/train.py
-	$(BIN)/python bench/serve.py
-	$(BIN)/python bench/drift.py
+	$(BIN)/python -m bench.materialize
+	$(BIN)/python -m bench.train
+	$(BIN)/python -m bench.serve
+	$(BIN)/python -m bench.drift
 	$(BIN)/python -m bench.score
 	$(BIN)/python -m bench.explain_latency
 
