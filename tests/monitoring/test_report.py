@@ -19,6 +19,8 @@ from tests.utils.features import CHURN_V1_FEATURES
 from tests.utils.monitoring import make_feature_frame
 from tests.utils.pushgateway import running_gateway
 
+pytestmark = pytest.mark.unit  # in-process only: `make test-unit`
+
 SETTINGS = MonitoringSettings()
 
 

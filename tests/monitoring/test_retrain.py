@@ -15,6 +15,8 @@ from monitoring.comparison import DriftReport, compare_frames
 from monitoring.retrain import read_decisions, trigger_retraining
 from monitoring.settings import MonitoringSettings
 
+pytestmark = pytest.mark.unit  # in-process only: `make test-unit`
+
 NOW = datetime(2026, 11, 2, 6, tzinfo=UTC)
 COOLDOWN = timedelta(hours=24)
 

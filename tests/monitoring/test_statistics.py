@@ -22,6 +22,8 @@ from monitoring.statistics import (
 )
 from tests.utils.monitoring import make_feature_frame
 
+pytestmark = pytest.mark.unit  # in-process only: `make test-unit`
+
 SETTINGS = MonitoringSettings()
 
 

@@ -16,6 +16,8 @@ from serving.model import ModelRefused, NumpyPredictor, VersionInfo, model_linea
 from tests.utils.features import CHURN_V1_FEATURES
 from tests.utils.serving import training_frame
 
+pytestmark = pytest.mark.unit  # in-process only: `make test-unit`
+
 FEATURES = tuple(CHURN_V1_FEATURES)
 
 
