@@ -125,8 +125,12 @@ demo: $(STAMP) ## Run the platform end to end on embedded defaults (small data, 
 	echo "demo: MLflow: $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/data/mlflow/mlflow.db"
 
 .PHONY: test
-test: $(WORKFLOW_STAMP) services ## Run the whole test suite against real Redis, PostgreSQL, Feast and MLflow
+test: $(WORKFLOW_STAMP) services ## Run the whole test suite (unit and service-backed) in random order
 	$(BIN)/python -m pytest
+
+.PHONY: test-unit
+test-unit: $(WORKFLOW_STAMP) ## Run only the fast in-process tests (marker `unit`; no services needed)
+	$(BIN)/python -m pytest -m unit
 
 .PHONY: lint
 lint: $(WORKFLOW_STAMP) ## ruff format check, ruff lint, mypy and the layering contract (import-linter)
@@ -142,10 +146,10 @@ format: $(STAMP) ## Format the code with ruff
 
 .PHONY: bench
 bench: $(STAMP) services ## Run the benchmarks (prints figures; slow)
-	$(BIN)/python bench/materialize.py
-	$(BIN)/python bench/train.py
-	$(BIN)/python bench/serve.py
-	$(BIN)/python bench/drift.py
+	$(BIN)/python -m bench.materialize
+	$(BIN)/python -m bench.train
+	$(BIN)/python -m bench.serve
+	$(BIN)/python -m bench.drift
 	$(BIN)/python -m bench.score
 	$(BIN)/python -m bench.explain_latency
 

@@ -1,9 +1,9 @@
 """Benchmark of the drift statistics: 10 features x 1M rows (reference and current each).
 
-Run: ``.venv/bin/python bench/drift.py [--rows N] [--repeat R]``. Prints the best and median
-wall time of ``compare_frames`` (PSI, KS or chi-square, effect sizes, severity, plot
-histograms) with the default thread count and with one thread, and the time
-``scipy.stats.ks_2samp`` takes for one column pair for comparison. Goal: under 2 s.
+Run from the checkout root: ``.venv/bin/python -m bench.drift [--rows N] [--repeat R]``.
+Prints the best and median wall time of ``compare_frames`` (PSI, KS or chi-square, effect
+sizes, severity, plot histograms) with the default thread count and with one thread, and
+the time ``scipy.stats.ks_2samp`` takes for one column pair for comparison. Goal: under 2 s.
 """
 
 from __future__ import annotations
@@ -11,19 +11,13 @@ from __future__ import annotations
 import argparse
 import os
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-# Run as `python bench/drift.py`, Python puts bench/ first on sys.path, where
-# bench/materialize.py would shadow the materialize package that monitoring imports.
-sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).parent.resolve()]
-
-from monitoring.settings import MonitoringSettings  # noqa: E402
-from monitoring.statistics import compare_frames  # noqa: E402
+from monitoring.comparison import compare_frames
+from monitoring.settings import MonitoringSettings
 
 GOAL_SECONDS = 2.0
 

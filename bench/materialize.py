@@ -5,8 +5,11 @@ with its own project and registry, runs ``feast apply``, and materializes the sa
 into Redis in a separate process (so each peak RSS is that engine's alone). Prints rows/s,
 wall time and peak RSS of each, the speed-up, and whether both wrote identical hashes.
 
-    .venv/bin/python bench/materialize.py --users 1000000
-    .venv/bin/python bench/materialize.py --users 100000 --engines fast
+    .venv/bin/python -m bench.materialize --users 1000000
+    .venv/bin/python -m bench.materialize --users 100000 --engines fast
+
+Run it as a module from the checkout root: as a script, ``bench/`` would head ``sys.path``
+and this file would shadow the ``materialize`` package Feast imports the engine from.
 
 The Redis keys of the benchmark projects are deleted at the end (``--keep`` keeps them).
 Heavy at 1M users (about 2 x 250 MB in Redis): run it on a quiet machine.
@@ -28,12 +31,6 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
-
-if __name__ == "__main__":
-    # Run as a script, this folder heads sys.path and this file would shadow the
-    # `materialize` package that Feast imports the engine from.
-    _HERE = Path(__file__).resolve().parent
-    sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != _HERE]
 
 ROOT = Path(__file__).resolve().parent.parent
 FEATURE_REPO = ROOT / "feature_repo"
@@ -123,7 +120,8 @@ def run_child(repo: Path) -> None:
 
 def _run_engine(repo: Path, redis_url: str) -> dict[str, Any]:
     completed = subprocess.run(
-        [sys.executable, __file__, "--child", str(repo)],
+        [sys.executable, "-m", "bench.materialize", "--child", str(repo)],
+        cwd=ROOT,
         env=_environment(repo.parent, redis_url),
         check=True,
         stdout=subprocess.PIPE,

@@ -21,8 +21,11 @@ family serves at least 3x ``feast serve``'s requests/s at 8 connections with a p
 higher than its, and one client's p50 is at most half of ``feast serve``'s; two workers
 serve more than one.
 
-    .venv/bin/python bench/serve.py                  # 10 s per run
-    .venv/bin/python bench/serve.py --seconds 20 --workers 1
+    .venv/bin/python -m bench.serve                  # 10 s per run
+    .venv/bin/python -m bench.serve --seconds 20 --workers 1
+
+Run it as a module from the checkout root (as a script, ``bench/materialize.py`` would
+shadow the ``materialize`` package).
 
 Everything it creates (temp folder, Redis keys of its project) is removed at the end.
 The load generator shares the machine's cores with the servers and Redis.
@@ -49,12 +52,6 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-if __name__ == "__main__":
-    # Run as a script, this folder heads sys.path and bench/materialize.py would shadow the
-    # `materialize` package.
-    _HERE = Path(__file__).resolve().parent
-    sys.path[:] = [entry for entry in sys.path if Path(entry or ".").resolve() != _HERE]
-    sys.path.insert(0, str(ROOT))
 
 BIN = Path(sys.executable).parent
 FAMILIES = ("hist_gradient_boosting", "gradient_boosting")

@@ -6,9 +6,9 @@ model family in its own process, as a user would, and reads the outcome back fro
 Prints, side by side: wall time to a registered model, tuning time, trials per minute,
 pruned trials, refit time, best validation ROC AUC and test ROC AUC.
 
-    .venv/bin/python bench/train.py                       # 20 trials per family
-    .venv/bin/python bench/train.py --trials 50 --families hist_gradient_boosting
-    .venv/bin/python bench/train.py --workers 2           # two tuning processes each
+    .venv/bin/python -m bench.train                       # 20 trials per family
+    .venv/bin/python -m bench.train --trials 50 --families hist_gradient_boosting
+    .venv/bin/python -m bench.train --workers 2           # two tuning processes each
 
 The reference family (GradientBoostingClassifier) is slow: about 15-30 s per full fit on
 demo data, so 50 trials take tens of minutes; run it on a quiet machine.

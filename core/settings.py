@@ -12,6 +12,8 @@ from typing import Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from core.tables import LABELS, USER_FEATURES
+
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
 # The registered model every stage trains, serves, scores and watches unless told otherwise.
@@ -54,12 +56,12 @@ class DataSettings(BaseSettings):
     @property
     def user_features_path(self) -> Path:
         """Parquet table of user feature snapshots (the Feast batch source)."""
-        return self.offline_dir / "user_features.parquet"
+        return self.offline_dir / f"{USER_FEATURES.name}.parquet"
 
     @property
     def labels_path(self) -> Path:
         """Parquet table of churn labels (the training entity frame)."""
-        return self.offline_dir / "labels.parquet"
+        return self.offline_dir / f"{LABELS.name}.parquet"
 
     @property
     def prediction_log_path(self) -> Path:

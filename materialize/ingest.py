@@ -43,22 +43,25 @@ import typer
 from core.exits import InputError, UnavailableError, exit_on_error
 from core.files import atomic_path
 from core.settings import DataSettings
+from core.tables import (
+    CREATED,
+    EVENT_TIMESTAMP,
+    FEATURE_COLUMNS,
+    INGESTED_AT,
+    LABEL,
+    LABELS,
+    USER_FEATURES,
+    USER_ID,
+)
 
 logger = logging.getLogger(__name__)
 
 # The raw events contract (written by `churn generate`, validated here).
 RAW_COLUMNS = ["user_id", "feature_1", "feature_2", "label", "event_date"]
-FEATURE_COLUMNS = ("feature_1", "feature_2")
-USER_FEATURES_COLUMNS = [
-    "user_id",
-    "event_timestamp",
-    "created",
-    "feature_1",
-    "feature_2",
-    "ingested_at",
-]
-LABELS_COLUMNS = ["user_id", "event_timestamp", "label"]
-TABLE_KEY = ["user_id", "event_timestamp"]
+# The offline tables written here (core.tables: one definition for writer and readers).
+USER_FEATURES_COLUMNS = USER_FEATURES.names
+LABELS_COLUMNS = LABELS.names
+TABLE_KEY = list(USER_FEATURES.key)
 NULL_RATE_WARNING = 0.20
 
 # Quarantine reasons, in the order they are checked: a row gets the first that applies.
@@ -416,9 +419,9 @@ def _read_table(path: Path, columns: list[str]) -> pd.DataFrame | None:
     if not path.is_file():
         return None
     table = pd.read_parquet(path)
-    if "ingested_at" in columns and "ingested_at" not in table.columns:
+    if INGESTED_AT in columns and INGESTED_AT not in table.columns:
         # Written before arrivals were recorded: unknown.
-        table["ingested_at"] = pd.Series(pd.NaT, index=table.index, dtype="datetime64[ns, UTC]")
+        table[INGESTED_AT] = pd.Series(pd.NaT, index=table.index, dtype="datetime64[ns, UTC]")
     missing = [column for column in columns if column not in table.columns]
     if missing:
         raise IngestError(f"existing table {path} lacks column(s) {', '.join(missing)}")
@@ -466,26 +469,25 @@ def _merge_features(
     arrived = pd.Series(now, index=usable.index).astype("datetime64[ns, UTC]")
     incoming = pd.DataFrame(
         {
-            "user_id": usable["user_id"].astype("int64"),
-            "event_timestamp": usable["event_date"],
+            USER_ID: usable["user_id"].astype("int64"),
+            EVENT_TIMESTAMP: usable["event_date"],
             # Copied: corrections are assigned below and must not share memory.
-            "created": usable["event_date"].copy() if backfill else arrived.copy(),
-            "feature_1": usable["feature_1"],
-            "feature_2": usable["feature_2"],
-            "ingested_at": arrived,
+            CREATED: usable["event_date"].copy() if backfill else arrived.copy(),
+            **{name: usable[name] for name in FEATURE_COLUMNS},
+            INGESTED_AT: arrived,
         }
     )
     if existing is None:
         existing = incoming.iloc[:0]
-    existing = existing.sort_values([*TABLE_KEY, "created"], kind="stable")
+    existing = existing.sort_values([*TABLE_KEY, CREATED], kind="stable")
     present, corrected = _classify(incoming, existing, FEATURE_COLUMNS)
     corrections = incoming[corrected]
     if len(corrections):
         # Feast picks the row with the latest `created`: the correction must be later.
-        previous = existing.groupby(TABLE_KEY)["created"].max()
+        previous = existing.groupby(TABLE_KEY)[CREATED].max()
         keys = pd.MultiIndex.from_frame(corrections[TABLE_KEY])
         floor = previous.reindex(keys) + pd.Timedelta(microseconds=1)
-        incoming.loc[corrected, "created"] = floor.clip(lower=now).to_numpy()
+        incoming.loc[corrected, CREATED] = floor.clip(lower=now).to_numpy()
     appended = incoming[~present]
     counts = TableCounts(
         new=int(len(appended) - corrected.sum()),
@@ -493,7 +495,7 @@ def _merge_features(
         already_present=int(present.sum()),
     )
     table = pd.concat([existing, appended], ignore_index=True) if len(appended) else existing
-    table = table.sort_values(["event_timestamp", "user_id", "created"], kind="stable")
+    table = table.sort_values([EVENT_TIMESTAMP, USER_ID, CREATED], kind="stable")
     return table[USER_FEATURES_COLUMNS].reset_index(drop=True), counts, len(appended) > 0
 
 
@@ -503,14 +505,14 @@ def _merge_labels(
     """The new labels table (one row per key: a correction replaces), counts, changed."""
     incoming = pd.DataFrame(
         {
-            "user_id": labelled["user_id"].astype("int64"),
-            "event_timestamp": labelled["event_date"],
-            "label": labelled["label"].astype("int64"),
+            USER_ID: labelled["user_id"].astype("int64"),
+            EVENT_TIMESTAMP: labelled["event_date"],
+            LABEL: labelled["label"].astype("int64"),
         }
     )
     if existing is None:
         existing = incoming.iloc[:0]
-    present, corrected = _classify(incoming, existing, ["label"])
+    present, corrected = _classify(incoming, existing, [LABEL])
     changed = incoming[~present]
     counts = TableCounts(
         new=int(len(changed) - corrected.sum()),
@@ -521,7 +523,7 @@ def _merge_labels(
     table = pd.concat([existing, changed], ignore_index=True).drop_duplicates(
         subset=TABLE_KEY, keep="last"
     )
-    table = table.sort_values(["event_timestamp", "user_id"], kind="stable")
+    table = table.sort_values([EVENT_TIMESTAMP, USER_ID], kind="stable")
     return table[LABELS_COLUMNS].reset_index(drop=True), counts, len(changed) > 0
 
 

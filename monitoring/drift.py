@@ -26,9 +26,9 @@ from monitoring.settings import MonitoringSettings
 if TYPE_CHECKING:
     import pandas as pd
 
+    from monitoring.comparison import DriftReport
     from monitoring.retrain import RetrainDecision
     from monitoring.snapshots import ChampionLineage
-    from monitoring.statistics import DriftReport
 
 
 class StaleDataError(_StaleData):
@@ -109,9 +109,9 @@ def read_sample(path: Path) -> pd.DataFrame:
 
 def run_drift(samples: Samples, settings: MonitoringSettings, out_dir: Path) -> DriftOutcome:
     """Compare the samples, write drift.json / drift.html and publish the metrics."""
+    from monitoring.comparison import compare_frames
     from monitoring.metrics import publish_metrics
     from monitoring.report import write_reports
-    from monitoring.statistics import compare_frames
 
     report = compare_frames(
         samples.reference,

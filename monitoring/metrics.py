@@ -13,8 +13,9 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from monitoring.comparison import DriftReport
 from monitoring.settings import MonitoringSettings
-from monitoring.statistics import SEVERITY_RANK, DriftReport
+from monitoring.severity import SEVERITY_RANK
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry

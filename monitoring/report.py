@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from core.files import write_text_atomically
-from monitoring.statistics import DriftReport, FeatureDrift
+from monitoring.comparison import DriftReport
+from monitoring.statistics import FeatureDrift
 
 SEVERITY_COLOURS = {"none": "#2e7d32", "minor": "#ef6c00", "major": "#c62828"}
 REFERENCE_COLOUR = "#1f77b4"

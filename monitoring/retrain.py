@@ -20,7 +20,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
-from monitoring.statistics import DriftReport
+from monitoring.comparison import DriftReport
 
 logger = logging.getLogger(__name__)
 

@@ -1,8 +1,8 @@
 """The samples ``churn drift`` compares when no files are given.
 
-Reference: the champion's training window, read from its MLflow lineage (the training
-run's ``data.train_start`` / ``data.train_end`` / ``data.labels_path`` /
-``feast.feature_service``) and rebuilt through the same Feast feature service: the labels
+Reference: the champion's training window, read from its MLflow lineage (core.lineage:
+the version's feature service and features, the training run's window and labels path)
+and rebuilt through the same Feast feature service: the labels
 of that window are the entity rows of ``get_historical_features``, as in training.
 
 Current: the last ``window`` of offline snapshots (the entity keys and timestamps of the
@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from core.lineage import LineageError, ModelLineage, TrainingWindow
 from monitoring.statistics import DriftInputError
 
 if TYPE_CHECKING:
@@ -33,7 +34,6 @@ if TYPE_CHECKING:
 
 TIMESTAMP = "event_timestamp"
 SCORE_COLUMN = "churn_probability"
-_LINEAGE_KEYS = ("data.train_start", "data.train_end", "data.labels_path", "feast.feature_service")
 
 
 @dataclass(frozen=True)
@@ -85,27 +85,28 @@ def load_champion_lineage(client: MlflowClient, model_name: str, alias: str) -> 
     if not version.run_id:
         raise DriftInputError(f"{model_name} version {version.version} has no training run")
     run = client.get_run(version.run_id)
-    values = {**run.data.tags, **run.data.params}
-    missing = [key for key in _LINEAGE_KEYS if not values.get(key)]
-    if missing:
-        raise DriftInputError(
-            f"training run {version.run_id} of {model_name} version {version.version} lacks "
-            f"{', '.join(missing)}: its training window cannot be rebuilt"
+    owner = f"{model_name} version {version.version}"
+    try:
+        model = ModelLineage.from_tags(version.tags, owner=owner)
+        # Training logs the window as both tags and params.
+        window = TrainingWindow.from_tags(
+            {**run.data.tags, **run.data.params},
+            owner=f"training run {version.run_id} of {owner}",
         )
-    features_tag = (version.tags or {}).get("feast.features", "")
+    except LineageError as error:
+        raise DriftInputError(f"{error}: its training window cannot be rebuilt") from error
     test_auc = run.data.metrics.get("test_roc_auc")
     return ChampionLineage(
         model_name=model_name,
         alias=alias,
         version=str(version.version),
         run_id=version.run_id,
-        feature_service=(version.tags or {}).get("feast.feature_service")
-        or values["feast.feature_service"],
-        feast_project=values.get("feast.project"),
-        features=[name for name in features_tag.split(",") if name],
-        labels_path=Path(values["data.labels_path"]),
-        train_start=_utc(values["data.train_start"]),
-        train_end=_utc(values["data.train_end"]),
+        feature_service=model.feature_service,
+        feast_project=model.project,
+        features=list(model.features),
+        labels_path=window.labels_path,
+        train_start=pd.Timestamp(window.train.start),
+        train_end=pd.Timestamp(window.train.end),
         test_roc_auc=float(test_auc) if test_auc is not None else None,
     )
 

@@ -1,6 +1,8 @@
-"""Drift statistics: PSI, Kolmogorov-Smirnov, chi-square, effect sizes and severity.
+"""Drift statistics: PSI, Kolmogorov-Smirnov, chi-square and effect sizes, column by column.
 
-Pure functions over pandas columns and numpy arrays, no I/O. Each continuous column is
+The numerics only: how severe a result is lives in ``monitoring.severity`` and the
+comparison of two frames into a report in ``monitoring.comparison``. Pure functions over
+pandas columns and numpy arrays, no I/O. Each continuous column is
 sorted once; PSI bin counts, the KS statistic and the plotted histogram are then read off
 the sorted arrays with ``np.searchsorted``, which keeps 10 features x 1M rows within a
 couple of seconds (``scipy.stats.ks_2samp`` alone takes about a second per 1M-row pair).
@@ -10,10 +12,8 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 import numpy as np
@@ -25,8 +25,6 @@ from monitoring.settings import Correction, MonitoringSettings
 Severity = Literal["none", "minor", "major"]
 Kind = Literal["continuous", "categorical", "empty", "insufficient_data"]
 Role = Literal["feature", "score"]
-SEVERITIES: tuple[Severity, ...] = ("none", "minor", "major")
-SEVERITY_RANK: dict[str, int] = {name: rank for rank, name in enumerate(SEVERITIES)}
 
 # scipy's ks_2samp computes exact p-values up to this sample size (its MAX_AUTO_N) and
 # Smirnov's asymptotic distribution above it; the fast path below follows the same rule.
@@ -71,7 +69,7 @@ class Distribution:
 
 @dataclass(frozen=True)
 class FeatureDrift:
-    """The drift result of one column; severity is set by :func:`assign_severity`."""
+    """The drift result of one column; severity is set by ``monitoring.severity``."""
 
     feature: str
     kind: Kind
@@ -274,7 +272,7 @@ def adjust_p_values(p_values: Sequence[float], method: Correction) -> list[float
 # ------------------------------------------------------------------ one column
 
 
-def _is_numeric(series: pd.Series) -> bool:
+def is_numeric(series: pd.Series) -> bool:
     return pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
 
 
@@ -505,7 +503,7 @@ def compare_column(
     columns by quantile-binned PSI and KS. Missing values (null, NaN, infinite) are
     counted apart and left out of both tests.
     """
-    if _is_numeric(reference) and _is_numeric(current):
+    if is_numeric(reference) and is_numeric(current):
         reference_values, reference_nulls = _numeric_values(reference)
         current_values, current_nulls = _numeric_values(current)
         summaries = (
@@ -535,238 +533,3 @@ def compare_column(
     if reference_kept.empty or current_kept.empty:
         return _compare_empty(name, summaries, role)
     return _compare_categorical(name, reference_kept, current_kept, summaries, settings, role)
-
-
-# -------------------------------------------------------------------- severity
-
-
-def assign_severity(result: FeatureDrift, settings: MonitoringSettings) -> FeatureDrift:
-    """Severity and its reasons from PSI and the (adjusted) p-value.
-
-    ``major`` when PSI > psi_major or p < p_major, ``minor`` when PSI > psi_minor or
-    p < p_minor, else ``none``. A p-value counts only when the effect size reaches
-    ``min_effect_size`` (otherwise the note says so). A column whose values vanished on one
-    side only is ``major``.
-    """
-    if result.kind == "insufficient_data":
-        return replace(result, severity="none", reasons=[])
-    if result.kind == "empty":
-        one_sided = (result.reference.count == 0) != (result.current.count == 0)
-        return replace(
-            result,
-            severity="major" if one_sided else "none",
-            reasons=[result.note or "no values"] if one_sided else [],
-        )
-    reasons: list[str] = []
-    rank = 0
-    if result.psi is not None:
-        if result.psi > settings.psi_major:
-            rank, reasons = 2, [f"PSI {result.psi:.3f} > {settings.psi_major:g}"]
-        elif result.psi > settings.psi_minor:
-            rank, reasons = 1, [f"PSI {result.psi:.3f} > {settings.psi_minor:g}"]
-    p_value = result.p_value_adjusted if result.p_value_adjusted is not None else result.p_value
-    label = "adjusted p" if result.p_value_adjusted is not None else "p"
-    test = "KS" if result.test == "ks" else "chi-square"
-    effect = result.effect_size or 0.0
-    note = result.note
-    for level, threshold in ((2, settings.p_major), (1, settings.p_minor)):
-        if p_value is None or p_value >= threshold:
-            continue
-        if effect < settings.min_effect_size:  # detectable, but too small to act on
-            note = note or (
-                f"{test} {label} {p_value:.2g} < {threshold:g} not counted: "
-                f"{result.effect_size_name} {effect:.3f} < {settings.min_effect_size:g}"
-            )
-        else:
-            if level >= rank:
-                reasons.append(f"{test} {label} {p_value:.2g} < {threshold:g}")
-            rank = max(rank, level)
-        break
-    return replace(result, severity=SEVERITIES[rank], reasons=reasons if rank else [], note=note)
-
-
-# -------------------------------------------------------------------- frames
-
-
-@dataclass(frozen=True)
-class DriftReport:
-    """Every compared column, the score's drift and what was left out, with why."""
-
-    features: list[FeatureDrift]
-    settings: MonitoringSettings
-    score: FeatureDrift | None = None
-    skipped: dict[str, str] = field(default_factory=dict)
-    reference_rows: int = 0
-    current_rows: int = 0
-    sources: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def severity(self) -> Severity:
-        """The worst severity over the features (the score is reported, not counted)."""
-        rank = max((SEVERITY_RANK[item.severity] for item in self.features), default=0)
-        return SEVERITIES[rank]
-
-    def names_with(self, severity: Severity) -> list[str]:
-        """Features with exactly this severity."""
-        return [item.feature for item in self.features if item.severity == severity]
-
-    def summary(self) -> dict[str, Any]:
-        """Counts, flagged features, thresholds and sources."""
-        settings = self.settings
-        return {
-            "severity": self.severity,
-            "drift_detected": self.severity != "none",
-            "features_compared": len(self.features),
-            "major": self.names_with("major"),
-            "minor": self.names_with("minor"),
-            "insufficient_data": [
-                item.feature for item in self.features if item.kind == "insufficient_data"
-            ],
-            "min_samples": settings.min_samples,
-            "score_severity": self.score.severity if self.score else None,
-            "skipped": self.skipped,
-            "reference_rows": self.reference_rows,
-            "current_rows": self.current_rows,
-            "correction": settings.correction,
-            "thresholds": {
-                "psi_major": settings.psi_major,
-                "psi_minor": settings.psi_minor,
-                "p_major": settings.p_major,
-                "p_minor": settings.p_minor,
-                "min_effect_size": settings.min_effect_size,
-                "psi_bins": settings.psi_bins,
-                "max_categories": settings.max_categories,
-            },
-            "sources": self.sources,
-        }
-
-    def to_dict(self) -> dict[str, Any]:
-        """The ``drift.json`` document."""
-        return {
-            "features": [item.to_dict() for item in self.features],
-            "score": self.score.to_dict() if self.score else None,
-            "summary": self.summary(),
-        }
-
-
-def select_columns(
-    reference: pd.DataFrame,
-    current: pd.DataFrame,
-    settings: MonitoringSettings,
-    features: Sequence[str] | None = None,
-) -> tuple[list[str], dict[str, str]]:
-    """The columns to compare, and the ones left out with the reason.
-
-    With ``features`` every named column must exist in both frames. Otherwise every
-    shared numeric, boolean or text column except ``settings.exclude_columns``;
-    timestamps and text with more than ``max_string_categories`` values are skipped.
-
-    Raises:
-        DriftInputError: A named feature is missing, or nothing is left to compare.
-    """
-    if features:
-        missing = {
-            side: [name for name in features if name not in frame.columns]
-            for side, frame in (("reference", reference), ("current", current))
-        }
-        problems = [f"{side} lacks {', '.join(names)}" for side, names in missing.items() if names]
-        if problems:
-            raise DriftInputError("unknown feature(s): " + "; ".join(problems))
-        return list(features), {}
-    skipped: dict[str, str] = {}
-    for side, mine, other in (
-        ("reference", reference, current),
-        ("current", current, reference),
-    ):
-        for name in mine.columns:
-            if name not in other.columns:
-                skipped[name] = f"only in the {side} data"
-    selected: list[str] = []
-    for name in reference.columns:
-        if name not in current.columns:
-            continue
-        if name in settings.exclude_columns:
-            skipped[name] = "excluded (key or timestamp column)"
-        elif pd.api.types.is_datetime64_any_dtype(reference[name]):
-            skipped[name] = "timestamp column"
-        elif not (_is_numeric(reference[name]) or _is_numeric(current[name])):
-            distinct = pd.concat([reference[name], current[name]]).nunique()
-            if distinct > settings.max_string_categories:
-                skipped[name] = (
-                    f"{distinct} distinct text values > {settings.max_string_categories}"
-                    " (an identifier?)"
-                )
-            else:
-                selected.append(name)
-        else:
-            selected.append(name)
-    if not selected:
-        raise DriftInputError("no shared numeric or categorical column to compare")
-    return selected, skipped
-
-
-def compare_frames(
-    reference: pd.DataFrame,
-    current: pd.DataFrame,
-    settings: MonitoringSettings,
-    *,
-    features: Sequence[str] | None = None,
-    score_column: str | None = None,
-    sources: dict[str, Any] | None = None,
-) -> DriftReport:
-    """Compare two samples column by column and grade each column's drift.
-
-    Args:
-        reference: The baseline sample (e.g. the champion's training window).
-        current: The sample to check (e.g. the last 7 days).
-        settings: Bins, thresholds, correction and thread count.
-        features: Columns to compare; default: see :func:`select_columns`.
-        score_column: A model-score column present in both frames, compared as a
-            continuous column and reported apart (it does not set the overall severity).
-        sources: Where the samples came from, copied into the summary.
-
-    Raises:
-        DriftInputError: A named column is missing or nothing can be compared.
-    """
-    if reference.empty or current.empty:
-        empty = "reference" if reference.empty else "current"
-        raise DriftInputError(f"the {empty} sample has no rows")
-    names, skipped = select_columns(reference, current, settings, features)
-    if score_column:
-        names = [name for name in names if name != score_column]
-        skipped.pop(score_column, None)
-    jobs: list[tuple[str, Role]] = [(name, "feature") for name in names]
-    if score_column:
-        if score_column not in reference.columns or score_column not in current.columns:
-            raise DriftInputError(f"score column {score_column!r} is not in both samples")
-        jobs.append((score_column, "score"))
-
-    def compare(job: tuple[str, Role]) -> FeatureDrift:
-        return compare_column(job[0], reference[job[0]], current[job[0]], settings, role=job[1])
-
-    workers = min(settings.workers or os.cpu_count() or 1, len(jobs))
-    if workers == 1:
-        results = [compare(job) for job in jobs]
-    else:
-        # numpy sorts and searches release the GIL, so threads compare columns in parallel.
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(compare, jobs))
-    feature_results = [item for item in results if item.role == "feature"]
-    tested = [index for index, item in enumerate(feature_results) if item.p_value is not None]
-    if settings.correction != "none":
-        adjusted = adjust_p_values(
-            [feature_results[index].p_value or 0.0 for index in tested], settings.correction
-        )
-        for index, value in zip(tested, adjusted, strict=True):
-            feature_results[index] = replace(feature_results[index], p_value_adjusted=value)
-    graded = [assign_severity(item, settings) for item in feature_results]
-    score = next((item for item in results if item.role == "score"), None)
-    return DriftReport(
-        features=graded,
-        settings=settings,
-        score=assign_severity(score, settings) if score else None,
-        skipped=skipped,
-        reference_rows=len(reference),
-        current_rows=len(current),
-        sources=sources or {},
-    )

@@ -35,6 +35,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.exits import InputError, UnavailableError, exit_on_error
 from core.feast_store import feature_store_session
+from core.lineage import LineageError, ModelLineage
 from core.options import ProfileOption, profile_settings
 from core.settings import DEFAULT_MODEL_NAME, DataSettings, FeastSettings
 
@@ -47,9 +48,6 @@ if TYPE_CHECKING:
 
 TIMESTAMP = "event_timestamp"
 USER_ID = "user_id"
-FEATURE_SERVICE_TAG = "feast.feature_service"
-FEATURES_TAG = "feast.features"
-PROJECT_TAG = "feast.project"
 
 
 class ScoreInputError(InputError):
@@ -176,14 +174,10 @@ def load_model_version(
         raise ScoreInputError(
             f"model {name!r} has no {wanted} in {tracking_uri}: train one first (`churn train`)"
         ) from error
-    tags = dict(found.tags or {})
-    service = tags.get(FEATURE_SERVICE_TAG, "")
-    features = tuple(f for f in tags.get(FEATURES_TAG, "").split(",") if f)
-    if not service or not features:
-        raise ScoreInputError(
-            f"model {name} version {found.version} lacks its {FEATURE_SERVICE_TAG} / "
-            f"{FEATURES_TAG} tags: it cannot be scored through Feast"
-        )
+    try:
+        lineage = ModelLineage.from_tags(found.tags, owner=f"model {name} version {found.version}")
+    except LineageError as error:
+        raise ScoreInputError(f"{error}: it cannot be scored through Feast") from error
     uri = client.get_model_version_download_uri(name, found.version)
     with tempfile.TemporaryDirectory(prefix="churn-score-model-") as folder:
         local = mlflow.artifacts.download_artifacts(
@@ -193,9 +187,9 @@ def load_model_version(
     return LoadedModel(
         name=name,
         version=str(found.version),
-        service=service,
-        features=features,
-        project=tags.get(PROJECT_TAG) or None,
+        service=lineage.feature_service,
+        features=lineage.features,
+        project=lineage.project,
         model=model,
     )
 

@@ -1,8 +1,8 @@
 """The served model: found by alias in the MLflow registry, checked, and scored on numpy.
 
-A model version must carry the tags training writes (``feast.feature_service``,
-``feast.features``, ``feast.project``); its sklearn columns must be exactly
-``feast.features``. Anything else is refused with a message naming the problem.
+A model version must carry the lineage training writes (core.lineage: feature service,
+features, project); its sklearn columns must be exactly its features. Anything else is
+refused with a message naming the problem.
 """
 
 from __future__ import annotations
@@ -14,16 +14,13 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from core.lineage import LineageError, ModelLineage
 from core.model_checks import CHECK_ROWS_ARTIFACT, read_check_rows
 from serving.inference import EngineChoice, EngineName, Predictor, choose_engine, native_threads
 
 if TYPE_CHECKING:
     from core.explain import TreeExplainer
     from serving.features import FeaturePlan
-
-FEATURE_SERVICE_TAG = "feast.feature_service"
-FEATURES_TAG = "feast.features"
-PROJECT_TAG = "feast.project"
 
 
 class ModelRefused(ValueError):
@@ -110,29 +107,19 @@ class MlflowModelSource:
                 )
             except (MlflowException, OSError):
                 return None
-            return read_check_rows(local, features=feature_tags(info)[1])
+            return read_check_rows(local, features=model_lineage(info).features)
 
 
-def feature_tags(info: VersionInfo) -> tuple[str, tuple[str, ...], str | None]:
+def model_lineage(info: VersionInfo) -> ModelLineage:
     """The feature service, ordered features and project a version was trained with.
 
     Raises:
-        ModelRefused: A required tag is missing or empty.
+        ModelRefused: A required tag is missing, empty or malformed.
     """
-    service = info.tags.get(FEATURE_SERVICE_TAG, "").strip()
-    features = tuple(f.strip() for f in info.tags.get(FEATURES_TAG, "").split(",") if f.strip())
-    missing = [
-        tag
-        for tag, value in ((FEATURE_SERVICE_TAG, service), (FEATURES_TAG, features))
-        if not value
-    ]
-    if missing:
-        raise ModelRefused(
-            f"model {info.name} version {info.version} lacks tag(s) {', '.join(missing)}"
-        )
-    if len(set(features)) != len(features):
-        raise ModelRefused(f"model {info.name} version {info.version} repeats a feature")
-    return service, features, info.tags.get(PROJECT_TAG) or None
+    try:
+        return ModelLineage.from_tags(info.tags, owner=f"model {info.name} version {info.version}")
+    except LineageError as error:
+        raise ModelRefused(str(error)) from error
 
 
 class NumpyPredictor:

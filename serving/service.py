@@ -37,7 +37,7 @@ from serving.model import (
     ServingModel,
     VersionInfo,
     build_serving_model,
-    feature_tags,
+    model_lineage,
 )
 from serving.prediction_log import LogChunk, PredictionLog
 from serving.settings import ServingSettings
@@ -399,8 +399,12 @@ class PredictionService:
 
     def _load(self, info: VersionInfo) -> ServingModel:
         """Resolve the version's feature service, load and check the model (blocking)."""
-        service_name, features, project = feature_tags(info)
-        plan = self.online.resolve(service_name=service_name, features=features, project=project)
+        lineage = model_lineage(info)
+        plan = self.online.resolve(
+            service_name=lineage.feature_service,
+            features=lineage.features,
+            project=lineage.project,
+        )
         threads = self.settings.inference_threads
         with native_threads(threads):
             model = self.source.load(info)

@@ -26,6 +26,18 @@ from tests.utils.services import (
 )
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test that is not a ``unit`` test as ``services`` (``-m unit`` / ``-m services``).
+
+    Unit is the claim a module makes (``pytestmark = pytest.mark.unit``); anything that
+    makes no claim is taken to need the real services, so a new test is never skipped by
+    ``make test-unit`` on a wrong guess.
+    """
+    for item in items:
+        if item.get_closest_marker("unit") is None:
+            item.add_marker(pytest.mark.services)
+
+
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """Keep every test away from the developer's data, MLflow store and home.

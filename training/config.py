@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from core.exits import ExitCode, InputError
 from core.settings import DEFAULT_MODEL_NAME, DataSettings, FeastProfile, FeastSettings
+from core.tables import LABEL
 
 ModelFamily = Literal["hist_gradient_boosting", "gradient_boosting"]
 MissingPolicy = Literal["drop", "keep"]
@@ -43,7 +44,7 @@ class TrainingConfig(BaseSettings):
     labels_path: Path | None = Field(
         default=None, description="Labels Parquet (default: <data_dir>/offline/labels.parquet)."
     )
-    label_column: str = "label"
+    label_column: str = LABEL  # the labels table's column (core.tables)
     trials: int = Field(default=50, ge=1)
     timeout: float | None = Field(default=3600.0, gt=0, description="Tuning time budget (s).")
     model_name: str = DEFAULT_MODEL_NAME
@@ -89,9 +90,9 @@ class TrainingConfig(BaseSettings):
         return self.experiment or self.model_name
 
 
-@dataclass
+@dataclass(frozen=True)
 class TrainingResult:
-    """Outcome of ``run_training``."""
+    """Outcome of ``run_training`` (immutable: built once the run has finished)."""
 
     run_id: str | None
     test_roc_auc: float | None

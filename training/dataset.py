@@ -20,12 +20,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from core.tables import EVENT_TIMESTAMP, LABEL
 from training.config import MissingPolicy, TrainingError
 
 if TYPE_CHECKING:
     from feast import FeatureService, FeatureStore, FeatureView
 
-TIMESTAMP = "event_timestamp"
+TIMESTAMP = EVENT_TIMESTAMP  # the labels table is the entity frame (core.tables)
 ROW_ID = "training_row_id"  # carried through Feast to check that no label row is lost
 # A source row older than the label by more than this is never a candidate in the audit.
 _AUDIT_MARGIN = timedelta(days=1)
@@ -189,7 +190,7 @@ def build_training_set(
     *,
     feature_service: str,
     labels_path: Path,
-    label_column: str = "label",
+    label_column: str = LABEL,
     missing: MissingPolicy = "drop",
 ) -> TrainingSet:
     """Join a labels table with a feature service's features as of each label's time.

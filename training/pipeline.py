@@ -1,48 +1,41 @@
 """The training pipeline: Feast training set -> time split -> Optuna -> refit -> gate -> registry.
 
 ``run_training(config)`` is the entry point for the command line and for other components
-(the monitoring job's retraining trigger). One MLflow parent run records everything: the
-lineage (feature service, refs, Feast project, labels, split, data hash, code version),
-the trials as nested runs, the metrics, the feature importances and the model. The model
-is registered only when its test ROC AUC reaches ``min_auc``; a new version becomes
-``challenger`` and is promoted to ``champion`` when it beats the current champion on this
-run's test window (or there is none).
+(the monitoring job's retraining trigger). This module orchestrates the steps; what is
+recorded lives in ``training.mlflow_logging`` and who becomes champion in
+``training.promotion``. One MLflow parent run records everything: the lineage (feature
+service, refs, Feast project, labels, split, data hash, code version), the trials as
+nested runs, the metrics, the feature importances and the model. The model is registered
+only when its test ROC AUC reaches ``min_auc``; a new version becomes ``challenger`` and is
+promoted to ``champion`` when it beats the current champion on this run's test window (or
+there is none).
 """
 
 from __future__ import annotations
 
-import json
-import tempfile
 import time
 import uuid
 from dataclasses import asdict
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from core.model_trust import (
-    HASH_TAG,
-    UntrustedModelError,
-    load_registered_model,
-    logged_model_sha256,
-)
+from core.lineage import ModelLineage
+from core.model_trust import logged_model_sha256
 from training.config import ModelFamily, TrainingConfig, TrainingError, TrainingResult
-from training.dataset import TrainingSet, build_training_set, report_as_params
-from training.models import (
-    FAMILIES,
-    build_model,
-    evaluate,
-    feature_importances,
-    limit_threads,
+from training.dataset import TrainingSet, build_training_set
+from training.mlflow_logging import (
+    config_params,
+    log_data_report,
+    log_dataset_input,
+    log_importances,
+    log_lineage,
+    log_model,
+    log_trials,
+    to_datetime,
 )
-from training.registry import (
-    CHAMPION,
-    alias_version,
-    register_version,
-    set_challenger,
-    set_champion,
-)
+from training.models import FAMILIES, build_model, evaluate, limit_threads
+from training.promotion import register_and_promote
 from training.split import TimeSplit, split_by_time
 from training.tracking import (
     MlflowSettings,
@@ -51,16 +44,13 @@ from training.tracking import (
     configure_mlflow,
     ensure_experiment,
 )
-from training.tuning import StudySpec, TuningData, count_trials, redact_storage_url, tune
+from training.tuning import StudySpec, TuningData, count_trials, tune
 
 if TYPE_CHECKING:
-    import optuna
     from feast import FeatureStore
     from sklearn.base import ClassifierMixin
 
     from core.settings import FeastSettings
-
-_EXAMPLE_ROWS = 5
 
 
 def open_training_store(feast: FeastSettings, *, tracking_uri: str) -> FeatureStore:
@@ -166,13 +156,11 @@ def _run_training(config: TrainingConfig, mlflow_settings: MlflowSettings | None
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
         run_id = run.info.run_id
         mlflow.set_tags(code_version())
-        mlflow.log_params(_config_params(config, spec))
+        mlflow.log_params(config_params(config, spec))
         training_set = _build_training_set(store, config)
         split = _split(training_set)
-        lineage = _lineage(training_set, split, config)
-        mlflow.log_params(lineage)
-        mlflow.set_tags(lineage)
-        _log_dataset_input(training_set, config)
+        log_lineage(training_set, split, config)
+        log_dataset_input(training_set, config)
 
         tuning_started = time.monotonic()
         study = tune(
@@ -182,7 +170,7 @@ def _run_training(config: TrainingConfig, mlflow_settings: MlflowSettings | None
             progress=config.progress,
         )
         tuning_seconds = time.monotonic() - tuning_started
-        _log_trials(study, experiment_id=experiment_id, parent_run_id=run_id)
+        log_trials(study, experiment_id=experiment_id, parent_run_id=run_id)
         complete, pruned = count_trials(study)
         if complete == 0:
             raise TrainingError(
@@ -207,42 +195,79 @@ def _run_training(config: TrainingConfig, mlflow_settings: MlflowSettings | None
             training_set, split, best.params, family=config.model_family, seed=config.seed
         )
         mlflow.log_metrics({f"test_{name}": value for name, value in test_metrics.items()})
-        _log_importances(model, training_set, split, config.seed)
-        model_uri = _log_model(model, training_set, split)
+        log_importances(model, training_set, split, config.seed)
+        model_uri = log_model(model, training_set, split)
 
-        result = TrainingResult(
-            run_id=run_id,
-            experiment_id=experiment_id,
-            test_roc_auc=test_metrics["roc_auc"],
-            val_roc_auc=float(best.value or 0.0),
-            registered=False,
-            version=None,
-            promoted=False,
-            reason="",
-            best_params=dict(best.params),
-            model_name=config.model_name,
-            study_name=spec.study_name,
-            trials_complete=complete,
-            trials_pruned=pruned,
-            rows=split.row_counts(),
-            tuning_seconds=tuning_seconds,
-            data_report=asdict(training_set.report),
-        )
-        if result.test_roc_auc is None or result.test_roc_auc < config.min_auc:
-            result.below_gate = True
-            result.reason = (
+        test_auc = test_metrics["roc_auc"]
+        outcome: dict[str, Any] = {}
+        if test_auc is None or test_auc < config.min_auc:
+            reason = (
                 f"test ROC AUC {test_metrics['roc_auc']:.4f} is below the gate "
                 f"{config.min_auc:.4f}: not registered"
             )
-            mlflow.set_tags({"gate.passed": "false", "gate.reason": result.reason})
+            outcome = {"below_gate": True, "reason": reason}
+            mlflow.set_tags({"gate.passed": "false", "gate.reason": reason})
         else:
             mlflow.set_tag("gate.passed", "true")
+            lineage = _model_lineage(training_set, split, test_auc, model_uri)
             with champion_lock(config.model_name):
-                _register_and_promote(result, model_uri, training_set, split, config)
-            mlflow.set_tag("registry.outcome", result.reason)
-        result.total_seconds = time.monotonic() - started
-        mlflow.log_metric("total_seconds", result.total_seconds)
-    return result
+                registration = register_and_promote(
+                    model_name=config.model_name,
+                    model_uri=model_uri,
+                    run_id=run_id,
+                    lineage=lineage,
+                    training_set=training_set,
+                    split=split,
+                )
+            outcome = {
+                "registered": True,
+                "version": registration.version,
+                "promoted": registration.promoted,
+                "reason": registration.reason,
+                "champion_test_roc_auc": registration.champion_test_roc_auc,
+            }
+            mlflow.set_tag("registry.outcome", registration.reason)
+        total_seconds = time.monotonic() - started
+        mlflow.log_metric("total_seconds", total_seconds)
+    return TrainingResult(
+        run_id=run_id,
+        experiment_id=experiment_id,
+        test_roc_auc=test_auc,
+        val_roc_auc=float(best.value or 0.0),
+        registered=outcome.get("registered", False),
+        version=outcome.get("version"),
+        promoted=outcome.get("promoted", False),
+        reason=outcome["reason"],
+        best_params=dict(best.params),
+        model_name=config.model_name,
+        study_name=spec.study_name,
+        trials_complete=complete,
+        trials_pruned=pruned,
+        rows=split.row_counts(),
+        champion_test_roc_auc=outcome.get("champion_test_roc_auc"),
+        below_gate=outcome.get("below_gate", False),
+        tuning_seconds=tuning_seconds,
+        total_seconds=total_seconds,
+        data_report=asdict(training_set.report),
+    )
+
+
+def _model_lineage(
+    training_set: TrainingSet, split: TimeSplit, test_auc: float, model_uri: str
+) -> ModelLineage:
+    """The registered version's lineage (core.lineage), checked by every loader."""
+    import mlflow
+
+    bounds = split.boundaries()
+    return ModelLineage(
+        feature_service=training_set.features.service,
+        features=tuple(training_set.feature_names),
+        project=training_set.project,
+        test_start=to_datetime(bounds["data.test_start"]),
+        test_end=to_datetime(bounds["data.test_end"]),
+        test_roc_auc=test_auc,
+        artifact_sha256=logged_model_sha256(model_uri, mlflow.get_tracking_uri()),
+    )
 
 
 def _check_config(config: TrainingConfig) -> None:
@@ -256,27 +281,10 @@ def _check_config(config: TrainingConfig) -> None:
         raise TrainingError("--tune-only joins a shared study: give --storage and --study-name")
 
 
-def _config_params(config: TrainingConfig, spec: StudySpec) -> dict[str, Any]:
-    return {
-        "model_family": config.model_family,
-        "seed": config.seed,
-        "trials": config.trials,
-        "timeout": config.timeout,
-        "workers": config.workers,
-        "min_auc": config.min_auc,
-        "missing_policy": config.missing,
-        "label_column": config.label_column,
-        "optuna.storage": redact_storage_url(config.storage),
-        "optuna.study_name": spec.study_name,
-    }
-
-
 def _build_training_set(
     store: FeatureStore, config: TrainingConfig, *, log: bool = True
 ) -> TrainingSet:
     """Build the training set (logging its report on the active run) and refuse leakage."""
-    import mlflow
-
     training_set = build_training_set(
         store,
         feature_service=config.feature_service,
@@ -286,12 +294,7 @@ def _build_training_set(
     )
     report = training_set.report
     if log:
-        mlflow.log_params(report_as_params(report))
-        mlflow.log_metrics({"data.leakage_rows": report.leakage_rows})
-        mlflow.log_dict(
-            {"missing_by_feature": report.missing_by_feature, "audited": report.audited_features},
-            "data_report.json",
-        )
+        log_data_report(report)
     if report.leakage_rows:
         raise TrainingError(
             f"point-in-time audit: {report.leakage_rows} row(s) use a feature value newer "
@@ -312,58 +315,6 @@ def _split(training_set: TrainingSet) -> TimeSplit:
     return split
 
 
-def _lineage(training_set: TrainingSet, split: TimeSplit, config: TrainingConfig) -> dict[str, Any]:
-    """Lineage logged as both params and tags of the parent run."""
-    frame = training_set.frame
-    counts = split.row_counts()
-    report = training_set.report
-    return {
-        "feast.feature_service": training_set.features.service,
-        "feast.features": ",".join(training_set.feature_names),
-        "feast.feature_refs": ",".join(training_set.features.refs),
-        "feast.project": training_set.project,
-        "feast.repo_path": str(config.feast_settings().repo_path),
-        "data.labels_path": str(config.resolved_labels_path().resolve()),
-        "data.labels_start": frame["event_timestamp"].min().isoformat(),
-        "data.labels_end": frame["event_timestamp"].max().isoformat(),
-        "data.rows": report.rows,
-        "data.rows_train": counts["train"],
-        "data.rows_val": counts["val"],
-        "data.rows_test": counts["test"],
-        "data.sha256": training_set.fingerprint(),
-        **split.boundaries(),
-    }
-
-
-def _log_dataset_input(training_set: TrainingSet, config: TrainingConfig) -> None:
-    """Record the training set as the run's dataset input (name, digest, schema, source)."""
-    import warnings
-
-    import mlflow
-    from mlflow.data.code_dataset_source import CodeDatasetSource
-    from mlflow.data.pandas_dataset import from_pandas
-
-    # The set is produced by code (Feast's point-in-time join of the labels), not read from
-    # one file, so its source names the inputs.
-    source = CodeDatasetSource(
-        tags={
-            "feast.feature_service": training_set.features.service,
-            "feast.project": training_set.project,
-            "labels": str(config.resolved_labels_path().resolve()),
-        }
-    )
-    with warnings.catch_warnings():
-        # Keys and labels are integers by contract; MLflow hints about integer columns.
-        warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer")
-        dataset = from_pandas(
-            training_set.frame,
-            name=f"{training_set.features.service}-training-set",
-            targets=training_set.label_column,
-            source=source,
-        )
-        mlflow.log_input(dataset, context="training")  # the schema is inferred here
-
-
 def _tuning_data(training_set: TrainingSet, split: TimeSplit) -> TuningData:
     names, label = training_set.feature_names, training_set.label_column
     return TuningData(
@@ -372,39 +323,6 @@ def _tuning_data(training_set: TrainingSet, split: TimeSplit) -> TuningData:
         x_val=split.val[names],
         y_val=split.val[label],
     )
-
-
-def _log_trials(study: optuna.Study, *, experiment_id: str, parent_run_id: str) -> None:
-    """Record every finished trial of the study as a nested run of the parent."""
-    import mlflow
-    from mlflow.entities import Metric, Param
-    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
-
-    client = mlflow.MlflowClient()
-    for trial in study.get_trials(deepcopy=False):
-        if trial.datetime_start is None or trial.datetime_complete is None:
-            continue
-        start = int(trial.datetime_start.timestamp() * 1000)
-        end = int(trial.datetime_complete.timestamp() * 1000)
-        child = client.create_run(
-            experiment_id,
-            start_time=start,
-            run_name=f"trial-{trial.number}",
-            tags={
-                MLFLOW_PARENT_RUN_ID: parent_run_id,
-                "optuna.state": trial.state.name,
-                "optuna.worker": str(trial.user_attrs.get("worker", 0)),
-            },
-        )
-        metrics = [
-            Metric("val_roc_auc_stage", float(value), end, int(step))
-            for step, value in sorted(trial.intermediate_values.items())
-        ]
-        if trial.value is not None:
-            metrics.append(Metric("val_roc_auc", float(trial.value), end, 0))
-        params = [Param(name, str(value)) for name, value in trial.params.items()]
-        client.log_batch(child.info.run_id, metrics=metrics, params=params)
-        client.set_terminated(child.info.run_id, "FINISHED", end_time=end)
 
 
 def _refit_and_test(
@@ -425,188 +343,6 @@ def _refit_and_test(
     model.fit(train_val[names], train_val[label])
     mlflow.log_metric("refit_seconds", time.monotonic() - fit_started)
     return model, evaluate(model, split.test[names], split.test[label])
-
-
-def _log_importances(
-    model: ClassifierMixin, training_set: TrainingSet, split: TimeSplit, seed: int
-) -> None:
-    import mlflow
-
-    names, label = training_set.feature_names, training_set.label_column
-    importances, method = feature_importances(
-        model, split.test[names], split.test[label], seed=seed
-    )
-    mlflow.log_dict({"method": method, "importances": importances}, "feature_importances.json")
-    from training.global_view import log_mean_contributions
-
-    log_mean_contributions(model, split.test[names])
-
-
-def _log_model(model: ClassifierMixin, training_set: TrainingSet, split: TimeSplit) -> str:
-    """Log the model (skops with its trusted types) with signature and input example.
-
-    The trusted types are the fixed list the loaders accept (core.model_trust), never
-    ones read off this model: a model needing others could not be loaded, so it fails here.
-    """
-    import mlflow
-    from mlflow.models import infer_signature
-
-    from core.model_trust import TRUSTED_TYPES, untrusted_types_of
-
-    unknown = untrusted_types_of(model)
-    if unknown:
-        raise TrainingError(
-            f"the fitted model needs types the loaders do not trust: {', '.join(unknown)} "
-            "(add them to core.model_trust.TRUSTED_TYPES after review)"
-        )
-    example = split.test[training_set.feature_names].head(_EXAMPLE_ROWS)
-    signature = infer_signature(example, model.predict_proba(example))
-    info = mlflow.sklearn.log_model(
-        model,
-        name="model",
-        # Given, not inferred: inference re-imports the model in a subprocess (10 s here).
-        pip_requirements=mlflow.sklearn.get_default_pip_requirements(include_skops=True),
-        serialization_format="skops",
-        skops_trusted_types=list(TRUSTED_TYPES),
-        signature=signature,
-        input_example=example,
-        pyfunc_predict_fn="predict_proba",
-        metadata={
-            "feast.feature_service": training_set.features.service,
-            "feast.features": ",".join(training_set.feature_names),
-            "feast.project": training_set.project,
-        },
-    )
-    # The file Feast's own MLflow integration attaches to a logged model: its feature refs.
-    mlflow.log_text(json.dumps(training_set.features.refs), "feast_features.json")
-    _log_check_rows(split.test, training_set.feature_names)
-    return str(info.model_uri)
-
-
-def _log_check_rows(test: pd.DataFrame, features: list[str]) -> None:
-    """Leave the test rows for serving, which checks faster inference engines against them."""
-    import mlflow
-
-    from core.model_checks import CHECK_ROWS_ARTIFACT, select_check_rows
-
-    folder, name = CHECK_ROWS_ARTIFACT.rsplit("/", 1)
-    with tempfile.TemporaryDirectory(prefix="churn-check-rows-") as scratch:
-        path = Path(scratch) / name
-        select_check_rows(test, features).to_parquet(path, index=False)
-        mlflow.log_artifact(str(path), artifact_path=folder)
-
-
-def _register_and_promote(
-    result: TrainingResult,
-    model_uri: str,
-    training_set: TrainingSet,
-    split: TimeSplit,
-    config: TrainingConfig,
-) -> None:
-    """Register a new version, make it challenger, and champion if it beats the champion.
-
-    Called under the model's champion lock: another training, a retraining, a promotion
-    or a rollback finishing at the same time waits, then decides against the champion
-    this one left (so the best version wins and no history entry is lost).
-    """
-    import mlflow
-
-    client = mlflow.MlflowClient()
-    name = config.model_name
-    champion = alias_version(client, name, CHAMPION)
-    champion_auc, champion_note = (None, "")
-    if champion is not None:
-        champion_auc, champion_note = _score_champion(champion, training_set, split)
-    tags = {
-        "feast.feature_service": training_set.features.service,
-        "feast.features": ",".join(training_set.feature_names),
-        "feast.project": training_set.project,
-        "data.test_start": split.boundaries()["data.test_start"],
-        "data.test_end": split.boundaries()["data.test_end"],
-        "test_roc_auc": f"{result.test_roc_auc:.6f}",
-        # Checked by every loader (serving, training, drift) before the files are read.
-        HASH_TAG: logged_model_sha256(model_uri, mlflow.get_tracking_uri()),
-    }
-    version = register_version(
-        client,
-        name=name,
-        model_uri=model_uri,
-        run_id=str(result.run_id),
-        tags=tags,
-        description=f"Classifier on Feast feature service {training_set.features.service}.",
-    )
-    result.registered, result.version = True, str(version.version)
-    set_challenger(client, name, result.version)
-    new_auc = float(result.test_roc_auc or 0.0)
-    if champion_auc is not None:
-        result.champion_test_roc_auc = champion_auc
-        mlflow.log_metric("champion_test_roc_auc", champion_auc)
-    if champion is None:
-        promote, why = True, "first champion"
-    elif champion_auc is None:
-        promote, why = False, champion_note
-    elif new_auc > champion_auc:
-        promote, why = (
-            True,
-            (
-                f"beats champion v{champion.version} on this test window "
-                f"({new_auc:.4f} > {champion_auc:.4f})"
-            ),
-        )
-    else:
-        promote, why = (
-            False,
-            (
-                f"does not beat champion v{champion.version} on this test window "
-                f"({new_auc:.4f} <= {champion_auc:.4f})"
-            ),
-        )
-    if promote:
-        expected = str(champion.version) if champion is not None else None
-        set_champion(client, name, result.version, reason=why, expected=expected)
-    result.promoted = promote
-    role = "champion" if promote else "challenger"
-    result.reason = f"registered {name} v{result.version} as {role}: {why}"
-
-
-def _score_champion(
-    champion: Any, training_set: TrainingSet, split: TimeSplit
-) -> tuple[float | None, str]:
-    """The champion's test ROC AUC on this run's test rows, or None and why not."""
-    import mlflow
-
-    features = [f for f in champion.tags.get("feast.features", "").split(",") if f]
-    missing = [f for f in features if f not in split.test.columns]
-    if not features or missing:
-        return None, (
-            f"champion v{champion.version} uses other features "
-            f"({', '.join(missing) or 'unknown'}) and cannot be scored on this test window; "
-            "promote by hand if wanted"
-        )
-    # The champion was refit on every row before its own test window: scoring it on rows it
-    # was fitted on would inflate its score (a back-fill or a shorter labels file).
-    fitted_before = champion.tags.get("data.test_start")
-    test_start = split.boundaries()["data.test_start"]
-    if fitted_before and pd.Timestamp(fitted_before) > pd.Timestamp(test_start):
-        return None, (
-            f"champion v{champion.version} was fitted on rows up to {fitted_before}, inside "
-            f"this test window (from {test_start}), so it cannot be compared fairly; "
-            "promote by hand if wanted"
-        )
-    try:
-        model = load_registered_model(
-            mlflow.get_tracking_uri(), str(champion.name), str(champion.version)
-        )
-    except UntrustedModelError as error:
-        return None, (
-            f"champion v{champion.version} cannot be loaded safely ({error}); "
-            "promote by hand if wanted"
-        )
-    try:
-        metrics = evaluate(model, split.test[features], split.test[training_set.label_column])
-    except ValueError as error:  # e.g. a model without null support on rows kept with nulls
-        return None, f"champion v{champion.version} cannot score this test window: {error}"
-    return metrics["roc_auc"], ""
 
 
 def _tune_only(

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from core.tables import EVENT_TIMESTAMP
 from training.config import TrainingError
 
-TIMESTAMP = "event_timestamp"
+TIMESTAMP = EVENT_TIMESTAMP
 FRACTIONS = (0.7, 0.1, 0.2)
 
 

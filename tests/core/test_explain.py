@@ -18,6 +18,8 @@ from core.explain import TreeExplainer, build_explainer, mean_abs_contributions,
 from tests.utils.features import CHURN_V1_FEATURES
 from tests.utils.serving import training_frame
 
+pytestmark = pytest.mark.unit  # in-process only: `make test-unit`
+
 FEATURES = tuple(CHURN_V1_FEATURES)
 
 

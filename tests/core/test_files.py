@@ -10,6 +10,8 @@ import pytest
 
 from core.files import atomic_path, write_text_atomically
 
+pytestmark = pytest.mark.unit  # in-process only: `make test-unit`
+
 
 class _Recorder:
     """Records fsync and rename calls in order (the real calls still run)."""

@@ -17,6 +17,8 @@ from materialize.generate import (
     write_raw_events,
 )
 
+pytestmark = pytest.mark.unit  # in-process only: `make test-unit`
+
 END = pd.Timestamp("2026-06-01", tz="UTC")
 
 

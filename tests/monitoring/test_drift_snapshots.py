@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import sqlite3
 import subprocess
 import sys
-from collections.abc import Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -22,13 +24,15 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from core.feast_store import open_feature_store
+from core.settings import DataSettings
 from materialize.apply import apply_feature_repo
 from monitoring.retrain import read_decisions
 from monitoring.snapshots import build_reference, load_champion_lineage
 from monitoring.statistics import DriftInputError
 from tests.utils.feast_repo import TestRepo, make_feature_repo
 from tests.utils.features import CHURN_V1_FEATURES
-from tests.utils.monitoring import START, write_daily_history, write_prediction_log
+from tests.utils.history import START, write_history
+from tests.utils.monitoring import write_prediction_log
 from tests.utils.services import unique_name
 
 pytestmark = pytest.mark.filterwarnings(
@@ -63,6 +67,16 @@ def run_churn(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[st
 def train_champion(root: Path, *, users: int = 60) -> Champion:
     """Private repo, 70 days of daily snapshots and labels, `churn apply` and `churn train`."""
     repo = make_feature_repo(root, project=unique_name("drift"), profile="embedded")
+    env = _environment(repo)
+    history = write_history(repo.data, users=users, days=DAYS, seed=1)
+    _apply(repo)
+    trained = run_churn(env, "train", "--trials", "2", "--no-progress")
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+    return Champion(repo=repo, env=env, history=history)
+
+
+def _environment(repo: TestRepo) -> dict[str, str]:
+    """The environment `churn` runs in for a champion's repo and data folder."""
     env = {
         **os.environ,
         "CHURN_DATA_DIR": str(repo.data.data_dir),
@@ -74,10 +88,13 @@ def train_champion(root: Path, *, users: int = 60) -> Champion:
         "CHURN_MONITORING_MAX_DATA_LAG_HOURS": "0",
     }
     env.pop("MLFLOW_TRACKING_URI", None)
-    history = write_daily_history(repo.data, users=users, days=DAYS, seed=1)
-    # The FileSource path is taken from CHURN_DATA_DIR when the repo is applied.
+    return env
+
+
+def _apply(repo: TestRepo) -> None:
+    """`churn apply` in-process; the FileSource path is taken from CHURN_DATA_DIR."""
     previous = os.environ.get("CHURN_DATA_DIR")
-    os.environ["CHURN_DATA_DIR"] = env["CHURN_DATA_DIR"]
+    os.environ["CHURN_DATA_DIR"] = str(repo.data.data_dir)
     try:
         apply_feature_repo(repo.feast)
     finally:
@@ -85,15 +102,56 @@ def train_champion(root: Path, *, users: int = 60) -> Champion:
             os.environ.pop("CHURN_DATA_DIR")
         else:
             os.environ["CHURN_DATA_DIR"] = previous
-    trained = run_churn(env, "train", "--trials", "2", "--no-progress")
-    assert trained.returncode == 0, trained.stdout + trained.stderr
-    return Champion(repo=repo, env=env, history=history)
+
+
+def copy_champion(template: Champion, root: Path) -> Champion:
+    """An independent copy of a trained champion: repo, offline tables, Feast, MLflow.
+
+    The folder is copied; the Feast repo is applied again so its source reads the copy's
+    tables, and every path of the old folder in the MLflow database (experiment, run and
+    model artifact locations) is rewritten to the copy's, so nothing a test does (new
+    snapshots, a retraining, decisions) reaches the template or another test.
+    """
+    old_root = template.repo.data.data_dir.parent
+    shutil.copytree(old_root, root, dirs_exist_ok=True)
+    repo = TestRepo(
+        project=template.repo.project,
+        feast=template.repo.feast.model_copy(update={"repo_path": root / "feature_repo"}),
+        data=DataSettings(data_dir=root / "data"),
+    )
+    _rewrite_paths(repo.data.data_dir / "mlflow" / "mlflow.db", f"{old_root}/", f"{root}/")
+    _apply(repo)
+    return Champion(repo=repo, env=_environment(repo), history=template.history.copy())
+
+
+def _rewrite_paths(database: Path, old: str, new: str) -> None:
+    """Replace ``old`` by ``new`` in every text column of a SQLite database."""
+    with closing(sqlite3.connect(database)) as connection, connection:
+        tables = [
+            row[0]
+            for row in connection.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+        ]
+        for table in tables:
+            for column in connection.execute(f'PRAGMA table_info("{table}")').fetchall():
+                name, kind = column[1], str(column[2]).upper()
+                if "CHAR" in kind or "TEXT" in kind:
+                    connection.execute(
+                        f'UPDATE "{table}" SET "{name}" = replace("{name}", ?, ?) '
+                        f'WHERE instr("{name}", ?) > 0',
+                        (old, new, old),
+                    )
 
 
 @pytest.fixture(scope="module")
-def champion(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Champion]:
-    """One champion for the module (training takes a while); the last test changes it."""
-    yield train_champion(tmp_path_factory.mktemp("champion"))
+def trained_champion(tmp_path_factory: pytest.TempPathFactory) -> Champion:
+    """One trained champion for the module (training takes a while); never changed."""
+    return train_champion(tmp_path_factory.mktemp("champion"))
+
+
+@pytest.fixture
+def champion(trained_champion: Champion, tmp_path: Path) -> Champion:
+    """A private copy of the module's champion: each test may change its own."""
+    return copy_champion(trained_champion, tmp_path / "champion")
 
 
 def _train_run(champion: Champion) -> mlflow.entities.Run:
@@ -222,7 +280,7 @@ def test_a_week_that_arrived_late_is_judged_on_its_own_values(tmp_path: Path) ->
     # The shifted week reaches the platform in one incremental batch after its last day,
     # so every row's created time is later than its event time.
     week_start = START + timedelta(days=DAYS)
-    write_daily_history(
+    write_history(
         late.repo.data,
         users=60,
         days=7,
@@ -240,8 +298,8 @@ def test_a_week_that_arrived_late_is_judged_on_its_own_values(tmp_path: Path) ->
 def test_major_drift_retrains_through_the_gate_once_per_cooldown(
     champion: Champion, tmp_path: Path
 ) -> None:
-    # Last in the module: it appends a shifted week and registers a second version.
-    write_daily_history(
+    # Its own copy of the champion: it appends a shifted week and registers a second version.
+    write_history(
         champion.repo.data,
         users=60,
         days=7,

@@ -11,13 +11,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from monitoring.comparison import DriftReport, compare_frames
 from monitoring.metrics import publish_metrics
 from monitoring.report import render_html, write_reports
 from monitoring.settings import MonitoringSettings
-from monitoring.statistics import DriftReport, compare_frames
 from tests.utils.features import CHURN_V1_FEATURES
 from tests.utils.monitoring import make_feature_frame
 from tests.utils.pushgateway import running_gateway
+
+pytestmark = pytest.mark.unit  # in-process only: `make test-unit`
 
 SETTINGS = MonitoringSettings()
 

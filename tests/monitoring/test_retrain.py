@@ -11,9 +11,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from monitoring.comparison import DriftReport, compare_frames
 from monitoring.retrain import read_decisions, trigger_retraining
 from monitoring.settings import MonitoringSettings
-from monitoring.statistics import DriftReport, compare_frames
+
+pytestmark = pytest.mark.unit  # in-process only: `make test-unit`
 
 NOW = datetime(2026, 11, 2, 6, tzinfo=UTC)
 COOLDOWN = timedelta(hours=24)

@@ -10,17 +10,19 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from monitoring.comparison import compare_frames
 from monitoring.settings import MonitoringSettings
 from monitoring.statistics import (
     DriftInputError,
     adjust_p_values,
     compare_column,
-    compare_frames,
     kolmogorov_sf,
     ks_two_sample,
     population_stability_index,
 )
 from tests.utils.monitoring import make_feature_frame
+
+pytestmark = pytest.mark.unit  # in-process only: `make test-unit`
 
 SETTINGS = MonitoringSettings()
 

@@ -20,6 +20,8 @@ from serving.model import NumpyPredictor
 from tests.utils.features import CHURN_V1_FEATURES
 from tests.utils.serving import training_frame
 
+pytestmark = pytest.mark.unit  # in-process only: `make test-unit`
+
 FEATURES = tuple(CHURN_V1_FEATURES)
 
 

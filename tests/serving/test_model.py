@@ -12,9 +12,11 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from serving.model import ModelRefused, NumpyPredictor, VersionInfo, feature_tags
+from serving.model import ModelRefused, NumpyPredictor, VersionInfo, model_lineage
 from tests.utils.features import CHURN_V1_FEATURES
 from tests.utils.serving import training_frame
+
+pytestmark = pytest.mark.unit  # in-process only: `make test-unit`
 
 FEATURES = tuple(CHURN_V1_FEATURES)
 
@@ -74,7 +76,12 @@ def test_feature_tags_are_read_in_model_order_and_required() -> None:
         "feast.project": "churn",
     }
     info = VersionInfo(name="m", version="3", run_id=None, tags=tags)
-    assert feature_tags(info) == ("churn_v1", ("feature_2", "feature_1"), "churn")
+    lineage = model_lineage(info)
+    assert (lineage.feature_service, lineage.features, lineage.project) == (
+        "churn_v1",
+        ("feature_2", "feature_1"),
+        "churn",
+    )
     missing = VersionInfo(name="m", version="4", run_id=None, tags={"feast.features": "a"})
     with pytest.raises(ModelRefused, match=r"m version 4 lacks tag\(s\) feast\.feature_service"):
-        feature_tags(missing)
+        model_lineage(missing)

@@ -8,6 +8,8 @@ import pytest
 from training.config import TrainingError
 from training.split import split_by_time
 
+pytestmark = pytest.mark.unit  # in-process only: `make test-unit`
+
 
 def _frame(hours: list[int]) -> pd.DataFrame:
     times = pd.Timestamp("2026-01-01", tz="UTC") + pd.to_timedelta(hours, unit="h")

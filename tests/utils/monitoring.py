@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from core.settings import DataSettings
+from tests.utils.history import START, write_parquet
 
-START = datetime(2026, 9, 7, tzinfo=UTC)  # a Monday
+__all__ = ["START", "make_feature_frame", "write_parquet", "write_prediction_log"]
 
 
 def make_feature_frame(
@@ -47,73 +47,6 @@ def make_feature_frame(
             "day_of_week_cos": np.cos(2 * math.pi * day / 7),
             "is_weekend": (day >= 5).astype(np.int64),
         }
-    )
-
-
-def write_parquet(frame: pd.DataFrame, path: Path) -> Path:
-    """Write a frame as one Parquet file (creating the folder)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(path, index=False)
-    return path
-
-
-def _logistic(values: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-values))
-
-
-def write_daily_history(
-    data: DataSettings,
-    *,
-    users: int,
-    days: int,
-    start: datetime = START,
-    seed: int = 0,
-    feature_2_shift: float = 0.0,
-    arrived: datetime | None = None,
-) -> pd.DataFrame:
-    """Append one snapshot and one label per user and day to the offline tables.
-
-    ``arrived`` is when the batch reached the platform (``created``, as an incremental
-    ingest records it); by default each row arrived at its event time (a back-fill).
-
-    Snapshots fall at a random hour of each day, so every weekday is equally represented
-    in whole weeks (a 70-day history splits into a 49-day training window). Labels follow
-    a logistic model of the features, strong enough for a few tuning trials. Returns the
-    snapshots with the seven churn_v1 features computed as the feature service does.
-    """
-    rng = np.random.default_rng(seed)
-    user_ids = np.tile(np.arange(1, users + 1, dtype=np.int64), days)
-    day_index = np.repeat(np.arange(days), users)
-    hours = rng.integers(0, 24, size=user_ids.size)
-    timestamps = pd.to_datetime(start) + pd.to_timedelta(day_index * 24 + hours, unit="h")
-    feature_1 = rng.lognormal(1.0, 0.8, size=user_ids.size)
-    feature_2 = rng.normal(4.0, 1.5, size=user_ids.size) + feature_2_shift
-    logit = 3.0 * (-(np.log1p(feature_1) - 1.2) - 0.5 * (feature_2 - 4.0))
-    labels = (rng.random(user_ids.size) < _logistic(logit)).astype(np.int64)
-    snapshots = pd.DataFrame(
-        {
-            "user_id": user_ids,
-            "event_timestamp": timestamps,
-            "created": timestamps if arrived is None else pd.Timestamp(arrived),
-            "feature_1": feature_1,
-            "feature_2": feature_2,
-        }
-    )
-    label_frame = pd.DataFrame(
-        {"user_id": user_ids, "event_timestamp": timestamps, "label": labels}
-    )
-    for path, frame in ((data.user_features_path, snapshots), (data.labels_path, label_frame)):
-        if path.exists():
-            frame = pd.concat([pd.read_parquet(path), frame], ignore_index=True)
-        write_parquet(frame, path)
-    day = timestamps.dayofweek.to_numpy()
-    return snapshots.assign(
-        feature_ratio=feature_1 / (feature_2 + 1e-8),
-        feature_log=np.log1p(np.maximum(feature_1, 0)),
-        day_of_week_sin=np.sin(2 * math.pi * day / 7),
-        day_of_week_cos=np.cos(2 * math.pi * day / 7),
-        is_weekend=(day >= 5).astype(np.int64),
-        label=labels,
     )
 
 

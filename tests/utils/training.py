@@ -16,7 +16,9 @@ import pandas as pd
 import typer
 
 from core.settings import DataSettings, FeastSettings
+from core.tables import LABELS, USER_FEATURES
 from materialize.apply import apply_feature_repo
+from tests.utils.history import logistic, write_history, write_parquet
 from training.config import TrainingConfig
 from training.promote import promote_command, rollback_command
 from training.train import train_command
@@ -33,10 +35,6 @@ class ChurnTables:
     labels_path: Path
 
 
-def _logistic(values: np.ndarray) -> np.ndarray:
-    return 1.0 / (1.0 + np.exp(-values))
-
-
 def make_churn_tables(
     data: DataSettings,
     *,
@@ -47,8 +45,8 @@ def make_churn_tables(
 ) -> ChurnTables:
     """Write ``user_features.parquet`` and ``labels.parquet`` under ``data.offline_dir``.
 
-    Each user gets a snapshot every 2 days at a user-specific hour; the label of a snapshot
-    (same timestamp) is drawn from a logistic model of its features.
+    The shared synthetic history (tests.utils.history): a snapshot every 2 days per user,
+    labelled at the same time from a logistic model of its features and the weekend flag.
 
     Args:
         data: Where to write.
@@ -57,37 +55,22 @@ def make_churn_tables(
         seed: Random seed.
         signal: Strength of the features' effect on the label (0 gives random labels).
     """
-    rng = np.random.default_rng(seed)
-    user_ids = np.repeat(np.arange(1, users + 1, dtype="int64"), snapshots)
-    steps = np.tile(np.arange(snapshots), users)
-    hours = np.repeat(rng.integers(0, 24, size=users), snapshots)
-    timestamps = pd.to_datetime(
-        [
-            START + timedelta(days=2 * int(s), hours=int(h))
-            for s, h in zip(steps, hours, strict=True)
-        ],
-        utc=True,
+    history = write_history(
+        data,
+        users=users,
+        days=2 * snapshots,
+        every_days=2,
+        start=START,
+        seed=seed,
+        signal=signal,
+        weekend_effect=0.5,
+        append=False,
     )
-    usage = rng.lognormal(mean=1.0, sigma=0.8, size=len(user_ids))
-    engagement = rng.normal(loc=4.0, scale=1.5, size=len(user_ids))
-    weekend = (timestamps.dayofweek >= 5).astype(float)
-    logit = signal * (-(np.log1p(usage) - 1.2) - 0.5 * (engagement - 4.0) + 0.5 * weekend)
-    labels = (rng.random(len(user_ids)) < _logistic(logit)).astype("int64")
-    features = pd.DataFrame(
-        {
-            "user_id": user_ids,
-            "event_timestamp": timestamps,
-            "created": timestamps,
-            "feature_1": usage,
-            "feature_2": engagement,
-        }
+    return ChurnTables(
+        features=history[USER_FEATURES.names[:-1]],  # as written: no ingested_at
+        labels=history[LABELS.names],
+        labels_path=data.labels_path,
     )
-    label_frame = pd.DataFrame(
-        {"user_id": user_ids, "event_timestamp": timestamps, "label": labels}
-    )
-    write_parquet(features, data.user_features_path)
-    write_parquet(label_frame, data.labels_path)
-    return ChurnTables(features=features, labels=label_frame, labels_path=data.labels_path)
 
 
 # Planted point-in-time cases, appended to the churn features table by ``add_planted_rows``.
@@ -125,13 +108,6 @@ def add_planted_rows(data: DataSettings) -> pd.DataFrame:
             "label": pd.Series([1, 0, 1], dtype="int64"),
         }
     )
-
-
-def write_parquet(frame: pd.DataFrame, path: Path) -> Path:
-    """Write a frame as one Parquet file, creating the folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(path, index=False)
-    return path
 
 
 def shuffle_labels_before(
@@ -233,7 +209,7 @@ def make_shop_repo(root: Path, *, project: str, shops: int = 120, weeks: int = 1
     visits = rng.poisson(lam=40, size=len(codes)).astype("int64")
     refund_rate = rng.beta(2, 12, size=len(codes))
     logit = 3.0 * (8.0 * (refund_rate - 0.14) - (revenue - 1000.0) / 700.0)
-    defaulted = (rng.random(len(codes)) < _logistic(logit)).astype("int64")
+    defaulted = (rng.random(len(codes)) < logistic(logit)).astype("int64")
     write_parquet(
         pd.DataFrame(
             {

@@ -23,8 +23,9 @@ from sklearn.metrics import roc_auc_score
 from core.feast_store import open_feature_store
 from tests.utils.feast_repo import TestRepo, make_feature_repo
 from tests.utils.features import CHURN_V1_FEATURES
+from tests.utils.history import write_history
 from tests.utils.materialize import redis_hashes
-from tests.utils.monitoring import write_daily_history, write_prediction_log
+from tests.utils.monitoring import write_prediction_log
 from tests.utils.ops import exported_names, queried_names
 from tests.utils.services import delete_project_keys, unique_name
 from tests.utils.serving import free_port
@@ -56,7 +57,7 @@ def _online_feature_1(repo: TestRepo, user_id: int) -> float:
 
 def test_first_run_then_an_hourly_run_picks_up_new_data(feature_repo: TestRepo) -> None:
     platform = make_platform(feature_repo)
-    write_daily_history(feature_repo.data, users=30, days=10, start=days_ago(10), seed=3)
+    write_history(feature_repo.data, users=30, days=10, start=days_ago(10), seed=3)
     platform.churn("apply")
     job = build_materialize_job(workflow_settings())
 
@@ -103,7 +104,7 @@ def test_unreachable_online_store_retries_with_backoff_then_fails_clearly(
     feature_repo: TestRepo,
 ) -> None:
     platform = make_platform(feature_repo)
-    write_daily_history(feature_repo.data, users=10, days=3, start=days_ago(3), seed=4)
+    write_history(feature_repo.data, users=10, days=3, start=days_ago(3), seed=4)
     platform.churn("apply")
     closed = free_port()  # nothing listens here
     job = build_materialize_job(workflow_settings(retry_attempts=2, retry_delay_s=0.2))
@@ -144,10 +145,10 @@ def scheduled(
     project = unique_name("workflow")
     repo = make_feature_repo(tmp_path_factory.mktemp("scheduled"), project=project)
     platform = make_platform(repo)
-    write_daily_history(repo.data, users=60, days=70, start=days_ago(77), seed=1)
+    write_history(repo.data, users=60, days=70, start=days_ago(77), seed=1)
     platform.churn("apply")
     platform.churn("train", "--trials", "2", "--no-progress")
-    shifted = write_daily_history(
+    shifted = write_history(
         repo.data, users=60, days=7, start=days_ago(7), seed=2, feature_2_shift=3.0
     )
     settings = workflow_settings()
