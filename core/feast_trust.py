@@ -97,13 +97,9 @@ def _on_demand_protos(store: FeatureStore) -> list[Any]:
     its ``version_id``, which can hand back views of an earlier read; the raw protos can
     not, and building no object runs no code.
     """
-    from feast.infra.registry.registry import Registry
+    from core.feast_adapter.store import fresh_registry_proto
 
-    registry: Any = store.registry
-    if isinstance(registry, Registry):  # a registry file: read it again
-        proto = registry._get_registry_proto(project=store.project, allow_cache=False)
-    else:  # the SQL registry builds its proto from the database rows (raw protos)
-        proto = registry.proto()
+    proto = fresh_registry_proto(store)
     return [view for view in proto.on_demand_feature_views if view.spec.project == store.project]
 
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from core.exits import InputError, exit_on_error
+from core.feast_adapter.store import batch_engine_of
 from core.feast_store import feature_store_session
 from core.options import ProfileOption, profile_settings
 from core.settings import FeastSettings
@@ -91,8 +92,7 @@ def materialize_online(
             store.materialize_incremental(end_date=end, feature_views=views)
         else:
             store.materialize(start_date=start, end_date=end, feature_views=views)
-        # The engine Feast built for this run (private accessors: Feast exposes no other).
-        engine = getattr(store._get_provider(), "batch_engine", None)
+        engine = batch_engine_of(store)  # the engine Feast built for this run
         return MaterializeResult(
             start=start,
             end=end,

@@ -30,7 +30,7 @@ if TYPE_CHECKING:
     from feast import FeatureStore
     from mlflow import MlflowClient
 
-    from training.dataset import ServiceFeatures
+    from core.feast_adapter.services import ServiceFeatures
 
 TIMESTAMP = "event_timestamp"
 SCORE_COLUMN = "churn_probability"
@@ -112,12 +112,12 @@ def load_champion_lineage(client: MlflowClient, model_name: str, alias: str) -> 
 
 
 def _service_features(store: FeatureStore, service_name: str) -> ServiceFeatures:
-    from training import TrainingError
-    from training.dataset import resolve_service_features
+    """The adapter's resolution, its error as drift's input error."""
+    from core.feast_adapter.services import FeatureServiceError, resolve_service_features
 
     try:
         return resolve_service_features(store, service_name)
-    except TrainingError as error:
+    except FeatureServiceError as error:
         raise DriftInputError(str(error)) from error
 
 
@@ -139,10 +139,9 @@ def _retrieve(
             time whenever it arrived: the current window judges the data that came in,
             late batches included, not what was known at its event time.
     """
-    service = store.get_feature_service(features.service)
     joined = store.get_historical_features(
         entity_df=entity_rows,
-        features=service,
+        features=features.feast_service,
         full_feature_names=True,
         filter_by_created_timestamp=as_available_then,
     ).to_df()
@@ -189,7 +188,7 @@ def _snapshot_sources(store: FeatureStore, service_name: str) -> list[tuple[Path
     """(file, timestamp column, join keys) of each batch source behind the service."""
     from feast import FileSource
 
-    service = store.get_feature_service(service_name)
+    service = _service_features(store, service_name).feast_service
     # On-demand views compute from request data and other views: no table of their own.
     on_demand = {view.name for view in store.list_on_demand_feature_views()}
     sources = []

@@ -21,7 +21,6 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
 from typing import Any, Literal
 
 from feast import FeatureView
@@ -29,15 +28,19 @@ from feast.infra.common.materialization_job import (
     MaterializationJobStatus,
     MaterializationTask,
 )
-from feast.infra.compute_engines.local.compute import LocalComputeEngine
 from feast.infra.compute_engines.local.job import LocalMaterializationJob
 from feast.infra.registry.base_registry import BaseRegistry
 from feast.repo_config import FeastConfigBaseModel
 from pydantic import PositiveInt, StrictStr, confloat
 
+from core.feast_adapter.engine import AdapterComputeEngine, source_column_names
+from core.feast_adapter.layout import RedisLayout
+from core.feast_adapter.selfcheck import EncodedRow, SelfCheck, check_writer
+from core.feast_adapter.store import redis_client, sqlite_db_path
 from materialize.engine.encoding import encode_chunk
 from materialize.engine.progress import Progress, make_progress
 from materialize.engine.reader import (
+    CREATED_COLUMN,
     EVENT_COLUMN,
     ParquetLatestReader,
     SourceColumns,
@@ -123,18 +126,48 @@ def _unsupported_reason(view: Any) -> str | None:
 def _source_columns(view: FeatureView, registry: BaseRegistry, project: str) -> SourceColumns:
     """Source columns of the view and the names they take (Feast's field mapping)."""
     from feast.feature_view import DUMMY_ENTITY_ID
-    from feast.utils import _get_column_names
 
     entities = [registry.get_entity(name, project) for name in view.entities]
-    join_sources, feature_sources, timestamp, created = _get_column_names(view, entities)
+    names = source_column_names(view, entities)
     # Same order as Feast's list of (reverse-mapped) join keys.
     join_names = [entity.join_key for entity in entities if entity.join_key != DUMMY_ENTITY_ID]
     return SourceColumns(
-        join_keys=dict(zip(join_sources, join_names, strict=True)),
-        features=dict(zip(feature_sources, [f.name for f in view.features], strict=True)),
-        timestamp=timestamp,
-        created=created or None,
+        join_keys=dict(zip(names.join_keys, join_names, strict=True)),
+        features=dict(zip(names.features, [f.name for f in view.features], strict=True)),
+        timestamp=names.timestamp,
+        created=names.created,
     )
+
+
+def encode_rows(
+    table: Any, view: FeatureView, *, layout: RedisLayout, project: str, versioning: bool
+) -> list[EncodedRow]:
+    """Rows of ``table`` as the fast writers put them in Redis (key and fields per entity).
+
+    The same encoder and layout as :meth:`FastEngine._materialize_fast`; the self-check
+    compares its output with Feast's.
+    """
+    join_keys = {column.name: column.dtype.to_value_type() for column in view.entity_columns}
+    features = {
+        feature.name: feature.dtype.to_value_type()
+        for feature in view.features
+        if feature.name in table.column_names
+    }
+    chunk = encode_chunk(table, join_keys=join_keys, features=features, event_column=EVENT_COLUMN)
+    view_name = layout.view_name(view, versioning=versioning)
+    suffix = layout.key_suffix(project)
+    stamps = chunk.timestamps.to_list()
+    values = {name: cells.to_list() for name, cells in chunk.values.items()}
+    return [
+        EncodedRow(
+            key=key + suffix,
+            fields={
+                layout.timestamp_field(view_name): stamps[row],
+                **{layout.feature_field(view_name, name): values[name][row] for name in values},
+            },
+        )
+        for row, key in enumerate(chunk.keys.to_list())
+    ]
 
 
 def _redis_label(connection_string: str) -> str:
@@ -145,7 +178,7 @@ def _redis_label(connection_string: str) -> str:
     return ",".join(nodes + databases)
 
 
-class FastEngine(LocalComputeEngine):
+class FastEngine(AdapterComputeEngine):
     """Chunked, vectorised, newer-wins materialization into Redis or SQLite.
 
     Args:
@@ -154,6 +187,8 @@ class FastEngine(LocalComputeEngine):
             engine handles).
         online_store: The online store (from Feast).
         progress: Where progress goes (a bar on a terminal, log lines otherwise).
+        layout: Feast's online layout as the writers produce it (a test passes a wrong one
+            to see the self-check hand the views to Feast's engine).
         **options: The ``batch_engine:`` block of the yaml, see :class:`FastEngineConfig`.
 
     Raises:
@@ -168,6 +203,7 @@ class FastEngine(LocalComputeEngine):
         offline_store: Any,
         online_store: Any,
         progress: Progress | None = None,
+        layout: RedisLayout | None = None,
         **options: Any,
     ) -> None:
         self.config = FastEngineConfig(**options)
@@ -178,20 +214,59 @@ class FastEngine(LocalComputeEngine):
             backend=self.config.backend,
         )
         self._progress = progress
+        self._layout = layout or RedisLayout()
+        self._checks: dict[str, SelfCheck] = {}
         self.results: list[MaterializationStats] = []
 
-    def _materialize_one(
+    def self_check(self, view: FeatureView) -> SelfCheck:
+        """Compare our bytes for a sample of ``view`` with Feast's (once per view)."""
+        if view.name not in self._checks:
+            config = self.repo_config
+            self._checks[view.name] = check_writer(
+                view,
+                project=config.project,
+                key_version=int(config.entity_key_serialization_version),
+                versioning=bool(config.registry.enable_online_feature_view_versioning),
+                layout=self._layout,
+                encode=lambda table: encode_rows(
+                    table,
+                    view,
+                    layout=self._layout,
+                    project=config.project,
+                    versioning=bool(config.registry.enable_online_feature_view_versioning),
+                ),
+                event_column=EVENT_COLUMN,
+                created_column=CREATED_COLUMN,
+            )
+        return self._checks[view.name]
+
+    def materialize_view(
         self, registry: BaseRegistry, task: MaterializationTask, **kwargs: Any
     ) -> LocalMaterializationJob:
+        """Materialize one view: the fast path, or Feast's local engine when it cannot."""
         view = task.feature_view
         reason = _unsupported_reason(view)
         if reason is None and self.repo_config.entity_key_serialization_version != 3:
             # Our encoder writes version 3 keys; any other version reads back nothing.
             reason = "entity_key_serialization_version is not 3"
+        if reason is None:
+            assert isinstance(view, FeatureView)  # checked by _unsupported_reason
+            check = self.self_check(view)
+            if not check.ok:
+                # Loud: the fast path would write bytes Feast cannot read back.
+                logger.error(
+                    "%s: our online encoding differs from Feast's (%s); Feast's local engine "
+                    "materializes it instead. Check the Feast version against "
+                    "core/feast_adapter.",
+                    view.name,
+                    check.describe(),
+                )
+                reason = f"encoding self-check failed: {check.describe()}"
         if reason is not None:
-            logger.warning("%s: Feast's local engine materializes it (%s)", view.name, reason)
+            if not reason.startswith("encoding self-check"):
+                logger.warning("%s: Feast's local engine materializes it (%s)", view.name, reason)
             started = time.monotonic()
-            job = super()._materialize_one(registry, task, **kwargs)
+            job = self.materialize_with_feast(registry, task, **kwargs)
             self.results.append(
                 MaterializationStats(
                     view=view.name,
@@ -214,9 +289,9 @@ class FastEngine(LocalComputeEngine):
         return LocalMaterializationJob(job_id=job_id, status=MaterializationJobStatus.SUCCEEDED)
 
     def _writer(self, view: FeatureView) -> OnlineWriter:
-        from feast.infra.online_stores.helpers import compute_table_id, compute_versioned_name
+        from feast.infra.online_stores.helpers import compute_table_id
         from feast.infra.online_stores.redis import RedisOnlineStoreConfig, RedisType
-        from feast.infra.online_stores.sqlite import SqliteOnlineStore, SqliteOnlineStoreConfig
+        from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
 
         config = self.repo_config
         store_config = config.online_store
@@ -227,14 +302,15 @@ class FastEngine(LocalComputeEngine):
         ):
             return RedisWriter(
                 # Feast's own client, so host, db, password and TLS are the profile's.
-                self.online_store._get_client(store_config),  # type: ignore[attr-defined]
+                redis_client(self.online_store, store_config),
                 project=config.project,
-                view_name=compute_versioned_name(view, versioning),
+                view_name=self._layout.view_name(view, versioning=versioning),
                 feature_names=[feature.name for feature in view.features],
                 ttl_seconds=store_config.key_ttl_seconds,
                 batch_rows=self.config.write_batch_rows,
                 pipeline_batches=self.config.pipeline_batches,
                 label=_redis_label(store_config.connection_string),
+                layout=self._layout,
             )
         if (
             isinstance(store_config, SqliteOnlineStoreConfig)
@@ -242,7 +318,7 @@ class FastEngine(LocalComputeEngine):
             and not getattr(store_config, "enable_openai_compatible_store", False)
         ):
             return SqliteWriter(
-                Path(SqliteOnlineStore._get_db_path(config)),
+                sqlite_db_path(config),
                 compute_table_id(config.project, view, versioning),
                 ttl_seconds=self.config.key_ttl_seconds,
             )

@@ -248,10 +248,11 @@ def encode_entity_keys(columns: dict[str, ArrowColumn], value_types: dict[str, V
 
 
 def _feast_entity_keys(columns: dict[str, ArrowColumn], value_types: dict[str, ValueType]) -> Cells:
-    from feast.infra.key_encoding_utils import serialize_entity_key
-    from feast.protos.feast.types.EntityKey_pb2 import EntityKey
     from feast.type_map import python_values_to_proto_values
 
+    from core.feast_adapter.layout import RedisLayout
+
+    layout = RedisLayout()
     names = list(columns)
     protos = [
         python_values_to_proto_values(
@@ -260,13 +261,7 @@ def _feast_entity_keys(columns: dict[str, ArrowColumn], value_types: dict[str, V
         for name in names
     ]
     return cells_from_bytes(
-        [
-            serialize_entity_key(
-                EntityKey(join_keys=names, entity_values=list(row)),
-                entity_key_serialization_version=3,
-            )
-            for row in zip(*protos, strict=True)
-        ]
+        [layout.entity_key(names, row, version=3) for row in zip(*protos, strict=True)]
     )
 
 

@@ -31,6 +31,8 @@ import pyarrow.compute as pc
 from feast.value_type import ValueType
 
 from core.exits import BlockedError, UnavailableError
+from core.feast_adapter.engine import arrow_to_feast_rows
+from core.feast_adapter.layout import RedisLayout
 from materialize.engine.encoding import (
     Cells,
     EncodedChunk,
@@ -217,6 +219,7 @@ class RedisWriter:
         batch_rows: Entities per script call (bounds the time Redis is busy per call).
         pipeline_batches: Script calls sent per round trip.
         label: How to name the store in errors (host:port).
+        layout: Feast's Redis layout (field names, key suffix), shared with the reader.
     """
 
     def __init__(
@@ -230,14 +233,14 @@ class RedisWriter:
         batch_rows: int,
         pipeline_batches: int,
         label: str,
+        layout: RedisLayout | None = None,
     ) -> None:
-        from feast.infra.online_stores.helpers import _mmh3
-
+        layout = layout or RedisLayout()
         self._client = client
-        self._project = project.encode("utf8")
-        self._ts_field = f"_ts:{view_name}".encode()
+        self._project = layout.key_suffix(project)
+        self._ts_field = layout.timestamp_field(view_name)
         self._created_field = f"{CREATED_FIELD_PREFIX}{view_name}".encode()
-        self._fields = [_mmh3(f"{view_name}:{name}") for name in feature_names]
+        self._fields = [layout.feature_field(view_name, name) for name in feature_names]
         self._feature_names = feature_names
         self._ttl = ttl_seconds or 0
         self._batch_rows = batch_rows
@@ -469,8 +472,6 @@ class FeastWriter:
 
     def write(self, chunk: EncodedChunk) -> int:
         """Convert the chunk with Feast and write it with the store's own method."""
-        from feast.utils import _convert_arrow_to_proto
-
         if chunk.rows == 0:
             return 0
         table = chunk.table
@@ -479,11 +480,7 @@ class FeastWriter:
         table = table.rename_columns(
             [self._renames.get(name) or name for name in table.column_names]
         )
-        batch = table.combine_chunks().to_batches()[0]
-        join_keys = {
-            column.name: column.dtype.to_value_type() for column in self._view.entity_columns
-        }
-        rows = _convert_arrow_to_proto(batch, self._view, join_keys)
+        rows = arrow_to_feast_rows(table.combine_chunks().to_batches()[0], self._view)
         self._store.online_write_batch(self._config, self._view, rows, progress=None)
         return len(rows)
 

@@ -96,11 +96,12 @@ def _chunk(users: list[int], events: list[datetime], created: list[datetime], va
 
 def _applied_writer(repo: TestRepo) -> tuple[Any, Any]:
     """Our Redis writer on the applied repo's project, and Feast's Redis client."""
+    from core.feast_adapter.store import online_store_of, redis_client
     from materialize.engine.writers import RedisWriter
 
     apply_feature_repo(repo.feast)
     store = open_feature_store(repo.feast)
-    client = store._get_provider().online_store._get_client(store.config.online_store)
+    client = redis_client(online_store_of(store), store.config.online_store)
     writer = RedisWriter(
         client,
         project=repo.project,

@@ -9,12 +9,15 @@ import sys
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
 from feast.value_type import ValueType
 
+from core.feast_adapter.store import redis_client as adapter_redis_client
 from core.feast_store import feast_cli_environment, open_feature_store, run_feast_cli
+from tests.utils.feast_layout import SwappedFieldLayout, WrongKeyLayout
 from tests.utils.feast_repo import TestRepo
 from tests.utils.materialize import (
     END,
@@ -25,6 +28,7 @@ from tests.utils.materialize import (
     AppliedRepo,
     applied_repo_fixture,
     decode_redis,
+    engine_results,
     expected_online,
     feast_fields,
     kill_at_stderr_line,
@@ -63,7 +67,7 @@ def second_project() -> Iterator[str]:
 def _materialize(repo: TestRepo, start: object, end: object) -> list:
     store = open_feature_store(repo.feast)
     store.materialize(start, end)
-    return list(store._get_provider().batch_engine.results)
+    return engine_results(store)
 
 
 def _online(repo: TestRepo, users: list[int]) -> dict:
@@ -293,7 +297,7 @@ def test_feast_writer_fallback_writes_the_same(
         source_created="created",
     )
     redis_writer = RedisWriter(
-        online_store._get_client(store.config.online_store),
+        adapter_redis_client(online_store, store.config.online_store),
         project=second_project,
         view_name=VIEW,
         feature_names=FEATURES,
@@ -308,3 +312,52 @@ def test_feast_writer_fallback_writes_the_same(
     assert decode_redis(redis_hashes(second_project)) == expected_online(
         offline, start=START, end=END
     )
+
+
+def _engine(repo: TestRepo, **kwargs: Any) -> tuple[Any, Any]:
+    """Our engine built by hand on the repo's store (as Feast would), and the store."""
+    from feast.infra.offline_stores.offline_utils import get_offline_store_from_config
+
+    from core.feast_adapter.store import online_store_of
+    from materialize.engine import FastEngine
+
+    store = open_feature_store(repo.feast)
+    engine = FastEngine(
+        repo_config=store.config,
+        offline_store=get_offline_store_from_config(store.config.offline_store),
+        online_store=online_store_of(store),
+        **kwargs,
+    )
+    return engine, store
+
+
+def test_the_engine_encoding_passes_the_self_check(repo: TestRepo) -> None:
+    engine, store = _engine(repo)
+    check = engine.self_check(store.get_feature_view(VIEW))
+
+    assert check.ok, check.describe()
+    assert check.skipped == ()  # every feature type of the view was compared
+
+
+@pytest.mark.parametrize("layout", [SwappedFieldLayout(), WrongKeyLayout()], ids=type)
+def test_a_layout_that_differs_from_feasts_sends_the_engine_to_feasts_own(
+    repo: TestRepo, offline: pd.DataFrame, layout: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from feast.infra.common.materialization_job import MaterializationTask
+
+    engine, store = _engine(repo, layout=layout)
+    task = MaterializationTask(
+        project=store.project,
+        feature_view=store.get_feature_view(VIEW),
+        start_time=START,
+        end_time=END,
+    )
+    engine.materialize(store.registry, [task])
+
+    assert [stats.engine for stats in engine.results] == ["feast-local"]
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert errors and "differs from Feast's" in errors[0] and VIEW in errors[0]
+    # Feast's engine wrote Feast's layout (no created-time field of ours), all values right.
+    hashes = redis_hashes(repo.project)
+    assert not any(f"_created:{VIEW}".encode() in fields for fields in hashes.values())
+    assert decode_redis(hashes) == expected_online(offline, start=START, end=END)

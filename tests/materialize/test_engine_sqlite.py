@@ -17,6 +17,7 @@ from tests.utils.materialize import (
     VIEW,
     AppliedRepo,
     applied_repo_fixture,
+    engine_results,
     expected_online,
     sqlite_rows,
     use_engine,
@@ -129,4 +130,4 @@ def test_a_backfill_of_an_old_range_is_not_expired(repo: TestRepo, offline: pd.D
 
 def _materialize_stats(store: object, start: object, end: object) -> list:
     store.materialize(start, end)  # type: ignore[attr-defined]
-    return list(store._get_provider().batch_engine.results)  # type: ignore[attr-defined]
+    return engine_results(store)

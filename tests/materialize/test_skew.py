@@ -5,13 +5,11 @@ from __future__ import annotations
 import math
 
 import pytest
-from feast.infra.key_encoding_utils import serialize_entity_key
-from feast.infra.online_stores.helpers import _mmh3
-from feast.protos.feast.types.EntityKey_pb2 import EntityKey
 from feast.protos.feast.types.Value_pb2 import Value
 from typer.testing import CliRunner
 
 from cli.main import build_app
+from core.feast_adapter.layout import RedisLayout
 from core.feast_store import open_feature_store
 from materialize.skew import SkewInputError, check_skew, values_agree
 from tests.utils.feast_repo import TestRepo
@@ -71,14 +69,9 @@ def test_no_skew_after_materialization(materialized: TestRepo) -> None:
 def test_a_wrong_online_value_is_reported_per_feature(materialized: TestRepo) -> None:
     online = decode_redis(redis_hashes(materialized.project))
     user = min(user for user, (_, values) in online.items() if None not in values.values())
-    key = (
-        serialize_entity_key(
-            EntityKey(join_keys=["user_id"], entity_values=[Value(int64_val=user)]),
-            entity_key_serialization_version=3,
-        )
-        + materialized.project.encode()
-    )
-    field = _mmh3(f"{VIEW}:feature_2")
+    layout = RedisLayout()
+    key = layout.int64_redis_key("user_id", user, project=materialized.project, version=3)
+    field = layout.feature_field(VIEW, "feature_2")
     redis_client().hset(key, field, Value(double_val=12345.0).SerializeToString())
 
     report = check_skew(materialized.feast, sample=1000, seed=1)

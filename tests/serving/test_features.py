@@ -11,6 +11,7 @@ import pytest
 
 from core.feast_store import open_feature_store
 from serving.features import FeatureServiceError, OnlineFeatures, OnlineStoreUnavailable
+from tests.utils.feast_layout import SwappedFieldLayout, WrongKeyLayout
 from tests.utils.feast_repo import TestRepo
 from tests.utils.features import CHURN_V1_FEATURES
 from tests.utils.serving import OnlineUsers, free_port
@@ -112,7 +113,7 @@ def test_sdk_reader_agrees_on_an_embedded_store(
 @pytest.mark.parametrize(
     ("service", "features", "project", "message"),
     [
-        ("churn_v9", CHURN_V1_FEATURES, None, "feature service 'churn_v9' is not in the Feast"),
+        ("churn_v9", CHURN_V1_FEATURES, None, "'churn_v9' not found in Feast project"),
         ("churn_v1", [*CHURN_V1_FEATURES, "tenure"], None, "model feature(s) tenure are not in"),
         (
             "churn_v1",
@@ -157,3 +158,35 @@ def test_unreachable_redis_is_reported_within_the_timeout(
     problem, elapsed = asyncio.run(ping_and_read())
     assert problem is not None
     assert elapsed < 1.0
+
+
+@pytest.mark.parametrize("layout", [SwappedFieldLayout(), WrongKeyLayout()], ids=type)
+def test_a_layout_that_differs_from_feasts_sends_serving_to_the_sdk(
+    repo: TestRepo, users: OnlineUsers, layout, caplog: pytest.LogCaptureFixture
+) -> None:
+    when = datetime.now(UTC)
+    online = OnlineFeatures(open_feature_store(repo.feast), timeout_s=1, layout=layout)
+    plan = online.resolve(service_name="churn_v1", features=CHURN_V1_FEATURES, project=repo.project)
+    rows = _read(online, plan, users.fresh, when)
+    expected = _sdk_rows(repo, users.fresh, when)
+
+    assert not plan.fast_path
+    assert "self-check failed" in plan.fast_path_gap
+    errors = [r for r in caplog.records if r.levelname == "ERROR"]
+    assert errors and "through the Feast SDK instead" in errors[0].getMessage()
+    assert "user_features" in errors[0].getMessage()
+    # Read through the SDK: the right values all the same.
+    assert rows.problems == [None] * len(users.fresh)
+    for column, name in enumerate(CHURN_V1_FEATURES):
+        np.testing.assert_allclose(rows.matrix[:, column], np.array(expected[name], dtype=float))
+
+
+def test_the_default_layout_passes_the_self_check(
+    repo: TestRepo, caplog: pytest.LogCaptureFixture
+) -> None:
+    online = OnlineFeatures(open_feature_store(repo.feast), timeout_s=1)
+    plan = online.resolve(service_name="churn_v1", features=CHURN_V1_FEATURES, project=repo.project)
+    asyncio.run(online.close())
+
+    assert plan.fast_path, plan.fast_path_gap
+    assert not [r for r in caplog.records if r.levelname == "ERROR"]

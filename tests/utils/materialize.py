@@ -277,20 +277,29 @@ def decode_redis(
 ) -> dict[int, tuple[datetime, dict[str, float | None]]]:
     """Decode Feast-layout hashes (from :func:`redis_hashes`) of the user_features view."""
     from feast.infra.key_encoding_utils import deserialize_entity_key
-    from feast.infra.online_stores.helpers import _mmh3
     from feast.protos.feast.types.Value_pb2 import Value
     from feast.type_map import feast_value_type_to_python_type
     from google.protobuf.timestamp_pb2 import Timestamp
 
+    from core.feast_adapter.layout import RedisLayout
+
+    layout = RedisLayout()
     decoded: dict[int, tuple[datetime, dict[str, float | None]]] = {}
     for key, fields in hashes.items():
         entity = deserialize_entity_key(key, entity_key_serialization_version=3)
         stamp = Timestamp()
-        stamp.ParseFromString(fields[f"_ts:{VIEW}".encode()])
+        stamp.ParseFromString(fields[layout.timestamp_field(VIEW)])
         values: dict[str, float | None] = {}
         for name in FEATURES:
             value = Value()
-            value.ParseFromString(fields[_mmh3(f"{VIEW}:{name}")])
+            value.ParseFromString(fields[layout.feature_field(VIEW, name)])
             values[name] = feast_value_type_to_python_type(value)
         decoded[entity.entity_values[0].int64_val] = (stamp.ToDatetime(tzinfo=UTC), values)
     return decoded
+
+
+def engine_results(store: Any) -> list[Any]:
+    """What the batch engine Feast built for ``store`` recorded (one entry per view run)."""
+    from core.feast_adapter.store import batch_engine_of
+
+    return list(batch_engine_of(store).results)
