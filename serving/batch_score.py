@@ -43,8 +43,8 @@ if TYPE_CHECKING:
     from feast import FeatureStore
 
     from core.explain import TreeExplainer
+    from core.feast_adapter.services import ServiceFeatures
     from core.settings import MlflowSettings
-    from training.dataset import ServiceFeatures
 
 TIMESTAMP = "event_timestamp"
 USER_ID = "user_id"
@@ -354,9 +354,8 @@ def score_users(
     import pyarrow.parquet as pq
 
     from core.explain import build_explainer
+    from core.feast_adapter.services import FeatureServiceError, resolve_service_features
     from core.settings import MlflowSettings
-    from training.config import TrainingError
-    from training.dataset import resolve_service_features
 
     started = time.monotonic()
     settings = settings or ScoringSettings()
@@ -386,7 +385,7 @@ def score_users(
             )
         try:
             features = resolve_service_features(store, loaded.service)
-        except TrainingError as error:
+        except FeatureServiceError as error:
             raise ScoreInputError(str(error)) from error
         if sorted(features.names) != sorted(loaded.features):
             raise ScoreInputError(

@@ -11,6 +11,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from core.exits import InputError
+
 if TYPE_CHECKING:
     from feast import FeatureStore
 
@@ -18,7 +20,7 @@ if TYPE_CHECKING:
 TIMESTAMP = "event_timestamp"
 
 
-class FeatureServiceError(ValueError):
+class FeatureServiceError(InputError):
     """A feature service cannot be resolved as asked (the message names the problem)."""
 
 
