@@ -198,12 +198,14 @@ def check_skew(
 
 
 def _feature_service(store: FeatureStore, name: str) -> FeatureService:
-    from feast.errors import FeastObjectNotFoundException
+    """Feast's service of that name, resolved as every stage resolves it."""
+    from core.feast_adapter.services import FeatureServiceError, get_feature_service
 
     try:
-        return store.get_feature_service(name)
-    except FeastObjectNotFoundException as error:
-        raise SkewInputError(f"no feature service {name!r} in project {store.project!r}") from error
+        service: FeatureService = get_feature_service(store, name)
+    except FeatureServiceError as error:
+        raise SkewInputError(str(error)) from error
+    return service
 
 
 def _online_values(

@@ -235,6 +235,9 @@ def check_writer(
 ) -> SelfCheck:
     """Encode a sample of ``view`` with ``encode`` and with Feast; compare the bytes.
 
+    A check that cannot run (Feast refuses the sample, our encoder raises) is a
+    difference too: nothing unverified is used.
+
     Args:
         view: A feature view with a batch source.
         project: Feast project.
@@ -245,6 +248,28 @@ def check_writer(
         event_column: Name of the event-time column ``encode`` expects.
         created_column: Name of the created-time column ``encode`` expects.
     """
+    try:
+        table, skipped, theirs = _sample_through_feast(
+            view,
+            project=project,
+            key_version=key_version,
+            versioning=versioning,
+            columns=(event_column, created_column),
+        )
+        view_name = layout.view_name(view, versioning=versioning)
+        names = {
+            layout.feature_field(view_name, feature.name): feature.name for feature in view.features
+        }
+        return compare_rows(view.name, theirs, encode(table), field_names=names, skipped=skipped)
+    except Exception as error:  # any failure means "not verified": fall back
+        return _not_run(view, error)
+
+
+def _sample_through_feast(
+    view: Any, *, project: str, key_version: int, versioning: bool, columns: tuple[str, str]
+) -> tuple[Any, list[str], list[EncodedRow]]:
+    """The sample table (times named ``columns``), features left out, and Feast's writes."""
+    event_column, created_column = columns
     table, skipped = sample_table(view, event_column=event_column, created_column=created_column)
     theirs = feast_redis_writes(
         view,
@@ -253,11 +278,16 @@ def check_writer(
         key_version=key_version,
         versioning=versioning,
     )
-    view_name = layout.view_name(view, versioning=versioning)
-    names = {
-        layout.feature_field(view_name, feature.name): feature.name for feature in view.features
-    }
-    return compare_rows(view.name, theirs, encode(table), field_names=names, skipped=skipped)
+    return table, skipped, theirs
+
+
+def _not_run(view: Any, error: Exception) -> SelfCheck:
+    return SelfCheck(
+        view=view.name,
+        differences=(
+            f"{view.name}: the self-check could not run ({type(error).__name__}: {error})",
+        ),
+    )
 
 
 def check_reader(
@@ -273,47 +303,53 @@ def check_reader(
     """Check that a reader finds and decodes what Feast writes for ``features`` of a view.
 
     A sample row is written through Feast's path (recorded); the reader's key (from
-    ``layout``) must be Feast's key, its fields (from ``layout``) Feast's fields, and
-    ``decode`` must turn Feast's value bytes back into the sample values.
+    ``layout``, one int64 join key) must be Feast's key, its fields (from ``layout``)
+    Feast's fields, and ``decode`` must turn Feast's value bytes back into the sample
+    values. A check that cannot run is a difference.
     """
-    table, skipped = sample_table(view, event_column="_event", created_column="_created")
-    theirs = feast_redis_writes(
-        view,
-        _as_source_columns(view, table, event_column="_event", created_column="_created"),
-        project=project,
-        key_version=key_version,
-        versioning=versioning,
-    )
-    view_name = layout.view_name(view, versioning=versioning)
-    checked = [name for name in features if name not in skipped]
-    names = {layout.feature_field(view_name, name): name for name in checked}
-    [join_key] = [column.name for column in view.entity_columns]
-    differences: list[str] = []
-    for index, row in enumerate(theirs[:1]):
-        key = layout.int64_redis_key(
-            join_key, table.column(join_key)[index].as_py(), project=project, version=key_version
+    try:
+        table, skipped, theirs = _sample_through_feast(
+            view,
+            project=project,
+            key_version=key_version,
+            versioning=versioning,
+            columns=("_event", "_created"),
         )
-        ours_fields = layout.view_fields(view_name, checked)
-        stored = {field: row.fields.get(field) for field in ours_fields}
-        if key != row.key:
-            differences.append(
-                f"{view.name}: the reader's Redis key differs (Feast {_hex(row.key)}, "
-                f"ours {_hex(key)})"
+        view_name = layout.view_name(view, versioning=versioning)
+        checked = [name for name in features if name not in skipped]
+        names = {layout.feature_field(view_name, name): name for name in checked}
+        [join_key] = [column.name for column in view.entity_columns]
+        differences: list[str] = []
+        for index, row in enumerate(theirs[:1]):
+            key = layout.int64_redis_key(
+                join_key,
+                table.column(join_key)[index].as_py(),
+                project=project,
+                version=key_version,
             )
-        absent = [field for field, value in stored.items() if value is None]
-        if absent:
-            differences.append(
-                f"{view.name}: the reader asks for hash fields Feast does not write: "
-                + ", ".join(_field_label(field, names) for field in absent)
-            )
-        for field, name in names.items():
-            raw = stored.get(field)
-            if raw is None:
-                continue
-            expected = table.column(name)[index].as_py()
-            decoded = decode(raw)
-            if decoded != expected:
+            ours_fields = layout.view_fields(view_name, checked)
+            stored = {field: row.fields.get(field) for field in ours_fields}
+            if key != row.key:
                 differences.append(
-                    f"{view.name}: {name} decodes to {decoded!r}, Feast wrote {expected!r}"
+                    f"{view.name}: the reader's Redis key differs (Feast {_hex(row.key)}, "
+                    f"ours {_hex(key)})"
                 )
-    return SelfCheck(view=view.name, differences=tuple(differences), skipped=tuple(skipped))
+            absent = [field for field, value in stored.items() if value is None]
+            if absent:
+                differences.append(
+                    f"{view.name}: the reader asks for hash fields Feast does not write: "
+                    + ", ".join(_field_label(field, names) for field in absent)
+                )
+            for field, name in names.items():
+                raw = stored.get(field)
+                if raw is None:
+                    continue
+                expected = table.column(name)[index].as_py()
+                decoded = decode(raw)
+                if decoded != expected:
+                    differences.append(
+                        f"{view.name}: {name} decodes to {decoded!r}, Feast wrote {expected!r}"
+                    )
+        return SelfCheck(view=view.name, differences=tuple(differences), skipped=tuple(skipped))
+    except Exception as error:  # any failure means "not verified": fall back
+        return _not_run(view, error)

@@ -219,10 +219,14 @@ class FastEngine(AdapterComputeEngine):
         self.results: list[MaterializationStats] = []
 
     def self_check(self, view: FeatureView) -> SelfCheck:
-        """Compare our bytes for a sample of ``view`` with Feast's (once per view)."""
-        if view.name not in self._checks:
+        """Compare our bytes for a sample of ``view`` with Feast's (once per view schema)."""
+        schema = repr(
+            [(field.name, field.dtype) for field in [*view.entity_columns, *view.features]]
+        )
+        key = f"{view.name}:{schema}"
+        if key not in self._checks:
             config = self.repo_config
-            self._checks[view.name] = check_writer(
+            self._checks[key] = check_writer(
                 view,
                 project=config.project,
                 key_version=int(config.entity_key_serialization_version),
@@ -238,7 +242,7 @@ class FastEngine(AdapterComputeEngine):
                 event_column=EVENT_COLUMN,
                 created_column=CREATED_COLUMN,
             )
-        return self._checks[view.name]
+        return self._checks[key]
 
     def materialize_view(
         self, registry: BaseRegistry, task: MaterializationTask, **kwargs: Any

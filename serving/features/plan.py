@@ -311,4 +311,5 @@ def _self_check(
 
 
 def replace_fast_path(plan: FeaturePlan, gap: str) -> FeaturePlan:
+    """The plan, sent to the SDK path for the reason ``gap``."""
     return replace(plan, fast_path=False, fast_path_gap=gap)

@@ -6,6 +6,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
+from functools import cache
 from typing import Any, Literal
 
 import numpy as np
@@ -43,6 +44,7 @@ class FeatureRows:
 
 
 def stale_problem(user_id: int, view: str, age: timedelta, ttl: timedelta) -> RowProblem:
+    """A row whose newest value of ``view`` is older than the view's TTL."""
     return RowProblem(
         "stale_features",
         f"features of user {user_id} in {view} are {age.days} days old, older than the "
@@ -51,10 +53,12 @@ def stale_problem(user_id: int, view: str, age: timedelta, ttl: timedelta) -> Ro
 
 
 def unknown_problem(user_id: int) -> RowProblem:
+    """A user with no row in the online store."""
     return RowProblem("unknown_user", f"user {user_id} has no features in the online store")
 
 
 def merge_rows(parts: Sequence[FeatureRows]) -> FeatureRows:
+    """Row blocks stacked in order."""
     return FeatureRows(
         matrix=np.vstack([part.matrix for part in parts]),
         problems=[problem for part in parts for problem in part.problems],
@@ -118,11 +122,17 @@ def unusable_problem(user_id: int, features: Sequence[str], row: np.ndarray) -> 
     return None
 
 
-def decode_value(raw: bytes) -> Any:
-    """The Python value of a serialized ``feast.types.Value`` (None for null or empty)."""
+@cache
+def _value_message() -> Any:
+    """Feast's ``Value`` protobuf class (imported on first use: it imports Feast)."""
     from feast.protos.feast.types.Value_pb2 import Value
 
-    value = Value.FromString(raw)
+    return Value
+
+
+def decode_value(raw: bytes) -> Any:
+    """The Python value of a serialized ``feast.types.Value`` (None for null or empty)."""
+    value = _value_message().FromString(raw)
     kind = value.WhichOneof("val")
     if kind is None or kind == "null_val":
         return None

@@ -21,6 +21,7 @@ from materialize.engine.encoding import (
     encode_values,
     event_micros,
 )
+from tests.utils.feast_layout import all_types_view
 
 
 def _feast_values(column: pa.Array, value_type: ValueType) -> list[bytes]:
@@ -112,3 +113,52 @@ def test_concatenation_joins_variable_length_values_row_by_row() -> None:
     assert joined.to_list() == [b"xyz1", b"ab2", b"cw3"]
     assert joined.data() == b"xyz1ab2cw3"
     assert joined.offsets().tolist() == [0, 4, 7, 10]
+
+
+@pytest.mark.parametrize("key_type", ["Int64", "String", "Int32"])
+def test_the_self_check_finds_our_bytes_identical_for_every_encoded_type(key_type: str) -> None:
+    from core.feast_adapter.layout import RedisLayout
+    from core.feast_adapter.selfcheck import check_writer
+    from materialize.engine.core import encode_rows
+    from materialize.engine.reader import CREATED_COLUMN, EVENT_COLUMN
+
+    view = all_types_view(key_type)
+    layout = RedisLayout()
+    check = check_writer(
+        view,
+        project="selfcheck",
+        key_version=3,
+        versioning=False,
+        layout=layout,
+        encode=lambda table: encode_rows(
+            table, view, layout=layout, project="selfcheck", versioning=False
+        ),
+        event_column=EVENT_COLUMN,
+        created_column=CREATED_COLUMN,
+    )
+
+    # Values of every type, then nulls, entity keys and event times: byte for byte.
+    assert check.ok, check.describe()
+    assert check.skipped == ()
+
+
+def test_the_self_check_reports_an_encoder_that_raises() -> None:
+    from core.feast_adapter.layout import RedisLayout
+    from core.feast_adapter.selfcheck import check_writer
+
+    def broken(table: pa.Table) -> list:
+        raise ValueError("no encoder for this")
+
+    check = check_writer(
+        all_types_view(),
+        project="selfcheck",
+        key_version=3,
+        versioning=False,
+        layout=RedisLayout(),
+        encode=broken,
+        event_column="event",
+        created_column="created_at",
+    )
+
+    assert not check.ok
+    assert "could not run (ValueError: no encoder for this)" in check.describe()

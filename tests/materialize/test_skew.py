@@ -91,7 +91,7 @@ def test_nothing_materialized_is_an_input_error(repo: TestRepo) -> None:
         check_skew(repo.feast, sample=5)
     with pytest.raises(SkewInputError, match="at least 1"):
         check_skew(repo.feast, sample=0)
-    with pytest.raises(SkewInputError, match="no feature service 'churn_v9'"):
+    with pytest.raises(SkewInputError, match="feature service 'churn_v9' not found"):
         check_skew(repo.feast, sample=5, service="churn_v9")
     code, _, err = _churn("skew-check", "--sample", "5")
     assert code == 2 and "never materialized" in err

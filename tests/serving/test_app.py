@@ -183,7 +183,7 @@ def test_without_a_model_predictions_get_503_and_ready_is_false(make_app) -> Non
 @pytest.mark.parametrize(
     ("tags", "message"),
     [
-        ({"feast.feature_service": "churn_v7"}, "feature service 'churn_v7' is not in the Feast"),
+        ({"feast.feature_service": "churn_v7"}, "'churn_v7' not found in Feast project"),
         ({"feast.features": ",".join([*CHURN_V1_FEATURES[:6], "tenure"])}, "tenure"),
         ({"feast.features": ""}, "lacks tag(s) feast.features"),
     ],

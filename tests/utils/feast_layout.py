@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+from typing import Any
+
 from core.feast_adapter.layout import RedisLayout
 
 
@@ -19,3 +22,35 @@ class WrongKeyLayout(RedisLayout):
     def key_suffix(self, project: str) -> bytes:
         """Nothing: keys are the bare serialized entity key."""
         return b""
+
+
+def all_types_view(key_type: str = "Int64") -> Any:
+    """A feature view (not applied) with one feature of every type the engine encodes."""
+    from feast import Entity, FeatureView, Field, FileSource, ValueType, types
+
+    dtype = getattr(types, key_type)
+    user = Entity(name="user", join_keys=["user_id"], value_type=ValueType[key_type.upper()])
+    return FeatureView(
+        name="all_types",
+        entities=[user],
+        ttl=timedelta(days=1),
+        schema=[
+            Field(name="user_id", dtype=dtype),
+            *(Field(name=name, dtype=getattr(types, kind)) for name, kind in ALL_TYPES.items()),
+        ],
+        source=FileSource(
+            path="unused.parquet",
+            timestamp_field="event_timestamp",
+            created_timestamp_column="created",
+        ),
+    )
+
+
+ALL_TYPES = {
+    "f64": "Float64",
+    "f32": "Float32",
+    "i64": "Int64",
+    "i32": "Int32",
+    "flag": "Bool",
+    "text": "String",
+}
