@@ -27,6 +27,10 @@ CONTRACT_COLUMNS = [
 ]
 
 
+# The written-rows counter at a count (str.format): the state the write tests wait for.
+_WRITTEN = 'churn_prediction_log_rows_total{{outcome="written"}} {}.0'
+
+
 def _read_log(root: Path) -> pd.DataFrame:
     files = sorted(root.glob("date=*/part-*.parquet"))
     assert files, f"no prediction log under {root}"
@@ -96,14 +100,13 @@ def test_rows_are_written_while_serving_and_kept_when_a_write_fails(
             what="the failed write was not counted",
         )
         blocker.unlink()  # the disk is writable again: the kept rows go out on the next try
+        # The file can appear before the counter moves: wait for the count itself.
         wait_until(
-            lambda: any(root.glob("date=*/part-*.parquet")),
+            lambda: _WRITTEN.format(5) in client.get("/metrics").text,
             timeout_s=20,
-            what="no log file was written",
+            what="the kept rows were not written",
         )
-        metrics = client.get("/metrics").text
     assert sorted(_read_log(root)["request_id"]) == sorted(ids)
-    assert 'churn_prediction_log_rows_total{outcome="written"} 5.0' in metrics
 
 
 def test_the_buffer_is_capped_while_writes_fail_and_drops_are_counted(
@@ -116,23 +119,23 @@ def test_the_buffer_is_capped_while_writes_fail_and_drops_are_counted(
             client.post("/predict", json={"user_id": u}).json()["request_id"]
             for u in users.fresh[:8]
         ]
+        # Memory holds at most 3 rows: the 5 oldest are dropped and counted.
         wait_until(
-            lambda: 'outcome="kept_after_failure"' in client.get("/metrics").text,
+            lambda: (
+                'churn_prediction_log_rows_total{outcome="dropped"} 5.0'
+                in client.get("/metrics").text
+            ),
             timeout_s=20,
-            what="the failed write was not counted",
+            what="the 5 oldest rows were not dropped and counted",
         )
-        dropped = client.get("/metrics").text
         blocker.unlink()
         wait_until(
-            lambda: any(root.glob("date=*/part-*.parquet")),
+            lambda: _WRITTEN.format(3) in client.get("/metrics").text,
             timeout_s=20,
-            what="no log file was written",
+            what="the kept rows were not written",
         )
-        metrics = client.get("/metrics").text
-    # Memory held at most 3 rows; the 5 oldest were dropped and counted, the newest kept.
-    assert 'churn_prediction_log_rows_total{outcome="dropped"} 5.0' in dropped
+    # The newest were kept and written.
     assert sorted(_read_log(root)["request_id"]) == sorted(ids[-3:])
-    assert 'churn_prediction_log_rows_total{outcome="written"} 3.0' in metrics
 
 
 def _unwritable_log_root(tmp_path: Path) -> tuple[Path, Path]:
