@@ -187,9 +187,11 @@ def _describe_champion(family: str, tracking_uri: str) -> Champion:
         )
         model = mlflow.sklearn.load_model(local)
     trees = int(getattr(model, "n_iter_", None) or model.n_estimators_)
-    return Champion(
-        family, tracking_uri, str(version.version), trees, float(version.tags["test_roc_auc"])
-    )
+    from core.lineage import ModelLineage
+
+    test_auc = ModelLineage.from_tags(version.tags).test_roc_auc
+    auc = float("nan") if test_auc is None else test_auc
+    return Champion(family, tracking_uri, str(version.version), trees, auc)
 
 
 def _without_prometheus_folder(environment: dict[str, str]) -> dict[str, str]:

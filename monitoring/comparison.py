@@ -31,7 +31,7 @@ from monitoring.statistics import (
 class DriftReport:
     """Every compared column, the score's drift and what was left out, with why."""
 
-    features: list[FeatureDrift]
+    features: tuple[FeatureDrift, ...]
     settings: MonitoringSettings
     score: FeatureDrift | None = None
     skipped: dict[str, str] = field(default_factory=dict)
@@ -198,7 +198,7 @@ def compare_frames(
         )
         for index, value in zip(tested, adjusted, strict=True):
             feature_results[index] = replace(feature_results[index], p_value_adjusted=value)
-    graded = [assign_severity(item, settings) for item in feature_results]
+    graded = tuple(assign_severity(item, settings) for item in feature_results)
     score = next((item for item in results if item.role == "score"), None)
     return DriftReport(
         features=graded,

@@ -25,13 +25,13 @@ def assign_severity(result: FeatureDrift, settings: MonitoringSettings) -> Featu
     side only is ``major``.
     """
     if result.kind == "insufficient_data":
-        return replace(result, severity="none", reasons=[])
+        return replace(result, severity="none", reasons=())
     if result.kind == "empty":
         one_sided = (result.reference.count == 0) != (result.current.count == 0)
         return replace(
             result,
             severity="major" if one_sided else "none",
-            reasons=[result.note or "no values"] if one_sided else [],
+            reasons=(result.note or "no values",) if one_sided else (),
         )
     reasons: list[str] = []
     rank = 0
@@ -58,4 +58,6 @@ def assign_severity(result: FeatureDrift, settings: MonitoringSettings) -> Featu
                 reasons.append(f"{test} {label} {p_value:.2g} < {threshold:g}")
             rank = max(rank, level)
         break
-    return replace(result, severity=SEVERITIES[rank], reasons=reasons if rank else [], note=note)
+    return replace(
+        result, severity=SEVERITIES[rank], reasons=tuple(reasons) if rank else (), note=note
+    )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
@@ -82,7 +82,7 @@ class FeatureDrift:
     role: Role = "feature"
     p_value_adjusted: float | None = None
     severity: Severity = "none"
-    reasons: list[str] = field(default_factory=list)
+    reasons: tuple[str, ...] = ()
     effect_size: float | None = None
     effect_size_name: str | None = None
     mean_shift_sd: float | None = None
@@ -98,6 +98,7 @@ class FeatureDrift:
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form: the documented keys first, then the details."""
         data = asdict(self)
+        data["reasons"] = list(self.reasons)
         for side in ("reference", "current"):
             data[side]["null_rate"] = getattr(self, side).null_rate
         head = {

@@ -35,7 +35,7 @@ from training.mlflow_logging import (
     to_datetime,
 )
 from training.models import FAMILIES, build_model, evaluate, limit_threads
-from training.promotion import register_and_promote
+from training.promotion import Registration, register_and_promote
 from training.split import TimeSplit, split_by_time
 from training.tracking import (
     MlflowSettings,
@@ -199,13 +199,12 @@ def _run_training(config: TrainingConfig, mlflow_settings: MlflowSettings | None
         model_uri = log_model(model, training_set, split)
 
         test_auc = test_metrics["roc_auc"]
-        outcome: dict[str, Any] = {}
+        registration: Registration | None = None
         if test_auc is None or test_auc < config.min_auc:
             reason = (
                 f"test ROC AUC {test_metrics['roc_auc']:.4f} is below the gate "
                 f"{config.min_auc:.4f}: not registered"
             )
-            outcome = {"below_gate": True, "reason": reason}
             mlflow.set_tags({"gate.passed": "false", "gate.reason": reason})
         else:
             mlflow.set_tag("gate.passed", "true")
@@ -219,14 +218,8 @@ def _run_training(config: TrainingConfig, mlflow_settings: MlflowSettings | None
                     training_set=training_set,
                     split=split,
                 )
-            outcome = {
-                "registered": True,
-                "version": registration.version,
-                "promoted": registration.promoted,
-                "reason": registration.reason,
-                "champion_test_roc_auc": registration.champion_test_roc_auc,
-            }
-            mlflow.set_tag("registry.outcome", registration.reason)
+            reason = registration.reason
+            mlflow.set_tag("registry.outcome", reason)
         total_seconds = time.monotonic() - started
         mlflow.log_metric("total_seconds", total_seconds)
     return TrainingResult(
@@ -234,18 +227,18 @@ def _run_training(config: TrainingConfig, mlflow_settings: MlflowSettings | None
         experiment_id=experiment_id,
         test_roc_auc=test_auc,
         val_roc_auc=float(best.value or 0.0),
-        registered=outcome.get("registered", False),
-        version=outcome.get("version"),
-        promoted=outcome.get("promoted", False),
-        reason=outcome["reason"],
+        registered=registration is not None,
+        version=registration.version if registration else None,
+        promoted=registration.promoted if registration else False,
+        reason=reason,
         best_params=dict(best.params),
         model_name=config.model_name,
         study_name=spec.study_name,
         trials_complete=complete,
         trials_pruned=pruned,
         rows=split.row_counts(),
-        champion_test_roc_auc=outcome.get("champion_test_roc_auc"),
-        below_gate=outcome.get("below_gate", False),
+        champion_test_roc_auc=registration.champion_test_roc_auc if registration else None,
+        below_gate=registration is None,
         tuning_seconds=tuning_seconds,
         total_seconds=total_seconds,
         data_report=asdict(training_set.report),

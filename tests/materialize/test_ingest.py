@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from cli.main import build_app
 from core.exits import ExitCode
 from core.settings import DataSettings
+from core.tables import LABELS, USER_FEATURES
 from materialize.generate import generate_raw_events
 from materialize.ingest import (
     IngestReport,
@@ -267,6 +268,10 @@ def test_tables_have_the_contract_schema_and_order(data: DataSettings) -> None:
         "event_timestamp": "datetime64[ns, UTC]",
         "label": "int64",
     }
+    # The one definition readers use (core.tables) is what ingest writes, column order too.
+    for table, frame in ((USER_FEATURES, features), (LABELS, labels)):
+        assert list(frame.columns) == table.names
+        assert frame.dtypes.astype(str).to_dict() == table.dtypes
     assert list(zip(features["user_id"], features["feature_1"], strict=True)) == [
         (1, 5.0),
         (1, 3.0),

@@ -194,7 +194,7 @@ def test_nulls_are_counted_apart_and_all_null_columns_are_reported() -> None:
     assert by_name["x"].reference.nulls == 50 and by_name["x"].current.nulls == 50
     assert by_name["x"].current.null_rate == 0.25
     assert by_name["gone"].kind == "empty" and by_name["gone"].severity == "major"
-    assert by_name["gone"].reasons == ["all 200 current values are null (reference has 200)"]
+    assert by_name["gone"].reasons == ("all 200 current values are null (reference has 200)",)
     assert by_name["never"].kind == "empty" and by_name["never"].severity == "none"
     assert by_name["never"].psi is None and by_name["never"].p_value is None
 
@@ -243,9 +243,9 @@ def test_correction_and_effect_size_gate_decide_p_value_flags() -> None:
     holm = compare_frames(reference, current, design).features[0]
     assert holm.p_value_adjusted == pytest.approx(5 * x0.p_value)  # smallest of five
     assert holm.severity == "minor"
-    assert holm.reasons == [f"KS adjusted p {holm.p_value_adjusted:.2g} < 0.05"]
+    assert holm.reasons == (f"KS adjusted p {holm.p_value_adjusted:.2g} < 0.05",)
     gated = compare_frames(reference, current, SETTINGS).features[0]  # default gate 0.05
-    assert gated.severity == "none" and gated.reasons == []
+    assert gated.severity == "none" and gated.reasons == ()
     assert gated.note == (
         f"KS adjusted p {gated.p_value_adjusted:.2g} < 0.05 not counted: ks_statistic 0.036 < 0.05"
     )

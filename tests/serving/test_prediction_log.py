@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
 import numpy as np
 import pandas as pd
-import pytest
 
 from core.feast_store import open_feature_store
 from tests.utils.feast_repo import TestRepo
 from tests.utils.features import CHURN_V1_FEATURES
 from tests.utils.serving import OnlineUsers, running_server
+from tests.utils.waiting import wait_until
 
 CONTRACT_COLUMNS = [
     "request_id",
@@ -26,6 +25,10 @@ CONTRACT_COLUMNS = [
     "churn_predicted",
     *CHURN_V1_FEATURES,
 ]
+
+
+# The written-rows counter at a count (str.format): the state the write tests wait for.
+_WRITTEN = 'churn_prediction_log_rows_total{{outcome="written"}} {}.0'
 
 
 def _read_log(root: Path) -> pd.DataFrame:
@@ -91,12 +94,19 @@ def test_rows_are_written_while_serving_and_kept_when_a_write_fails(
             client.post("/predict", json={"user_id": u}).json()["request_id"]
             for u in users.fresh[:5]
         ]
-        _wait_for(lambda: 'outcome="kept_after_failure"' in client.get("/metrics").text)
+        wait_until(
+            lambda: 'outcome="kept_after_failure"' in client.get("/metrics").text,
+            timeout_s=20,
+            what="the failed write was not counted",
+        )
         blocker.unlink()  # the disk is writable again: the kept rows go out on the next try
-        _wait_for(lambda: any(root.glob("date=*/part-*.parquet")))
-        metrics = client.get("/metrics").text
+        # The file can appear before the counter moves: wait for the count itself.
+        wait_until(
+            lambda: _WRITTEN.format(5) in client.get("/metrics").text,
+            timeout_s=20,
+            what="the kept rows were not written",
+        )
     assert sorted(_read_log(root)["request_id"]) == sorted(ids)
-    assert 'churn_prediction_log_rows_total{outcome="written"} 5.0' in metrics
 
 
 def test_the_buffer_is_capped_while_writes_fail_and_drops_are_counted(
@@ -109,15 +119,23 @@ def test_the_buffer_is_capped_while_writes_fail_and_drops_are_counted(
             client.post("/predict", json={"user_id": u}).json()["request_id"]
             for u in users.fresh[:8]
         ]
-        _wait_for(lambda: 'outcome="kept_after_failure"' in client.get("/metrics").text)
-        dropped = client.get("/metrics").text
+        # Memory holds at most 3 rows: the 5 oldest are dropped and counted.
+        wait_until(
+            lambda: (
+                'churn_prediction_log_rows_total{outcome="dropped"} 5.0'
+                in client.get("/metrics").text
+            ),
+            timeout_s=20,
+            what="the 5 oldest rows were not dropped and counted",
+        )
         blocker.unlink()
-        _wait_for(lambda: any(root.glob("date=*/part-*.parquet")))
-        metrics = client.get("/metrics").text
-    # Memory held at most 3 rows; the 5 oldest were dropped and counted, the newest kept.
-    assert 'churn_prediction_log_rows_total{outcome="dropped"} 5.0' in dropped
+        wait_until(
+            lambda: _WRITTEN.format(3) in client.get("/metrics").text,
+            timeout_s=20,
+            what="the kept rows were not written",
+        )
+    # The newest were kept and written.
     assert sorted(_read_log(root)["request_id"]) == sorted(ids[-3:])
-    assert 'churn_prediction_log_rows_total{outcome="written"} 3.0' in metrics
 
 
 def _unwritable_log_root(tmp_path: Path) -> tuple[Path, Path]:
@@ -125,11 +143,3 @@ def _unwritable_log_root(tmp_path: Path) -> tuple[Path, Path]:
     blocker = tmp_path / "blocked"
     blocker.write_text("a file where the log folder should be")
     return blocker, blocker / "predictions"
-
-
-def _wait_for(condition, timeout: float = 20.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail("condition not reached in time")
-        time.sleep(0.05)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from tests.utils.serving import (
     materialized_on,
     register_model,
 )
+from tests.utils.waiting import wait_until
 
 
 @pytest.fixture
@@ -27,13 +27,6 @@ def own_redis(tmp_path: Path) -> Iterator[ThrowawayRedis]:
     server.start()
     yield server
     server.close()
-
-
-def _wait_until(condition, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, what
-        time.sleep(0.2)
 
 
 def _status(url: str, user: int) -> int:
@@ -62,7 +55,12 @@ def test_redis_killed_and_restarted_under_churn_serve(
     )
     url = f"http://127.0.0.1:{port}"
     try:
-        _wait_until(lambda: _status(url, user) == 200, 120, "churn serve did not answer")
+        wait_until(
+            lambda: _status(url, user) == 200,
+            timeout_s=120,
+            what="churn serve did not answer",
+            interval_s=0.2,
+        )
         before = httpx.post(f"{url}/predict", json={"user_id": user}).json()
 
         own_redis.crash()  # SIGKILL, with its data saved
@@ -70,7 +68,12 @@ def test_redis_killed_and_restarted_under_churn_serve(
         down_ready = httpx.get(f"{url}/ready")
 
         own_redis.start()  # same port, same data from its dump file
-        _wait_until(lambda: _status(url, user) == 200, 30, "did not recover by itself")
+        wait_until(
+            lambda: _status(url, user) == 200,
+            timeout_s=30,
+            what="did not recover by itself",
+            interval_s=0.2,
+        )
         after = httpx.post(f"{url}/predict", json={"user_id": user}).json()
         ready = httpx.get(f"{url}/ready")
     finally:
