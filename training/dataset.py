@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from core.spark_io import uses_spark
 from training.config import MissingPolicy, TrainingError
 
 if TYPE_CHECKING:
@@ -213,8 +214,13 @@ def build_training_set(
     report.duplicate_label_rows = int(labels.duplicated([*features.join_keys, TIMESTAMP]).sum())
     entity_frame = labels.assign(**{ROW_ID: np.arange(len(labels), dtype="int64")})
 
-    joined = _retrieve(store, service, entity_frame)
-    audit = audit_point_in_time(store, joined, service=service)
+    if uses_spark(store):
+        joined, audit = _retrieve_on_spark(
+            store, service, entity_frame, columns=[*required, TIMESTAMP, *features.columns]
+        )
+    else:
+        joined = _retrieve(store, service, entity_frame)
+        audit = audit_point_in_time(store, joined, service=service)
     # Reported, not raised here: the pipeline logs the count on the run, then refuses.
     report.leakage_rows = audit.leaking_rows
     report.audited_features = audit.audited
@@ -258,15 +264,42 @@ def _retrieve(
     )
     joined = job.to_df()
     ids = joined[ROW_ID]
-    if len(joined) != len(entity_frame) or ids.duplicated().any():
-        lost = len(set(entity_frame[ROW_ID]) - set(ids))
+    _check_returned_rows(
+        returned=len(joined), distinct=int(ids.nunique()), expected=len(entity_frame)
+    )
+    return _in_label_order(joined)
+
+
+def _check_returned_rows(*, returned: int, distinct: int, expected: int) -> None:
+    """Every label row must come back exactly once (ids are 0..expected-1)."""
+    if returned != expected or distinct != returned:
         raise TrainingError(
-            f"the offline store returned {len(joined)} rows for {len(entity_frame)} label rows "
-            f"({lost} lost, {int(ids.duplicated().sum())} duplicated)"
+            f"the offline store returned {returned} rows for {expected} label rows "
+            f"({expected - distinct} lost, {returned - distinct} duplicated)"
         )
+
+
+def _in_label_order(joined: pd.DataFrame) -> pd.DataFrame:
     joined = joined.sort_values(ROW_ID, kind="stable").reset_index(drop=True)
     joined[TIMESTAMP] = pd.to_datetime(joined[TIMESTAMP], utc=True).astype("datetime64[ns, UTC]")
     return joined
+
+
+def _retrieve_on_spark(
+    store: FeatureStore, service: FeatureService, entity_frame: pd.DataFrame, *, columns: list[str]
+) -> tuple[pd.DataFrame, LeakageAudit]:
+    """The join and the audit on the cluster; rows arrive in bounded Arrow batches."""
+    from training.spark_dataset import retrieve_on_spark
+
+    label_column = [c for c in entity_frame.columns if c not in {*columns, ROW_ID}]
+    retrieval = retrieve_on_spark(
+        store, service, entity_frame, row_id=ROW_ID, columns=[ROW_ID, *columns, *label_column]
+    )
+    _check_returned_rows(
+        returned=retrieval.rows, distinct=retrieval.distinct_row_ids, expected=len(entity_frame)
+    )
+    audit = LeakageAudit(leaking_rows=retrieval.leaking_rows, audited=retrieval.audited)
+    return _in_label_order(retrieval.frame), audit
 
 
 def _numeric_features(frame: pd.DataFrame, names: list[str]) -> pd.DataFrame:
@@ -332,6 +365,27 @@ def audit_point_in_time(
 
 def _read_source(store: FeatureStore, view: FeatureView, times: pd.Series) -> pd.DataFrame:
     """All rows of a view's batch source that could serve the label times."""
+    job, mapping = source_pull(store, view, label_times=(times.min(), times.max()))
+    source = view.batch_source
+    assert source is not None  # checked by source_pull
+    frame = job.to_df().rename(columns=mapping)
+    frame = frame.rename(columns={source.timestamp_field: "_source_time"})
+    if source.created_timestamp_column:
+        frame = frame.rename(columns={source.created_timestamp_column: "_source_created"})
+    return frame
+
+
+def source_pull(
+    store: FeatureStore, view: FeatureView, *, label_times: tuple[pd.Timestamp, pd.Timestamp]
+) -> tuple[Any, dict[str, str]]:
+    """The offline store's job reading a view's source rows that could serve the label times.
+
+    Returns:
+        The retrieval job and the source's field mapping (source column -> feature name).
+
+    Raises:
+        TrainingError: The view has no batch source.
+    """
     from feast.infra.offline_stores.offline_utils import get_offline_store_from_config
 
     source = view.batch_source
@@ -350,14 +404,10 @@ def _read_source(store: FeatureStore, view: FeatureView, times: pd.Series) -> pd
         feature_name_columns=[reverse.get(name, name) for name in names],
         timestamp_field=source.timestamp_field,
         created_timestamp_column=source.created_timestamp_column or None,
-        start_date=(times.min() - ttl - _AUDIT_MARGIN).to_pydatetime(),
-        end_date=times.max().to_pydatetime(),
+        start_date=(label_times[0] - ttl - _AUDIT_MARGIN).to_pydatetime(),
+        end_date=label_times[1].to_pydatetime(),
     )
-    frame = job.to_df().rename(columns=mapping)
-    frame = frame.rename(columns={source.timestamp_field: "_source_time"})
-    if source.created_timestamp_column:
-        frame = frame.rename(columns={source.created_timestamp_column: "_source_created"})
-    return frame
+    return job, mapping
 
 
 def _leaking_rows(
