@@ -51,9 +51,10 @@ def make_feature_frame(
 
 
 def write_parquet(frame: pd.DataFrame, path: Path) -> Path:
-    """Write a frame as one Parquet file (creating the folder)."""
+    """Write a frame as one Parquet file (creating the folder), microsecond timestamps as
+    `churn ingest` writes them (Spark, on the spark profile, refuses nanosecond ones)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(path, index=False)
+    frame.to_parquet(path, index=False, coerce_timestamps="us", allow_truncated_timestamps=False)
     return path
 
 
