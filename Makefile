@@ -4,6 +4,9 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# The spark extra (pyspark, ~450 MB) is in by default: the test suite runs the spark profile.
+# `make install EXTRAS=dev` leaves it out on a machine that never runs Spark.
+EXTRAS ?= dev,spark
 export MLFLOW_DISABLE_TELEMETRY := true
 
 .DEFAULT_GOAL := help
@@ -16,7 +19,7 @@ $(STAMP): pyproject.toml
 	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python >= 3.11 needed)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -e ".[$(EXTRAS)]"
 	@touch $(STAMP)
 
 .PHONY: install
@@ -26,7 +29,7 @@ install: $(STAMP) ## Create .venv and install the project with its dev tools
 # goes into the same .venv as an optional group; its tasks still run the `churn` commands.
 WORKFLOW_STAMP := $(VENV)/.workflow-installed
 $(WORKFLOW_STAMP): $(STAMP) pyproject.toml
-	$(BIN)/pip install --quiet -e ".[dev,workflow]"
+	$(BIN)/pip install --quiet -e ".[$(EXTRAS),workflow]"
 	@touch $(WORKFLOW_STAMP)
 
 .PHONY: workflow-install
@@ -71,14 +74,15 @@ DEMO_REDIS_URL ?= 127.0.0.1:6379,db=1
 demo: export CHURN_REDIS_URL = $(DEMO_REDIS_URL)
 demo: $(STAMP) ## Run the platform end to end on embedded defaults (small data, few trials)
 	@if [ "$(DEMO_PROFILE)" = production ]; then echo "demo: Redis answers on 127.0.0.1:6379: production profile (Redis online store)"; \
+	elif [ "$(DEMO_PROFILE)" = spark ]; then echo "demo: spark profile (Spark offline store on $$CHURN_SPARK_MASTER, Redis online store)"; \
 	else echo "demo: no Redis answers on 127.0.0.1:6379: using the embedded profile (SQLite online store)"; fi
 	@echo "== 0. fresh start: the demo resets data/ and tears down the Feast project's online rows"
-	rm -rf data/raw data/offline data/quarantine data/registry.db data/online_store.db data/mlflow data/predictions data/monitoring data/scores
+	rm -rf data/raw data/offline data/quarantine data/registry.db data/registry.spark.db data/spark-staging data/online_store.db data/mlflow data/predictions data/monitoring data/scores
 	@# Online rows outlive data/ (another checkout's demo may have written newer ones): apply
 	@# the definitions and let Feast tear the project down, then start from nothing.
 	@CHURN_FEAST_PROFILE=$(DEMO_PROFILE) $(BIN)/python -c "from core.settings import FeastSettings; \
 		from core.feast_store import run_feast_cli; s = FeastSettings(); run_feast_cli(s, 'apply'); run_feast_cli(s, 'teardown')"
-	rm -f data/registry.db data/online_store.db
+	rm -f data/registry.db data/registry.spark.db data/online_store.db
 	@echo "== 1. raw events: $(DEMO_USERS) users, 60 days up to $(DEMO_BASE_END)"
 	$(CHURN) generate --users $(DEMO_USERS) --days 60 --end $(DEMO_BASE_END) --out data/raw/events.parquet
 	@# The first historical load: rows were available to serving as they happened (back-fill).
@@ -123,6 +127,18 @@ demo: $(STAMP) ## Run the platform end to end on embedded defaults (small data, 
 	$(CHURN) score --out data/scores/demo.parquet --show 10; \
 	echo "demo: done. Drift report: $(REPORT_DIR)/drift.html (JSON: $(REPORT_DIR)/drift.json)"; \
 	echo "demo: MLflow: $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/data/mlflow/mlflow.db"
+
+# The same demo on the spark profile: Feast's Spark offline store (SparkSource over the same
+# tables), Redis online store. Spark runs as local[2] unless SPARK_MASTER names a cluster.
+SPARK_MASTER ?= local[2]
+
+.PHONY: demo-spark
+demo-spark: export CHURN_SPARK_MASTER = $(SPARK_MASTER)
+demo-spark: $(STAMP) ## Run the demo on the spark profile (SPARK_MASTER=spark://host:7077 for a cluster; needs Java 17 and Redis)
+	@python3 -c "import socket; socket.create_connection(('127.0.0.1', 6379), 1)" 2>/dev/null \
+		|| { echo "demo-spark: the spark profile's online store is Redis: start it (make services)"; exit 1; }
+	@$(BIN)/python -c "import pyspark" 2>/dev/null || { echo "demo-spark: pyspark missing: make install (EXTRAS includes spark)"; exit 1; }
+	$(MAKE) demo DEMO_PROFILE=spark
 
 .PHONY: test
 test: $(WORKFLOW_STAMP) services ## Run the whole test suite (unit and service-backed) in random order

@@ -22,6 +22,7 @@ from core.exits import ExitCode, InputError, exit_on_error
 from core.feast_store import feature_store_session
 from core.options import ProfileOption, profile_settings
 from core.settings import FeastSettings
+from core.spark_io import uses_spark
 from materialize.online import parse_time
 
 if TYPE_CHECKING:
@@ -175,7 +176,12 @@ def check_skew(
         views = _service_views(store, feature_service)
         at = at.astimezone(UTC) if at is not None else _materialized_at(views)
         seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
-        entities = _sample(views[0], at=at, size=sample, seed=seed)
+        if uses_spark(store):
+            from materialize.spark_sample import sample_entities_on_spark
+
+            entities = sample_entities_on_spark(store, views[0], at=at, size=sample, seed=seed)
+        else:
+            entities = _sample(views[0], at=at, size=sample, seed=seed)
         features = [
             feature.name
             for projection in feature_service.feature_view_projections

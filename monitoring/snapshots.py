@@ -139,12 +139,19 @@ def _retrieve(
             time whenever it arrived: the current window judges the data that came in,
             late batches included, not what was known at its event time.
     """
-    joined = store.get_historical_features(
+    from core.spark_io import staged_retrieval, uses_spark
+
+    job = store.get_historical_features(
         entity_df=entity_rows,
         features=features.feast_service,
         full_feature_names=True,
         filter_by_created_timestamp=as_available_then,
-    ).to_df()
+    )
+    if uses_spark(store):  # executors stage the rows; they arrive in bounded Arrow batches
+        with staged_retrieval(store, job, label="drift") as staged:
+            joined = staged.to_pandas([*features.join_keys, TIMESTAMP, *features.columns])
+    else:
+        joined = job.to_df()
     if len(joined) != len(entity_rows):
         raise DriftInputError(
             f"the offline store returned {len(joined)} rows for {len(entity_rows)} entity rows"
@@ -187,6 +194,7 @@ def build_reference(store: FeatureStore, lineage: ChampionLineage) -> pd.DataFra
 def _snapshot_sources(store: FeatureStore, service_name: str) -> list[tuple[Path, str, list[str]]]:
     """(file, timestamp column, join keys) of each batch source behind the service."""
     from feast import FileSource
+    from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
 
     service = _service_features(store, service_name).feast_service
     # On-demand views compute from request data and other views: no table of their own.
@@ -197,7 +205,8 @@ def _snapshot_sources(store: FeatureStore, service_name: str) -> list[tuple[Path
             continue
         view = store.get_feature_view(projection.name)
         source = view.batch_source
-        if not isinstance(source, FileSource):
+        # The spark profile's SparkSource reads the same table (a path, not a query).
+        if not isinstance(source, FileSource | SparkSource) or not source.path:
             raise DriftInputError(
                 f"feature view {view.name} reads {type(source).__name__}; snapshot windows "
                 "need file sources (export the window and use --reference/--current)"

@@ -357,28 +357,56 @@ def _compare_continuous(
     edges = quantile_edges(sorted_reference, settings.psi_bins)
     reference_counts = bin_counts(sorted_reference, edges)
     current_counts = bin_counts(sorted_current, edges)
-    psi = population_stability_index(reference_counts, current_counts, epsilon=settings.psi_epsilon)
     statistic, p_value = ks_two_sample(sorted_reference, sorted_current)
-    psi_bins = Distribution(
-        reference=(reference_counts / reference_counts.sum()).tolist(),
-        current=(current_counts / current_counts.sum()).tolist(),
-        edges=edges.tolist(),
+    return continuous_drift(
+        name,
+        summaries,
+        settings,
+        role,
+        psi_counts=(reference_counts, current_counts, edges),
+        ks=(statistic, p_value),
+        histogram=_histogram(sorted_reference, sorted_current),
     )
-    note = None
+
+
+def continuous_drift(
+    name: str,
+    summaries: tuple[SampleSummary, SampleSummary],
+    settings: MonitoringSettings,
+    role: Role,
+    *,
+    psi_counts: tuple[np.ndarray, np.ndarray, np.ndarray],
+    ks: tuple[float, float],
+    histogram: Distribution,
+    notes: Sequence[str] = (),
+) -> FeatureDrift:
+    """The result of a continuous column from its PSI bin counts and KS test.
+
+    Args:
+        psi_counts: Reference counts, current counts and the inner edges of the PSI bins.
+        ks: KS statistic and p-value.
+    """
+    reference_counts, current_counts, edges = psi_counts
+    psi = population_stability_index(reference_counts, current_counts, epsilon=settings.psi_epsilon)
+    remarks = list(notes)
     if edges.size < settings.psi_bins - 1:
-        note = f"{edges.size + 1} PSI bins: the reference has ties at its quantiles"
+        remarks.append(f"{edges.size + 1} PSI bins: the reference has ties at its quantiles")
     return FeatureDrift(
         **_identity(name, summaries, role),
         kind="continuous",
         test="ks",
         psi=psi,
-        statistic=statistic,
-        p_value=p_value,
-        effect_size=statistic,
+        statistic=ks[0],
+        p_value=ks[1],
+        effect_size=ks[0],
         effect_size_name="ks_statistic",
-        psi_bins=psi_bins,
-        histogram=_histogram(sorted_reference, sorted_current),
-        note=note,
+        psi_bins=Distribution(
+            reference=(reference_counts / reference_counts.sum()).tolist(),
+            current=(current_counts / current_counts.sum()).tolist(),
+            edges=edges.tolist(),
+        ),
+        histogram=histogram,
+        note="; ".join(remarks) or None,
     )
 
 
@@ -396,10 +424,23 @@ def _compare_categorical(
     settings: MonitoringSettings,
     role: Role,
 ) -> FeatureDrift:
-    reference_counts = pd.Series(reference).value_counts(sort=False)
-    current_counts = pd.Series(current).value_counts(sort=False)
+    counts = (
+        pd.Series(reference).value_counts(sort=False),
+        pd.Series(current).value_counts(sort=False),
+    )
+    return compare_category_counts(name, counts, summaries, settings, role)
+
+
+def compare_category_counts(
+    name: str,
+    value_counts: tuple[pd.Series, pd.Series],
+    summaries: tuple[SampleSummary, SampleSummary],
+    settings: MonitoringSettings,
+    role: Role,
+) -> FeatureDrift:
+    """PSI over categories and chi-square from each side's count per value."""
     table = (
-        pd.concat([reference_counts, current_counts], axis=1, keys=["reference", "current"])
+        pd.concat(list(value_counts), axis=1, keys=["reference", "current"])
         .fillna(0)
         .astype(np.int64)
     )
@@ -428,7 +469,7 @@ def _compare_categorical(
     )
 
 
-def _compare_empty(
+def compare_empty(
     name: str, summaries: tuple[SampleSummary, SampleSummary], role: Role
 ) -> FeatureDrift:
     reference, current = summaries
@@ -452,7 +493,7 @@ def _compare_empty(
     )
 
 
-def _compare_insufficient(
+def compare_insufficient(
     name: str,
     summaries: tuple[SampleSummary, SampleSummary],
     role: Role,
@@ -478,7 +519,7 @@ def _compare_insufficient(
     )
 
 
-def _too_few(summaries: tuple[SampleSummary, SampleSummary], minimum: int) -> bool:
+def too_few(summaries: tuple[SampleSummary, SampleSummary], minimum: int) -> bool:
     """Too few rows on a side, or a side with a few values but fewer than needed.
 
     A side with enough rows that are all missing is not "too few": that is a column that
@@ -511,10 +552,10 @@ def compare_column(
             _summary(reference_values, reference_values.size, reference_nulls),
             _summary(current_values, current_values.size, current_nulls),
         )
-        if _too_few(summaries, settings.min_samples):
-            return _compare_insufficient(name, summaries, role, settings.min_samples)
+        if too_few(summaries, settings.min_samples):
+            return compare_insufficient(name, summaries, role, settings.min_samples)
         if reference_values.size == 0 or current_values.size == 0:
-            return _compare_empty(name, summaries, role)
+            return compare_empty(name, summaries, role)
         if role == "feature" and _few_distinct(
             reference_values, current_values, settings.max_categories
         ):
@@ -529,8 +570,8 @@ def compare_column(
         _summary(None, reference_kept.size, int(reference.size - reference_kept.size)),
         _summary(None, current_kept.size, int(current.size - current_kept.size)),
     )
-    if _too_few(summaries, settings.min_samples):
-        return _compare_insufficient(name, summaries, role, settings.min_samples)
+    if too_few(summaries, settings.min_samples):
+        return compare_insufficient(name, summaries, role, settings.min_samples)
     if reference_kept.empty or current_kept.empty:
-        return _compare_empty(name, summaries, role)
+        return compare_empty(name, summaries, role)
     return _compare_categorical(name, reference_kept, current_kept, summaries, settings, role)

@@ -28,6 +28,7 @@ from core.feast_adapter.services import (
 from core.feast_adapter.services import (
     resolve_service_features as resolve_with_feast,
 )
+from core.spark_io import uses_spark
 from core.tables import LABEL
 from training.config import MissingPolicy, TrainingError
 from training.leakage import ROW_ID, TIMESTAMP, LeakageAudit, audit_point_in_time
@@ -167,9 +168,14 @@ def build_training_set(
     labels, rejected = load_labels(labels_path, required=required, label_column=label_column)
     entity_frame = labels.assign(**{ROW_ID: np.arange(len(labels), dtype="int64")})
 
-    joined = _retrieve(store, service, entity_frame)
+    if uses_spark(store):
+        joined, audit = _retrieve_on_spark(
+            store, service, entity_frame, columns=[*required, TIMESTAMP, *features.columns]
+        )
+    else:
+        joined = _retrieve(store, service, entity_frame)
+        audit = audit_point_in_time(store, joined, service=service)
     # Reported, not raised here: the pipeline logs the count on the run, then refuses.
-    audit = audit_point_in_time(store, joined, service=service)
 
     frame = joined[[*features.join_keys, TIMESTAMP, *features.columns, label_column]]
     frame = frame.rename(columns=dict(zip(features.columns, features.names, strict=True)))
@@ -218,15 +224,42 @@ def _retrieve(
     )
     joined = job.to_df()
     ids = joined[ROW_ID]
-    if len(joined) != len(entity_frame) or ids.duplicated().any():
-        lost = len(set(entity_frame[ROW_ID]) - set(ids))
+    _check_returned_rows(
+        returned=len(joined), distinct=int(ids.nunique()), expected=len(entity_frame)
+    )
+    return _in_label_order(joined)
+
+
+def _check_returned_rows(*, returned: int, distinct: int, expected: int) -> None:
+    """Every label row must come back exactly once (ids are 0..expected-1)."""
+    if returned != expected or distinct != returned:
         raise TrainingError(
-            f"the offline store returned {len(joined)} rows for {len(entity_frame)} label rows "
-            f"({lost} lost, {int(ids.duplicated().sum())} duplicated)"
+            f"the offline store returned {returned} rows for {expected} label rows "
+            f"({expected - distinct} lost, {returned - distinct} duplicated)"
         )
+
+
+def _in_label_order(joined: pd.DataFrame) -> pd.DataFrame:
     joined = joined.sort_values(ROW_ID, kind="stable").reset_index(drop=True)
     joined[TIMESTAMP] = pd.to_datetime(joined[TIMESTAMP], utc=True).astype("datetime64[ns, UTC]")
     return joined
+
+
+def _retrieve_on_spark(
+    store: FeatureStore, service: FeatureService, entity_frame: pd.DataFrame, *, columns: list[str]
+) -> tuple[pd.DataFrame, LeakageAudit]:
+    """The join and the audit on the cluster; rows arrive in bounded Arrow batches."""
+    from training.spark_dataset import retrieve_on_spark
+
+    label_column = [c for c in entity_frame.columns if c not in {*columns, ROW_ID}]
+    retrieval = retrieve_on_spark(
+        store, service, entity_frame, row_id=ROW_ID, columns=[ROW_ID, *columns, *label_column]
+    )
+    _check_returned_rows(
+        returned=retrieval.rows, distinct=retrieval.distinct_row_ids, expected=len(entity_frame)
+    )
+    audit = LeakageAudit(leaking_rows=retrieval.leaking_rows, audited=tuple(retrieval.audited))
+    return _in_label_order(retrieval.frame), audit
 
 
 def _numeric_features(frame: pd.DataFrame, names: list[str]) -> pd.DataFrame:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -78,6 +78,27 @@ def audit_point_in_time(
 
 def _read_source(store: FeatureStore, view: FeatureView, times: pd.Series) -> pd.DataFrame:
     """All rows of a view's batch source that could serve the label times."""
+    job, mapping = source_pull(store, view, label_times=(times.min(), times.max()))
+    source = view.batch_source
+    assert source is not None  # checked by source_pull
+    frame = job.to_df().rename(columns=mapping)
+    frame = frame.rename(columns={source.timestamp_field: "_source_time"})
+    if source.created_timestamp_column:
+        frame = frame.rename(columns={source.created_timestamp_column: "_source_created"})
+    return frame
+
+
+def source_pull(
+    store: FeatureStore, view: FeatureView, *, label_times: tuple[pd.Timestamp, pd.Timestamp]
+) -> tuple[Any, dict[str, str]]:
+    """The offline store's job reading a view's source rows that could serve the label times.
+
+    Returns:
+        The retrieval job and the source's field mapping (source column -> feature name).
+
+    Raises:
+        TrainingError: The view has no batch source.
+    """
     from feast.infra.offline_stores.offline_utils import get_offline_store_from_config
 
     source = view.batch_source
@@ -96,14 +117,10 @@ def _read_source(store: FeatureStore, view: FeatureView, times: pd.Series) -> pd
         feature_name_columns=[reverse.get(name, name) for name in names],
         timestamp_field=source.timestamp_field,
         created_timestamp_column=source.created_timestamp_column or None,
-        start_date=(times.min() - ttl - _AUDIT_MARGIN).to_pydatetime(),
-        end_date=times.max().to_pydatetime(),
+        start_date=(label_times[0] - ttl - _AUDIT_MARGIN).to_pydatetime(),
+        end_date=label_times[1].to_pydatetime(),
     )
-    frame = job.to_df().rename(columns=mapping)
-    frame = frame.rename(columns={source.timestamp_field: "_source_time"})
-    if source.created_timestamp_column:
-        frame = frame.rename(columns={source.created_timestamp_column: "_source_created"})
-    return frame
+    return job, mapping
 
 
 def _leaking_rows(

@@ -255,17 +255,19 @@ def test_tables_have_the_contract_schema_and_order(data: DataSettings) -> None:
     ingest_raw_events(raw_events(rows), data=data, now=NOW, backfill=True)
 
     features, labels = _features(data), _labels(data)
+    # Timestamps are stored in microseconds (Spark, on the spark profile, refuses Parquet
+    # nanoseconds); pandas reads them back as microsecond datetimes.
     assert features.dtypes.astype(str).to_dict() == {
         "user_id": "int64",
-        "event_timestamp": "datetime64[ns, UTC]",
-        "created": "datetime64[ns, UTC]",
+        "event_timestamp": "datetime64[us, UTC]",
+        "created": "datetime64[us, UTC]",
         "feature_1": "float64",
         "feature_2": "float64",
-        "ingested_at": "datetime64[ns, UTC]",
+        "ingested_at": "datetime64[us, UTC]",
     }
     assert labels.dtypes.astype(str).to_dict() == {
         "user_id": "int64",
-        "event_timestamp": "datetime64[ns, UTC]",
+        "event_timestamp": "datetime64[us, UTC]",
         "label": "int64",
     }
     # The one definition readers use (core.tables) is what ingest writes, column order too.

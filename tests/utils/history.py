@@ -21,9 +21,10 @@ START = datetime(2026, 9, 7, tzinfo=UTC)  # a Monday
 
 
 def write_parquet(frame: pd.DataFrame, path: Path) -> Path:
-    """Write a frame as one Parquet file (creating the folder)."""
+    """Write a frame as one Parquet file (creating the folder), timestamps in microseconds
+    as `churn ingest` writes them (Spark, on the spark profile, refuses nanosecond ones)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(path, index=False)
+    frame.to_parquet(path, index=False, coerce_timestamps="us", allow_truncated_timestamps=False)
     return path
 
 

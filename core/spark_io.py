@@ -1,0 +1,143 @@
+"""Moving data out of Spark on the spark profile without collecting it on the driver.
+
+Feast's ``SparkRetrievalJob.to_df()`` ends in one ``toPandas()`` (or, with a staging
+location, one whole-table Arrow read) on the driver (Feast issue #5671). Here the executors
+write a result to the profile's staging location as Parquet, and the caller reads it back
+as Arrow record batches of bounded size (or reads it again in Spark to aggregate it).
+
+pyspark is imported by the callers' Spark frames, never here: pyarrow does the reading.
+"""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.fs as pafs
+
+from core.feast_store import FeastConfigurationError
+
+if TYPE_CHECKING:
+    from feast import FeatureStore
+    from feast.infra.offline_stores.offline_store import RetrievalJob
+    from pyspark.sql import DataFrame as SparkFrame
+
+# Rows per Arrow batch on the driver: 65k rows x a dozen columns is a few MB.
+ARROW_BATCH_ROWS = 65_536
+
+
+def uses_spark(store: FeatureStore) -> bool:
+    """Whether the store's offline store is Feast's Spark store (the spark profile)."""
+    return getattr(store.config.offline_store, "type", None) == "spark"
+
+
+def staging_location(store: FeatureStore) -> str:
+    """The spark profile's staging location.
+
+    Raises:
+        FeastConfigurationError: The offline store has no staging location.
+    """
+    location = getattr(store.config.offline_store, "staging_location", None)
+    if not location:
+        raise FeastConfigurationError(
+            "the spark offline store needs a staging_location (CHURN_SPARK_STAGING) that the "
+            "executors and this process can both reach"
+        )
+    return str(location)
+
+
+def spark_uri(uri: str) -> str:
+    """Spark's (Hadoop's) name for a staging URI: ``s3://`` is read through ``s3a://``."""
+    return "s3a://" + uri.removeprefix("s3://") if uri.startswith("s3://") else uri
+
+
+def _arrow_filesystem(uri: str) -> tuple[pafs.FileSystem, str]:
+    """pyarrow's filesystem and path for a staging URI or a local absolute path."""
+    if uri.startswith("s3a://"):
+        uri = "s3://" + uri.removeprefix("s3a://")
+    filesystem, path = pafs.FileSystem.from_uri(uri if "://" in uri else f"file://{uri}")
+    return filesystem, path
+
+
+@contextmanager
+def staged_parquet(frame: SparkFrame, location: str, *, label: str) -> Iterator[str]:
+    """Executors write ``frame`` as Parquet under ``location``; the files go afterwards.
+
+    Yields:
+        The URI (or local path) of the written folder.
+    """
+    uri = f"{location.rstrip('/')}/{label}-{uuid.uuid4().hex}"
+    frame.write.parquet(spark_uri(uri))
+    try:
+        yield uri
+    finally:
+        filesystem, path = _arrow_filesystem(uri)
+        if isinstance(filesystem, pafs.LocalFileSystem):
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            filesystem.delete_dir(path)
+
+
+def iter_arrow_batches(
+    uri: str, *, columns: list[str] | None = None, batch_rows: int = ARROW_BATCH_ROWS
+) -> Iterator[pa.RecordBatch]:
+    """Read staged Parquet as record batches of at most ``batch_rows`` rows."""
+    filesystem, path = _arrow_filesystem(uri)
+    dataset = ds.dataset(path, filesystem=filesystem, format="parquet")
+    yield from dataset.to_batches(columns=columns, batch_size=batch_rows)
+
+
+@dataclass(frozen=True)
+class StagedRetrieval:
+    """A Feast retrieval written by the executors to the staging location."""
+
+    uri: str
+    frame: SparkFrame  # the staged rows, read back in Spark (for aggregates and audits)
+    on_demand: list[Any] = field(default_factory=list)  # on-demand views to apply per batch
+
+    def batches(
+        self, columns: list[str], *, batch_rows: int = ARROW_BATCH_ROWS
+    ) -> Iterator[pa.Table]:
+        """The rows as Arrow tables of at most ``batch_rows`` rows, only ``columns`` kept.
+
+        On-demand features are computed batch by batch on the driver, as Feast's own
+        ``to_arrow()`` computes them on the whole table.
+        """
+        read = None if self.on_demand else [c for c in columns if c in self.frame.columns]
+        for batch in iter_arrow_batches(self.uri, columns=read, batch_rows=batch_rows):
+            table = pa.Table.from_batches([batch])
+            for view in self.on_demand:
+                derived = view.transform_arrow(table, True)
+                for name in derived.column_names:
+                    if name in columns and name not in table.column_names:
+                        table = table.append_column(name, derived[name])
+            yield table.select([c for c in columns if c in table.column_names])
+
+    def to_pandas(self, columns: list[str], *, batch_rows: int = ARROW_BATCH_ROWS) -> pd.DataFrame:
+        """The kept columns as one pandas frame, built batch by batch."""
+        parts = [table.to_pandas() for table in self.batches(columns, batch_rows=batch_rows)]
+        if not parts:
+            return pd.DataFrame(columns=columns)
+        return pd.concat(parts, ignore_index=True)
+
+
+@contextmanager
+def staged_retrieval(
+    store: FeatureStore, job: RetrievalJob, *, label: str
+) -> Iterator[StagedRetrieval]:
+    """Stage a Spark retrieval job (full feature names) and read it back; files go after.
+
+    Raises:
+        FeastConfigurationError: The profile has no staging location.
+    """
+    joined: SparkFrame = job.to_spark_df()  # type: ignore[attr-defined]
+    with staged_parquet(joined, staging_location(store), label=label) as uri:
+        staged = joined.sparkSession.read.parquet(spark_uri(uri))
+        yield StagedRetrieval(uri=uri, frame=staged, on_demand=list(job.on_demand_feature_views))

@@ -1,0 +1,100 @@
+"""The churn commands, unchanged, on the spark profile against the standalone cluster.
+
+`churn apply`, `churn materialize`, `churn skew-check`, `churn train` and `churn drift` run
+as a user types them, each a process whose Spark driver uses the cluster's two executors.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from materialize.apply import apply_feature_repo
+from tests.utils.feast_repo import make_feature_repo
+from tests.utils.features import CHURN_V1_FEATURES
+from tests.utils.history import write_history
+from tests.utils.services import REDIS_HOST, REDIS_PORT, delete_project_keys, unique_name
+from tests.utils.spark import SparkCluster
+
+# Spark on the shared 2-core machine: a driver JVM starts in 10-60 s and each `feast`/`churn`
+# process starts its own; the session-wide cluster start counts against the first test.
+pytestmark = [
+    pytest.mark.timeout(1800),
+    pytest.mark.filterwarnings(
+        # MLflow 3.17's SQLite tracking store uses a loader option that SQLAlchemy 2.1 deprecates.
+        "ignore:The ``noload`` loader strategy is deprecated:sqlalchemy.exc.SADeprecationWarning"
+    ),
+]
+
+CHURN = str(Path(sys.executable).with_name("churn"))
+_REDIS_DB = 11
+
+
+def _run(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [CHURN, *args], env=env, capture_output=True, text=True, timeout=900, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def spark_env(
+    tmp_path_factory: pytest.TempPathFactory, spark_cluster: SparkCluster, redis_available: None
+) -> Iterator[dict[str, str]]:
+    """An applied spark-profile repo with 70 days of daily snapshots and labels."""
+    project = unique_name("spark_pipe")
+    repo = make_feature_repo(
+        tmp_path_factory.mktemp("spark_pipeline"),
+        project=project,
+        profile="spark",
+        redis_db=_REDIS_DB,
+        spark_master=spark_cluster.master_url,
+    )
+    env = {
+        **os.environ,
+        "CHURN_DATA_DIR": str(repo.data.data_dir),
+        "CHURN_FEAST_REPO_PATH": str(repo.feast.repo_path),
+        "CHURN_FEAST_PROFILE": "spark",
+        "CHURN_SPARK_MASTER": spark_cluster.master_url,
+        "CHURN_SPARK_STAGING": str(repo.data.data_dir / "spark-staging"),
+        "CHURN_REDIS_URL": f"{REDIS_HOST}:{REDIS_PORT},db={_REDIS_DB}",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "CHURN_TRAIN_MIN_AUC": "0.6",
+        "CHURN_MONITORING_MAX_DATA_LAG_HOURS": "0",
+    }
+    env.pop("MLFLOW_TRACKING_URI", None)
+    write_history(repo.data, users=40, days=70, seed=1)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("CHURN_DATA_DIR", env["CHURN_DATA_DIR"])
+        apply_feature_repo(repo.feast)
+    yield env
+    delete_project_keys(project, db=_REDIS_DB)
+
+
+def test_materialize_skew_check_train_and_drift_run_on_the_spark_profile(
+    spark_env: dict[str, str], tmp_path: Path
+) -> None:
+    materialized = _run(spark_env, "materialize", "--start", "2025-01-01")
+    assert materialized.returncode == 0, materialized.stdout + materialized.stderr
+
+    skew = _run(spark_env, "skew-check", "--sample", "20", "--seed", "1")
+    assert skew.returncode == 0, skew.stdout + skew.stderr
+    assert "OK: online and offline agree on every sampled value" in skew.stdout
+    assert "on 20 entities (profile spark)" in skew.stdout
+
+    trained = _run(spark_env, "train", "--trials", "2", "--no-progress")
+    assert trained.returncode == 0, trained.stdout + trained.stderr
+
+    out = tmp_path / "drift"
+    drift = _run(spark_env, "drift", "--out", str(out))
+    assert drift.returncode == 0, drift.stdout + drift.stderr
+    document = json.loads((out / "drift.json").read_text())
+    assert [item["feature"] for item in document["features"]] == CHURN_V1_FEATURES
+    assert document["summary"]["major"] == []
+    staging = Path(spark_env["CHURN_SPARK_STAGING"])
+    assert not any(staging.glob("training-*")) and not any(staging.glob("drift-*"))
