@@ -36,13 +36,13 @@ from monitoring.statistics import (
     FeatureDrift,
     Role,
     SampleSummary,
-    compare_empty,
-    compare_insufficient,
-    too_few,
     adjust_p_values,
     compare_category_counts,
+    compare_empty,
+    compare_insufficient,
     continuous_drift,
     kolmogorov_sf,
+    too_few,
 )
 
 if TYPE_CHECKING:
