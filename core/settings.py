@@ -14,12 +14,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
-FeastProfile = Literal["production", "embedded", "team"]
+FeastProfile = Literal["production", "embedded", "team", "spark"]
 
 PROFILE_FILES: dict[str, str] = {
     "production": "feature_store.yaml",
     "embedded": "feature_store.embedded.yaml",
     "team": "feature_store.team.yaml",
+    "spark": "feature_store.spark.yaml",
 }
 
 
@@ -82,6 +83,19 @@ class FeastSettings(BaseSettings):
         validation_alias="CHURN_REGISTRY_URL",
         description="SQLAlchemy URL of the shared SQL registry (team profile only).",
     )
+    spark_master: str = Field(
+        default="local[2]",
+        validation_alias="CHURN_SPARK_MASTER",
+        description="spark.master of the spark profile: spark://host:7077, yarn, k8s://..., "
+        "or local[N] on one machine.",
+    )
+    spark_staging: str | None = Field(
+        default=None,
+        validation_alias="CHURN_SPARK_STAGING",
+        description="Staging location every executor and the driver can reach (s3://..., "
+        "gs://..., hdfs://..., or an absolute path on one machine); default "
+        "<data_dir>/spark-staging.",
+    )
 
     @property
     def yaml_path(self) -> Path:
@@ -93,7 +107,19 @@ class FeastSettings(BaseSettings):
         values = {"CHURN_REDIS_URL": self.redis_url}
         if self.registry_url:
             values["CHURN_REGISTRY_URL"] = self.registry_url
+        if self.profile == "spark":
+            values["CHURN_SPARK_MASTER"] = self.spark_master
+            values["CHURN_SPARK_STAGING"] = self.resolved_spark_staging()
+        # feature_repo/sources.py picks the batch source class (FileSource or SparkSource)
+        # from the profile when `feast apply` imports it.
+        values["CHURN_FEAST_PROFILE"] = self.profile
         return values
+
+    def resolved_spark_staging(self) -> str:
+        """The spark profile's staging location (Feast takes a local one as a bare path)."""
+        if self.spark_staging:
+            return self.spark_staging
+        return str((DataSettings().data_dir / "spark-staging").resolve())
 
 
 class MlflowSettings(BaseSettings):

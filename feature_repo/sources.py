@@ -1,26 +1,44 @@
 """Data sources: the offline user-features table and the request-time context.
 
+One definition serves every profile: the batch source is a ``FileSource`` (DuckDB offline
+store) or, when ``CHURN_FEAST_PROFILE`` is ``spark``, a ``SparkSource`` over the same table
+(the churn commands set that variable when they run ``feast apply``). Both have the same
+name, timestamps and columns, so ``churn_v1`` and the views do not change.
+
 The DuckDB offline store resolves a relative path against the current directory, not the
 repo, so the table path is made absolute here: ``$CHURN_DATA_DIR/offline`` when set,
-otherwise ``data/offline`` next to this repo.
+otherwise ``data/offline`` next to this repo. On a cluster ``$CHURN_SPARK_OFFLINE_DIR``
+(e.g. ``s3a://lake/churn/offline``) says where the executors read the same tables.
 """
 
 import os
 from pathlib import Path
 
 from feast import Field, FileSource, RequestSource
+from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
 from feast.types import UnixTimestamp
 
 _DATA_DIR = Path(
     os.environ.get("CHURN_DATA_DIR") or Path(__file__).resolve().parent.parent / "data"
 )
+_ON_SPARK = os.environ.get("CHURN_FEAST_PROFILE") == "spark"
+_SPARK_OFFLINE_DIR = os.environ.get("CHURN_SPARK_OFFLINE_DIR") or str(_DATA_DIR / "offline")
 
-user_features_source = FileSource(
-    name="user_features_source",
-    path=str(_DATA_DIR / "offline" / "user_features.parquet"),
-    timestamp_field="event_timestamp",
-    created_timestamp_column="created",
-    description="User feature snapshots written by `churn ingest`.",
+_USER_FEATURES = {
+    "name": "user_features_source",
+    "timestamp_field": "event_timestamp",
+    "created_timestamp_column": "created",
+    "description": "User feature snapshots written by `churn ingest`.",
+}
+
+user_features_source = (
+    SparkSource(
+        path=f"{_SPARK_OFFLINE_DIR.rstrip('/')}/user_features.parquet",
+        file_format="parquet",
+        **_USER_FEATURES,
+    )
+    if _ON_SPARK
+    else FileSource(path=str(_DATA_DIR / "offline" / "user_features.parquet"), **_USER_FEATURES)
 )
 
 # Offline the entity row's own event_timestamp fills this field; online the caller passes

@@ -529,9 +529,16 @@ def _merge_labels(
 
 
 def write_parquet_atomically(frame: pd.DataFrame, path: Path) -> None:
-    """Write Parquet beside ``path``, fsync it, then rename it over ``path`` (durable)."""
+    """Write Parquet beside ``path``, fsync it, then rename it over ``path`` (durable).
+
+    Timestamps are stored in microseconds: Spark (the spark profile reads the same tables)
+    refuses Parquet nanosecond timestamps. A value finer than a microsecond raises rather
+    than being truncated silently.
+    """
     with atomic_path(path) as temporary:
-        frame.to_parquet(temporary, index=False)
+        frame.to_parquet(
+            temporary, index=False, coerce_timestamps="us", allow_truncated_timestamps=False
+        )
 
 
 def _remove_stale_temporaries(data: DataSettings) -> int:

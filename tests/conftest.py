@@ -24,6 +24,7 @@ from tests.utils.services import (
     temporary_postgres_database,
     unique_name,
 )
+from tests.utils.spark import spark_cluster  # noqa: F401  (session fixture for spark tests)
 
 
 @pytest.fixture(autouse=True)

@@ -31,11 +31,13 @@ def make_feature_repo(
     profile: FeastProfile = "production",
     registry_url: str | None = None,
     redis_db: int = 0,
+    spark_master: str = "local[2]",
 ) -> TestRepo:
     """Copy ``feature_repo/`` into ``root`` with its own project name and data folder.
 
     Only the project name of each yaml changes; the definitions and profiles are the
-    project's own. Data lives in ``root/data`` (where the repo's relative paths point).
+    project's own. Data lives in ``root/data`` (where the repo's relative paths point); the
+    spark profile stages query results in ``root/data/spark-staging``.
     """
     repo = root / "feature_repo"
     shutil.copytree(FEATURE_REPO, repo, ignore=shutil.ignore_patterns("__pycache__", "data"))
@@ -49,6 +51,8 @@ def make_feature_repo(
         profile=profile,
         redis_url=f"{REDIS_HOST}:{REDIS_PORT},db={redis_db}",
         registry_url=registry_url,
+        spark_master=spark_master,
+        spark_staging=str((data_dir / "spark-staging").resolve()),
     )
     return TestRepo(project=project, feast=feast, data=DataSettings(data_dir=data_dir))
 

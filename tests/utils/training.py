@@ -128,9 +128,10 @@ def add_planted_rows(data: DataSettings) -> pd.DataFrame:
 
 
 def write_parquet(frame: pd.DataFrame, path: Path) -> Path:
-    """Write a frame as one Parquet file, creating the folder."""
+    """Write a frame as one Parquet file, creating the folder (microsecond timestamps,
+    as `churn ingest` writes them: Spark cannot read nanosecond ones)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(path, index=False)
+    frame.to_parquet(path, index=False, coerce_timestamps="us", allow_truncated_timestamps=False)
     return path
 
 

@@ -1,0 +1,160 @@
+"""A Spark standalone cluster on localhost for the spark-profile tests.
+
+A master and two workers are launched from the pyspark package itself (its ``spark-class``),
+so code under test runs in separate executor processes, not only in ``local[*]``. The sizes
+fit a 2-core machine: one core and 1 GB per worker, small daemon heaps. One cluster per
+test session; every JVM started here is stopped at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+WORKERS = 2
+WORKER_CORES = 1
+WORKER_MEMORY = "1g"
+_START_TIMEOUT_S = 90.0
+
+
+@dataclass(frozen=True)
+class SparkCluster:
+    """A running standalone cluster."""
+
+    master_url: str  # spark://127.0.0.1:<port>
+    web_url: str  # the master's status page (JSON under /json/)
+    workers: int
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _spark_class() -> Path:
+    from pyspark.find_spark_home import _find_spark_home
+
+    return Path(_find_spark_home()) / "bin" / "spark-class"
+
+
+def _environment(work_dir: Path) -> dict[str, str]:
+    """Daemon environment: loopback only, logs in the work dir, executors on this Python."""
+    environment = dict(os.environ)
+    environment.update(
+        SPARK_LOCAL_IP="127.0.0.1",
+        SPARK_LOG_DIR=str(work_dir / "logs"),
+        SPARK_NO_DAEMONIZE="1",
+        SPARK_DAEMON_MEMORY="256m",
+        # Executors must import pyarrow, feast and this project: the test's own venv.
+        PYSPARK_PYTHON=sys.executable,
+    )
+    return environment
+
+
+def _alive_workers(web_url: str) -> int:
+    with suppress(OSError, ValueError), urllib.request.urlopen(f"{web_url}/json/", timeout=2) as r:
+        status = json.load(r)
+        return sum(1 for worker in status.get("workers", []) if worker.get("state") == "ALIVE")
+    return 0
+
+
+def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+@contextmanager
+def standalone_cluster(work_dir: Path, *, workers: int = WORKERS) -> Iterator[SparkCluster]:
+    """Start a master and ``workers`` workers, wait until all registered, stop them after.
+
+    Raises:
+        RuntimeError: The cluster did not come up in time (the daemons' logs are quoted).
+    """
+    work_dir.mkdir(parents=True, exist_ok=True)
+    environment = _environment(work_dir)
+    spark_class = str(_spark_class())
+    port, web_port = _free_port(), _free_port()
+    master_url = f"spark://127.0.0.1:{port}"
+    web_url = f"http://127.0.0.1:{web_port}"
+    processes: list[subprocess.Popen[bytes]] = []
+    logs: list[Path] = []
+
+    def launch(name: str, *args: str) -> None:
+        log = work_dir / f"{name}.log"
+        logs.append(log)
+        with log.open("wb") as out:
+            # spark-class execs the JVM: the Popen pid is the java process itself.
+            processes.append(
+                subprocess.Popen(
+                    [spark_class, *args], env=environment, stdout=out, stderr=subprocess.STDOUT
+                )
+            )
+
+    try:
+        launch(
+            "master",
+            "org.apache.spark.deploy.master.Master",
+            *("--host", "127.0.0.1", "--port", str(port), "--webui-port", str(web_port)),
+        )
+        for index in range(workers):
+            worker_dir = work_dir / f"worker-{index}"
+            worker_dir.mkdir(exist_ok=True)
+            launch(
+                f"worker-{index}",
+                "org.apache.spark.deploy.worker.Worker",
+                master_url,
+                *("--host", "127.0.0.1", "--webui-port", str(_free_port())),
+                *("--cores", str(WORKER_CORES), "--memory", WORKER_MEMORY),
+                *("--work-dir", str(worker_dir)),
+            )
+        deadline = time.monotonic() + _START_TIMEOUT_S
+        while _alive_workers(web_url) < workers:
+            exited = [p.args for p in processes if p.poll() is not None]
+            if exited or time.monotonic() > deadline:
+                tails = "\n".join(f"--- {log.name}\n{log.read_text()[-1500:]}" for log in logs)
+                raise RuntimeError(f"Spark standalone cluster did not start ({exited=}):\n{tails}")
+            time.sleep(0.5)
+        yield SparkCluster(master_url=master_url, web_url=web_url, workers=workers)
+    finally:
+        _stop_driver_session()
+        _stop(processes)
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def _stop_driver_session() -> None:
+    """Stop this process's Spark session (its executors live on the workers)."""
+    if "pyspark" not in sys.modules:
+        return
+    from pyspark.sql import SparkSession
+
+    session = SparkSession.getActiveSession()
+    if session is not None:
+        session.stop()
+
+
+@pytest.fixture(scope="session")
+def spark_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkCluster]:
+    """One standalone cluster (master + two workers) for the whole test session."""
+    with standalone_cluster(tmp_path_factory.mktemp("spark-cluster")) as cluster:
+        yield cluster
