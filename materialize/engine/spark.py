@@ -29,6 +29,8 @@ module: they need the project installed (``pip install churn-platform``, or ship
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -302,6 +304,9 @@ class SparkEngine(SparkComputeEngine):
         active = SparkSession.getActiveSession()
         if active is not None:
             return active
+        # Executors run the interpreter the driver names; by default this one, which has
+        # the project installed (a cluster whose nodes differ sets PYSPARK_PYTHON).
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
         settings = {"spark.sql.session.timeZone": "UTC"}
         settings |= getattr(self.repo_config.offline_store, "spark_conf", None) or {}
         settings |= self.config.spark_conf or {}

@@ -21,26 +21,13 @@ from tests.utils.materialize import (
     redis_hashes,
     use_engine,
 )
+from tests.utils.spark import SparkCluster
 
-
-@pytest.fixture(scope="module")
-def spark() -> Iterator[object]:
-    """A Spark session the engine finds active (local until the cluster fixture exists)."""
-    import os
-    import sys
-
-    from pyspark.sql import SparkSession
-
-    os.environ["PYSPARK_PYTHON"] = sys.executable
-    session = (
-        SparkSession.builder.master("local[2]")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.ui.enabled", "false")
-        .config("spark.sql.shuffle.partitions", "4")
-        .getOrCreate()
-    )
-    yield session
-    session.stop()
+# Feast warns "experimental" whenever a SparkSource is built (each registry load): the spark
+# profile uses it on purpose.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:The spark data source API is an experimental feature:RuntimeWarning"
+)
 
 
 def _write_table(path: Path, frame: pd.DataFrame) -> None:
@@ -51,15 +38,21 @@ def _write_table(path: Path, frame: pd.DataFrame) -> None:
 
 
 @pytest.fixture(scope="module")
-def repos(tmp_path_factory: pytest.TempPathFactory, redis_available: None) -> Iterator[dict]:
-    """Two applied repos over the same offline table: our DuckDB engine and ours on Spark."""
+def repos(
+    tmp_path_factory: pytest.TempPathFactory, redis_available: None, spark_cluster: SparkCluster
+) -> Iterator[dict]:
+    """Two applied repos over the same offline table: the production profile (our DuckDB
+    engine) and the spark profile on the standalone cluster (its engine: ours on Spark)."""
     frame = make_user_features(users=400)
     frame = pd.concat(
         [frame, frame.iloc[[0]].assign(user_id=pd.NA, event_timestamp=END - timedelta(hours=2))],
         ignore_index=True,
     ).astype({"user_id": "Int64"})
     duckdb = AppliedRepo(tmp_path_factory.mktemp("duckdb"))
-    spark_repo = AppliedRepo(tmp_path_factory.mktemp("spark"))
+    spark_root = tmp_path_factory.mktemp("spark")
+    # `feast apply` on the spark profile reads the source's schema: the table must exist.
+    _write_table(spark_root / "data" / "offline" / "user_features.parquet", frame)
+    spark_repo = AppliedRepo(spark_root, profile="spark", spark_master=spark_cluster.master_url)
     try:
         yield {"duckdb": duckdb, "spark": spark_repo, "frame": frame}
     finally:
@@ -73,14 +66,13 @@ def _materialize(repo: TestRepo, start: object, end: object) -> list:
     return list(store._get_provider().batch_engine.results)
 
 
-def test_spark_writes_the_bytes_of_the_duckdb_engine_and_reruns_change_nothing(
-    repos: dict, spark: object
-) -> None:
+def test_spark_writes_the_bytes_of_the_duckdb_engine_and_reruns_change_nothing(repos: dict) -> None:
     frame = repos["frame"]
     duckdb, on_spark = repos["duckdb"].fresh(), repos["spark"].fresh()
     for repo in (duckdb, on_spark):
         _write_table(repo.data.user_features_path, frame)
     use_engine(duckdb, "fast", chunk_rows=128)
+    # The profile's own engine block, with small batches so every task writes several.
     use_engine(on_spark, "spark", partitions=3, arrow_batch_rows=50, write_batch_rows=20)
 
     (reference,) = _materialize(duckdb, START, END)
@@ -102,11 +94,10 @@ def test_spark_writes_the_bytes_of_the_duckdb_engine_and_reruns_change_nothing(
     assert (second.entities, second.written) == (len(expected), 0)
 
 
-def test_an_older_range_on_spark_never_replaces_newer_values(repos: dict, spark: object) -> None:
+def test_an_older_range_on_spark_never_replaces_newer_values(repos: dict) -> None:
     frame = repos["frame"]
     repo = repos["spark"].fresh()
-    _write_table(repo.data.user_features_path, frame)
-    use_engine(repo, "spark", partitions=2)
+    _write_table(repo.data.user_features_path, frame)  # the profile's own engine block
 
     _materialize(repo, START, END)
     newer = redis_hashes(repo.project)

@@ -184,12 +184,16 @@ class AppliedRepo:
     the SQLite store, and deletes the project's Redis keys.
     """
 
-    def __init__(self, root: Path, *, profile: FeastProfile = "production") -> None:
+    def __init__(
+        self, root: Path, *, profile: FeastProfile = "production", spark_master: str = "local[2]"
+    ) -> None:
         import pytest
 
         from materialize.apply import apply_feature_repo
 
-        self.repo = make_feature_repo(root, project=unique_name("churn_test"), profile=profile)
+        self.repo = make_feature_repo(
+            root, project=unique_name("churn_test"), profile=profile, spark_master=spark_master
+        )
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv("CHURN_DATA_DIR", str(self.repo.data.data_dir))
             apply_feature_repo(self.repo.feast)
