@@ -160,6 +160,16 @@ def run_child(repo: Path, yaml_path: Path, task: str, labels: Path | None) -> No
     from feast import FeatureStore
 
     store = FeatureStore(repo_path=str(repo), fs_yaml_file=yaml_path)
+    if getattr(store.config.offline_store, "spark_conf", None):
+        # Start the session on the cluster before the clock, for both Spark engines: Feast's
+        # spark.engine builds its session from its whole batch_engine block (not from the
+        # offline store's spark_conf), so without an active session it would run in
+        # local[*] on the driver instead of on the cluster.
+        from feast.infra.offline_stores.contrib.spark_offline_store.spark import (
+            get_spark_session_or_start_new_with_repoconfig,
+        )
+
+        get_spark_session_or_start_new_with_repoconfig(store.config.offline_store)
     if task == "materialize":
         started = time.perf_counter()
         store.materialize(BASE.START, BASE.END)
@@ -322,6 +332,8 @@ def main(argv: list[str] | None = None) -> int:
                     "driver_mb": peaks.driver_mb,
                     "executors_mb": list(peaks.executors_mb.values()),
                 }
+                # Printed at once: a later engine's failure keeps the earlier figures.
+                print(f"{name}: {json.dumps(results[name])}", flush=True)
             if REFERENCE in projects:
                 for name in engines:
                     if name != REFERENCE:
