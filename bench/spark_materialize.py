@@ -94,8 +94,14 @@ def _tree_rss_mb(process: Any) -> float:
     return total / 2**20
 
 
-def _sample_memory(driver_pid: int, peaks: MemoryPeaks, stop: threading.Event) -> None:
-    """Record peak RSS of the driver and of every executor (JVM + Python workers)."""
+def _sample_memory(
+    driver_pid: int, cluster_dir: Path, peaks: MemoryPeaks, stop: threading.Event
+) -> None:
+    """Record peak RSS of the driver and of every executor (JVM + Python workers).
+
+    Only executors of this benchmark's cluster count (they run in its workers' folders):
+    other Spark applications on the machine are left out.
+    """
     import psutil
 
     driver = psutil.Process(driver_pid)
@@ -106,6 +112,8 @@ def _sample_memory(driver_pid: int, peaks: MemoryPeaks, stop: threading.Event) -
             cmdline = process.info.get("cmdline") or []
             if any("CoarseGrainedExecutorBackend" in part for part in cmdline):
                 try:
+                    if not process.cwd().startswith(str(cluster_dir)):
+                        continue
                     rss = _tree_rss_mb(process)
                 except psutil.Error:
                     continue
@@ -191,6 +199,7 @@ def run_child(repo: Path, yaml_path: Path, task: str, labels: Path | None) -> No
 def _run_child(
     repo: Path, yaml_path: Path, environment: dict[str, str], task: str, labels: Path | None
 ) -> tuple[dict[str, Any], MemoryPeaks]:
+    cluster_dir = repo.parent.parent / "cluster"
     command = [sys.executable, __file__, "--child", str(repo), str(yaml_path), task]
     if labels is not None:
         command.append(str(labels))
@@ -198,7 +207,9 @@ def _run_child(
         command, cwd=repo, env=environment, stdout=subprocess.PIPE, text=True
     )
     peaks, stop = MemoryPeaks(), threading.Event()
-    sampler = threading.Thread(target=_sample_memory, args=(process.pid, peaks, stop), daemon=True)
+    sampler = threading.Thread(
+        target=_sample_memory, args=(process.pid, cluster_dir, peaks, stop), daemon=True
+    )
     sampler.start()
     output, _ = process.communicate()
     stop.set()
