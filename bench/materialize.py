@@ -63,8 +63,9 @@ def generate_table(path: Path, *, users: int, snapshots: int, seed: int) -> int:
     table = pa.table(
         {
             "user_id": pa.array(np.repeat(np.arange(1, users + 1, dtype=np.int64), snapshots)),
-            "event_timestamp": pa.array(event * 1000, pa.timestamp("ns", tz="UTC")),
-            "created": pa.array(created * 1000, pa.timestamp("ns", tz="UTC")),
+            # Microseconds, as `churn ingest` writes them (Spark refuses Parquet nanoseconds).
+            "event_timestamp": pa.array(event, pa.timestamp("us", tz="UTC")),
+            "created": pa.array(created, pa.timestamp("us", tz="UTC")),
             "feature_1": pa.array(feature_1, mask=rng.random(rows) < 0.05),
             "feature_2": pa.array(feature_2, mask=rng.random(rows) < 0.05),
         }

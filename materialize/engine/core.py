@@ -110,6 +110,14 @@ class MaterializationStats:
 
 def _unsupported_reason(view: Any) -> str | None:
     """Why the fast path cannot materialize ``view`` (None when it can)."""
+    reason = unsupported_view_reason(view)
+    if reason is None and parquet_path(view.batch_source) is None:
+        return "its batch source is not a local Parquet FileSource"
+    return reason
+
+
+def unsupported_view_reason(view: Any) -> str | None:
+    """Why our encoder cannot take ``view``, whatever its source (None when it can)."""
     if not isinstance(view, FeatureView):
         return f"{type(view).__name__} is not a plain feature view"
     if getattr(view, "feature_transformation", None) or getattr(view, "aggregations", None):
@@ -118,12 +126,10 @@ def _unsupported_reason(view: Any) -> str | None:
         return "it writes back offline or validates rows"
     if not view.entity_columns:
         return "it has no join keys"
-    if parquet_path(view.batch_source) is None:
-        return "its batch source is not a local Parquet FileSource"
     return None
 
 
-def _source_columns(view: FeatureView, registry: BaseRegistry, project: str) -> SourceColumns:
+def source_columns(view: FeatureView, registry: BaseRegistry, project: str) -> SourceColumns:
     """Source columns of the view and the names they take (Feast's field mapping)."""
     from feast.feature_view import DUMMY_ENTITY_ID
 
@@ -341,7 +347,7 @@ class FastEngine(AdapterComputeEngine):
         self, registry: BaseRegistry, task: MaterializationTask, view: FeatureView
     ) -> MaterializationStats:
         started = time.monotonic()
-        columns = _source_columns(view, registry, task.project)
+        columns = source_columns(view, registry, task.project)
         path = parquet_path(view.batch_source)
         assert path is not None  # checked by _unsupported_reason
         writer = self._writer(view)

@@ -87,14 +87,19 @@ def make_user_features(
 
 
 def use_engine(repo: TestRepo, engine: str = "fast", **options: object) -> None:
-    """Point every profile of a test repo at an engine: ``fast`` (ours) or ``stock`` (Feast's).
+    """Point every profile of a test repo at an engine: ``fast`` (ours), ``spark`` (ours on
+    Spark) or ``stock`` (Feast's local engine).
 
     Options go into the ``batch_engine`` block (e.g. ``chunk_rows=50``).
     """
+    engine_types = {
+        "fast": "materialize.engine.FastEngine",
+        "spark": "materialize.engine.spark.SparkEngine",
+    }
     if engine == "stock":
         block = "batch_engine: local\n"
     else:
-        lines = ["batch_engine:", "  type: materialize.engine.FastEngine"]
+        lines = ["batch_engine:", f"  type: {engine_types[engine]}"]
         lines += [f"  {name}: {value}" for name, value in options.items()]
         block = "\n".join(lines) + "\n"
     for path in repo.feast.repo_path.glob("feature_store*.yaml"):
@@ -179,12 +184,16 @@ class AppliedRepo:
     the SQLite store, and deletes the project's Redis keys.
     """
 
-    def __init__(self, root: Path, *, profile: FeastProfile = "production") -> None:
+    def __init__(
+        self, root: Path, *, profile: FeastProfile = "production", spark_master: str = "local[2]"
+    ) -> None:
         import pytest
 
         from materialize.apply import apply_feature_repo
 
-        self.repo = make_feature_repo(root, project=unique_name("churn_test"), profile=profile)
+        self.repo = make_feature_repo(
+            root, project=unique_name("churn_test"), profile=profile, spark_master=spark_master
+        )
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv("CHURN_DATA_DIR", str(self.repo.data.data_dir))
             apply_feature_repo(self.repo.feast)

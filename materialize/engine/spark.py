@@ -1,0 +1,452 @@
+"""Our materialization engine on Spark: ``batch_engine: materialize.engine.spark.SparkEngine``.
+
+The same encoding (:mod:`materialize.engine.encoding`) and newer-wins Redis writer
+(:mod:`materialize.engine.writers`, one Lua script call per batch) as :class:`FastEngine`,
+run inside Spark tasks:
+
+1. the driver builds a lazy plan: the view's rows inside ``[start, end]``, keyed, then each
+   entity's latest row (window over the join keys: latest event time, then latest created
+   time, missing created times last -- Feast's rule);
+2. ``mapInArrow`` hands every task its partition as Arrow batches of ``arrow_batch_rows``
+   rows; the executor encodes each batch with numpy and writes it to Redis itself;
+3. each task returns one small row per batch (entities, written); the driver sums them.
+
+The driver never collects the table, and a Python worker holds one Arrow batch at a time,
+so executor memory follows ``arrow_batch_rows`` (and Spark's own spilling sort for the
+window), not the size of the table. A failed task is retried by Spark; the newer-wins
+script makes a repeated write a no-op.
+
+Views this engine cannot take (transformations, aggregations, sources other than a
+``SparkSource`` or a Parquet ``FileSource``, online stores other than single-node Redis)
+go through Feast's own ``spark.engine`` unchanged.
+
+The Spark session: the active one, else one built from the offline store's ``spark_conf``
+(Spark profile) with this block's ``spark_conf`` laid over it. Executors import this
+module: they need the project installed (``pip install churn-platform``, or ship it with
+``spark.submit.pyFiles``) and run the interpreter ``PYSPARK_PYTHON`` names.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+import pyarrow as pa
+from feast import FeatureView
+from feast.infra.common.materialization_job import (
+    MaterializationJob,
+    MaterializationJobStatus,
+    MaterializationTask,
+)
+from feast.infra.compute_engines.spark.compute import SparkComputeEngine
+from feast.infra.compute_engines.spark.job import SparkMaterializationJob
+from feast.infra.registry.base_registry import BaseRegistry
+from feast.repo_config import FeastConfigBaseModel
+from feast.value_type import ValueType
+from pydantic import PositiveInt, StrictStr
+
+from materialize.engine.core import (
+    MaterializationStats,
+    source_columns,
+    unsupported_view_reason,
+)
+from materialize.engine.encoding import encode_chunk
+from materialize.engine.reader import CREATED_COLUMN, EVENT_COLUMN, SourceColumns
+from materialize.engine.writers import OnlineStoreUnavailableError, RedisWriter
+
+if TYPE_CHECKING:
+    import redis
+    from pyspark.sql import Column, DataFrame, SparkSession
+
+logger = logging.getLogger(__name__)
+
+SPARK_ENGINE_TYPE = "materialize.engine.spark.SparkEngine"
+
+# What each task returns per Arrow batch it wrote (Arrow, and the same as Spark DDL).
+_COUNTS_SCHEMA = pa.schema([("entities", pa.int64()), ("written", pa.int64())])
+_COUNTS_DDL = "entities long, written long"
+
+
+class SparkEngineConfig(FeastConfigBaseModel):
+    """The ``batch_engine:`` block of ``feature_store.yaml`` for :class:`SparkEngine`."""
+
+    type: Literal["materialize.engine.spark.SparkEngine"] = "materialize.engine.spark.SparkEngine"
+    """Engine selector (the class path)."""
+
+    spark_conf: dict[str, str] | None = None
+    """Spark settings laid over the offline store's ``spark_conf`` when this engine starts
+    the session (e.g. ``spark.master`` for a profile whose offline store is not Spark)."""
+
+    partitions: PositiveInt | None = None
+    """Partitions (tasks) of the latest-row step; None: Spark's shuffle partitions (with
+    adaptive execution coalescing small ones). More partitions: smaller tasks."""
+
+    arrow_batch_rows: PositiveInt = 10_000
+    """Rows per Arrow batch an executor encodes and writes: bounds its Python memory."""
+
+    write_batch_rows: PositiveInt = 1_000
+    """Entities per Redis script call (as :class:`FastEngineConfig`)."""
+
+    pipeline_batches: PositiveInt = 4
+    """Redis script calls sent per round trip."""
+
+    staging_location: StrictStr | None = None
+    """Read by Feast's ``spark.engine`` for the views it materializes (the fallback)."""
+
+    region: StrictStr | None = None
+    """Read by Feast's ``spark.engine`` (S3 staging region), for the fallback."""
+
+
+def _redis_client(store_config: Any) -> redis.Redis:
+    """Feast's own Redis client for a store config (host, db, password, TLS as the profile).
+
+    The one place this module uses a private Feast name (``RedisOnlineStore._get_client``).
+    """
+    from feast.infra.online_stores.redis import RedisOnlineStore
+
+    client: redis.Redis = RedisOnlineStore()._get_client(store_config)
+    return client
+
+
+@dataclass(frozen=True)
+class PartitionWriter:
+    """Encodes and writes one task's Arrow batches to Redis (runs on the executors).
+
+    Pickled to the executors with the plan, so it holds only plain settings; each task
+    opens its own Redis connection.
+    """
+
+    store_config: Any  # feast RedisOnlineStoreConfig
+    project: str
+    view_name: str
+    join_keys: dict[str, ValueType]
+    features: dict[str, ValueType]
+    ttl_seconds: int | None
+    batch_rows: int
+    pipeline_batches: int
+    label: str
+
+    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """Write each batch newer-wins; yield (entities, written) per batch."""
+        client = _redis_client(self.store_config)
+        writer = RedisWriter(
+            client,
+            project=self.project,
+            view_name=self.view_name,
+            feature_names=list(self.features),
+            ttl_seconds=self.ttl_seconds,
+            batch_rows=self.batch_rows,
+            pipeline_batches=self.pipeline_batches,
+            label=self.label,
+        )
+        try:
+            for batch in batches:
+                chunk = encode_chunk(
+                    pa.Table.from_batches([batch]),
+                    join_keys=self.join_keys,
+                    features=self.features,
+                    event_column=EVENT_COLUMN,
+                )
+                written = writer.write(chunk)
+                yield pa.RecordBatch.from_pydict(
+                    {"entities": [chunk.rows], "written": [written]}, schema=_COUNTS_SCHEMA
+                )
+        finally:
+            client.close()
+
+
+def _quoted(name: str) -> str:
+    return "`" + name.replace("`", "``") + "`"
+
+
+def spark_source_frame(spark: SparkSession, source: Any) -> DataFrame | None:
+    """The batch source as a Spark DataFrame; None for a source this engine does not read.
+
+    A ``SparkSource`` (table, query or path) is read as Feast's Spark offline store reads
+    it; a ``FileSource`` only when it holds Parquet (any path Spark can open).
+    """
+    from feast import FileSource
+    from feast.data_format import ParquetFormat
+    from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import (
+        SparkSource,
+    )
+
+    if isinstance(source, SparkSource):
+        return spark.sql(f"SELECT * FROM {source.get_table_query_string()}")
+    if isinstance(source, FileSource) and (
+        isinstance(source.file_format, ParquetFormat)
+        or (source.file_format is None and source.path.endswith(".parquet"))
+    ):
+        return spark.read.parquet(source.path)
+    return None
+
+
+def _time_column(frame: DataFrame, name: str) -> Column:
+    """A source time column as a Spark timestamp (an instant).
+
+    Parquet ``TIMESTAMP(NANOS)`` (pandas' default) is unreadable by Spark unless
+    ``spark.sql.legacy.parquet.nanosAsLong`` is on, which turns it into nanoseconds as a
+    long: those are floored to microseconds, as Feast truncates to a Python datetime.
+    """
+    from pyspark.sql import functions as F
+    from pyspark.sql.types import LongType, TimestampType
+
+    column = F.col(_quoted(name))
+    kind = frame.schema[name].dataType
+    if isinstance(kind, TimestampType):
+        return column
+    if isinstance(kind, LongType):
+        return F.timestamp_micros((column - F.pmod(column, F.lit(1000))) / F.lit(1000))
+    # TIMESTAMP_NTZ (naive, UTC by convention), strings, dates: in the session time zone,
+    # which the engine sets to UTC when it starts the session.
+    return column.cast("timestamp")
+
+
+def latest_rows_frame(
+    frame: DataFrame,
+    columns: SourceColumns,
+    *,
+    start: Any,
+    end: Any,
+    partitions: int | None,
+) -> tuple[DataFrame, DataFrame]:
+    """The rows of ``[start, end]`` and, lazily, each entity's latest one among them.
+
+    Returns:
+        (rows in the range, latest row per entity), both named as the view names them,
+        with the times in ``EVENT_COLUMN`` and ``CREATED_COLUMN``.
+    """
+    from pyspark.sql import Window
+    from pyspark.sql import functions as F
+
+    missing = [
+        name
+        for name in [*columns.join_keys, *columns.features, columns.timestamp]
+        + ([columns.created] if columns.created else [])
+        if name not in frame.columns
+    ]
+    if missing:
+        raise ValueError(f"the offline source has no column(s) {', '.join(missing)}")
+    event = _time_column(frame, columns.timestamp)
+    created = (
+        _time_column(frame, columns.created) if columns.created else F.lit(None).cast("timestamp")
+    )
+    selected = [
+        *(F.col(_quoted(source)).alias(name) for source, name in columns.join_keys.items()),
+        *(F.col(_quoted(source)).alias(name) for source, name in columns.features.items()),
+        event.alias(EVENT_COLUMN),
+        created.alias(CREATED_COLUMN),
+    ]
+    rows = frame.select(*selected).where(F.col(EVENT_COLUMN).between(F.lit(start), F.lit(end)))
+    keys = [F.col(_quoted(name)) for name in columns.join_keys.values()]
+    keyed = rows
+    for key in keys:
+        keyed = keyed.where(key.isNotNull())
+    if partitions:
+        # The window then reuses this partitioning: one shuffle, `partitions` tasks.
+        keyed = keyed.repartition(partitions, *keys)
+    latest_first = Window.partitionBy(*keys).orderBy(
+        F.col(EVENT_COLUMN).desc(), F.col(CREATED_COLUMN).desc_nulls_last()
+    )
+    rank = "__latest_rank"
+    latest = (
+        keyed.withColumn(rank, F.row_number().over(latest_first)).where(F.col(rank) == 1).drop(rank)
+    )
+    return rows, latest
+
+
+def _count_rows(rows: DataFrame, join_keys: list[str]) -> tuple[int, int]:
+    """Rows of the range with a join key, and rows without one (a one-row aggregate)."""
+    from pyspark.sql import functions as F
+
+    keyless = F.lit(False)
+    for name in join_keys:
+        keyless = keyless | F.col(_quoted(name)).isNull()
+    (row,) = rows.agg(
+        F.count(F.lit(1)).alias("rows"),
+        F.sum(F.when(keyless, 1).otherwise(0)).alias("rejected"),
+    ).collect()
+    total, rejected = int(row["rows"] or 0), int(row["rejected"] or 0)
+    return total - rejected, rejected
+
+
+class SparkEngine(SparkComputeEngine):
+    """Our vectorised, newer-wins Redis materialization, run by Spark executors.
+
+    Args:
+        repo_config: The repo's configuration (from Feast).
+        offline_store: The offline store (from Feast).
+        online_store: The online store (from Feast).
+        **options: The ``batch_engine:`` block of the yaml, see :class:`SparkEngineConfig`.
+
+    Raises:
+        pydantic.ValidationError: An unknown or invalid option.
+    """
+
+    def __init__(
+        self, *, repo_config: Any, offline_store: Any, online_store: Any, **options: Any
+    ) -> None:
+        self.config = SparkEngineConfig(**options)
+        super().__init__(
+            repo_config=repo_config, offline_store=offline_store, online_store=online_store
+        )
+        self.results: list[MaterializationStats] = []
+
+    def spark_session(self) -> SparkSession:
+        """The active Spark session, else one from the profile's ``spark_conf``."""
+        from pyspark.sql import SparkSession
+
+        active = SparkSession.getActiveSession()
+        if active is not None:
+            return active
+        # Executors run the interpreter the driver names; by default this one, which has
+        # the project installed (a cluster whose nodes differ sets PYSPARK_PYTHON).
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        settings = {"spark.sql.session.timeZone": "UTC"}
+        settings |= getattr(self.repo_config.offline_store, "spark_conf", None) or {}
+        settings |= self.config.spark_conf or {}
+        builder = SparkSession.builder
+        for name, value in settings.items():
+            builder = builder.config(name, value)
+        return builder.getOrCreate()
+
+    def _unsupported_reason(self, view: Any) -> str | None:
+        from feast.infra.online_stores.redis import RedisOnlineStoreConfig, RedisType
+
+        reason = unsupported_view_reason(view)
+        if reason is not None:
+            return reason
+        store_config = self.repo_config.online_store
+        if (
+            not isinstance(store_config, RedisOnlineStoreConfig)
+            or store_config.redis_type == RedisType.redis_cluster
+        ):
+            return "its online store is not a single Redis"
+        if self.repo_config.entity_key_serialization_version != 3:
+            return "entity_key_serialization_version is not 3"
+        return None
+
+    def _materialize_one(
+        self,
+        registry: BaseRegistry,
+        task: MaterializationTask,
+        from_offline_store: bool = False,
+        **kwargs: Any,
+    ) -> MaterializationJob:
+        view = task.feature_view
+        job_id = f"{view.name}-{task.start_time}-{task.end_time}"
+        spark = self.spark_session()
+        reason = self._unsupported_reason(view)
+        frame = None
+        if reason is None:
+            frame = spark_source_frame(spark, view.batch_source)
+            if frame is None:
+                reason = "its batch source is neither a SparkSource nor Parquet"
+        if reason is not None:
+            logger.warning("%s: Feast's spark.engine materializes it (%s)", view.name, reason)
+            started = time.monotonic()
+            job = super()._materialize_one(registry, task, from_offline_store, **kwargs)
+            self.results.append(
+                MaterializationStats(
+                    view=view.name,
+                    start=task.start_time,
+                    end=task.end_time,
+                    engine="feast-spark",
+                    seconds=time.monotonic() - started,
+                )
+            )
+            return job
+        assert isinstance(view, FeatureView) and frame is not None  # checked above
+        try:
+            stats = self._materialize_spark(registry, task, view, spark, frame)
+        except Exception as error:
+            return SparkMaterializationJob(
+                job_id=job_id, status=MaterializationJobStatus.ERROR, error=error
+            )
+        self.results.append(stats)
+        return SparkMaterializationJob(job_id=job_id, status=MaterializationJobStatus.SUCCEEDED)
+
+    def _partition_writer(self, view: FeatureView) -> PartitionWriter:
+        from feast.infra.online_stores.helpers import compute_versioned_name
+
+        from materialize.engine.core import _redis_label
+
+        config = self.repo_config
+        store_config = config.online_store
+        versioning = bool(config.registry.enable_online_feature_view_versioning)
+        return PartitionWriter(
+            store_config=store_config,
+            project=config.project,
+            view_name=compute_versioned_name(view, versioning),
+            join_keys={column.name: column.dtype.to_value_type() for column in view.entity_columns},
+            features={feature.name: feature.dtype.to_value_type() for feature in view.features},
+            ttl_seconds=store_config.key_ttl_seconds,
+            batch_rows=self.config.write_batch_rows,
+            pipeline_batches=self.config.pipeline_batches,
+            label=_redis_label(store_config.connection_string),
+        )
+
+    def _materialize_spark(
+        self,
+        registry: BaseRegistry,
+        task: MaterializationTask,
+        view: FeatureView,
+        spark: SparkSession,
+        frame: DataFrame,
+    ) -> MaterializationStats:
+        import redis
+        from pyspark.sql import functions as F
+
+        started = time.monotonic()
+        writer = self._partition_writer(view)
+        client = _redis_client(writer.store_config)
+        try:
+            client.ping()  # fail on the driver, naming the store, before any task starts
+        except redis.RedisError as error:
+            raise OnlineStoreUnavailableError(
+                f"cannot reach the Redis online store at {writer.label}: {error}"
+            ) from error
+        finally:
+            client.close()
+        spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", self.config.arrow_batch_rows)
+        columns = source_columns(view, registry, task.project)
+        rows, latest = latest_rows_frame(
+            frame,
+            columns,
+            start=task.start_time,
+            end=task.end_time,
+            partitions=self.config.partitions,
+        )
+        rows_in_range, rejected = _count_rows(rows, list(columns.join_keys.values()))
+        counts = latest.mapInArrow(writer, _COUNTS_DDL)
+        # The only rows the driver receives: one with the two sums.
+        (total,) = counts.agg(
+            F.sum("entities").alias("entities"), F.sum("written").alias("written")
+        ).collect()
+        entities, written = int(total["entities"] or 0), int(total["written"] or 0)
+        seconds = time.monotonic() - started
+        logger.info(
+            "%s: %d entities, %d written, %d rows in range (%d without a key), %.1f s on Spark",
+            view.name,
+            entities,
+            written,
+            rows_in_range,
+            rejected,
+            seconds,
+        )
+        return MaterializationStats(
+            view=view.name,
+            start=task.start_time,
+            end=task.end_time,
+            engine="spark",
+            entities=entities,
+            rows_in_range=rows_in_range,
+            rejected_rows=rejected,
+            written=written,
+            seconds=seconds,
+        )

@@ -1,0 +1,110 @@
+"""Our engine on Spark: the same online bytes as our DuckDB engine, newer-wins, counted."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from core.feast_store import open_feature_store
+from tests.utils.feast_repo import TestRepo
+from tests.utils.materialize import (
+    END,
+    START,
+    AppliedRepo,
+    decode_redis,
+    expected_online,
+    make_user_features,
+    redis_hashes,
+    use_engine,
+)
+from tests.utils.spark import SparkCluster
+
+# Feast warns "experimental" whenever a SparkSource is built (each registry load): the spark
+# profile uses it on purpose.
+pytestmark = pytest.mark.filterwarnings(
+    "ignore:The spark data source API is an experimental feature:RuntimeWarning"
+)
+
+
+def _write_table(path: Path, frame: pd.DataFrame) -> None:
+    """Write the offline table with microsecond times (Spark cannot read Parquet nanos)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    times = {column: "datetime64[us, UTC]" for column in ("event_timestamp", "created")}
+    frame.astype(times).to_parquet(path, index=False)
+
+
+@pytest.fixture(scope="module")
+def repos(
+    tmp_path_factory: pytest.TempPathFactory, redis_available: None, spark_cluster: SparkCluster
+) -> Iterator[dict]:
+    """Two applied repos over the same offline table: the production profile (our DuckDB
+    engine) and the spark profile on the standalone cluster (its engine: ours on Spark)."""
+    frame = make_user_features(users=400)
+    frame = pd.concat(
+        [frame, frame.iloc[[0]].assign(user_id=pd.NA, event_timestamp=END - timedelta(hours=2))],
+        ignore_index=True,
+    ).astype({"user_id": "Int64"})
+    duckdb = AppliedRepo(tmp_path_factory.mktemp("duckdb"))
+    spark_root = tmp_path_factory.mktemp("spark")
+    # `feast apply` on the spark profile reads the source's schema: the table must exist.
+    _write_table(spark_root / "data" / "offline" / "user_features.parquet", frame)
+    spark_repo = AppliedRepo(spark_root, profile="spark", spark_master=spark_cluster.master_url)
+    try:
+        yield {"duckdb": duckdb, "spark": spark_repo, "frame": frame}
+    finally:
+        duckdb.close()
+        spark_repo.close()
+
+
+def _materialize(repo: TestRepo, start: object, end: object) -> list:
+    store = open_feature_store(repo.feast)
+    store.materialize(start, end)
+    return list(store._get_provider().batch_engine.results)
+
+
+def test_spark_writes_the_bytes_of_the_duckdb_engine_and_reruns_change_nothing(repos: dict) -> None:
+    frame = repos["frame"]
+    duckdb, on_spark = repos["duckdb"].fresh(), repos["spark"].fresh()
+    for repo in (duckdb, on_spark):
+        _write_table(repo.data.user_features_path, frame)
+    use_engine(duckdb, "fast", chunk_rows=128)
+    # The profile's own engine block, with small batches so every task writes several.
+    use_engine(on_spark, "spark", partitions=3, arrow_batch_rows=50, write_batch_rows=20)
+
+    (reference,) = _materialize(duckdb, START, END)
+    (first,) = _materialize(on_spark, START, END)
+    expected = redis_hashes(duckdb.project)
+    ours = redis_hashes(on_spark.project)
+
+    assert first.engine == "spark" and reference.engine == "fast"
+    keys = expected.keys() | ours.keys()
+    mismatches = [key for key in keys if expected.get(key) != ours.get(key)]
+    assert not mismatches  # every field, _created included, byte for byte
+    keyed = frame.dropna(subset=["user_id"])
+    assert decode_redis(ours) == expected_online(keyed, start=START, end=END)
+    assert (first.entities, first.written) == (len(expected), len(expected))
+    assert (first.rows_in_range, first.rejected_rows) == (reference.rows_in_range, 1)
+
+    (second,) = _materialize(on_spark, START, END)
+    assert redis_hashes(on_spark.project) == ours
+    assert (second.entities, second.written) == (len(expected), 0)
+
+
+def test_an_older_range_on_spark_never_replaces_newer_values(repos: dict) -> None:
+    frame = repos["frame"]
+    repo = repos["spark"].fresh()
+    _write_table(repo.data.user_features_path, frame)  # the profile's own engine block
+
+    _materialize(repo, START, END)
+    newer = redis_hashes(repo.project)
+    (older,) = _materialize(repo, START - timedelta(days=30), END - timedelta(days=10))
+    after = redis_hashes(repo.project)
+
+    assert {key: after[key] for key in newer} == newer
+    assert older.written == len(set(after) - set(newer)) > 0
+    keyed = frame.dropna(subset=["user_id"])
+    assert decode_redis(after) == expected_online(keyed, start=START - timedelta(days=30), end=END)
