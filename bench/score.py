@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+BIN = Path(sys.executable).parent
 GOAL_OVERHEAD = 0.25
 
 
@@ -47,16 +48,32 @@ def _peak_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def prepare(folder: Path, *, users: int, snapshots: int, at: datetime, redis_url: str) -> dict:
-    """Repo copy, offline table, feast apply, registered champion; returns the settings."""
+def _churn(environment: dict[str, str], *args: str) -> str:
+    """Run one ``churn`` command as a user types it; its output, or an error with it."""
+    completed = subprocess.run(
+        [str(BIN / "churn"), *args], cwd=ROOT, env=environment, capture_output=True, text=True
+    )
+    if completed.returncode != 0:
+        raise RuntimeError(
+            f"churn {' '.join(args)} exited {completed.returncode}:\n"
+            f"{completed.stdout[-2000:]}{completed.stderr[-2000:]}"
+        )
+    return completed.stdout
+
+
+def prepare(
+    folder: Path, *, users: int, snapshots: int, at: datetime, redis_url: str, trials: int | None
+) -> dict[str, str]:
+    """Repo copy, champion trained by ``churn train``, then the big offline table.
+
+    The champion is what ``churn train`` registers from the demo's history (``churn
+    generate``, ``churn ingest``, ``churn apply``, ``churn train`` with the CLI's default
+    trials unless ``trials`` is given); then the offline table is replaced by ``users``
+    users with ``snapshots`` rows each in the 20 days before ``at``. Returns the settings.
+    """
     import numpy as np
     import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from materialize.apply import apply_feature_repo
-    from materialize.settings import FeastSettings
-    from tests.utils.serving import register_model, tracking_uri_in, training_frame
-    from training.models import build_model
 
     project = f"bench_score_{uuid.uuid4().hex[:8]}"
     repo = folder / "feature_repo"
@@ -65,7 +82,28 @@ def prepare(folder: Path, *, users: int, snapshots: int, at: datetime, redis_url
         text = re.sub(r"^project: .*$", f"project: {project}", yaml_file.read_text(), flags=re.M)
         yaml_file.write_text(text)
     data_dir = folder / "data"
-    os.environ["CHURN_DATA_DIR"] = str(data_dir)
+    (folder / "mlflow").mkdir()
+    environment = {
+        **os.environ,
+        "CHURN_DATA_DIR": str(data_dir),
+        "CHURN_FEAST_REPO_PATH": str(repo),
+        "CHURN_FEAST_PROFILE": "production",
+        "CHURN_REDIS_URL": redis_url,
+        "MLFLOW_TRACKING_URI": f"sqlite:///{folder / 'mlflow' / 'mlflow.db'}",
+        "MLFLOW_DISABLE_TELEMETRY": "true",
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+    }
+    started = time.perf_counter()
+    raw = data_dir / "raw" / "events.parquet"
+    _churn(environment, "generate", "--out", str(raw))
+    helped = _churn(environment, "ingest", "--help")
+    _churn(environment, "ingest", *(["--backfill"] if "--backfill" in helped else []), str(raw))
+    _churn(environment, "apply")
+    train = ["train", "--no-progress", *(["--trials", str(trials)] if trials else [])]
+    _churn(environment, *train)
+    print(
+        f"churn generate, ingest, apply, {' '.join(train)}: {time.perf_counter() - started:.0f} s"
+    )
     rng = np.random.default_rng(0)
     rows = users * snapshots
     end_us = int(at.timestamp() * 1_000_000)
@@ -79,30 +117,9 @@ def prepare(folder: Path, *, users: int, snapshots: int, at: datetime, redis_url
             "feature_2": pa.array(rng.normal(0.0, 2.0, rows)),
         }
     )
-    (data_dir / "offline").mkdir(parents=True)
-    pq.write_table(table, data_dir / "offline" / "user_features.parquet")
-    feast = FeastSettings(repo_path=repo, profile="production", redis_url=redis_url)
-    apply_feature_repo(feast)
-    frame, labels = training_frame(20_000, seed=0)
-    params = {
-        "max_iter": 345,
-        "max_depth": 6,
-        "learning_rate": 0.05,
-        "max_features": 0.8,
-        "min_samples_leaf": 20,
-    }
-    model = build_model("hist_gradient_boosting", params, seed=0).fit(frame, labels)
-    tracking_uri = tracking_uri_in(folder / "mlflow")
-    register_model(tracking_uri, project=project, model=model)
-    return {
-        "CHURN_DATA_DIR": str(data_dir),
-        "CHURN_FEAST_REPO_PATH": str(repo),
-        "CHURN_FEAST_PROFILE": "production",
-        "CHURN_REDIS_URL": redis_url,
-        "MLFLOW_TRACKING_URI": tracking_uri,
-        "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true",
-        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
-    }
+    offline = data_dir / "offline" / "user_features.parquet"
+    pq.write_table(table.cast(pq.read_schema(offline)), offline)  # the ingested table's types
+    return environment
 
 
 def child_retrieve(at: datetime, chunk_rows: int) -> dict[str, Any]:
@@ -151,7 +168,7 @@ def _run_child(environment: dict[str, str], *arguments: str) -> dict[str, Any]:
     completed = subprocess.run(
         [sys.executable, "-m", "bench.score", "--child", *arguments],
         cwd=ROOT,
-        env={**os.environ, **environment},
+        env=environment,
         check=True,
         stdout=subprocess.PIPE,
         text=True,
@@ -168,6 +185,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=1_000_000)
     parser.add_argument("--snapshots", type=int, default=2, help="Offline rows per user.")
     parser.add_argument("--chunk-rows", type=int, default=100_000)
+    parser.add_argument("--trials", type=int, help="churn train --trials (default: the CLI's)")
     parser.add_argument("--child", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
@@ -183,11 +201,16 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-score-") as folder:
         started = time.perf_counter()
         environment = prepare(
-            Path(folder), users=args.users, snapshots=args.snapshots, at=at, redis_url=redis_url
+            Path(folder),
+            users=args.users,
+            snapshots=args.snapshots,
+            at=at,
+            redis_url=redis_url,
+            trials=args.trials,
         )
         print(
-            f"prepared {args.users:,} users x {args.snapshots} rows and a 345-tree "
-            f"HistGradientBoosting champion in {time.perf_counter() - started:.1f} s"
+            f"prepared {args.users:,} users x {args.snapshots} rows and the champion "
+            f"in {time.perf_counter() - started:.1f} s (its trees: see `model:` below)"
         )
         out = Path(folder) / "scores.parquet"
         common = ["--at", at.isoformat(), "--out", str(out), "--chunk-rows", str(args.chunk_rows)]
