@@ -118,7 +118,10 @@ def prepare(
         }
     )
     offline = data_dir / "offline" / "user_features.parquet"
-    pq.write_table(table.cast(pq.read_schema(offline)), offline)  # the ingested table's types
+    schema = pq.read_schema(offline)  # the ingested table's columns and types
+    if "ingested_at" in schema.names:  # when the row arrived: here, when it happened
+        table = table.append_column("ingested_at", table.column("created"))
+    pq.write_table(table.select(schema.names).cast(schema), offline)
     return environment
 
 

@@ -49,7 +49,7 @@ if TYPE_CHECKING:
     from feast import FeatureStore
 
     from core.explain import TreeExplainer
-    from serving.inference import EngineName, Predictor
+    from serving.inference import EngineName, FlatForest, Predictor
     from training.dataset import ServiceFeatures
     from training.tracking import MlflowSettings
 
@@ -373,7 +373,6 @@ def score_users(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from core.explain import build_explainer
     from training.config import TrainingError
     from training.dataset import resolve_service_features
     from training.tracking import MlflowSettings
@@ -384,25 +383,22 @@ def score_users(
     loaded = load_model_version(
         tracking_uri, name=settings.model_name, alias=settings.model_alias, version=model_version
     )
-    explainer: TreeExplainer | None = None
-    note = "reasons off (--reasons 0)"
-    if settings.reasons:
-        explainer, note = build_explainer(loaded.model, loaded.features)
-        note = f"reasons not written: {note}" if explainer is None else ""
-    reasons = settings.reasons if explainer is not None else 0
     result = ScoreResult(
         path=out,
         unscored_path=unscored_path_for(out),
         at=at,
         model_name=loaded.name,
         model_version=loaded.version,
-        reasons_note=note,
         model_description=describe_model(loaded.model),
     )
     with (
-        feature_store_session(feast) as store,
         ThreadPoolExecutor(1, thread_name_prefix="churn-score-prepare") as preparer,
+        feature_store_session(feast) as store,
     ):
+        # The explainer, its cell tables and the flat trees (seconds of work, the cell
+        # tables compiled and without the GIL) are built while the store opens, the users
+        # are listed and the first chunk is retrieved.
+        preparing = preparer.submit(_prepare_scorer, loaded, settings.reasons, at)
         if loaded.project is not None and loaded.project != store.project:
             raise ScoreInputError(
                 f"model {loaded.name} version {loaded.version} was trained on Feast project "
@@ -423,10 +419,6 @@ def score_users(
                 f"{features.request_fields} that batch scoring cannot supply"
             )
         service = store.get_feature_service(loaded.service)
-        # The explainer's cell tables (seconds of work, mostly compiled and without the GIL)
-        # are built while the users are listed and the first chunk is retrieved.
-        preparing = preparer.submit(_prepare_explainer, explainer)
-        scorer: _ChunkScorer | None = None
         try:
             population, window_start = _population(store, features, at)
         except ScoreInputError:
@@ -453,7 +445,6 @@ def score_users(
         unscored_temporary = result.unscored_path.with_name(
             f".{result.unscored_path.name}.{uuid.uuid4().hex}.tmp"
         )
-        schema = _output_schema(loaded.features, reasons)
         tracker = _Progress(len(targets), progress or sys.stderr)
         chunks = [
             targets[begin : begin + settings.chunk_rows]
@@ -463,35 +454,31 @@ def score_users(
             # One retrieval runs ahead in a worker thread while the main thread scores and
             # writes the previous chunk (DuckDB, Arrow and the compiled trees release the
             # GIL): at most two chunks are in memory. A retrieval error re-raises here.
-            with (
-                pq.ParquetWriter(temporary, schema) as writer,
-                ThreadPoolExecutor(1, thread_name_prefix="churn-score-retrieve") as worker,
-            ):
+            with ThreadPoolExecutor(1, thread_name_prefix="churn-score-retrieve") as worker:
                 ahead = _retrieve_ahead(worker, store, service, features, chunks, 0, at)
-                for index, chunk in enumerate(chunks):
-                    clock = time.monotonic()
-                    frame, seconds = ahead.result()
-                    result.retrieval_wait_seconds += time.monotonic() - clock
-                    result.retrieval_seconds += seconds
-                    ahead = _retrieve_ahead(worker, store, service, features, chunks, index + 1, at)
-                    clock = time.monotonic()
-                    scorer = scorer or _ChunkScorer(loaded, preparing.result(), reasons, at)
-                    table, unscored = scorer.score(frame, settings.decision_threshold)
-                    writer.write_table(pa.Table.from_pandas(table, schema=schema))
-                    result.scoring_seconds += time.monotonic() - clock
-                    result.scored += len(table)
-                    if len(unscored):
-                        unscored_rows.append(unscored)
-                        for row in unscored.head(20).itertuples():
-                            _remember(result, int(row.user_id), str(row.reason), str(row.detail))
-                        for reason, count in unscored["reason"].value_counts().items():
-                            result.unscored[str(reason)] = result.unscored.get(
-                                str(reason), 0
-                            ) + int(count)
-                    tracker.advance(len(chunk))
-                    del frame, table, unscored
-            if scorer is not None:
-                result.engine_note = scorer.engine_note
+                scorer = preparing.result()
+                result.reasons_note = scorer.reasons_note
+                schema = _output_schema(loaded.features, scorer.reasons)
+                with pq.ParquetWriter(temporary, schema) as writer:
+                    for index, chunk in enumerate(chunks):
+                        clock = time.monotonic()
+                        frame, seconds = ahead.result()
+                        result.retrieval_wait_seconds += time.monotonic() - clock
+                        result.retrieval_seconds += seconds
+                        ahead = _retrieve_ahead(
+                            worker, store, service, features, chunks, index + 1, at
+                        )
+                        clock = time.monotonic()
+                        table, unscored = scorer.score(frame, settings.decision_threshold)
+                        writer.write_table(pa.Table.from_pandas(table, schema=schema))
+                        result.scoring_seconds += time.monotonic() - clock
+                        result.scored += len(table)
+                        if len(unscored):
+                            unscored_rows.append(unscored)
+                            _count_unscored(result, unscored)
+                        tracker.advance(len(chunk))
+                        del frame, table, unscored
+            result.engine_note = scorer.engine_note
             _fsync_replace(temporary, out)
             listed = (
                 pd.concat(unscored_rows, ignore_index=True)
@@ -538,10 +525,37 @@ def _timed_retrieve(
     return frame, time.monotonic() - clock
 
 
-def _prepare_explainer(explainer: TreeExplainer | None) -> TreeExplainer | None:
+def _prepare_scorer(loaded: LoadedModel, reasons: int, at: datetime) -> _ChunkScorer:
+    """The explainer (with its cell tables) when reasons are wanted, and the flat trees."""
+    from core.explain import build_explainer
+    from serving.inference import ForestUnsupported, flatten_forest
+
+    explainer: TreeExplainer | None = None
+    note = "reasons off (--reasons 0)"
+    if reasons:
+        explainer, why = build_explainer(loaded.model, loaded.features)
+        note = f"reasons not written: {why}" if explainer is None else ""
     if explainer is not None:
         explainer.prepare_batches()
-    return explainer
+    try:
+        forest = flatten_forest(loaded.model)
+    except ForestUnsupported:
+        forest = None  # choose_batch_engine says why at the first chunk
+    return _ChunkScorer(
+        loaded,
+        explainer,
+        reasons=reasons if explainer is not None else 0,
+        reasons_note=note,
+        at=at,
+        forest=forest,
+    )
+
+
+def _count_unscored(result: ScoreResult, unscored: pd.DataFrame) -> None:
+    for row in unscored.head(20).itertuples():
+        _remember(result, int(row.user_id), str(row.reason), str(row.detail))
+    for reason, count in unscored["reason"].value_counts().items():
+        result.unscored[str(reason)] = result.unscored.get(str(reason), 0) + int(count)
 
 
 def describe_model(model: Any) -> str:
@@ -554,12 +568,21 @@ class _ChunkScorer:
     """Scores and reasons of retrieved chunks, with the engine chosen on the first rows."""
 
     def __init__(
-        self, loaded: LoadedModel, explainer: TreeExplainer | None, reasons: int, at: datetime
+        self,
+        loaded: LoadedModel,
+        explainer: TreeExplainer | None,
+        *,
+        reasons: int,
+        reasons_note: str,
+        at: datetime,
+        forest: FlatForest | None,
     ):
         self._loaded = loaded
         self._explainer = explainer
-        self._reasons = reasons
+        self.reasons = reasons
+        self.reasons_note = reasons_note
         self._at = pd.Timestamp(at)
+        self._forest = forest
         self._predictor: Predictor | None = None
         self.engine_note = ""
 
@@ -571,6 +594,7 @@ class _ChunkScorer:
                 self._loaded.model,
                 _FramePredictor(self._loaded.model, self._loaded.features),
                 matrix[:_ENGINE_CHECK_ROWS],
+                forest=self._forest,
             )
             self._predictor = choice.predictor
             self.engine_note = f"engine: {choice.reason}"
@@ -604,11 +628,11 @@ class _ChunkScorer:
                 "scored_at": self._at,
             }
         )
-        if self._explainer is not None and self._reasons:
+        if self._explainer is not None and self.reasons:
             from core.explain import top_reasons
 
             contributions = self._explainer.contributions(matrix)
-            order, picked, effects = top_reasons(matrix, contributions, count=self._reasons)
+            order, picked, effects = top_reasons(matrix, contributions, count=self.reasons)
             feature_names = np.asarray(names, dtype=object)
             for rank in range(order.shape[1]):
                 table[f"reason_{rank + 1}_feature"] = feature_names[order[:, rank]]
