@@ -42,8 +42,9 @@ _TABLE_MIN_ROWS = 256
 _TABLE_BUDGET_CELLS = 4_000_000
 # Working-array budget (elements) of one block of rows on the leaf path.
 _BLOCK_ELEMENTS = 1 << 18
-# Rows per block on the cell path: bounds the (rows, trees) index array.
-_CELL_BLOCK = 8192
+# From this many rows on, the leaf path runs compiled (numba); fewer rows (a /predict
+# explanation) stay on numpy, which needs no compiled code loaded.
+_COMPILED_MIN_ROWS = 256
 
 
 class ExplainUnsupported(ValueError):
@@ -82,6 +83,7 @@ class _Leaves:
     width: np.ndarray  # per entry: the number of entries of its leaf
     table_offset: np.ndarray  # per entry: where its leaf's table starts, plus its position
     table: np.ndarray  # per leaf, per pattern of followed features, per entry: its share
+    tree_leaves: np.ndarray  # per tree (and one past the last): its first leaf in ``starts``
 
 
 class TreeExplainer:
@@ -171,6 +173,16 @@ class TreeExplainer:
         unique = self._explain(matrix[groups])
         return unique[inverse]
 
+    def prepare_batches(self) -> _CellTables | None:
+        """Build the cell tables now (they are otherwise built by the first large batch).
+
+        ``churn score`` calls this in a worker thread while it reads the offline store:
+        the work is mostly compiled code that releases the GIL.
+        """
+        if self._trees is not None and self._cells is None:
+            self._cells = _CellTables(self._trees, self._leaves, len(self.features))
+        return self._cells
+
     def explain_row(self, row: np.ndarray) -> list[Reason]:
         """Every feature's value and contribution for one row, largest effect first."""
         contributions = self.contributions(np.asarray(row).reshape(1, -1))[0]
@@ -196,14 +208,13 @@ class TreeExplainer:
         return first, inverse.reshape(-1)
 
     def _explain(self, matrix: np.ndarray) -> np.ndarray:
-        if len(matrix) >= _TABLE_MIN_ROWS and self._trees is not None:
-            if self._cells is None:
-                self._cells = _CellTables(self._trees, len(self.features))
+        cells = self.prepare_batches() if len(matrix) >= _TABLE_MIN_ROWS else None
+        if cells is not None:
             finite = np.isfinite(matrix).all(axis=1)
             if finite.all():
-                return self._cells.contributions(matrix)
+                return cells.contributions(matrix)
             out = np.empty(matrix.shape)
-            out[finite] = self._cells.contributions(matrix[finite])
+            out[finite] = cells.contributions(matrix[finite])
             out[~finite] = _leaf_contributions(self._leaves, matrix[~finite], len(self.features))
             return out
         return _leaf_contributions(self._leaves, matrix, len(self.features))
@@ -211,6 +222,8 @@ class TreeExplainer:
 
 def _leaf_contributions(leaves: _Leaves, matrix: np.ndarray, width: int) -> np.ndarray:
     """Contributions through the leaf tables: every (leaf, feature) entry per row."""
+    if len(matrix) >= _COMPILED_MIN_ROWS:
+        return _compiled_leaf_contributions(leaves, matrix, width)
     if len(matrix) == 1:
         values = _entry_values(leaves, matrix)[0]
         return np.bincount(leaves.feature, weights=values, minlength=width)[None, :]
@@ -222,6 +235,35 @@ def _leaf_contributions(leaves: _Leaves, matrix: np.ndarray, width: int) -> np.n
         out[start : start + len(values)] = np.bincount(
             bins.ravel(), weights=values.ravel(), minlength=values.shape[0] * width
         ).reshape(-1, width)
+    return out
+
+
+def _compiled_leaf_contributions(
+    leaves: _Leaves, matrix: np.ndarray, width: int, *, tree: int | None = None
+) -> np.ndarray:
+    """The same sums as the numpy leaf path, compiled (numba), rows spread over threads.
+
+    With ``tree``, only that tree's leaves of the model-wide table are read.
+    """
+    from core.forest_kernels import leaf_contributions_parallel
+
+    out = np.zeros((len(matrix), width))
+    first, last = (0, leaves.starts.size) if tree is None else leaves.tree_leaves[tree : tree + 2]
+    if first == last:  # a single-leaf tree: no feature moves it
+        return out
+    stop = leaves.starts[last] if last < leaves.starts.size else leaves.feature.size
+    leaf_contributions_parallel(
+        np.ascontiguousarray(matrix, dtype=np.float64),
+        leaves.feature,
+        leaves.low,
+        leaves.high,
+        leaves.nan_follows,
+        leaves.starts[first:last],
+        stop,
+        leaves.table_offset,
+        leaves.table,
+        out,
+    )
     return out
 
 
@@ -245,7 +287,7 @@ class _CellTables:
     (largest grids first), and rows with missing values, stay on the leaf path.
     """
 
-    def __init__(self, trees: list[TreeArrays], width: int):
+    def __init__(self, trees: list[TreeArrays], leaves: _Leaves, width: int):
         self.width = width
         tables: list[np.ndarray] = []
         per_tree: list[tuple[dict[int, np.ndarray], int]] = []
@@ -278,47 +320,54 @@ class _CellTables:
                 mesh = np.meshgrid(*axes, indexing="ij")
                 for j, values in zip(grid, mesh, strict=True):
                     points[:, j] = values.ravel()
-            leaves = _flatten([tree], width)
-            tables.append(_leaf_contributions(leaves, points, width))
+            tables.append(_compiled_leaf_contributions(leaves, points, width, tree=index))
             per_tree.append((grid, offset))
             offset += cells
         self.table = np.concatenate(tables) if tables else np.zeros((1, width))
         self.rest = _flatten(rest, width) if rest else None
         # Per feature: the sorted thresholds of every tabled tree, and for each tree the
-        # stride-weighted local bin of every global bin.
-        self.grid: list[np.ndarray] = []
-        self.steps: list[np.ndarray] = []
-        offsets = np.array([o for _, o in per_tree], dtype=np.int64)
+        # stride-weighted local bin of every global bin, packed flat for the compiled loop.
+        unions: list[np.ndarray] = []
+        steps: list[np.ndarray] = []
         for j in range(width):
             union = np.unique(
                 np.concatenate([g[j] for g, _ in per_tree if j in g] or [np.empty(0)])
             )
-            self.grid.append(union)
-            steps = np.zeros((len(per_tree), union.size + 1), dtype=np.int64)
+            unions.append(union)
+            local_steps = np.zeros((union.size + 1, len(per_tree)), dtype=np.int64)
             for t, (g, _) in enumerate(per_tree):
                 if j not in g:
                     continue
                 later = [g[k].size + 1 for k in g if k > j]
                 stride = int(np.prod(later)) if later else 1
                 local = np.concatenate(([0], np.searchsorted(g[j], union, side="right")))
-                steps[t] = local * stride
-            self.steps.append(steps)
-        self.offsets = offsets
+                local_steps[:, t] = local * stride
+            steps.append(local_steps.ravel())
+        self.grid = np.concatenate(unions)
+        self.grid_start = np.cumsum([0] + [u.size for u in unions]).astype(np.int64)
+        self.steps = np.concatenate(steps)
+        self.steps_start = np.cumsum([0] + [s.size for s in steps[:-1]]).astype(np.int64)
+        self.offsets = np.array([o for _, o in per_tree], dtype=np.int64)
 
     def contributions(self, matrix: np.ndarray) -> np.ndarray:
+        """Contributions of finite rows: one table row per tabled tree, plus the rest."""
+        from core.forest_kernels import cell_contributions_parallel
+
+        matrix = np.ascontiguousarray(matrix, dtype=np.float64)
         out = np.zeros(matrix.shape)
-        for start in range(0, len(matrix), _CELL_BLOCK):
-            rows = matrix[start : start + _CELL_BLOCK]
-            index = np.broadcast_to(self.offsets, (len(rows), self.offsets.size)).copy()
-            for j in range(self.width):
-                if self.grid[j].size:
-                    codes = np.searchsorted(self.grid[j], rows[:, j], side="left")
-                    index += self.steps[j][:, codes].T
-            block = out[start : start + len(rows)]
-            for t in range(index.shape[1]):
-                block += self.table[index[:, t]]
-            if self.rest is not None:
-                block += _leaf_contributions(self.rest, rows, self.width)
+        if self.offsets.size:
+            cell_contributions_parallel(
+                matrix,
+                self.grid,
+                self.grid_start,
+                self.steps,
+                self.steps_start,
+                self.offsets,
+                self.table,
+                out,
+            )
+        if self.rest is not None:
+            out += _leaf_contributions(self.rest, matrix, self.width)
         return out
 
 
@@ -365,8 +414,10 @@ def _flatten(trees: list[TreeArrays], width: int) -> _Leaves:
     nan_follows: list[bool] = []
     covers: list[float] = []
     starts: list[int] = []
+    tree_leaves: list[int] = []
     expected = 0.0
     for tree in trees:
+        tree_leaves.append(len(starts))
         if tree.cover[0] <= 0:
             raise ExplainUnsupported("a tree with no cover")
         # Depth-first: (node, {feature: (low, high, nan follows, cover ratio)}).
@@ -398,6 +449,7 @@ def _flatten(trees: list[TreeArrays], width: int) -> _Leaves:
                 bounds = (low, min(high, threshold)) if goes_left else (max(low, threshold), high)
                 nan_here = nan_ok and bool(tree.missing_left[node]) == goes_left
                 stack.append((child, {**path, feature: (*bounds, nan_here, ratio * share)}))
+    tree_leaves.append(len(starts))
     if not values:  # every tree is a single leaf: nothing depends on the features
         starts = [0]
         values, features, lows, highs, nan_follows, covers = (
@@ -433,6 +485,7 @@ def _flatten(trees: list[TreeArrays], width: int) -> _Leaves:
         width=counts[leaf_of_entry],
         table_offset=leaf_offset[leaf_of_entry] + position,
         table=table,
+        tree_leaves=np.asarray(tree_leaves, dtype=np.int64),
     )
 
 

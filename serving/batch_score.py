@@ -8,11 +8,15 @@ follows the chunk size, not the number of users. A user whose features are missi
 file. Both files are written to a temporary name, flushed to disk and renamed, so a killed
 run leaves the previous output (or nothing), never half a file.
 
-Layering: this stage imports ``core`` and the data layer (``core.settings``,
-``core.feast_store``, ``core.options``) plus two public functions of training:
-``training.tracking.MlflowSettings`` (where MLflow is) and
-``training.dataset.resolve_service_features`` (a feature service's columns, as training
-reads them, so both stages name the same features).
+Speed: the next chunk is retrieved in a worker thread while the current one is scored and
+written (at most one retrieval ahead, so memory stays about two chunks). Scores come from
+the model's trees through a compiled loop (``serving.inference.CompiledForestPredictor``)
+once it has been checked equal to ``predict_proba`` (1e-9) on the first rows and at every
+split threshold, else from ``predict_proba``; reasons from the explainer's cell tables,
+built in another worker while the users are listed.
+
+Layering: this stage imports ``core`` only (settings, store opening, ``--profile``, the
+Feast adapter's feature-service resolution, so it names the same features as training).
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import sys
 import tempfile
 import time
 import uuid
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -45,9 +50,13 @@ if TYPE_CHECKING:
     from core.explain import TreeExplainer
     from core.feast_adapter.services import ServiceFeatures
     from core.settings import MlflowSettings
+    from serving.inference import EngineName, FlatForest, Predictor
 
 TIMESTAMP = "event_timestamp"
 USER_ID = "user_id"
+# Rows of the first chunk on which the compiled trees must equal predict_proba (to 1e-9),
+# besides probes at every split threshold.
+_ENGINE_CHECK_ROWS = 2000
 
 
 class ScoreInputError(InputError):
@@ -97,7 +106,10 @@ class ScoreResult:
     unscored: dict[str, int] = field(default_factory=dict)
     unscored_examples: list[tuple[int, str, str]] = field(default_factory=list)
     reasons_note: str = ""
+    model_description: str = ""
+    engine_note: str = ""
     retrieval_seconds: float = 0.0
+    retrieval_wait_seconds: float = 0.0
     scoring_seconds: float = 0.0
     seconds: float = 0.0
 
@@ -353,7 +365,6 @@ def score_users(
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from core.explain import build_explainer
     from core.feast_adapter.services import FeatureServiceError, resolve_service_features
     from core.settings import MlflowSettings
 
@@ -363,21 +374,22 @@ def score_users(
     loaded = load_model_version(
         tracking_uri, name=settings.model_name, alias=settings.model_alias, version=model_version
     )
-    explainer: TreeExplainer | None = None
-    note = "reasons off (--reasons 0)"
-    if settings.reasons:
-        explainer, note = build_explainer(loaded.model, loaded.features)
-        note = f"reasons not written: {note}" if explainer is None else ""
-    reasons = settings.reasons if explainer is not None else 0
     result = ScoreResult(
         path=out,
         unscored_path=unscored_path_for(out),
         at=at,
         model_name=loaded.name,
         model_version=loaded.version,
-        reasons_note=note,
+        model_description=describe_model(loaded.model),
     )
-    with feature_store_session(feast) as store:
+    with (
+        ThreadPoolExecutor(1, thread_name_prefix="churn-score-prepare") as preparer,
+        feature_store_session(feast) as store,
+    ):
+        # The explainer, its cell tables and the flat trees (seconds of work, the cell
+        # tables compiled and without the GIL) are built while the store opens, the users
+        # are listed and the first chunk is retrieved.
+        preparing = preparer.submit(_prepare_scorer, loaded, settings.reasons, at)
         if loaded.project is not None and loaded.project != store.project:
             raise ScoreInputError(
                 f"model {loaded.name} version {loaded.version} was trained on Feast project "
@@ -424,31 +436,40 @@ def score_users(
         unscored_temporary = result.unscored_path.with_name(
             f".{result.unscored_path.name}.{uuid.uuid4().hex}.tmp"
         )
-        schema = _output_schema(loaded.features, reasons)
         tracker = _Progress(len(targets), progress or sys.stderr)
+        chunks = [
+            targets[begin : begin + settings.chunk_rows]
+            for begin in range(0, len(targets), settings.chunk_rows)
+        ]
         try:
-            with pq.ParquetWriter(temporary, schema) as writer:
-                for begin in range(0, len(targets), settings.chunk_rows):
-                    chunk = targets[begin : begin + settings.chunk_rows]
-                    clock = time.monotonic()
-                    frame = _retrieve(store, service, features, chunk, at)
-                    result.retrieval_seconds += time.monotonic() - clock
-                    clock = time.monotonic()
-                    table, unscored = _score_chunk(
-                        frame, loaded, explainer, reasons, at, settings.decision_threshold
-                    )
-                    writer.write_table(pa.Table.from_pandas(table, schema=schema))
-                    result.scoring_seconds += time.monotonic() - clock
-                    result.scored += len(table)
-                    if len(unscored):
-                        unscored_rows.append(unscored)
-                        for row in unscored.head(20).itertuples():
-                            _remember(result, int(row.user_id), str(row.reason), str(row.detail))
-                        for reason, count in unscored["reason"].value_counts().items():
-                            result.unscored[str(reason)] = result.unscored.get(
-                                str(reason), 0
-                            ) + int(count)
-                    tracker.advance(len(chunk))
+            # One retrieval runs ahead in a worker thread while the main thread scores and
+            # writes the previous chunk (DuckDB, Arrow and the compiled trees release the
+            # GIL): at most two chunks are in memory. A retrieval error re-raises here.
+            with ThreadPoolExecutor(1, thread_name_prefix="churn-score-retrieve") as worker:
+                ahead = _retrieve_ahead(worker, store, service, features, chunks, 0, at)
+                scorer = preparing.result()
+                result.reasons_note = scorer.reasons_note
+                schema = _output_schema(loaded.features, scorer.reasons)
+                with pq.ParquetWriter(temporary, schema) as writer:
+                    for index, chunk in enumerate(chunks):
+                        clock = time.monotonic()
+                        frame, seconds = ahead.result()
+                        result.retrieval_wait_seconds += time.monotonic() - clock
+                        result.retrieval_seconds += seconds
+                        ahead = _retrieve_ahead(
+                            worker, store, service, features, chunks, index + 1, at
+                        )
+                        clock = time.monotonic()
+                        table, unscored = scorer.score(frame, settings.decision_threshold)
+                        writer.write_table(pa.Table.from_pandas(table, schema=schema))
+                        result.scoring_seconds += time.monotonic() - clock
+                        result.scored += len(table)
+                        if len(unscored):
+                            unscored_rows.append(unscored)
+                            _count_unscored(result, unscored)
+                        tracker.advance(len(chunk))
+                        del frame, table, unscored
+            result.engine_note = scorer.engine_note
             _fsync_replace(temporary, out)
             listed = (
                 pd.concat(unscored_rows, ignore_index=True)
@@ -470,56 +491,160 @@ def _remember(result: ScoreResult, user: int, reason: str, detail: str) -> None:
         result.unscored_examples.append((user, reason, detail))
 
 
-def _score_chunk(
-    frame: pd.DataFrame,
-    loaded: LoadedModel,
-    explainer: TreeExplainer | None,
-    reasons: int,
+def _retrieve_ahead(
+    worker: ThreadPoolExecutor,
+    store: FeatureStore,
+    service: Any,
+    features: ServiceFeatures,
+    chunks: list[np.ndarray],
+    index: int,
     at: datetime,
-    threshold: float,
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Scores of the complete rows and the list of incomplete ones."""
-    names = list(loaded.features)
-    values = frame[names].astype("float64")
-    complete = values.notna().all(axis=1).to_numpy()
-    missing = values.loc[~complete].isna()
-    unscored = pd.DataFrame(
-        {
-            USER_ID: frame.loc[~complete, USER_ID].to_numpy(dtype=np.int64),
-            "reason": "missing_features",
-            "detail": [
-                "null at --at: " + ", ".join(np.asarray(names)[row]) for row in missing.to_numpy()
-            ],
-        }
-    )
-    inputs = values.loc[complete]
-    matrix = inputs.to_numpy()
-    probability = (
-        loaded.model.predict_proba(inputs)[:, list(loaded.model.classes_).index(1)]
-        if len(inputs)
-        else np.empty(0)
-    )
-    table = pd.DataFrame(
-        {
-            USER_ID: frame.loc[complete, USER_ID].to_numpy(dtype=np.int64),
-            "churn_probability": probability.astype(np.float64),
-            "churn_predicted": probability >= threshold,
-            "model_name": loaded.name,
-            "model_version": loaded.version,
-            "scored_at": pd.Timestamp(at),
-        }
-    )
-    if explainer is not None and reasons:
-        from core.explain import top_reasons
+) -> Future[tuple[pd.DataFrame, float]]:
+    """Chunk ``index``'s retrieval started in the worker (an empty frame past the end)."""
+    if index >= len(chunks):
+        done: Future[tuple[pd.DataFrame, float]] = Future()
+        done.set_result((pd.DataFrame(), 0.0))
+        return done
+    return worker.submit(_timed_retrieve, store, service, features, chunks[index], at)
 
-        contributions = explainer.contributions(matrix)
-        order, picked, effects = top_reasons(matrix, contributions, count=reasons)
-        feature_names = np.asarray(names, dtype=object)
-        for rank in range(order.shape[1]):
-            table[f"reason_{rank + 1}_feature"] = feature_names[order[:, rank]]
-            table[f"reason_{rank + 1}_value"] = picked[:, rank]
-            table[f"reason_{rank + 1}_contribution"] = effects[:, rank]
-    return table, unscored
+
+def _timed_retrieve(
+    store: FeatureStore, service: Any, features: ServiceFeatures, users: np.ndarray, at: datetime
+) -> tuple[pd.DataFrame, float]:
+    clock = time.monotonic()
+    frame = _retrieve(store, service, features, users, at)
+    return frame, time.monotonic() - clock
+
+
+def _prepare_scorer(loaded: LoadedModel, reasons: int, at: datetime) -> _ChunkScorer:
+    """The explainer (with its cell tables) when reasons are wanted, and the flat trees."""
+    from core.explain import build_explainer
+    from serving.inference import ForestUnsupported, flatten_forest
+
+    explainer: TreeExplainer | None = None
+    note = "reasons off (--reasons 0)"
+    if reasons:
+        explainer, why = build_explainer(loaded.model, loaded.features)
+        note = f"reasons not written: {why}" if explainer is None else ""
+    if explainer is not None:
+        explainer.prepare_batches()
+    try:
+        forest = flatten_forest(loaded.model)
+    except ForestUnsupported:
+        forest = None  # choose_batch_engine says why at the first chunk
+    return _ChunkScorer(
+        loaded,
+        explainer,
+        reasons=reasons if explainer is not None else 0,
+        reasons_note=note,
+        at=at,
+        forest=forest,
+    )
+
+
+def _count_unscored(result: ScoreResult, unscored: pd.DataFrame) -> None:
+    for row in unscored.head(20).itertuples():
+        _remember(result, int(row.user_id), str(row.reason), str(row.detail))
+    for reason, count in unscored["reason"].value_counts().items():
+        result.unscored[str(reason)] = result.unscored.get(str(reason), 0) + int(count)
+
+
+def describe_model(model: Any) -> str:
+    """The estimator's class and, for tree ensembles, how many trees it adds up."""
+    trees = getattr(model, "n_iter_", None) or getattr(model, "n_estimators_", None)
+    return type(model).__name__ + (f", {int(trees)} trees" if trees else "")
+
+
+class _ChunkScorer:
+    """Scores and reasons of retrieved chunks, with the engine chosen on the first rows."""
+
+    def __init__(
+        self,
+        loaded: LoadedModel,
+        explainer: TreeExplainer | None,
+        *,
+        reasons: int,
+        reasons_note: str,
+        at: datetime,
+        forest: FlatForest | None,
+    ):
+        self._loaded = loaded
+        self._explainer = explainer
+        self.reasons = reasons
+        self.reasons_note = reasons_note
+        self._at = pd.Timestamp(at)
+        self._forest = forest
+        self._predictor: Predictor | None = None
+        self.engine_note = ""
+
+    def _predict(self, matrix: np.ndarray) -> np.ndarray:
+        if self._predictor is None:
+            from serving.inference import choose_batch_engine
+
+            choice = choose_batch_engine(
+                self._loaded.model,
+                _FramePredictor(self._loaded.model, self._loaded.features),
+                matrix[:_ENGINE_CHECK_ROWS],
+                forest=self._forest,
+            )
+            self._predictor = choice.predictor
+            self.engine_note = f"engine: {choice.reason}"
+        return self._predictor.predict(matrix)
+
+    def score(self, frame: pd.DataFrame, threshold: float) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Scores of the complete rows and the list of incomplete ones."""
+        names = list(self._loaded.features)
+        values = frame[names].astype("float64")
+        complete = values.notna().all(axis=1).to_numpy()
+        missing = values.loc[~complete].isna()
+        unscored = pd.DataFrame(
+            {
+                USER_ID: frame.loc[~complete, USER_ID].to_numpy(dtype=np.int64),
+                "reason": "missing_features",
+                "detail": [
+                    "null at --at: " + ", ".join(np.asarray(names)[row])
+                    for row in missing.to_numpy()
+                ],
+            }
+        )
+        matrix = np.ascontiguousarray(values.to_numpy()[complete])
+        probability = self._predict(matrix) if len(matrix) else np.empty(0)
+        table = pd.DataFrame(
+            {
+                USER_ID: frame.loc[complete, USER_ID].to_numpy(dtype=np.int64),
+                "churn_probability": probability.astype(np.float64),
+                "churn_predicted": probability >= threshold,
+                "model_name": self._loaded.name,
+                "model_version": self._loaded.version,
+                "scored_at": self._at,
+            }
+        )
+        if self._explainer is not None and self.reasons:
+            from core.explain import top_reasons
+
+            contributions = self._explainer.contributions(matrix)
+            order, picked, effects = top_reasons(matrix, contributions, count=self.reasons)
+            feature_names = np.asarray(names, dtype=object)
+            for rank in range(order.shape[1]):
+                table[f"reason_{rank + 1}_feature"] = feature_names[order[:, rank]]
+                table[f"reason_{rank + 1}_value"] = picked[:, rank]
+                table[f"reason_{rank + 1}_contribution"] = effects[:, rank]
+        return table, unscored
+
+
+class _FramePredictor:
+    """``predict_proba`` on a DataFrame with the training columns (the reference engine)."""
+
+    engine: EngineName = "sklearn"
+
+    def __init__(self, model: Any, features: tuple[str, ...]):
+        self._model = model
+        self._features = list(features)
+        self._positive = list(model.classes_).index(1)
+
+    def predict(self, matrix: np.ndarray) -> np.ndarray:
+        frame = pd.DataFrame(matrix, columns=self._features)
+        return np.asarray(self._model.predict_proba(frame)[:, self._positive], dtype=np.float64)
 
 
 def _summary(result: ScoreResult) -> str:
@@ -531,7 +656,11 @@ def _summary(result: ScoreResult) -> str:
         f"version {result.model_version} -> {result.path}",
         f"not scored: {missing:,}" + (f" ({reasons}) -> {result.unscored_path}" if missing else ""),
         f"{result.seconds:.1f} s, {rate:,.0f} users/s (offline retrieval "
-        f"{result.retrieval_seconds:.1f} s, scoring and reasons {result.scoring_seconds:.1f} s)",
+        f"{result.retrieval_seconds:.1f} s in a worker thread, of which the scoring waited "
+        f"{result.retrieval_wait_seconds:.1f} s; scoring and reasons "
+        f"{result.scoring_seconds:.1f} s)",
+        f"model: {result.model_description}"
+        + (f"; {result.engine_note}" if result.engine_note else ""),
     ]
     lines += [
         f"  user {user}: {reason} ({detail})"

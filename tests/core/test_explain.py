@@ -127,3 +127,18 @@ def test_an_unsupported_family_is_named_not_explained() -> None:
     explainer, reason = build_explainer(forest, FEATURES)
     assert explainer is None
     assert "RandomForestClassifier" in reason
+
+
+def test_compiled_paths_give_the_numpy_paths_numbers() -> None:
+    """Many rows run compiled (cell tables, leaf path for rows with a missing value)."""
+    model, matrix = _hist(with_nan=True)
+    explainer = TreeExplainer.from_model(model, FEATURES)
+    rows = matrix[:900].copy()
+    rows[::2, 3] = np.nan  # 450 rows with a missing value: more than the compiled minimum
+
+    batch = explainer.contributions(rows)
+    one_by_one = np.vstack([explainer.contributions(row) for row in rows[::9]])
+
+    np.testing.assert_allclose(batch[::9], one_by_one, rtol=0, atol=1e-12)
+    raw = model.decision_function(_frame(rows))
+    np.testing.assert_allclose(explainer.base_value + batch.sum(axis=1), raw, atol=1e-6)

@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from cli.main import build_app
 from core.settings import MlflowSettings
 from serving.app import create_app
-from serving.batch_score import ScoringSettings, score_users, unscored_path_for
+from serving.batch_score import ScoreFailure, ScoringSettings, score_users, unscored_path_for
 from serving.settings import ServingSettings
 from tests.utils.feast_repo import TestRepo
 from tests.utils.features import CHURN_V1_FEATURES
@@ -239,3 +239,81 @@ def test_users_files_are_read_as_integer_ids_or_refused(tmp_path: Path) -> None:
     assert read_users_file(csv).tolist() == [4, 5]
     with pytest.raises(ScoreInputError, match="2 value\\(s\\) are not integer user ids"):
         read_users_file(bad)
+
+
+def test_chunks_retrieved_ahead_give_the_same_file_as_one_chunk(
+    online_repo: tuple[TestRepo, OnlineUsers], registry: str, tmp_path: Path
+) -> None:
+    """The next chunk is retrieved in a worker while one is scored: same rows, same order."""
+    repo, users = online_repo
+    at = pd.Timestamp.now(tz="UTC").to_pydatetime()
+    wanted = np.array([*users.fresh, users.missing_feature, users.unknown])
+    files = {}
+    for chunk_rows in (7, 1000):
+        out = tmp_path / f"chunks-{chunk_rows}.parquet"
+        files[chunk_rows] = score_users(
+            out=out,
+            at=at,
+            users=wanted,
+            feast=repo.feast,
+            mlflow=MlflowSettings(tracking_uri=registry),
+            settings=ScoringSettings(chunk_rows=chunk_rows),
+        )
+    pieces, whole = (pd.read_parquet(files[n].path) for n in (7, 1000))
+
+    assert files[7].scored == files[1000].scored == len(users.fresh)
+    assert pieces["user_id"].tolist() == sorted(users.fresh)
+    pd.testing.assert_frame_equal(pieces, whole, check_exact=True)
+    pd.testing.assert_frame_equal(
+        pd.read_parquet(files[7].unscored_path), pd.read_parquet(files[1000].unscored_path)
+    )
+    # The compiled trees were checked against predict_proba and used.
+    assert files[7].engine_note.startswith("engine: compiled_forest (")
+
+
+class _MovesTheOfflineTable:
+    """A progress stream that takes the offline table away after the first chunk."""
+
+    def __init__(self, source: Path):
+        self.source = source
+        self.moved = source.with_name("moved-mid-run.parquet")
+        self.lines: list[str] = []
+
+    def write(self, text: str) -> int:
+        if text.strip():
+            self.lines.append(text)
+            if self.source.exists():
+                self.source.rename(self.moved)
+        return len(text)
+
+    def flush(self) -> None:
+        """Nothing buffered."""
+
+    def restore(self) -> None:
+        if self.moved.exists():
+            self.moved.rename(self.source)
+
+
+def test_a_retrieval_failing_in_the_worker_fails_the_run_like_before(
+    online_repo: tuple[TestRepo, OnlineUsers], registry: str, tmp_path: Path
+) -> None:
+    """The table vanishes after chunk 1: a later chunk's retrieval (in the worker) fails."""
+    repo, users = online_repo
+    out = tmp_path / "scores.parquet"
+    stream = _MovesTheOfflineTable(repo.data.user_features_path)
+    try:
+        with pytest.raises(ScoreFailure, match="offline retrieval failed"):
+            score_users(
+                out=out,
+                at=pd.Timestamp.now(tz="UTC").to_pydatetime(),
+                users=np.array(users.fresh),
+                feast=repo.feast,
+                mlflow=MlflowSettings(tracking_uri=registry),
+                settings=ScoringSettings(chunk_rows=10),
+                progress=stream,  # type: ignore[arg-type]
+            )
+    finally:
+        stream.restore()
+
+    assert len(stream.lines) in (1, 2)  # chunk 2 may have been read before the table left
+    assert list(tmp_path.iterdir()) == []

@@ -10,7 +10,9 @@ from sklearn.linear_model import LogisticRegression
 
 from serving.inference import (
     EXACTNESS_TOLERANCE,
+    CompiledForestPredictor,
     ForestPredictor,
+    choose_batch_engine,
     choose_engine,
     flatten_forest,
     native_threads,
@@ -61,6 +63,9 @@ def test_the_flat_forest_equals_predict_proba(model, missing: float) -> None:
     np.testing.assert_allclose(got, model.predict_proba(fresh)[:, 1], rtol=0, atol=1e-12)
     # One row at a time gives the same as the batch.
     assert ForestPredictor(forest).predict(fresh[:1])[0] == got[0]
+    # The compiled loop (churn score) adds the trees in predict_proba's order: equal bits.
+    compiled = CompiledForestPredictor(forest).predict(fresh)
+    np.testing.assert_array_equal(compiled, model.predict_proba(fresh)[:, 1])
 
 
 def test_the_fastest_exact_engine_is_chosen_and_explained() -> None:
@@ -117,3 +122,18 @@ def test_native_threads_are_limited_inside_the_block() -> None:
     with native_threads(2):
         two = observed_native_threads()
     assert (inside, two) == (1, 2)
+
+
+def test_batches_use_the_compiled_forest_only_when_it_equals_predict_proba() -> None:
+    matrix, labels = _data()
+    exact = HistGradientBoostingClassifier(max_iter=30, random_state=0).fit(_frame(matrix), labels)
+    drifting = _Drifting(max_iter=20, random_state=0).fit(_frame(matrix), labels)
+
+    chosen = choose_batch_engine(exact, NumpyPredictor(exact, FEATURES), matrix[:300])
+    refused = choose_batch_engine(drifting, NumpyPredictor(drifting, FEATURES), matrix[:300])
+
+    assert chosen.predictor.engine == "compiled_forest"
+    assert chosen.reason.startswith("compiled_forest (30 trees, largest difference")
+    assert chosen.check_rows > 300  # the threshold probes are checked too
+    assert refused.predictor.engine == "sklearn"
+    assert "differs from predict_proba by 1e-06" in refused.reason
