@@ -12,13 +12,14 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+from monitoring.comparison import compare_frames
 from monitoring.settings import MonitoringSettings
 from monitoring.spark_statistics import (
     compare_frames_on_spark,
     ks_bound_from_counts,
     ks_on_grid,
 )
-from monitoring.statistics import bin_counts, compare_frames
+from monitoring.statistics import bin_counts
 from tests.utils.spark import SparkCluster, cluster_session
 
 # Spark on the shared 2-core machine: a driver JVM starts in 10-60 s and each `feast`/`churn`

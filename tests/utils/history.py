@@ -20,11 +20,19 @@ from core.tables import CREATED, EVENT_TIMESTAMP, LABEL, USER_ID
 START = datetime(2026, 9, 7, tzinfo=UTC)  # a Monday
 
 
-def write_parquet(frame: pd.DataFrame, path: Path) -> Path:
-    """Write a frame as one Parquet file (creating the folder), timestamps in microseconds
-    as `churn ingest` writes them (Spark, on the spark profile, refuses nanosecond ones)."""
+def write_parquet(frame: pd.DataFrame, path: Path, *, offline_table: bool = False) -> Path:
+    """Write a frame as one Parquet file (creating the folder).
+
+    An offline table gets microsecond timestamps, as `churn ingest` writes them (Spark, on
+    the spark profile, refuses nanosecond ones); other files keep pandas' nanoseconds.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    frame.to_parquet(path, index=False, coerce_timestamps="us", allow_truncated_timestamps=False)
+    if offline_table:
+        frame.to_parquet(
+            path, index=False, coerce_timestamps="us", allow_truncated_timestamps=False
+        )
+    else:
+        frame.to_parquet(path, index=False)
     return path
 
 
@@ -98,7 +106,7 @@ def write_history(
     for path, frame in ((data.user_features_path, snapshots), (data.labels_path, label_frame)):
         if append and path.exists():
             frame = pd.concat([pd.read_parquet(path), frame], ignore_index=True)
-        write_parquet(frame, path)
+        write_parquet(frame, path, offline_table=True)
     return snapshots.assign(
         feature_ratio=feature_1 / (feature_2 + 1e-8),
         feature_log=np.log1p(np.maximum(feature_1, 0)),

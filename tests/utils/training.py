@@ -99,7 +99,11 @@ def add_planted_rows(data: DataSettings) -> pd.DataFrame:
     planted["user_id"] = planted["user_id"].astype("int64")
     planted["feature_2"] = 4.0
     features = pd.read_parquet(data.user_features_path)
-    write_parquet(pd.concat([features, planted], ignore_index=True), data.user_features_path)
+    write_parquet(
+        pd.concat([features, planted], ignore_index=True),
+        data.user_features_path,
+        offline_table=True,
+    )
     users = [LATER_SNAPSHOT_USER, BACKFILLED_USER, NO_FEATURES_USER]
     return pd.DataFrame(
         {
