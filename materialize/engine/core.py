@@ -176,7 +176,7 @@ def encode_rows(
     ]
 
 
-def _redis_label(connection_string: str) -> str:
+def redis_label(connection_string: str) -> str:
     """host:port (and db) of a Feast Redis connection string, without any password."""
     parts = connection_string.split(",")
     nodes = [part for part in parts if "=" not in part]
@@ -319,7 +319,7 @@ class FastEngine(AdapterComputeEngine):
                 ttl_seconds=store_config.key_ttl_seconds,
                 batch_rows=self.config.write_batch_rows,
                 pipeline_batches=self.config.pipeline_batches,
-                label=_redis_label(store_config.connection_string),
+                label=redis_label(store_config.connection_string),
                 layout=self._layout,
             )
         if (

@@ -105,11 +105,13 @@ class SparkEngineConfig(FeastConfigBaseModel):
 def _redis_client(store_config: Any) -> redis.Redis:
     """Feast's own Redis client for a store config (host, db, password, TLS as the profile).
 
-    The one place this module uses a private Feast name (``RedisOnlineStore._get_client``).
+    Built on the executor from the config alone, through the Feast adapter.
     """
     from feast.infra.online_stores.redis import RedisOnlineStore
 
-    client: redis.Redis = RedisOnlineStore()._get_client(store_config)
+    from core.feast_adapter.store import redis_client
+
+    client: redis.Redis = redis_client(RedisOnlineStore(), store_config)
     return client
 
 
@@ -374,7 +376,7 @@ class SparkEngine(SparkComputeEngine):
     def _partition_writer(self, view: FeatureView) -> PartitionWriter:
         from feast.infra.online_stores.helpers import compute_versioned_name
 
-        from materialize.engine.core import _redis_label
+        from materialize.engine.core import redis_label
 
         config = self.repo_config
         store_config = config.online_store
@@ -388,7 +390,7 @@ class SparkEngine(SparkComputeEngine):
             ttl_seconds=store_config.key_ttl_seconds,
             batch_rows=self.config.write_batch_rows,
             pipeline_batches=self.config.pipeline_batches,
-            label=_redis_label(store_config.connection_string),
+            label=redis_label(store_config.connection_string),
         )
 
     def _materialize_spark(
