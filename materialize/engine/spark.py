@@ -43,13 +43,13 @@ from feast.infra.common.materialization_job import (
     MaterializationJobStatus,
     MaterializationTask,
 )
-from feast.infra.compute_engines.spark.compute import SparkComputeEngine
 from feast.infra.compute_engines.spark.job import SparkMaterializationJob
 from feast.infra.registry.base_registry import BaseRegistry
 from feast.repo_config import FeastConfigBaseModel
 from feast.value_type import ValueType
 from pydantic import PositiveInt, StrictStr
 
+from core.feast_adapter.spark_engine import AdapterSparkComputeEngine
 from materialize.engine.core import (
     MaterializationStats,
     source_columns,
@@ -277,7 +277,7 @@ def _count_rows(rows: DataFrame, join_keys: list[str]) -> tuple[int, int]:
     return total - rejected, rejected
 
 
-class SparkEngine(SparkComputeEngine):
+class SparkEngine(AdapterSparkComputeEngine):
     """Our vectorised, newer-wins Redis materialization, run by Spark executors.
 
     Args:
@@ -333,10 +333,11 @@ class SparkEngine(SparkComputeEngine):
             return "entity_key_serialization_version is not 3"
         return None
 
-    def _materialize_one(
+    def materialize_view(
         self,
         registry: BaseRegistry,
         task: MaterializationTask,
+        *,
         from_offline_store: bool = False,
         **kwargs: Any,
     ) -> MaterializationJob:
@@ -352,7 +353,9 @@ class SparkEngine(SparkComputeEngine):
         if reason is not None:
             logger.warning("%s: Feast's spark.engine materializes it (%s)", view.name, reason)
             started = time.monotonic()
-            job = super()._materialize_one(registry, task, from_offline_store, **kwargs)
+            job = self.materialize_with_feast(
+                registry, task, from_offline_store=from_offline_store, **kwargs
+            )
             self.results.append(
                 MaterializationStats(
                     view=view.name,

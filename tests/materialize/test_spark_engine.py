@@ -16,6 +16,7 @@ from tests.utils.materialize import (
     START,
     AppliedRepo,
     decode_redis,
+    engine_results,
     expected_online,
     make_user_features,
     redis_hashes,
@@ -63,7 +64,7 @@ def repos(
 def _materialize(repo: TestRepo, start: object, end: object) -> list:
     store = open_feature_store(repo.feast)
     store.materialize(start, end)
-    return list(store._get_provider().batch_engine.results)
+    return engine_results(store)
 
 
 def test_spark_writes_the_bytes_of_the_duckdb_engine_and_reruns_change_nothing(repos: dict) -> None:
