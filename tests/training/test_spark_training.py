@@ -7,6 +7,8 @@ once on the spark profile (SparkSource, Spark offline store); the training sets 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +82,28 @@ def test_the_cluster_runs_tasks_in_two_worker_executors(
     [application] = status["activeapps"]
     assert application["cores"] == 2  # one executor on each worker
     assert sum(worker["coresused"] for worker in status["workers"]) == 2
+
+
+def test_a_second_application_runs_while_this_session_holds_its_executors(
+    twin_repos: TwinRepos, spark_cluster: SparkCluster
+) -> None:
+    # The commands a test (or a scheduler) starts run their own driver beside a live session:
+    # the cluster must have room for both, or the second waits for ever.
+    store = open_feature_store(twin_repos.spark.feast)
+    build_training_set(store, feature_service="churn_v1", labels_path=twin_repos.labels)
+    script = (
+        "from pyspark.sql import SparkSession; "
+        f"s = SparkSession.builder.master({spark_cluster.master_url!r})"
+        ".config('spark.ui.enabled', 'false').getOrCreate(); "
+        "print(s.range(1000).count()); s.stop()"
+    )
+
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=240
+    )
+
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    assert completed.stdout.strip().splitlines()[-1] == "1000"
 
 
 def test_the_training_set_on_spark_equals_the_duckdb_one(twin_repos: TwinRepos) -> None:

@@ -28,8 +28,13 @@ import yaml
 from core.settings import PROJECT_ROOT
 
 WORKERS = 2
-WORKER_CORES = 1
-WORKER_MEMORY = "1g"
+# Each application gets DEFAULT_APP_CORES (one executor on each worker, spread out), and the
+# workers offer room for two applications at once: a test's own Spark session stays up
+# while the `churn`/`feast` processes it starts run their own driver. With one core per
+# worker the first application took every core and the second waited for ever.
+WORKER_CORES = 2
+WORKER_MEMORY = "2g"
+DEFAULT_APP_CORES = 2
 _START_TIMEOUT_S = 300.0  # JVM starts take minutes when the 2 cores are saturated
 
 
@@ -66,7 +71,9 @@ def _environment(work_dir: Path) -> dict[str, str]:
         # Small daemons: quick-start JIT and serial GC. No REST submission server (its fixed
         # port 6066 would clash between two test sessions on one machine).
         SPARK_DAEMON_JAVA_OPTS="-XX:TieredStopAtLevel=1 -XX:+UseSerialGC",
-        SPARK_MASTER_OPTS="-Dspark.master.rest.enabled=false",
+        SPARK_MASTER_OPTS=(
+            f"-Dspark.master.rest.enabled=false -Dspark.deploy.defaultCores={DEFAULT_APP_CORES}"
+        ),
         # Executors must import pyarrow, feast and this project: the test's own venv.
         PYSPARK_PYTHON=sys.executable,
     )
