@@ -18,7 +18,8 @@ INGESTED_AT = "ingested_at"
 LABEL = "label"
 FEATURE_COLUMNS: tuple[str, ...] = ("feature_1", "feature_2")
 
-_UTC_TIME = "datetime64[ns, UTC]"
+# Stored in microseconds: Spark (the spark profile) refuses Parquet nanosecond timestamps.
+_UTC_TIME = "datetime64[us, UTC]"
 
 
 @dataclass(frozen=True)
