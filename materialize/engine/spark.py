@@ -377,8 +377,7 @@ class SparkEngine(AdapterSparkComputeEngine):
         return SparkMaterializationJob(job_id=job_id, status=MaterializationJobStatus.SUCCEEDED)
 
     def _partition_writer(self, view: FeatureView) -> PartitionWriter:
-        from feast.infra.online_stores.helpers import compute_versioned_name
-
+        from core.feast_adapter.layout import RedisLayout
         from materialize.engine.core import redis_label
 
         config = self.repo_config
@@ -387,7 +386,7 @@ class SparkEngine(AdapterSparkComputeEngine):
         return PartitionWriter(
             store_config=store_config,
             project=config.project,
-            view_name=compute_versioned_name(view, versioning),
+            view_name=RedisLayout().view_name(view, versioning=versioning),
             join_keys={column.name: column.dtype.to_value_type() for column in view.entity_columns},
             features={feature.name: feature.dtype.to_value_type() for feature in view.features},
             ttl_seconds=store_config.key_ttl_seconds,
