@@ -244,7 +244,8 @@ def generate_raw_events(
     # Nulls are a measurement gap: the label was decided by the real value.
     frame.loc[frame["null_1"], "feature_1"] = np.nan
     frame.loc[frame["null_2"], "feature_2"] = np.nan
-    frame["event_date"] = frame["event_date"].astype("datetime64[ns, UTC]")
+    # Microseconds, as the file is written (Spark refuses nanosecond Parquet timestamps).
+    frame["event_date"] = frame["event_date"].astype("datetime64[us, UTC]")
     return frame[RAW_COLUMNS].reset_index(drop=True)
 
 

@@ -170,7 +170,12 @@ def test_every_profile_expires_online_rows_after_the_view_ttl() -> None:
     from tests.utils.feast_repo import FEATURE_REPO
 
     profiles = sorted(FEATURE_REPO.glob("feature_store*.yaml"))
-    assert len(profiles) == 3
+    assert [path.name for path in profiles] == [
+        "feature_store.embedded.yaml",
+        "feature_store.spark.yaml",
+        "feature_store.team.yaml",
+        "feature_store.yaml",
+    ]
     view_ttl = timedelta(days=21).total_seconds()  # user_features' ttl (views.py)
     for path in profiles:
         config = yaml.safe_load(path.read_text())

@@ -37,7 +37,7 @@ def test_schema_and_window() -> None:
         "feature_1": "float64",
         "feature_2": "float64",
         "label": "int64",
-        "event_date": "datetime64[ns, UTC]",
+        "event_date": "datetime64[us, UTC]",
     }
     assert frame["event_date"].min() >= END - pd.Timedelta(days=28)
     assert frame["event_date"].max() < END

@@ -129,12 +129,15 @@ def test_unreachable_online_store_retries_with_backoff_then_fails_clearly(
 
 @dataclass
 class Scheduled:
-    """A platform after a first training, a shifted week, an hourly and a nightly run."""
+    """A platform after a first training, a shifted week, an hourly, a nightly and a daily run."""
 
     platform: Platform
     shifted: pd.DataFrame
     nightly: ExecuteInProcessResult
     settings: WorkflowSettings
+    daily: ExecuteInProcessResult
+    expected_auc: float
+    matched_predictions: int
 
 
 @pytest.fixture(scope="module")
@@ -154,7 +157,25 @@ def scheduled(
     settings = workflow_settings()
     assert platform.run(build_materialize_job(settings)).success
     nightly = platform.run(build_nightly_job(settings))
-    yield Scheduled(platform=platform, shifted=shifted, nightly=nightly, settings=settings)
+    # Labels of the shifted week have landed; the last day's predictions are evaluated. Run
+    # here, not in a test, so every test sees all four jobs' outputs whatever the test order.
+    recent = shifted.loc[shifted["event_timestamp"] >= days_ago(2)]
+    noise = np.random.default_rng(0).random(len(recent))
+    scores = 0.7 * recent["label"].to_numpy() + 0.3 * noise
+    log = write_prediction_log(platform.data_dir, recent, scores=scores, features=CHURN_V1_FEATURES)
+    in_window = (
+        log["event_timestamp"] > log["event_timestamp"].max() - timedelta(days=1)
+    ).to_numpy()
+    daily = platform.run(build_evaluate_job(settings))
+    yield Scheduled(
+        platform=platform,
+        shifted=shifted,
+        nightly=nightly,
+        settings=settings,
+        daily=daily,
+        expected_auc=roc_auc_score(recent["label"].to_numpy()[in_window], scores[in_window]),
+        matched_predictions=int(in_window.sum()),
+    )
     delete_project_keys(project)
 
 
@@ -199,24 +220,15 @@ def test_nightly_run_on_shifted_data_retrains(scheduled: Scheduled) -> None:
 
 
 def test_daily_evaluate_scores_landed_labels(scheduled: Scheduled) -> None:
-    platform, shifted = scheduled.platform, scheduled.shifted
-    # Labels of the shifted week have landed; the last day's predictions are evaluated.
-    recent = shifted.loc[shifted["event_timestamp"] >= days_ago(2)]
-    noise = np.random.default_rng(0).random(len(recent))
-    scores = 0.7 * recent["label"].to_numpy() + 0.3 * noise
-    log = write_prediction_log(platform.data_dir, recent, scores=scores, features=CHURN_V1_FEATURES)
-    in_window = (
-        log["event_timestamp"] > log["event_timestamp"].max() - timedelta(days=1)
-    ).to_numpy()
-    expected_auc = roc_auc_score(recent["label"].to_numpy()[in_window], scores[in_window])
-    evaluate = build_evaluate_job(scheduled.settings)
-
-    daily = platform.run(evaluate)
+    platform, daily = scheduled.platform, scheduled.daily
     assert daily.success and daily.output_for_node("evaluate") == "ok"
     evaluation = read_textfile(platform.metrics_dir / "evaluate.prom")
-    assert evaluation["churn_evaluate_roc_auc"] == pytest.approx(expected_auc)
+    assert evaluation["churn_evaluate_roc_auc"] == pytest.approx(scheduled.expected_auc)
     assert evaluation["churn_evaluate_min_auc"] == 0.78
-    assert evaluation["churn_evaluate_matched_predictions"] == int(in_window.sum())
+    assert evaluation["churn_evaluate_matched_predictions"] == scheduled.matched_predictions
+
+    recent = scheduled.shifted.loc[scheduled.shifted["event_timestamp"] >= days_ago(2)]
+    evaluate = build_evaluate_job(scheduled.settings)
 
     # Random scores fall below the gate: shown as its own outcome, the run stays green.
     write_prediction_log(
