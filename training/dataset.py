@@ -189,7 +189,9 @@ def build_training_set(
     if frame.empty:
         raise TrainingError(
             f"no training rows left: {missing_rows} of {len(labels)} label rows have "
-            "missing features (is the offline table ingested for the labels' time range?)"
+            "missing features. Is the offline table ingested for the labels' time range? "
+            "A value counts only once created (ingested) by the label time: load a history "
+            "with `churn ingest --backfill` so its rows count from their event time"
         )
     report = DatasetReport(
         label_rows=len(labels) + rejected,
@@ -264,7 +266,13 @@ def _retrieve_on_spark(
 
 def _numeric_features(frame: pd.DataFrame, names: list[str]) -> pd.DataFrame:
     """Cast features to float64 (one dtype for training, signature and serving)."""
-    bad = [name for name in names if not pd.api.types.is_numeric_dtype(frame[name])]
+    # A column with no value at all (an on-demand feature over missing inputs comes back
+    # as all-None objects) is missing data, counted as such, not a type error.
+    bad = [
+        name
+        for name in names
+        if not pd.api.types.is_numeric_dtype(frame[name]) and not frame[name].isna().all()
+    ]
     if bad:
         raise TrainingError(
             f"feature(s) {', '.join(bad)} are not numeric; the model families here need numbers"

@@ -89,6 +89,24 @@ def test_rows_without_features_are_counted_then_dropped_or_kept(
     assert np.isnan(kept.frame.set_index("user_id").loc[NO_FEATURES_USER, "feature_1"])
 
 
+def test_labels_with_no_feature_available_are_reported_as_missing_not_as_bad_types(
+    churn_repo: ChurnRepo, tmp_path: Path
+) -> None:
+    # Every row lacks features (as when a history was ingested without --backfill, so each
+    # row was created after its label time): the on-demand features then come back as
+    # all-None object columns, which are missing values, not non-numeric features.
+    planted = churn_repo.planted_labels
+    only_missing = planted.loc[planted["user_id"] == NO_FEATURES_USER]
+    labels = write_parquet(only_missing, tmp_path / "labels.parquet")
+    store = open_feature_store(churn_repo.repo.feast)
+
+    kept = build_training_set(store, feature_service="churn_v1", labels_path=labels, missing="keep")
+    assert (kept.frame[CHURN_V1_FEATURES].dtypes == "float64").all()
+    assert kept.frame["feature_ratio"].isna().all()
+    with pytest.raises(TrainingError, match=r"no training rows left: 1 of 1 .*--backfill"):
+        build_training_set(store, feature_service="churn_v1", labels_path=labels)
+
+
 def test_bad_labels_are_rejected_with_the_reason(churn_repo: ChurnRepo, tmp_path: Path) -> None:
     store = open_feature_store(churn_repo.repo.feast)
     no_label = write_parquet(
