@@ -82,6 +82,19 @@ class ScoringSettings(BaseSettings):
 
 
 @dataclass(frozen=True)
+class RegisteredVersion:
+    """A registered model version's lineage and artifact location, before the model loads."""
+
+    name: str
+    version: str
+    service: str
+    features: tuple[str, ...]
+    project: str | None
+    download_uri: str
+    tracking_uri: str
+
+
+@dataclass(frozen=True)
 class LoadedModel:
     """A registered model version ready to score."""
 
@@ -111,6 +124,9 @@ class ScoreResult:
     retrieval_seconds: float = 0.0
     retrieval_wait_seconds: float = 0.0
     scoring_seconds: float = 0.0
+    listing_seconds: float = 0.0
+    model_load_seconds: float = 0.0
+    startup_seconds: float = 0.0
     seconds: float = 0.0
 
 
@@ -169,8 +185,20 @@ def load_model_version(
         ScoreInputError: No such model, version or alias, or the version lacks the
             training tags (feature service, features).
     """
-    import mlflow.artifacts
-    import mlflow.sklearn
+    return load_registered_version(
+        find_model_version(tracking_uri, name=name, alias=alias, version=version)
+    )
+
+
+def find_model_version(
+    tracking_uri: str, *, name: str, alias: str, version: str | None
+) -> RegisteredVersion:
+    """The version (or the alias's version) of a registered model: its lineage, not the model.
+
+    Raises:
+        ScoreInputError: No such model, version or alias, or the version lacks the
+            training tags (feature service, features).
+    """
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
@@ -190,18 +218,33 @@ def load_model_version(
         lineage = ModelLineage.from_tags(found.tags, owner=f"model {name} version {found.version}")
     except LineageError as error:
         raise ScoreInputError(f"{error}: it cannot be scored through Feast") from error
-    uri = client.get_model_version_download_uri(name, found.version)
-    with tempfile.TemporaryDirectory(prefix="churn-score-model-") as folder:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=uri, dst_path=folder, tracking_uri=tracking_uri
-        )
-        model = mlflow.sklearn.load_model(local)
-    return LoadedModel(
+    return RegisteredVersion(
         name=name,
         version=str(found.version),
         service=lineage.feature_service,
         features=lineage.features,
         project=lineage.project,
+        download_uri=client.get_model_version_download_uri(name, found.version),
+        tracking_uri=tracking_uri,
+    )
+
+
+def load_registered_version(found: RegisteredVersion) -> LoadedModel:
+    """Download a found version's artifact and load its model."""
+    import mlflow.artifacts
+    import mlflow.sklearn
+
+    with tempfile.TemporaryDirectory(prefix="churn-score-model-") as folder:
+        local = mlflow.artifacts.download_artifacts(
+            artifact_uri=found.download_uri, dst_path=folder, tracking_uri=found.tracking_uri
+        )
+        model = mlflow.sklearn.load_model(local)
+    return LoadedModel(
+        name=found.name,
+        version=found.version,
+        service=found.service,
+        features=found.features,
+        project=found.project,
         model=model,
     )
 
@@ -362,16 +405,12 @@ def score_users(
         ScoreInputError: Bad model, version, users or profile (exit 2).
         ScoreFailure: The offline store failed (exit 1).
     """
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
-    from core.feast_adapter.services import FeatureServiceError, resolve_service_features
     from core.settings import MlflowSettings
 
     started = time.monotonic()
     settings = settings or ScoringSettings()
     tracking_uri = (mlflow or MlflowSettings()).resolved_tracking_uri(data)
-    loaded = load_model_version(
+    loaded = find_model_version(
         tracking_uri, name=settings.model_name, alias=settings.model_alias, version=model_version
     )
     result = ScoreResult(
@@ -380,16 +419,40 @@ def score_users(
         at=at,
         model_name=loaded.name,
         model_version=loaded.version,
-        model_description=describe_model(loaded.model),
     )
-    with (
-        ThreadPoolExecutor(1, thread_name_prefix="churn-score-prepare") as preparer,
-        feature_store_session(feast) as store,
-    ):
-        # The explainer, its cell tables and the flat trees (seconds of work, the cell
-        # tables compiled and without the GIL) are built while the store opens, the users
-        # are listed and the first chunk is retrieved.
-        preparing = preparer.submit(_prepare_scorer, loaded, settings.reasons, at)
+    with ThreadPoolExecutor(1, thread_name_prefix="churn-score-prepare") as preparer:
+        # Only the version's tags are needed to open the store and list the users. The
+        # model is loaded (skops imports all of scikit-learn, about 2 s) and its explainer,
+        # cell tables and flat trees built in the preparer while the first chunk is
+        # retrieved; started earlier, it only slowed the store's imports (both hold the
+        # GIL), and a bad profile or store now fails before any model is loaded.
+        _score_chunks(
+            result, loaded, preparer, users=users, feast=feast, settings=settings,
+            progress=progress, started=started,
+        )  # fmt: skip
+    result.seconds = time.monotonic() - started
+    return result
+
+
+def _score_chunks(
+    result: ScoreResult,
+    loaded: RegisteredVersion,
+    preparer: ThreadPoolExecutor,
+    *,
+    users: np.ndarray | None,
+    feast: FeastSettings | None,
+    settings: ScoringSettings,
+    progress: TextIO | None,
+    started: float,
+) -> None:
+    """List the users, retrieve their chunks ahead and score them into ``result.path``."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from core.feast_adapter.services import FeatureServiceError, resolve_service_features
+
+    at, out = result.at, result.path
+    with feature_store_session(feast) as store:
         if loaded.project is not None and loaded.project != store.project:
             raise ScoreInputError(
                 f"model {loaded.name} version {loaded.version} was trained on Feast project "
@@ -410,12 +473,14 @@ def score_users(
                 f"{features.request_fields} that batch scoring cannot supply"
             )
         service = store.get_feature_service(loaded.service)
+        clock = time.monotonic()
         try:
             population, window_start = _population(store, features, at)
         except ScoreInputError:
             raise
         except Exception as error:
             raise ScoreFailure(f"reading the offline store failed: {error}") from error
+        result.listing_seconds = time.monotonic() - clock
         unscored_rows: list[pd.DataFrame] = []
         if users is None:
             targets = population
@@ -446,8 +511,12 @@ def score_users(
             # writes the previous chunk (DuckDB, Arrow and the compiled trees release the
             # GIL): at most two chunks are in memory. A retrieval error re-raises here.
             with ThreadPoolExecutor(1, thread_name_prefix="churn-score-retrieve") as worker:
+                result.startup_seconds = time.monotonic() - started
                 ahead = _retrieve_ahead(worker, store, service, features, chunks, 0, at)
+                preparing = preparer.submit(_load_and_prepare, loaded, settings.reasons, at)
                 scorer = preparing.result()
+                result.model_description = describe_model(scorer.model)
+                result.model_load_seconds = scorer.load_seconds
                 result.reasons_note = scorer.reasons_note
                 schema = _output_schema(loaded.features, scorer.reasons)
                 with pq.ParquetWriter(temporary, schema) as writer:
@@ -482,8 +551,6 @@ def score_users(
         finally:
             temporary.unlink(missing_ok=True)
             unscored_temporary.unlink(missing_ok=True)
-    result.seconds = time.monotonic() - started
-    return result
 
 
 def _remember(result: ScoreResult, user: int, reason: str, detail: str) -> None:
@@ -514,6 +581,15 @@ def _timed_retrieve(
     clock = time.monotonic()
     frame = _retrieve(store, service, features, users, at)
     return frame, time.monotonic() - clock
+
+
+def _load_and_prepare(found: RegisteredVersion, reasons: int, at: datetime) -> _ChunkScorer:
+    """The found version's model loaded, then its scorer prepared (in the preparer thread)."""
+    clock = time.monotonic()
+    loaded = load_registered_version(found)
+    scorer = _prepare_scorer(loaded, reasons, at)
+    scorer.load_seconds = time.monotonic() - clock
+    return scorer
 
 
 def _prepare_scorer(loaded: LoadedModel, reasons: int, at: datetime) -> _ChunkScorer:
@@ -576,6 +652,12 @@ class _ChunkScorer:
         self._forest = forest
         self._predictor: Predictor | None = None
         self.engine_note = ""
+        self.load_seconds = 0.0
+
+    @property
+    def model(self) -> Any:
+        """The loaded estimator."""
+        return self._loaded.model
 
     def _predict(self, matrix: np.ndarray) -> np.ndarray:
         if self._predictor is None:
@@ -659,6 +741,9 @@ def _summary(result: ScoreResult) -> str:
         f"{result.retrieval_seconds:.1f} s in a worker thread, of which the scoring waited "
         f"{result.retrieval_wait_seconds:.1f} s; scoring and reasons "
         f"{result.scoring_seconds:.1f} s)",
+        f"start-up {result.startup_seconds:.1f} s to the first retrieval (users listed in "
+        f"{result.listing_seconds:.1f} s; model loaded and prepared in a worker in "
+        f"{result.model_load_seconds:.1f} s)",
         f"model: {result.model_description}"
         + (f"; {result.engine_note}" if result.engine_note else ""),
     ]

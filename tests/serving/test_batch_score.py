@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -157,6 +158,15 @@ def test_every_user_with_features_is_scored_by_default(
     assert "scored 40 users" in outcome.stdout
     assert "missing_features 1" in outcome.stdout
     assert "users/s, ETA" in outcome.stderr
+    # Where the time before the first chunk went: the users listed while the model loads.
+    startup = re.search(
+        r"start-up ([\d.]+) s to the first retrieval \(users listed in ([\d.]+) s; model "
+        r"loaded and prepared in a worker in ([\d.]+) s\)",
+        outcome.stdout,
+    )
+    assert startup is not None, outcome.stdout
+    assert float(startup[2]) <= float(startup[1])
+    assert float(startup[3]) > 0
     riskiest = scores.nlargest(3, "churn_probability")
     assert "3 users most at risk:" in outcome.stdout
     listing = outcome.stdout.split("3 users most at risk:")[1]
