@@ -26,7 +26,8 @@ import sys
 import tempfile
 import time
 import uuid
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -405,38 +406,50 @@ def score_users(
         ScoreInputError: Bad model, version, users or profile (exit 2).
         ScoreFailure: The offline store failed (exit 1).
     """
+    import multiprocessing
+
     from core.settings import MlflowSettings
 
     started = time.monotonic()
     settings = settings or ScoringSettings()
     tracking_uri = (mlflow or MlflowSettings()).resolved_tracking_uri(data)
-    loaded = find_model_version(
-        tracking_uri, name=settings.model_name, alias=settings.model_alias, version=model_version
-    )
-    result = ScoreResult(
-        path=out,
-        unscored_path=unscored_path_for(out),
-        at=at,
-        model_name=loaded.name,
-        model_version=loaded.version,
-    )
-    with ThreadPoolExecutor(1, thread_name_prefix="churn-score-prepare") as preparer:
-        # Only the version's tags are needed to open the store and list the users. The
-        # model is loaded (skops imports all of scikit-learn, about 2 s) and its explainer,
-        # cell tables and flat trees built in the preparer while the first chunk is
-        # retrieved; started earlier, it only slowed the store's imports (both hold the
-        # GIL), and a bad profile or store now fails before any model is loaded.
-        _score_chunks(
-            result, loaded, preparer, users=users, feast=feast, settings=settings,
+    # The registry work (importing MLflow, finding the version, then downloading the model
+    # and loading it through skops, which imports all of scikit-learn) holds the GIL for
+    # about 4 s; in a thread it only slowed Feast's imports and the retrieval. It runs in a
+    # second process (the other core) while this one imports Feast, opens the store, lists
+    # the users and retrieves the first chunk. Spawned, not forked: a caller may have threads.
+    with (
+        ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as registry,
+        ThreadPoolExecutor(1, thread_name_prefix="churn-score-prepare") as preparer,
+    ):
+        finding = registry.submit(
+            find_model_version,
+            tracking_uri,
+            name=settings.model_name,
+            alias=settings.model_alias,
+            version=model_version,
+        )
+        result = _score_chunks(
+            out, at, finding, registry, preparer, users=users, feast=feast, settings=settings,
             progress=progress, started=started,
         )  # fmt: skip
     result.seconds = time.monotonic() - started
     return result
 
 
+def _outcome(future: Future[Any]) -> Any:
+    """A registry worker's result; its errors re-raised here, a dead worker a failure."""
+    try:
+        return future.result()
+    except BrokenProcessPool as error:
+        raise ScoreFailure(f"the model registry worker process stopped: {error}") from error
+
+
 def _score_chunks(
-    result: ScoreResult,
-    loaded: RegisteredVersion,
+    out: Path,
+    at: datetime,
+    finding: Future[RegisteredVersion],
+    registry: ProcessPoolExecutor,
     preparer: ThreadPoolExecutor,
     *,
     users: np.ndarray | None,
@@ -444,15 +457,23 @@ def _score_chunks(
     settings: ScoringSettings,
     progress: TextIO | None,
     started: float,
-) -> None:
-    """List the users, retrieve their chunks ahead and score them into ``result.path``."""
+) -> ScoreResult:
+    """List the users, retrieve their chunks ahead and score them into ``out``."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from core.feast_adapter.services import FeatureServiceError, resolve_service_features
 
-    at, out = result.at, result.path
     with feature_store_session(feast) as store:
+        loaded: RegisteredVersion = _outcome(finding)
+        loading: Future[LoadedModel] = registry.submit(load_registered_version, loaded)
+        result = ScoreResult(
+            path=out,
+            unscored_path=unscored_path_for(out),
+            at=at,
+            model_name=loaded.name,
+            model_version=loaded.version,
+        )
         if loaded.project is not None and loaded.project != store.project:
             raise ScoreInputError(
                 f"model {loaded.name} version {loaded.version} was trained on Feast project "
@@ -513,7 +534,7 @@ def _score_chunks(
             with ThreadPoolExecutor(1, thread_name_prefix="churn-score-retrieve") as worker:
                 result.startup_seconds = time.monotonic() - started
                 ahead = _retrieve_ahead(worker, store, service, features, chunks, 0, at)
-                preparing = preparer.submit(_load_and_prepare, loaded, settings.reasons, at)
+                preparing = preparer.submit(_prepare_when_loaded, loading, settings.reasons, at)
                 scorer = preparing.result()
                 result.model_description = describe_model(scorer.model)
                 result.model_load_seconds = scorer.load_seconds
@@ -551,6 +572,7 @@ def _score_chunks(
         finally:
             temporary.unlink(missing_ok=True)
             unscored_temporary.unlink(missing_ok=True)
+    return result
 
 
 def _remember(result: ScoreResult, user: int, reason: str, detail: str) -> None:
@@ -583,10 +605,10 @@ def _timed_retrieve(
     return frame, time.monotonic() - clock
 
 
-def _load_and_prepare(found: RegisteredVersion, reasons: int, at: datetime) -> _ChunkScorer:
-    """The found version's model loaded, then its scorer prepared (in the preparer thread)."""
+def _prepare_when_loaded(loading: Future[LoadedModel], reasons: int, at: datetime) -> _ChunkScorer:
+    """The scorer of the model the registry worker loads (in the preparer thread)."""
     clock = time.monotonic()
-    loaded = load_registered_version(found)
+    loaded: LoadedModel = _outcome(loading)
     scorer = _prepare_scorer(loaded, reasons, at)
     scorer.load_seconds = time.monotonic() - clock
     return scorer

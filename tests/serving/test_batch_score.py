@@ -327,3 +327,19 @@ def test_a_retrieval_failing_in_the_worker_fails_the_run_like_before(
 
     assert len(stream.lines) in (1, 2)  # chunk 2 may have been read before the table left
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_registry_worker_that_dies_is_a_scoring_failure() -> None:
+    """The model loads in a second process; if that process dies, the run fails (exit 1)."""
+    from concurrent.futures import Future
+    from concurrent.futures.process import BrokenProcessPool
+
+    from core.exits import ExitCode, exit_code_for
+    from serving.batch_score import _outcome
+
+    died: Future[object] = Future()
+    died.set_exception(BrokenProcessPool("a child process terminated abruptly"))
+
+    with pytest.raises(ScoreFailure, match="registry worker process stopped") as raised:
+        _outcome(died)
+    assert exit_code_for(raised.value) == ExitCode.FAILURE
