@@ -12,8 +12,10 @@ Speed: the next chunk is retrieved in a worker thread while the current one is s
 written (at most one retrieval ahead, so memory stays about two chunks). Scores come from
 the model's trees through a compiled loop (``serving.inference.CompiledForestPredictor``)
 once it has been checked equal to ``predict_proba`` (1e-9) on the first rows and at every
-split threshold, else from ``predict_proba``; reasons from the explainer's cell tables,
-built in another worker while the users are listed.
+split threshold, else from ``predict_proba``; reasons from the explainer's cell tables.
+The registry work (MLflow, the version lookup, the skops load) runs in a second process
+while this one opens the store and lists the users; the explainer and the flat trees are
+built in a worker thread while the first chunk is retrieved.
 
 Layering: this stage imports ``core`` only (settings, store opening, ``--profile``, the
 Feast adapter's feature-service resolution, so it names the same features as training).
