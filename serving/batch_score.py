@@ -283,8 +283,6 @@ def _population(
     Read through the offline store's own ``pull_all_from_table_or_query``, so it works on
     any offline store Feast supports. Returns the sorted ids and the window's start.
     """
-    import pyarrow as pa
-    import pyarrow.compute as pc
     from feast.infra.offline_stores.offline_utils import get_offline_store_from_config
 
     offline = get_offline_store_from_config(store.config.offline_store)
@@ -315,18 +313,11 @@ def _population(
             timestamp_field=source.timestamp_field,
             start_date=start - timedelta(seconds=1),
             end_date=at + timedelta(seconds=1),
-        ).to_arrow()
-        # In Arrow, not pandas: a hash unique of the ids in the window (2M rows: a tenth of
-        # the time of a pandas filter and a sort), then one sort of the distinct ids.
-        utc = pa.timestamp("us", tz="UTC")
-        stamps = pc.cast(table.column(source.timestamp_field), utc, safe=False)
-        inside = pc.and_(
-            pc.greater_equal(stamps, pa.scalar(start, type=utc)),
-            pc.less_equal(stamps, pa.scalar(at, type=utc)),
-        )
-        column = USER_ID if USER_ID in table.column_names else table.column_names[0]
-        keys = pc.unique(pc.drop_null(pc.filter(table.column(column), inside)))
-        ids.append(np.asarray(keys.to_numpy(zero_copy_only=False), dtype=np.int64))
+        ).to_df()
+        stamps = pd.to_datetime(table[source.timestamp_field], utc=True)
+        inside = (stamps >= pd.Timestamp(start)) & (stamps <= pd.Timestamp(at))
+        column = table.columns[0] if USER_ID not in table.columns else USER_ID
+        ids.append(table.loc[inside, column].to_numpy(dtype=np.int64))
     if not ids:
         raise ScoreInputError(f"feature service {features.service} reads no batch source")
     return np.unique(np.concatenate(ids)), earliest
