@@ -98,14 +98,9 @@ class RegisteredVersion:
 
 
 @dataclass(frozen=True)
-class LoadedModel:
+class LoadedModel(RegisteredVersion):
     """A registered model version ready to score."""
 
-    name: str
-    version: str
-    service: str
-    features: tuple[str, ...]
-    project: str | None
     model: Any
 
 
@@ -179,20 +174,6 @@ def read_users_file(path: Path) -> np.ndarray:
     return np.unique(ids.to_numpy(dtype=np.int64))
 
 
-def load_model_version(
-    tracking_uri: str, *, name: str, alias: str, version: str | None
-) -> LoadedModel:
-    """The version (or the alias's version) of a registered model, loaded from MLflow.
-
-    Raises:
-        ScoreInputError: No such model, version or alias, or the version lacks the
-            training tags (feature service, features).
-    """
-    return load_registered_version(
-        find_model_version(tracking_uri, name=name, alias=alias, version=version)
-    )
-
-
 def find_model_version(
     tracking_uri: str, *, name: str, alias: str, version: str | None
 ) -> RegisteredVersion:
@@ -242,14 +223,7 @@ def load_registered_version(found: RegisteredVersion) -> LoadedModel:
             artifact_uri=found.download_uri, dst_path=folder, tracking_uri=found.tracking_uri
         )
         model = mlflow.sklearn.load_model(local)
-    return LoadedModel(
-        name=found.name,
-        version=found.version,
-        service=found.service,
-        features=found.features,
-        project=found.project,
-        model=model,
-    )
+    return LoadedModel(**vars(found), model=model)
 
 
 class _Progress:
