@@ -8,14 +8,13 @@ follows the chunk size, not the number of users. A user whose features are missi
 file. Both files are written to a temporary name, flushed to disk and renamed, so a killed
 run leaves the previous output (or nothing), never half a file.
 
-Speed: the next chunk is retrieved in a worker thread while the current one is scored and
-written (at most one retrieval ahead, so memory stays about two chunks). Scores come from
-the model's trees through a compiled loop (``serving.inference.CompiledForestPredictor``)
-once it has been checked equal to ``predict_proba`` (1e-9) on the first rows and at every
-split threshold, else from ``predict_proba``; reasons from the explainer's cell tables.
-The registry work (MLflow, the version lookup, the skops load) runs in a second process
-while this one opens the store and lists the users; the explainer and the flat trees are
-built in a worker thread while the first chunk is retrieved.
+Speed: chunks are retrieved in order in a worker thread, up to four ahead of the one being
+scored and written (memory stays a few chunks). Scores come from the model's trees through
+a compiled loop (``serving.inference.CompiledForestPredictor``) once it has been checked
+equal to ``predict_proba`` (1e-9) on the first rows and at every split threshold, else
+from ``predict_proba``; reasons from the explainer's cell tables. The registry work
+(MLflow, the version lookup, the skops load, the explainer's cell tables) runs in a second
+process while this one imports Feast, opens the store, lists the users and retrieves.
 
 Layering: this stage imports ``core`` only (settings, store opening, ``--profile``, the
 Feast adapter's feature-service resolution, so it names the same features as training).
@@ -64,7 +63,7 @@ USER_ID = "user_id"
 _ENGINE_CHECK_ROWS = 2000
 # Retrievals queued ahead of the chunk being scored: the first covers the model's load
 # (about 3 s against 1 s a chunk at 100k users), memory stays a few chunks.
-_CHUNKS_AHEAD = 3
+_CHUNKS_AHEAD = 4
 
 
 class ScoreInputError(InputError):
@@ -104,9 +103,11 @@ class RegisteredVersion:
 
 @dataclass(frozen=True)
 class LoadedModel(RegisteredVersion):
-    """A registered model version ready to score."""
+    """A registered model version ready to score, with its explainer when reasons are wanted."""
 
     model: Any
+    explainer: TreeExplainer | None = None
+    reasons_note: str = "reasons off (--reasons 0)"
 
 
 @dataclass
@@ -219,9 +220,12 @@ def find_model_version(
 
 
 def load_model_version(
-    tracking_uri: str, *, name: str, alias: str, version: str | None
+    tracking_uri: str, *, name: str, alias: str, version: str | None, reasons: int = 0
 ) -> LoadedModel:
     """Find the version as ``find_model_version`` does, then download and load its model.
+
+    With ``reasons``, the explainer is built too, its cell tables included (0.5 s of work
+    that, in the registry process, stays off the cores the retrieval uses).
 
     Raises:
         ScoreInputError: As ``find_model_version``.
@@ -229,13 +233,21 @@ def load_model_version(
     import mlflow.artifacts
     import mlflow.sklearn
 
+    from core.explain import build_explainer
+
     found = find_model_version(tracking_uri, name=name, alias=alias, version=version)
     with tempfile.TemporaryDirectory(prefix="churn-score-model-") as folder:
         local = mlflow.artifacts.download_artifacts(
             artifact_uri=found.download_uri, dst_path=folder, tracking_uri=found.tracking_uri
         )
         model = mlflow.sklearn.load_model(local)
-    return LoadedModel(**vars(found), model=model)
+    if not reasons:
+        return LoadedModel(**vars(found), model=model)
+    explainer, why = build_explainer(model, found.features)
+    if explainer is None:
+        return LoadedModel(**vars(found), model=model, reasons_note=f"reasons not written: {why}")
+    explainer.prepare_batches()
+    return LoadedModel(**vars(found), model=model, explainer=explainer, reasons_note="")
 
 
 class _Progress:
@@ -426,7 +438,12 @@ def score_users(
         # Queued behind the lookup in the same process, so the model loads while this one
         # still imports Feast, instead of after it has asked for the lookup's answer.
         loading = registry.submit(
-            load_model_version, tracking_uri, name=name, alias=alias, version=model_version
+            load_model_version,
+            tracking_uri,
+            name=name,
+            alias=alias,
+            version=model_version,
+            reasons=settings.reasons,
         )
         result = _score_chunks(
             out, at, finding, loading, registry, preparer, users=users, feast=feast,
@@ -684,26 +701,18 @@ def _prepare_when_loaded(
 
 
 def _prepare_scorer(loaded: LoadedModel, reasons: int, at: datetime) -> _ChunkScorer:
-    """The explainer (with its cell tables) when reasons are wanted, and the flat trees."""
-    from core.explain import build_explainer
+    """The scorer of a loaded model: its explainer (built by the loader) and flat trees."""
     from serving.inference import ForestUnsupported, flatten_forest
 
-    explainer: TreeExplainer | None = None
-    note = "reasons off (--reasons 0)"
-    if reasons:
-        explainer, why = build_explainer(loaded.model, loaded.features)
-        note = f"reasons not written: {why}" if explainer is None else ""
-    if explainer is not None:
-        explainer.prepare_batches()
     try:
         forest = flatten_forest(loaded.model)
     except ForestUnsupported:
         forest = None  # choose_batch_engine says why at the first chunk
     return _ChunkScorer(
         loaded,
-        explainer,
-        reasons=reasons if explainer is not None else 0,
-        reasons_note=note,
+        loaded.explainer,
+        reasons=reasons if loaded.explainer is not None else 0,
+        reasons_note=loaded.reasons_note,
         at=at,
         forest=forest,
     )
