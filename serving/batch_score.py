@@ -8,13 +8,14 @@ follows the chunk size, not the number of users. A user whose features are missi
 file. Both files are written to a temporary name, flushed to disk and renamed, so a killed
 run leaves the previous output (or nothing), never half a file.
 
-Speed: chunks are retrieved in order in a worker thread, up to four ahead of the one being
-scored and written (memory stays a few chunks). Scores come from the model's trees through
-a compiled loop (``serving.inference.CompiledForestPredictor``) once it has been checked
-equal to ``predict_proba`` (1e-9) on the first rows and at every split threshold, else
-from ``predict_proba``; reasons from the explainer's cell tables. The registry work
-(MLflow, the version lookup, the skops load, the explainer's cell tables) runs in a second
-process while this one imports Feast, opens the store, lists the users and retrieves.
+Speed: two processes. This one imports Feast, opens the store, lists the users and
+retrieves the chunks in order; a second one (the scoring process) looks the version up in
+MLflow, loads the model and its explainer meanwhile, then scores each chunk it is sent and
+appends it to the scores file, up to four chunks behind the retrieval (memory stays a few
+chunks). Scores come from the model's trees through a compiled loop
+(``serving.inference.CompiledForestPredictor``) once it has been checked equal to
+``predict_proba`` (1e-9) on the first rows and at every split threshold, else from
+``predict_proba``; reasons from the explainer's cell tables.
 
 Layering: this stage imports ``core`` only (settings, store opening, ``--profile``, the
 Feast adapter's feature-service resolution, so it names the same features as training).
@@ -28,7 +29,7 @@ import tempfile
 import time
 import uuid
 from collections import deque
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -61,8 +62,8 @@ USER_ID = "user_id"
 # Rows of the first chunk on which the compiled trees must equal predict_proba (to 1e-9),
 # besides probes at every split threshold.
 _ENGINE_CHECK_ROWS = 2000
-# Retrievals queued ahead of the chunk being scored: the first covers the model's load
-# (about 3 s against 1 s a chunk at 100k users), memory stays a few chunks.
+# Retrieved chunks that may wait in the scoring process: the first ones cover the model's
+# load (about 3 s against 1 s a chunk at 100k users); memory stays a few chunks.
 _CHUNKS_AHEAD = 4
 
 
@@ -126,7 +127,7 @@ class ScoreResult:
     model_description: str = ""
     engine_note: str = ""
     retrieval_seconds: float = 0.0
-    retrieval_wait_seconds: float = 0.0
+    scoring_wait_seconds: float = 0.0
     scoring_seconds: float = 0.0
     listing_seconds: float = 0.0
     model_load_seconds: float = 0.0
@@ -422,52 +423,52 @@ def score_users(
     started = time.monotonic()
     settings = settings or ScoringSettings()
     tracking_uri = (mlflow or MlflowSettings()).resolved_tracking_uri(data)
-    # The registry work (importing MLflow, finding the version, then downloading the model
-    # and loading it through skops, which imports all of scikit-learn) holds the GIL for
-    # about 4 s; in a thread it only slowed Feast's imports and the retrieval. It runs in a
-    # second process (the other core) while this one imports Feast, opens the store, lists
-    # the users and retrieves the first chunk. Spawned, not forked: a caller may have threads.
-    with (
-        ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as registry,
-        ThreadPoolExecutor(1, thread_name_prefix="churn-score-prepare") as preparer,
-    ):
+    # The model side (importing MLflow, the version lookup, the skops load, the explainer's
+    # cell tables, then scoring and writing every chunk) runs in a second process. The
+    # retrieval is mostly Python (Feast, ibis, pandas) and holds this process's GIL; in a
+    # thread beside it, scoring waited for the GIL and slowed the retrieval too. Spawned,
+    # not forked: a caller may have threads.
+    with ProcessPoolExecutor(
+        1, mp_context=multiprocessing.get_context("spawn"), initializer=_start_scoring_process
+    ) as scoring:
         name, alias = settings.model_name, settings.model_alias
-        finding = registry.submit(
+        finding = scoring.submit(
             find_model_version, tracking_uri, name=name, alias=alias, version=model_version
         )
         # Queued behind the lookup in the same process, so the model loads while this one
         # still imports Feast, instead of after it has asked for the lookup's answer.
-        loading = registry.submit(
-            load_model_version,
+        loading = scoring.submit(
+            _load_into_worker,
             tracking_uri,
             name=name,
             alias=alias,
             version=model_version,
             reasons=settings.reasons,
+            at=at,
+            threshold=settings.decision_threshold,
         )
         result = _score_chunks(
-            out, at, finding, loading, registry, preparer, users=users, feast=feast,
-            settings=settings, progress=progress, started=started,
+            out, at, finding, loading, scoring, users=users, feast=feast, settings=settings,
+            progress=progress, started=started,
         )  # fmt: skip
     result.seconds = time.monotonic() - started
     return result
 
 
 def _outcome(future: Future[Any]) -> Any:
-    """A registry worker's result; its errors re-raised here, a dead worker a failure."""
+    """A scoring worker's result; its errors re-raised here, a dead worker a failure."""
     try:
         return future.result()
     except BrokenProcessPool as error:
-        raise ScoreFailure(f"the model registry worker process stopped: {error}") from error
+        raise ScoreFailure(f"the model scoring worker process stopped: {error}") from error
 
 
 def _score_chunks(
     out: Path,
     at: datetime,
     finding: Future[RegisteredVersion],
-    loading: Future[LoadedModel],
-    registry: ProcessPoolExecutor,
-    preparer: ThreadPoolExecutor,
+    loading: Future[_LoadedInWorker],
+    scoring: ProcessPoolExecutor,
     *,
     users: np.ndarray | None,
     feast: FeastSettings | None,
@@ -475,39 +476,38 @@ def _score_chunks(
     progress: TextIO | None,
     started: float,
 ) -> ScoreResult:
-    """List the users, retrieve their chunks ahead and score them into ``out``."""
-
+    """List the users, retrieve their chunks here and have the scoring process score them."""
     from core.feast_adapter.services import FeatureServiceError, resolve_service_features
 
     with feature_store_session(feast) as store:
-        loaded: RegisteredVersion = _outcome(finding)
+        found: RegisteredVersion = _outcome(finding)
         result = ScoreResult(
             path=out,
             unscored_path=unscored_path_for(out),
             at=at,
-            model_name=loaded.name,
-            model_version=loaded.version,
+            model_name=found.name,
+            model_version=found.version,
         )
-        if loaded.project is not None and loaded.project != store.project:
+        if found.project is not None and found.project != store.project:
             raise ScoreInputError(
-                f"model {loaded.name} version {loaded.version} was trained on Feast project "
-                f"{loaded.project!r}; this profile's project is {store.project!r}"
+                f"model {found.name} version {found.version} was trained on Feast project "
+                f"{found.project!r}; this profile's project is {store.project!r}"
             )
         try:
-            features = resolve_service_features(store, loaded.service)
+            features = resolve_service_features(store, found.service)
         except FeatureServiceError as error:
             raise ScoreInputError(str(error)) from error
-        if sorted(features.names) != sorted(loaded.features):
+        if sorted(features.names) != sorted(found.features):
             raise ScoreInputError(
-                f"feature service {loaded.service} offers {features.names}; the model needs "
-                f"{list(loaded.features)}"
+                f"feature service {found.service} offers {features.names}; the model needs "
+                f"{list(found.features)}"
             )
         if features.request_fields:
             raise ScoreInputError(
-                f"feature service {loaded.service} needs request fields "
+                f"feature service {found.service} needs request fields "
                 f"{features.request_fields} that batch scoring cannot supply"
             )
-        service = store.get_feature_service(loaded.service)
+        service = store.get_feature_service(found.service)
         clock = time.monotonic()
         try:
             population, window_start = _population(store, features, at)
@@ -537,45 +537,27 @@ def _score_chunks(
             f".{result.unscored_path.name}.{uuid.uuid4().hex}.tmp"
         )
         tracker = _Progress(len(targets), progress or sys.stderr)
-        chunks = [
-            targets[begin : begin + settings.chunk_rows]
-            for begin in range(0, len(targets), settings.chunk_rows)
-        ]
+        columns = [USER_ID, *found.features]
         try:
-            # Retrievals run in order in a worker thread, up to _CHUNKS_AHEAD chunks ahead of
-            # the chunk the main thread scores and writes (DuckDB, Arrow and the compiled trees
-            # release the GIL), so memory stays a few chunks and the retrieval thread does not
-            # idle while the model loads. A retrieval error re-raises here.
-            with _ChunkRetriever(store, service, features, chunks, at) as retriever:
-                result.startup_seconds = time.monotonic() - started
-                preparing = preparer.submit(
-                    _prepare_when_loaded, loading, loaded, settings.reasons, at
+            result.startup_seconds = time.monotonic() - started
+            # Up to _CHUNKS_AHEAD retrieved chunks wait in the scoring process while the
+            # next is retrieved here: memory stays a few chunks, and neither side idles
+            # while the other has work.
+            waiting: deque[Future[_ChunkScores]] = deque()
+            for begin in range(0, len(targets), settings.chunk_rows):
+                clock = time.monotonic()
+                frame = _retrieve(
+                    store, service, features, targets[begin : begin + settings.chunk_rows], at
                 )
-                # The registry process takes about a second to exit: after the load, off
-                # the main thread.
-                preparer.submit(registry.shutdown, wait=True)
-                output: _ScoresOutput | None = None
-                try:
-                    for chunk in chunks:
-                        clock = time.monotonic()
-                        frame, seconds = retriever.next_chunk()
-                        result.retrieval_wait_seconds += time.monotonic() - clock
-                        result.retrieval_seconds += seconds
-                        output = output or _ScoresOutput.open(temporary, preparing, result)
-                        clock = time.monotonic()
-                        table, unscored = output.score(frame, settings.decision_threshold)
-                        result.scoring_seconds += time.monotonic() - clock
-                        result.scored += len(table)
-                        if len(unscored):
-                            unscored_rows.append(unscored)
-                            _count_unscored(result, unscored)
-                        tracker.advance(len(chunk))
-                        del frame, table, unscored
-                    output = output or _ScoresOutput.open(temporary, preparing, result)
-                finally:
-                    if output is not None:
-                        output.close()
-            result.engine_note = output.scorer.engine_note
+                result.retrieval_seconds += time.monotonic() - clock
+                waiting.append(scoring.submit(_score_in_worker, frame[columns], str(temporary)))
+                del frame
+                while len(waiting) > _CHUNKS_AHEAD:
+                    _collect(waiting.popleft(), loading, found, result, tracker, unscored_rows)
+            while waiting:
+                _collect(waiting.popleft(), loading, found, result, tracker, unscored_rows)
+            _check_loaded(loading, found, result)
+            result.engine_note = _outcome(scoring.submit(_finish_in_worker, str(temporary)))
             _fsync_replace(temporary, out)
             listed = (
                 pd.concat(unscored_rows, ignore_index=True)
@@ -591,37 +573,46 @@ def _score_chunks(
     return result
 
 
-class _ScoresOutput:
-    """The scorer, once the model has loaded, and the Parquet writer of its schema."""
+def _check_loaded(
+    loading: Future[_LoadedInWorker], found: RegisteredVersion, result: ScoreResult
+) -> None:
+    """The loaded model's notes into ``result``; its load error, or a moved alias, raised.
 
-    def __init__(self, scorer: _ChunkScorer, writer: Any, schema: Any):
-        self.scorer = scorer
-        self._writer = writer
-        self._schema = schema
+    Raises:
+        ScoreFailure: The alias moved to another version between the lookup the users and
+            features were chosen by and the load.
+    """
+    loaded: _LoadedInWorker = _outcome(loading)
+    if loaded.version != found.version:
+        raise ScoreFailure(
+            f"model {found.name}: version {found.version} was looked up but version "
+            f"{loaded.version} loaded (the alias moved during start-up); run again"
+        )
+    result.model_description = loaded.description
+    result.model_load_seconds = loaded.seconds
+    result.reasons_note = loaded.reasons_note
 
-    @classmethod
-    def open(
-        cls, temporary: Path, preparing: Future[_ChunkScorer], result: ScoreResult
-    ) -> _ScoresOutput:
-        """Wait for the scorer, note what it is in ``result`` and open the writer."""
-        import pyarrow.parquet as pq
 
-        scorer = preparing.result()
-        result.model_description = describe_model(scorer.model)
-        result.model_load_seconds = scorer.load_seconds
-        result.reasons_note = scorer.reasons_note
-        schema = _output_schema(scorer.features, scorer.reasons)
-        return cls(scorer, pq.ParquetWriter(temporary, schema), schema)
-
-    def score(self, frame: pd.DataFrame, threshold: float) -> tuple[Any, pd.DataFrame]:
-        """Score one chunk and append it; its scores table and its unscored users."""
-        table, unscored = self.scorer.score(frame, threshold, self._schema)
-        self._writer.write_table(table)
-        return table, unscored
-
-    def close(self) -> None:
-        """Finish the Parquet footer."""
-        self._writer.close()
+def _collect(
+    scored: Future[_ChunkScores],
+    loading: Future[_LoadedInWorker],
+    found: RegisteredVersion,
+    result: ScoreResult,
+    tracker: _Progress,
+    unscored_rows: list[pd.DataFrame],
+) -> None:
+    """Wait for one chunk's scores and count them (a failed load is raised first)."""
+    clock = time.monotonic()
+    if not result.model_description:
+        _check_loaded(loading, found, result)
+    chunk: _ChunkScores = _outcome(scored)
+    result.scoring_wait_seconds += time.monotonic() - clock
+    result.scoring_seconds += chunk.seconds
+    result.scored += chunk.scored
+    if len(chunk.unscored):
+        unscored_rows.append(chunk.unscored)
+        _count_unscored(result, chunk.unscored)
+    tracker.advance(chunk.scored + len(chunk.unscored))
 
 
 def _remember(result: ScoreResult, user: int, reason: str, detail: str) -> None:
@@ -629,86 +620,82 @@ def _remember(result: ScoreResult, user: int, reason: str, detail: str) -> None:
         result.unscored_examples.append((user, reason, detail))
 
 
-class _ChunkRetriever:
-    """Retrieves the chunks in order in a worker thread, up to ``_CHUNKS_AHEAD`` ahead."""
+@dataclass(frozen=True)
+class _LoadedInWorker:
+    """What the scoring process reports once its model is ready."""
 
-    def __init__(
-        self,
-        store: FeatureStore,
-        service: Any,
-        features: ServiceFeatures,
-        chunks: list[np.ndarray],
-        at: datetime,
-    ):
-        self._arguments = (store, service, features)
-        self._chunks = chunks
-        self._at = at
-        self._worker = ThreadPoolExecutor(1, thread_name_prefix="churn-score-retrieve")
-        self._pending: deque[Future[tuple[pd.DataFrame, float]]] = deque()
-        self._submitted = 0
-
-    def __enter__(self) -> _ChunkRetriever:
-        for _ in range(_CHUNKS_AHEAD):
-            self._submit_next()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        # On an error the queued retrievals are dropped, not run.
-        self._worker.shutdown(wait=True, cancel_futures=True)
-
-    def _submit_next(self) -> None:
-        if self._submitted < len(self._chunks):
-            users = self._chunks[self._submitted]
-            self._pending.append(
-                self._worker.submit(_timed_retrieve, *self._arguments, users, self._at)
-            )
-            self._submitted += 1
-
-    def next_chunk(self) -> tuple[pd.DataFrame, float]:
-        """The next chunk's features and its retrieval time (the next retrieval queued)."""
-        frame = self._pending.popleft().result()
-        self._submit_next()
-        return frame
+    version: str
+    description: str
+    reasons_note: str
+    seconds: float
 
 
-def _timed_retrieve(
-    store: FeatureStore, service: Any, features: ServiceFeatures, users: np.ndarray, at: datetime
-) -> tuple[pd.DataFrame, float]:
-    clock = time.monotonic()
-    frame = _retrieve(store, service, features, users, at)
-    return frame, time.monotonic() - clock
+@dataclass(frozen=True)
+class _ChunkScores:
+    """What the scoring process reports for one chunk it has scored and written."""
+
+    scored: int
+    unscored: pd.DataFrame
+    seconds: float
 
 
-def _prepare_when_loaded(
-    loading: Future[LoadedModel], found: RegisteredVersion, reasons: int, at: datetime
-) -> _ChunkScorer:
-    """The scorer of the model the registry worker loads (in the preparer thread).
+@dataclass
+class _WorkerState:
+    """The scoring process's model and open scores file, between its tasks."""
 
-    Raises:
-        ScoreFailure: The alias moved to another version between the lookup the users and
-            features were chosen by and the load.
+    scorer: _ChunkScorer
+    threshold: float
+    writer: Any = None
+    schema: Any = None
+
+
+# The scoring process's own state: ProcessPoolExecutor tasks are plain functions, and this
+# process runs one scoring run's tasks, in order, then exits.
+_IN_WORKER: dict[str, _WorkerState] = {}
+
+
+def _start_scoring_process() -> None:
+    """(In the scoring process, first) Yield the CPU to the retrieval; exit without teardown.
+
+    The retrieval is the critical path; the scoring process keeps up with it at a lower
+    priority. Its interpreter teardown took about 1 s (MLflow, scikit-learn and numba
+    imported) after the last chunk, and nothing in it is needed once the scores file is
+    closed: registered first, this exit runs after every other exit handler.
     """
-    clock = time.monotonic()
-    loaded: LoadedModel = _outcome(loading)
-    if loaded.version != found.version:
-        raise ScoreFailure(
-            f"model {found.name}: version {found.version} was looked up but version "
-            f"{loaded.version} loaded (the alias moved during start-up); run again"
-        )
-    scorer = _prepare_scorer(loaded, reasons, at)
-    scorer.load_seconds = time.monotonic() - clock
-    return scorer
+    import atexit
+
+    os.nice(5)
+    atexit.register(_exit_without_teardown)
 
 
-def _prepare_scorer(loaded: LoadedModel, reasons: int, at: datetime) -> _ChunkScorer:
-    """The scorer of a loaded model: its explainer (built by the loader) and flat trees."""
+def _exit_without_teardown() -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
+
+
+def _load_into_worker(
+    tracking_uri: str,
+    *,
+    name: str,
+    alias: str,
+    version: str | None,
+    reasons: int,
+    at: datetime,
+    threshold: float,
+) -> _LoadedInWorker:
+    """(In the scoring process) Load the model and its explainer; keep them for the chunks."""
     from serving.inference import ForestUnsupported, flatten_forest
 
+    clock = time.monotonic()
+    loaded = load_model_version(
+        tracking_uri, name=name, alias=alias, version=version, reasons=reasons
+    )
     try:
         forest = flatten_forest(loaded.model)
     except ForestUnsupported:
         forest = None  # choose_batch_engine says why at the first chunk
-    return _ChunkScorer(
+    scorer = _ChunkScorer(
         loaded,
         loaded.explainer,
         reasons=reasons if loaded.explainer is not None else 0,
@@ -716,6 +703,42 @@ def _prepare_scorer(loaded: LoadedModel, reasons: int, at: datetime) -> _ChunkSc
         at=at,
         forest=forest,
     )
+    _IN_WORKER["state"] = _WorkerState(scorer, threshold)
+    return _LoadedInWorker(
+        version=loaded.version,
+        description=describe_model(loaded.model),
+        reasons_note=loaded.reasons_note,
+        seconds=time.monotonic() - clock,
+    )
+
+
+def _open_scores(temporary: str) -> _WorkerState:
+    import pyarrow.parquet as pq
+
+    state = _IN_WORKER.get("state")
+    if state is None:
+        raise ScoreFailure("the scoring process has no model: its load failed")
+    if state.writer is None:
+        state.schema = _output_schema(state.scorer.features, state.scorer.reasons)
+        state.writer = pq.ParquetWriter(temporary, state.schema)
+    return state
+
+
+def _score_in_worker(frame: pd.DataFrame, temporary: str) -> _ChunkScores:
+    """(In the scoring process) Score one chunk and append it to the scores file."""
+    clock = time.monotonic()
+    state = _open_scores(temporary)
+    table, unscored = state.scorer.score(frame, state.threshold, state.schema)
+    state.writer.write_table(table)
+    return _ChunkScores(len(table), unscored, time.monotonic() - clock)
+
+
+def _finish_in_worker(temporary: str) -> str:
+    """(In the scoring process) Close the scores file; the engine the chunks were scored by."""
+    state = _open_scores(temporary)  # no chunks: the file still gets its schema
+    state.writer.close()
+    _IN_WORKER.clear()
+    return state.scorer.engine_note
 
 
 def _count_unscored(result: ScoreResult, unscored: pd.DataFrame) -> None:
@@ -848,12 +871,11 @@ def _summary(result: ScoreResult) -> str:
         f"version {result.model_version} -> {result.path}",
         f"not scored: {missing:,}" + (f" ({reasons}) -> {result.unscored_path}" if missing else ""),
         f"{result.seconds:.1f} s, {rate:,.0f} users/s (offline retrieval "
-        f"{result.retrieval_seconds:.1f} s in a worker thread, of which the scoring waited "
-        f"{result.retrieval_wait_seconds:.1f} s; scoring and reasons "
-        f"{result.scoring_seconds:.1f} s)",
+        f"{result.retrieval_seconds:.1f} s; scoring and reasons {result.scoring_seconds:.1f} s "
+        f"in the scoring process, waited for {result.scoring_wait_seconds:.1f} s)",
         f"start-up {result.startup_seconds:.1f} s to the first retrieval (users listed in "
-        f"{result.listing_seconds:.1f} s; model loaded and prepared in a worker in "
-        f"{result.model_load_seconds:.1f} s)",
+        f"{result.listing_seconds:.1f} s; model loaded and prepared in the scoring process "
+        f"in {result.model_load_seconds:.1f} s)",
         f"model: {result.model_description}"
         + (f"; {result.engine_note}" if result.engine_note else ""),
     ]

@@ -161,7 +161,7 @@ def test_every_user_with_features_is_scored_by_default(
     # Where the time before the first chunk went: the users listed while the model loads.
     startup = re.search(
         r"start-up ([\d.]+) s to the first retrieval \(users listed in ([\d.]+) s; model "
-        r"loaded and prepared in a worker in ([\d.]+) s\)",
+        r"loaded and prepared in the scoring process in ([\d.]+) s\)",
         outcome.stdout,
     )
     assert startup is not None, outcome.stdout
@@ -254,7 +254,7 @@ def test_users_files_are_read_as_integer_ids_or_refused(tmp_path: Path) -> None:
 def test_chunks_retrieved_ahead_give_the_same_file_as_one_chunk(
     online_repo: tuple[TestRepo, OnlineUsers], registry: str, tmp_path: Path
 ) -> None:
-    """The next chunk is retrieved in a worker while one is scored: same rows, same order."""
+    """Chunks are retrieved while earlier ones are scored in another process: same file."""
     repo, users = online_repo
     at = pd.Timestamp.now(tz="UTC").to_pydatetime()
     wanted = np.array([*users.fresh, users.missing_feature, users.unknown])
@@ -304,13 +304,13 @@ class _MovesTheOfflineTable:
             self.moved.rename(self.source)
 
 
-def test_a_retrieval_failing_in_the_worker_fails_the_run_like_before(
+def test_a_retrieval_failing_mid_run_fails_the_run_and_writes_nothing(
     online_repo: tuple[TestRepo, OnlineUsers], registry: str, tmp_path: Path
 ) -> None:
-    """The table vanishes after chunk 1: a later chunk's retrieval (in the worker) fails.
+    """The table vanishes after chunk 1 is scored: a later chunk's retrieval fails.
 
-    Retrievals run up to ``_CHUNKS_AHEAD`` chunks ahead, so chunks of 2 users leave many
-    chunks to read after the table has gone.
+    Up to ``_CHUNKS_AHEAD`` retrieved chunks may wait for the scoring process, so chunks of
+    2 users leave many chunks to read after the table has gone.
     """
     from serving.batch_score import _CHUNKS_AHEAD
 
@@ -337,8 +337,8 @@ def test_a_retrieval_failing_in_the_worker_fails_the_run_like_before(
     assert list(tmp_path.iterdir()) == []
 
 
-def test_a_registry_worker_that_dies_is_a_scoring_failure() -> None:
-    """The model loads in a second process; if that process dies, the run fails (exit 1)."""
+def test_a_scoring_worker_that_dies_is_a_scoring_failure() -> None:
+    """The model loads and scores in a second process; if it dies, the run fails (exit 1)."""
     from concurrent.futures import Future
     from concurrent.futures.process import BrokenProcessPool
 
@@ -348,17 +348,17 @@ def test_a_registry_worker_that_dies_is_a_scoring_failure() -> None:
     died: Future[object] = Future()
     died.set_exception(BrokenProcessPool("a child process terminated abruptly"))
 
-    with pytest.raises(ScoreFailure, match="registry worker process stopped") as raised:
+    with pytest.raises(ScoreFailure, match="scoring worker process stopped") as raised:
         _outcome(died)
     assert exit_code_for(raised.value) == ExitCode.FAILURE
 
 
-def test_an_alias_that_moves_between_lookup_and_load_fails_the_run() -> None:
+def test_an_alias_that_moves_between_lookup_and_load_fails_the_run(tmp_path: Path) -> None:
     """The lookup and the load ask MLflow apart; a promotion in between is not scored."""
     from concurrent.futures import Future
 
     from core.exits import ExitCode, exit_code_for
-    from serving.batch_score import LoadedModel, RegisteredVersion, _prepare_when_loaded
+    from serving.batch_score import RegisteredVersion, ScoreResult, _check_loaded, _LoadedInWorker
 
     found = RegisteredVersion(
         name="churn-predictor",
@@ -369,10 +369,16 @@ def test_an_alias_that_moves_between_lookup_and_load_fails_the_run() -> None:
         download_uri="models:/churn-predictor/1",
         tracking_uri="sqlite:///unused.db",
     )
-    moved = LoadedModel(**{**vars(found), "version": "2"}, model=object())
-    loading: Future[LoadedModel] = Future()
-    loading.set_result(moved)
+    loading: Future[_LoadedInWorker] = Future()
+    loading.set_result(_LoadedInWorker("2", "HistGradientBoostingClassifier", "", 0.1))
+    result = ScoreResult(
+        path=tmp_path / "s.parquet",
+        unscored_path=tmp_path / "u.parquet",
+        at=pd.Timestamp.now(tz="UTC").to_pydatetime(),
+        model_name="churn-predictor",
+        model_version="1",
+    )
 
     with pytest.raises(ScoreFailure, match="version 1 was looked up but version 2") as raised:
-        _prepare_when_loaded(loading, found, 0, pd.Timestamp.now(tz="UTC").to_pydatetime())
+        _check_loaded(loading, found, result)
     assert exit_code_for(raised.value) == ExitCode.FAILURE
