@@ -4,12 +4,14 @@ The same encoding (:mod:`materialize.engine.encoding`) and newer-wins Redis writ
 (:mod:`materialize.engine.writers`, one Lua script call per batch) as :class:`FastEngine`,
 run inside Spark tasks:
 
-1. the driver builds a lazy plan: the view's rows inside ``[start, end]``, keyed, then each
+1. the driver builds a lazy plan: the view's rows inside ``[start, end]``, then each
    entity's latest row (window over the join keys: latest event time, then latest created
-   time, missing created times last -- Feast's rule);
+   time, missing created times last -- Feast's rule) with its entity's count of rows;
 2. ``mapInArrow`` hands every task its partition as Arrow batches of ``arrow_batch_rows``
-   rows; the executor encodes each batch with numpy and writes it to Redis itself;
-3. each task returns one small row per batch (entities, written); the driver sums them.
+   rows; the executor drops the rows without a join key (counting them), encodes each
+   batch with numpy and writes it to Redis itself;
+3. each task returns one small row per batch (entities, written, rows, rejected); the
+   driver sums them. One job, one pass over the source.
 
 The driver never collects the table, and a Python worker holds one Arrow batch at a time,
 so executor memory follows ``arrow_batch_rows`` (and Spark's own spilling sort for the
@@ -28,6 +30,7 @@ module: they need the project installed (``pip install churn-platform``, or ship
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -37,6 +40,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
 import pyarrow as pa
+import pyarrow.compute as pc
 from feast import FeatureView
 from feast.infra.common.materialization_job import (
     MaterializationJob,
@@ -68,8 +72,17 @@ logger = logging.getLogger(__name__)
 SPARK_ENGINE_TYPE = "materialize.engine.spark.SparkEngine"
 
 # What each task returns per Arrow batch it wrote (Arrow, and the same as Spark DDL).
-_COUNTS_SCHEMA = pa.schema([("entities", pa.int64()), ("written", pa.int64())])
-_COUNTS_DDL = "entities long, written long"
+_COUNTS_SCHEMA = pa.schema(
+    [
+        ("entities", pa.int64()),
+        ("written", pa.int64()),
+        ("rows", pa.int64()),
+        ("rejected", pa.int64()),
+    ]
+)
+_COUNTS_DDL = "entities long, written long, rows long, rejected long"
+# Per latest row: how many rows its entity had in the range (summed: rows in range).
+ROWS_COLUMN = "__rows_in_range"
 
 
 class SparkEngineConfig(FeastConfigBaseModel):
@@ -148,18 +161,37 @@ class PartitionWriter:
         )
         try:
             for batch in batches:
+                table = pa.Table.from_batches([batch])
+                # Rows without a join key share one group per null pattern: counted, not
+                # written.
+                keyed = functools.reduce(
+                    pc.and_, [pc.is_valid(table.column(name)) for name in self.join_keys]
+                )
+                rejected = _sum(table.filter(pc.invert(keyed)).column(ROWS_COLUMN))
+                table = table.filter(keyed)
                 chunk = encode_chunk(
-                    pa.Table.from_batches([batch]),
+                    table,
                     join_keys=self.join_keys,
                     features=self.features,
                     event_column=EVENT_COLUMN,
                 )
                 written = writer.write(chunk)
+                rows = _sum(table.column(ROWS_COLUMN))
                 yield pa.RecordBatch.from_pydict(
-                    {"entities": [chunk.rows], "written": [written]}, schema=_COUNTS_SCHEMA
+                    {
+                        "entities": [chunk.rows],
+                        "written": [written],
+                        "rows": [rows],
+                        "rejected": [rejected],
+                    },
+                    schema=_COUNTS_SCHEMA,
                 )
         finally:
             client.close()
+
+
+def _sum(column: pa.ChunkedArray) -> int:
+    return int(pc.sum(column).as_py() or 0)
 
 
 def _quoted(name: str) -> str:
@@ -216,12 +248,14 @@ def latest_rows_frame(
     start: Any,
     end: Any,
     partitions: int | None,
-) -> tuple[DataFrame, DataFrame]:
-    """The rows of ``[start, end]`` and, lazily, each entity's latest one among them.
+) -> DataFrame:
+    """Lazily, each entity's latest row of ``[start, end]``, with its count of rows there.
 
-    Returns:
-        (rows in the range, latest row per entity), both named as the view names them,
-        with the times in ``EVENT_COLUMN`` and ``CREATED_COLUMN``.
+    One pass: rows without a join key are not filtered out first but form their own groups
+    (one per null pattern), so the rows in the range and the rows rejected are counted by
+    the same window that picks the latest rows (``ROWS_COLUMN``); the writer drops those
+    groups and reports them. Named as the view names them, with the times in
+    ``EVENT_COLUMN`` and ``CREATED_COLUMN``.
     """
     from pyspark.sql import Window
     from pyspark.sql import functions as F
@@ -246,35 +280,20 @@ def latest_rows_frame(
     ]
     rows = frame.select(*selected).where(F.col(EVENT_COLUMN).between(F.lit(start), F.lit(end)))
     keys = [F.col(_quoted(name)) for name in columns.join_keys.values()]
-    keyed = rows
-    for key in keys:
-        keyed = keyed.where(key.isNotNull())
     if partitions:
         # The window then reuses this partitioning: one shuffle, `partitions` tasks.
-        keyed = keyed.repartition(partitions, *keys)
+        rows = rows.repartition(partitions, *keys)
     latest_first = Window.partitionBy(*keys).orderBy(
         F.col(EVENT_COLUMN).desc(), F.col(CREATED_COLUMN).desc_nulls_last()
     )
+    everyone = latest_first.rowsBetween(Window.unboundedPreceding, Window.unboundedFollowing)
     rank = "__latest_rank"
-    latest = (
-        keyed.withColumn(rank, F.row_number().over(latest_first)).where(F.col(rank) == 1).drop(rank)
+    return (
+        rows.withColumn(rank, F.row_number().over(latest_first))
+        .withColumn(ROWS_COLUMN, F.count(F.lit(1)).over(everyone))
+        .where(F.col(rank) == 1)
+        .drop(rank)
     )
-    return rows, latest
-
-
-def _count_rows(rows: DataFrame, join_keys: list[str]) -> tuple[int, int]:
-    """Rows of the range with a join key, and rows without one (a one-row aggregate)."""
-    from pyspark.sql import functions as F
-
-    keyless = F.lit(False)
-    for name in join_keys:
-        keyless = keyless | F.col(_quoted(name)).isNull()
-    (row,) = rows.agg(
-        F.count(F.lit(1)).alias("rows"),
-        F.sum(F.when(keyless, 1).otherwise(0)).alias("rejected"),
-    ).collect()
-    total, rejected = int(row["rows"] or 0), int(row["rejected"] or 0)
-    return total - rejected, rejected
 
 
 class SparkEngine(AdapterSparkComputeEngine):
@@ -419,20 +438,18 @@ class SparkEngine(AdapterSparkComputeEngine):
             client.close()
         spark.conf.set("spark.sql.execution.arrow.maxRecordsPerBatch", self.config.arrow_batch_rows)
         columns = source_columns(view, registry, task.project)
-        rows, latest = latest_rows_frame(
+        latest = latest_rows_frame(
             frame,
             columns,
             start=task.start_time,
             end=task.end_time,
             partitions=self.config.partitions,
         )
-        rows_in_range, rejected = _count_rows(rows, list(columns.join_keys.values()))
         counts = latest.mapInArrow(writer, _COUNTS_DDL)
-        # The only rows the driver receives: one with the two sums.
-        (total,) = counts.agg(
-            F.sum("entities").alias("entities"), F.sum("written").alias("written")
-        ).collect()
+        # The only rows the driver receives: one with the four sums.
+        (total,) = counts.agg(*(F.sum(name).alias(name) for name in _COUNTS_SCHEMA.names)).collect()
         entities, written = int(total["entities"] or 0), int(total["written"] or 0)
+        rows_in_range, rejected = int(total["rows"] or 0), int(total["rejected"] or 0)
         seconds = time.monotonic() - started
         logger.info(
             "%s: %d entities, %d written, %d rows in range (%d without a key), %.1f s on Spark",
