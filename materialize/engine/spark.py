@@ -99,7 +99,7 @@ class SparkEngineConfig(FeastConfigBaseModel):
     """Partitions (tasks) of the latest-row step; None: Spark's shuffle partitions (with
     adaptive execution coalescing small ones). More partitions: smaller tasks."""
 
-    arrow_batch_rows: PositiveInt = 10_000
+    arrow_batch_rows: PositiveInt = 50_000
     """Rows per Arrow batch an executor encodes and writes: bounds its Python memory."""
 
     write_batch_rows: PositiveInt = 1_000
