@@ -46,6 +46,13 @@ def parse_redis_connection(connection_string: str) -> tuple[list[dict[str, str]]
     return list(nodes), dict(params)
 
 
+def redis_client_arguments(connection_string: str) -> dict[str, Any]:
+    """redis-py ``Redis(...)`` arguments of a single-Redis ``connection_string``, as Feast's
+    own client is built from it (first host and port, then db, password, TLS...)."""
+    nodes, params = parse_redis_connection(connection_string)
+    return {**params, "host": nodes[0]["host"], "port": nodes[0]["port"]}
+
+
 def redis_client(online_store: Any, online_config: Any) -> Any:
     """Feast's own (cached) redis-py client of a Redis online store.
 

@@ -19,14 +19,23 @@ every type Feast supports still comes out byte-identical.
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TypeAlias
+from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from feast.value_type import ValueType
+
+if TYPE_CHECKING:
+    from feast.value_type import ValueType
+
+# A feature or key type: Feast's ValueType, or its name. Spark executors pass names, so
+# that unpickling their settings does not import Feast.
+ValueKind: TypeAlias = "ValueType | str"
+# feast.types.ValueType numbers (value_type.proto) written into entity keys.
+_STRING_NUMBER = 2
+_INT64_NUMBER = 4
 
 # Protobuf tag bytes of the feast.types.Value oneof fields (field number << 3 | wire type).
 _TAG_INT32 = (3 << 3) | 0
@@ -169,29 +178,43 @@ def _floats(column: ArrowColumn, numpy_type: str) -> tuple[np.ndarray, np.ndarra
     return values, ~np.isnan(values)
 
 
-def _feast_fallback(column: ArrowColumn, value_type: ValueType) -> Cells:
+def kind_name(value_type: ValueKind) -> str:
+    """The type's name (``"INT64"``), from a Feast ValueType or a name."""
+    return value_type if isinstance(value_type, str) else value_type.name
+
+
+def _feast_type(value_type: ValueKind) -> ValueType:
+    from feast.value_type import ValueType
+
+    return ValueType[kind_name(value_type)]
+
+
+def _feast_fallback(column: ArrowColumn, value_type: ValueKind) -> Cells:
     """Feast's own per-value serialization, for types without a vectorised encoder."""
     from feast.type_map import python_values_to_proto_values
 
-    protos = python_values_to_proto_values(column.to_numpy(zero_copy_only=False), value_type)
+    protos = python_values_to_proto_values(
+        column.to_numpy(zero_copy_only=False), _feast_type(value_type)
+    )
     return cells_from_bytes([proto.SerializeToString() for proto in protos])
 
 
-def encode_values(column: ArrowColumn, value_type: ValueType) -> Cells:
+def encode_values(column: ArrowColumn, value_type: ValueKind) -> Cells:
     """Serialized ``feast.types.Value`` of every row of a feature column."""
-    if value_type == ValueType.DOUBLE:
+    kind = kind_name(value_type)
+    if kind == "DOUBLE":
         values, present = _floats(column, "<f8")
         return _tagged(_TAG_DOUBLE, fixed_cells(values, "<f8"), present)
-    if value_type == ValueType.FLOAT:
+    if kind == "FLOAT":
         values, present = _floats(column, "<f4")
         return _tagged(_TAG_FLOAT, fixed_cells(values, "<f4"), present)
-    if value_type in (ValueType.INT64, ValueType.INT32) and pa.types.is_integer(column.type):
+    if kind in ("INT64", "INT32") and pa.types.is_integer(column.type):
         present = _valid(column)
         values = pc.fill_null(column, 0).to_numpy(zero_copy_only=False).astype(np.int64)
-        tag = _TAG_INT64 if value_type == ValueType.INT64 else _TAG_INT32
+        tag = _TAG_INT64 if kind == "INT64" else _TAG_INT32
         # Both are varints; a negative int32 is sign-extended to ten bytes, as int64.
         return _tagged(tag, _varint(values.view(np.uint64)), present)
-    if value_type == ValueType.BOOL and pa.types.is_boolean(column.type):
+    if kind == "BOOL" and pa.types.is_boolean(column.type):
         present = _valid(column)
         values = pc.fill_null(column, False).to_numpy(zero_copy_only=False).astype(np.uint8)
         return _tagged(_TAG_BOOL, fixed_cells(values, "u1"), present)
@@ -226,13 +249,15 @@ def _int64_key_head(join_key: str) -> bytes:
     """Serialization v3 of a single int64-key entity up to the value (same on every row)."""
     encoded = join_key.encode("utf8")
     return (
-        struct.pack("<III", 1, ValueType.STRING.value, len(encoded))
+        struct.pack("<III", 1, _STRING_NUMBER, len(encoded))
         + encoded
-        + struct.pack("<II", ValueType.INT64.value, 8)
+        + struct.pack("<II", _INT64_NUMBER, 8)
     )
 
 
-def encode_entity_keys(columns: dict[str, ArrowColumn], value_types: dict[str, ValueType]) -> Cells:
+def encode_entity_keys(
+    columns: dict[str, ArrowColumn], value_types: Mapping[str, ValueKind]
+) -> Cells:
     """Serialized entity keys (version 3) of every row.
 
     A single int64 join key (the common case) is encoded with numpy; anything else goes
@@ -240,14 +265,16 @@ def encode_entity_keys(columns: dict[str, ArrowColumn], value_types: dict[str, V
     """
     if len(columns) == 1:
         ((name, column),) = columns.items()
-        if value_types[name] == ValueType.INT64 and pa.types.is_integer(column.type):
+        if kind_name(value_types[name]) == "INT64" and pa.types.is_integer(column.type):
             values = column.to_numpy(zero_copy_only=False).astype(np.int64)
             head = constant_cells(_int64_key_head(name), len(values))
             return concat_cells([head, fixed_cells(values, "<i8")])
     return _feast_entity_keys(columns, value_types)
 
 
-def _feast_entity_keys(columns: dict[str, ArrowColumn], value_types: dict[str, ValueType]) -> Cells:
+def _feast_entity_keys(
+    columns: dict[str, ArrowColumn], value_types: Mapping[str, ValueKind]
+) -> Cells:
     from feast.type_map import python_values_to_proto_values
 
     from core.feast_adapter.layout import RedisLayout
@@ -256,7 +283,7 @@ def _feast_entity_keys(columns: dict[str, ArrowColumn], value_types: dict[str, V
     names = list(columns)
     protos = [
         python_values_to_proto_values(
-            columns[name].to_numpy(zero_copy_only=False), value_types[name]
+            columns[name].to_numpy(zero_copy_only=False), _feast_type(value_types[name])
         )
         for name in names
     ]
@@ -274,7 +301,7 @@ class EncodedChunk:
     event_micros: np.ndarray
     timestamps: Cells  # serialized google.protobuf.Timestamp of each event time
     values: dict[str, Cells]  # feature name -> serialized feast.types.Value
-    value_types: dict[str, ValueType]
+    value_types: Mapping[str, ValueKind]
 
     @property
     def rows(self) -> int:
@@ -285,8 +312,8 @@ class EncodedChunk:
 def encode_chunk(
     table: pa.Table,
     *,
-    join_keys: dict[str, ValueType],
-    features: dict[str, ValueType],
+    join_keys: Mapping[str, ValueKind],
+    features: Mapping[str, ValueKind],
     event_column: str,
 ) -> EncodedChunk:
     """Encode a chunk of latest rows (one per entity) for the online writers."""

@@ -30,17 +30,12 @@ module: they need the project installed (``pip install churn-platform``, or ship
 
 from __future__ import annotations
 
-import functools
 import logging
 import os
 import sys
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-import pyarrow as pa
-import pyarrow.compute as pc
 from feast import FeatureView
 from feast.infra.common.materialization_job import (
     MaterializationJob,
@@ -50,7 +45,6 @@ from feast.infra.common.materialization_job import (
 from feast.infra.compute_engines.spark.job import SparkMaterializationJob
 from feast.infra.registry.base_registry import BaseRegistry
 from feast.repo_config import FeastConfigBaseModel
-from feast.value_type import ValueType
 from pydantic import PositiveInt, StrictStr
 
 from core.feast_adapter.spark_engine import AdapterSparkComputeEngine
@@ -59,30 +53,22 @@ from materialize.engine.core import (
     source_columns,
     unsupported_view_reason,
 )
-from materialize.engine.encoding import encode_chunk
 from materialize.engine.reader import CREATED_COLUMN, EVENT_COLUMN, SourceColumns
-from materialize.engine.writers import OnlineStoreUnavailableError, RedisWriter
+from materialize.engine.spark_tasks import (
+    COUNTS_DDL,
+    COUNTS_SCHEMA,
+    ROWS_COLUMN,
+    HashedFields,
+    PartitionWriter,
+)
+from materialize.engine.writers import OnlineStoreUnavailableError
 
 if TYPE_CHECKING:
-    import redis
     from pyspark.sql import Column, DataFrame, SparkSession
 
 logger = logging.getLogger(__name__)
 
 SPARK_ENGINE_TYPE = "materialize.engine.spark.SparkEngine"
-
-# What each task returns per Arrow batch it wrote (Arrow, and the same as Spark DDL).
-_COUNTS_SCHEMA = pa.schema(
-    [
-        ("entities", pa.int64()),
-        ("written", pa.int64()),
-        ("rows", pa.int64()),
-        ("rejected", pa.int64()),
-    ]
-)
-_COUNTS_DDL = "entities long, written long, rows long, rejected long"
-# Per latest row: how many rows its entity had in the range (summed: rows in range).
-ROWS_COLUMN = "__rows_in_range"
 
 
 class SparkEngineConfig(FeastConfigBaseModel):
@@ -113,85 +99,6 @@ class SparkEngineConfig(FeastConfigBaseModel):
 
     region: StrictStr | None = None
     """Read by Feast's ``spark.engine`` (S3 staging region), for the fallback."""
-
-
-def _redis_client(store_config: Any) -> redis.Redis:
-    """Feast's own Redis client for a store config (host, db, password, TLS as the profile).
-
-    Built on the executor from the config alone, through the Feast adapter.
-    """
-    from feast.infra.online_stores.redis import RedisOnlineStore
-
-    from core.feast_adapter.store import redis_client
-
-    client: redis.Redis = redis_client(RedisOnlineStore(), store_config)
-    return client
-
-
-@dataclass(frozen=True)
-class PartitionWriter:
-    """Encodes and writes one task's Arrow batches to Redis (runs on the executors).
-
-    Pickled to the executors with the plan, so it holds only plain settings; each task
-    opens its own Redis connection.
-    """
-
-    store_config: Any  # feast RedisOnlineStoreConfig
-    project: str
-    view_name: str
-    join_keys: dict[str, ValueType]
-    features: dict[str, ValueType]
-    ttl_seconds: int | None
-    batch_rows: int
-    pipeline_batches: int
-    label: str
-
-    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        """Write each batch newer-wins; yield (entities, written) per batch."""
-        client = _redis_client(self.store_config)
-        writer = RedisWriter(
-            client,
-            project=self.project,
-            view_name=self.view_name,
-            feature_names=list(self.features),
-            ttl_seconds=self.ttl_seconds,
-            batch_rows=self.batch_rows,
-            pipeline_batches=self.pipeline_batches,
-            label=self.label,
-        )
-        try:
-            for batch in batches:
-                table = pa.Table.from_batches([batch])
-                # Rows without a join key share one group per null pattern: counted, not
-                # written.
-                keyed = functools.reduce(
-                    pc.and_, [pc.is_valid(table.column(name)) for name in self.join_keys]
-                )
-                rejected = _sum(table.filter(pc.invert(keyed)).column(ROWS_COLUMN))
-                table = table.filter(keyed)
-                chunk = encode_chunk(
-                    table,
-                    join_keys=self.join_keys,
-                    features=self.features,
-                    event_column=EVENT_COLUMN,
-                )
-                written = writer.write(chunk)
-                rows = _sum(table.column(ROWS_COLUMN))
-                yield pa.RecordBatch.from_pydict(
-                    {
-                        "entities": [chunk.rows],
-                        "written": [written],
-                        "rows": [rows],
-                        "rejected": [rejected],
-                    },
-                    schema=_COUNTS_SCHEMA,
-                )
-        finally:
-            client.close()
-
-
-def _sum(column: pa.ChunkedArray) -> int:
-    return int(pc.sum(column).as_py() or 0)
 
 
 def _quoted(name: str) -> str:
@@ -345,7 +252,7 @@ class SparkEngine(AdapterSparkComputeEngine):
         store_config = self.repo_config.online_store
         if (
             not isinstance(store_config, RedisOnlineStoreConfig)
-            or store_config.redis_type == RedisType.redis_cluster
+            or store_config.redis_type != RedisType.redis
         ):
             return "its online store is not a single Redis"
         if self.repo_config.entity_key_serialization_version != 3:
@@ -396,22 +303,35 @@ class SparkEngine(AdapterSparkComputeEngine):
         return SparkMaterializationJob(job_id=job_id, status=MaterializationJobStatus.SUCCEEDED)
 
     def _partition_writer(self, view: FeatureView) -> PartitionWriter:
+        """The executors' writer, with everything Feast-specific worked out here."""
         from core.feast_adapter.layout import RedisLayout
+        from core.feast_adapter.store import redis_client_arguments
         from materialize.engine.core import redis_label
 
         config = self.repo_config
         store_config = config.online_store
         versioning = bool(config.registry.enable_online_feature_view_versioning)
+        layout = RedisLayout()
+        view_name = layout.view_name(view, versioning=versioning)
+        features = {feature.name: feature.dtype.to_value_type().name for feature in view.features}
         return PartitionWriter(
-            store_config=store_config,
+            redis_arguments=redis_client_arguments(store_config.connection_string),
             project=config.project,
-            view_name=RedisLayout().view_name(view, versioning=versioning),
-            join_keys={column.name: column.dtype.to_value_type() for column in view.entity_columns},
-            features={feature.name: feature.dtype.to_value_type() for feature in view.features},
+            view_name=view_name,
+            join_keys={
+                column.name: column.dtype.to_value_type().name for column in view.entity_columns
+            },
+            features=features,
             ttl_seconds=store_config.key_ttl_seconds,
             batch_rows=self.config.write_batch_rows,
             pipeline_batches=self.config.pipeline_batches,
             label=redis_label(store_config.connection_string),
+            layout=HashedFields(
+                fields=tuple(
+                    (f"{view_name}:{name}", layout.feature_field(view_name, name))
+                    for name in features
+                )
+            ),
         )
 
     def _materialize_spark(
@@ -427,7 +347,7 @@ class SparkEngine(AdapterSparkComputeEngine):
 
         started = time.monotonic()
         writer = self._partition_writer(view)
-        client = _redis_client(writer.store_config)
+        client = redis.Redis(**writer.redis_arguments)
         try:
             client.ping()  # fail on the driver, naming the store, before any task starts
         except redis.RedisError as error:
@@ -445,9 +365,9 @@ class SparkEngine(AdapterSparkComputeEngine):
             end=task.end_time,
             partitions=self.config.partitions,
         )
-        counts = latest.mapInArrow(writer, _COUNTS_DDL)
+        counts = latest.mapInArrow(writer, COUNTS_DDL)
         # The only rows the driver receives: one with the four sums.
-        (total,) = counts.agg(*(F.sum(name).alias(name) for name in _COUNTS_SCHEMA.names)).collect()
+        (total,) = counts.agg(*(F.sum(name).alias(name) for name in COUNTS_SCHEMA.names)).collect()
         entities, written = int(total["entities"] or 0), int(total["written"] or 0)
         rows_in_range, rejected = int(total["rows"] or 0), int(total["rejected"] or 0)
         seconds = time.monotonic() - started

@@ -28,16 +28,16 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
-from feast.value_type import ValueType
 
 from core.exits import BlockedError, UnavailableError
-from core.feast_adapter.engine import arrow_to_feast_rows
 from core.feast_adapter.layout import RedisLayout
 from materialize.engine.encoding import (
     Cells,
     EncodedChunk,
+    ValueKind,
     concat_cells,
     constant_cells,
+    kind_name,
     split_micros,
 )
 from materialize.engine.reader import CREATED_COLUMN, EVENT_COLUMN
@@ -336,16 +336,16 @@ def _sqlite_times(column: pa.ChunkedArray) -> list[int | None]:
     ]
 
 
-def _value_texts(column: pa.ChunkedArray, value_type: ValueType) -> list[str | None]:
+def _value_texts(column: pa.ChunkedArray, value_type: ValueKind) -> list[str | None]:
     """Feast's ``value_text`` column: the value as text for strings and numbers."""
     arrow_type = {
-        ValueType.DOUBLE: pa.float64(),
-        ValueType.FLOAT: pa.float32(),
-        ValueType.INT64: pa.int64(),
-        ValueType.INT32: pa.int32(),
-        ValueType.BOOL: pa.bool_(),
-        ValueType.STRING: pa.string(),
-    }.get(value_type)
+        "DOUBLE": pa.float64(),
+        "FLOAT": pa.float32(),
+        "INT64": pa.int64(),
+        "INT32": pa.int32(),
+        "BOOL": pa.bool_(),
+        "STRING": pa.string(),
+    }.get(kind_name(value_type))
     if arrow_type is None:
         return [None] * len(column)
     values = pc.cast(column, arrow_type).to_pylist()
@@ -480,6 +480,8 @@ class FeastWriter:
         table = table.rename_columns(
             [self._renames.get(name) or name for name in table.column_names]
         )
+        from core.feast_adapter.engine import arrow_to_feast_rows
+
         rows = arrow_to_feast_rows(table.combine_chunks().to_batches()[0], self._view)
         self._store.online_write_batch(self._config, self._view, rows, progress=None)
         return len(rows)

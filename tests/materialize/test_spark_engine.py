@@ -109,3 +109,56 @@ def test_an_older_range_on_spark_never_replaces_newer_values(repos: dict) -> Non
     assert older.written == len(set(after) - set(newer)) > 0
     keyed = frame.dropna(subset=["user_id"])
     assert decode_redis(after) == expected_online(keyed, start=START - timedelta(days=30), end=END)
+
+
+def test_an_executor_writes_its_batches_without_importing_feast(
+    repos: dict, tmp_path: Path
+) -> None:
+    """The writer the engine pickles for its executors, run in a fresh Python process.
+
+    Importing Feast cost each executor's Python worker about 4 s per run; the executors'
+    code path must not import it, and must write what the engine writes.
+    """
+    import subprocess
+    import sys
+
+    import cloudpickle
+    import pyarrow as pa
+
+    from core.feast_adapter.store import batch_engine_of
+    from materialize.engine.reader import CREATED_COLUMN, EVENT_COLUMN
+    from materialize.engine.spark_tasks import ROWS_COLUMN
+
+    repo = repos["spark"].fresh()
+    store = open_feature_store(repo.feast)
+    writer = batch_engine_of(store)._partition_writer(store.get_feature_view("user_features"))
+    at = pd.Timestamp(END - timedelta(hours=1))
+    batch = pa.table(
+        {
+            "user_id": pa.array([7, 8, None], pa.int64()),
+            "feature_1": [1.5, 2.5, 3.5],
+            "feature_2": [-1.0, None, 0.0],
+            EVENT_COLUMN: pa.array([at, at, at], pa.timestamp("us", tz="UTC")),
+            CREATED_COLUMN: pa.array([at, None, at], pa.timestamp("us", tz="UTC")),
+            ROWS_COLUMN: pa.array([2, 1, 4], pa.int64()),
+        }
+    ).to_batches()[0]
+    task = tmp_path / "task.pickle"
+    task.write_bytes(cloudpickle.dumps((writer, batch)))
+    run = (
+        "import pickle, sys\n"
+        "writer, batch = pickle.loads(open(sys.argv[1], 'rb').read())\n"
+        "(counts,) = writer(iter([batch]))\n"
+        "print(counts.to_pydict())\n"
+        "print(sorted(name for name in sys.modules if name.split('.')[0] == 'feast'))\n"
+    )
+
+    completed = subprocess.run(
+        [sys.executable, "-c", run, str(task)], capture_output=True, text=True, check=True
+    )
+
+    counts, feast_modules = completed.stdout.strip().splitlines()
+    assert counts == "{'entities': [2], 'written': [2], 'rows': [3], 'rejected': [4]}"
+    assert feast_modules == "[]"
+    written = decode_redis(redis_hashes(repo.project))
+    assert len(written) == 2
