@@ -304,15 +304,17 @@ def _population(
         source = view.batch_source
         if source is None:
             raise ScoreInputError(f"feature view {view.name} has no batch source")
-        table = offline.pull_all_from_table_or_query(
+        key = source.field_mapping.get(USER_ID, USER_ID)
+        job = offline.pull_all_from_table_or_query(
             config=store.config,
             data_source=source,
-            join_key_columns=[source.field_mapping.get(USER_ID, USER_ID)],
+            join_key_columns=[key],
             feature_name_columns=[],
             timestamp_field=source.timestamp_field,
             start_date=start - timedelta(seconds=1),
             end_date=at + timedelta(seconds=1),
-        ).to_df()
+        )
+        table = _job_frame(store, job, [key, source.timestamp_field])
         stamps = pd.to_datetime(table[source.timestamp_field], utc=True)
         inside = (stamps >= pd.Timestamp(start)) & (stamps <= pd.Timestamp(at))
         column = table.columns[0] if USER_ID not in table.columns else USER_ID
@@ -337,18 +339,31 @@ def _retrieve(
     """Point-in-time features of ``users`` at ``at``, one row per user, sorted by user."""
     entity = pd.DataFrame({USER_ID: users, TIMESTAMP: pd.Timestamp(at)})
     try:
-        joined = store.get_historical_features(
+        job = store.get_historical_features(
             entity_df=entity,
             features=service,
             full_feature_names=True,
             filter_by_created_timestamp=True,  # no value created after --at (as in training)
-        ).to_df()
+        )
+        joined = _job_frame(store, job, [USER_ID, TIMESTAMP, *features.columns])
     except Exception as error:
         raise ScoreFailure(f"offline retrieval failed: {error}") from error
     if len(joined) != len(users):
         raise ScoreFailure(f"the offline store returned {len(joined)} rows for {len(users)} users")
     renamed = joined.rename(columns=dict(zip(features.columns, features.names, strict=True)))
     return renamed.sort_values(USER_ID, kind="stable").reset_index(drop=True)
+
+
+def _job_frame(store: FeatureStore, job: Any, columns: list[str]) -> pd.DataFrame:
+    """A retrieval job's rows. On Spark, staged by the executors, read back in bounded Arrow
+    batches and the staged files removed (Feast's ``to_df()`` leaves a copy behind per call).
+    """
+    from core.spark_io import staged_retrieval, uses_spark
+
+    if not uses_spark(store):
+        return job.to_df()
+    with staged_retrieval(store, job, label="score") as staged:
+        return staged.to_pandas(columns)
 
 
 def _output_schema(features: tuple[str, ...], reasons: int) -> Any:

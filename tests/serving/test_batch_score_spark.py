@@ -81,6 +81,9 @@ def test_score_on_the_spark_profile_equals_the_production_profile(
     np.testing.assert_allclose(
         on_spark["churn_probability"], production["churn_probability"], rtol=0, atol=1e-9
     )
+    # Feast's own to_df() leaves a staged copy of every chunk behind; none may stay.
+    staging = both_profiles["spark"].repo.data.data_dir / "spark-staging"
+    assert not [path for path in staging.rglob("*") if path.is_file()]
     reasons = [column for column in production.columns if column.startswith("reason_")]
     assert reasons
     pd.testing.assert_frame_equal(
