@@ -141,3 +141,16 @@ def staged_retrieval(
     with staged_parquet(joined, staging_location(store), label=label) as uri:
         staged = joined.sparkSession.read.parquet(spark_uri(uri))
         yield StagedRetrieval(uri=uri, frame=staged, on_demand=list(job.on_demand_feature_views))
+
+
+def retrieval_to_pandas(
+    store: FeatureStore, job: RetrievalJob, columns: list[str], *, label: str
+) -> pd.DataFrame:
+    """A retrieval job's rows as pandas: Feast's ``to_df()`` off Spark; on Spark, staged by
+    the executors, read back in bounded Arrow batches (only ``columns``) and the staged
+    files removed (Feast's ``to_df()`` leaves its copy behind).
+    """
+    if not uses_spark(store):
+        return job.to_df()
+    with staged_retrieval(store, job, label=label) as staged:
+        return staged.to_pandas(columns)

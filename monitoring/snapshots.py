@@ -139,7 +139,7 @@ def _retrieve(
             time whenever it arrived: the current window judges the data that came in,
             late batches included, not what was known at its event time.
     """
-    from core.spark_io import staged_retrieval, uses_spark
+    from core.spark_io import retrieval_to_pandas
 
     job = store.get_historical_features(
         entity_df=entity_rows,
@@ -147,11 +147,9 @@ def _retrieve(
         full_feature_names=True,
         filter_by_created_timestamp=as_available_then,
     )
-    if uses_spark(store):  # executors stage the rows; they arrive in bounded Arrow batches
-        with staged_retrieval(store, job, label="drift") as staged:
-            joined = staged.to_pandas([*features.join_keys, TIMESTAMP, *features.columns])
-    else:
-        joined = job.to_df()
+    joined = retrieval_to_pandas(
+        store, job, [*features.join_keys, TIMESTAMP, *features.columns], label="drift"
+    )
     if len(joined) != len(entity_rows):
         raise DriftInputError(
             f"the offline store returned {len(joined)} rows for {len(entity_rows)} entity rows"

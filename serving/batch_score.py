@@ -284,6 +284,8 @@ def _population(
     """
     from feast.infra.offline_stores.offline_utils import get_offline_store_from_config
 
+    from core.spark_io import retrieval_to_pandas
+
     offline = get_offline_store_from_config(store.config.offline_store)
     on_demand = {view.name for view in store.list_on_demand_feature_views()}
     service = store.get_feature_service(features.service)
@@ -314,7 +316,7 @@ def _population(
             start_date=start - timedelta(seconds=1),
             end_date=at + timedelta(seconds=1),
         )
-        table = _job_frame(store, job, [key, source.timestamp_field])
+        table = retrieval_to_pandas(store, job, [key, source.timestamp_field], label="score")
         stamps = pd.to_datetime(table[source.timestamp_field], utc=True)
         inside = (stamps >= pd.Timestamp(start)) & (stamps <= pd.Timestamp(at))
         column = table.columns[0] if USER_ID not in table.columns else USER_ID
@@ -337,6 +339,8 @@ def _retrieve(
     store: FeatureStore, service: Any, features: ServiceFeatures, users: np.ndarray, at: datetime
 ) -> pd.DataFrame:
     """Point-in-time features of ``users`` at ``at``, one row per user, sorted by user."""
+    from core.spark_io import retrieval_to_pandas
+
     entity = pd.DataFrame({USER_ID: users, TIMESTAMP: pd.Timestamp(at)})
     try:
         job = store.get_historical_features(
@@ -345,25 +349,15 @@ def _retrieve(
             full_feature_names=True,
             filter_by_created_timestamp=True,  # no value created after --at (as in training)
         )
-        joined = _job_frame(store, job, [USER_ID, TIMESTAMP, *features.columns])
+        joined = retrieval_to_pandas(
+            store, job, [USER_ID, TIMESTAMP, *features.columns], label="score"
+        )
     except Exception as error:
         raise ScoreFailure(f"offline retrieval failed: {error}") from error
     if len(joined) != len(users):
         raise ScoreFailure(f"the offline store returned {len(joined)} rows for {len(users)} users")
     renamed = joined.rename(columns=dict(zip(features.columns, features.names, strict=True)))
     return renamed.sort_values(USER_ID, kind="stable").reset_index(drop=True)
-
-
-def _job_frame(store: FeatureStore, job: Any, columns: list[str]) -> pd.DataFrame:
-    """A retrieval job's rows. On Spark, staged by the executors, read back in bounded Arrow
-    batches and the staged files removed (Feast's ``to_df()`` leaves a copy behind per call).
-    """
-    from core.spark_io import staged_retrieval, uses_spark
-
-    if not uses_spark(store):
-        return job.to_df()
-    with staged_retrieval(store, job, label="score") as staged:
-        return staged.to_pandas(columns)
 
 
 def _output_schema(features: tuple[str, ...], reasons: int) -> Any:

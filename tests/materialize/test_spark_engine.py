@@ -21,6 +21,7 @@ from tests.utils.materialize import (
     make_user_features,
     redis_hashes,
     use_engine,
+    write_microsecond_table,
 )
 from tests.utils.spark import SparkCluster
 
@@ -29,13 +30,6 @@ from tests.utils.spark import SparkCluster
 pytestmark = pytest.mark.filterwarnings(
     "ignore:The spark data source API is an experimental feature:RuntimeWarning"
 )
-
-
-def _write_table(path: Path, frame: pd.DataFrame) -> None:
-    """Write the offline table with microsecond times (Spark cannot read Parquet nanos)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    times = {column: "datetime64[us, UTC]" for column in ("event_timestamp", "created")}
-    frame.astype(times).to_parquet(path, index=False)
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +46,7 @@ def repos(
     duckdb = AppliedRepo(tmp_path_factory.mktemp("duckdb"))
     spark_root = tmp_path_factory.mktemp("spark")
     # `feast apply` on the spark profile reads the source's schema: the table must exist.
-    _write_table(spark_root / "data" / "offline" / "user_features.parquet", frame)
+    write_microsecond_table(spark_root / "data" / "offline" / "user_features.parquet", frame)
     spark_repo = AppliedRepo(spark_root, profile="spark", spark_master=spark_cluster.master_url)
     try:
         yield {"duckdb": duckdb, "spark": spark_repo, "frame": frame}
@@ -71,7 +65,7 @@ def test_spark_writes_the_bytes_of_the_duckdb_engine_and_reruns_change_nothing(r
     frame = repos["frame"]
     duckdb, on_spark = repos["duckdb"].fresh(), repos["spark"].fresh()
     for repo in (duckdb, on_spark):
-        _write_table(repo.data.user_features_path, frame)
+        write_microsecond_table(repo.data.user_features_path, frame)
     use_engine(duckdb, "fast", chunk_rows=128)
     # The profile's own engine block, with small batches so every task writes several.
     use_engine(on_spark, "spark", partitions=3, arrow_batch_rows=50, write_batch_rows=20)
@@ -98,7 +92,7 @@ def test_spark_writes_the_bytes_of_the_duckdb_engine_and_reruns_change_nothing(r
 def test_an_older_range_on_spark_never_replaces_newer_values(repos: dict) -> None:
     frame = repos["frame"]
     repo = repos["spark"].fresh()
-    _write_table(repo.data.user_features_path, frame)  # the profile's own engine block
+    write_microsecond_table(repo.data.user_features_path, frame)  # the profile's own engine block
 
     _materialize(repo, START, END)
     newer = redis_hashes(repo.project)

@@ -11,7 +11,7 @@ import pytest
 
 from core.settings import MlflowSettings
 from serving.batch_score import ScoringSettings, score_users
-from tests.utils.materialize import END, AppliedRepo, make_user_features
+from tests.utils.materialize import END, AppliedRepo, make_user_features, write_microsecond_table
 from tests.utils.serving import register_model, tracking_uri_in, training_frame
 from tests.utils.spark import SparkCluster
 
@@ -25,13 +25,6 @@ pytestmark = [
 ]
 
 
-def _write_table(path: Path, frame: pd.DataFrame) -> None:
-    """The offline table with microsecond times (Spark cannot read Parquet nanos)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    times = {column: "datetime64[us, UTC]" for column in ("event_timestamp", "created")}
-    frame.astype(times).to_parquet(path, index=False)
-
-
 @pytest.fixture(scope="module")
 def both_profiles(
     tmp_path_factory: pytest.TempPathFactory, redis_available: None, spark_cluster: SparkCluster
@@ -41,10 +34,10 @@ def both_profiles(
     production = AppliedRepo(tmp_path_factory.mktemp("production"))
     spark_root = tmp_path_factory.mktemp("spark")
     # `feast apply` on the spark profile reads the source's schema: the table must exist.
-    _write_table(spark_root / "data" / "offline" / "user_features.parquet", frame)
+    write_microsecond_table(spark_root / "data" / "offline" / "user_features.parquet", frame)
     on_spark = AppliedRepo(spark_root, profile="spark", spark_master=spark_cluster.master_url)
     for applied in (production, on_spark):
-        _write_table(applied.repo.data.user_features_path, frame)
+        write_microsecond_table(applied.repo.data.user_features_path, frame)
     try:
         yield {"production": production, "spark": on_spark}
     finally:

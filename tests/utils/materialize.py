@@ -312,3 +312,10 @@ def engine_results(store: Any) -> list[Any]:
     from core.feast_adapter.store import batch_engine_of
 
     return list(batch_engine_of(store).results)
+
+
+def write_microsecond_table(path: Path, frame: pd.DataFrame) -> None:
+    """Write an offline table with microsecond times (Spark cannot read Parquet nanos)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    times = {column: "datetime64[us, UTC]" for column in ("event_timestamp", "created")}
+    frame.astype(times).to_parquet(path, index=False)
