@@ -12,19 +12,22 @@ checks that a worker writing a batch has not imported Feast.
 from __future__ import annotations
 
 import functools
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
 from core.feast_adapter.layout import RedisLayout
 from materialize.engine.encoding import encode_chunk
-from materialize.engine.reader import EVENT_COLUMN
+from materialize.engine.reader import CREATED_COLUMN, EVENT_COLUMN
 from materialize.engine.writers import RedisWriter
 
-# What each task returns per Arrow batch it wrote (Arrow, and the same as Spark DDL).
+# What each task returns, once (Arrow, and the same as Spark DDL).
 COUNTS_SCHEMA = pa.schema(
     [
         ("entities", pa.int64()),
@@ -34,8 +37,6 @@ COUNTS_SCHEMA = pa.schema(
     ]
 )
 COUNTS_DDL = "entities long, written long, rows long, rejected long"
-# Per latest row: how many rows its entity had in the range (summed: rows in range).
-ROWS_COLUMN = "__rows_in_range"
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,17 @@ class HashedFields(RedisLayout):
 
 @dataclass(frozen=True)
 class PartitionWriter:
-    """Encodes and writes one task's Arrow batches to Redis (runs on the executors).
+    """Picks each entity's latest row and writes it to Redis (runs on the executors).
+
+    A task's rows arrive as Arrow batches, grouped by entity: Spark hash-partitioned them by
+    the join keys and sorted each partition by them. Each batch's last entity may go on in
+    the next batch, so its rows are carried over; every other entity is complete, and its
+    latest row (latest event time, then latest created time, missing created times last:
+    Feast's rule) is written newer-wins. Rows without a join key are counted and dropped.
+
+    A writer thread sends one chunk to Redis while the task reads the next from Spark, with
+    at most ``_WRITES_AHEAD`` chunks waiting: memory follows ``arrow_batch_rows`` (plus the
+    rows of one entity), not the partition.
 
     Pickled to the executors with the plan, so it holds only plain settings; each task
     opens its own Redis connection. ``redis_arguments`` are redis-py's ``Redis(...)``
@@ -70,7 +81,7 @@ class PartitionWriter:
     layout: HashedFields = field(default_factory=HashedFields)
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
-        """Write each batch newer-wins; yield (entities, written, rows, rejected) per batch."""
+        """Write the task's latest rows newer-wins; yield one row of counts."""
         import redis
 
         client = redis.Redis(**self.redis_arguments)
@@ -85,34 +96,107 @@ class PartitionWriter:
             label=self.label,
             layout=self.layout,
         )
+        counts = dict.fromkeys(COUNTS_SCHEMA.names, 0)
+        keys = list(self.join_keys)
         try:
-            for batch in batches:
-                yield self._write_batch(writer, pa.Table.from_batches([batch]))
+            with ThreadPoolExecutor(1, thread_name_prefix="redis-writer") as pool:
+                pending: deque[Future[int]] = deque()
+                for rows, rejected in complete_entities(batches, keys):
+                    counts["rejected"] += rejected
+                    if rows.num_rows == 0:
+                        continue
+                    latest = latest_rows(rows, keys)
+                    counts["rows"] += rows.num_rows
+                    counts["entities"] += latest.num_rows
+                    if len(pending) == _WRITES_AHEAD:
+                        counts["written"] += pending.popleft().result()
+                    pending.append(pool.submit(self._write, writer, latest))
+                while pending:
+                    counts["written"] += pending.popleft().result()
         finally:
             client.close()
-
-    def _write_batch(self, writer: RedisWriter, table: pa.Table) -> pa.RecordBatch:
-        # Rows without a join key share one group per null pattern: counted, not written.
-        keyed = functools.reduce(
-            pc.and_, [pc.is_valid(table.column(name)) for name in self.join_keys]
+        yield pa.RecordBatch.from_pydict(
+            {name: [value] for name, value in counts.items()}, schema=COUNTS_SCHEMA
         )
-        rejected = _sum(table.filter(pc.invert(keyed)).column(ROWS_COLUMN))
-        table = table.filter(keyed)
+
+    def _write(self, writer: RedisWriter, latest: pa.Table) -> int:
         chunk = encode_chunk(
-            table, join_keys=self.join_keys, features=self.features,
-            event_column=EVENT_COLUMN,
-        )  # fmt: skip
-        written = writer.write(chunk)
-        return pa.RecordBatch.from_pydict(
-            {
-                "entities": [chunk.rows],
-                "written": [written],
-                "rows": [_sum(table.column(ROWS_COLUMN))],
-                "rejected": [rejected],
-            },
-            schema=COUNTS_SCHEMA,
+            latest, join_keys=self.join_keys, features=self.features, event_column=EVENT_COLUMN
         )
+        return writer.write(chunk)
 
 
-def _sum(column: pa.ChunkedArray) -> int:
-    return int(pc.sum(column).as_py() or 0)
+# Chunks handed to the writer thread and not yet written: enough to keep Redis busy while
+# the task reads on, few enough to bound memory.
+_WRITES_AHEAD = 2
+
+
+def complete_entities(
+    batches: Iterable[pa.RecordBatch], keys: list[str]
+) -> Iterator[tuple[pa.Table, int]]:
+    """Regroup batches of entity-grouped rows into tables of whole entities.
+
+    Yields (the rows of every entity complete so far, how many rows lacked a join key);
+    the last entity of a batch waits for the next batch, which may hold more of its rows.
+    """
+    carried: pa.Table | None = None
+    for batch in batches:
+        table = pa.Table.from_batches([batch])
+        if carried is not None:
+            table = pa.concat_tables([carried, table])
+        table, rejected = _keyed_rows(table, keys)
+        complete, carried = _split_last_entity(table, keys)
+        yield complete, rejected
+    if carried is not None:
+        yield carried, 0
+
+
+def _keyed_rows(table: pa.Table, keys: list[str]) -> tuple[pa.Table, int]:
+    """The rows with every join key, and how many rows lacked one."""
+    keyed = functools.reduce(pc.and_, [pc.is_valid(table.column(name)) for name in keys])
+    kept = table.filter(keyed)
+    return kept, table.num_rows - kept.num_rows
+
+
+def _split_last_entity(table: pa.Table, keys: list[str]) -> tuple[pa.Table, pa.Table]:
+    """(rows of every entity but the last, rows of the last entity, which may go on)."""
+    if table.num_rows == 0:
+        return table, table
+    last = functools.reduce(
+        pc.and_, [pc.equal(table.column(name), table.column(name)[-1]) for name in keys]
+    )
+    return table.filter(pc.invert(last)), table.filter(last)
+
+
+_CREATED_ORDER = "__created_order"
+
+
+def latest_rows(table: pa.Table, keys: list[str]) -> pa.Table:
+    """Each entity's latest row.
+
+    Latest: latest event time, then latest created time, missing created times last
+    (Feast's rule). The table holds whole entities and no row without a join key.
+    """
+    # Missing created times sort last: as the smallest instant (null placement per sort key
+    # is not in every pyarrow this project allows).
+    created = pc.cast(table.column(CREATED_COLUMN), pa.int64()).fill_null(np.iinfo(np.int64).min)
+    ordered = (
+        table.append_column(_CREATED_ORDER, created)
+        .sort_by(
+            [
+                *((name, "ascending") for name in keys),
+                (EVENT_COLUMN, "descending"),
+                (_CREATED_ORDER, "descending"),
+            ]
+        )
+        .drop_columns([_CREATED_ORDER])
+    )
+    rows = ordered.num_rows
+    first = np.zeros(rows, dtype=bool)
+    first[:1] = True
+    for name in keys:
+        column = ordered.column(name)
+        if rows > 1:
+            changed = pc.not_equal(column.slice(1), column.slice(0, rows - 1))
+            first[1:] |= changed.to_numpy(zero_copy_only=False)
+    return ordered.filter(pa.array(first))

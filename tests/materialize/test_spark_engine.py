@@ -121,20 +121,20 @@ def test_an_executor_writes_its_batches_without_importing_feast(
 
     from core.feast_adapter.store import batch_engine_of
     from materialize.engine.reader import CREATED_COLUMN, EVENT_COLUMN
-    from materialize.engine.spark_tasks import ROWS_COLUMN
 
     repo = repos["spark"].fresh()
     store = open_feature_store(repo.feast)
     writer = batch_engine_of(store)._partition_writer(store.get_feature_view("user_features"))
     at = pd.Timestamp(END - timedelta(hours=1))
+    before = at - timedelta(hours=1)
+    # As a task receives them: grouped by entity (nulls first, as Spark sorts them).
     batch = pa.table(
         {
-            "user_id": pa.array([7, 8, None], pa.int64()),
-            "feature_1": [1.5, 2.5, 3.5],
-            "feature_2": [-1.0, None, 0.0],
-            EVENT_COLUMN: pa.array([at, at, at], pa.timestamp("us", tz="UTC")),
-            CREATED_COLUMN: pa.array([at, None, at], pa.timestamp("us", tz="UTC")),
-            ROWS_COLUMN: pa.array([2, 1, 4], pa.int64()),
+            "user_id": pa.array([None, 7, 7, 8], pa.int64()),
+            "feature_1": [3.5, 1.0, 1.5, 2.5],
+            "feature_2": [0.0, -2.0, -1.0, None],
+            EVENT_COLUMN: pa.array([at, before, at, at], pa.timestamp("us", tz="UTC")),
+            CREATED_COLUMN: pa.array([at, at, at, None], pa.timestamp("us", tz="UTC")),
         }
     ).to_batches()[0]
     task = tmp_path / "task.pickle"
@@ -152,7 +152,10 @@ def test_an_executor_writes_its_batches_without_importing_feast(
     )
 
     counts, feast_modules = completed.stdout.strip().splitlines()
-    assert counts == "{'entities': [2], 'written': [2], 'rows': [3], 'rejected': [4]}"
+    assert counts == "{'entities': [2], 'written': [2], 'rows': [3], 'rejected': [1]}"
     assert feast_modules == "[]"
     written = decode_redis(redis_hashes(repo.project))
-    assert len(written) == 2
+    assert {user: values for user, (_, values) in written.items()} == {
+        7: {"feature_1": 1.5, "feature_2": -1.0},  # its latest row, of two
+        8: {"feature_1": 2.5, "feature_2": None},
+    }
