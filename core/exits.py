@@ -27,8 +27,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import IntEnum
 
-import typer
-
 
 class ExitCode(IntEnum):
     """Exit code of a ``churn`` command (the table in this module's docstring)."""
@@ -89,6 +87,8 @@ def exit_on_error(*, also_bad_input: tuple[type[BaseException], ...] = ()) -> It
     hierarchy print their message alone; anything else is printed with its type, since
     the message of an unexpected error rarely says what failed.
     """
+    import typer  # here, not at the top: Spark executors import this module's errors
+
     try:
         yield
     except typer.Exit:

@@ -30,6 +30,11 @@ import pyarrow.compute as pc
 if TYPE_CHECKING:
     from feast.value_type import ValueType
 
+# Names of the time columns in every chunk of latest rows (timestamps as stored; aware ones
+# in UTC), for the DuckDB reader and the Spark executors alike.
+EVENT_COLUMN = "__event_ts"
+CREATED_COLUMN = "__created_ts"
+
 # A feature or key type: Feast's ValueType, or its name. Spark executors pass names, so
 # that unpickling their settings does not import Feast.
 ValueKind: TypeAlias = "ValueType | str"

@@ -21,10 +21,9 @@ import duckdb
 import pyarrow as pa
 
 from core.exits import UnavailableError
+from materialize.engine.encoding import CREATED_COLUMN, EVENT_COLUMN
 
-# Names of the time columns in every chunk (timestamps as stored; aware ones in UTC).
-EVENT_COLUMN = "__event_ts"
-CREATED_COLUMN = "__created_ts"
+__all__ = ["CREATED_COLUMN", "EVENT_COLUMN"]  # defined beside the encoders (no DuckDB there)
 
 
 class OfflineSourceError(UnavailableError):

@@ -23,8 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from core.feast_adapter.layout import RedisLayout
-from materialize.engine.encoding import encode_chunk
-from materialize.engine.reader import CREATED_COLUMN, EVENT_COLUMN
+from materialize.engine.encoding import CREATED_COLUMN, EVENT_COLUMN, encode_chunk
 from materialize.engine.writers import RedisWriter
 
 # What each task returns, once (Arrow, and the same as Spark DDL).
@@ -168,28 +167,19 @@ def _split_last_entity(table: pa.Table, keys: list[str]) -> tuple[pa.Table, pa.T
     return table.filter(pc.invert(last)), table.filter(last)
 
 
-_CREATED_ORDER = "__created_order"
-
-
 def latest_rows(table: pa.Table, keys: list[str]) -> pa.Table:
     """Each entity's latest row.
 
     Latest: latest event time, then latest created time, missing created times last
     (Feast's rule). The table holds whole entities and no row without a join key.
     """
-    # Missing created times sort last: as the smallest instant (null placement per sort key
-    # is not in every pyarrow this project allows).
-    created = pc.cast(table.column(CREATED_COLUMN), pa.int64()).fill_null(np.iinfo(np.int64).min)
-    ordered = (
-        table.append_column(_CREATED_ORDER, created)
-        .sort_by(
-            [
-                *((name, "ascending") for name in keys),
-                (EVENT_COLUMN, "descending"),
-                (_CREATED_ORDER, "descending"),
-            ]
-        )
-        .drop_columns([_CREATED_ORDER])
+    # Nulls sort last whatever the order (pyarrow's default): missing created times last.
+    ordered = table.sort_by(
+        [
+            *((name, "ascending") for name in keys),
+            (EVENT_COLUMN, "descending"),
+            (CREATED_COLUMN, "descending"),
+        ]
     )
     rows = ordered.num_rows
     first = np.zeros(rows, dtype=bool)
@@ -199,4 +189,4 @@ def latest_rows(table: pa.Table, keys: list[str]) -> pa.Table:
         if rows > 1:
             changed = pc.not_equal(column.slice(1), column.slice(0, rows - 1))
             first[1:] |= changed.to_numpy(zero_copy_only=False)
-    return ordered.filter(pa.array(first))
+    return ordered.take(np.flatnonzero(first))

@@ -32,6 +32,8 @@ import pyarrow.compute as pc
 from core.exits import BlockedError, UnavailableError
 from core.feast_adapter.layout import RedisLayout
 from materialize.engine.encoding import (
+    CREATED_COLUMN,
+    EVENT_COLUMN,
     Cells,
     EncodedChunk,
     ValueKind,
@@ -40,7 +42,6 @@ from materialize.engine.encoding import (
     kind_name,
     split_micros,
 )
-from materialize.engine.reader import CREATED_COLUMN, EVENT_COLUMN
 
 if TYPE_CHECKING:
     import redis
