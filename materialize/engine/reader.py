@@ -21,9 +21,10 @@ import duckdb
 import pyarrow as pa
 
 from core.exits import UnavailableError
-from materialize.engine.encoding import CREATED_COLUMN, EVENT_COLUMN
 
-__all__ = ["CREATED_COLUMN", "EVENT_COLUMN"]  # defined beside the encoders (no DuckDB there)
+# Defined beside the encoders, which Spark executors import without DuckDB; re-exported.
+from materialize.engine.encoding import CREATED_COLUMN as CREATED_COLUMN
+from materialize.engine.encoding import EVENT_COLUMN as EVENT_COLUMN
 
 
 class OfflineSourceError(UnavailableError):

@@ -60,8 +60,8 @@ class PartitionWriter:
     Feast's rule) is written newer-wins. Rows without a join key are counted and dropped.
 
     A writer thread sends one chunk to Redis while the task reads the next from Spark, with
-    at most ``_WRITES_AHEAD`` chunks waiting: memory follows ``arrow_batch_rows`` (plus the
-    rows of one entity), not the partition.
+    at most ``_WRITES_AHEAD`` chunks waiting: memory follows ``arrow_batch_rows``, not the
+    partition.
 
     Pickled to the executors with the plan, so it holds only plain settings; each task
     opens its own Redis connection. ``redis_arguments`` are redis-py's ``Redis(...)``
@@ -100,12 +100,12 @@ class PartitionWriter:
         try:
             with ThreadPoolExecutor(1, thread_name_prefix="redis-writer") as pool:
                 pending: deque[Future[int]] = deque()
-                for rows, rejected in complete_entities(batches, keys):
+                for rows, keyed, rejected in complete_entities(batches, keys):
+                    counts["rows"] += keyed
                     counts["rejected"] += rejected
                     if rows.num_rows == 0:
                         continue
                     latest = latest_rows(rows, keys)
-                    counts["rows"] += rows.num_rows
                     counts["entities"] += latest.num_rows
                     if len(pending) == _WRITES_AHEAD:
                         counts["written"] += pending.popleft().result()
@@ -132,22 +132,24 @@ _WRITES_AHEAD = 2
 
 def complete_entities(
     batches: Iterable[pa.RecordBatch], keys: list[str]
-) -> Iterator[tuple[pa.Table, int]]:
+) -> Iterator[tuple[pa.Table, int, int]]:
     """Regroup batches of entity-grouped rows into tables of whole entities.
 
-    Yields (the rows of every entity complete so far, how many rows lacked a join key);
-    the last entity of a batch waits for the next batch, which may hold more of its rows.
+    Yields (rows of the entities complete so far, keyed rows read, rows lacking a join key).
+    The last entity of a batch waits for the next batch, which may hold more of its rows;
+    only its latest row so far waits, so an entity of many rows costs no repeated copies.
     """
     carried: pa.Table | None = None
     for batch in batches:
-        table = pa.Table.from_batches([batch])
+        table, rejected = _keyed_rows(pa.Table.from_batches([batch]), keys)
+        keyed = table.num_rows
         if carried is not None:
             table = pa.concat_tables([carried, table])
-        table, rejected = _keyed_rows(table, keys)
-        complete, carried = _split_last_entity(table, keys)
-        yield complete, rejected
-    if carried is not None:
-        yield carried, 0
+        complete, last = _split_last_entity(table, keys)
+        carried = latest_rows(last, keys) if last.num_rows > 1 else last
+        yield complete, keyed, rejected
+    if carried is not None and carried.num_rows:
+        yield carried, 0, 0
 
 
 def _keyed_rows(table: pa.Table, keys: list[str]) -> tuple[pa.Table, int]:
