@@ -22,8 +22,8 @@ users on the local cluster), and the Redis writes overlap the reading.
 The driver never collects the table, and a Python worker holds about one Arrow batch at a
 time (an entity that goes on into the next batch waits as its latest row only), so executor
 memory follows ``arrow_batch_rows`` (and Spark's own spilling sort), not the size of the
-table. A failed
-task is retried by Spark; the newer-wins script makes a repeated write a no-op.
+table. A failed task is retried by Spark; the newer-wins script makes a repeated write a
+no-op.
 
 Views this engine cannot take (transformations, aggregations, sources other than a
 ``SparkSource`` or a Parquet ``FileSource``, online stores other than single-node Redis)

@@ -8,16 +8,16 @@ from pathlib import Path
 import pytest
 
 from core.feast_store import open_feature_store
-from tests.utils.feast_repo import TestRepo, make_feature_repo
+from tests.utils.feast_repo import TestRepo
 from tests.utils.materialize import (
     END,
     START,
+    AppliedRepo,
     engine_results,
     expected_online,
     make_user_features,
     write_microsecond_table,
 )
-from tests.utils.services import delete_project_keys, unique_name
 from tests.utils.spark import SparkCluster
 
 pytestmark = pytest.mark.filterwarnings(
@@ -49,25 +49,19 @@ user_features_validated = FeatureView(
 @pytest.fixture
 def repo(tmp_path: Path, redis_available: None, spark_cluster: SparkCluster) -> Iterator[TestRepo]:
     """A spark-profile repo with the extra view, applied on the standalone cluster."""
-    from materialize.apply import apply_feature_repo
-
     write_microsecond_table(
         tmp_path / "data" / "offline" / "user_features.parquet", make_user_features(users=50)
     )
-    made = make_feature_repo(
+    applied = AppliedRepo(
         tmp_path,
-        project=unique_name("churn_fallback"),
         profile="spark",
         spark_master=spark_cluster.master_url,
+        extra_definitions={"validated_views.py": _VALIDATED_VIEW},
     )
-    (made.feast.repo_path / "validated_views.py").write_text(_VALIDATED_VIEW)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("CHURN_DATA_DIR", str(made.data.data_dir))
-        apply_feature_repo(made.feast)
     try:
-        yield made
+        yield applied.repo
     finally:
-        delete_project_keys(made.project)
+        applied.close()
 
 
 def test_a_validating_view_is_materialized_by_feasts_spark_engine(repo: TestRepo) -> None:

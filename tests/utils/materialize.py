@@ -185,7 +185,12 @@ class AppliedRepo:
     """
 
     def __init__(
-        self, root: Path, *, profile: FeastProfile = "production", spark_master: str = "local[2]"
+        self,
+        root: Path,
+        *,
+        profile: FeastProfile = "production",
+        spark_master: str = "local[2]",
+        extra_definitions: dict[str, str] | None = None,
     ) -> None:
         import pytest
 
@@ -194,6 +199,9 @@ class AppliedRepo:
         self.repo = make_feature_repo(
             root, project=unique_name("churn_test"), profile=profile, spark_master=spark_master
         )
+        # Further Feast definition files (name -> source), applied with the repo's own.
+        for name, source in (extra_definitions or {}).items():
+            (self.repo.feast.repo_path / name).write_text(source)
         with pytest.MonkeyPatch.context() as patch:
             patch.setenv("CHURN_DATA_DIR", str(self.repo.data.data_dir))
             apply_feature_repo(self.repo.feast)
