@@ -101,6 +101,7 @@ class StagedRetrieval:
     uri: str
     frame: SparkFrame  # the staged rows, read back in Spark (for aggregates and audits)
     on_demand: list[Any] = field(default_factory=list)  # on-demand views to apply per batch
+    full_feature_names: bool = True  # as the retrieval was asked (``view__feature`` names)
 
     def batches(
         self, columns: list[str], *, batch_rows: int = ARROW_BATCH_ROWS
@@ -114,7 +115,7 @@ class StagedRetrieval:
         for batch in iter_arrow_batches(self.uri, columns=read, batch_rows=batch_rows):
             table = pa.Table.from_batches([batch])
             for view in self.on_demand:
-                derived = view.transform_arrow(table, True)
+                derived = view.transform_arrow(table, self.full_feature_names)
                 for name in derived.column_names:
                     if name in columns and name not in table.column_names:
                         table = table.append_column(name, derived[name])
@@ -132,7 +133,7 @@ class StagedRetrieval:
 def staged_retrieval(
     store: FeatureStore, job: RetrievalJob, *, label: str
 ) -> Iterator[StagedRetrieval]:
-    """Stage a Spark retrieval job (full feature names) and read it back; files go after.
+    """Stage a Spark retrieval job and read it back; the files go afterwards.
 
     Raises:
         FeastConfigurationError: The profile has no staging location.
@@ -140,7 +141,12 @@ def staged_retrieval(
     joined: SparkFrame = job.to_spark_df()  # type: ignore[attr-defined]
     with staged_parquet(joined, staging_location(store), label=label) as uri:
         staged = joined.sparkSession.read.parquet(spark_uri(uri))
-        yield StagedRetrieval(uri=uri, frame=staged, on_demand=list(job.on_demand_feature_views))
+        yield StagedRetrieval(
+            uri=uri,
+            frame=staged,
+            on_demand=list(job.on_demand_feature_views),
+            full_feature_names=job.full_feature_names,
+        )
 
 
 def retrieval_to_pandas(
