@@ -5,7 +5,7 @@ location, one whole-table Arrow read) on the driver (Feast issue #5671). Here th
 write a result to the profile's staging location as Parquet, and the caller reads it back
 as Arrow record batches of bounded size (or reads it again in Spark to aggregate it).
 
-pyspark is imported by the callers' Spark frames, never here: pyarrow does the reading.
+pyspark is imported only inside the functions that build Spark frames; pyarrow does the reading.
 """
 
 from __future__ import annotations
@@ -129,23 +129,103 @@ class StagedRetrieval:
         return pd.concat(parts, ignore_index=True)
 
 
+class OnDemandOnExecutors:
+    """``mapInArrow`` function adding a retrieval's on-demand features on the executors.
+
+    The views travel as their registry protos and are rebuilt on each executor, as Feast's
+    feature server rebuilds them; each batch gets the same ``transform_arrow`` that
+    :meth:`StagedRetrieval.batches` applies on the driver. Only the service's features are
+    added, cast to their declared types.
+    """
+
+    def __init__(
+        self, views: list[Any], *, full_feature_names: bool, outputs: dict[str, pa.DataType]
+    ) -> None:
+        self._protos = [view.to_proto().SerializeToString() for view in views]
+        self._full_feature_names = full_feature_names
+        self._outputs = outputs
+
+    def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+        """Each batch with the on-demand feature columns appended."""
+        from feast.on_demand_feature_view import OnDemandFeatureView
+        from feast.protos.feast.core.OnDemandFeatureView_pb2 import (
+            OnDemandFeatureView as OnDemandFeatureViewProto,
+        )
+
+        views = [
+            OnDemandFeatureView.from_proto(OnDemandFeatureViewProto.FromString(proto))
+            for proto in self._protos
+        ]
+        for batch in batches:
+            table = pa.Table.from_batches([batch])
+            for view in views:
+                derived = view.transform_arrow(table, self._full_feature_names)
+                for name, arrow_type in self._outputs.items():
+                    if name in derived.column_names and name not in table.column_names:
+                        table = table.append_column(name, derived[name].cast(arrow_type))
+            yield from table.to_batches()
+
+
+def on_demand_outputs(views: list[Any], *, full_feature_names: bool) -> dict[str, pa.DataType]:
+    """Column name and Arrow type of each on-demand feature a retrieval asked for."""
+    from feast.types import from_feast_to_pyarrow_type
+
+    outputs = {}
+    for view in views:
+        prefix = f"{view.projection.name_to_use()}__" if full_feature_names else ""
+        for feature in view.projection.features:
+            outputs[prefix + feature.name] = from_feast_to_pyarrow_type(feature.dtype)
+    return outputs
+
+
+def _add_on_demand_on_executors(
+    joined: SparkFrame, views: list[Any], *, full_feature_names: bool
+) -> SparkFrame:
+    from pyspark.sql.pandas.types import from_arrow_type
+    from pyspark.sql.types import StructField, StructType
+
+    outputs = on_demand_outputs(views, full_feature_names=full_feature_names)
+    added = [name for name in outputs if name not in joined.columns]
+    schema = StructType(
+        [
+            *joined.schema.fields,
+            *[StructField(name, from_arrow_type(outputs[name]), True) for name in added],
+        ]
+    )
+    apply = OnDemandOnExecutors(
+        views, full_feature_names=full_feature_names, outputs={n: outputs[n] for n in added}
+    )
+    return joined.mapInArrow(apply, schema)
+
+
 @contextmanager
 def staged_retrieval(
-    store: FeatureStore, job: RetrievalJob, *, label: str
+    store: FeatureStore, job: RetrievalJob, *, label: str, on_demand_on_executors: bool = False
 ) -> Iterator[StagedRetrieval]:
     """Stage a Spark retrieval job and read it back; the files go afterwards.
+
+    Args:
+        store: A feature store on the spark profile.
+        job: Its retrieval job.
+        label: Prefix of the staged folder's name.
+        on_demand_on_executors: Compute the on-demand features on the executors before
+            staging, so the staged frame holds every feature (for Spark aggregates); by
+            default they are computed batch by batch as the driver reads.
 
     Raises:
         FeastConfigurationError: The profile has no staging location.
     """
     joined: SparkFrame = job.to_spark_df()  # type: ignore[attr-defined]
+    views = list(job.on_demand_feature_views)
+    if on_demand_on_executors and views:
+        joined = _add_on_demand_on_executors(
+            joined, views, full_feature_names=job.full_feature_names
+        )
+        views = []
     with staged_parquet(joined, staging_location(store), label=label) as uri:
         staged = joined.sparkSession.read.parquet(spark_uri(uri))
         yield StagedRetrieval(
-            uri=uri,
-            frame=staged,
-            on_demand=list(job.on_demand_feature_views),
-            full_feature_names=job.full_feature_names,
+            uri=uri, frame=staged, on_demand=views, full_feature_names=job.full_feature_names
         )
 
 

@@ -10,8 +10,9 @@ unknown feature, no champion), 1 any other failure, including a retraining
 from __future__ import annotations
 
 import sys
+from contextlib import ExitStack
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
@@ -57,18 +58,23 @@ def check_freshness(newest: Any, *, now: datetime, max_lag_hours: float, what: s
 
 
 Source = Literal["snapshots", "predictions"]
+_SPARK_ONLY = (
+    "CHURN_MONITORING_STATISTICS=spark compares the offline windows of the spark profile: "
+    "use --profile spark with --source snapshots and no --reference/--current"
+)
 
 
 @dataclass
 class Samples:
     """The two samples to compare and where they came from."""
 
-    reference: pd.DataFrame
-    current: pd.DataFrame
+    reference: Any  # pandas frames, or Spark frames when ``on_spark``
+    current: Any
     features: list[str] | None = None
     score_column: str | None = None
     sources: dict[str, Any] = field(default_factory=dict)
     lineage: ChampionLineage | None = None
+    on_spark: bool = False  # compare from Spark aggregates (monitoring.spark_statistics)
 
 
 @dataclass
@@ -113,7 +119,12 @@ def run_drift(samples: Samples, settings: MonitoringSettings, out_dir: Path) -> 
     from monitoring.metrics import publish_metrics
     from monitoring.report import write_reports
 
-    report = compare_frames(
+    compare = compare_frames
+    if samples.on_spark:
+        from monitoring.spark_statistics import compare_frames_on_spark
+
+        compare = compare_frames_on_spark  # type: ignore[assignment]
+    report = compare(
         samples.reference,
         samples.current,
         settings,
@@ -126,6 +137,26 @@ def run_drift(samples: Samples, settings: MonitoringSettings, out_dir: Path) -> 
     return DriftOutcome(report, json_path, html_path, metrics_target)
 
 
+def _file_samples(reference: Path, current: Path, settings: MonitoringSettings) -> Samples:
+    """Two Parquet samples, compared in this process.
+
+    Raises:
+        DriftInputError: Spark aggregates were asked for (they compare offline windows).
+    """
+    from monitoring.statistics import DriftInputError
+
+    if settings.statistics == "spark":
+        raise DriftInputError(_SPARK_ONLY)
+    samples = Samples(
+        read_sample(reference),
+        read_sample(current),
+        sources={"reference": {"file": str(reference)}, "current": {"file": str(current)}},
+    )
+    if all("churn_probability" in f.columns for f in (samples.reference, samples.current)):
+        samples.score_column = "churn_probability"
+    return samples
+
+
 def _champion_samples(
     *,
     reference_path: Path | None,
@@ -135,9 +166,13 @@ def _champion_samples(
     until: datetime | None,
     settings: MonitoringSettings,
     feast: FeastSettings,
+    stack: ExitStack,
 ) -> Samples:
-    """Samples where at least one side comes from the champion's lineage or the live data."""
-    from datetime import timedelta
+    """Samples where at least one side comes from the champion's lineage or the live data.
+
+    On the spark profile the offline windows are built on the cluster, and staged there
+    until ``stack`` closes.
+    """
 
     import mlflow
 
@@ -166,6 +201,21 @@ def _champion_samples(
     except OnDemandSourceMismatch as error:
         raise DriftInputError(str(error)) from error
     sources: dict[str, Any] = {"champion": lineage.describe()}
+    from core.spark_io import uses_spark
+
+    on_cluster = uses_spark(store) and reference_path is current_path is None
+    if on_cluster and source == "snapshots":
+        return _samples_on_spark(
+            store,
+            lineage,
+            window=span,
+            until=until,
+            settings=settings,
+            sources=sources,
+            stack=stack,
+        )
+    if settings.statistics == "spark":
+        raise DriftInputError(_SPARK_ONLY)
     if reference_path is not None:
         reference = read_sample(reference_path)
         sources["reference"] = {"file": str(reference_path)}
@@ -214,6 +264,84 @@ def _champion_samples(
     except Exception as error:  # score drift is a bonus: report why it is missing
         sources["score"] = f"not measured: {type(error).__name__}: {error}"
     return Samples(reference, current, features, score_column, sources, lineage)
+
+
+def _samples_on_spark(
+    store: Any,
+    lineage: ChampionLineage,
+    *,
+    window: timedelta,
+    until: datetime | None,
+    settings: MonitoringSettings,
+    sources: dict[str, Any],
+    stack: ExitStack,
+) -> Samples:
+    """Both offline windows joined and staged on the cluster; aggregated there when large.
+
+    With ``statistics='auto'`` windows of at most ``spark_statistics_rows`` rows (together)
+    are read into this process in bounded batches and compared exactly.
+    """
+    from core.settings import MlflowSettings
+    from monitoring.snapshots import SCORE_COLUMN, score_rows
+    from monitoring.spark_samples import current_on_spark, reference_on_spark, score_on_spark
+
+    reference = reference_on_spark(store, lineage, stack=stack)
+    sources["reference"] = {"training_window": lineage.describe()["train_window"]}
+    current, (start, end) = current_on_spark(
+        store, lineage.feature_service, window=window, until=until, stack=stack
+    )
+    sources["current"] = {
+        "offline_snapshots": lineage.feature_service,
+        "window": [start.isoformat(), end.isoformat()],
+    }
+    if until is None:  # a live window must be live
+        check_freshness(
+            end,
+            now=datetime.now(UTC),
+            max_lag_hours=settings.max_data_lag_hours,
+            what="offline snapshot",
+        )
+    rows = reference.rows + current.rows
+    aggregate = settings.statistics == "spark" or (
+        settings.statistics == "auto" and rows > settings.spark_statistics_rows
+    )
+    sources["statistics"] = (
+        f"spark aggregates ({rows:,} rows; PSI exact, KS within the bound in each note)"
+        if aggregate
+        else f"in process ({rows:,} rows read from the cluster in bounded batches)"
+    )
+    features = lineage.features or reference.features.names
+    try:
+        from core.model_trust import load_registered_model
+
+        model = load_registered_model(
+            MlflowSettings().resolved_tracking_uri(), lineage.model_name, lineage.version
+        )
+    except Exception as error:  # score drift is a bonus: report why it is missing
+        sources["score"] = f"not measured: {type(error).__name__}: {error}"
+        model = None
+    if aggregate:
+        frames = [reference.frame, current.frame]
+        if model is not None:
+            frames = [
+                score_on_spark(store, side, model, features, stack=stack).frame
+                for side in (reference, current)
+            ]
+        return Samples(
+            frames[0],
+            frames[1],
+            features,
+            SCORE_COLUMN if model is not None else None,
+            sources,
+            lineage,
+            on_spark=True,
+        )
+    local = [side.to_pandas() for side in (reference, current)]
+    if model is not None:
+        local = [side.assign(**{SCORE_COLUMN: score_rows(model, side, features)}) for side in local]
+    return Samples(
+        local[0], local[1], features, SCORE_COLUMN if model is not None else None, sources, lineage
+    )
 
 
 def _retrain(
@@ -376,30 +504,27 @@ def drift_command(
         settings = MonitoringSettings()
         feast = profile_settings(profile)
         names = [name.strip() for name in features.split(",") if name.strip()] if features else None
-        if reference is not None and current is not None:
-            samples = Samples(
-                read_sample(reference),
-                read_sample(current),
-                sources={"reference": {"file": str(reference)}, "current": {"file": str(current)}},
-            )
-            if all("churn_probability" in f.columns for f in (samples.reference, samples.current)):
-                samples.score_column = "churn_probability"
-        else:
-            samples = _champion_samples(
-                reference_path=reference,
-                current_path=current,
-                source=source,  # type: ignore[arg-type]
-                window=window or f"{settings.window_days:g}d",
-                until=until,
-                settings=settings,
-                feast=feast,
-            )
-        if names:
-            samples.features = names
         out_dir = out or (
             DataSettings().data_dir / "monitoring" / "reports" / started.strftime("%Y%m%dT%H%M%SZ")
         )
-        outcome = run_drift(samples, settings, out_dir)
+        # What the spark profile staged for the comparison lives until the report is written.
+        with ExitStack() as stack:
+            if reference is not None and current is not None:
+                samples = _file_samples(reference, current, settings)
+            else:
+                samples = _champion_samples(
+                    stack=stack,
+                    reference_path=reference,
+                    current_path=current,
+                    source=source,  # type: ignore[arg-type]
+                    window=window or f"{settings.window_days:g}d",
+                    until=until,
+                    settings=settings,
+                    feast=feast,
+                )
+            if names:
+                samples.features = names
+            outcome = run_drift(samples, settings, out_dir)
         if retrain:
             outcome.decision = _retrain(
                 outcome, settings=settings, lineage=samples.lineage, feast=feast, trials=trials

@@ -22,6 +22,7 @@ import typer
 
 from core.exits import ExitCode, InputError
 from core.files import write_text_atomically
+from core.options import ProfileOption, profile_settings
 from core.settings import DataSettings
 from monitoring.settings import MonitoringSettings
 
@@ -100,6 +101,86 @@ def join_labels(
         tolerance=pd.Timedelta(max_label_age),
     )
     return joined.sort_values("_order").drop(columns="_order").reset_index(drop=True)
+
+
+def read_label_window(
+    location: str, *, start: pd.Timestamp, end: pd.Timestamp, store: Any = None
+) -> pd.DataFrame:
+    """The labels whose snapshot time is in ``[start, end]``: user, time and label only.
+
+    Off Spark the Parquet table is scanned with the time filter pushed down; on the spark
+    profile (``store``'s offline store is Spark) the executors filter the table and stage the
+    window, which is read back in bounded Arrow batches. The whole table never reaches
+    this process.
+
+    Raises:
+        EvaluationInputError: The table is missing or lacks a column.
+    """
+    import pandas as pd
+
+    from core.spark_io import uses_spark
+
+    columns = ["user_id", TIMESTAMP, "label"]
+    if store is not None and uses_spark(store):
+        parts = _label_window_on_spark(store, location, columns, start=start, end=end)
+    else:
+        parts = _label_window_from_parquet(location, columns, start=start, end=end)
+    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
+    frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True)
+    return frame
+
+
+def _label_window_from_parquet(
+    location: str, columns: list[str], *, start: pd.Timestamp, end: pd.Timestamp
+) -> list[pd.DataFrame]:
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    if not Path(location).exists():
+        raise EvaluationInputError(f"labels table {location} does not exist")
+    dataset = ds.dataset(location, format="parquet")
+    _check_label_columns(location, dataset.schema.names, columns)
+    stamp_type = dataset.schema.field(TIMESTAMP).type
+    if not pa.types.is_timestamp(stamp_type):
+        raise EvaluationInputError(f"labels table {location}: {TIMESTAMP} is {stamp_type}")
+    naive = stamp_type.tz is None  # a naive column holds UTC times
+    low, high = (
+        pa.scalar((t.tz_convert(None) if naive else t).to_pydatetime(), type=stamp_type)
+        for t in (start, end)
+    )
+    stamp = ds.field(TIMESTAMP)
+    scanner = dataset.scanner(columns=columns, filter=(stamp >= low) & (stamp <= high))
+    return [batch.to_pandas() for batch in scanner.to_batches() if batch.num_rows]
+
+
+def _label_window_on_spark(
+    store: Any, location: str, columns: list[str], *, start: pd.Timestamp, end: pd.Timestamp
+) -> list[pd.DataFrame]:
+    from feast.infra.offline_stores.contrib.spark_offline_store.spark import (
+        get_spark_session_or_start_new_with_repoconfig,
+    )
+    from pyspark.sql import functions as F
+
+    from core.spark_io import iter_arrow_batches, spark_uri, staged_parquet, staging_location
+
+    spark = get_spark_session_or_start_new_with_repoconfig(store.config.offline_store)
+    try:
+        labels = spark.read.parquet(spark_uri(location))
+    except Exception as error:  # Spark's AnalysisException for a missing path
+        raise EvaluationInputError(f"labels table {location} is not readable: {error}") from error
+    _check_label_columns(location, labels.columns, columns)
+    stamp = F.col(TIMESTAMP).cast("timestamp")
+    window = labels.where(
+        (stamp >= F.lit(start.to_pydatetime())) & (stamp <= F.lit(end.to_pydatetime()))
+    ).select(F.col("user_id"), stamp.alias(TIMESTAMP), F.col("label"))
+    with staged_parquet(window, staging_location(store), label="labels") as uri:
+        return [batch.to_pandas() for batch in iter_arrow_batches(uri) if batch.num_rows]
+
+
+def _check_label_columns(location: str, present: list[str], needed: list[str]) -> None:
+    missing = [column for column in needed if column not in present]
+    if missing:
+        raise EvaluationInputError(f"labels table {location} lacks {', '.join(missing)}")
 
 
 def _reliability(labels: Any, scores: Any, bins: int) -> tuple[list[ReliabilityBin], float]:
@@ -260,12 +341,17 @@ def evaluate_command(
         str, typer.Option(help="Oldest label (snapshot) a prediction may be matched to.")
     ] = "7d",
     labels: Annotated[
-        Path | None, typer.Option(help="Labels Parquet (default: the offline labels table).")
+        str | None,
+        typer.Option(
+            help="Labels Parquet (default: the offline labels table); on the spark profile "
+            "any location the cluster reads (s3a://...)."
+        ),
     ] = None,
     out: Annotated[Path | None, typer.Option(help="Folder to write evaluation.json into.")] = None,
     min_auc: Annotated[
         float | None, typer.Option(help="Exit 4 when the ROC AUC is below this.")
     ] = None,
+    profile: ProfileOption = None,
 ) -> None:
     """ROC AUC and calibration of served predictions whose labels have arrived.
 
@@ -274,6 +360,7 @@ def evaluate_command(
     import pandas as pd
 
     from core.exits import exit_on_error
+    from core.feast_store import feature_store_session
     from monitoring.snapshots import read_prediction_log
     from monitoring.windows import parse_window
 
@@ -283,10 +370,19 @@ def evaluate_command(
         predictions, bounds = read_prediction_log(
             DataSettings().prediction_log_path, window=span, until=until
         )
-        labels_path = labels or DataSettings().labels_path
-        if not labels_path.is_file():
-            raise EvaluationInputError(f"labels table {labels_path} does not exist")
-        joined = join_labels(predictions, pd.read_parquet(labels_path), max_label_age=tolerance)
+        # Only the labels a prediction of the window can match: from max_label_age before it.
+        window_of_labels = {
+            "location": labels or str(DataSettings().labels_path),
+            "start": bounds[0] - pd.Timedelta(tolerance),
+            "end": bounds[1],
+        }
+        feast = profile_settings(profile)
+        if feast.profile == "spark":  # the cluster reads the table
+            with feature_store_session(feast) as store:
+                label_window = read_label_window(**window_of_labels, store=store)
+        else:  # no feature store needed to scan a local table
+            label_window = read_label_window(**window_of_labels)
+        joined = join_labels(predictions, label_window, max_label_age=tolerance)
         evaluation = evaluate_predictions(
             joined, window=(bounds[0].isoformat(), bounds[1].isoformat())
         )

@@ -84,6 +84,21 @@ class MonitoringSettings(BaseSettings):
         "it the column is insufficient_data (never major, never a retraining).",
     )
 
+    # Where the statistics are computed on the spark profile.
+    statistics: Literal["auto", "process", "spark"] = Field(
+        default="auto",
+        description="On the spark profile: 'spark' computes the statistics from Spark "
+        "aggregates (PSI exact, KS within a stated bound), 'process' reads both windows into "
+        "this process in bounded batches (exact), 'auto' aggregates in Spark when the two "
+        "windows hold more than spark_statistics_rows rows. Other profiles: process.",
+    )
+    spark_statistics_rows: int = Field(
+        default=5_000_000,
+        ge=0,
+        description="With statistics='auto', windows above this many rows (both together) "
+        "are compared from Spark aggregates instead of in this process.",
+    )
+
     # Windows and sources.
     window_days: float = Field(default=7, gt=0, description="Current window: the last N days.")
     max_data_lag_hours: float = Field(

@@ -111,7 +111,7 @@ def load_champion_lineage(client: MlflowClient, model_name: str, alias: str) -> 
     )
 
 
-def _service_features(store: FeatureStore, service_name: str) -> ServiceFeatures:
+def service_features(store: FeatureStore, service_name: str) -> ServiceFeatures:
     """The adapter's resolution, its error as drift's input error."""
     from core.feast_adapter.services import FeatureServiceError, resolve_service_features
 
@@ -159,18 +159,28 @@ def _retrieve(
     return renamed[[*features.join_keys, TIMESTAMP, *features.names]].reset_index(drop=True)
 
 
-def build_reference(store: FeatureStore, lineage: ChampionLineage) -> pd.DataFrame:
-    """The champion's training rows, rebuilt through its feature service.
+def champion_service_features(store: FeatureStore, lineage: ChampionLineage) -> ServiceFeatures:
+    """The champion's feature service, resolved in the configured store.
 
     Raises:
-        DriftInputError: Labels missing, another Feast project, or no label in the window.
+        DriftInputError: The champion was trained on another Feast project, or its service
+            is unknown.
     """
     if lineage.feast_project and lineage.feast_project != store.project:
         raise DriftInputError(
             f"the champion was trained on Feast project {lineage.feast_project!r}, the "
             f"configured store is {store.project!r} (check CHURN_FEAST_* settings)"
         )
-    features = _service_features(store, lineage.feature_service)
+    return service_features(store, lineage.feature_service)
+
+
+def build_reference(store: FeatureStore, lineage: ChampionLineage) -> pd.DataFrame:
+    """The champion's training rows, rebuilt through its feature service.
+
+    Raises:
+        DriftInputError: Labels missing, another Feast project, or no label in the window.
+    """
+    features = champion_service_features(store, lineage)
     if not lineage.labels_path.is_file():
         raise DriftInputError(f"the champion's labels table {lineage.labels_path} is missing")
     labels = pd.read_parquet(lineage.labels_path)
@@ -189,15 +199,19 @@ def build_reference(store: FeatureStore, lineage: ChampionLineage) -> pd.DataFra
     return _retrieve(store, features, rows.reset_index(drop=True), as_available_then=True)
 
 
-def _snapshot_sources(store: FeatureStore, service_name: str) -> list[tuple[Path, str, list[str]]]:
-    """(file, timestamp column, join keys) of each batch source behind the service."""
+def snapshot_sources(store: FeatureStore, service_name: str) -> list[tuple[Any, list[str]]]:
+    """(batch source, join keys) of each stored view behind the service.
+
+    Raises:
+        DriftInputError: A view's source is not a file table (a path, not a query).
+    """
     from feast import FileSource
     from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
 
-    service = _service_features(store, service_name).feast_service
+    service = service_features(store, service_name).feast_service
     # On-demand views compute from request data and other views: no table of their own.
     on_demand = {view.name for view in store.list_on_demand_feature_views()}
-    sources = []
+    views = []
     for projection in service.feature_view_projections:
         if projection.name in on_demand:
             continue
@@ -210,8 +224,16 @@ def _snapshot_sources(store: FeatureStore, service_name: str) -> list[tuple[Path
                 "need file sources (export the window and use --reference/--current)"
             )
         keys = [projection.join_key_map.get(c.name, c.name) for c in view.entity_columns]
-        sources.append((Path(source.path), source.timestamp_field, keys))
-    return sources
+        views.append((source, keys))
+    return views
+
+
+def _snapshot_files(store: FeatureStore, service_name: str) -> list[tuple[Path, str, list[str]]]:
+    """(file, timestamp column, join keys) of each batch source behind the service."""
+    return [
+        (Path(source.path), source.timestamp_field, keys)
+        for source, keys in snapshot_sources(store, service_name)
+    ]
 
 
 def build_current_from_snapshots(
@@ -229,9 +251,9 @@ def build_current_from_snapshots(
     Raises:
         DriftInputError: A source file is missing or the window holds no snapshot.
     """
-    features = _service_features(store, service_name)
+    features = service_features(store, service_name)
     frames = []
-    for path, timestamp_field, keys in _snapshot_sources(store, service_name):
+    for path, timestamp_field, keys in _snapshot_files(store, service_name):
         if not path.exists():
             raise DriftInputError(f"offline table {path} does not exist (run `churn ingest`)")
         table = pd.read_parquet(path, columns=[*keys, timestamp_field])

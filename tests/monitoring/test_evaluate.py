@@ -13,7 +13,12 @@ import pandas as pd
 import pytest
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
-from monitoring.evaluate import EvaluationInputError, evaluate_predictions, join_labels
+from monitoring.evaluate import (
+    EvaluationInputError,
+    evaluate_predictions,
+    join_labels,
+    read_label_window,
+)
 from tests.utils.monitoring import START, write_parquet, write_prediction_log
 
 CHURN = str(Path(sys.executable).with_name("churn"))
@@ -74,6 +79,32 @@ def test_no_label_yet_is_a_clear_error() -> None:
     joined = pd.DataFrame({"churn_probability": [0.3], "label": [np.nan]})
     with pytest.raises(EvaluationInputError, match="none of the 1 predictions has a label"):
         evaluate_predictions(joined, window=("a", "b"))
+
+
+@pytest.mark.parametrize("naive", [False, True])
+def test_only_the_labels_of_the_window_are_read(tmp_path: Path, naive: bool) -> None:
+    stamps = pd.to_datetime([T - timedelta(days=30), T, T + timedelta(days=2)], utc=True)
+    labels = pd.DataFrame(
+        {
+            "user_id": [1, 2, 3],
+            "event_timestamp": stamps.tz_convert(None) if naive else stamps,
+            "label": [1, 0, 1],
+            "other": ["a", "b", "c"],
+        }
+    )
+    path = tmp_path / "labels.parquet"
+    write_parquet(labels, path)
+
+    window = read_label_window(str(path), start=T, end=T + timedelta(days=2))
+
+    assert window.columns.tolist() == ["user_id", "event_timestamp", "label"]
+    assert window["user_id"].tolist() == [2, 3]  # both ends inclusive, the old label left out
+    assert window["event_timestamp"].tolist() == list(stamps[1:])
+    with pytest.raises(EvaluationInputError, match="does not exist"):
+        read_label_window(str(tmp_path / "nope.parquet"), start=T, end=T)
+    write_parquet(labels.drop(columns="label"), path)
+    with pytest.raises(EvaluationInputError, match="lacks label"):
+        read_label_window(str(path), start=T, end=T)
 
 
 def test_evaluate_command_end_to_end(tmp_path: Path) -> None:

@@ -14,12 +14,15 @@ from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 
 from materialize.apply import apply_feature_repo
 from tests.utils.feast_repo import make_feature_repo
 from tests.utils.features import CHURN_V1_FEATURES
 from tests.utils.history import START, write_history
+from tests.utils.monitoring import write_prediction_log
 from tests.utils.services import REDIS_HOST, REDIS_PORT, delete_project_keys, unique_name
 from tests.utils.spark import SparkCluster
 
@@ -104,5 +107,54 @@ def test_materialize_skew_check_train_and_drift_run_on_the_spark_profile(
     document = json.loads((out / "drift.json").read_text())
     assert [item["feature"] for item in document["features"]] == CHURN_V1_FEATURES
     assert document["summary"]["major"] == []
+    assert document["summary"]["sources"]["statistics"].startswith("in process")
+
+    # The same comparison from Spark aggregates: PSI and counts exact, KS within its bound.
+    aggregated_out = tmp_path / "drift-spark"
+    aggregated = _run(
+        {**spark_env, "CHURN_MONITORING_STATISTICS": "spark"}, "drift", "--out", str(aggregated_out)
+    )
+    assert aggregated.returncode == 0, aggregated.stdout + aggregated.stderr
+    on_spark = json.loads((aggregated_out / "drift.json").read_text())
+    assert on_spark["summary"]["sources"]["statistics"].startswith("spark aggregates")
+    rows = ("reference_rows", "current_rows")
+    assert [on_spark["summary"][n] for n in rows] == [document["summary"][n] for n in rows]
+    pairs = [*zip(on_spark["features"], document["features"], strict=True)]
+    pairs.append((on_spark["score"], document["score"]))
+    for spark_result, local in pairs:
+        assert (spark_result["feature"], spark_result["kind"]) == (local["feature"], local["kind"])
+        assert spark_result["severity"] == local["severity"]
+        for side in ("reference", "current"):
+            assert spark_result[side]["count"] == local[side]["count"]
+            assert spark_result[side]["mean"] == pytest.approx(local[side]["mean"], rel=1e-9)
+        assert spark_result["psi"] == pytest.approx(local["psi"], rel=1e-9, abs=1e-12)
+        if local["kind"] == "continuous":  # D_grid <= D <= D_grid + about 2 / 1000
+            assert spark_result["statistic"] <= local["statistic"] + 1e-12
+            assert local["statistic"] <= spark_result["statistic"] + 0.0025
+        else:
+            assert spark_result["statistic"] == pytest.approx(local["statistic"], rel=1e-9)
+
+    # Evaluation reads the labels window on the cluster: the same figures as in process.
+    data_dir = Path(spark_env["CHURN_DATA_DIR"])
+    labels = pd.read_parquet(data_dir / "offline" / "labels.parquet")
+    scores = np.random.default_rng(2).random(len(labels))
+    write_prediction_log(data_dir, labels, scores=scores, features=[], delay=timedelta(hours=2))
+    evaluations = {}
+    for profile in ("spark", "production"):
+        evaluated = _run(
+            spark_env,
+            "evaluate",
+            "--profile",
+            profile,
+            "--window",
+            "7d",
+            "--out",
+            str(tmp_path / profile),
+        )
+        assert evaluated.returncode == 0, evaluated.stdout + evaluated.stderr
+        evaluations[profile] = json.loads((tmp_path / profile / "evaluation.json").read_text())
+    assert evaluations["spark"]["matched"] == evaluations["production"]["matched"] >= 6 * 40
+    assert evaluations["spark"]["roc_auc"] == evaluations["production"]["roc_auc"]
+
     staging = Path(spark_env["CHURN_SPARK_STAGING"])
-    assert not any(staging.glob("training-*")) and not any(staging.glob("drift-*"))
+    assert list(staging.iterdir()) == []
