@@ -6,6 +6,7 @@ import os
 import re
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -75,7 +76,22 @@ def open_feature_store(settings: FeastSettings | None = None) -> FeatureStore:
     from feast import FeatureStore
 
     settings = settings or FeastSettings()
-    return FeatureStore(repo_path=str(settings.repo_path), config=load_repo_config(settings))
+    config = load_repo_config(settings)
+    if getattr(config.offline_store, "type", None) == "spark":
+        pin_process_to_utc()
+    return FeatureStore(repo_path=str(settings.repo_path), config=config)
+
+
+def pin_process_to_utc() -> None:
+    """Run this process's local time in UTC (the spark profile's driver).
+
+    pyspark turns every timestamp it collects into a naive datetime in the process's local
+    zone, and Feast's Spark store takes the entity rows' collected time range as UTC: on a
+    driver set to another zone the join would silently cut rows at the range's ends.
+    """
+    if os.environ.get("TZ") != "UTC":
+        os.environ["TZ"] = "UTC"
+        time.tzset()
 
 
 def release_feature_store(store: FeatureStore) -> None:

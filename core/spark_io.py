@@ -74,15 +74,60 @@ def staged_parquet(frame: SparkFrame, location: str, *, label: str) -> Iterator[
         The URI (or local path) of the written folder.
     """
     uri = f"{location.rstrip('/')}/{label}-{uuid.uuid4().hex}"
-    frame.write.parquet(spark_uri(uri))
-    try:
+    try:  # a job failing half-way leaves part files: they go too
+        frame.write.parquet(spark_uri(uri))
         yield uri
     finally:
-        filesystem, path = _arrow_filesystem(uri)
-        if isinstance(filesystem, pafs.LocalFileSystem):
-            shutil.rmtree(path, ignore_errors=True)
-        else:
-            filesystem.delete_dir(path)
+        _remove_staged(uri)
+
+
+def _remove_staged(uri: str) -> None:
+    filesystem, path = _arrow_filesystem(uri)
+    if isinstance(filesystem, pafs.LocalFileSystem):
+        shutil.rmtree(path, ignore_errors=True)
+    elif filesystem.get_file_info(path).type != pafs.FileType.NotFound:
+        filesystem.delete_dir(path)
+
+
+@contextmanager
+def entity_rows_for(store: FeatureStore, entity_df: pd.DataFrame, *, label: str) -> Iterator[Any]:
+    """The entity rows to give ``get_historical_features``; on Spark, staged for the executors.
+
+    Feast's Spark store turns a pandas entity frame into a local relation that the driver's
+    JVM holds and ships with every task (1M label rows exhausted a 1 GB driver). On the
+    spark profile the rows are written here, by pyarrow, to the staging location as Parquet
+    (timestamps in UTC microseconds, which Spark reads), the executors read them, and the
+    files go afterwards. Elsewhere the frame is used as it is.
+
+    Yields:
+        The pandas frame, or a Spark frame over the staged rows.
+    """
+    if not uses_spark(store):
+        yield entity_df
+        return
+    import pyarrow.parquet as pq
+    from feast.infra.offline_stores.contrib.spark_offline_store.spark import (
+        get_spark_session_or_start_new_with_repoconfig,
+    )
+
+    frame = entity_df.copy()
+    for name in frame.columns:
+        if pd.api.types.is_datetime64_any_dtype(frame[name]):
+            frame[name] = pd.to_datetime(frame[name], utc=True).astype("datetime64[us, UTC]")
+    uri = f"{staging_location(store).rstrip('/')}/{label}-entities-{uuid.uuid4().hex}"
+    filesystem, path = _arrow_filesystem(uri)
+    try:
+        filesystem.create_dir(path)
+        pq.write_table(
+            pa.Table.from_pandas(frame, preserve_index=False),
+            f"{path}/part-00000.parquet",
+            filesystem=filesystem,
+            row_group_size=ARROW_BATCH_ROWS,
+        )
+        spark = get_spark_session_or_start_new_with_repoconfig(store.config.offline_store)
+        yield spark.read.parquet(spark_uri(uri))
+    finally:
+        _remove_staged(uri)
 
 
 def iter_arrow_batches(

@@ -10,6 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from core.exits import InputError
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 USER_ID = "user_id"
 EVENT_TIMESTAMP = "event_timestamp"
@@ -83,3 +90,54 @@ LABELS = OfflineTable(
     ),
     key=(USER_ID, EVENT_TIMESTAMP),
 )
+
+
+class TableReadError(InputError):
+    """An offline table cannot be read as asked (message names the table and the problem)."""
+
+
+def read_time_window(
+    location: str | Path,
+    columns: list[str],
+    *,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    timestamp: str = EVENT_TIMESTAMP,
+) -> pd.DataFrame:
+    """The rows of a Parquet table whose ``timestamp`` is in ``[start, end]``, only ``columns``.
+
+    The time filter is pushed into the scan, so only the window is ever held. A naive
+    timestamp column holds UTC times.
+
+    Raises:
+        TableReadError: The table is missing, lacks a column, or its time column is not a
+            timestamp.
+    """
+    import pandas as pd
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    if not Path(location).exists():
+        raise TableReadError(f"table {location} does not exist")
+    dataset = ds.dataset(str(location), format="parquet")
+    missing = [
+        column
+        for column in dict.fromkeys([*columns, timestamp])
+        if column not in dataset.schema.names
+    ]
+    if missing:
+        raise TableReadError(f"table {location} lacks {', '.join(missing)}")
+    stamp_type = dataset.schema.field(timestamp).type
+    if not pa.types.is_timestamp(stamp_type):
+        raise TableReadError(f"table {location}: {timestamp} is {stamp_type}, not a timestamp")
+    naive = stamp_type.tz is None
+    low, high = (
+        pa.scalar((t.tz_convert(None) if naive else t).to_pydatetime(), type=stamp_type)
+        for t in (pd.Timestamp(start), pd.Timestamp(end))
+    )
+    field = ds.field(timestamp)
+    table = dataset.to_table(columns=columns, filter=(field >= low) & (field <= high))
+    frame = table.to_pandas()
+    if timestamp in frame.columns:
+        frame[timestamp] = pd.to_datetime(frame[timestamp], utc=True)
+    return frame

@@ -284,6 +284,7 @@ def _samples_on_spark(
     from core.settings import MlflowSettings
     from monitoring.snapshots import SCORE_COLUMN, score_rows
     from monitoring.spark_samples import current_on_spark, reference_on_spark, score_on_spark
+    from monitoring.statistics import DriftInputError
 
     reference = reference_on_spark(store, lineage, stack=stack)
     sources["reference"] = {"training_window": lineage.describe()["train_window"]}
@@ -311,36 +312,40 @@ def _samples_on_spark(
         else f"in process ({rows:,} rows read from the cluster in bounded batches)"
     )
     features = lineage.features or reference.features.names
-    try:
+    missing = [name for name in features if name not in reference.features.names]
+    if missing:
+        raise DriftInputError(
+            f"the champion's feature(s) {', '.join(missing)} are not in its feature service "
+            f"{lineage.feature_service}"
+        )
+    scored = None
+    try:  # score drift is a bonus: report why it is missing
         from core.model_trust import load_registered_model
 
         model = load_registered_model(
             MlflowSettings().resolved_tracking_uri(), lineage.model_name, lineage.version
         )
-    except Exception as error:  # score drift is a bonus: report why it is missing
-        sources["score"] = f"not measured: {type(error).__name__}: {error}"
-        model = None
-    if aggregate:
-        frames = [reference.frame, current.frame]
-        if model is not None:
-            frames = [
+        if aggregate:
+            scored = [
                 score_on_spark(store, side, model, features, stack=stack).frame
                 for side in (reference, current)
             ]
-        return Samples(
-            frames[0],
-            frames[1],
-            features,
-            SCORE_COLUMN if model is not None else None,
-            sources,
-            lineage,
-            on_spark=True,
+        else:
+            local = [side.to_pandas() for side in (reference, current)]
+            scored = [
+                side.assign(**{SCORE_COLUMN: score_rows(model, side, features)}) for side in local
+            ]
+    except Exception as error:
+        sources["score"] = f"not measured: {type(error).__name__}: {error}"
+    if scored is None:
+        scored = (
+            [reference.frame, current.frame]
+            if aggregate
+            else [side.to_pandas() for side in (reference, current)]
         )
-    local = [side.to_pandas() for side in (reference, current)]
-    if model is not None:
-        local = [side.assign(**{SCORE_COLUMN: score_rows(model, side, features)}) for side in local]
+    score_column = SCORE_COLUMN if "score" not in sources else None
     return Samples(
-        local[0], local[1], features, SCORE_COLUMN if model is not None else None, sources, lineage
+        scored[0], scored[1], features, score_column, sources, lineage, on_spark=aggregate
     )
 
 

@@ -108,49 +108,36 @@ def read_label_window(
 ) -> pd.DataFrame:
     """The labels whose snapshot time is in ``[start, end]``: user, time and label only.
 
-    Off Spark the Parquet table is scanned with the time filter pushed down; on the spark
-    profile (``store``'s offline store is Spark) the executors filter the table and stage the
-    window, which is read back in bounded Arrow batches. The whole table never reaches
-    this process.
+    A local table is scanned here with the time filter pushed down. A location the cluster
+    reads (``s3a://...``) on the spark profile (``store``'s offline store is Spark) is
+    filtered by the executors and staged, then read back in bounded Arrow batches. The
+    whole table never reaches this process.
 
     Raises:
-        EvaluationInputError: The table is missing or lacks a column.
+        EvaluationInputError: The table is missing or lacks a column, or the window holds
+            no label.
     """
     import pandas as pd
 
     from core.spark_io import uses_spark
+    from core.tables import TableReadError, read_time_window
 
     columns = ["user_id", TIMESTAMP, "label"]
-    if store is not None and uses_spark(store):
+    if "://" in location and store is not None and uses_spark(store):
         parts = _label_window_on_spark(store, location, columns, start=start, end=end)
+        frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     else:
-        parts = _label_window_from_parquet(location, columns, start=start, end=end)
-    frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame(columns=columns)
+        try:
+            frame = read_time_window(location, columns, start=start, end=end)
+        except TableReadError as error:
+            raise EvaluationInputError(f"labels {error}") from error
+    if frame.empty:
+        raise EvaluationInputError(
+            f"no label between {start} and {end} in {location} (labels arrive after the "
+            "outcome is known; try an earlier --until or a larger --max-label-age)"
+        )
     frame[TIMESTAMP] = pd.to_datetime(frame[TIMESTAMP], utc=True)
     return frame
-
-
-def _label_window_from_parquet(
-    location: str, columns: list[str], *, start: pd.Timestamp, end: pd.Timestamp
-) -> list[pd.DataFrame]:
-    import pyarrow as pa
-    import pyarrow.dataset as ds
-
-    if not Path(location).exists():
-        raise EvaluationInputError(f"labels table {location} does not exist")
-    dataset = ds.dataset(location, format="parquet")
-    _check_label_columns(location, dataset.schema.names, columns)
-    stamp_type = dataset.schema.field(TIMESTAMP).type
-    if not pa.types.is_timestamp(stamp_type):
-        raise EvaluationInputError(f"labels table {location}: {TIMESTAMP} is {stamp_type}")
-    naive = stamp_type.tz is None  # a naive column holds UTC times
-    low, high = (
-        pa.scalar((t.tz_convert(None) if naive else t).to_pydatetime(), type=stamp_type)
-        for t in (start, end)
-    )
-    stamp = ds.field(TIMESTAMP)
-    scanner = dataset.scanner(columns=columns, filter=(stamp >= low) & (stamp <= high))
-    return [batch.to_pandas() for batch in scanner.to_batches() if batch.num_rows]
 
 
 def _label_window_on_spark(
@@ -168,19 +155,15 @@ def _label_window_on_spark(
         labels = spark.read.parquet(spark_uri(location))
     except Exception as error:  # Spark's AnalysisException for a missing path
         raise EvaluationInputError(f"labels table {location} is not readable: {error}") from error
-    _check_label_columns(location, labels.columns, columns)
+    missing = [column for column in columns if column not in labels.columns]
+    if missing:
+        raise EvaluationInputError(f"labels table {location} lacks {', '.join(missing)}")
     stamp = F.col(TIMESTAMP).cast("timestamp")
     window = labels.where(
         (stamp >= F.lit(start.to_pydatetime())) & (stamp <= F.lit(end.to_pydatetime()))
     ).select(F.col("user_id"), stamp.alias(TIMESTAMP), F.col("label"))
     with staged_parquet(window, staging_location(store), label="labels") as uri:
         return [batch.to_pandas() for batch in iter_arrow_batches(uri) if batch.num_rows]
-
-
-def _check_label_columns(location: str, present: list[str], needed: list[str]) -> None:
-    missing = [column for column in needed if column not in present]
-    if missing:
-        raise EvaluationInputError(f"labels table {location} lacks {', '.join(missing)}")
 
 
 def _reliability(labels: Any, scores: Any, bins: int) -> tuple[list[ReliabilityBin], float]:
@@ -377,8 +360,8 @@ def evaluate_command(
             "end": bounds[1],
         }
         feast = profile_settings(profile)
-        if feast.profile == "spark":  # the cluster reads the table
-            with feature_store_session(feast) as store:
+        if feast.profile == "spark" and "://" in window_of_labels["location"]:
+            with feature_store_session(feast) as store:  # the cluster reads the table
                 label_window = read_label_window(**window_of_labels, store=store)
         else:  # no feature store needed to scan a local table
             label_window = read_label_window(**window_of_labels)

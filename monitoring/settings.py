@@ -90,7 +90,8 @@ class MonitoringSettings(BaseSettings):
         description="On the spark profile: 'spark' computes the statistics from Spark "
         "aggregates (PSI exact, KS within a stated bound), 'process' reads both windows into "
         "this process in bounded batches (exact), 'auto' aggregates in Spark when the two "
-        "windows hold more than spark_statistics_rows rows. Other profiles: process.",
+        "windows hold more than spark_statistics_rows rows. Other profiles and file or "
+        "prediction-log samples are compared in process ('spark' is refused there).",
     )
     spark_statistics_rows: int = Field(
         default=5_000_000,

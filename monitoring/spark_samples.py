@@ -115,36 +115,32 @@ def reference_on_spark(
 ) -> SparkSample:
     """The champion's training rows, rebuilt on the cluster from its labels table.
 
+    The labels of the training window are read here (the table is the one training read
+    on this side, where its lineage points), staged for the executors, and joined there.
+
     Raises:
         DriftInputError: Labels missing, another Feast project, or no label in the window.
     """
-    from pyspark.sql import functions as F
-
-    from core.spark_io import spark_uri
+    from core.spark_io import entity_rows_for
+    from core.tables import TableReadError, read_time_window
 
     features = champion_service_features(store, lineage)
-    path = str(lineage.labels_path)
-    try:
-        labels = _spark_session(store).read.parquet(spark_uri(path))
-    except Exception as error:  # Spark's AnalysisException for a missing path
-        raise DriftInputError(
-            f"the champion's labels table {path} is not readable: {error}"
-        ) from error
     keys = [*features.join_keys, *features.request_fields]
-    missing = [
-        column for column in dict.fromkeys([*keys, TIMESTAMP]) if column not in labels.columns
-    ]
-    if missing:
-        raise DriftInputError(f"labels table {path} lacks {', '.join(missing)}")
-    stamp = F.col(TIMESTAMP).cast("timestamp")
-    start, end = (value.to_pydatetime() for value in (lineage.train_start, lineage.train_end))
-    rows = labels.select(*[F.col(c) for c in keys if c != TIMESTAMP], stamp.alias(TIMESTAMP))
-    rows = rows.where((F.col(TIMESTAMP) >= F.lit(start)) & (F.col(TIMESTAMP) <= F.lit(end)))
-    if rows.isEmpty():
+    try:
+        labels = read_time_window(
+            lineage.labels_path,
+            list(dict.fromkeys([*keys, TIMESTAMP])),
+            start=lineage.train_start,
+            end=lineage.train_end,
+        )
+    except TableReadError as error:
+        raise DriftInputError(f"the champion's labels: {error}") from error
+    if labels.empty:
         raise DriftInputError(
             f"no label rows in the champion's training window {lineage.train_start} - "
-            f"{lineage.train_end} in {path}"
+            f"{lineage.train_end} in {lineage.labels_path}"
         )
+    rows = stack.enter_context(entity_rows_for(store, labels, label="drift"))
     return _stage_join(store, features, rows, as_available_then=True, stack=stack)
 
 
@@ -198,11 +194,11 @@ def current_on_spark(
             pd.Timestamp(until).tz_convert("UTC") if until.tzinfo else pd.Timestamp(until, tz="UTC")
         )
     else:
-        newest = snapshots.agg(F.max(TIMESTAMP).alias("newest")).first()
+        # As epoch microseconds: a collected timestamp would be naive in the local zone.
+        newest = snapshots.agg(F.max(F.unix_micros(TIMESTAMP)).alias("newest")).first()
         if newest is None or newest["newest"] is None:
             raise DriftInputError(f"feature service {service_name}'s sources hold no snapshot")
-        # The session's time zone is UTC (the profile sets it): Spark returns naive UTC.
-        end = pd.Timestamp(newest["newest"]).tz_localize("UTC")
+        end = pd.Timestamp(int(newest["newest"]), unit="us", tz="UTC")
     start = end - pd.Timedelta(window)
     rows = snapshots.where(
         (F.col(TIMESTAMP) > F.lit(start.to_pydatetime()))
@@ -210,9 +206,11 @@ def current_on_spark(
     ).distinct()
     if rows.isEmpty():
         raise DriftInputError(f"no offline snapshot between {start} and {end}")
-    for field in features.request_fields:  # the request time offline is the row's own time
-        if field not in rows.columns:
-            rows = rows.withColumn(field, F.col(TIMESTAMP))
+    if features.request_fields:  # the request time is event_timestamp, not listed here
+        raise DriftInputError(
+            f"feature service {service_name} needs request field(s) "
+            f"{', '.join(features.request_fields)}, which offline snapshots do not carry"
+        )
     sample = _stage_join(store, features, rows, as_available_then=False, stack=stack)
     return sample, (start, end)
 

@@ -339,19 +339,20 @@ def _retrieve(
     store: FeatureStore, service: Any, features: ServiceFeatures, users: np.ndarray, at: datetime
 ) -> pd.DataFrame:
     """Point-in-time features of ``users`` at ``at``, one row per user, sorted by user."""
-    from core.spark_io import retrieval_to_pandas
+    from core.spark_io import entity_rows_for, retrieval_to_pandas
 
     entity = pd.DataFrame({USER_ID: users, TIMESTAMP: pd.Timestamp(at)})
     try:
-        job = store.get_historical_features(
-            entity_df=entity,
-            features=service,
-            full_feature_names=True,
-            filter_by_created_timestamp=True,  # no value created after --at (as in training)
-        )
-        joined = retrieval_to_pandas(
-            store, job, [USER_ID, TIMESTAMP, *features.columns], label="score"
-        )
+        with entity_rows_for(store, entity, label="score") as entity_rows:
+            job = store.get_historical_features(
+                entity_df=entity_rows,
+                features=service,
+                full_feature_names=True,
+                filter_by_created_timestamp=True,  # no value created after --at (as in training)
+            )
+            joined = retrieval_to_pandas(
+                store, job, [USER_ID, TIMESTAMP, *features.columns], label="score"
+            )
     except Exception as error:
         raise ScoreFailure(f"offline retrieval failed: {error}") from error
     if len(joined) != len(users):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from core.spark_io import ARROW_BATCH_ROWS, staged_retrieval
+from core.spark_io import ARROW_BATCH_ROWS, entity_rows_for, staged_retrieval
 from training.leakage import source_pull
 
 if TYPE_CHECKING:
@@ -54,15 +54,21 @@ def retrieve_on_spark(
         columns: Columns the caller needs (others are dropped batch by batch).
         batch_rows: Largest Arrow batch read on the driver.
     """
-    job = store.get_historical_features(
-        entity_df=entity_frame,
-        features=service,
-        full_feature_names=True,
-        # A value back-filled after the label time (created later) must not be used.
-        filter_by_created_timestamp=True,
-    )
     times = entity_frame["event_timestamp"]
-    with staged_retrieval(store, job, label="training") as staged:
+    with (
+        entity_rows_for(store, entity_frame, label="training") as entity_rows,
+        staged_retrieval(
+            store,
+            store.get_historical_features(
+                entity_df=entity_rows,
+                features=service,
+                full_feature_names=True,
+                # A value back-filled after the label time (created later) must not be used.
+                filter_by_created_timestamp=True,
+            ),
+            label="training",
+        ) as staged,
+    ):
         rows = staged.frame.count()
         distinct_ids = staged.frame.select(row_id).distinct().count()
         leaking, audited = audit_on_spark(

@@ -100,6 +100,8 @@ def test_only_the_labels_of_the_window_are_read(tmp_path: Path, naive: bool) -> 
     assert window.columns.tolist() == ["user_id", "event_timestamp", "label"]
     assert window["user_id"].tolist() == [2, 3]  # both ends inclusive, the old label left out
     assert window["event_timestamp"].tolist() == list(stamps[1:])
+    with pytest.raises(EvaluationInputError, match="no label between"):
+        read_label_window(str(path), start=T + timedelta(days=3), end=T + timedelta(days=9))
     with pytest.raises(EvaluationInputError, match="does not exist"):
         read_label_window(str(tmp_path / "nope.parquet"), start=T, end=T)
     write_parquet(labels.drop(columns="label"), path)
