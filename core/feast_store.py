@@ -78,20 +78,25 @@ def open_feature_store(settings: FeastSettings | None = None) -> FeatureStore:
     settings = settings or FeastSettings()
     config = load_repo_config(settings)
     if getattr(config.offline_store, "type", None) == "spark":
-        pin_process_to_utc()
+        prepare_spark_driver()
     return FeatureStore(repo_path=str(settings.repo_path), config=config)
 
 
-def pin_process_to_utc() -> None:
-    """Run this process's local time in UTC (the spark profile's driver).
+def prepare_spark_driver() -> None:
+    """Set up this process as the spark profile's driver, before its session starts.
 
-    pyspark turns every timestamp it collects into a naive datetime in the process's local
-    zone, and Feast's Spark store takes the entity rows' collected time range as UTC: on a
-    driver set to another zone the join would silently cut rows at the range's ends.
+    - Local time is UTC: pyspark turns every timestamp it collects into a naive datetime in
+      the process's local zone, and Feast's Spark store takes the entity rows' collected
+      time range as UTC; on a driver set to another zone the join would silently cut rows
+      at the range's ends.
+    - Executors run this interpreter unless ``PYSPARK_PYTHON`` says otherwise: their tasks
+      (encoding, on-demand features, scores) import this project and its dependencies,
+      which a bare ``python3`` on the node lacks (a cluster whose nodes differ sets it).
     """
     if os.environ.get("TZ") != "UTC":
         os.environ["TZ"] = "UTC"
         time.tzset()
+    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
 
 
 def release_feature_store(store: FeatureStore) -> None:
