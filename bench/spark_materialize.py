@@ -195,14 +195,11 @@ def run_child(repo: Path, yaml_path: Path, task: str, labels: Path | None) -> No
     # The path the product's joins take (core.spark_io): on Spark the entity rows and the
     # result are staged by the executors and read back in bounded Arrow batches; elsewhere
     # Feast's to_df().
-    from core.spark_io import entity_rows_for, retrieval_to_pandas
+    from core.spark_io import historical_features, retrieval_to_pandas
 
     columns = ["user_id", "event_timestamp", "feature_1", "feature_2"]
-    with entity_rows_for(store, entity_df, label="bench-join") as entity_rows:
-        job = store.get_historical_features(
-            entity_df=entity_rows,
-            features=["user_features:feature_1", "user_features:feature_2"],
-        )
+    features = ["user_features:feature_1", "user_features:feature_2"]
+    with historical_features(store, entity_df, label="bench-join", features=features) as job:
         frame = retrieval_to_pandas(store, job, columns, label="bench-join")
     seconds = time.perf_counter() - started
     print(json.dumps({"seconds": seconds, "rows": len(frame)}))

@@ -89,45 +89,73 @@ def _remove_staged(uri: str) -> None:
         filesystem.delete_dir(path)
 
 
+def spark_session(store: FeatureStore) -> Any:
+    """The spark profile's session (Feast's: the active one, else one from ``spark_conf``)."""
+    from feast.infra.offline_stores.contrib.spark_offline_store.spark import (
+        get_spark_session_or_start_new_with_repoconfig,
+    )
+
+    return get_spark_session_or_start_new_with_repoconfig(store.config.offline_store)
+
+
 @contextmanager
-def entity_rows_for(store: FeatureStore, entity_df: pd.DataFrame, *, label: str) -> Iterator[Any]:
+def entity_rows_for(store: FeatureStore, entity_df: Any, *, label: str) -> Iterator[Any]:
     """The entity rows to give ``get_historical_features``; on Spark, staged for the executors.
 
     Feast's Spark store turns a pandas entity frame into a local relation that the driver's
     JVM holds and ships with every task (1M label rows exhausted a 1 GB driver). On the
     spark profile the rows are written here, by pyarrow, to the staging location as Parquet
     (timestamps in UTC microseconds, which Spark reads), the executors read them, and the
-    files go afterwards. Elsewhere the frame is used as it is.
+    files go afterwards. Elsewhere, or when the rows already are a Spark frame, they are
+    used as they are.
 
     Yields:
         The pandas frame, or a Spark frame over the staged rows.
     """
-    if not uses_spark(store):
+    if not uses_spark(store) or not isinstance(entity_df, pd.DataFrame):
         yield entity_df
         return
     import pyarrow.parquet as pq
-    from feast.infra.offline_stores.contrib.spark_offline_store.spark import (
-        get_spark_session_or_start_new_with_repoconfig,
-    )
 
-    frame = entity_df.copy()
-    for name in frame.columns:
-        if pd.api.types.is_datetime64_any_dtype(frame[name]):
-            frame[name] = pd.to_datetime(frame[name], utc=True).astype("datetime64[us, UTC]")
+    table = pa.Table.from_pandas(entity_df, preserve_index=False)
+    utc_micros = pa.timestamp("us", tz="UTC")  # a naive time is taken as UTC, as Feast does
+    for index, column in enumerate(table.schema):
+        if pa.types.is_timestamp(column.type):
+            # Spark holds microseconds: nanoseconds are truncated, as Spark's own reader would.
+            micros = table.column(index).cast(utc_micros, safe=False)
+            table = table.set_column(index, column.name, micros)
     uri = f"{staging_location(store).rstrip('/')}/{label}-entities-{uuid.uuid4().hex}"
     filesystem, path = _arrow_filesystem(uri)
     try:
         filesystem.create_dir(path)
         pq.write_table(
-            pa.Table.from_pandas(frame, preserve_index=False),
+            table,
             f"{path}/part-00000.parquet",
             filesystem=filesystem,
             row_group_size=ARROW_BATCH_ROWS,
         )
-        spark = get_spark_session_or_start_new_with_repoconfig(store.config.offline_store)
-        yield spark.read.parquet(spark_uri(uri))
+        yield spark_session(store).read.parquet(spark_uri(uri))
     finally:
         _remove_staged(uri)
+
+
+@contextmanager
+def historical_features(
+    store: FeatureStore, entity_df: Any, *, label: str, **options: Any
+) -> Iterator[RetrievalJob]:
+    """``store.get_historical_features`` with the entity rows staged on the spark profile.
+
+    Args:
+        store: The feature store.
+        entity_df: Entity rows (pandas, or a Spark frame on the spark profile).
+        label: Prefix of the staged entity rows' folder.
+        **options: ``features``, ``full_feature_names``, ``filter_by_created_timestamp``...
+
+    Yields:
+        The retrieval job; read it (or stage it) inside the block.
+    """
+    with entity_rows_for(store, entity_df, label=label) as entity_rows:
+        yield store.get_historical_features(entity_df=entity_rows, **options)
 
 
 def iter_arrow_batches(
@@ -158,12 +186,12 @@ class StagedRetrieval:
         """
         read = None if self.on_demand else [c for c in columns if c in self.frame.columns]
         for batch in iter_arrow_batches(self.uri, columns=read, batch_rows=batch_rows):
-            table = pa.Table.from_batches([batch])
-            for view in self.on_demand:
-                derived = view.transform_arrow(table, self.full_feature_names)
-                for name in derived.column_names:
-                    if name in columns and name not in table.column_names:
-                        table = table.append_column(name, derived[name])
+            table = _append_on_demand(
+                pa.Table.from_batches([batch]),
+                self.on_demand,
+                full_feature_names=self.full_feature_names,
+                wanted=dict.fromkeys(columns),
+            )
             yield table.select([c for c in columns if c in table.column_names])
 
     def to_pandas(self, columns: list[str], *, batch_rows: int = ARROW_BATCH_ROWS) -> pd.DataFrame:
@@ -184,7 +212,11 @@ class OnDemandOnExecutors:
     """
 
     def __init__(
-        self, views: list[Any], *, full_feature_names: bool, outputs: dict[str, pa.DataType]
+        self,
+        views: list[Any],
+        *,
+        full_feature_names: bool,
+        outputs: dict[str, pa.DataType | None],
     ) -> None:
         self._protos = [view.to_proto().SerializeToString() for view in views]
         self._full_feature_names = full_feature_names
@@ -202,16 +234,35 @@ class OnDemandOnExecutors:
             for proto in self._protos
         ]
         for batch in batches:
-            table = pa.Table.from_batches([batch])
-            for view in views:
-                derived = view.transform_arrow(table, self._full_feature_names)
-                for name, arrow_type in self._outputs.items():
-                    if name in derived.column_names and name not in table.column_names:
-                        table = table.append_column(name, derived[name].cast(arrow_type))
+            table = _append_on_demand(
+                pa.Table.from_batches([batch]),
+                views,
+                full_feature_names=self._full_feature_names,
+                wanted=self._outputs,
+            )
             yield from table.to_batches()
 
 
-def on_demand_outputs(views: list[Any], *, full_feature_names: bool) -> dict[str, pa.DataType]:
+def _append_on_demand(
+    table: pa.Table,
+    views: list[Any],
+    *,
+    full_feature_names: bool,
+    wanted: dict[str, pa.DataType | None],
+) -> pa.Table:
+    """``table`` with the wanted on-demand columns appended (cast where a type is given)."""
+    for view in views:
+        derived = view.transform_arrow(table, full_feature_names)
+        for name, arrow_type in wanted.items():
+            if name in derived.column_names and name not in table.column_names:
+                column = derived[name]
+                table = table.append_column(
+                    name, column if arrow_type is None else column.cast(arrow_type)
+                )
+    return table
+
+
+def _on_demand_outputs(views: list[Any], *, full_feature_names: bool) -> dict[str, pa.DataType]:
     """Column name and Arrow type of each on-demand feature a retrieval asked for."""
     from feast.types import from_feast_to_pyarrow_type
 
@@ -229,17 +280,16 @@ def _add_on_demand_on_executors(
     from pyspark.sql.pandas.types import from_arrow_type
     from pyspark.sql.types import StructField, StructType
 
-    outputs = on_demand_outputs(views, full_feature_names=full_feature_names)
+    outputs = _on_demand_outputs(views, full_feature_names=full_feature_names)
     added = [name for name in outputs if name not in joined.columns]
+    outputs_added: dict[str, pa.DataType | None] = {name: outputs[name] for name in added}
     schema = StructType(
         [
             *joined.schema.fields,
             *[StructField(name, from_arrow_type(outputs[name]), True) for name in added],
         ]
     )
-    apply = OnDemandOnExecutors(
-        views, full_feature_names=full_feature_names, outputs={n: outputs[n] for n in added}
-    )
+    apply = OnDemandOnExecutors(views, full_feature_names=full_feature_names, outputs=outputs_added)
     return joined.mapInArrow(apply, schema)
 
 

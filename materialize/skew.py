@@ -22,7 +22,7 @@ from core.exits import ExitCode, InputError, exit_on_error
 from core.feast_store import feature_store_session
 from core.options import ProfileOption, profile_settings
 from core.settings import FeastSettings
-from core.spark_io import entity_rows_for, retrieval_to_pandas, uses_spark
+from core.spark_io import historical_features, retrieval_to_pandas, uses_spark
 from materialize.online import parse_time
 
 if TYPE_CHECKING:
@@ -245,8 +245,7 @@ def _offline_values(
         entity_df[name] = pd.Timestamp(at)
     keys = list(entities[0])
     names = [feature.name for view in service.feature_view_projections for feature in view.features]
-    with entity_rows_for(store, entity_df, label="skew") as entity_rows:
-        job = store.get_historical_features(entity_df=entity_rows, features=service)
+    with historical_features(store, entity_df, label="skew", features=service) as job:
         # On the spark profile Feast's to_df() would leave its copy in the staging location.
         joined = retrieval_to_pandas(store, job, [*keys, *names], label="skew")
     # The join returns rows in its own order: line them up with the entities.

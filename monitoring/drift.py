@@ -318,7 +318,9 @@ def _samples_on_spark(
             f"the champion's feature(s) {', '.join(missing)} are not in its feature service "
             f"{lineage.feature_service}"
         )
-    scored = None
+    sides = (reference, current)
+    frames: list[Any] = [side.frame if aggregate else side.to_pandas() for side in sides]
+    score_column: str | None = SCORE_COLUMN
     try:  # score drift is a bonus: report why it is missing
         from core.model_trust import load_registered_model
 
@@ -326,26 +328,14 @@ def _samples_on_spark(
             MlflowSettings().resolved_tracking_uri(), lineage.model_name, lineage.version
         )
         if aggregate:
-            scored = [
-                score_on_spark(store, side, model, features, stack=stack).frame
-                for side in (reference, current)
-            ]
+            frames = [score_on_spark(store, s, model, features, stack=stack).frame for s in sides]
         else:
-            local = [side.to_pandas() for side in (reference, current)]
-            scored = [
-                side.assign(**{SCORE_COLUMN: score_rows(model, side, features)}) for side in local
-            ]
+            frames = [f.assign(**{SCORE_COLUMN: score_rows(model, f, features)}) for f in frames]
     except Exception as error:
         sources["score"] = f"not measured: {type(error).__name__}: {error}"
-    if scored is None:
-        scored = (
-            [reference.frame, current.frame]
-            if aggregate
-            else [side.to_pandas() for side in (reference, current)]
-        )
-    score_column = SCORE_COLUMN if "score" not in sources else None
+        score_column = None
     return Samples(
-        scored[0], scored[1], features, score_column, sources, lineage, on_spark=aggregate
+        frames[0], frames[1], features, score_column, sources, lineage, on_spark=aggregate
     )
 
 

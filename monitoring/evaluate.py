@@ -108,14 +108,14 @@ def read_label_window(
 ) -> pd.DataFrame:
     """The labels whose snapshot time is in ``[start, end]``: user, time and label only.
 
-    A local table is scanned here with the time filter pushed down. A location the cluster
-    reads (``s3a://...``) on the spark profile (``store``'s offline store is Spark) is
-    filtered by the executors and staged, then read back in bounded Arrow batches. The
-    whole table never reaches this process.
+    Without ``store`` a local table is scanned here with the time filter pushed down. With
+    a spark-profile ``store`` the executors filter the table at ``location`` (any location
+    the cluster reads, ``s3a://...``) and stage the window, read back in bounded Arrow
+    batches. The whole table never reaches this process.
 
     Raises:
-        EvaluationInputError: The table is missing or lacks a column, or the window holds
-            no label.
+        EvaluationInputError: The table is missing or lacks a column, ``store`` is not on
+            the spark profile, or the window holds no label.
     """
     import pandas as pd
 
@@ -123,7 +123,11 @@ def read_label_window(
     from core.tables import TableReadError, read_time_window
 
     columns = ["user_id", TIMESTAMP, "label"]
-    if "://" in location and store is not None and uses_spark(store):
+    if store is not None:
+        if not uses_spark(store):
+            raise EvaluationInputError(
+                f"labels at {location}: a location only the cluster reads needs --profile spark"
+            )
         parts = _label_window_on_spark(store, location, columns, start=start, end=end)
         frame = pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
     else:
@@ -143,16 +147,18 @@ def read_label_window(
 def _label_window_on_spark(
     store: Any, location: str, columns: list[str], *, start: pd.Timestamp, end: pd.Timestamp
 ) -> list[pd.DataFrame]:
-    from feast.infra.offline_stores.contrib.spark_offline_store.spark import (
-        get_spark_session_or_start_new_with_repoconfig,
-    )
     from pyspark.sql import functions as F
 
-    from core.spark_io import iter_arrow_batches, spark_uri, staged_parquet, staging_location
+    from core.spark_io import (
+        iter_arrow_batches,
+        spark_session,
+        spark_uri,
+        staged_parquet,
+        staging_location,
+    )
 
-    spark = get_spark_session_or_start_new_with_repoconfig(store.config.offline_store)
     try:
-        labels = spark.read.parquet(spark_uri(location))
+        labels = spark_session(store).read.parquet(spark_uri(location))
     except Exception as error:  # Spark's AnalysisException for a missing path
         raise EvaluationInputError(f"labels table {location} is not readable: {error}") from error
     missing = [column for column in columns if column not in labels.columns]
@@ -354,17 +360,13 @@ def evaluate_command(
             DataSettings().prediction_log_path, window=span, until=until
         )
         # Only the labels a prediction of the window can match: from max_label_age before it.
-        window_of_labels = {
-            "location": labels or str(DataSettings().labels_path),
-            "start": bounds[0] - pd.Timedelta(tolerance),
-            "end": bounds[1],
-        }
-        feast = profile_settings(profile)
-        if feast.profile == "spark" and "://" in window_of_labels["location"]:
-            with feature_store_session(feast) as store:  # the cluster reads the table
-                label_window = read_label_window(**window_of_labels, store=store)
-        else:  # no feature store needed to scan a local table
-            label_window = read_label_window(**window_of_labels)
+        location = labels or str(DataSettings().labels_path)
+        start, end = bounds[0] - pd.Timedelta(tolerance), bounds[1]
+        if "://" in location:  # a location the cluster reads
+            with feature_store_session(profile_settings(profile)) as store:
+                label_window = read_label_window(location, start=start, end=end, store=store)
+        else:  # a local table needs no feature store
+            label_window = read_label_window(location, start=start, end=end)
         joined = join_labels(predictions, label_window, max_label_age=tolerance)
         evaluation = evaluate_predictions(
             joined, window=(bounds[0].isoformat(), bounds[1].isoformat())

@@ -65,33 +65,32 @@ class SparkSample:
         return frame[[*self.features.join_keys, TIMESTAMP, *self.features.names]]
 
 
-def _spark_session(store: FeatureStore) -> Any:
-    from feast.infra.offline_stores.contrib.spark_offline_store.spark import (
-        get_spark_session_or_start_new_with_repoconfig,
-    )
-
-    return get_spark_session_or_start_new_with_repoconfig(store.config.offline_store)
-
-
 def _stage_join(
     store: FeatureStore,
     features: ServiceFeatures,
-    entity_rows: SparkFrame,
+    entity_rows: Any,
     *,
+    expected: int,
     as_available_then: bool,
     stack: ExitStack,
 ) -> SparkSample:
-    """Join entity rows through the service on the cluster; staged until ``stack`` closes."""
+    """Join ``expected`` entity rows (pandas or Spark) through the service on the cluster.
+
+    The joined rows are staged, with their on-demand features, until ``stack`` closes.
+    """
     from pyspark.sql import functions as F
 
-    from core.spark_io import staged_retrieval
+    from core.spark_io import historical_features, staged_retrieval
 
-    expected = entity_rows.count()
-    job = store.get_historical_features(
-        entity_df=entity_rows,
-        features=features.feast_service,
-        full_feature_names=True,
-        filter_by_created_timestamp=as_available_then,
+    job = stack.enter_context(
+        historical_features(
+            store,
+            entity_rows,
+            label="drift",
+            features=features.feast_service,
+            full_feature_names=True,
+            filter_by_created_timestamp=as_available_then,
+        )
     )
     staged = stack.enter_context(
         staged_retrieval(store, job, label="drift", on_demand_on_executors=True)
@@ -121,7 +120,6 @@ def reference_on_spark(
     Raises:
         DriftInputError: Labels missing, another Feast project, or no label in the window.
     """
-    from core.spark_io import entity_rows_for
     from core.tables import TableReadError, read_time_window
 
     features = champion_service_features(store, lineage)
@@ -140,8 +138,9 @@ def reference_on_spark(
             f"no label rows in the champion's training window {lineage.train_start} - "
             f"{lineage.train_end} in {lineage.labels_path}"
         )
-    rows = stack.enter_context(entity_rows_for(store, labels, label="drift"))
-    return _stage_join(store, features, rows, as_available_then=True, stack=stack)
+    return _stage_join(
+        store, features, labels, expected=len(labels), as_available_then=True, stack=stack
+    )
 
 
 def current_on_spark(
@@ -204,14 +203,17 @@ def current_on_spark(
         (F.col(TIMESTAMP) > F.lit(start.to_pydatetime()))
         & (F.col(TIMESTAMP) <= F.lit(end.to_pydatetime()))
     ).distinct()
-    if rows.isEmpty():
-        raise DriftInputError(f"no offline snapshot between {start} and {end}")
     if features.request_fields:  # the request time is event_timestamp, not listed here
         raise DriftInputError(
             f"feature service {service_name} needs request field(s) "
             f"{', '.join(features.request_fields)}, which offline snapshots do not carry"
         )
-    sample = _stage_join(store, features, rows, as_available_then=False, stack=stack)
+    expected = rows.count()
+    if expected == 0:
+        raise DriftInputError(f"no offline snapshot between {start} and {end}")
+    sample = _stage_join(
+        store, features, rows, expected=expected, as_available_then=False, stack=stack
+    )
     return sample, (start, end)
 
 

@@ -339,17 +339,18 @@ def _retrieve(
     store: FeatureStore, service: Any, features: ServiceFeatures, users: np.ndarray, at: datetime
 ) -> pd.DataFrame:
     """Point-in-time features of ``users`` at ``at``, one row per user, sorted by user."""
-    from core.spark_io import entity_rows_for, retrieval_to_pandas
+    from core.spark_io import historical_features, retrieval_to_pandas
 
     entity = pd.DataFrame({USER_ID: users, TIMESTAMP: pd.Timestamp(at)})
     try:
-        with entity_rows_for(store, entity, label="score") as entity_rows:
-            job = store.get_historical_features(
-                entity_df=entity_rows,
-                features=service,
-                full_feature_names=True,
-                filter_by_created_timestamp=True,  # no value created after --at (as in training)
-            )
+        with historical_features(
+            store,
+            entity,
+            label="score",
+            features=service,
+            full_feature_names=True,
+            filter_by_created_timestamp=True,  # no value created after --at (as in training)
+        ) as job:
             joined = retrieval_to_pandas(
                 store, job, [USER_ID, TIMESTAMP, *features.columns], label="score"
             )

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from core.spark_io import ARROW_BATCH_ROWS, entity_rows_for, staged_retrieval
+from core.spark_io import ARROW_BATCH_ROWS, historical_features, staged_retrieval
 from training.leakage import source_pull
 
 if TYPE_CHECKING:
@@ -56,18 +56,16 @@ def retrieve_on_spark(
     """
     times = entity_frame["event_timestamp"]
     with (
-        entity_rows_for(store, entity_frame, label="training") as entity_rows,
-        staged_retrieval(
+        historical_features(
             store,
-            store.get_historical_features(
-                entity_df=entity_rows,
-                features=service,
-                full_feature_names=True,
-                # A value back-filled after the label time (created later) must not be used.
-                filter_by_created_timestamp=True,
-            ),
+            entity_frame,
             label="training",
-        ) as staged,
+            features=service,
+            full_feature_names=True,
+            # A value back-filled after the label time (created later) must not be used.
+            filter_by_created_timestamp=True,
+        ) as job,
+        staged_retrieval(store, job, label="training") as staged,
     ):
         rows = staged.frame.count()
         distinct_ids = staged.frame.select(row_id).distinct().count()

@@ -38,8 +38,6 @@ module: they need the project installed (``pip install churn-platform``, or ship
 from __future__ import annotations
 
 import logging
-import os
-import sys
 import time
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -225,9 +223,10 @@ class SparkEngine(AdapterSparkComputeEngine):
         active = SparkSession.getActiveSession()
         if active is not None:
             return active
-        # Executors run the interpreter the driver names; by default this one, which has
-        # the project installed (a cluster whose nodes differ sets PYSPARK_PYTHON).
-        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+        from core.feast_store import prepare_spark_driver
+
+        # `feast materialize` does not open the store through core: set the driver up here.
+        prepare_spark_driver()
         settings = {"spark.sql.session.timeZone": "UTC"}
         settings |= getattr(self.repo_config.offline_store, "spark_conf", None) or {}
         settings |= self.config.spark_conf or {}

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from datetime import timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
@@ -107,6 +108,14 @@ def test_only_the_labels_of_the_window_are_read(tmp_path: Path, naive: bool) -> 
     write_parquet(labels.drop(columns="label"), path)
     with pytest.raises(EvaluationInputError, match="lacks label"):
         read_label_window(str(path), start=T, end=T)
+
+
+def test_a_location_only_the_cluster_reads_needs_the_spark_profile() -> None:
+    duckdb_store = SimpleNamespace(
+        config=SimpleNamespace(offline_store=SimpleNamespace(type="duckdb"))
+    )
+    with pytest.raises(EvaluationInputError, match="needs --profile spark"):
+        read_label_window("s3a://lake/labels", start=T, end=T, store=duckdb_store)
 
 
 def test_evaluate_command_end_to_end(tmp_path: Path) -> None:
