@@ -84,9 +84,23 @@ def test_spark_writes_the_bytes_of_the_duckdb_engine_and_reruns_change_nothing(r
     assert (first.entities, first.written) == (len(expected), len(expected))
     assert (first.rows_in_range, first.rejected_rows) == (reference.rows_in_range, 1)
 
+    # The engine's Arrow batch settings hold for its own query only: the session's are put back.
+    from pyspark.sql import SparkSession
+
+    session = SparkSession.getActiveSession()
+    assert session is not None
+    arrow = (
+        "spark.sql.execution.arrow.maxRecordsPerBatch",
+        "spark.sql.execution.arrow.maxBytesPerBatch",
+    )
+    session.conf.set(arrow[0], "1234")
+    session.conf.unset(arrow[1])
+    before = [session.conf.get(name, None) for name in arrow]
+
     (second,) = _materialize(on_spark, START, END)
     assert redis_hashes(on_spark.project) == ours
     assert (second.entities, second.written) == (len(expected), 0)
+    assert [session.conf.get(name, None) for name in arrow] == before == ["1234", None]
 
 
 def test_an_older_range_on_spark_never_replaces_newer_values(repos: dict) -> None:

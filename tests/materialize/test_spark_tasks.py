@@ -124,3 +124,27 @@ def test_a_user_spanning_many_batches_waits_as_its_latest_row_only() -> None:
     assert all(table.num_rows == 0 for table, _, _ in waiting)
     assert last.to_pydict()["value"] == [0.0]  # the latest row alone
     assert sum(keyed for _, keyed, _ in chunks) == rows
+
+
+def test_fixed_width_rows_go_to_python_by_row_count_alone() -> None:
+    from pyspark.sql import types as T
+
+    from materialize.engine.spark import arrow_batch_settings
+
+    numeric = T.StructType(
+        [
+            T.StructField("user_id", T.LongType()),
+            T.StructField("value", T.DoubleType()),
+            T.StructField(EVENT_COLUMN, T.TimestampType()),
+            T.StructField(CREATED_COLUMN, T.TimestampType()),
+        ]
+    )
+    # Spark stops measuring each batch's bytes only at exactly Int.MaxValue.
+    assert arrow_batch_settings(numeric, 500) == {
+        "spark.sql.execution.arrow.maxRecordsPerBatch": "500",
+        "spark.sql.execution.arrow.maxBytesPerBatch": "2147483647",
+    }
+    texts = T.StructType([*numeric.fields, T.StructField("plan", T.StringType())])
+    assert arrow_batch_settings(texts, 500) == {
+        "spark.sql.execution.arrow.maxRecordsPerBatch": "500"
+    }
