@@ -51,10 +51,11 @@ if __name__ == "__main__":
 
 ROOT = Path(__file__).resolve().parent.parent
 FEATURE_REPO = ROOT / "feature_repo"
-# Profile file and batch_engine block of each engine (None: the profile's own block).
+# Profile file and batch engine type of each engine (None: the profile's own block); a
+# replaced block keeps the profile's spark_conf (Feast's engine gets the same JVMs as ours).
 ENGINES: dict[str, tuple[str, str | None]] = {
     "ours-spark": ("feature_store.spark.yaml", None),
-    "feast-spark": ("feature_store.spark.yaml", "batch_engine:\n  type: spark.engine\n"),
+    "feast-spark": ("feature_store.spark.yaml", "spark.engine"),
     "ours-duckdb": ("feature_store.yaml", None),
 }
 REFERENCE = "ours-duckdb"
@@ -135,19 +136,32 @@ def _environment(root: Path, args: argparse.Namespace, master: str, profile: str
     }
 
 
+def _replace_engine(text: str, engine_type: str) -> str:
+    """The profile with its batch_engine block's type replaced, its spark_conf kept."""
+    import yaml
+
+    config = yaml.safe_load(text)
+    block = config.get("batch_engine") or {}
+    replaced = {"type": engine_type}
+    if block.get("spark_conf"):
+        replaced["spark_conf"] = block["spark_conf"]
+    without = re.sub(r"^batch_engine:.*\n(?:(?:[ \t]+.*|[ \t]*#.*)?\n)*", "", text, flags=re.M)
+    return without + yaml.safe_dump({"batch_engine": replaced}, sort_keys=False)
+
+
 def _prepare_repo(
     work: Path, name: str, table: Path, args: argparse.Namespace, master: str
 ) -> tuple[Path, Path, str, dict[str, str]]:
     """A copy of feature_repo/ for one engine, applied; returns (repo, yaml, project, env)."""
-    profile_file, block = ENGINES[name]
+    profile_file, engine_type = ENGINES[name]
     root = work / name
     repo = root / "feature_repo"
     shutil.copytree(FEATURE_REPO, repo, ignore=shutil.ignore_patterns("__pycache__", "data"))
     project = f"bench_{name.replace('-', '_')}_{uuid.uuid4().hex[:8]}"
     yaml_path = repo / profile_file
     text = re.sub(r"^project: .*$", f"project: {project}", yaml_path.read_text(), flags=re.M)
-    if block is not None:
-        text = re.sub(r"^batch_engine:.*\n(?:[ \t]+.*\n)*", "", text, flags=re.M) + block
+    if engine_type is not None:
+        text = _replace_engine(text, engine_type)
     yaml_path.write_text(text)
     offline = root / "data" / "offline"
     offline.mkdir(parents=True)
@@ -169,15 +183,29 @@ def run_child(repo: Path, yaml_path: Path, task: str, labels: Path | None) -> No
 
     store = FeatureStore(repo_path=str(repo), fs_yaml_file=yaml_path)
     if getattr(store.config.offline_store, "spark_conf", None):
-        # Start the session on the cluster before the clock, for both Spark engines: Feast's
-        # spark.engine builds its session from its whole batch_engine block (not from the
-        # offline store's spark_conf), so without an active session it would run in
-        # local[*] on the driver instead of on the cluster.
-        from feast.infra.offline_stores.contrib.spark_offline_store.spark import (
-            get_spark_session_or_start_new_with_repoconfig,
-        )
+        # Start each engine's session on the cluster before the clock, as the engine would
+        # start it: ours through its own spark_session() (the offline store's spark_conf
+        # with its batch_engine block's over it); Feast's spark.engine builds its session
+        # from its batch_engine block alone, so without an active session it would run in
+        # local[*] on the driver: it gets the same two layers here.
+        from core.feast_adapter.store import batch_engine_of
 
-        spark = get_spark_session_or_start_new_with_repoconfig(store.config.offline_store)
+        engine = batch_engine_of(store)
+        if hasattr(engine, "spark_session"):
+            spark = engine.spark_session()
+        else:
+            from feast.infra.compute_engines.spark.utils import get_or_create_new_spark_session
+
+            engine_conf = store.config.batch_engine_config
+            spark = get_or_create_new_spark_session(
+                {
+                    **store.config.offline_store.spark_conf,
+                    **(
+                        (engine_conf.get("spark_conf") if isinstance(engine_conf, dict) else None)
+                        or {}
+                    ),
+                }
+            )
         # Executors register with the application asynchronously; a JVM-only job waits for
         # them, so their start (several seconds here, the same for both engines) is not
         # timed as materialization. No Python worker is started by it.

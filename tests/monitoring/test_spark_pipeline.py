@@ -24,7 +24,7 @@ from tests.utils.features import CHURN_V1_FEATURES
 from tests.utils.history import START, write_history
 from tests.utils.monitoring import write_prediction_log
 from tests.utils.services import REDIS_HOST, REDIS_PORT, delete_project_keys, unique_name
-from tests.utils.spark import SparkCluster
+from tests.utils.spark import SparkCluster, executor_commands
 
 # Spark on the shared 2-core machine: a driver JVM starts in 10-60 s and each `feast`/`churn`
 # process starts its own; the session-wide cluster start counts against the first test.
@@ -81,14 +81,33 @@ def spark_env(
     delete_project_keys(project, db=_REDIS_DB)
 
 
+def _materialization_spark_conf() -> dict[str, str]:
+    """The shipped spark profile's batch_engine spark_conf."""
+    import yaml
+
+    from core.settings import PROJECT_ROOT
+
+    profile = yaml.safe_load(
+        (PROJECT_ROOT / "feature_repo" / "feature_store.spark.yaml").read_text()
+    )
+    conf: dict[str, str] = profile["batch_engine"]["spark_conf"]
+    return conf
+
+
 def test_materialize_skew_check_train_and_drift_run_on_the_spark_profile(
-    spark_env: dict[str, str], tmp_path: Path
+    spark_env: dict[str, str], spark_cluster: SparkCluster, tmp_path: Path
 ) -> None:
     # Up to the history's end, not now: the skew check compares at the materialization's end,
     # and by now the whole history may be older than the view's ttl.
     end = (START + timedelta(days=_DAYS)).isoformat()
     materialized = _run(spark_env, "materialize", "--start", "2025-01-01", "--end", end)
     assert materialized.returncode == 0, materialized.stdout + materialized.stderr
+    # The engine started the materialization's own application, with the profile's
+    # batch_engine spark_conf over the offline store's: its executors' JVM options.
+    engine_conf = _materialization_spark_conf()
+    launched = executor_commands(spark_cluster, engine_conf["spark.app.name"])
+    assert launched, "no executor of the materialization's application"
+    assert all(engine_conf["spark.executor.extraJavaOptions"] in command for command in launched)
 
     skew = _run(spark_env, "skew-check", "--sample", "20", "--seed", "1")
     assert skew.returncode == 0, skew.stdout + skew.stderr
@@ -100,6 +119,10 @@ def test_materialize_skew_check_train_and_drift_run_on_the_spark_profile(
 
     trained = _run(spark_env, "train", "--trials", "2", "--no-progress")
     assert trained.returncode == 0, trained.stdout + trained.stderr
+    # Training's joins run in the offline store's application, without those options.
+    joined = executor_commands(spark_cluster, "churn-feast")
+    assert joined
+    assert not any(engine_conf["spark.executor.extraJavaOptions"] in c for c in joined)
 
     out = tmp_path / "drift"
     drift = _run(spark_env, "drift", "--out", str(out))

@@ -45,6 +45,7 @@ class SparkCluster:
     master_url: str  # spark://127.0.0.1:<port>
     web_url: str  # the master's status page (JSON under /json/)
     workers: int
+    work_dir: Path  # the workers' folders (worker-N/<app id>/<executor id>/stderr) are here
 
 
 def _free_port() -> int:
@@ -150,13 +151,36 @@ def standalone_cluster(work_dir: Path, *, workers: int = WORKERS) -> Iterator[Sp
                 tails = "\n".join(f"--- {log.name}\n{log.read_text()[-1500:]}" for log in logs)
                 raise RuntimeError(f"Spark standalone cluster did not start ({exited=}):\n{tails}")
             time.sleep(0.5)
-        yield SparkCluster(master_url=master_url, web_url=web_url, workers=workers)
+        yield SparkCluster(
+            master_url=master_url, web_url=web_url, workers=workers, work_dir=work_dir
+        )
     finally:
         try:
             _stop_driver_session()
         finally:
             _stop(processes)
             shutil.rmtree(work_dir, ignore_errors=True)
+
+
+def executor_commands(cluster: SparkCluster, app_name: str) -> list[str]:
+    """The JVM command line of every executor the cluster ran for applications so named.
+
+    Read from the first line of each executor's stderr in the workers' folders
+    (``Spark Executor Command: ...``), for the applications the master lists by that name.
+    """
+    with urllib.request.urlopen(f"{cluster.web_url}/json/", timeout=10) as response:
+        status = json.load(response)
+    apps = [
+        app["id"]
+        for app in status.get("activeapps", []) + status.get("completedapps", [])
+        if app.get("name") == app_name
+    ]
+    commands = []
+    for app_id in apps:
+        for stderr in sorted(cluster.work_dir.glob(f"worker-*/{app_id}/*/stderr")):
+            with stderr.open() as lines:
+                commands.append(next(lines, "").strip())
+    return commands
 
 
 def cluster_session(cluster: SparkCluster) -> Any:
