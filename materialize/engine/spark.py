@@ -31,13 +31,16 @@ go through Feast's own ``spark.engine`` unchanged.
 
 The Spark session: the active one, else one built from the offline store's ``spark_conf``
 (Spark profile) with this block's ``spark_conf`` laid over it. Executors import this
-module: they need the project installed (``pip install churn-platform``, or ship it with
-``spark.submit.pyFiles``) and run the interpreter ``PYSPARK_PYTHON`` names.
+module, and the profile starts their Python daemon from ``core.spark_daemon``: they need
+the project installed (``pip install churn-platform``; files shipped with
+``spark.submit.pyFiles`` arrive only after the daemon starts) and run the interpreter
+``PYSPARK_PYTHON`` names.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -201,45 +204,86 @@ _ARROW_RECORDS = "spark.sql.execution.arrow.maxRecordsPerBatch"
 _ARROW_BYTES = "spark.sql.execution.arrow.maxBytesPerBatch"
 # Spark skips its per-row batch-size accounting when the byte cap is exactly Int.MaxValue.
 _NO_BYTE_CAP = str(2**31 - 1)
+_BYTE_UNITS = {"": 1, "b": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40, "p": 2**50}
+_BYTE_STRING = re.compile(r"\s*(\d+)\s*([kmgtp]?)b?\s*", re.IGNORECASE)
 
 
-def arrow_batch_settings(schema: StructType, batch_rows: int) -> dict[str, str]:
+def parse_byte_string(text: str | None) -> int | None:
+    """Bytes in a Spark size setting (``67108864b``, ``64m``, ``1g``); None if unreadable."""
+    found = _BYTE_STRING.fullmatch(text or "")
+    if found is None:
+        return None
+    return int(found.group(1)) * _BYTE_UNITS[found.group(2).lower()]
+
+
+def _fixed_row_bytes(schema: StructType) -> int | None:
+    """Arrow bytes of one row when every column is fixed-width (with its validity bit)."""
+    from pyspark.sql import types as T
+
+    widths: list[tuple[type, int]] = [
+        (T.BooleanType, 1),
+        (T.ByteType, 1),
+        (T.ShortType, 2),
+        (T.IntegerType, 4),
+        (T.LongType, 8),
+        (T.FloatType, 4),
+        (T.DoubleType, 8),
+        (T.DecimalType, 16),  # Arrow decimal128
+        (T.DateType, 4),
+        (T.TimestampType, 8),
+        (T.TimestampNTZType, 8),
+        (T.NullType, 0),
+    ]
+    total = 0
+    for column in schema.fields:
+        width = next((size for kind, size in widths if isinstance(column.dataType, kind)), None)
+        if width is None:
+            return None  # strings, lists, maps...: their size is not bounded by the row count
+        total += width + 1
+    return total
+
+
+def arrow_batch_settings(
+    schema: StructType, *, batch_rows: int, byte_cap: int | None
+) -> dict[str, str]:
     """Session settings that hand rows of ``schema`` to Python in batches of ``batch_rows``.
 
     Spark also caps a batch's bytes (``maxBytesPerBatch``, 64 MB by default) and, to do so,
-    measures the batch after every row it adds: about a fifth of the write step's JVM CPU
-    at 1M users here. When every column is fixed-width the row cap already bounds the
-    bytes, so the byte cap is lifted; a variable-width column (strings, lists) keeps it.
-    """
-    from pyspark.sql import types as T
+    measures the batch after every row it adds: about 9% of the write step's task CPU at
+    1M users here (a Java profiler). When every column is fixed-width and ``batch_rows``
+    such rows fit in the cap, the row count alone keeps a batch under it, so the cap is
+    lifted for this query; otherwise (strings, lists, very wide rows) it stays.
 
-    fixed = (
-        T.BooleanType,
-        T.ByteType,
-        T.ShortType,
-        T.IntegerType,
-        T.LongType,
-        T.FloatType,
-        T.DoubleType,
-        T.DecimalType,
-        T.DateType,
-        T.TimestampType,
-        T.TimestampNTZType,
-        T.NullType,
-    )
+    Args:
+        schema: The rows' Spark schema.
+        batch_rows: Rows per Arrow batch.
+        byte_cap: The session's ``maxBytesPerBatch`` in bytes; None (unknown) keeps it.
+
+    Returns:
+        The settings to apply while the query runs (see :func:`session_settings`).
+    """
     settings = {_ARROW_RECORDS: str(batch_rows)}
-    if all(isinstance(field.dataType, fixed) for field in schema.fields):
+    row_bytes = _fixed_row_bytes(schema)
+    if row_bytes is not None and byte_cap is not None and batch_rows * row_bytes <= byte_cap:
         settings[_ARROW_BYTES] = _NO_BYTE_CAP
     return settings
 
 
 @contextmanager
 def session_settings(spark: SparkSession, settings: Mapping[str, str]) -> Iterator[None]:
-    """Apply runtime SQL settings to the session for a block, then put back what was there."""
+    """Apply runtime SQL settings to the session for a block, then put back what was there.
+
+    Args:
+        spark: The session (classic or Spark Connect).
+        settings: Setting name to value.
+
+    Yields:
+        Nothing; the settings hold inside the block.
+    """
     previous = {name: spark.conf.get(name, None) for name in settings}
-    for name, value in settings.items():
-        spark.conf.set(name, value)
     try:
+        for name, value in settings.items():
+            spark.conf.set(name, value)
         yield
     finally:
         for name, earlier in previous.items():
@@ -277,6 +321,14 @@ class SparkEngine(AdapterSparkComputeEngine):
 
         active = SparkSession.getActiveSession()
         if active is not None:
+            if self.config.spark_conf:
+                # Launch settings (JVM options, the application's name) cannot change on a
+                # running session: say so rather than let them look applied.
+                logger.warning(
+                    "materializing in this process's running Spark session (%s): the "
+                    "batch_engine spark_conf applies only to a session the engine starts",
+                    active.conf.get("spark.app.name", "unnamed"),
+                )
             return active
         from core.feast_store import prepare_spark_driver
 
@@ -412,12 +464,16 @@ class SparkEngine(AdapterSparkComputeEngine):
         )
         # The only rows the driver receives: one row of counts per task, summed here (an
         # aggregation on the cluster would cost one more shuffle stage for a few rows).
-        batches = arrow_batch_settings(rows.schema, self.config.arrow_batch_rows)
+        batches = arrow_batch_settings(
+            rows.schema,
+            batch_rows=self.config.arrow_batch_rows,
+            byte_cap=parse_byte_string(spark.conf.get(_ARROW_BYTES)),
+        )
         with session_settings(spark, batches):
             per_task = rows.mapInArrow(writer, COUNTS_DDL).collect()
-        entities, written, rows_in_range, rejected = (
-            sum(int(task[name]) for task in per_task) for name in COUNTS_SCHEMA.names
-        )
+        totals = {name: sum(int(row[name]) for row in per_task) for name in COUNTS_SCHEMA.names}
+        entities, written = totals["entities"], totals["written"]
+        rows_in_range, rejected = totals["rows"], totals["rejected"]
         seconds = time.monotonic() - started
         logger.info(
             "%s: %d entities, %d written, %d rows in range (%d without a key), %.1f s on Spark",

@@ -87,20 +87,20 @@ def test_spark_writes_the_bytes_of_the_duckdb_engine_and_reruns_change_nothing(r
     # The engine's Arrow batch settings hold for its own query only: the session's are put back.
     from pyspark.sql import SparkSession
 
+    from materialize.engine.spark import session_settings
+
     session = SparkSession.getActiveSession()
     assert session is not None
     arrow = (
         "spark.sql.execution.arrow.maxRecordsPerBatch",
         "spark.sql.execution.arrow.maxBytesPerBatch",
     )
-    session.conf.set(arrow[0], "1234")
-    session.conf.unset(arrow[1])
-    before = [session.conf.get(name, None) for name in arrow]
-
-    (second,) = _materialize(on_spark, START, END)
+    with session_settings(session, {arrow[0]: "1234", arrow[1]: "32m"}):
+        (second,) = _materialize(on_spark, START, END)
+        after = [session.conf.get(name, None) for name in arrow]
     assert redis_hashes(on_spark.project) == ours
     assert (second.entities, second.written) == (len(expected), 0)
-    assert [session.conf.get(name, None) for name in arrow] == before == ["1234", None]
+    assert after == ["1234", "32m"]
 
 
 def test_an_older_range_on_spark_never_replaces_newer_values(repos: dict) -> None:

@@ -135,16 +135,78 @@ def test_fixed_width_rows_go_to_python_by_row_count_alone() -> None:
         [
             T.StructField("user_id", T.LongType()),
             T.StructField("value", T.DoubleType()),
+            T.StructField("active", T.BooleanType()),
+            T.StructField("amount", T.DecimalType(10, 2)),
+            T.StructField("day", T.DateType()),
             T.StructField(EVENT_COLUMN, T.TimestampType()),
-            T.StructField(CREATED_COLUMN, T.TimestampType()),
+            T.StructField(CREATED_COLUMN, T.TimestampNTZType()),
         ]
     )
+    default_cap = 64 * 2**20
     # Spark stops measuring each batch's bytes only at exactly Int.MaxValue.
-    assert arrow_batch_settings(numeric, 500) == {
+    assert arrow_batch_settings(numeric, batch_rows=500, byte_cap=default_cap) == {
         "spark.sql.execution.arrow.maxRecordsPerBatch": "500",
         "spark.sql.execution.arrow.maxBytesPerBatch": "2147483647",
     }
+    row_cap_only = {"spark.sql.execution.arrow.maxRecordsPerBatch": "500"}
     texts = T.StructType([*numeric.fields, T.StructField("plan", T.StringType())])
-    assert arrow_batch_settings(texts, 500) == {
-        "spark.sql.execution.arrow.maxRecordsPerBatch": "500"
-    }
+    lists = T.StructType([*numeric.fields, T.StructField("ids", T.ArrayType(T.LongType()))])
+    for variable in (texts, lists):
+        assert arrow_batch_settings(variable, batch_rows=500, byte_cap=default_cap) == row_cap_only
+    # 500 rows of these seven columns take about 30 KB: a lower cap, or an unknown one, stays.
+    assert arrow_batch_settings(numeric, batch_rows=500, byte_cap=20_000) == row_cap_only
+    assert arrow_batch_settings(numeric, batch_rows=500, byte_cap=None) == row_cap_only
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("67108864b", 64 * 2**20),
+        ("64m", 64 * 2**20),
+        ("1g", 2**30),
+        ("2KB", 2048),
+        ("4096", 4096),
+        ("1.5g", None),
+        (None, None),
+    ],
+)
+def test_spark_size_settings_read_as_bytes(text: str | None, expected: int | None) -> None:
+    from materialize.engine.spark import parse_byte_string
+
+    assert parse_byte_string(text) == expected
+
+
+class _RecordingConf:
+    """A session's runtime conf: values by name, every call recorded."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        self.values = dict(values)
+        self.calls: list[tuple[str, ...]] = []
+
+    def get(self, name: str, default: str | None = None) -> str | None:
+        return self.values.get(name, default)
+
+    def set(self, name: str, value: str) -> None:
+        self.calls.append(("set", name, value))
+        self.values[name] = value
+
+    def unset(self, name: str) -> None:
+        self.calls.append(("unset", name))
+        self.values.pop(name, None)
+
+
+class _Session:
+    def __init__(self, conf: _RecordingConf) -> None:
+        self.conf = conf
+
+
+def test_session_settings_hold_inside_the_block_and_earlier_values_come_back() -> None:
+    from materialize.engine.spark import session_settings
+
+    conf = _RecordingConf({"a": "1"})
+    with pytest.raises(RuntimeError), session_settings(_Session(conf), {"a": "2", "b": "3"}):  # type: ignore[arg-type]
+        assert conf.values == {"a": "2", "b": "3"}
+        raise RuntimeError("the query failed")
+    # Put back even when the block fails: "a" to its value, "b" unset as it was.
+    assert conf.values == {"a": "1"}
+    assert conf.calls[-2:] == [("set", "a", "1"), ("unset", "b")]
