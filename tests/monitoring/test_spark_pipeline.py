@@ -24,7 +24,7 @@ from tests.utils.features import CHURN_V1_FEATURES
 from tests.utils.history import START, write_history
 from tests.utils.monitoring import write_prediction_log
 from tests.utils.services import REDIS_HOST, REDIS_PORT, delete_project_keys, unique_name
-from tests.utils.spark import SparkCluster, executor_commands
+from tests.utils.spark import SparkCluster, applications, executor_commands
 
 # Spark on the shared 2-core machine: a driver JVM starts in 10-60 s and each `feast`/`churn`
 # process starts its own; the session-wide cluster start counts against the first test.
@@ -94,20 +94,29 @@ def _materialization_spark_conf() -> dict[str, str]:
     return conf
 
 
+def _started_since(cluster: SparkCluster, before: dict[str, str]) -> list[tuple[str, str]]:
+    """(id, name) of each application the cluster lists that was not in ``before``."""
+    return sorted(item for item in applications(cluster).items() if item[0] not in before)
+
+
 def test_materialize_skew_check_train_and_drift_run_on_the_spark_profile(
     spark_env: dict[str, str], spark_cluster: SparkCluster, tmp_path: Path
 ) -> None:
     # Up to the history's end, not now: the skew check compares at the materialization's end,
     # and by now the whole history may be older than the view's ttl.
     end = (START + timedelta(days=_DAYS)).isoformat()
+    before = applications(spark_cluster)
     materialized = _run(spark_env, "materialize", "--start", "2025-01-01", "--end", end)
     assert materialized.returncode == 0, materialized.stdout + materialized.stderr
     # The engine started the materialization's own application, with the profile's
     # batch_engine spark_conf over the offline store's: its executors' JVM options.
     engine_conf = _materialization_spark_conf()
-    launched = executor_commands(spark_cluster, engine_conf["spark.app.name"])
+    java_options = engine_conf["spark.executor.extraJavaOptions"]
+    (materializing,) = _started_since(spark_cluster, before)
+    assert materializing[1] == engine_conf["spark.app.name"]
+    launched = executor_commands(spark_cluster, materializing[0])
     assert launched, "no executor of the materialization's application"
-    assert all(engine_conf["spark.executor.extraJavaOptions"] in command for command in launched)
+    assert all(java_options in command for command in launched)
 
     skew = _run(spark_env, "skew-check", "--sample", "20", "--seed", "1")
     assert skew.returncode == 0, skew.stdout + skew.stderr
@@ -117,12 +126,15 @@ def test_materialize_skew_check_train_and_drift_run_on_the_spark_profile(
     # Every read is staged by the executors and removed after (Feast's to_df() keeps its copy).
     assert not staging.exists() or list(staging.iterdir()) == []
 
+    before = applications(spark_cluster)
     trained = _run(spark_env, "train", "--trials", "2", "--no-progress")
     assert trained.returncode == 0, trained.stdout + trained.stderr
     # Training's joins run in the offline store's application, without those options.
-    joined = executor_commands(spark_cluster, "churn-feast")
-    assert joined
-    assert not any(engine_conf["spark.executor.extraJavaOptions"] in c for c in joined)
+    (training,) = _started_since(spark_cluster, before)
+    assert training[1] == "churn-feast"
+    joined = executor_commands(spark_cluster, training[0])
+    assert joined, "no executor of training's application"
+    assert not any(java_options in command for command in joined)
 
     out = tmp_path / "drift"
     drift = _run(spark_env, "drift", "--out", str(out))

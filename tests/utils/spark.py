@@ -162,24 +162,26 @@ def standalone_cluster(work_dir: Path, *, workers: int = WORKERS) -> Iterator[Sp
             shutil.rmtree(work_dir, ignore_errors=True)
 
 
-def executor_commands(cluster: SparkCluster, app_name: str) -> list[str]:
-    """The JVM command line of every executor the cluster ran for applications so named.
-
-    Read from the first line of each executor's stderr in the workers' folders
-    (``Spark Executor Command: ...``), for the applications the master lists by that name.
-    """
+def applications(cluster: SparkCluster) -> dict[str, str]:
+    """Every application the cluster's master lists, running or completed: id -> name."""
     with urllib.request.urlopen(f"{cluster.web_url}/json/", timeout=10) as response:
         status = json.load(response)
-    apps = [
-        app["id"]
+    return {
+        app["id"]: app.get("name", "")
         for app in status.get("activeapps", []) + status.get("completedapps", [])
-        if app.get("name") == app_name
-    ]
+    }
+
+
+def executor_commands(cluster: SparkCluster, app_id: str) -> list[str]:
+    """The JVM command line of every executor the cluster ran for one application.
+
+    Read from the first line of each executor's stderr in the workers' folders
+    (``Spark Executor Command: ...``).
+    """
     commands = []
-    for app_id in apps:
-        for stderr in sorted(cluster.work_dir.glob(f"worker-*/{app_id}/*/stderr")):
-            with stderr.open() as lines:
-                commands.append(next(lines, "").strip())
+    for stderr in sorted(cluster.work_dir.glob(f"worker-*/{app_id}/*/stderr")):
+        with stderr.open() as lines:
+            commands.append(next(lines, "").strip())
     return commands
 
 
