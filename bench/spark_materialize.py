@@ -8,7 +8,8 @@ runs ``feast apply`` on the profile as shipped, and materializes the same range 
 in a separate process:
 
 - ``ours-spark``: the spark profile as shipped (``materialize.engine.spark.SparkEngine``);
-- ``feast-spark``: the spark profile with ``batch_engine: spark.engine`` (Feast's own);
+- ``feast-spark``: the spark profile with its ``batch_engine`` type replaced by
+  ``spark.engine`` (Feast's own), its session started with the same settings as ours;
 - ``ours-duckdb``: the production profile as shipped (``materialize.engine.FastEngine``).
 
 While each runs, the RSS of the driver (the Python process and its JVM) and of each

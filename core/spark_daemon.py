@@ -10,7 +10,9 @@ the zips from ``sys.path`` before importing pyspark, so the installed, precompil
 load instead. Different versions keep the zips: the JVM's own Python side wins.
 
 Selected with ``spark.python.daemon.module: core.spark_daemon`` (the spark profile's
-``spark_conf``). Nothing happens on import; ``python -m core.spark_daemon`` runs the daemon.
+``spark_conf``). The daemon starts before any task, so this module must be installed on
+the nodes: files shipped with ``spark.submit.pyFiles`` reach the path only inside a task.
+Nothing happens on import; ``python -m core.spark_daemon`` runs the daemon.
 """
 
 from __future__ import annotations
@@ -33,7 +35,14 @@ def _installed(package: str) -> str | None:
 
 
 def zip_version(entry: str) -> tuple[str, str] | None:
-    """(package, version) of a pyspark or py4j zip on the path; None for anything else."""
+    """The package and version of a pyspark or py4j zip on the path.
+
+    Args:
+        entry: A ``sys.path`` entry.
+
+    Returns:
+        ``(package, version)``, or None for anything but a readable pyspark or py4j zip.
+    """
     name = Path(entry).name
     py4j = _PY4J_ZIP.match(name)
     if py4j:
@@ -50,7 +59,15 @@ def zip_version(entry: str) -> tuple[str, str] | None:
 
 
 def without_matching_zips(path: list[str]) -> list[str]:
-    """``path`` without the pyspark/py4j zips whose version the installed package has."""
+    """The path without the pyspark and py4j zips that the installed packages match.
+
+    Args:
+        path: ``sys.path`` entries, in order.
+
+    Returns:
+        The entries in the same order, less each zip whose package is installed at the
+        zip's version.
+    """
     kept = []
     for entry in path:
         archive = zip_version(entry)

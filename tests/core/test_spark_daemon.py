@@ -6,6 +6,7 @@ import zipfile
 from pathlib import Path
 
 import pyspark
+import pytest
 
 from core.spark_daemon import without_matching_zips, zip_version
 from tests.utils.spark import SparkCluster, cluster_session
@@ -17,6 +18,7 @@ def _shipped_zips() -> list[str]:
     return sorted(str(path) for path in _SPARK_LIB.glob("*.zip"))
 
 
+@pytest.mark.unit
 def test_the_zips_spark_puts_first_are_dropped_when_the_installed_versions_match() -> None:
     zips = _shipped_zips()
     assert {zip_version(entry)[0] for entry in zips if zip_version(entry)} == {"pyspark", "py4j"}
@@ -24,6 +26,7 @@ def test_the_zips_spark_puts_first_are_dropped_when_the_installed_versions_match
     assert without_matching_zips(path) == ["/opt/site-packages", "/usr/lib/python311.zip"]
 
 
+@pytest.mark.unit
 def test_a_pyspark_zip_of_another_version_stays_first(tmp_path: Path) -> None:
     other = tmp_path / "pyspark.zip"
     with zipfile.ZipFile(other, "w") as archive:
