@@ -197,15 +197,10 @@ def run_child(repo: Path, yaml_path: Path, task: str, labels: Path | None) -> No
         else:
             from feast.infra.compute_engines.spark.utils import get_or_create_new_spark_session
 
-            engine_conf = store.config.batch_engine_config
+            block = store.config.batch_engine_config
+            block_conf = block.get("spark_conf") if isinstance(block, dict) else None
             spark = get_or_create_new_spark_session(
-                {
-                    **store.config.offline_store.spark_conf,
-                    **(
-                        (engine_conf.get("spark_conf") if isinstance(engine_conf, dict) else None)
-                        or {}
-                    ),
-                }
+                {**store.config.offline_store.spark_conf, **(block_conf or {})}
             )
         # Executors register with the application asynchronously; a JVM-only job waits for
         # them, so their start (several seconds here, the same for both engines) is not
