@@ -12,14 +12,19 @@ in a separate process:
   ``spark.engine`` (Feast's own), its session started with the same settings as ours;
 - ``ours-duckdb``: the production profile as shipped (``materialize.engine.FastEngine``).
 
-While each runs, the RSS of the driver (the Python process and its JVM) and of each
-executor (its JVM and its Python workers) is sampled every 0.2 s; peaks are printed with
-rows/s. Every entity's hash is then compared with ``ours-duckdb``'s (all fields for our
-engines; the fields Feast writes for Feast's). Finally the point-in-time join of
+Each engine runs ``--rounds`` times (3 by default), the engines' order rotated each round so
+no engine always pays the first run's cold caches; before each later run the engine's keys
+are deleted, so every run writes every key afresh. The median is reported with every run's
+seconds, and Feast's time over ours round by round. While each runs, the RSS of the driver
+(the Python process and its JVM) and of each executor (its JVM and its Python workers) is
+sampled every 0.2 s; the peaks over the rounds are printed. Every entity's hash is then
+compared with ``ours-duckdb``'s (all fields for our engines; the fields Feast writes for
+Feast's). Finally the point-in-time join of
 ``--label-rows`` label rows against the table, spark profile vs production profile.
 
     .venv/bin/python bench/spark_materialize.py                      # 2M rows, 1M users
     .venv/bin/python bench/spark_materialize.py --users 100000 --label-rows 100000
+    .venv/bin/python bench/spark_materialize.py --rounds 1 --label-rows 0  # one run each
 
 Heavy (about 3 x 250 MB in Redis at 1M users): run it on a quiet machine.
 """
@@ -32,6 +37,7 @@ import json
 import os
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -294,25 +300,60 @@ def _write_labels(path: Path, *, rows: int, users: int, seed: int) -> None:
     pq.write_table(table, path)
 
 
+def rotated(engines: list[str], round_index: int) -> list[str]:
+    """The engines in the order of a round: each round starts one engine further on.
+
+    The first run after the table is written and the cluster is up is the slowest (caches
+    and memory still cold); rotating the order spreads that over every engine.
+    """
+    shift = round_index % len(engines)
+    return engines[shift:] + engines[:shift]
+
+
+def summarize_runs(runs: list[dict[str, Any]], rows: int) -> dict[str, Any]:
+    """One engine's runs: median seconds (rows/s from it), the range, the memory peaks."""
+    seconds = sorted(run["seconds"] for run in runs)
+    median = statistics.median(seconds)
+    executors = [max(sizes) for sizes in zip(*(run["executors_mb"] for run in runs), strict=False)]
+    return {
+        "seconds": median,
+        "all_seconds": [run["seconds"] for run in runs],
+        "entities": runs[-1]["entities"],
+        "rows_per_s": rows / median,
+        "entities_per_s": runs[-1]["entities"] / median,
+        "driver_mb": max(run["driver_mb"] for run in runs),
+        "executors_mb": executors,
+    }
+
+
 def _print_materialization(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
     print(
         f"\n{datetime.now(UTC):%Y-%m-%d}, {os.cpu_count()} cores, Redis {args.redis_url}, "
         f"{args.users:,} users x {args.snapshots} rows; executors: 2 x 1 core"
     )
-    header = f"{'engine':<13}{'entities':>10}{'wall s':>9}{'rows/s':>10}{'entities/s':>12}"
+    header = f"{'engine':<13}{'entities':>10}{'median s':>10}{'runs s':>20}{'rows/s':>10}"
     print(header + f"{'driver MB':>11}  executors MB   mismatches")
     for name, result in results.items():
         executors = ", ".join(f"{mb:,.0f}" for mb in result["executors_mb"]) or "-"
+        each = " ".join(f"{seconds:.1f}" for seconds in result["all_seconds"])
         print(
-            f"{name:<13}{result['entities']:>10,}{result['seconds']:>9.1f}"
-            f"{result['rows_per_s']:>10,.0f}{result['entities_per_s']:>12,.0f}"
-            f"{result['driver_mb']:>11,.0f}  {executors:<14} {result.get('mismatches', '-')}"
+            f"{name:<13}{result['entities']:>10,}{result['seconds']:>10.1f}{each:>20}"
+            f"{result['rows_per_s']:>10,.0f}{result['driver_mb']:>11,.0f}  {executors:<14} "
+            f"{result.get('mismatches', '-')}"
         )
     if {"ours-spark", "feast-spark"} <= results.keys():
-        ratio = results["ours-spark"]["seconds"] and (
-            results["feast-spark"]["seconds"] / results["ours-spark"]["seconds"]
+        ours, feast = results["ours-spark"], results["feast-spark"]
+        # Round by round (the two engines' runs of one round ran minutes apart at most).
+        ratios = [
+            feast_seconds / ours_seconds
+            for ours_seconds, feast_seconds in zip(
+                ours["all_seconds"], feast["all_seconds"], strict=True
+            )
+        ]
+        print(
+            f"ours-spark / feast-spark: {feast['seconds'] / ours['seconds']:.1f}x rows/s "
+            f"(medians); by round: {', '.join(f'{ratio:.1f}x' for ratio in ratios)}"
         )
-        print(f"ours-spark / feast-spark: {ratio:.1f}x rows/s")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -325,6 +366,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--master", help="spark:// URL of a running cluster (default: start one)")
     parser.add_argument("--redis-url", default=os.environ.get("CHURN_REDIS_URL", "127.0.0.1:6379"))
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="runs of each engine, the engines' order rotated each round; medians reported",
+    )
     parser.add_argument("--keep", action="store_true", help="keep Redis keys and the work dir")
     parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -332,6 +379,8 @@ def main(argv: list[str] | None = None) -> int:
         repo, yaml_path, task, *labels = args.child
         run_child(Path(repo), Path(yaml_path), task, Path(labels[0]) if labels else None)
         return 0
+    if args.rounds < 1:
+        parser.error("--rounds must be at least 1")
     engines = [name.strip() for name in args.engines.split(",") if name.strip()]
     unknown = sorted(set(engines) - set(ENGINES))
     if unknown:
@@ -362,22 +411,31 @@ def main(argv: list[str] | None = None) -> int:
                     work, name, table, args, master
                 )
                 projects[name], repos[name] = project, (repo, yaml_path, environment)
-                print(
-                    f"{name}: materializing {BASE.START:%Y-%m-%d} .. {BASE.END:%Y-%m-%d} ...",
-                    flush=True,
-                )
-                result, peaks = _run_child(repo, yaml_path, environment, "materialize", None)
-                entities = len(BASE._project_keys(client, project))
-                results[name] = {
-                    **result,
-                    "entities": entities,
-                    "rows_per_s": rows / result["seconds"],
-                    "entities_per_s": entities / result["seconds"],
-                    "driver_mb": peaks.driver_mb,
-                    "executors_mb": list(peaks.executors_mb.values()),
-                }
-                # Printed at once: a later engine's failure keeps the earlier figures.
-                print(f"{name}: {json.dumps(results[name])}", flush=True)
+            runs: dict[str, list[dict[str, Any]]] = {name: [] for name in engines}
+            for round_index in range(args.rounds):
+                for name in rotated(engines, round_index):
+                    if runs[name]:
+                        # Every run writes every key afresh, as the first one did.
+                        BASE._delete_keys(client, projects[name])
+                    print(
+                        f"round {round_index + 1}/{args.rounds}, {name}: materializing "
+                        f"{BASE.START:%Y-%m-%d} .. {BASE.END:%Y-%m-%d} ...",
+                        flush=True,
+                    )
+                    repo, yaml_path, environment = repos[name]
+                    result, peaks = _run_child(repo, yaml_path, environment, "materialize", None)
+                    entities = len(BASE._project_keys(client, projects[name]))
+                    runs[name].append(
+                        {
+                            **result,
+                            "entities": entities,
+                            "driver_mb": peaks.driver_mb,
+                            "executors_mb": list(peaks.executors_mb.values()),
+                        }
+                    )
+                    # Printed at once: a later engine's failure keeps the earlier figures.
+                    print(f"{name}: {json.dumps(runs[name][-1])}", flush=True)
+            results = {name: summarize_runs(name_runs, rows) for name, name_runs in runs.items()}
             if REFERENCE in projects:
                 for name in engines:
                     if name != REFERENCE:
