@@ -326,7 +326,7 @@ class RedisWriter:
         return written
 
     def expire(self, *, start: datetime, end: datetime) -> int:
-        """Nothing to do: every written key carries its own TTL (``EXPIRE``)."""
+        """Nothing to do: every written key carries its own TTL (set with each write)."""
         return 0
 
     def close(self) -> None:
