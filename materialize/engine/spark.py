@@ -293,6 +293,19 @@ def session_settings(spark: SparkSession, settings: Mapping[str, str]) -> Iterat
                 spark.conf.set(name, earlier)
 
 
+def settings_not_in_effect(spark: SparkSession, settings: Mapping[str, str]) -> list[str]:
+    """The names of ``settings`` the running session does not hold at the given value.
+
+    Args:
+        spark: A running session.
+        settings: Setting name to value (a ``spark_conf``).
+
+    Returns:
+        The differing or missing settings' names, sorted.
+    """
+    return sorted(name for name, value in settings.items() if spark.conf.get(name, None) != value)
+
+
 class SparkEngine(AdapterSparkComputeEngine):
     """Our vectorised, newer-wins Redis materialization, run by Spark executors.
 
@@ -321,13 +334,17 @@ class SparkEngine(AdapterSparkComputeEngine):
 
         active = SparkSession.getActiveSession()
         if active is not None:
-            if self.config.spark_conf:
-                # Launch settings (JVM options, the application's name) cannot change on a
-                # running session: say so rather than let them look applied.
+            # Launch settings (JVM options, the application's name) cannot change on a
+            # running session: say so rather than let them look applied. The session this
+            # engine started (a second view, a second run) has them all.
+            missing = settings_not_in_effect(active, self.config.spark_conf or {})
+            if missing:
                 logger.warning(
-                    "materializing in this process's running Spark session (%s): the "
-                    "batch_engine spark_conf applies only to a session the engine starts",
+                    "materializing in this process's running Spark session (%s): its %s "
+                    "differ from the batch_engine spark_conf, which applies only to a "
+                    "session the engine starts",
                     active.conf.get("spark.app.name", "unnamed"),
+                    ", ".join(missing),
                 )
             return active
         from core.feast_store import prepare_spark_driver

@@ -210,3 +210,16 @@ def test_session_settings_hold_inside_the_block_and_earlier_values_come_back() -
     # Put back even when the block fails: "a" to its value, "b" unset as it was.
     assert conf.values == {"a": "1"}
     assert conf.calls[-2:] == [("set", "a", "1"), ("unset", "b")]
+
+
+def test_only_settings_the_running_session_lacks_are_reported_as_not_applied() -> None:
+    from materialize.engine.spark import settings_not_in_effect
+
+    # The engine's own session (a second view, a second run in the process) has them all:
+    # nothing to warn about. Another application's session lacks or differs on some.
+    wanted = {"spark.app.name": "churn-materialize", "spark.executor.extraJavaOptions": "-X"}
+    own = _Session(_RecordingConf(dict(wanted)))
+    other = _Session(_RecordingConf({"spark.app.name": "notebook"}))
+
+    assert settings_not_in_effect(own, wanted) == []  # type: ignore[arg-type]
+    assert settings_not_in_effect(other, wanted) == sorted(wanted)  # type: ignore[arg-type]
