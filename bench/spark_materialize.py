@@ -12,14 +12,15 @@ in a separate process:
   ``spark.engine`` (Feast's own), its session started with the same settings as ours;
 - ``ours-duckdb``: the production profile as shipped (``materialize.engine.FastEngine``).
 
-Each engine runs ``--rounds`` times (3 by default), the engines' order rotated each round so
-no engine always pays the first run's cold caches; before each later run the engine's keys
-are deleted, so every run writes every key afresh. The median is reported with every run's
-seconds, and Feast's time over ours round by round. While each runs, the RSS of the driver
-(the Python process and its JVM) and of each executor (its JVM and its Python workers) is
-sampled every 0.2 s; the peaks over the rounds are printed. Every entity's hash is then
-compared with ``ours-duckdb``'s (all fields for our engines; the fields Feast writes for
-Feast's). Finally the point-in-time join of
+Each engine runs ``--rounds`` times (3 by default), the engines' order rotated each round;
+before each later run the engine's keys are deleted, so every run writes every key. Each
+engine's first run is its slowest (Redis grows its tables and memory during the first
+round and keeps them after the deletes; caches are cold), so the median is reported with
+every run's seconds, and Feast's time over ours round by round (like with like). While
+each runs, the RSS of the driver (the Python process and its JVM) and of each executor
+(its JVM and its Python workers) is sampled every 0.2 s; the peaks over the rounds are
+printed. Every entity's hash is then compared with ``ours-duckdb``'s (all fields for our
+engines; the fields Feast writes for Feast's). Finally the point-in-time join of
 ``--label-rows`` label rows against the table, spark profile vs production profile.
 
     .venv/bin/python bench/spark_materialize.py                      # 2M rows, 1M users
@@ -33,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import itertools
 import json
 import os
 import re
@@ -301,11 +303,8 @@ def _write_labels(path: Path, *, rows: int, users: int, seed: int) -> None:
 
 
 def rotated(engines: list[str], round_index: int) -> list[str]:
-    """The engines in the order of a round: each round starts one engine further on.
-
-    The first run after the table is written and the cluster is up is the slowest (caches
-    and memory still cold); rotating the order spreads that over every engine.
-    """
+    """The engines in the order of a round: each round starts one engine further on, so no
+    engine always runs right after the same one."""
     shift = round_index % len(engines)
     return engines[shift:] + engines[:shift]
 
@@ -314,7 +313,9 @@ def summarize_runs(runs: list[dict[str, Any]], rows: int) -> dict[str, Any]:
     """One engine's runs: median seconds (rows/s from it), the range, the memory peaks."""
     seconds = sorted(run["seconds"] for run in runs)
     median = statistics.median(seconds)
-    executors = [max(sizes) for sizes in zip(*(run["executors_mb"] for run in runs), strict=False)]
+    # Each run is a new application with new executors: the largest peak, the second...
+    ranked = [sorted(run["executors_mb"], reverse=True) for run in runs]
+    executors = [max(sizes) for sizes in itertools.zip_longest(*ranked, fillvalue=0.0)]
     return {
         "seconds": median,
         "all_seconds": [run["seconds"] for run in runs],
@@ -381,7 +382,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.rounds < 1:
         parser.error("--rounds must be at least 1")
-    engines = [name.strip() for name in args.engines.split(",") if name.strip()]
+    engines = list(dict.fromkeys(name.strip() for name in args.engines.split(",") if name.strip()))
     unknown = sorted(set(engines) - set(ENGINES))
     if unknown:
         parser.error(f"unknown engine(s) {', '.join(unknown)}; choose from {', '.join(ENGINES)}")
@@ -415,7 +416,7 @@ def main(argv: list[str] | None = None) -> int:
             for round_index in range(args.rounds):
                 for name in rotated(engines, round_index):
                     if runs[name]:
-                        # Every run writes every key afresh, as the first one did.
+                        # Every run writes every key (into a Redis already grown by round 1).
                         BASE._delete_keys(client, projects[name])
                     print(
                         f"round {round_index + 1}/{args.rounds}, {name}: materializing "

@@ -293,17 +293,36 @@ def session_settings(spark: SparkSession, settings: Mapping[str, str]) -> Iterat
                 spark.conf.set(name, earlier)
 
 
-def settings_not_in_effect(spark: SparkSession, settings: Mapping[str, str]) -> list[str]:
-    """The names of ``settings`` the running session does not hold at the given value.
+def running_session_warning(
+    active: SparkSession, *, started: SparkSession | None, settings: Mapping[str, str]
+) -> str | None:
+    """What to say when the engine materializes in a session that was already running.
+
+    Launch settings (the application's name, JVM options) cannot change on a running
+    session, so a ``spark_conf`` the session lacks would look applied without a word.
 
     Args:
-        spark: A running session.
-        settings: Setting name to value (a ``spark_conf``).
+        active: The running session.
+        started: The session this engine started, if any (a second view or run reuses it;
+            on Spark Connect its conf may not echo launch settings, which the server owns).
+        settings: The engine's ``spark_conf``.
 
     Returns:
-        The differing or missing settings' names, sorted.
+        A warning naming the settings the session lacks or holds at other values, or None.
     """
-    return sorted(name for name, value in settings.items() if spark.conf.get(name, None) != value)
+    if active is started:
+        return None
+    lacking = sorted(
+        name for name, value in settings.items() if active.conf.get(name, None) != value
+    )
+    if not lacking:
+        return None
+    return (
+        f"materializing in this process's running Spark session "
+        f"({active.conf.get('spark.app.name', 'unnamed')}), which lacks the batch_engine "
+        f"spark_conf's {', '.join(lacking)}: that spark_conf applies only to a session the "
+        "engine starts"
+    )
 
 
 class SparkEngine(AdapterSparkComputeEngine):
@@ -327,6 +346,7 @@ class SparkEngine(AdapterSparkComputeEngine):
             repo_config=repo_config, offline_store=offline_store, online_store=online_store
         )
         self.results: list[MaterializationStats] = []
+        self._started: SparkSession | None = None  # the session this engine started
 
     def spark_session(self) -> SparkSession:
         """The active Spark session, else one from the profile's ``spark_conf``."""
@@ -334,18 +354,11 @@ class SparkEngine(AdapterSparkComputeEngine):
 
         active = SparkSession.getActiveSession()
         if active is not None:
-            # Launch settings (JVM options, the application's name) cannot change on a
-            # running session: say so rather than let them look applied. The session this
-            # engine started (a second view, a second run) has them all.
-            missing = settings_not_in_effect(active, self.config.spark_conf or {})
-            if missing:
-                logger.warning(
-                    "materializing in this process's running Spark session (%s): its %s "
-                    "differ from the batch_engine spark_conf, which applies only to a "
-                    "session the engine starts",
-                    active.conf.get("spark.app.name", "unnamed"),
-                    ", ".join(missing),
-                )
+            warning = running_session_warning(
+                active, started=self._started, settings=self.config.spark_conf or {}
+            )
+            if warning:
+                logger.warning(warning)
             return active
         from core.feast_store import prepare_spark_driver
 
@@ -357,7 +370,8 @@ class SparkEngine(AdapterSparkComputeEngine):
         builder = SparkSession.builder
         for name, value in settings.items():
             builder = builder.config(name, value)
-        return builder.getOrCreate()
+        self._started = builder.getOrCreate()
+        return self._started
 
     def _unsupported_reason(self, view: Any) -> str | None:
         from feast.infra.online_stores.redis import RedisOnlineStoreConfig, RedisType

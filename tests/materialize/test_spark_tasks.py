@@ -212,14 +212,19 @@ def test_session_settings_hold_inside_the_block_and_earlier_values_come_back() -
     assert conf.calls[-2:] == [("set", "a", "1"), ("unset", "b")]
 
 
-def test_only_settings_the_running_session_lacks_are_reported_as_not_applied() -> None:
-    from materialize.engine.spark import settings_not_in_effect
+def test_a_running_session_draws_a_warning_only_for_the_settings_it_lacks() -> None:
+    from materialize.engine.spark import running_session_warning
 
-    # The engine's own session (a second view, a second run in the process) has them all:
-    # nothing to warn about. Another application's session lacks or differs on some.
     wanted = {"spark.app.name": "churn-materialize", "spark.executor.extraJavaOptions": "-X"}
-    own = _Session(_RecordingConf(dict(wanted)))
     other = _Session(_RecordingConf({"spark.app.name": "notebook"}))
+    same = _Session(_RecordingConf(dict(wanted)))
+    # On Spark Connect the engine's own session need not echo launch settings.
+    own = _Session(_RecordingConf({}))
 
-    assert settings_not_in_effect(own, wanted) == []  # type: ignore[arg-type]
-    assert settings_not_in_effect(other, wanted) == sorted(wanted)  # type: ignore[arg-type]
+    warning = running_session_warning(other, started=own, settings=wanted)  # type: ignore[arg-type]
+    assert warning is not None
+    assert "(notebook)" in warning
+    assert "spark.app.name, spark.executor.extraJavaOptions:" in warning
+    assert running_session_warning(same, started=None, settings=wanted) is None  # type: ignore[arg-type]
+    assert running_session_warning(own, started=own, settings=wanted) is None  # type: ignore[arg-type]
+    assert running_session_warning(other, started=None, settings={}) is None  # type: ignore[arg-type]
