@@ -95,8 +95,8 @@ class OnlineWriter(Protocol):
 # 1970..2200, which the stores cannot order.
 _WRITE_NEWER_LUA = """
 -- Replicate the writes, not the script (TIME below): the default since Redis 5, the only
--- mode since 7; before, writes after TIME would be refused.
-redis.replicate_commands()
+-- mode since 7 (where the call is a deprecated no-op); before, writes after TIME are refused.
+if redis.replicate_commands then redis.replicate_commands() end
 local ts_field = ARGV[1]
 local created_field = ARGV[2]
 local ttl = tonumber(ARGV[3])
