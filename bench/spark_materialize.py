@@ -13,10 +13,10 @@ in a separate process:
 - ``ours-duckdb``: the production profile as shipped (``materialize.engine.FastEngine``).
 
 Each engine runs ``--rounds`` times (3 by default), the engines' order rotated each round;
-before each later run the engine's keys are deleted, so every run writes every key. Each
-engine's first run is its slowest (Redis grows its tables and memory during the first
-round and keeps them after the deletes; caches are cold), so the median is reported with
-every run's seconds, and Feast's time over ours round by round (like with like). While
+before each later run the engine's keys are deleted, so every run writes every key. One
+engine's runs move by up to 20% (the DuckDB engine's first by up to 50%: Redis grows its
+tables and memory during the first round and keeps them after the deletes), so the median
+is reported with every run's seconds, and Feast's time over ours round by round. While
 each runs, the RSS of the driver (the Python process and its JVM) and of each executor
 (its JVM and its Python workers) is sampled every 0.2 s; the peaks over the rounds are
 printed. Every entity's hash is then compared with ``ours-duckdb``'s (all fields for our
