@@ -151,11 +151,13 @@ test-unit: $(WORKFLOW_STAMP) ## Run only the fast in-process tests (marker `unit
 	$(BIN)/python -m pytest -m unit
 
 .PHONY: lint
-lint: $(WORKFLOW_STAMP) ## ruff format check, ruff lint, mypy and the layering contract (import-linter)
+lint: $(WORKFLOW_STAMP) ## ruff format check, ruff lint, mypy, the layering contract (import-linter), the checkpoints
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
+	@# One checkpoint per safety rule: nothing else loads a model or opens the feature store.
+	$(BIN)/python -m pytest -q -p no:randomly -p no:cacheprovider tests/core/test_checkpoints.py
 
 .PHONY: format
 format: $(STAMP) ## Format the code with ruff

@@ -224,10 +224,10 @@ def run_child(repo: Path, yaml_path: Path, task: str, labels: Path | None) -> No
     assert labels is not None
     entity_df = pd.read_parquet(labels)
     started = time.perf_counter()
-    # The path the product's joins take (core.spark_io): on Spark the entity rows and the
+    # The path the product's joins take (core.compute.spark.io): on Spark the entity rows and the
     # result are staged by the executors and read back in bounded Arrow batches; elsewhere
     # Feast's to_df().
-    from core.spark_io import historical_features, retrieval_to_pandas
+    from core.compute.spark.io import historical_features, retrieval_to_pandas
 
     columns = ["user_id", "event_timestamp", "feature_1", "feature_2"]
     features = ["user_features:feature_1", "user_features:feature_2"]
@@ -451,7 +451,7 @@ def main(argv: list[str] | None = None) -> int:
             if args.label_rows:
                 labels = work / "labels.parquet"
                 _write_labels(labels, rows=args.label_rows, users=args.users, seed=args.seed)
-                print(f"\npoint-in-time join of {args.label_rows:,} label rows (core.spark_io)")
+                print(f"\npoint-in-time join of {args.label_rows:,} label rows (spark backend)")
                 for name in ("ours-spark", "ours-duckdb"):
                     if name not in repos:
                         continue

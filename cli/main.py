@@ -1,9 +1,10 @@
 """The ``churn`` command line: one subcommand per pipeline stage, the top layer.
 
-Each stage module holds its pure core function and a thin Typer command; this module only
-imports and collects them (the import-linter contract in pyproject keeps every stage
-below it). Stage modules keep heavy imports (feast, mlflow, sklearn) inside function
-bodies so ``churn --help`` stays fast.
+Each stage has one module here (``cli/materialize.py``, ``cli/training.py``,
+``cli/serving.py``, ``cli/monitoring.py``) holding its Typer commands: options in, the
+stage's typed entry point called, its outcome printed and turned into an exit code. This
+module only collects them (the import-linter contract in pyproject keeps every stage below
+the cli).
 """
 
 from __future__ import annotations
@@ -15,32 +16,15 @@ from typing import Any
 
 import typer
 
-from materialize.apply import apply_command
-from materialize.generate import generate_command
-from materialize.ingest import ingest_command
-from materialize.online import materialize_command
-from materialize.skew import skew_check_command
-from monitoring.drift import drift_command
-from monitoring.evaluate import evaluate_command
-from serving.batch_score import score_command
-from serving.cli import serve_command
-from training.promote import promote_command, rollback_command
-from training.train import train_command
+from cli import materialize, monitoring, serving, training
 
-# Every stage command under its name, in pipeline order.
+# Every command under its name, in pipeline order: one cli module per stage. A cli module
+# imports its stage inside each command's body, so `churn --help` loads no stage.
 COMMANDS: list[tuple[str, Callable[..., None]]] = [
-    ("generate", generate_command),
-    ("ingest", ingest_command),
-    ("apply", apply_command),
-    ("materialize", materialize_command),
-    ("skew-check", skew_check_command),
-    ("train", train_command),
-    ("promote", promote_command),
-    ("rollback", rollback_command),
-    ("serve", serve_command),
-    ("drift", drift_command),
-    ("evaluate", evaluate_command),
-    ("score", score_command),
+    *materialize.COMMANDS.items(),
+    *training.COMMANDS.items(),
+    *serving.COMMANDS.items(),
+    *monitoring.COMMANDS.items(),
 ]
 
 

@@ -1,4 +1,11 @@
-"""Opening the Feast feature store of a profile, with its placeholders checked early."""
+"""The one checkpoint for the feature store: open a profile's store, checked before use.
+
+Every command that retrieves features opens the store through :func:`open_feature_store`
+(or :func:`feature_store_session`): the profile's placeholders are checked first, and the
+registry's on-demand view code is compared with the repo's before Feast can execute it
+(:mod:`core.feast_trust`). Only ``churn apply``, which writes the registry, opens it without
+that check.
+"""
 
 from __future__ import annotations
 
@@ -14,7 +21,8 @@ from typing import TYPE_CHECKING, Any
 
 import yaml
 
-from core.exits import InputError
+from core.errors import ConfigurationError
+from core.feast_trust import check_on_demand_sources
 from core.settings import FeastSettings
 
 if TYPE_CHECKING:
@@ -22,10 +30,6 @@ if TYPE_CHECKING:
     from feast.repo_config import RepoConfig
 
 _PLACEHOLDER = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
-
-
-class FeastConfigurationError(InputError):
-    """A profile cannot be used as configured (missing file or unset variable)."""
 
 
 def _profile_environment(settings: FeastSettings) -> dict[str, str]:
@@ -40,16 +44,16 @@ def render_profile(settings: FeastSettings) -> dict[str, Any]:
     ``KeyError: 'port'``); this names every unset variable at once instead.
 
     Raises:
-        FeastConfigurationError: The yaml is missing or references unset variables.
+        ConfigurationError: The yaml is missing or references unset variables.
     """
     path = settings.yaml_path
     if not path.is_file():
-        raise FeastConfigurationError(f"Feast profile {settings.profile!r}: no file {path}")
+        raise ConfigurationError(f"Feast profile {settings.profile!r}: no file {path}")
     text = path.read_text()
     environment = _profile_environment(settings)
     missing = sorted({name for name in _PLACEHOLDER.findall(text) if name not in environment})
     if missing:
-        raise FeastConfigurationError(
+        raise ConfigurationError(
             f"Feast profile {settings.profile!r} ({path.name}) needs environment "
             f"variable(s) {', '.join(missing)}"
         )
@@ -67,11 +71,20 @@ def load_repo_config(settings: FeastSettings) -> RepoConfig:
     return config
 
 
-def open_feature_store(settings: FeastSettings | None = None) -> FeatureStore:
-    """Open the feature store of the configured profile.
+def open_feature_store(
+    settings: FeastSettings | None = None, *, verify_on_demand_sources: bool = True
+) -> FeatureStore:
+    """Open the feature store of the configured profile, its on-demand code verified.
 
     Args:
         settings: Which repo and profile; read from the environment when omitted.
+        verify_on_demand_sources: Compare the registry's on-demand view code with the
+            repo's before anything can run it. Only the command that writes the registry
+            (``churn apply``) turns it off.
+
+    Raises:
+        ConfigurationError: The profile's yaml is missing or references unset variables.
+        OnDemandSourceMismatch: The registry holds on-demand code that is not the repo's.
     """
     from feast import FeatureStore
 
@@ -79,7 +92,14 @@ def open_feature_store(settings: FeastSettings | None = None) -> FeatureStore:
     config = load_repo_config(settings)
     if getattr(config.offline_store, "type", None) == "spark":
         prepare_spark_driver()
-    return FeatureStore(repo_path=str(settings.repo_path), config=config)
+    store = FeatureStore(repo_path=str(settings.repo_path), config=config)
+    if verify_on_demand_sources:
+        try:
+            check_on_demand_sources(store, settings.repo_path)
+        except BaseException:
+            release_feature_store(store)
+            raise
+    return store
 
 
 def prepare_spark_driver() -> None:
@@ -109,9 +129,11 @@ def release_feature_store(store: FeatureStore) -> None:
 
 
 @contextmanager
-def feature_store_session(settings: FeastSettings | None = None) -> Iterator[FeatureStore]:
-    """Open the feature store for a block of work and release its registry connections."""
-    store = open_feature_store(settings)
+def feature_store_session(
+    settings: FeastSettings | None = None, *, verify_on_demand_sources: bool = True
+) -> Iterator[FeatureStore]:
+    """Open the feature store (:func:`open_feature_store`) for a block of work, then release it."""
+    store = open_feature_store(settings, verify_on_demand_sources=verify_on_demand_sources)
     try:
         yield store
     finally:

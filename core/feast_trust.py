@@ -19,14 +19,12 @@ import hashlib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.errors import OnDemandSourceMismatch
+
 if TYPE_CHECKING:
     from feast import FeatureStore
 
 _SKIPPED_DIRS = {"__pycache__", "data", ".venv", ".git"}
-
-
-class OnDemandSourceMismatch(RuntimeError):
-    """A registered on-demand view's code differs from the repo's (or is not in it)."""
 
 
 def source_sha256(source: str) -> str | None:

@@ -21,6 +21,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from core.errors import UntrustedModelError
+
 HASH_TAG = "artifact.sha256"
 
 # skops refuses to build any type outside its safe defaults unless trusted by name. These
@@ -30,10 +32,6 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",  # hist_gradient_boosting
     "sklearn.tree._tree.Tree",  # gradient_boosting
 )
-
-
-class UntrustedModelError(ValueError):
-    """A model artifact is refused: wrong flavour or format, unknown types, changed files."""
 
 
 def artifact_sha256(model_dir: Path) -> str:
@@ -136,25 +134,6 @@ def load_trusted_model(model_dir: Path, *, expected_sha256: str | None) -> Any:
             f"{', '.join(TRUSTED_TYPES)})"
         )
     return skops.io.load(path, trusted=list(TRUSTED_TYPES))
-
-
-def load_registered_model(tracking_uri: str, name: str, version: str) -> Any:
-    """Download a registered version and load it through :func:`load_trusted_model`.
-
-    Raises:
-        UntrustedModelError: The artifact is refused.
-    """
-    import mlflow.artifacts
-    from mlflow import MlflowClient
-
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    info = client.get_model_version(name, version)
-    uri = client.get_model_version_download_uri(name, version)
-    with tempfile.TemporaryDirectory(prefix="churn-model-") as folder:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=uri, dst_path=folder, tracking_uri=tracking_uri
-        )
-        return load_trusted_model(Path(local), expected_sha256=(info.tags or {}).get(HASH_TAG))
 
 
 def logged_model_sha256(model_uri: str, tracking_uri: str) -> str:

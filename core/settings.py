@@ -75,6 +75,28 @@ class DataSettings(BaseSettings):
         return self.data_dir / "quarantine"
 
 
+class ModelSettings(BaseSettings):
+    """The registered model every stage trains, serves, scores, watches (``CHURN_MODEL_``).
+
+    Declared once: serving, batch scoring, monitoring and training read these, never their
+    own copies.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="CHURN_MODEL_", extra="ignore")
+
+    name: str = Field(default=DEFAULT_MODEL_NAME, description="Registered model name.")
+    alias: str = Field(
+        default="champion", description="Alias of the version that is served, scored and watched."
+    )
+    decision_threshold: float = Field(
+        default=0.5,
+        ge=0,
+        le=1,
+        description="A user is predicted to churn when the probability is >= this "
+        "(serving's churn_predicted, scoring's and monitoring's thresholded scores).",
+    )
+
+
 class FeastSettings(BaseSettings):
     """How to open the Feast feature store (prefix ``CHURN_FEAST_``).
 

@@ -271,17 +271,20 @@ def record_evaluation(*, roc_auc: float | None, matched: int, min_auc: float | N
     return publish_stage_metrics("evaluate", registry)
 
 
-def record_champion_from_registry(model_name: str, *, alias: str = "champion") -> str | None:
-    """Look the alias up in the active MLflow registry and publish the champion gauges.
+def record_champion_from_registry(
+    model_name: str, *, tracking_uri: str, alias: str = "champion"
+) -> str | None:
+    """Look the alias up in the registry at ``tracking_uri`` and publish the champion gauges.
 
     A missing alias or an unreachable registry publishes nothing (with a warning for the
     latter): the champion-age alert then sees the previous values.
     """
-    import mlflow
     from mlflow.exceptions import MlflowException
 
+    from core.models import mlflow_client
+
     try:
-        version = mlflow.MlflowClient().get_model_version_by_alias(model_name, alias)
+        version = mlflow_client(tracking_uri).get_model_version_by_alias(model_name, alias)
     except MlflowException as error:
         if "RESOURCE_DOES_NOT_EXIST" not in str(error.error_code):
             _warn(f"could not read the {alias} of {model_name}: {error}")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.exits import InputError
+from core.errors import InputError
 
 if TYPE_CHECKING:
     import pandas as pd

@@ -6,9 +6,10 @@ import subprocess
 
 import typer
 
-from core.exits import ExitCode, exit_on_error
+from cli.errors import exit_on_error
+from cli.options import ProfileOption, profile_settings
+from core.exits import ExitCode
 from core.feast_store import run_feast_cli
-from core.options import ProfileOption, profile_settings
 from core.settings import FeastSettings
 
 
@@ -16,7 +17,7 @@ def apply_feature_repo(settings: FeastSettings) -> str:
     """Run ``feast apply`` for the repo and profile; return Feast's output.
 
     Raises:
-        FeastConfigurationError: The profile cannot be used as configured.
+        ConfigurationError: The profile cannot be used as configured.
         subprocess.CalledProcessError: feast apply failed.
     """
     completed = run_feast_cli(settings, "apply")

@@ -40,7 +40,8 @@ import numpy as np
 import pandas as pd
 import typer
 
-from core.exits import InputError, UnavailableError, exit_on_error
+from cli.errors import exit_on_error
+from core.errors import InputError, UnavailableError
 from core.files import atomic_path
 from core.settings import DataSettings
 from core.tables import (

@@ -13,10 +13,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from core.exits import InputError, exit_on_error
+from cli.errors import exit_on_error
+from cli.options import ProfileOption, profile_settings
+from core.errors import InputError
 from core.feast_adapter.store import batch_engine_of
 from core.feast_store import feature_store_session
-from core.options import ProfileOption, profile_settings
 from core.settings import FeastSettings
 
 if TYPE_CHECKING:
@@ -79,7 +80,7 @@ def materialize_online(
 
     Raises:
         MaterializeInputError: Start after end, nothing registered, or an unknown view.
-        FeastConfigurationError: The profile cannot be used as configured.
+        ConfigurationError: The profile cannot be used as configured.
         materialize.engine.OnlineStoreUnavailableError: The online store is unreachable.
         materialize.engine.OfflineSourceError: The offline source cannot be read.
     """

@@ -18,11 +18,14 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from core.exits import ExitCode, InputError, exit_on_error
+from cli.errors import exit_on_error
+from cli.options import ProfileOption, profile_settings
+from core.compute import uses_spark
+from core.compute.spark.io import historical_features, retrieval_to_pandas
+from core.errors import InputError
+from core.exits import ExitCode
 from core.feast_store import feature_store_session
-from core.options import ProfileOption, profile_settings
 from core.settings import FeastSettings
-from core.spark_io import historical_features, retrieval_to_pandas, uses_spark
 from materialize.online import parse_time
 
 if TYPE_CHECKING:
@@ -167,7 +170,7 @@ def check_skew(
     Raises:
         SkewInputError: Bad sample size, unknown service, nothing materialized, or views
             with different join keys.
-        FeastConfigurationError: The profile cannot be used as configured.
+        ConfigurationError: The profile cannot be used as configured.
     """
     if sample < 1:
         raise SkewInputError(f"--sample must be at least 1, got {sample}")

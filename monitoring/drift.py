@@ -18,9 +18,9 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 import typer
 
+from cli.options import ProfileOption, profile_settings
+from core.errors import StaleDataError as _StaleData
 from core.exits import ExitCode
-from core.exits import StaleDataError as _StaleData
-from core.options import ProfileOption, profile_settings
 from core.settings import DataSettings, FeastSettings
 from monitoring.settings import MonitoringSettings
 
@@ -201,7 +201,7 @@ def _champion_samples(
     except OnDemandSourceMismatch as error:
         raise DriftInputError(str(error)) from error
     sources: dict[str, Any] = {"champion": lineage.describe()}
-    from core.spark_io import uses_spark
+    from core.compute import uses_spark
 
     on_cluster = uses_spark(store) and reference_path is current_path is None
     if on_cluster and source == "snapshots":
@@ -251,11 +251,10 @@ def _champion_samples(
     features = lineage.features or None
     score_column = None
     try:
-        from core.model_trust import load_registered_model
+        from core.models import ModelRegistry
 
-        model = load_registered_model(
-            MlflowSettings().resolved_tracking_uri(), lineage.model_name, lineage.version
-        )
+        registry = ModelRegistry(MlflowSettings().resolved_tracking_uri())
+        _, model = registry.load_version(lineage.model_name, version=lineage.version)
         names = features or [c for c in reference.columns if c in current.columns]
         reference = reference.assign(**{SCORE_COLUMN: score_rows(model, reference, names)})
         if SCORE_COLUMN not in current.columns:
@@ -322,11 +321,10 @@ def _samples_on_spark(
     frames: list[Any] = [side.frame if aggregate else side.to_pandas() for side in sides]
     score_column: str | None = SCORE_COLUMN
     try:  # score drift is a bonus: report why it is missing
-        from core.model_trust import load_registered_model
+        from core.models import ModelRegistry
 
-        model = load_registered_model(
-            MlflowSettings().resolved_tracking_uri(), lineage.model_name, lineage.version
-        )
+        registry = ModelRegistry(MlflowSettings().resolved_tracking_uri())
+        _, model = registry.load_version(lineage.model_name, version=lineage.version)
         if aggregate:
             frames = [score_on_spark(store, s, model, features, stack=stack).frame for s in sides]
         else:
@@ -489,7 +487,7 @@ def drift_command(
     Exit code 0: no major drift; 4: major drift; 5: stale data; 2: bad input; 1: other
     failure.
     """
-    from core.exits import exit_on_error
+    from cli.errors import exit_on_error
     from monitoring.statistics import DriftInputError
 
     started = datetime.now(UTC)

@@ -20,10 +20,11 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from core.exits import ExitCode, InputError
+from cli.options import ProfileOption, profile_settings
+from core.errors import InputError
+from core.exits import ExitCode
 from core.files import write_text_atomically
-from core.options import ProfileOption, profile_settings
-from core.settings import DataSettings
+from core.settings import DataSettings, MlflowSettings
 from monitoring.settings import MonitoringSettings
 
 if TYPE_CHECKING:
@@ -119,7 +120,7 @@ def read_label_window(
     """
     import pandas as pd
 
-    from core.spark_io import uses_spark
+    from core.compute import uses_spark
     from core.tables import TableReadError, read_time_window
 
     columns = ["user_id", TIMESTAMP, "label"]
@@ -149,7 +150,7 @@ def _label_window_on_spark(
 ) -> list[pd.DataFrame]:
     from pyspark.sql import functions as F
 
-    from core.spark_io import (
+    from core.compute.spark.io import (
         iter_arrow_batches,
         spark_session,
         spark_uri,
@@ -317,7 +318,11 @@ def _record_metrics(
     from core.stage_metrics import record_champion_from_registry, record_evaluation
 
     record_evaluation(roc_auc=evaluation.roc_auc, matched=evaluation.matched, min_auc=min_auc)
-    record_champion_from_registry(settings.model_name, alias=settings.model_alias)
+    record_champion_from_registry(
+        settings.model_name,
+        alias=settings.model_alias,
+        tracking_uri=MlflowSettings().resolved_tracking_uri(),
+    )
 
 
 def evaluate_command(
@@ -348,7 +353,7 @@ def evaluate_command(
     """
     import pandas as pd
 
-    from core.exits import exit_on_error
+    from cli.errors import exit_on_error
     from core.feast_store import feature_store_session
     from monitoring.snapshots import read_prediction_log
     from monitoring.windows import parse_window

@@ -139,7 +139,7 @@ def _retrieve(
             time whenever it arrived: the current window judges the data that came in,
             late batches included, not what was known at its event time.
     """
-    from core.spark_io import retrieval_to_pandas
+    from core.compute.spark.io import retrieval_to_pandas
 
     job = store.get_historical_features(
         entity_df=entity_rows,

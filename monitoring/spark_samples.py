@@ -38,8 +38,8 @@ if TYPE_CHECKING:
     from feast import FeatureStore
     from pyspark.sql import DataFrame as SparkFrame
 
+    from core.compute.spark.io import StagedRetrieval
     from core.feast_adapter.services import ServiceFeatures
-    from core.spark_io import StagedRetrieval
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _FAR_FUTURE = datetime(2200, 1, 1, tzinfo=UTC)
@@ -80,7 +80,7 @@ def _stage_join(
     """
     from pyspark.sql import functions as F
 
-    from core.spark_io import historical_features, staged_retrieval
+    from core.compute.spark.io import historical_features, staged_retrieval
 
     job = stack.enter_context(
         historical_features(
@@ -244,7 +244,7 @@ def score_on_spark(
     """
     from pyspark.sql.types import DoubleType, StructField, StructType
 
-    from core.spark_io import spark_uri, staged_parquet, staging_location
+    from core.compute.spark.io import spark_uri, staged_parquet, staging_location
 
     schema = StructType([*sample.frame.schema.fields, StructField(SCORE_COLUMN, DoubleType())])
     scored = sample.frame.mapInArrow(ScoreOnExecutors(model, features), schema)

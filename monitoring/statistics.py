@@ -19,7 +19,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 
-from core.exits import InputError
+from core.errors import InputError
 from monitoring.settings import Correction, MonitoringSettings
 
 Severity = Literal["none", "minor", "major"]

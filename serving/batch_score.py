@@ -42,10 +42,11 @@ import typer
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from core.exits import InputError, UnavailableError, exit_on_error
+from cli.errors import exit_on_error
+from cli.options import ProfileOption, profile_settings
+from core.errors import InputError, UnavailableError
 from core.feast_store import feature_store_session
 from core.lineage import LineageError, ModelLineage
-from core.options import ProfileOption, profile_settings
 from core.settings import DEFAULT_MODEL_NAME, DataSettings, FeastSettings
 
 if TYPE_CHECKING:
@@ -284,7 +285,7 @@ def _population(
     """
     from feast.infra.offline_stores.offline_utils import get_offline_store_from_config
 
-    from core.spark_io import retrieval_to_pandas
+    from core.compute.spark.io import retrieval_to_pandas
 
     offline = get_offline_store_from_config(store.config.offline_store)
     on_demand = {view.name for view in store.list_on_demand_feature_views()}
@@ -339,7 +340,7 @@ def _retrieve(
     store: FeatureStore, service: Any, features: ServiceFeatures, users: np.ndarray, at: datetime
 ) -> pd.DataFrame:
     """Point-in-time features of ``users`` at ``at``, one row per user, sorted by user."""
-    from core.spark_io import historical_features, retrieval_to_pandas
+    from core.compute.spark.io import historical_features, retrieval_to_pandas
 
     entity = pd.DataFrame({USER_ID: users, TIMESTAMP: pd.Timestamp(at)})
     try:

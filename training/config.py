@@ -13,7 +13,8 @@ from typing import Any, Literal
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from core.exits import ExitCode, InputError
+from core.errors import InputError
+from core.exits import ExitCode
 from core.settings import DEFAULT_MODEL_NAME, DataSettings, FeastProfile, FeastSettings
 from core.tables import LABEL
 

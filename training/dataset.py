@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
+from core.compute import uses_spark
 from core.feast_adapter.services import (
     FeatureServiceError,
     ServiceFeatures,
@@ -28,7 +29,6 @@ from core.feast_adapter.services import (
 from core.feast_adapter.services import (
     resolve_service_features as resolve_with_feast,
 )
-from core.spark_io import uses_spark
 from core.tables import LABEL
 from training.config import MissingPolicy, TrainingError
 from training.leakage import ROW_ID, TIMESTAMP, LeakageAudit, audit_point_in_time

@@ -126,7 +126,9 @@ def _record_metrics(
     test_auc = result.test_roc_auc if result else None
     record_training(outcome=outcome, test_auc=test_auc, min_auc=config.min_auc)
     if result is not None:
-        record_champion_from_registry(config.model_name)
+        record_champion_from_registry(
+            config.model_name, tracking_uri=MlflowSettings().resolved_tracking_uri()
+        )
 
 
 def _run_training(config: TrainingConfig, mlflow_settings: MlflowSettings | None) -> TrainingResult:

@@ -11,8 +11,8 @@ from typing import Annotated
 
 import typer
 
-from core.exits import exit_on_error
-from core.settings import DEFAULT_MODEL_NAME
+from cli.errors import exit_on_error
+from core.settings import DEFAULT_MODEL_NAME, MlflowSettings
 
 
 def promote_version(model_name: str, version: str) -> str | None:
@@ -72,7 +72,7 @@ def promote_command(
         typer.echo(f"{model_name}@champion -> v{version}{was}")
     from core.stage_metrics import record_champion_from_registry
 
-    record_champion_from_registry(model_name)
+    record_champion_from_registry(model_name, tracking_uri=MlflowSettings().resolved_tracking_uri())
 
 
 def rollback_command(
@@ -84,4 +84,4 @@ def rollback_command(
     typer.echo(f"{model_name}@champion -> v{new} (rolled back from v{old})")
     from core.stage_metrics import record_champion_from_registry
 
-    record_champion_from_registry(model_name)
+    record_champion_from_registry(model_name, tracking_uri=MlflowSettings().resolved_tracking_uri())

@@ -14,8 +14,9 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from core.errors import UntrustedModelError
 from core.lineage import LineageError, ModelLineage
-from core.model_trust import UntrustedModelError, load_registered_model
+from core.models import ModelRegistry
 from training.models import evaluate
 from training.registry import (
     CHAMPION,
@@ -162,7 +163,9 @@ def score_champion(champion: Any, training_set: TrainingSet, split: TimeSplit) -
             "promote by hand if wanted",
         )
     try:
-        model = load_registered_model(mlflow.get_tracking_uri(), str(champion.name), version)
+        _, model = ModelRegistry(mlflow.get_tracking_uri()).load_version(
+            str(champion.name), version=version
+        )
     except UntrustedModelError as error:
         return ChampionScore(
             version,

@@ -12,7 +12,7 @@ import json
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
-from core.exits import InputError
+from core.errors import InputError
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

@@ -1,6 +1,6 @@
 """Training sets on the spark profile: the join and the leakage audit run on the cluster.
 
-The executors write the joined rows to the profile's staging location (``core.spark_io``);
+The executors write the joined rows to the profile's staging location (``core.compute.spark.io``);
 the leakage audit reads them back *in Spark* (only counts reach the driver), and training
 receives the rows as Arrow record batches of bounded size, each cut down to the columns the
 model needs before the next one is read (never one ``toPandas()``, Feast issue #5671).
@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 
 import pandas as pd
 
-from core.spark_io import ARROW_BATCH_ROWS, historical_features, staged_retrieval
+from core.compute.spark.io import ARROW_BATCH_ROWS, historical_features, staged_retrieval
 from training.leakage import source_pull
 
 if TYPE_CHECKING:

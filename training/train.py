@@ -11,8 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
-from core.exits import exit_on_error
-from core.options import ProfileOption, given_options
+from cli.errors import exit_on_error
+from cli.options import ProfileOption, given_options
 from core.settings import DEFAULT_MODEL_NAME
 from training.config import (
     MissingPolicy,

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from core.exits import InputError
+from core.errors import InputError
 
 if TYPE_CHECKING:
     from feast import FeatureStore

@@ -20,7 +20,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from core.exits import UnavailableError
+from core.errors import UnavailableError
 
 # Defined beside the encoders, which Spark executors import without DuckDB; re-exported.
 from materialize.engine.encoding import CREATED_COLUMN as CREATED_COLUMN

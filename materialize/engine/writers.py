@@ -29,7 +29,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from core.exits import BlockedError, UnavailableError
+from core.errors import BlockedError, UnavailableError
 from core.feast_adapter.layout import RedisLayout
 from materialize.engine.encoding import (
     CREATED_COLUMN,

@@ -6,16 +6,15 @@ import pytest
 import typer
 from pydantic import BaseModel, ValidationError
 
-from core.exits import (
+from cli.errors import exit_on_error
+from core.errors import (
     BlockedError,
-    ExitCode,
+    ConfigurationError,
     InputError,
     StaleDataError,
     UnavailableError,
-    exit_code_for,
-    exit_on_error,
 )
-from core.feast_store import FeastConfigurationError
+from core.exits import ExitCode, exit_code_for
 from materialize.engine.writers import OnlineStoreFullError, OnlineStoreUnavailableError
 from serving.batch_score import ScoreFailure, ScoreInputError
 from training.config import TrainingError
@@ -37,7 +36,7 @@ def _validation_error() -> ValidationError:
     ("error", "code"),
     [
         (InputError("x"), ExitCode.BAD_INPUT),
-        (FeastConfigurationError("unset ${CHURN_REDIS_URL}"), ExitCode.BAD_INPUT),
+        (ConfigurationError("unset ${CHURN_REDIS_URL}"), ExitCode.BAD_INPUT),
         (TrainingError("no labels"), ExitCode.BAD_INPUT),
         (ScoreInputError("no version"), ExitCode.BAD_INPUT),
         (_validation_error(), ExitCode.BAD_INPUT),

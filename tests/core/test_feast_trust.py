@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import OnDemandSourceMismatch
 from core.feast_store import open_feature_store
 from core.feast_trust import (
-    OnDemandSourceMismatch,
     check_on_demand_sources,
     repo_on_demand_sources,
     source_sha256,
@@ -37,10 +37,14 @@ def test_the_applied_repo_passes_and_an_injected_statement_is_refused_unexecuted
 
     marker = tmp_path / "ran"
     tamper_registry(applied, "user_feature_transforms", f"\nopen({str(marker)!r}, 'w')\n")
-    store = open_feature_store(applied.feast)
+    store = open_feature_store(applied.feast, verify_on_demand_sources=False)
     with pytest.raises(OnDemandSourceMismatch, match="user_feature_transforms: the registry's"):
         check_on_demand_sources(store, applied.feast.repo_path)
     assert not marker.exists()  # checking never executes the stored text
+    # The checkpoint: opening the store (as every command does) runs the same check.
+    with pytest.raises(OnDemandSourceMismatch, match="user_feature_transforms: the registry's"):
+        open_feature_store(applied.feast)
+    assert not marker.exists()
 
     # `churn train` refuses it before any retrieval (a process of its own: no MLflow state
     # leaks into other tests).

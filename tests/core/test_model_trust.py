@@ -14,14 +14,14 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import FunctionTransformer
 
+from core.errors import UntrustedModelError
 from core.model_trust import (
     HASH_TAG,
     TRUSTED_TYPES,
-    UntrustedModelError,
-    load_registered_model,
     logged_model_sha256,
     untrusted_types_of,
 )
+from core.models import ModelRegistry
 from tests.utils.features import CHURN_V1_FEATURES
 from tests.utils.serving import fit_model, register_model, tracking_uri_in, training_frame
 
@@ -74,7 +74,7 @@ def test_the_trusted_types_cover_every_model_family_training_fits() -> None:
 def test_a_model_registered_with_its_hash_loads(uri: str) -> None:
     model = fit_model()
     version = register_model(uri, project="p", name="m", model=model)
-    loaded = load_registered_model(uri, "m", version)
+    loaded = ModelRegistry(uri).load_version("m", version=version)[1]
     frame, _ = training_frame(rows=20, seed=2)
     np.testing.assert_allclose(
         loaded.predict_proba(frame[CHURN_V1_FEATURES]), model.predict_proba(frame)
@@ -84,7 +84,7 @@ def test_a_model_registered_with_its_hash_loads(uri: str) -> None:
 def test_pickle_formats_are_refused(uri: str) -> None:
     version = _log_other(uri, fit_model(), serialization_format="cloudpickle")
     with pytest.raises(UntrustedModelError, match="serialized as 'cloudpickle' refused"):
-        load_registered_model(uri, "m", version)
+        ModelRegistry(uri).load_version("m", version=version)[1]
 
 
 def test_types_outside_our_list_are_refused_even_if_the_artifact_trusts_them(uri: str) -> None:
@@ -102,7 +102,7 @@ def test_types_outside_our_list_are_refused_even_if_the_artifact_trusts_them(uri
         UntrustedModelError,
         match=r"needs types that are not trusted: tests\.core\.test_model_trust\.double",
     ):
-        load_registered_model(uri, "m", version)
+        ModelRegistry(uri).load_version("m", version=version)[1]
 
 
 def test_changed_files_and_a_missing_hash_are_refused(uri: str) -> None:
@@ -117,9 +117,9 @@ def test_changed_files_and_a_missing_hash_are_refused(uri: str) -> None:
     ]
     stored.write_bytes(stored.read_bytes() + b"\0")
     with pytest.raises(UntrustedModelError, match="model files changed since training"):
-        load_registered_model(uri, "m", version)
+        ModelRegistry(uri).load_version("m", version=version)[1]
     assert local.is_dir()
 
     unhashed = register_model(uri, project="p", name="m", tags={HASH_TAG: ""})
     with pytest.raises(UntrustedModelError, match=f"no {HASH_TAG} tag"):
-        load_registered_model(uri, "m", unhashed)
+        ModelRegistry(uri).load_version("m", version=unhashed)[1]

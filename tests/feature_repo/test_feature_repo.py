@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 from feast import FeatureStore
 
-from core.feast_store import FeastConfigurationError, feature_store_session, open_feature_store
+from core.errors import ConfigurationError
+from core.feast_store import feature_store_session, open_feature_store
 from core.settings import FeastSettings
 from materialize.apply import apply_feature_repo
 from tests.utils.feast_repo import TestRepo, make_feature_repo
@@ -73,13 +74,13 @@ def test_team_profile_without_registry_url_names_the_variable(
 ) -> None:
     monkeypatch.delenv("CHURN_REGISTRY_URL", raising=False)
     repo = make_feature_repo(tmp_path, project=feast_project, profile="team")
-    with pytest.raises(FeastConfigurationError, match="CHURN_REGISTRY_URL"):
+    with pytest.raises(ConfigurationError, match="CHURN_REGISTRY_URL"):
         open_feature_store(repo.feast)
 
 
 def test_missing_profile_file_is_named(tmp_path) -> None:
     settings = FeastSettings(repo_path=tmp_path)
-    with pytest.raises(FeastConfigurationError, match=r"feature_store\.yaml"):
+    with pytest.raises(ConfigurationError, match=r"feature_store\.yaml"):
         open_feature_store(settings)
 
 

@@ -1,4 +1,4 @@
-"""Command-line options shared by the stage commands."""
+"""Command-line options shared by the `churn` commands."""
 
 from __future__ import annotations
 

@@ -22,7 +22,8 @@ import pyarrow as pa
 import pyarrow.dataset as ds
 import pyarrow.fs as pafs
 
-from core.feast_store import FeastConfigurationError
+from core.compute import uses_spark
+from core.errors import ConfigurationError
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -33,20 +34,15 @@ if TYPE_CHECKING:
 ARROW_BATCH_ROWS = 65_536
 
 
-def uses_spark(store: FeatureStore) -> bool:
-    """Whether the store's offline store is Feast's Spark store (the spark profile)."""
-    return getattr(store.config.offline_store, "type", None) == "spark"
-
-
 def staging_location(store: FeatureStore) -> str:
     """The spark profile's staging location.
 
     Raises:
-        FeastConfigurationError: The offline store has no staging location.
+        ConfigurationError: The offline store has no staging location.
     """
     location = getattr(store.config.offline_store, "staging_location", None)
     if not location:
-        raise FeastConfigurationError(
+        raise ConfigurationError(
             "the spark offline store needs a staging_location (CHURN_SPARK_STAGING) that the "
             "executors and this process can both reach"
         )
@@ -308,7 +304,7 @@ def staged_retrieval(
             default they are computed batch by batch as the driver reads.
 
     Raises:
-        FeastConfigurationError: The profile has no staging location.
+        ConfigurationError: The profile has no staging location.
     """
     joined: SparkFrame = job.to_spark_df()  # type: ignore[attr-defined]
     views = list(job.on_demand_feature_views)
