@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
+from core.errors import LineageError
 from core.model_trust import HASH_TAG
 
 FEATURE_SERVICE_TAG = "feast.feature_service"
@@ -30,10 +31,6 @@ TEST_END_TAG = "data.test_end"
 TEST_ROC_AUC_TAG = "test_roc_auc"
 LABELS_PATH_TAG = "data.labels_path"
 _PARTS = ("train", "val", "test")
-
-
-class LineageError(ValueError):
-    """Tags lack a lineage field or hold a value that cannot be parsed."""
 
 
 def _utc(value: str, *, tag: str, owner: str) -> datetime:

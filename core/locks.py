@@ -31,11 +31,9 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+from core.errors import LockTimeout
+
 _POLL_SECONDS = 0.05
-
-
-class LockTimeout(TimeoutError):
-    """The lock was not acquired within the allowed time."""
 
 
 def _advisory_key(name: str) -> int:

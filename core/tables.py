@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from core.errors import InputError
+from core.errors import TableReadError
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -90,10 +90,6 @@ LABELS = OfflineTable(
     ),
     key=(USER_ID, EVENT_TIMESTAMP),
 )
-
-
-class TableReadError(InputError):
-    """An offline table cannot be read as asked (message names the table and the problem)."""
 
 
 def read_time_window(

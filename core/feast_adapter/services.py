@@ -11,17 +11,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from core.errors import InputError
+from core.errors import FeatureServiceError
 
 if TYPE_CHECKING:
     from feast import FeatureStore
 
 # The entity frame's time column: a request field of that name is filled by Feast itself.
 TIMESTAMP = "event_timestamp"
-
-
-class FeatureServiceError(InputError):
-    """A feature service cannot be resolved as asked (the message names the problem)."""
 
 
 @dataclass(frozen=True)
