@@ -39,6 +39,7 @@ class TamperedRegistry:
     champion: str
     other: str
     folder: Path
+    history_end: str
 
 
 def _churn(
@@ -68,7 +69,7 @@ def _tamper(registry: ModelRegistry, name: str, version: str) -> None:
 def tampered(tmp_path_factory: pytest.TempPathFactory) -> TamperedRegistry:
     folder = tmp_path_factory.mktemp("tampered")
     repo = make_feature_repo(folder, project=unique_name("tamper"), profile="embedded")
-    make_churn_tables(repo.data)
+    tables = make_churn_tables(repo.data)
     tracking_uri = f"sqlite:///{folder / 'mlflow.db'}"
     environment = {
         **os.environ,
@@ -92,7 +93,10 @@ def tampered(tmp_path_factory: pytest.TempPathFactory) -> TamperedRegistry:
     other = "2" if champion == "1" else "1"
     for version in ("1", "2"):
         _tamper(registry, "churn-predictor", version)
-    return TamperedRegistry(environment, champion=champion, other=other, folder=folder)
+    history_end = tables.features["event_timestamp"].max().isoformat()
+    return TamperedRegistry(
+        environment, champion=champion, other=other, folder=folder, history_end=history_end
+    )
 
 
 def test_churn_score_refuses_a_tampered_champion(tampered: TamperedRegistry) -> None:
@@ -113,7 +117,10 @@ def test_churn_promote_refuses_a_tampered_version(tampered: TamperedRegistry) ->
 
 def test_churn_drift_refuses_to_score_with_a_tampered_champion(tampered: TamperedRegistry) -> None:
     out = tampered.folder / "drift"
-    completed = _churn(tampered.environment, "drift", "--out", str(out), "--no-retrain")
+    completed = _churn(
+        tampered.environment,
+        "drift", "--out", str(out), "--no-retrain", "--until", tampered.history_end,
+    )  # fmt: skip
     assert REFUSED in completed.stdout + completed.stderr
     report = json.loads((out / "drift.json").read_text())
     assert REFUSED in json.dumps(report)
