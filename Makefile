@@ -50,12 +50,18 @@ LOCK_ARGS ?=
 .PHONY: lock
 lock: ## Refresh requirements.lock from pyproject.toml (LOCK_ARGS=--upgrade: newest versions)
 	@[ -x $(BIN)/uv ] || $(MAKE) install
+	@# Into a copy (uv takes its versions as preferences), replacing the lock only if it
+	@# changed: an unchanged lock keeps the install stamp valid.
+	@if [ -f $(LOCK) ]; then cp $(LOCK) $(LOCK).new; fi
 	$(BIN)/python -m pip config list \
 		| sed -n -E "s/^(:env:|global|install)\.constraint='(.*)'$$/\2/p" | xargs -r cat \
 		| $(BIN)/uv pip compile pyproject.toml $(patsubst %,--extra %,$(subst $(comma), ,$(LOCK_EXTRAS))) \
 			--python-version $(LOCK_PYTHON) --python-platform x86_64-unknown-linux-gnu \
 			--generate-hashes --no-config --default-index https://pypi.org/simple --constraints - \
-			--custom-compile-command "make lock" --quiet $(LOCK_ARGS) --output-file $(LOCK)
+			--custom-compile-command "make lock" --quiet $(LOCK_ARGS) --output-file $(LOCK).new \
+		|| { rm -f $(LOCK).new; exit 1; }
+	@if cmp -s $(LOCK).new $(LOCK); then rm $(LOCK).new; echo "$(LOCK): unchanged"; \
+	else mv $(LOCK).new $(LOCK); echo "$(LOCK): updated (\`make install\` installs it)"; fi
 
 # The orchestrator (Dagster) is in the lock: `make install` installs it. Kept as a name.
 .PHONY: workflow-install
