@@ -4,42 +4,74 @@ PYTHON ?= python3.11
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# The spark extra (pyspark, ~450 MB) is in by default: the test suite runs the spark profile.
-# `make install EXTRAS=dev` leaves it out on a machine that never runs Spark.
-EXTRAS ?= dev,spark
+comma := ,
+# requirements.lock pins every package (with its hashes) of the project and these extras, for
+# Python 3.11 on Linux x86_64: `make install` and CI install exactly it; `make lock` refreshes it.
+# The spark extra (pyspark, ~450 MB) is in: the test suite runs the spark profile.
+LOCK := requirements.lock
+LOCK_EXTRAS := dev,spark,workflow
+# The Python of this machine and CI (pymdown-extensions, under mkdocs-material, needs >= 3.11.5).
+LOCK_PYTHON := 3.11.7
+# `make install EXTRAS=dev` leaves spark (and Dagster) out on a machine that never runs them: it
+# installs the lock's versions of what those extras need, without the hash check (pip checks
+# hashes only for a whole hashed file, and the project itself cannot carry one).
+EXTRAS ?= $(LOCK_EXTRAS)
 export MLFLOW_DISABLE_TELEMETRY := true
 
 .DEFAULT_GOAL := help
 
 .PHONY: help
 help: ## List the targets
-	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-10s\033[0m %s\n", $$1, $$2}'
+	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  \033[36m%-16s\033[0m %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
-	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python >= 3.11 needed)"; exit 1; }
+# `python -m pip`, not bin/pip: a copied .venv keeps the old path in its scripts' first line.
+$(STAMP): $(LOCK) pyproject.toml
+	@command -v $(PYTHON) >/dev/null || { echo "error: $(PYTHON) not found (Python >= 3.11.5 needed)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[$(EXTRAS)]"
+	$(BIN)/python -m pip install --quiet --upgrade pip
+ifeq ($(EXTRAS),$(LOCK_EXTRAS))
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+else
+	$(BIN)/python -m pip install --quiet -c <(sed -e '/--hash=/d' -e 's/ \\$$//' $(LOCK)) -e ".[$(EXTRAS)]"
+endif
 	@touch $(STAMP)
 
 .PHONY: install
-install: $(STAMP) ## Create .venv and install the project with its dev tools
+install: $(STAMP) ## Create .venv and install requirements.lock (dev tools, spark, Dagster), then the project
 
-# The orchestrator (Dagster) resolves next to Feast and MLflow without moving a pin, so it
-# goes into the same .venv as an optional group; its tasks still run the `churn` commands.
-WORKFLOW_STAMP := $(VENV)/.workflow-installed
-$(WORKFLOW_STAMP): $(STAMP) pyproject.toml
-	$(BIN)/pip install --quiet -e ".[$(EXTRAS),workflow]"
-	@touch $(WORKFLOW_STAMP)
+# uv resolves from PyPI alone (--no-config: no index or uv.toml of the machine) for the target
+# Python and platform, whatever runs it, in seconds; pip-tools would resolve through pip and
+# its local configuration. An existing lock's versions are kept unless pyproject.toml needs
+# others (LOCK_ARGS=--upgrade takes the newest). pip's own constraint files, where the machine
+# has any, bind the lock too (`pip install` would refuse a lock that breaks them); they come in
+# on stdin so that no path of this machine is written into the lock.
+LOCK_ARGS ?=
+.PHONY: lock
+lock: ## Refresh requirements.lock from pyproject.toml (LOCK_ARGS=--upgrade: newest versions)
+	@[ -x $(BIN)/uv ] || $(MAKE) install
+	@# Into a copy (uv takes its versions as preferences), replacing the lock only if it
+	@# changed: an unchanged lock keeps the install stamp valid.
+	@if [ -f $(LOCK) ]; then cp $(LOCK) $(LOCK).new; fi
+	$(BIN)/python -m pip config list \
+		| sed -n -E "s/^(:env:|global|install)\.constraint='(.*)'$$/\2/p" | xargs -r cat \
+		| $(BIN)/uv pip compile pyproject.toml $(patsubst %,--extra %,$(subst $(comma), ,$(LOCK_EXTRAS))) \
+			--python-version $(LOCK_PYTHON) --python-platform x86_64-unknown-linux-gnu \
+			--generate-hashes --no-config --default-index https://pypi.org/simple --constraints - \
+			--custom-compile-command "make lock" --quiet $(LOCK_ARGS) --output-file $(LOCK).new \
+		|| { rm -f $(LOCK).new; exit 1; }
+	@if cmp -s $(LOCK).new $(LOCK); then rm $(LOCK).new; echo "$(LOCK): unchanged"; \
+	else mv $(LOCK).new $(LOCK); echo "$(LOCK): updated (\`make install\` installs it)"; fi
 
+# The orchestrator (Dagster) is in the lock: `make install` installs it. Kept as a name.
 .PHONY: workflow-install
-workflow-install: $(WORKFLOW_STAMP) ## Install the orchestrator (Dagster) into .venv
+workflow-install: install ## Same as `make install` (Dagster is in requirements.lock)
 
 WORKFLOW_PORT ?= 3000
 DAGSTER_HOME ?= $(CURDIR)/data/dagster
 
 .PHONY: workflow
-workflow: $(WORKFLOW_STAMP) ## Start the schedule locally: Dagster UI + scheduler, http://127.0.0.1:3000 (WORKFLOW_PORT)
+workflow: $(STAMP) ## Start the schedule locally: Dagster UI + scheduler, http://127.0.0.1:3000 (WORKFLOW_PORT)
 	@mkdir -p $(DAGSTER_HOME) && cp workflow/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
 	DAGSTER_HOME=$(DAGSTER_HOME) $(BIN)/dagster dev -m workflow.definitions -h 127.0.0.1 -p $(WORKFLOW_PORT)
 
@@ -143,15 +175,15 @@ demo-spark: $(STAMP) ## Run the demo on the spark profile (SPARK_MASTER=spark://
 	$(MAKE) demo DEMO_PROFILE=spark
 
 .PHONY: test
-test: $(WORKFLOW_STAMP) services ## Run the whole test suite (unit and service-backed) in random order
+test: $(STAMP) services ## Run the whole test suite (unit and service-backed) in random order
 	$(BIN)/python -m pytest
 
 .PHONY: test-unit
-test-unit: $(WORKFLOW_STAMP) ## Run only the fast in-process tests (marker `unit`; no services needed)
+test-unit: $(STAMP) ## Run only the fast in-process tests (marker `unit`; no services needed)
 	$(BIN)/python -m pytest -m unit
 
 .PHONY: lint
-lint: $(WORKFLOW_STAMP) ## ruff format check, ruff lint, mypy, the layering contract (import-linter), the checkpoints
+lint: $(STAMP) ## ruff format check, ruff lint, mypy, the layering contract (import-linter), the checkpoints
 	$(BIN)/ruff format --check .
 	$(BIN)/ruff check .
 	$(BIN)/mypy
