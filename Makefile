@@ -196,6 +196,19 @@ format: $(STAMP) ## Format the code with ruff
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
+# The documentation site (MkDocs, Material theme): docs/ and mkdocs.yml. The configuration
+# reference is generated from the settings classes at build time (docs/hooks/).
+DOCS_PORT ?= 8001
+
+.PHONY: docs docs-serve
+# Material prints a banner about its successor on every build; nothing here acts on it.
+docs docs-serve: export NO_MKDOCS_2_WARNING = 1
+docs: $(STAMP) ## Build the documentation site into site/ (--strict: a warning fails it)
+	$(BIN)/mkdocs build --strict --site-dir site
+
+docs-serve: $(STAMP) ## Serve the documentation with live reload, http://127.0.0.1:8001 (DOCS_PORT)
+	$(BIN)/mkdocs serve --strict --dev-addr 127.0.0.1:$(DOCS_PORT)
+
 .PHONY: bench
 bench: $(STAMP) services ## Run the benchmarks (prints figures; slow)
 	$(BIN)/python -m bench.materialize
