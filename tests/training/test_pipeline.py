@@ -66,6 +66,8 @@ def test_a_model_below_the_gate_is_not_registered(churn_repo: ChurnRepo) -> None
         output_format="list",
     )
     assert "below the gate" in run.data.tags["gate.reason"]
+    # Feast's own MLflow integration, switched on for training, tagged the retrieval.
+    assert run.data.tags["feast.retrieval_type"] == "historical"
     assert run.data.metrics["test_roc_auc"] < 0.999
     parts = [int(run.data.params[f"data.rows_{part}"]) for part in ("train", "val", "test")]
     assert sum(parts) == len(churn_repo.tables.labels)

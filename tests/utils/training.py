@@ -15,13 +15,12 @@ import numpy as np
 import pandas as pd
 import typer
 
+from cli.training import promote_command, rollback_command, train_command
 from core.settings import DataSettings, FeastSettings
 from core.tables import LABELS, USER_FEATURES
 from materialize.apply import apply_feature_repo
 from tests.utils.history import logistic, write_history, write_parquet
-from training.config import TrainingConfig
-from training.promote import promote_command, rollback_command
-from training.train import train_command
+from training import TrainingConfig
 
 START = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday
 
