@@ -93,9 +93,9 @@ def train(
     _run(command, env, repo.parent)
     wall = time.monotonic() - started
 
-    import mlflow
+    from core.models import mlflow_client
 
-    client = mlflow.MlflowClient(tracking_uri=env["MLFLOW_TRACKING_URI"])
+    client = mlflow_client(env["MLFLOW_TRACKING_URI"])
     versions = client.search_model_versions(f"name = '{model_name}'")
     run_id = versions[0].run_id if versions else None
     if run_id is None:  # below the gate: the latest parent run of the family

@@ -1,7 +1,10 @@
-"""What a training run is asked to do (``TrainingConfig``) and what it did (``TrainingResult``).
+"""The typed requests and outcomes of training's entry points.
 
-Both are light (no heavy imports) so the command line and other components, such as the
-monitoring job's retraining trigger, can build them cheaply.
+``churn train`` asks :func:`training.run_training` with a :class:`TrainingConfig` and gets a
+:class:`TrainingResult`; ``churn promote`` and ``churn rollback`` ask with a
+:class:`PromoteRequest` / :class:`RollbackRequest` and get a :class:`PromoteOutcome` /
+:class:`RollbackOutcome`. All are light (no heavy imports) so the command line and other
+components, such as the monitoring job's retraining trigger, build them cheaply.
 """
 
 from __future__ import annotations
@@ -11,29 +14,60 @@ from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
-from core.errors import InputError
 from core.exits import ExitCode
-from core.settings import DEFAULT_MODEL_NAME, DataSettings, FeastProfile, FeastSettings
+from core.settings import DataSettings, FeastProfile, FeastSettings, ModelSettings
 from core.tables import LABEL
 
 ModelFamily = Literal["hist_gradient_boosting", "gradient_boosting"]
 MissingPolicy = Literal["drop", "keep"]
 
 
-class TrainingError(InputError):
-    """Training cannot run as asked: bad input or configuration (exit code 2)."""
+def _model_name() -> str:
+    return ModelSettings().name
+
+
+class _TrainingEnvironment(EnvSettingsSource):
+    """``CHURN_TRAIN_*`` without the model name: that is ``CHURN_MODEL_NAME``, declared once."""
+
+    def __call__(self) -> dict[str, Any]:
+        values = super().__call__()
+        values.pop("model_name", None)
+        return values
 
 
 class TrainingConfig(BaseSettings):
-    """Options of one training run (environment prefix ``CHURN_TRAIN_``).
+    """Options of one training run (environment prefix ``CHURN_TRAIN_``): the request of
+    :func:`training.run_training`.
 
     Every option of ``churn train`` maps to one field; unset paths fall back to the Feast and
-    data settings of the environment.
+    data settings of the environment, the model name to :class:`core.settings.ModelSettings`.
     """
 
-    model_config = SettingsConfigDict(env_prefix="CHURN_TRAIN_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix="CHURN_TRAIN_", extra="ignore", frozen=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Arguments first, then the environment without ``CHURN_TRAIN_MODEL_NAME``."""
+        return (
+            init_settings,
+            _TrainingEnvironment(settings_cls),
+            dotenv_settings,
+            file_secret_settings,
+        )
 
     repo_path: Path | None = Field(
         default=None, description="Feast repo folder (default: CHURN_FEAST_REPO_PATH or ours)."
@@ -48,7 +82,10 @@ class TrainingConfig(BaseSettings):
     label_column: str = LABEL  # the labels table's column (core.tables)
     trials: int = Field(default=50, ge=1)
     timeout: float | None = Field(default=3600.0, gt=0, description="Tuning time budget (s).")
-    model_name: str = DEFAULT_MODEL_NAME
+    model_name: str = Field(
+        default_factory=_model_name,
+        description="Registered model name (default: CHURN_MODEL_NAME).",
+    )
     experiment: str | None = Field(default=None, description="MLflow experiment (default: model).")
     seed: int = 42
     model_family: ModelFamily = "hist_gradient_boosting"
@@ -93,7 +130,7 @@ class TrainingConfig(BaseSettings):
 
 @dataclass(frozen=True)
 class TrainingResult:
-    """Outcome of ``run_training`` (immutable: built once the run has finished)."""
+    """Outcome of :func:`training.run_training` (immutable: built once the run has finished)."""
 
     run_id: str | None
     test_roc_auc: float | None
@@ -119,3 +156,52 @@ class TrainingResult:
     def exit_code(self) -> ExitCode:
         """Exit code of ``churn train``: BLOCKED (3) when trained but below the gate."""
         return ExitCode.BLOCKED if self.below_gate else ExitCode.OK
+
+
+@dataclass(frozen=True)
+class PromoteRequest:
+    """Make a registered version the champion (``churn promote``).
+
+    Attributes:
+        version: The version to promote.
+        model_name: The registered model (default: CHURN_MODEL_NAME).
+    """
+
+    version: str
+    model_name: str = field(default_factory=_model_name)
+
+
+@dataclass(frozen=True)
+class PromoteOutcome:
+    """What :func:`training.run_promote` did.
+
+    Attributes:
+        model_name: The registered model.
+        version: The champion now.
+        previous: The champion before (None: there was none).
+    """
+
+    model_name: str
+    version: str
+    previous: str | None
+
+    @property
+    def changed(self) -> bool:
+        """Whether the champion moved (False when the version already was champion)."""
+        return self.previous != self.version
+
+
+@dataclass(frozen=True)
+class RollbackRequest:
+    """Give the champion alias back to the previous champion (``churn rollback``)."""
+
+    model_name: str = field(default_factory=_model_name)
+
+
+@dataclass(frozen=True)
+class RollbackOutcome:
+    """What :func:`training.run_rollback` did: the champion moved from ``old`` to ``new``."""
+
+    model_name: str
+    old: str
+    new: str

@@ -5,10 +5,8 @@ features come from ``get_historical_features`` with a feature service, so they a
 definitions served online, joined as of each label's time. Nothing here knows feature or
 entity names: they are read from the feature service (resolved by
 ``core.feast_adapter.services``, as every stage does). The point-in-time audit of the
-joined rows is ``training.leakage``.
-
-Imported only by command bodies and ``training.pipeline`` (it imports pandas at module
-level; feast stays inside functions).
+joined rows is ``training.leakage``. The join runs on the store's offline-compute backend
+(:mod:`core.compute`), the same code for every profile.
 """
 
 from __future__ import annotations
@@ -16,25 +14,18 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
+from feast import FeatureStore
 
-from core.compute import uses_spark
-from core.feast_adapter.services import (
-    FeatureServiceError,
-    ServiceFeatures,
-)
-from core.feast_adapter.services import (
-    resolve_service_features as resolve_with_feast,
-)
+from core.compute import offline_compute
+from core.errors import InputError, TableReadError
+from core.feast_adapter.services import ServiceFeatures, resolve_service_features
 from core.tables import LABEL
-from training.config import MissingPolicy, TrainingError
+from training.config import MissingPolicy
 from training.leakage import ROW_ID, TIMESTAMP, LeakageAudit, audit_point_in_time
-
-if TYPE_CHECKING:
-    from feast import FeatureService, FeatureStore
 
 __all__ = [
     "ROW_ID",
@@ -47,7 +38,6 @@ __all__ = [
     "build_training_set",
     "load_labels",
     "report_as_params",
-    "resolve_service_features",
 ]
 
 
@@ -89,39 +79,28 @@ class TrainingSet:
         return digest.hexdigest()
 
 
-def resolve_service_features(store: FeatureStore, service_name: str) -> ServiceFeatures:
-    """A feature service's features, entity keys and request fields (the adapter's).
-
-    Raises:
-        TrainingError: The service does not exist, or two features share a short name.
-    """
-    try:
-        return resolve_with_feast(store, service_name)
-    except FeatureServiceError as error:
-        raise TrainingError(str(error)) from error
-
-
 def load_labels(path: Path, *, required: list[str], label_column: str) -> tuple[pd.DataFrame, int]:
     """Read and check the labels table; return it with the count of rejected null labels.
 
     Raises:
-        TrainingError: The file is missing or unreadable, columns are missing, timestamps
-            are not datetimes, or labels are not 0/1.
+        TableReadError: The file is missing or unreadable, columns are missing, or
+            timestamps are not datetimes.
+        InputError: Labels are not 0/1, or no row is usable.
     """
     if not path.is_file():
-        raise TrainingError(f"labels table {path} does not exist (run `churn ingest` first?)")
+        raise TableReadError(f"labels table {path} does not exist (run `churn ingest` first?)")
     try:
         labels = pd.read_parquet(path)
     except Exception as error:  # pyarrow raises several types for a bad file
-        raise TrainingError(f"labels table {path} is not readable Parquet: {error}") from error
+        raise TableReadError(f"labels table {path} is not readable Parquet: {error}") from error
     missing = [column for column in [*required, TIMESTAMP, label_column] if column not in labels]
     if missing:
-        raise TrainingError(
+        raise TableReadError(
             f"labels table {path} lacks column(s) {', '.join(missing)} "
             f"(has {', '.join(map(str, labels.columns))})"
         )
     if not pd.api.types.is_datetime64_any_dtype(labels[TIMESTAMP]):
-        raise TrainingError(
+        raise TableReadError(
             f"labels column {TIMESTAMP} must hold timestamps, not {labels[TIMESTAMP].dtype}"
         )
     labels = labels[[*required, TIMESTAMP, label_column]].copy()
@@ -134,10 +113,10 @@ def load_labels(path: Path, *, required: list[str], label_column: str) -> tuple[
     values = set(pd.unique(labels[label_column]).tolist())
     if not values <= {0, 1}:  # booleans compare equal to 0 and 1
         shown = ", ".join(map(repr, sorted(values - {0, 1}, key=repr)[:5]))
-        raise TrainingError(f"label column {label_column!r} must be 0/1; found {shown}")
+        raise InputError(f"label column {label_column!r} must be 0/1; found {shown}")
     labels[label_column] = labels[label_column].astype("int64")
     if labels.empty:
-        raise TrainingError(f"labels table {path} has no usable rows ({rejected} rejected)")
+        raise InputError(f"labels table {path} has no usable rows ({rejected} rejected)")
     return labels.reset_index(drop=True), rejected
 
 
@@ -151,6 +130,10 @@ def build_training_set(
 ) -> TrainingSet:
     """Join a labels table with a feature service's features as of each label's time.
 
+    The join, the row count and the leakage audit run on the store's offline-compute
+    backend (:func:`core.compute.offline_compute`): in this process, or on the cluster with
+    only counts and the columns kept coming back.
+
     Args:
         store: The feature store (DuckDB or any offline store supporting the created filter).
         feature_service: Name of the feature service whose features the model uses.
@@ -160,24 +143,32 @@ def build_training_set(
             that handle nulls). Both are counted in the report.
 
     Raises:
-        TrainingError: Bad labels, unknown service, lost rows or non-numeric features.
+        InputError: Bad labels, unknown service, lost rows or non-numeric features.
     """
     features = resolve_service_features(store, feature_service)
     service = features.feast_service
     required = [*features.join_keys, *features.request_fields]
     labels, rejected = load_labels(labels_path, required=required, label_column=label_column)
     entity_frame = labels.assign(**{ROW_ID: np.arange(len(labels), dtype="int64")})
+    columns = [ROW_ID, *required, TIMESTAMP, *features.columns, label_column]
 
-    if uses_spark(store):
-        joined, audit = _retrieve_on_spark(
-            store, service, entity_frame, columns=[*required, TIMESTAMP, *features.columns]
+    with offline_compute(store).point_in_time_join(
+        entity_frame,
+        features=service,
+        label="training",
+        # A value back-filled after the label time (created later) must not be used.
+        filter_by_created_timestamp=True,
+    ) as joined:
+        _check_returned_rows(
+            returned=joined.count(), distinct=joined.count_distinct(ROW_ID), expected=len(labels)
         )
-    else:
-        joined = _retrieve(store, service, entity_frame)
-        audit = audit_point_in_time(store, joined, service=service)
-    # Reported, not raised here: the pipeline logs the count on the run, then refuses.
+        # Reported, not raised here: the pipeline logs the count on the run, then refuses.
+        audit = audit_point_in_time(
+            store, joined, service=service, label_times=entity_frame[TIMESTAMP]
+        )
+        rows = _in_label_order(joined.to_pandas(columns))
 
-    frame = joined[[*features.join_keys, TIMESTAMP, *features.columns, label_column]]
+    frame = rows[[*features.join_keys, TIMESTAMP, *features.columns, label_column]]
     frame = frame.rename(columns=dict(zip(features.columns, features.names, strict=True)))
     frame = _numeric_features(frame, features.names)
     nulls = frame[features.names].isna()
@@ -187,7 +178,7 @@ def build_training_set(
         frame = frame.loc[~incomplete]
     frame = frame.reset_index(drop=True)
     if frame.empty:
-        raise TrainingError(
+        raise InputError(
             f"no training rows left: {missing_rows} of {len(labels)} label rows have "
             "missing features. Is the offline table ingested for the labels' time range? "
             "A value counts only once created (ingested) by the label time: load a history "
@@ -213,29 +204,10 @@ def build_training_set(
     )
 
 
-def _retrieve(
-    store: FeatureStore, service: FeatureService, entity_frame: pd.DataFrame
-) -> pd.DataFrame:
-    """Point-in-time join through Feast; every label row must come back exactly once."""
-    job = store.get_historical_features(
-        entity_df=entity_frame,
-        features=service,
-        full_feature_names=True,
-        # A value back-filled after the label time (created later) must not be used.
-        filter_by_created_timestamp=True,
-    )
-    joined = job.to_df()
-    ids = joined[ROW_ID]
-    _check_returned_rows(
-        returned=len(joined), distinct=int(ids.nunique()), expected=len(entity_frame)
-    )
-    return _in_label_order(joined)
-
-
 def _check_returned_rows(*, returned: int, distinct: int, expected: int) -> None:
     """Every label row must come back exactly once (ids are 0..expected-1)."""
     if returned != expected or distinct != returned:
-        raise TrainingError(
+        raise InputError(
             f"the offline store returned {returned} rows for {expected} label rows "
             f"({expected - distinct} lost, {returned - distinct} duplicated)"
         )
@@ -245,23 +217,6 @@ def _in_label_order(joined: pd.DataFrame) -> pd.DataFrame:
     joined = joined.sort_values(ROW_ID, kind="stable").reset_index(drop=True)
     joined[TIMESTAMP] = pd.to_datetime(joined[TIMESTAMP], utc=True).astype("datetime64[ns, UTC]")
     return joined
-
-
-def _retrieve_on_spark(
-    store: FeatureStore, service: FeatureService, entity_frame: pd.DataFrame, *, columns: list[str]
-) -> tuple[pd.DataFrame, LeakageAudit]:
-    """The join and the audit on the cluster; rows arrive in bounded Arrow batches."""
-    from training.spark_dataset import retrieve_on_spark
-
-    label_column = [c for c in entity_frame.columns if c not in {*columns, ROW_ID}]
-    retrieval = retrieve_on_spark(
-        store, service, entity_frame, row_id=ROW_ID, columns=[ROW_ID, *columns, *label_column]
-    )
-    _check_returned_rows(
-        returned=retrieval.rows, distinct=retrieval.distinct_row_ids, expected=len(entity_frame)
-    )
-    audit = LeakageAudit(leaking_rows=retrieval.leaking_rows, audited=tuple(retrieval.audited))
-    return _in_label_order(retrieval.frame), audit
 
 
 def _numeric_features(frame: pd.DataFrame, names: list[str]) -> pd.DataFrame:
@@ -274,7 +229,7 @@ def _numeric_features(frame: pd.DataFrame, names: list[str]) -> pd.DataFrame:
         if not pd.api.types.is_numeric_dtype(frame[name]) and not frame[name].isna().all()
     ]
     if bad:
-        raise TrainingError(
+        raise InputError(
             f"feature(s) {', '.join(bad)} are not numeric; the model families here need numbers"
         )
     return frame.astype(dict.fromkeys(names, "float64"))

@@ -9,23 +9,32 @@ from __future__ import annotations
 
 import json
 import tempfile
+import warnings
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import mlflow
+import optuna
+import pandas as pd
+from mlflow.data.code_dataset_source import CodeDatasetSource
+from mlflow.data.pandas_dataset import from_pandas
+from mlflow.entities import Metric, Param
+from mlflow.models import infer_signature
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
+from sklearn.base import ClassifierMixin
+
+from core.errors import UntrustedModelError
 from core.lineage import ModelLineage, TimeWindow, TrainingWindow
-from training.config import TrainingConfig, TrainingError
-from training.dataset import DatasetReport, report_as_params
+from core.model_checks import CHECK_ROWS_ARTIFACT, select_check_rows
+from core.model_trust import TRUSTED_TYPES, untrusted_types_of
+from core.models import mlflow_client
+from training.config import TrainingConfig
+from training.dataset import DatasetReport, TrainingSet, report_as_params
+from training.global_view import log_mean_contributions
 from training.models import feature_importances
+from training.split import TimeSplit
 from training.tuning import StudySpec, redact_storage_url
-
-if TYPE_CHECKING:
-    import optuna
-    import pandas as pd
-    from sklearn.base import ClassifierMixin
-
-    from training.dataset import TrainingSet
-    from training.split import TimeSplit
 
 _EXAMPLE_ROWS = 5
 
@@ -48,8 +57,6 @@ def config_params(config: TrainingConfig, spec: StudySpec) -> dict[str, Any]:
 
 def log_data_report(report: DatasetReport) -> None:
     """The training set's report: params, the leakage count, and missing values per feature."""
-    import mlflow
-
     mlflow.log_params(report_as_params(report))
     mlflow.log_metrics({"data.leakage_rows": report.leakage_rows})
     mlflow.log_dict(
@@ -75,8 +82,6 @@ def training_window(split: TimeSplit, labels_path: Path) -> TrainingWindow:
 
 def to_datetime(value: str) -> datetime:
     """An ISO time as an aware datetime (to the microsecond, datetime's resolution)."""
-    import pandas as pd
-
     return pd.Timestamp(value).floor("us").to_pydatetime()
 
 
@@ -86,8 +91,6 @@ def log_lineage(training_set: TrainingSet, split: TimeSplit, config: TrainingCon
     Tags carry the contract (core.lineage) for readers; params make the same values
     searchable and comparable across runs in the MLflow UI.
     """
-    import mlflow
-
     frame = training_set.frame
     counts = split.row_counts()
     report = training_set.report
@@ -114,12 +117,6 @@ def log_lineage(training_set: TrainingSet, split: TimeSplit, config: TrainingCon
 
 def log_dataset_input(training_set: TrainingSet, config: TrainingConfig) -> None:
     """Record the training set as the run's dataset input (name, digest, schema, source)."""
-    import warnings
-
-    import mlflow
-    from mlflow.data.code_dataset_source import CodeDatasetSource
-    from mlflow.data.pandas_dataset import from_pandas
-
     # The set is produced by code (Feast's point-in-time join of the labels), not read from
     # one file, so its source names the inputs.
     source = CodeDatasetSource(
@@ -141,13 +138,11 @@ def log_dataset_input(training_set: TrainingSet, config: TrainingConfig) -> None
         mlflow.log_input(dataset, context="training")  # the schema is inferred here
 
 
-def log_trials(study: optuna.Study, *, experiment_id: str, parent_run_id: str) -> None:
+def log_trials(
+    study: optuna.Study, *, experiment_id: str, parent_run_id: str, tracking_uri: str
+) -> None:
     """Record every finished trial of the study as a nested run of the parent."""
-    import mlflow
-    from mlflow.entities import Metric, Param
-    from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
-
-    client = mlflow.MlflowClient()
+    client = mlflow_client(tracking_uri)
     for trial in study.get_trials(deepcopy=False):
         if trial.datetime_start is None or trial.datetime_complete is None:
             continue
@@ -178,15 +173,11 @@ def log_importances(
     model: ClassifierMixin, training_set: TrainingSet, split: TimeSplit, seed: int
 ) -> None:
     """Feature importances on the test rows and the mean contributions (global view)."""
-    import mlflow
-
     names, label = training_set.feature_names, training_set.label_column
     importances, method = feature_importances(
         model, split.test[names], split.test[label], seed=seed
     )
     mlflow.log_dict({"method": method, "importances": importances}, "feature_importances.json")
-    from training.global_view import log_mean_contributions
-
     log_mean_contributions(model, split.test[names])
 
 
@@ -199,14 +190,9 @@ def log_model(model: ClassifierMixin, training_set: TrainingSet, split: TimeSpli
     Returns:
         The logged model's URI.
     """
-    import mlflow
-    from mlflow.models import infer_signature
-
-    from core.model_trust import TRUSTED_TYPES, untrusted_types_of
-
     unknown = untrusted_types_of(model)
     if unknown:
-        raise TrainingError(
+        raise UntrustedModelError(
             f"the fitted model needs types the loaders do not trust: {', '.join(unknown)} "
             "(add them to core.model_trust.TRUSTED_TYPES after review)"
         )
@@ -236,10 +222,6 @@ def log_model(model: ClassifierMixin, training_set: TrainingSet, split: TimeSpli
 
 def _log_check_rows(test: pd.DataFrame, features: list[str]) -> None:
     """Leave the test rows for serving, which checks faster inference engines against them."""
-    import mlflow
-
-    from core.model_checks import CHECK_ROWS_ARTIFACT, select_check_rows
-
     folder, name = CHECK_ROWS_ARTIFACT.rsplit("/", 1)
     with tempfile.TemporaryDirectory(prefix="churn-check-rows-") as scratch:
         path = Path(scratch) / name

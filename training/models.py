@@ -15,16 +15,18 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
+import optuna
 import pandas as pd
+from sklearn.base import ClassifierMixin
+from sklearn.ensemble import GradientBoostingClassifier, HistGradientBoostingClassifier
+from sklearn.inspection import permutation_importance
+from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
+from threadpoolctl import threadpool_limits
 
 from training.config import ModelFamily
-
-if TYPE_CHECKING:
-    import optuna
-    from sklearn.base import ClassifierMixin
 
 STAGE_SIZE = 50
 
@@ -47,13 +49,10 @@ FAMILIES: dict[str, FamilySpec] = {
 def limit_threads(threads: int) -> Any:
     """A context limiting OpenMP/BLAS threads of the model libraries to ``threads``.
 
-    threadpoolctl only limits libraries already loaded, so scikit-learn's OpenMP code is
-    imported first; a limit set before that import is silently ignored (we measured 30 s
-    first trials in fresh worker processes that way).
+    threadpoolctl only limits libraries already loaded: this module imports scikit-learn's
+    ensembles (and so its OpenMP runtime) first; a limit set before that import is silently
+    ignored (we measured 30 s first trials in fresh worker processes that way).
     """
-    import sklearn.ensemble  # noqa: F401  (loads the OpenMP runtime)
-    from threadpoolctl import threadpool_limits
-
     return threadpool_limits(limits=threads)
 
 
@@ -76,11 +75,7 @@ def suggest_params(trial: optuna.Trial, family: ModelFamily) -> dict[str, Any]:
 def build_model(family: ModelFamily, params: dict[str, Any], *, seed: int) -> ClassifierMixin:
     """An unfitted classifier of the family with these parameters."""
     if family == "gradient_boosting":
-        from sklearn.ensemble import GradientBoostingClassifier
-
         return GradientBoostingClassifier(random_state=seed, **params)
-    from sklearn.ensemble import HistGradientBoostingClassifier
-
     # Early stopping would hold out a random slice of the (time-ordered) training rows;
     # the pruner and the time-based validation set do that job instead.
     return HistGradientBoostingClassifier(random_state=seed, early_stopping=False, **params)
@@ -109,8 +104,6 @@ def fit_in_stages(
     Returns:
         The model and the validation ROC AUC of its last fitted stage.
     """
-    from sklearn.metrics import roc_auc_score
-
     spec = FAMILIES[family]
     total = int(params[spec.size_parameter])
     model = build_model(family, params, seed=seed)
@@ -127,8 +120,6 @@ def fit_in_stages(
 
 def evaluate(model: ClassifierMixin, features: pd.DataFrame, labels: pd.Series) -> dict[str, float]:
     """ROC AUC, PR AUC (average precision) and Brier score of the churn probability."""
-    from sklearn.metrics import average_precision_score, brier_score_loss, roc_auc_score
-
     probability = model.predict_proba(features)[:, 1]
     return {
         "roc_auc": float(roc_auc_score(labels, probability)),
@@ -149,8 +140,6 @@ def feature_importances(
     if own is not None:
         values, method = np.asarray(own), "impurity"
     else:
-        from sklearn.inspection import permutation_importance
-
         result = permutation_importance(
             model, features, labels, scoring="roc_auc", n_repeats=5, random_state=seed
         )

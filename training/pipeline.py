@@ -16,13 +16,21 @@ from __future__ import annotations
 import time
 import uuid
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import mlflow
 import pandas as pd
+from feast import FeatureStore
+from sklearn.base import ClassifierMixin
 
+from core.errors import InputError
+from core.feast_store import open_feature_store
 from core.lineage import ModelLineage
 from core.model_trust import logged_model_sha256
-from training.config import ModelFamily, TrainingConfig, TrainingError, TrainingResult
+from core.models import ModelRegistry
+from core.settings import FeastSettings, MlflowSettings
+from core.stage_metrics import record_champion_from_registry, record_training
+from training.config import ModelFamily, TrainingConfig, TrainingResult
 from training.dataset import TrainingSet, build_training_set
 from training.mlflow_logging import (
     config_params,
@@ -37,35 +45,21 @@ from training.mlflow_logging import (
 from training.models import FAMILIES, build_model, evaluate, limit_threads
 from training.promotion import Registration, register_and_promote
 from training.split import TimeSplit, split_by_time
-from training.tracking import (
-    MlflowSettings,
-    champion_lock,
-    code_version,
-    configure_mlflow,
-    ensure_experiment,
-)
+from training.tracking import champion_lock, code_version, configure_mlflow, ensure_experiment
 from training.tuning import StudySpec, TuningData, count_trials, tune
-
-if TYPE_CHECKING:
-    from feast import FeatureStore
-    from sklearn.base import ClassifierMixin
-
-    from core.settings import FeastSettings
 
 
 def open_training_store(feast: FeastSettings, *, tracking_uri: str) -> FeatureStore:
-    """Open the feature store with Feast's MLflow integration switched on.
+    """Open the feature store (its on-demand code verified) with Feast's MLflow integration on.
 
     With it, ``get_historical_features`` inside an active run tags the run with the Feast
     project, feature service, views and refs, and uploads the entity frame (the labels),
     whatever the repo's yaml says about MLflow.
     """
-    from feast import FeatureStore
-
-    from core.feast_store import load_repo_config
-
-    config = load_repo_config(feast)
+    store = open_feature_store(feast)
+    config = store.config
     configured = config.mlflow_config if isinstance(config.mlflow_config, dict) else {}
+    # Feast reads this block when a retrieval first asks for it, so it takes effect here.
     config.mlflow_config = {
         **configured,
         "enabled": True,
@@ -73,14 +67,6 @@ def open_training_store(feast: FeastSettings, *, tracking_uri: str) -> FeatureSt
         "auto_log": True,
         "auto_log_entity_df": True,
     }
-    store = FeatureStore(repo_path=str(feast.repo_path), config=config)
-    # Feast executes the on-demand views' code stored in the registry: only the repo's.
-    from core.feast_trust import OnDemandSourceMismatch, check_on_demand_sources
-
-    try:
-        check_on_demand_sources(store, feast.repo_path)
-    except OnDemandSourceMismatch as error:
-        raise TrainingError(str(error)) from error
     return store
 
 
@@ -95,7 +81,7 @@ def run_training(
             when omitted).
 
     Raises:
-        TrainingError: Bad input or configuration (the command exits with 2).
+        InputError: Bad input or configuration (the command exits with 2).
     """
     # Fitting and scoring (also MLflow's input-example check and permutation importance)
     # use OpenMP; on shared cores more threads than cores made them up to 10x slower.
@@ -103,22 +89,24 @@ def run_training(
         try:
             result = _run_training(config, mlflow_settings)
         except Exception as error:
-            _record_metrics(None, config, error=error)
+            _record_metrics(None, config, mlflow_settings, error=error)
             raise
-    _record_metrics(result, config)
+    _record_metrics(result, config, mlflow_settings)
     return result
 
 
 def _record_metrics(
-    result: TrainingResult | None, config: TrainingConfig, *, error: Exception | None = None
+    result: TrainingResult | None,
+    config: TrainingConfig,
+    mlflow_settings: MlflowSettings | None,
+    *,
+    error: Exception | None = None,
 ) -> None:
     """Training outcome, test AUC and the champion for Prometheus (core.stage_metrics)."""
-    from core.stage_metrics import record_champion_from_registry, record_training
-
     if config.tune_only:
         return
     if result is None:
-        outcome = "bad_input" if isinstance(error, TrainingError) else "failed"
+        outcome = "bad_input" if isinstance(error, InputError) else "failed"
     elif result.below_gate:
         outcome = "below_gate"
     else:
@@ -127,7 +115,8 @@ def _record_metrics(
     record_training(outcome=outcome, test_auc=test_auc, min_auc=config.min_auc)
     if result is not None:
         record_champion_from_registry(
-            config.model_name, tracking_uri=MlflowSettings().resolved_tracking_uri()
+            config.model_name,
+            tracking_uri=(mlflow_settings or MlflowSettings()).resolved_tracking_uri(),
         )
 
 
@@ -151,8 +140,6 @@ def _run_training(config: TrainingConfig, mlflow_settings: MlflowSettings | None
     if config.tune_only:
         return _tune_only(store, config, spec, started)
 
-    import mlflow
-
     experiment_id = ensure_experiment(config.resolved_experiment(), mlflow_settings)
     run_name = f"train-{config.model_family}-{time.strftime('%Y%m%d-%H%M%S')}"
     with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
@@ -172,10 +159,12 @@ def _run_training(config: TrainingConfig, mlflow_settings: MlflowSettings | None
             progress=config.progress,
         )
         tuning_seconds = time.monotonic() - tuning_started
-        log_trials(study, experiment_id=experiment_id, parent_run_id=run_id)
+        log_trials(
+            study, experiment_id=experiment_id, parent_run_id=run_id, tracking_uri=tracking_uri
+        )
         complete, pruned = count_trials(study)
         if complete == 0:
-            raise TrainingError(
+            raise InputError(
                 f"no tuning trial finished ({pruned} pruned) within --timeout "
                 f"{config.timeout} s: allow more time or trials"
             )
@@ -210,9 +199,12 @@ def _run_training(config: TrainingConfig, mlflow_settings: MlflowSettings | None
             mlflow.set_tags({"gate.passed": "false", "gate.reason": reason})
         else:
             mlflow.set_tag("gate.passed", "true")
-            lineage = _model_lineage(training_set, split, test_auc, model_uri)
-            with champion_lock(config.model_name):
+            lineage = _model_lineage(
+                training_set, split, test_auc, model_uri, tracking_uri=tracking_uri
+            )
+            with champion_lock(config.model_name, mlflow_settings):
                 registration = register_and_promote(
+                    ModelRegistry(tracking_uri),
                     model_name=config.model_name,
                     model_uri=model_uri,
                     run_id=run_id,
@@ -248,11 +240,14 @@ def _run_training(config: TrainingConfig, mlflow_settings: MlflowSettings | None
 
 
 def _model_lineage(
-    training_set: TrainingSet, split: TimeSplit, test_auc: float, model_uri: str
+    training_set: TrainingSet,
+    split: TimeSplit,
+    test_auc: float,
+    model_uri: str,
+    *,
+    tracking_uri: str,
 ) -> ModelLineage:
     """The registered version's lineage (core.lineage), checked by every loader."""
-    import mlflow
-
     bounds = split.boundaries()
     return ModelLineage(
         feature_service=training_set.features.service,
@@ -261,19 +256,19 @@ def _model_lineage(
         test_start=to_datetime(bounds["data.test_start"]),
         test_end=to_datetime(bounds["data.test_end"]),
         test_roc_auc=test_auc,
-        artifact_sha256=logged_model_sha256(model_uri, mlflow.get_tracking_uri()),
+        artifact_sha256=logged_model_sha256(model_uri, tracking_uri),
     )
 
 
 def _check_config(config: TrainingConfig) -> None:
     family = FAMILIES[config.model_family]
     if config.missing == "keep" and not family.handles_missing:
-        raise TrainingError(
+        raise InputError(
             f"--missing keep needs a model family that handles missing values; "
             f"{config.model_family} does not (use hist_gradient_boosting or --missing drop)"
         )
     if config.tune_only and not (config.storage and config.study_name):
-        raise TrainingError("--tune-only joins a shared study: give --storage and --study-name")
+        raise InputError("--tune-only joins a shared study: give --storage and --study-name")
 
 
 def _build_training_set(
@@ -291,7 +286,7 @@ def _build_training_set(
     if log:
         log_data_report(report)
     if report.leakage_rows:
-        raise TrainingError(
+        raise InputError(
             f"point-in-time audit: {report.leakage_rows} row(s) use a feature value newer "
             "than their label time; refusing to train"
         )
@@ -303,7 +298,7 @@ def _split(training_set: TrainingSet) -> TimeSplit:
     label = training_set.label_column
     for part, frame in (("train", split.train), ("val", split.val), ("test", split.test)):
         if frame[label].nunique() < 2:
-            raise TrainingError(
+            raise InputError(
                 f"the {part} part ({len(frame)} rows) has only one label class; ROC AUC "
                 "needs both (more labels, or a longer time range)"
             )
@@ -329,8 +324,6 @@ def _refit_and_test(
     seed: int,
 ) -> tuple[ClassifierMixin, dict[str, float]]:
     """Refit on train + validation with the best parameters; evaluate on test."""
-    import mlflow
-
     names, label = training_set.feature_names, training_set.label_column
     train_val = pd.concat([split.train, split.val], ignore_index=True)
     model = build_model(family, params, seed=seed)

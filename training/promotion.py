@@ -10,13 +10,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import mlflow
 import pandas as pd
 
 from core.errors import UntrustedModelError
 from core.lineage import LineageError, ModelLineage
 from core.models import ModelRegistry
+from training.dataset import TrainingSet
 from training.models import evaluate
 from training.registry import (
     CHAMPION,
@@ -25,10 +27,7 @@ from training.registry import (
     set_challenger,
     set_champion,
 )
-
-if TYPE_CHECKING:
-    from training.dataset import TrainingSet
-    from training.split import TimeSplit
+from training.split import TimeSplit
 
 
 @dataclass(frozen=True)
@@ -88,6 +87,7 @@ def decide_promotion(new_auc: float, champion: ChampionScore | None) -> Promotio
 
 
 def register_and_promote(
+    registry: ModelRegistry,
     *,
     model_name: str,
     model_uri: str,
@@ -101,12 +101,21 @@ def register_and_promote(
     Call under the model's champion lock: another training, a retraining, a promotion
     or a rollback finishing at the same time waits, then decides against the champion
     this one left (so the best version wins and no history entry is lost).
-    """
-    import mlflow
 
-    client = mlflow.MlflowClient()
+    Args:
+        registry: The registry to register in (and load the champion from).
+        model_name: The registered model.
+        model_uri: The logged model of this run.
+        run_id: This run.
+        lineage: The new version's lineage (its tags).
+        training_set: This run's training set.
+        split: Its split (the champion is scored on the test part).
+    """
+    client = registry.client
     champion = alias_version(client, model_name, CHAMPION)
-    score = score_champion(champion, training_set, split) if champion is not None else None
+    score = (
+        score_champion(registry, champion, training_set, split) if champion is not None else None
+    )
     version = register_version(
         client,
         name=model_name,
@@ -132,10 +141,14 @@ def register_and_promote(
     )
 
 
-def score_champion(champion: Any, training_set: TrainingSet, split: TimeSplit) -> ChampionScore:
-    """The champion's test ROC AUC on this run's test rows, or None and why not."""
-    import mlflow
+def score_champion(
+    registry: ModelRegistry, champion: Any, training_set: TrainingSet, split: TimeSplit
+) -> ChampionScore:
+    """The champion's test ROC AUC on this run's test rows, or None and why not.
 
+    The champion is loaded through the model checkpoint (:class:`core.models.ModelRegistry`):
+    a version whose files changed or that needs untrusted types is not scored.
+    """
     version = str(champion.version)
     try:
         lineage = ModelLineage.from_tags(champion.tags, owner=f"champion v{version}")
@@ -163,9 +176,7 @@ def score_champion(champion: Any, training_set: TrainingSet, split: TimeSplit) -
             "promote by hand if wanted",
         )
     try:
-        _, model = ModelRegistry(mlflow.get_tracking_uri()).load_version(
-            str(champion.name), version=version
-        )
+        _, model = registry.load_version(str(champion.name), version=version)
     except UntrustedModelError as error:
         return ChampionScore(
             version,

@@ -10,26 +10,17 @@ from __future__ import annotations
 
 import json
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
-from core.errors import InputError
+from mlflow import MlflowClient
+from mlflow.entities.model_registry import ModelVersion
+from mlflow.exceptions import MlflowException
 
-if TYPE_CHECKING:
-    from mlflow import MlflowClient
-    from mlflow.entities.model_registry import ModelVersion
+from core.errors import ChampionChanged, ModelNotFoundError, RegistryError
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 HISTORY_TAG = "champion.history"
 _HISTORY_LIMIT = 100  # keeps the tag far below MLflow's 5000-character limit
-
-
-class RegistryError(InputError):
-    """A registry operation cannot be done as asked (unknown model or version, no history)."""
-
-
-class ChampionChanged(RegistryError):
-    """The champion moved between the decision and the alias change (compare-and-set)."""
 
 
 _UNCHECKED = object()
@@ -44,21 +35,21 @@ def _is_missing(error: Exception) -> bool:
 
 
 def get_version(client: MlflowClient, name: str, version: str) -> ModelVersion:
-    """A model version, or a clear error when it does not exist."""
-    from mlflow.exceptions import MlflowException
+    """A model version, or a clear error when it does not exist.
 
+    Raises:
+        ModelNotFoundError: No such model or version.
+    """
     try:
         return client.get_model_version(name, version)
     except MlflowException as error:
         if _is_missing(error):
-            raise RegistryError(f"model {name!r} has no version {version}") from error
+            raise ModelNotFoundError(f"model {name!r} has no version {version}") from error
         raise
 
 
 def alias_version(client: MlflowClient, name: str, alias: str) -> ModelVersion | None:
     """The version holding an alias, or None (also when the model is not registered)."""
-    from mlflow.exceptions import MlflowException
-
     try:
         return client.get_model_version_by_alias(name, alias)
     except MlflowException as error:
@@ -87,8 +78,6 @@ def register_version(
     description: str = "",
 ) -> ModelVersion:
     """Register a logged model as a new version of ``name`` (created if needed)."""
-    from mlflow.exceptions import MlflowException
-
     try:
         client.get_registered_model(name)
     except MlflowException as error:

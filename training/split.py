@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from core.errors import InputError
 from core.tables import EVENT_TIMESTAMP
-from training.config import TrainingError
 
 TIMESTAMP = EVENT_TIMESTAMP
 FRACTIONS = (0.7, 0.1, 0.2)
@@ -50,11 +50,11 @@ def split_by_time(
     """Split rows by time into train, validation and test (70/10/20 by default).
 
     Raises:
-        TrainingError: A part would be empty (too few distinct timestamps) or the
+        InputError: A part would be empty (too few distinct timestamps) or the
             fractions do not add up to one.
     """
     if abs(sum(fractions) - 1.0) > 1e-9 or min(fractions) <= 0:
-        raise TrainingError(f"split fractions must be positive and sum to 1, got {fractions}")
+        raise InputError(f"split fractions must be positive and sum to 1, got {fractions}")
     ordered = frame.sort_values(TIMESTAMP, kind="stable").reset_index(drop=True)
     times = ordered[TIMESTAMP]
     n = len(ordered)
@@ -66,7 +66,7 @@ def split_by_time(
     test = ordered.loc[times > val_cut]
     empty = [name for name, part in (("train", train), ("val", val), ("test", test)) if part.empty]
     if empty:
-        raise TrainingError(
+        raise InputError(
             f"time split of {n} rows over {times.nunique()} distinct timestamps leaves "
             f"{', '.join(empty)} empty; more labels or more distinct times are needed"
         )

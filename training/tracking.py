@@ -1,27 +1,28 @@
-"""Training's MLflow client set-up: the store, its locks, experiments and code version.
+"""Training's MLflow set-up: the store, its locks, experiments and code version.
 
-The store's location (:class:`core.settings.MlflowSettings`) is shared by every stage."""
+The store's location (:class:`core.settings.MlflowSettings`) is shared by every stage.
+Registry reads and writes use a client on that explicit URI (:mod:`core.models`); only the
+run's own logging (``mlflow.start_run``, ``log_model``) uses the process's URI, which
+:func:`configure_mlflow` sets when a training run starts.
+"""
 
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
 from collections.abc import Iterator
 
-from core.settings import DataSettings, MlflowSettings
+import mlflow
+
+from core.locks import champion_lock_name, store_lock
+from core.models import mlflow_client
+from core.settings import PROJECT_ROOT, DataSettings, MlflowSettings
 
 
 def configure_mlflow(settings: MlflowSettings | None = None) -> str:
-    """Point the MLflow client of this process at the configured store; return its URI.
-
-    Telemetry is switched off before mlflow is first imported (it writes under $HOME).
-    """
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    """Point this process's MLflow logging at the configured store; return its URI."""
     settings = settings or MlflowSettings()
     uri = settings.prepare()
-    import mlflow
-
     mlflow.set_tracking_uri(uri)
     mlflow.set_registry_uri(uri)
     initialize_store(uri)
@@ -41,10 +42,8 @@ def initialize_store(uri: str) -> None:
     """
     if uri in _INITIALIZED:
         return
-    from mlflow import MlflowClient
-
     with store_lock_for(uri, "store-init"):
-        client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+        client = mlflow_client(uri)
         client.search_experiments(max_results=1)
         client.search_registered_models(max_results=1)
     _INITIALIZED.add(uri)
@@ -53,8 +52,6 @@ def initialize_store(uri: str) -> None:
 @contextlib.contextmanager
 def store_lock_for(uri: str, name: str) -> Iterator[None]:
     """The cross-process lock ``name`` of the tracking store at ``uri`` (see core.locks)."""
-    from core.locks import store_lock
-
     with store_lock(uri, name, fallback_dir=DataSettings().data_dir / "locks"):
         yield
 
@@ -67,8 +64,6 @@ def champion_lock(
     ``churn train``, ``churn drift --retrain``, ``churn promote`` and ``churn rollback``
     read the champion, decide and move the alias inside it.
     """
-    from core.locks import champion_lock_name
-
     uri = (settings or MlflowSettings()).resolved_tracking_uri()
     return store_lock_for(uri, champion_lock_name(model_name))
 
@@ -79,19 +74,19 @@ def ensure_experiment(name: str, settings: MlflowSettings | None = None) -> str:
     MLflow would otherwise put artifacts in ``./mlruns`` of whichever process creates the
     experiment.
     """
-    import mlflow
-
     settings = settings or MlflowSettings()
-    existing = mlflow.get_experiment_by_name(name)
+    uri = settings.resolved_tracking_uri()
+    client = mlflow_client(uri)
+    existing = client.get_experiment_by_name(name)
     if existing is not None:
         return str(existing.experiment_id)
     # Several jobs may create it at once: one creates it, the others then find it.
-    with store_lock_for(settings.resolved_tracking_uri(), f"experiment:{name}"):
-        existing = mlflow.get_experiment_by_name(name)
+    with store_lock_for(uri, f"experiment:{name}"):
+        existing = client.get_experiment_by_name(name)
         if existing is not None:
             return str(existing.experiment_id)
         location = settings.resolved_artifact_root() / _safe_folder_name(name)
-        return str(mlflow.create_experiment(name, artifact_location=location.as_uri()))
+        return str(client.create_experiment(name, artifact_location=location.as_uri()))
 
 
 def _safe_folder_name(name: str) -> str:
@@ -100,7 +95,6 @@ def _safe_folder_name(name: str) -> str:
 
 def code_version() -> dict[str, str]:
     """The git commit of the project checkout (and whether it has local changes)."""
-    from core.settings import PROJECT_ROOT
 
     def _git(*args: str) -> str | None:
         try:

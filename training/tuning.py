@@ -13,24 +13,36 @@ for shared cores made HistGradientBoosting 10x slower in our measurements.
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import multiprocessing
+import queue as queue_module
 import tempfile
 import time
 import traceback
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import optuna
 import pandas as pd
+import sqlalchemy as sa
+from optuna.exceptions import StorageInternalError
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import TrialState
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
-from training.config import ModelFamily, TrainingError
+from core.errors import ChurnError, InputError
+from training.config import ModelFamily
 from training.models import evaluate, fit_in_stages, limit_threads, suggest_params
-
-if TYPE_CHECKING:
-    import optuna
 
 _POLL_SECONDS = 0.5
 _START_TIMEOUT_SECONDS = 600  # how long workers wait for each other at the start barrier
+# What a database storage raises while it is away (a PostgreSQL restart).
+_STORAGE_ERRORS: tuple[type[BaseException], ...] = (StorageInternalError, OperationalError)
 
 
 @dataclass(frozen=True)
@@ -72,9 +84,6 @@ def redact_storage_url(url: str | None) -> str:
     """The storage URL without its password, for logs and run params."""
     if not url:
         return "in-memory"
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError
-
     try:
         return make_url(url).render_as_string(hide_password=True)
     except ArgumentError:
@@ -85,16 +94,11 @@ def _storage(url: str | None) -> Any:
     """The Optuna storage of a URL (None: in memory; ``journal:<path>``: a journal file).
 
     Raises:
-        TrainingError: The URL is malformed or the database cannot be reached.
+        InputError: The URL is malformed or the database cannot be reached.
     """
-    import optuna
-    from sqlalchemy.exc import ArgumentError, SQLAlchemyError
-
     if url is None:
         return None
     if url.startswith("journal:"):
-        from optuna.storages.journal import JournalFileBackend
-
         return optuna.storages.JournalStorage(JournalFileBackend(url.removeprefix("journal:")))
     try:
         # pool_pre_ping: after a database restart, pooled connections are dead; test each
@@ -103,7 +107,7 @@ def _storage(url: str | None) -> Any:
             normalize_storage_url(url), engine_kwargs={"pool_pre_ping": True}
         )
     except (ArgumentError, SQLAlchemyError, ImportError, ValueError) as error:
-        raise TrainingError(
+        raise InputError(
             f"cannot open Optuna storage {redact_storage_url(url)}: {error}"
         ) from error
 
@@ -116,8 +120,6 @@ def open_study(spec: StudySpec, *, worker: int = 0, storage: Any = None) -> optu
         worker: Worker index; offsets the sampler seed so workers explore differently.
         storage: An Optuna storage object (None: in memory).
     """
-    import optuna
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     return optuna.create_study(
         study_name=spec.study_name,
@@ -131,7 +133,6 @@ def open_study(spec: StudySpec, *, worker: int = 0, storage: Any = None) -> optu
 
 def make_objective(data: TuningData, spec: StudySpec, *, worker: int = 0) -> Any:
     """The Optuna objective: validation ROC AUC of one staged, prunable fit."""
-    import optuna
 
     def objective(trial: optuna.Trial) -> float:
         params = suggest_params(trial, spec.family)
@@ -166,15 +167,6 @@ class TrialProgress:
         self._progress: Any = None
         if not enabled:
             return
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeElapsedColumn,
-        )
-
         self._progress = Progress(
             TextColumn("tuning"),
             BarColumn(),
@@ -207,8 +199,6 @@ class TrialProgress:
 
 def count_trials(study: optuna.Study) -> tuple[int, int]:
     """Complete and pruned trials of the study."""
-    from optuna.trial import TrialState
-
     trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
     complete = sum(trial.state == TrialState.COMPLETE for trial in trials)
     return complete, len(trials) - complete
@@ -223,7 +213,7 @@ def tune(
     closed, so the caller holds no database handles.
 
     Raises:
-        TrainingError: The storage cannot be used, or a worker failed.
+        InputError: The storage cannot be used, or a worker failed.
     """
     with tempfile.TemporaryDirectory(prefix="churn-tune-") as folder:
         if spec.storage is None and workers > 1:
@@ -259,17 +249,10 @@ def _tune_here(
         )
 
 
-def _storage_errors() -> tuple[type[BaseException], ...]:
-    from optuna.exceptions import StorageInternalError
-    from sqlalchemy.exc import OperationalError
-
-    return (StorageInternalError, OperationalError)
-
-
 def _storage_failure(error: BaseException) -> BaseException | None:
     """The storage error behind ``error`` (Optuna may raise another error while handling
     it, e.g. an UnboundLocalError from its own trial bookkeeping), or None."""
-    kinds = _storage_errors()
+    kinds = _STORAGE_ERRORS
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
@@ -282,8 +265,6 @@ def _storage_failure(error: BaseException) -> BaseException | None:
 
 def _wait_for_storage(storage: Any, deadline: float) -> bool:
     """Poll a database storage until it answers (True) or the deadline passes (False)."""
-    import sqlalchemy as sa
-
     while time.monotonic() < deadline:
         try:
             with storage.engine.connect() as connection:
@@ -312,10 +293,8 @@ def optimize_resuming(
     trials this call finished.
 
     Raises:
-        TrainingError: The storage stayed unreachable for the whole wait.
+        InputError: The storage stayed unreachable for the whole wait.
     """
-    import logging
-
     finished = 0
 
     def count(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
@@ -350,7 +329,7 @@ def optimize_resuming(
                 spec.storage_retry_seconds,
             )
             if not _wait_for_storage(storage, time.monotonic() + spec.storage_retry_seconds):
-                raise TrainingError(
+                raise InputError(
                     f"worker {worker}: Optuna storage {redact_storage_url(spec.storage)} "
                     f"unreachable for {spec.storage_retry_seconds:g} s during tuning "
                     f"({first_line}); {finished} of this worker's {trials} trials finished. "
@@ -365,8 +344,6 @@ def optimize_resuming(
 
 
 def _copy_to_memory(study: optuna.Study, storage: Any) -> optuna.Study:
-    import optuna
-
     memory = optuna.storages.InMemoryStorage()
     optuna.copy_study(from_study_name=study.study_name, from_storage=storage, to_storage=memory)
     return optuna.load_study(study_name=study.study_name, storage=memory)
@@ -410,10 +387,9 @@ def _tune_in_workers(
             process.start()
         try:
             while any(process.is_alive() for process in processes):
-                try:
+                # While the storage restarts the workers wait for it; so does the bar.
+                with contextlib.suppress(*_STORAGE_ERRORS):
                     bar.update(study, offset=offset)
-                except _storage_errors():
-                    pass  # the storage is restarting; the workers wait for it
                 time.sleep(_POLL_SECONDS)
         finally:
             for process in processes:
@@ -423,12 +399,10 @@ def _tune_in_workers(
     failed = [p.name for p in processes if p.exitcode != 0]
     if failed or failures:
         detail = "\n".join(failures) or f"exit codes {[p.exitcode for p in processes]}"
-        raise TrainingError(f"tuning worker(s) {', '.join(failed)} failed:\n{detail}")
+        raise InputError(f"tuning worker(s) {', '.join(failed)} failed:\n{detail}")
 
 
 def _drain(queue: Any) -> list[str]:
-    import queue as queue_module
-
     items = []
     while True:
         try:
@@ -483,7 +457,7 @@ def _worker_main(
             worker=worker,
         )
         _close(storage)
-    except TrainingError as error:  # a clear message, no traceback needed
+    except ChurnError as error:  # a clear message, no traceback needed
         barrier.abort()
         errors.put(str(error))
         raise SystemExit(1) from None

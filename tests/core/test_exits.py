@@ -12,12 +12,12 @@ from core.errors import (
     ConfigurationError,
     InputError,
     StaleDataError,
+    TableReadError,
     UnavailableError,
 )
 from core.exits import ExitCode, exit_code_for
 from materialize.engine.writers import OnlineStoreFullError, OnlineStoreUnavailableError
 from serving.batch_score import ScoreFailure, ScoreInputError
-from training.config import TrainingError
 
 
 class _Positive(BaseModel):
@@ -37,7 +37,7 @@ def _validation_error() -> ValidationError:
     [
         (InputError("x"), ExitCode.BAD_INPUT),
         (ConfigurationError("unset ${CHURN_REDIS_URL}"), ExitCode.BAD_INPUT),
-        (TrainingError("no labels"), ExitCode.BAD_INPUT),
+        (TableReadError("no labels"), ExitCode.BAD_INPUT),
         (ScoreInputError("no version"), ExitCode.BAD_INPUT),
         (_validation_error(), ExitCode.BAD_INPUT),
         (UnavailableError("x"), ExitCode.FAILURE),
@@ -57,7 +57,7 @@ def test_exit_on_error_prints_the_message_and_exits_with_the_code(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     with pytest.raises(typer.Exit) as stopped, exit_on_error():
-        raise TrainingError("labels table x does not exist")
+        raise TableReadError("labels table x does not exist")
 
     assert stopped.value.exit_code == ExitCode.BAD_INPUT
     assert capsys.readouterr().err == "error: labels table x does not exist\n"

@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from core.compute import offline_compute
+from core.errors import InputError
 from core.feast_store import open_feature_store
 from tests.training.conftest import ChurnRepo
 from tests.utils.feast_repo import TestRepo
@@ -17,12 +19,13 @@ from tests.utils.training import (
     NO_FEATURES_USER,
     write_parquet,
 )
-from training.config import TrainingError
 from training.dataset import (
     ROW_ID,
     audit_point_in_time,
     build_training_set,
 )
+
+FEATURE_1 = "user_features__feature_1"  # as Feast names it with full feature names
 
 
 def test_values_written_after_the_label_time_are_not_used(
@@ -60,13 +63,15 @@ def test_the_audit_counts_a_back_filled_value_that_a_join_used(churn_repo: Churn
     service = store.get_feature_service("churn_v1")
     entity_frame = churn_repo.planted_labels.assign(**{ROW_ID: np.arange(3)})
     # Without the created-timestamp filter Feast picks the back-filled row: a real leak.
-    leaky = store.get_historical_features(
-        entity_df=entity_frame, features=service, full_feature_names=True
-    ).to_df()
-    used = leaky.set_index("user_id")["user_features__feature_1"]
-    assert used[BACKFILLED_USER] == 77.0
+    with offline_compute(store).point_in_time_join(
+        entity_frame, features=service, label="test", filter_by_created_timestamp=False
+    ) as leaky:
+        used = leaky.to_pandas(["user_id", FEATURE_1]).set_index("user_id")[FEATURE_1]
+        assert used[BACKFILLED_USER] == 77.0
 
-    audit = audit_point_in_time(store, leaky, service=service)
+        audit = audit_point_in_time(
+            store, leaky, service=service, label_times=entity_frame["event_timestamp"]
+        )
 
     assert audit.leaking_rows == 1
 
@@ -103,7 +108,7 @@ def test_labels_with_no_feature_available_are_reported_as_missing_not_as_bad_typ
     kept = build_training_set(store, feature_service="churn_v1", labels_path=labels, missing="keep")
     assert (kept.frame[CHURN_V1_FEATURES].dtypes == "float64").all()
     assert kept.frame["feature_ratio"].isna().all()
-    with pytest.raises(TrainingError, match=r"no training rows left: 1 of 1 .*--backfill"):
+    with pytest.raises(InputError, match=r"no training rows left: 1 of 1 .*--backfill"):
         build_training_set(store, feature_service="churn_v1", labels_path=labels)
 
 
@@ -116,11 +121,11 @@ def test_bad_labels_are_rejected_with_the_reason(churn_repo: ChurnRepo, tmp_path
         churn_repo.planted_labels.assign(label=[0, 1, 2]), tmp_path / "b.parquet"
     )
 
-    with pytest.raises(TrainingError, match="lacks column\\(s\\) label"):
+    with pytest.raises(InputError, match="lacks column\\(s\\) label"):
         build_training_set(store, feature_service="churn_v1", labels_path=no_label)
-    with pytest.raises(TrainingError, match="must be 0/1; found 2"):
+    with pytest.raises(InputError, match="must be 0/1; found 2"):
         build_training_set(store, feature_service="churn_v1", labels_path=not_binary)
-    with pytest.raises(TrainingError, match=r"'nope' not found .*\(known: churn_v1\)"):
+    with pytest.raises(InputError, match=r"'nope' not found .*\(known: churn_v1\)"):
         build_training_set(store, feature_service="nope", labels_path=not_binary)
 
 
@@ -162,8 +167,14 @@ def test_a_row_ingested_late_is_not_used_before_it_arrived_and_the_audit_catches
     assert training_set.report.leakage_rows == 0
     # A join that ignores arrival times uses the late value at t + 2 days: the audit sees it.
     service = store.get_feature_service("churn_v1")
-    leaky = store.get_historical_features(
-        entity_df=labels.assign(**{ROW_ID: np.arange(3)}), features=service, full_feature_names=True
-    ).to_df()
-    assert sorted(leaky["user_features__feature_1"].tolist()) == [3.0, 50.0, 50.0]
-    assert audit_point_in_time(store, leaky, service=service).leaking_rows == 1
+    with offline_compute(store).point_in_time_join(
+        labels.assign(**{ROW_ID: np.arange(3)}),
+        features=service,
+        label="test",
+        filter_by_created_timestamp=False,
+    ) as leaky:
+        assert sorted(leaky.to_pandas([FEATURE_1])[FEATURE_1].tolist()) == [3.0, 50.0, 50.0]
+        audit = audit_point_in_time(
+            store, leaky, service=service, label_times=labels["event_timestamp"]
+        )
+    assert audit.leaking_rows == 1

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from training.config import TrainingError
+from core.errors import InputError
 from training.split import split_by_time
 
 pytestmark = pytest.mark.unit  # in-process only: `make test-unit`
@@ -39,5 +39,5 @@ def test_rows_with_one_timestamp_stay_on_one_side() -> None:
 
 
 def test_too_few_timestamps_is_an_error_naming_the_empty_part() -> None:
-    with pytest.raises(TrainingError, match="val, test empty"):
+    with pytest.raises(InputError, match="val, test empty"):
         split_by_time(_frame([0, 0, 0, 0]))

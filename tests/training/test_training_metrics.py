@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pytest
 
+from core.errors import InputError
 from core.settings import MlflowSettings
 from tests.utils.feast_repo import make_feature_repo
 from tests.utils.training import training_config
 from tests.utils.workflow import read_textfile
-from training.config import TrainingError
 from training.pipeline import run_training
 
 pytestmark = pytest.mark.filterwarnings(
@@ -25,7 +25,7 @@ def test_bad_input_is_recorded_as_the_last_training_outcome(
     monkeypatch.setenv("CHURN_METRICS_TEXTFILE_DIR", str(tmp_path / "metrics"))
     repo = make_feature_repo(tmp_path, project="unused", profile="embedded")
     config = training_config(repo.feast, tmp_path / "missing.parquet", min_auc=0.7)
-    with pytest.raises(TrainingError, match="feature service 'churn_v1' not found"):
+    with pytest.raises(InputError, match="feature service 'churn_v1' not found"):
         run_training(
             config, mlflow_settings=MlflowSettings(tracking_uri=f"sqlite:///{tmp_path / 'm.db'}")
         )

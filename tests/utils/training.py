@@ -13,15 +13,17 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import pytest
 import typer
 
+from cli.training import promote_command, rollback_command, train_command
 from core.settings import DataSettings, FeastSettings
 from core.tables import LABELS, USER_FEATURES
 from materialize.apply import apply_feature_repo
+from tests.utils.feast_repo import TestRepo, make_feature_repo
 from tests.utils.history import logistic, write_history, write_parquet
-from training.config import TrainingConfig
-from training.promote import promote_command, rollback_command
-from training.train import train_command
+from tests.utils.services import unique_name
+from training import TrainingConfig
 
 START = datetime(2026, 1, 5, tzinfo=UTC)  # a Monday
 
@@ -259,3 +261,28 @@ def training_cli() -> typer.Typer:
     app.command("promote")(promote_command)
     app.command("rollback")(rollback_command)
     return app
+
+
+@dataclass(frozen=True)
+class ChurnRepo:
+    """An applied copy of feature_repo/ (embedded profile) with tiny tables."""
+
+    repo: TestRepo
+    tables: ChurnTables
+    planted_labels: pd.DataFrame
+
+
+def make_churn_repo(root: Path) -> ChurnRepo:
+    """Apply a copy of feature_repo/ under ``root`` with tiny tables and the planted rows.
+
+    `feast apply` alone takes 10-25 s on the shared machine: fixtures build it once and
+    tests only read it (each writes its own labels and has its own MLflow store).
+    """
+    repo = make_feature_repo(root, project=unique_name("churn_train"), profile="embedded")
+    tables = make_churn_tables(repo.data)
+    planted = add_planted_rows(repo.data)
+    with pytest.MonkeyPatch.context() as patch:
+        # The repo's source path is resolved from CHURN_DATA_DIR when it is applied.
+        patch.setenv("CHURN_DATA_DIR", str(repo.data.data_dir))
+        apply_feature_repo(repo.feast)
+    return ChurnRepo(repo=repo, tables=tables, planted_labels=planted)
