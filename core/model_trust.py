@@ -95,8 +95,8 @@ def _sklearn_flavour(model_dir: Path) -> dict[str, Any]:
     return sklearn
 
 
-def load_trusted_model(model_dir: Path, *, expected_sha256: str | None) -> Any:
-    """Load a downloaded model directory if, and only if, it is trusted.
+def verify_trusted_model(model_dir: Path, *, expected_sha256: str | None) -> Path:
+    """Check a downloaded model directory without building anything; return its skops file.
 
     Args:
         model_dir: The model's files (``MLmodel`` and the skops file).
@@ -133,6 +133,18 @@ def load_trusted_model(model_dir: Path, *, expected_sha256: str | None) -> Any:
             f"model needs types that are not trusted: {', '.join(unknown)} (trusted: "
             f"{', '.join(TRUSTED_TYPES)})"
         )
+    return path
+
+
+def load_trusted_model(model_dir: Path, *, expected_sha256: str | None) -> Any:
+    """Load a downloaded model directory if, and only if, :func:`verify_trusted_model` passes.
+
+    Raises:
+        UntrustedModelError: As :func:`verify_trusted_model`.
+    """
+    import skops.io
+
+    path = verify_trusted_model(model_dir, expected_sha256=expected_sha256)
     return skops.io.load(path, trusted=list(TRUSTED_TYPES))
 
 

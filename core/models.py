@@ -13,12 +13,14 @@ The client is built from an explicit tracking URI, never from MLflow's process-g
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.errors import ModelNotFoundError
-from core.model_trust import HASH_TAG, load_trusted_model
+from core.model_trust import HASH_TAG, load_trusted_model, verify_trusted_model
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -125,14 +127,32 @@ class ModelRegistry:
             UntrustedModelError: No recorded hash or other files, another flavour or
                 format, or types outside the trusted list.
         """
+        with self._downloaded(version) as local:
+            return load_trusted_model(local, expected_sha256=version.tags.get(HASH_TAG))
+
+    def verify(self, version: ModelVersion) -> None:
+        """Check a version's files as :meth:`load` does, without building the model.
+
+        For the paths that make a version the champion by hand (``churn promote``,
+        ``churn rollback``): what they point serving at must load.
+
+        Raises:
+            UntrustedModelError: As :meth:`load`.
+        """
+        with self._downloaded(version) as local:
+            verify_trusted_model(local, expected_sha256=version.tags.get(HASH_TAG))
+
+    @contextmanager
+    def _downloaded(self, version: ModelVersion) -> Iterator[Path]:
         import mlflow.artifacts
 
         uri = self.client.get_model_version_download_uri(version.name, version.version)
         with tempfile.TemporaryDirectory(prefix="churn-model-") as folder:
-            local = mlflow.artifacts.download_artifacts(
-                artifact_uri=uri, dst_path=folder, tracking_uri=self.tracking_uri
+            yield Path(
+                mlflow.artifacts.download_artifacts(
+                    artifact_uri=uri, dst_path=folder, tracking_uri=self.tracking_uri
+                )
             )
-            return load_trusted_model(Path(local), expected_sha256=version.tags.get(HASH_TAG))
 
     def load_version(
         self, name: str, *, alias: str | None = None, version: str | None = None

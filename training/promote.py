@@ -22,11 +22,13 @@ def promote_version(
 
     Raises:
         ModelNotFoundError: Unknown model or version.
+        UntrustedModelError: The version's files fail the model checkpoint: serving would
+            refuse it, so it does not become champion.
     """
     settings = mlflow_settings or MlflowSettings()
     registry = _registry(settings)
     name = request.model_name
-    registry.resolve(name, version=request.version)
+    registry.verify(registry.resolve(name, version=request.version))
     # Read, decide and move the alias as one step: a training or rollback finishing at
     # the same time waits instead of interleaving.
     with champion_lock(name, settings):
@@ -51,13 +53,19 @@ def rollback_version(
 
     Raises:
         RegistryError: No champion or no previous champion.
+        UntrustedModelError: The previous champion's files fail the model checkpoint.
     """
     settings = mlflow_settings or MlflowSettings()
     registry = _registry(settings)
-    with champion_lock(request.model_name, settings):
-        old, new = rollback_champion(registry.client, request.model_name)
-    record_champion_from_registry(request.model_name, tracking_uri=registry.tracking_uri)
-    return RollbackOutcome(model_name=request.model_name, old=old, new=new)
+    name = request.model_name
+    with champion_lock(name, settings):
+        old, new = rollback_champion(
+            registry.client,
+            name,
+            accept=lambda version: registry.verify(registry.resolve(name, version=version)),
+        )
+    record_champion_from_registry(name, tracking_uri=registry.tracking_uri)
+    return RollbackOutcome(model_name=name, old=old, new=new)
 
 
 def _registry(settings: MlflowSettings) -> ModelRegistry:

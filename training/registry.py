@@ -9,6 +9,7 @@ is what ``rollback`` walks back.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 from mlflow import MlflowClient
@@ -144,10 +145,18 @@ def set_champion(
     _write_history(client, name, [*champion_history(client, name), str(version)])
 
 
-def rollback_champion(client: MlflowClient, name: str) -> tuple[str, str]:
+def rollback_champion(
+    client: MlflowClient, name: str, *, accept: Callable[[str], None] | None = None
+) -> tuple[str, str]:
     """Give ``champion`` back to the previous champion; return (old, new) versions.
 
     Versions deleted since they were champion are skipped.
+
+    Args:
+        client: Registry client.
+        name: Registered model.
+        accept: Called with the version about to become champion; raising refuses it
+            (the alias does not move).
 
     Raises:
         RegistryError: No champion, or no earlier champion that still exists.
@@ -166,6 +175,8 @@ def rollback_champion(client: MlflowClient, name: str) -> tuple[str, str]:
         except RegistryError:
             history.pop()
             continue
+        if accept is not None:
+            accept(candidate)
         client.set_registered_model_alias(name, CHAMPION, candidate)
         client.set_model_version_tag(name, current_version, "champion.rolled_back_at", _now())
         client.set_model_version_tag(name, candidate, "champion.since", _now())
