@@ -7,6 +7,7 @@ whatever the published schema admits must be accepted, whatever it refuses must 
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -65,6 +66,5 @@ def test_schemathesis_with_every_check_finds_nothing(
         "invalid_feature_value",
     ]
     assert completed.returncode == 0, output
-    assert "No issues found" in output, output
-    for path in OPERATIONS:
-        assert path in output, output  # every operation was tested, none filtered out
+    assert f"Tested: {len(OPERATIONS)}" in output, output
+    assert re.search(r"(\d+) generated, \1 passed", output), output
