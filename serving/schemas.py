@@ -74,12 +74,17 @@ class PredictRequest(BaseModel):
     )
 
 
+_USER_IDS = "The users to score; answers keep this order (a repeated id is answered each time)."
+
+
 class BatchPredictRequest(BaseModel):
     """Users to score together (at most the service's batch limit)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    user_ids: list[UserId] = Field(min_length=1, max_length=MAX_BATCH_LIMIT, examples=[[42, 43]])
+    user_ids: list[UserId] = Field(
+        min_length=1, max_length=MAX_BATCH_LIMIT, description=_USER_IDS, examples=[[42, 43]]
+    )
     explain: bool = Field(
         default=False,
         strict=True,  # 0, 1 or "true" are wrong types (422), as for user_id
@@ -99,7 +104,7 @@ class BatchPredictRequest(BaseModel):
             __module__=cls.__module__,
             user_ids=(
                 list[UserId],
-                Field(min_length=1, max_length=limit, examples=[[42, 43]]),
+                Field(min_length=1, max_length=limit, description=_USER_IDS, examples=[[42, 43]]),
             ),
         )
 
@@ -253,6 +258,31 @@ class ValidationIssue(BaseModel):
 class ValidationErrorResponse(BaseModel):
     """422: the body is not what the schema admits (at most 10 problems, then a count)."""
 
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "detail": [
+                        {
+                            "type": "int_type",
+                            "loc": ["body", "user_id"],
+                            "msg": "Input should be a valid integer",
+                        }
+                    ]
+                },
+                {
+                    "detail": [
+                        {
+                            "type": "too_long",
+                            "loc": ["body", "user_ids"],
+                            "msg": "List should have at most 100 items after validation, not 101",
+                        }
+                    ]
+                },
+            ]
+        }
+    )
+
     detail: list[ValidationIssue]
 
 
@@ -269,7 +299,7 @@ ERROR_EXAMPLES: dict[str, str] = {
     "payload_too_large": "the request body exceeds the limit of 67936 bytes",
     "no_model": "no model is being served: no version of 'churn-predictor' has alias 'champion'",
     "store_unavailable": "the online store did not answer within 500 ms",
-    "overloaded": "the service has 10000 rows waiting, at its limit of 10000: retry shortly",
+    "overloaded": "the service has 2040 rows waiting, at its limit of 2048: retry shortly",
     "deadline_exceeded": "no answer within the 2 s deadline",
     "internal_error": "the prediction failed (see the service log)",
     "unauthorized": "a valid admin bearer token is required",

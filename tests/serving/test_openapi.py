@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import importlib.util
+from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -72,3 +75,52 @@ def test_a_rounded_bound_that_is_not_int64_is_refused_not_published() -> None:
     number = {"type": "number", "maximum": 1e30}
     restore_integer_bounds(number)
     assert number == {"type": "number", "maximum": 1e30}
+
+
+def _load_docs_hook() -> Any:
+    path = Path(__file__).resolve().parents[2] / "docs" / "hooks" / "openapi_page.py"
+    spec = importlib.util.spec_from_file_location("openapi_page", path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_api_reference_page_shows_every_route_error_and_model(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # The page documents the defaults, whatever the machine building the docs has set.
+    monkeypatch.setenv("CHURN_SERVING_BATCH_LIMIT", "7")
+    hook = _load_docs_hook()
+    config = SimpleNamespace(config_file_path=str(Path(__file__).parents[2] / "mkdocs.yml"))
+    document = hook.openapi_document(config)
+    page = hook.render_reference(document)
+
+    assert "1 to 100 items" in page and "7 items" not in page
+    for path, methods in document["paths"].items():
+        for method, operation in methods.items():
+            section = page.split(f"#### `{method.upper()} {path}`\n", 1)[1].split("\n#### ", 1)[0]
+            for status, response in operation["responses"].items():
+                assert f"| {status} | " in section, (path, status)
+                examples = response.get("content", {}).get("application/json", {})
+                for kind in examples.get("examples", {}):
+                    assert f"| {status} | `{kind}` |" in section, (path, kind)
+    assert "/admin/reload" in page  # documented, though off without a token
+    for name in document["components"]["schemas"]:
+        assert f"\n### {name}\n" in page
+    assert "-9223372036854775808 to 9223372036854775807" in page
+
+
+def test_the_api_reference_page_needs_its_marker() -> None:
+    from mkdocs.exceptions import PluginError
+
+    hook = _load_docs_hook()
+    page = SimpleNamespace(file=SimpleNamespace(src_uri=hook.PAGE))
+    with pytest.raises(PluginError, match="openapi-reference"):
+        hook.on_page_markdown("# API reference\n", page, None, None)
+    assert (
+        hook.on_page_markdown(
+            "# Other\n", SimpleNamespace(file=SimpleNamespace(src_uri="x.md")), None, None
+        )
+        == "# Other\n"
+    )
