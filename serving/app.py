@@ -25,8 +25,9 @@ from serving.features import OnlineFeatures
 from serving.limits import BodyLimitMiddleware
 from serving.metrics import MetricsMiddleware, ServingMetrics
 from serving.model import MlflowModelSource
+from serving.openapi import ServingAPI
 from serving.prediction_log import PredictionLog
-from serving.routes import admin_router, router
+from serving.routes import admin_router, prediction_router
 from serving.service import ModelSource, PredictionService, ServingError
 from serving.settings import MIN_ADMIN_TOKEN_CHARS, ServingSettings
 
@@ -93,7 +94,7 @@ def create_app(
             await online.close()
             metrics.close()
 
-    app = FastAPI(
+    app = ServingAPI(
         title="Churn Prediction API",
         version="1.0",
         description="Churn probability of a user from its Feast online features and the "
@@ -103,7 +104,7 @@ def create_app(
     )
     app.state.settings = settings
     app.state.metrics = metrics
-    app.include_router(router)
+    app.include_router(prediction_router(batch_limit=settings.batch_limit))
     if settings.admin_enabled:
         app.include_router(admin_router)
     elif settings.admin_token is not None:

@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
+from collections.abc import Callable, Coroutine
+from decimal import Decimal
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from serving.features import RowProblem
@@ -16,14 +20,51 @@ from serving.schemas import (
     BatchPredictionResponse,
     BatchPredictRequest,
     ErrorResponse,
+    FeatureProblemResponse,
     HealthResponse,
+    InternalErrorResponse,
     ModelResponse,
+    PayloadTooLargeResponse,
     PredictionResponse,
     PredictRequest,
     ReadinessResponse,
     ReloadResponse,
+    UnauthorizedResponse,
+    UnavailableResponse,
+    ValidationErrorResponse,
+    error_examples,
 )
-from serving.service import PredictionService, ServingError, problem_error
+from serving.service import (
+    NO_MODEL_RETRY_AFTER_S,
+    PredictionService,
+    ServingError,
+    problem_error,
+)
+
+
+class _ExactNumbersRequest(Request):
+    """A request whose JSON numbers with a fraction or exponent parse as exact decimals.
+
+    As floats, ``9007199254740993.0`` would become the id 9007199254740992 and
+    ``1.0000000000000001`` the integer 1: another user, or a fraction silently dropped.
+    """
+
+    async def json(self) -> Any:
+        if not hasattr(self, "_exact_json"):
+            self._exact_json = json.loads(await self.body(), parse_float=Decimal)
+        return self._exact_json
+
+
+class ExactNumbersRoute(APIRoute):
+    """A route whose JSON body is parsed with exact decimals (see ``UserId``)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def exact_numbers_handler(request: Request) -> Response:
+            return await handler(_ExactNumbersRequest(request.scope, request.receive))
+
+        return exact_numbers_handler
 
 
 # Dependencies are coroutines: FastAPI would run plain functions in its thread pool, one
@@ -63,18 +104,71 @@ async def _require_admin(
 AdminDep = Annotated[None, Depends(_require_admin)]
 
 
+_RETRY_AFTER = {
+    "Retry-After": {
+        "description": "Seconds to wait before retrying.",
+        "required": True,
+        "schema": {"type": "integer", "minimum": 1},
+    }
+}
+# Every error body a route can answer with, by status: its model, and one example per kind.
+_ERRORS: dict[int, tuple[type[ErrorResponse], str, dict[str, Any]]] = {
+    401: (UnauthorizedResponse, "The admin bearer token is missing or wrong.", {}),
+    404: (FeatureProblemResponse, "The user's features cannot be scored.", {}),
+    413: (PayloadTooLargeResponse, "The body is over the size limit (refused unread).", {}),
+    500: (InternalErrorResponse, "The prediction failed unexpectedly.", {}),
+    503: (UnavailableResponse, "The service cannot answer now: retry later.", _RETRY_AFTER),
+}
+
+
 def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    return {status: {"model": ErrorResponse} for status in statuses}
+    responses: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        if status == 422:
+            responses[422] = {
+                "model": ValidationErrorResponse,
+                "description": "The body is not what the schema admits.",
+            }
+            continue
+        model, description, headers = _ERRORS[status]
+        responses[status] = {
+            "model": model,
+            "description": description,
+            "content": {"application/json": {"examples": error_examples(model)}},
+            **({"headers": headers} if headers else {}),
+        }
+    return responses
 
 
-router = APIRouter()
+# The public routes but /predict/batch, whose body depends on the app (prediction_router).
+_routes = APIRouter(route_class=ExactNumbersRoute)
 admin_router = APIRouter(prefix="/admin", tags=["admin"])
 
 
-@router.post(
+def prediction_router(*, batch_limit: int) -> APIRouter:
+    """The public routes, ``/predict/batch`` taking at most ``batch_limit`` user_ids.
+
+    The limit is in the published schema (``maxItems``) and in validation alike: one id
+    more is answered with 422, as the schema says.
+    """
+    router = APIRouter()
+    router.include_router(_routes)
+    router.add_api_route(
+        "/predict/batch",
+        _batch_route(BatchPredictRequest.limited_to(batch_limit)),
+        methods=["POST"],
+        response_model=BatchPredictionResponse,
+        responses=_errors(413, 422, 500, 503),
+        tags=["predictions"],
+        route_class_override=ExactNumbersRoute,
+    )
+    return router
+
+
+@_routes.post(
     "/predict",
     response_model=PredictionResponse,
-    responses=_errors(404, 413, 503),
+    responses=_errors(404, 413, 422, 500, 503),
     tags=["predictions"],
 )
 async def predict(
@@ -94,26 +188,26 @@ async def predict(
     )
 
 
-@router.post(
-    "/predict/batch",
-    response_model=BatchPredictionResponse,
-    responses=_errors(413, 503),
-    tags=["predictions"],
-)
-async def predict_batch(
-    body: BatchPredictRequest, service: ServiceDep, request: Request
-) -> BatchPredictionResponse:
-    """Churn probabilities of several users in one lookup; unknown users listed as errors."""
-    started = time.perf_counter()
-    service.check_batch_size(len(body.user_ids))
-    results = await service.predict(
-        body.user_ids, client_gone=request.is_disconnected, explain=body.explain
-    )
-    elapsed_ms = (time.perf_counter() - started) * 1000
-    return BatchPredictionResponse.answer(body.user_ids, results, elapsed_ms)
+def _batch_route(
+    request_model: type[BatchPredictRequest],
+) -> Callable[..., Coroutine[Any, Any, BatchPredictionResponse]]:
+    async def predict_batch(
+        body: BatchPredictRequest, service: ServiceDep, request: Request
+    ) -> BatchPredictionResponse:
+        """Churn probabilities of several users in one lookup; unknown users listed as errors."""
+        started = time.perf_counter()
+        results = await service.predict(
+            body.user_ids, client_gone=request.is_disconnected, explain=body.explain
+        )
+        elapsed_ms = (time.perf_counter() - started) * 1000
+        return BatchPredictionResponse.answer(body.user_ids, results, elapsed_ms)
+
+    # FastAPI validates the body, and documents it, with the annotated model: this app's.
+    predict_batch.__annotations__["body"] = request_model
+    return predict_batch
 
 
-@router.get("/health", response_model=HealthResponse, tags=["operations"])
+@_routes.get("/health", response_model=HealthResponse, tags=["operations"])
 async def health(service: ServiceDep) -> HealthResponse:
     """Liveness: answers while the process runs, with whether a model is loaded."""
     model = service.model
@@ -122,10 +216,10 @@ async def health(service: ServiceDep) -> HealthResponse:
     )
 
 
-@router.get(
+@_routes.get(
     "/ready",
     response_model=ReadinessResponse,
-    responses={503: {"model": ReadinessResponse}},
+    responses={503: {"model": ReadinessResponse, "description": "Not ready, and why."}},
     tags=["operations"],
 )
 async def ready(service: ServiceDep, response: Response) -> ReadinessResponse:
@@ -136,17 +230,19 @@ async def ready(service: ServiceDep, response: Response) -> ReadinessResponse:
     return ReadinessResponse.model_validate(readiness)
 
 
-@router.get("/model", response_model=ModelResponse, responses=_errors(503), tags=["operations"])
+@_routes.get("/model", response_model=ModelResponse, responses=_errors(503), tags=["operations"])
 async def model_info(service: ServiceDep) -> ModelResponse:
     """The model version being served, its feature service and features."""
     model = service.model
     if model is None:
-        raise ServingError("no_model", 503, "no model is being served")
+        raise ServingError(
+            "no_model", 503, "no model is being served", retry_after_s=NO_MODEL_RETRY_AFTER_S
+        )
     threads = await service.inference_threads_seen()
     return ModelResponse.of(model, service.source.alias, native_threads=threads)
 
 
-@router.get(
+@_routes.get(
     "/metrics",
     response_model=str,
     response_class=PlainTextResponse,

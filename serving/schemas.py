@@ -1,25 +1,63 @@
-"""Request and response bodies of the prediction API."""
+"""Request and response bodies of the prediction API, and the bodies of its errors."""
 
 from __future__ import annotations
 
+import math
 from datetime import datetime
-from typing import Annotated, Any, Literal
+from decimal import Decimal
+from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
+from pydantic_core import PydanticCustomError
 
 from serving.features import ProblemKind, RowProblem
 from serving.inference import EngineName
 from serving.model import ServingModel
-from serving.service import Prediction
+from serving.service import Prediction, UnavailableKind
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1
+# The most user_ids a batch may ever hold (``batch_limit`` is at most this).
+MAX_BATCH_LIMIT = 10_000
 
-# Strict: "42" or 42.0 is a wrong type (422), not silently coerced; bounded to int64,
-# the entity key type of the feature store.
+
+def _exact_integer(value: object) -> object:
+    """A number with a zero fraction (``42.0``, ``4.2e1``) as the integer it denotes.
+
+    JSON Schema's ``integer`` admits such numbers, so the API does too. Request bodies are
+    parsed with exact decimals (``serving.routes``): a long id is never rounded to another
+    user's on the way. Anything else (a string, a bool, NaN) is left to strict validation.
+    """
+    if (isinstance(value, Decimal) and value.is_finite()) or (
+        isinstance(value, float) and math.isfinite(value)
+    ):
+        # Bounds first: int() of 1e999999999 would build a billion-digit number.
+        if value > INT64_MAX:
+            raise PydanticCustomError(
+                "less_than_equal", "Input should be less than or equal to {le}", {"le": INT64_MAX}
+            )
+        if value < INT64_MIN:
+            raise PydanticCustomError(
+                "greater_than_equal",
+                "Input should be greater than or equal to {ge}",
+                {"ge": INT64_MIN},
+            )
+        if value != int(value):
+            raise PydanticCustomError(
+                "int_from_float",
+                "Input should be a valid integer, got a number with a fractional part",
+            )
+        return int(value)
+    return value
+
+
+# Strict otherwise: "42", true or null is a wrong type (422), never coerced; bounded to
+# int64, the entity key type of the feature store.
 UserId = Annotated[
     int,
     Field(strict=True, ge=INT64_MIN, le=INT64_MAX, description="The user's id.", examples=[42]),
+    # After the constraints, so it runs before them (and the schema keeps them).
+    BeforeValidator(_exact_integer),
 ]
 
 
@@ -36,18 +74,39 @@ class PredictRequest(BaseModel):
     )
 
 
+_USER_IDS = "The users to score; answers keep this order (a repeated id is answered each time)."
+
+
 class BatchPredictRequest(BaseModel):
-    """Users to score together (at most the configured batch limit)."""
+    """Users to score together (at most the service's batch limit)."""
 
     model_config = ConfigDict(extra="forbid")
 
-    # The schema's hard cap; the configured limit (batch_limit, at most this) answers 413.
-    user_ids: list[UserId] = Field(min_length=1, max_length=10_000, examples=[[42, 43]])
+    user_ids: list[UserId] = Field(
+        min_length=1, max_length=MAX_BATCH_LIMIT, description=_USER_IDS, examples=[[42, 43]]
+    )
     explain: bool = Field(
         default=False,
         strict=True,  # 0, 1 or "true" are wrong types (422), as for user_id
         description="Also return each feature's value and contribution.",
     )
+
+    @classmethod
+    def limited_to(cls, limit: int) -> type[BatchPredictRequest]:
+        """This request with at most ``limit`` user_ids: in the schema and in validation alike.
+
+        One more id is a schema violation answered with 422, like any other.
+        """
+        return create_model(
+            cls.__name__,
+            __base__=cls,
+            __doc__=f"Users to score together (at most {limit}).",
+            __module__=cls.__module__,
+            user_ids=(
+                list[UserId],
+                Field(min_length=1, max_length=limit, description=_USER_IDS, examples=[[42, 43]]),
+            ),
+        )
 
 
 class FeatureReason(BaseModel):
@@ -154,8 +213,106 @@ class BatchPredictionResponse(BaseModel):
 class ErrorResponse(BaseModel):
     """What went wrong: a machine-readable kind and a sentence for people."""
 
-    kind: str = Field(examples=["unknown_user"])
-    detail: str = Field(examples=["user 42 has no features in the online store"])
+    kind: str
+    detail: str
+
+
+class FeatureProblemResponse(ErrorResponse):
+    """404: the user's online features cannot be scored (nothing to predict from)."""
+
+    kind: ProblemKind
+
+
+class PayloadTooLargeResponse(ErrorResponse):
+    """413: the body is over the size limit; refused before it is read or parsed."""
+
+    kind: Literal["payload_too_large"]
+
+
+class UnavailableResponse(ErrorResponse):
+    """503: the service cannot answer now; retry after the ``Retry-After`` seconds."""
+
+    kind: UnavailableKind
+
+
+class InternalErrorResponse(ErrorResponse):
+    """500: the prediction failed unexpectedly (the service log says why)."""
+
+    kind: Literal["internal_error"]
+
+
+class UnauthorizedResponse(ErrorResponse):
+    """401: the admin bearer token is missing or wrong."""
+
+    kind: Literal["unauthorized"]
+
+
+class ValidationIssue(BaseModel):
+    """One problem of an invalid request (the input itself is never echoed)."""
+
+    type: str = Field(description='What is wrong, e.g. "int_type" or "too_long".')
+    loc: list[str | int] = Field(description='Where, e.g. ["body", "user_ids", 3].')
+    msg: str = Field(description="The problem in a sentence.")
+
+
+class ValidationErrorResponse(BaseModel):
+    """422: the body is not what the schema admits (at most 10 problems, then a count)."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "detail": [
+                        {
+                            "type": "int_type",
+                            "loc": ["body", "user_id"],
+                            "msg": "Input should be a valid integer",
+                        }
+                    ]
+                },
+                {
+                    "detail": [
+                        {
+                            "type": "too_long",
+                            "loc": ["body", "user_ids"],
+                            "msg": "List should have at most 100 items after validation, not 101",
+                        }
+                    ]
+                },
+            ]
+        }
+    )
+
+    detail: list[ValidationIssue]
+
+
+# One example of each error kind, as the API reference shows them.
+ERROR_EXAMPLES: dict[str, str] = {
+    "unknown_user": "user 42 has no features in the online store",
+    "stale_features": "features of user 42 in user_features are 30 days old, older than "
+    "the view's TTL of 21 days",
+    "missing_features": "user 42 has no value for feature_2 in the online store",
+    "invalid_feature_value": "user 42 has a non-numeric value for feature_1",
+    "feature_transform_failed": "on-demand view user_feature_transforms failed for user 42: "
+    "ZeroDivisionError",
+    "non_finite_features": "user 42 has a non-finite value for feature_ratio",
+    "payload_too_large": "the request body exceeds the limit of 67936 bytes",
+    "no_model": "no model is being served: no version of 'churn-predictor' has alias 'champion'",
+    "store_unavailable": "the online store did not answer within 500 ms",
+    "overloaded": "the service has 2040 rows waiting, at its limit of 2048: retry shortly",
+    "deadline_exceeded": "no answer within the 2 s deadline",
+    "internal_error": "the prediction failed (see the service log)",
+    "unauthorized": "a valid admin bearer token is required",
+}
+
+
+def error_examples(model: type[ErrorResponse]) -> dict[str, dict[str, Any]]:
+    """OpenAPI examples of an error body: one per kind its model admits."""
+    kinds = get_args(model.model_fields["kind"].annotation)
+    return {
+        kind: {"summary": kind, "value": {"kind": kind, "detail": ERROR_EXAMPLES[kind]}}
+        for kind in kinds
+    }
 
 
 class HealthResponse(BaseModel):

@@ -47,20 +47,15 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 
+# The kinds answered with 503 and a Retry-After header.
+UnavailableKind = Literal["store_unavailable", "no_model", "overloaded", "deadline_exceeded"]
 ErrorKind = (
     ProblemKind
-    | Literal[
-        "store_unavailable",
-        "no_model",
-        "batch_too_large",
-        "payload_too_large",
-        "invalid_request",
-        "unauthorized",
-        "overloaded",
-        "deadline_exceeded",
-        "internal_error",
-    ]
+    | UnavailableKind
+    | Literal["payload_too_large", "invalid_request", "unauthorized", "internal_error"]
 )
+# Seconds a caller is told to wait while no model is served (a load takes about that).
+NO_MODEL_RETRY_AFTER_S = 5
 
 # A job that waited this long is checked for a gone client before it is scored; fresher
 # ones are not (the check costs a receive() per job, and such a client rarely left).
@@ -297,21 +292,6 @@ class PredictionService:
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._predict_executor, observed_native_threads)
 
-    def check_batch_size(self, count: int) -> None:
-        """Refuse a batch above the limit, naming the limit.
-
-        Raises:
-            ServingError: 413 when ``count`` exceeds the batch limit.
-        """
-        limit = self.settings.batch_limit
-        if count > limit:
-            self.metrics.errors.labels(kind="batch_too_large").inc()
-            raise ServingError(
-                "batch_too_large",
-                413,
-                f"batch of {count} user_ids exceeds the limit of {limit} per request",
-            )
-
     async def readiness(self) -> Readiness:
         """Ready when a model is loaded, the online store answers and the backlog is short."""
         model = self._model
@@ -421,7 +401,10 @@ class PredictionService:
     def _no_model_error(self) -> ServingError:
         self.metrics.errors.labels(kind="no_model").inc()
         return ServingError(
-            "no_model", 503, f"no model is being served: {self._problem}", retry_after_s=5
+            "no_model",
+            503,
+            f"no model is being served: {self._problem}",
+            retry_after_s=NO_MODEL_RETRY_AFTER_S,
         )
 
     def _log_rarely(self, key: str, message: str, *args: object) -> None:

