@@ -156,7 +156,7 @@ def apply_command(
 
 def _view_summary(stats: MaterializationStats) -> str:
     """One line on what a view's materialization did."""
-    if stats.engine != "fast":
+    if stats.by_feast:
         return (
             f"{stats.view}: materialized by Feast's {stats.engine} engine in {stats.seconds:.1f} s"
         )

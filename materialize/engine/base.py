@@ -70,6 +70,11 @@ class MaterializationStats:
         """Entities not written because the online value was as new or newer."""
         return self.entities - self.written
 
+    @property
+    def by_feast(self) -> bool:
+        """Whether Feast's own engine materialized the view (no counts of ours)."""
+        return self.engine.startswith("feast-")
+
 
 def unsupported_view_reason(view: Any) -> str | None:
     """Why our encoder cannot take ``view``, whatever its source (None when it can)."""

@@ -248,6 +248,25 @@ def test_materialize_reports_the_written_counts(applied: AppliedRepo, repo: Test
     assert "with profile production (engine materialize.engine.FastEngine)" in out
 
 
+@pytest.mark.unit
+def test_materialize_reports_counts_for_either_engine_of_ours_and_names_feasts() -> None:
+    from cli.materialize import _view_summary
+    from materialize.engine import MaterializationStats
+
+    def stats(engine: str) -> MaterializationStats:
+        return MaterializationStats(
+            view=VIEW, start=START, end=END, engine=engine, entities=7, written=5, seconds=1.0
+        )
+
+    for ours in ("fast", "spark"):
+        assert _view_summary(stats(ours)).startswith(
+            f"{VIEW}: 5 entities written (2 not newer than online)"
+        )
+    assert _view_summary(stats("feast-spark")) == (
+        f"{VIEW}: materialized by Feast's feast-spark engine in 1.0 s"
+    )
+
+
 # --- churn skew-check -------------------------------------------------------------------------
 
 
