@@ -7,7 +7,7 @@ ingest`` writes them), then for each engine copies ``feature_repo/`` with its ow
 runs ``feast apply`` on the profile as shipped, and materializes the same range into Redis
 in a separate process:
 
-- ``ours-spark``: the spark profile as shipped (``materialize.engine.spark.SparkEngine``);
+- ``ours-spark``: the spark profile as shipped (``materialize.engine.backends.spark.SparkEngine``);
 - ``feast-spark``: the spark profile with its ``batch_engine`` type replaced by
   ``spark.engine`` (Feast's own), its session started with the same settings as ours;
 - ``ours-duckdb``: the production profile as shipped (``materialize.engine.FastEngine``).

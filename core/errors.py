@@ -125,11 +125,17 @@ class UnreadableInputError(UnavailableError):
 
 
 class SchemaError(InputError):
-    """Required columns are missing or have the wrong type (each problem is listed)."""
+    """Required columns are missing or have the wrong type (each problem is listed).
 
-    def __init__(self, problems: Sequence[str]) -> None:
+    Args:
+        problems: One description per missing or mistyped column.
+        subject: What has the schema (``raw events``), named at the start of the message.
+    """
+
+    def __init__(self, problems: Sequence[str], *, subject: str | None = None) -> None:
         self.problems = list(problems)
-        super().__init__("; ".join(self.problems))
+        listed = "; ".join(self.problems)
+        super().__init__(f"{subject} schema: {listed}" if subject else listed)
 
 
 # --- the one mapping to HTTP statuses -------------------------------------------------------

@@ -1,16 +1,30 @@
-"""Stage: register the Feast definitions of ``feature_repo/`` (``feast apply``)."""
+"""Stage: register the Feast definitions of ``feature_repo/`` (``churn apply``: ``feast apply``)."""
 
 from __future__ import annotations
 
 import subprocess
+from dataclasses import dataclass
+from pathlib import Path
 
-import typer
-
-from cli.errors import exit_on_error
-from cli.options import ProfileOption, profile_settings
-from core.exits import ExitCode
+from core.errors import UnavailableError
 from core.feast_store import run_feast_cli
 from core.settings import FeastSettings
+
+
+@dataclass(frozen=True)
+class ApplyRequest:
+    """Which repo and profile ``churn apply`` registers."""
+
+    feast: FeastSettings
+
+
+@dataclass(frozen=True)
+class ApplyOutcome:
+    """What ``churn apply`` did: Feast's output, for which repo and profile."""
+
+    output: str
+    repo_path: Path
+    profile: str
 
 
 def apply_feature_repo(settings: FeastSettings) -> str:
@@ -18,22 +32,23 @@ def apply_feature_repo(settings: FeastSettings) -> str:
 
     Raises:
         ConfigurationError: The profile cannot be used as configured.
-        subprocess.CalledProcessError: feast apply failed.
+        UnavailableError: feast apply failed (its output is in the message).
     """
-    completed = run_feast_cli(settings, "apply")
+    try:
+        completed = run_feast_cli(settings, "apply")
+    except subprocess.CalledProcessError as error:
+        raise UnavailableError(f"feast apply failed:\n{error.stdout}{error.stderr}") from error
     return completed.stdout
 
 
-def apply_command(
-    profile: ProfileOption = None,
-) -> None:
-    """Register the feature definitions in the Feast registry (feast apply)."""
-    settings = profile_settings(profile)
-    try:
-        with exit_on_error():
-            output = apply_feature_repo(settings)
-    except subprocess.CalledProcessError as error:
-        typer.echo(f"error: feast apply failed:\n{error.stdout}{error.stderr}", err=True)
-        raise typer.Exit(ExitCode.FAILURE) from error
-    typer.echo(output.strip())
-    typer.echo(f"applied {settings.repo_path} with profile {settings.profile}")
+def run_apply(request: ApplyRequest) -> ApplyOutcome:
+    """``churn apply``: register the feature definitions in the Feast registry.
+
+    Raises:
+        ConfigurationError: The profile cannot be used as configured.
+        UnavailableError: feast apply failed (its output is in the message).
+    """
+    output = apply_feature_repo(request.feast)
+    return ApplyOutcome(
+        output=output, repo_path=request.feast.repo_path, profile=request.feast.profile
+    )

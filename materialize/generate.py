@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import Annotated
 
 import numpy as np
 import pandas as pd
-import typer
 
 from core.settings import DataSettings
-from materialize.ingest import RAW_COLUMNS, write_parquet_atomically
+from materialize.offline_tables import write_parquet_atomically
+from materialize.raw_events import RAW_COLUMNS
 
 SHIFTABLE_FEATURES = ("feature_1", "feature_2")
 DEFAULT_NULL_RATE = 0.01
@@ -68,8 +67,12 @@ def _stream(seed: int, *key: int) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence(seed, spawn_key=key))
 
 
-def _to_utc(value: datetime | date | str | pd.Timestamp) -> pd.Timestamp:
-    """A UTC timestamp from a date, a datetime or an ISO string (naive means UTC)."""
+def to_utc(value: datetime | date | str | pd.Timestamp) -> pd.Timestamp:
+    """A UTC timestamp from a date, a datetime or an ISO string (naive means UTC).
+
+    Raises:
+        ValueError: The text is not a date or a date-time.
+    """
     stamp = pd.Timestamp(value)
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
@@ -206,7 +209,7 @@ def generate_raw_events(
     unknown = sorted(set(shifts) - set(SHIFTABLE_FEATURES))
     if unknown:
         raise ValueError(f"cannot shift {', '.join(unknown)}: only {SHIFTABLE_FEATURES}")
-    end_ts = _to_utc(end)
+    end_ts = to_utc(end)
     start_ts = end_ts - pd.Timedelta(days=days)
     if start_ts < pd.Timestamp(0, tz="UTC"):
         raise ValueError("the window must start after 1970-01-01")
@@ -227,7 +230,7 @@ def generate_raw_events(
     shifted = (
         np.ones(len(frame), dtype=bool)
         if shift_start is None
-        else (frame["event_date"] >= _to_utc(shift_start)).to_numpy()
+        else (frame["event_date"] >= to_utc(shift_start)).to_numpy()
     )
     for name, amount in shifts.items():
         values = frame[name].to_numpy(copy=True)
@@ -261,80 +264,62 @@ def write_raw_events(frame: pd.DataFrame, path: Path) -> GeneratedBatch:
     )
 
 
-def _parse_end(value: str | None) -> pd.Timestamp:
-    if value is None:
-        return default_end()
-    try:
-        return _to_utc(value)
-    except ValueError as error:
-        raise typer.BadParameter(
-            f"not a date or datetime: {value!r}", param_hint="--end"
-        ) from error
+@dataclass(frozen=True)
+class GenerateRequest:
+    """What ``churn generate`` is asked to write (see :func:`generate_raw_events`).
+
+    Attributes:
+        users: Number of users.
+        days: Days of history before ``end``.
+        seed: Seed of every random draw.
+        null_rate: Share of missing feature_1 and feature_2 values.
+        end: Exclusive end of the window; default today 00:00 UTC (no row in the future).
+        out: Output Parquet file; default ``<data_dir>/raw/events.parquet``.
+        shifts: Standard deviations to add to a feature (:func:`parse_shifts`).
+        shift_start: First shifted timestamp; None shifts every row.
+    """
+
+    users: int
+    days: int
+    seed: int
+    null_rate: float
+    end: pd.Timestamp | None = None
+    out: Path | None = None
+    shifts: Mapping[str, float] = field(default_factory=dict)
+    shift_start: pd.Timestamp | None = None
 
 
-def generate_command(
-    users: Annotated[int, typer.Option(min=1, help="Number of users.")] = 2000,
-    days: Annotated[int, typer.Option(min=1, help="Days of history before --end.")] = 60,
-    end: Annotated[
-        str | None,
-        typer.Option(
-            help="Exclusive end of the window, a date or ISO datetime (UTC when naive). "
-            "Default: today 00:00 UTC, so no row lies in the future."
-        ),
-    ] = None,
-    seed: Annotated[int, typer.Option(min=0, help="Random seed (same seed, same users).")] = 42,
-    out: Annotated[
-        Path | None,
-        typer.Option(help="Output Parquet file. Default: <data_dir>/raw/events.parquet."),
-    ] = None,
-    null_rate: Annotated[
-        float,
-        typer.Option(min=0.0, max=1.0, help="Share of missing feature_1 and feature_2 values."),
-    ] = DEFAULT_NULL_RATE,
-    shift: Annotated[
-        list[str] | None,
-        typer.Option(
-            help="FEATURE=SD: add SD standard deviations to a feature (feature_1 or "
-            "feature_2) from --shift-start on. Repeatable."
-        ),
-    ] = None,
-    shift_start: Annotated[
-        str | None,
-        typer.Option(help="First shifted timestamp (date or ISO datetime). Default: all rows."),
-    ] = None,
-) -> None:
-    """Generate a seeded, deterministic raw events table (Parquet)."""
-    try:
-        shifts = parse_shifts(shift or [])
-    except ValueError as error:
-        raise typer.BadParameter(str(error), param_hint="--shift") from error
-    start_of_shift = None
-    if shift_start is not None:
-        try:
-            start_of_shift = _to_utc(shift_start)
-        except ValueError as error:
-            raise typer.BadParameter(
-                f"not a date or datetime: {shift_start!r}", param_hint="--shift-start"
-            ) from error
-    end_ts = _parse_end(end)
-    path = out or DataSettings().raw_dir / "events.parquet"
+@dataclass(frozen=True)
+class GenerateOutcome:
+    """What ``churn generate`` wrote."""
+
+    batch: GeneratedBatch
+    window_start: pd.Timestamp
+    window_end: pd.Timestamp
+    churn_rate: float
+
+
+def run_generate(request: GenerateRequest) -> GenerateOutcome:
+    """``churn generate``: write a seeded, deterministic raw events table.
+
+    Raises:
+        ValueError: An argument is out of range.
+    """
+    end = request.end if request.end is not None else default_end()
+    path = request.out or DataSettings().raw_dir / "events.parquet"
     frame = generate_raw_events(
-        users=users,
-        days=days,
-        end=end_ts,
-        seed=seed,
-        null_rate=null_rate,
-        shifts=shifts,
-        shift_start=start_of_shift,
+        users=request.users,
+        days=request.days,
+        end=end,
+        seed=request.seed,
+        null_rate=request.null_rate,
+        shifts=request.shifts,
+        shift_start=request.shift_start,
     )
     batch = write_raw_events(frame, path)
-    window = f"{end_ts - timedelta(days=days):%Y-%m-%d %H:%M} to {end_ts:%Y-%m-%d %H:%M} UTC"
-    typer.echo(
-        f"wrote {batch.rows} rows of {batch.users} users ({window}, "
-        f"first {batch.start}, last {batch.end}, churn rate {frame['label'].mean():.3f}) "
-        f"to {batch.path}"
+    return GenerateOutcome(
+        batch=batch,
+        window_start=end - timedelta(days=request.days),
+        window_end=end,
+        churn_rate=float(frame["label"].mean()),
     )
-    if shifts:
-        described = ", ".join(f"{name} {amount:+g} SD" for name, amount in shifts.items())
-        since = f"from {start_of_shift}" if start_of_shift is not None else "on every row"
-        typer.echo(f"shifted {described} {since}")

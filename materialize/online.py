@@ -9,25 +9,36 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Any
 
-import typer
+import redis
+from feast import FeatureStore
 
-from cli.errors import exit_on_error
-from cli.options import ProfileOption, profile_settings
-from core.errors import InputError
+from core.errors import InputError, OnlineStoreFullError, OnlineStoreUnavailable
 from core.feast_adapter.store import batch_engine_of
 from core.feast_store import feature_store_session
 from core.settings import FeastSettings
-
-if TYPE_CHECKING:
-    from feast import FeatureStore
-
-    from materialize.engine import MaterializationStats
+from core.stage_metrics import ViewRun, record_materialization
+from materialize.engine.base import MaterializationStats
+from materialize.engine.writers import is_out_of_memory
 
 
-class MaterializeInputError(InputError):
-    """The requested range or views cannot be materialized (message says why)."""
+@dataclass(frozen=True)
+class MaterializeRequest:
+    """What ``churn materialize`` is asked to load.
+
+    Attributes:
+        feast: Repo and profile.
+        start: Start of the range (inclusive); None: incremental, each view from where its
+            last materialization ended.
+        end: End of the range (inclusive); None: now.
+        views: Feature views to materialize; None: all of them.
+    """
+
+    feast: FeastSettings
+    start: datetime | None = None
+    end: datetime | None = None
+    views: tuple[str, ...] | None = None
 
 
 @dataclass(frozen=True)
@@ -45,12 +56,12 @@ def parse_time(text: str) -> datetime:
     """An ISO date or date-time; naive means UTC.
 
     Raises:
-        MaterializeInputError: Not an ISO date or date-time.
+        InputError: Not an ISO date or date-time.
     """
     try:
         moment = datetime.fromisoformat(text)
     except ValueError as error:
-        raise MaterializeInputError(
+        raise InputError(
             f"{text!r} is not an ISO date or date-time (e.g. 2026-03-01T12:00:00)"
         ) from error
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
@@ -79,20 +90,31 @@ def materialize_online(
         views: Feature views to materialize; all of them when omitted.
 
     Raises:
-        MaterializeInputError: Start after end, nothing registered, or an unknown view.
+        InputError: Start after end, nothing registered, or an unknown view.
         ConfigurationError: The profile cannot be used as configured.
-        materialize.engine.OnlineStoreUnavailableError: The online store is unreachable.
-        materialize.engine.OfflineSourceError: The offline source cannot be read.
+        OnlineStoreUnavailable: The online store is unreachable.
+        OnlineStoreFullError: The Redis online store is out of memory.
+        OfflineSourceError: The offline source cannot be read.
     """
     end = end or datetime.now(UTC)
     if start is not None and start > end:
-        raise MaterializeInputError(f"--start {start.isoformat()} is after --end {end.isoformat()}")
+        raise InputError(f"--start {start.isoformat()} is after --end {end.isoformat()}")
     with feature_store_session(settings) as store:
         _check_views(store, views)
-        if start is None:
-            store.materialize_incremental(end_date=end, feature_views=views)
-        else:
-            store.materialize(start_date=start, end_date=end, feature_views=views)
+        try:
+            if start is None:
+                store.materialize_incremental(end_date=end, feature_views=views)
+            else:
+                store.materialize(start_date=start, end_date=end, feature_views=views)
+        # Feast's own engine (when it is configured) raises redis-py's errors, not ours.
+        except redis.ConnectionError as error:
+            raise OnlineStoreUnavailable(f"cannot reach the Redis online store: {error}") from error
+        except redis.ResponseError as error:
+            if not is_out_of_memory(error):
+                raise
+            raise OnlineStoreFullError(
+                f"the Redis online store is out of memory: {error}"
+            ) from error
         engine = batch_engine_of(store)  # the engine Feast built for this run
         return MaterializeResult(
             start=start,
@@ -110,34 +132,19 @@ def _check_views(store: FeatureStore, views: list[str] | None) -> None:
     """Fail when nothing is registered or a requested view is unknown."""
     registered = {view.name for view in store.list_feature_views()}
     if not registered:
-        raise MaterializeInputError(
+        raise InputError(
             f"no feature views registered in project {store.project!r}: run `churn apply` first"
         )
     unknown = sorted(set(views or []) - registered)
     if unknown:
-        raise MaterializeInputError(
+        raise InputError(
             f"unknown feature view(s) {', '.join(unknown)}; "
             f"registered: {', '.join(sorted(registered))}"
         )
 
 
-def _summary(stats: MaterializationStats) -> str:
-    if stats.engine != "fast":
-        return (
-            f"{stats.view}: materialized by Feast's {stats.engine} engine in {stats.seconds:.1f} s"
-        )
-    expired = f", {stats.expired:,} expired (older than key_ttl_seconds)" if stats.expired else ""
-    return (
-        f"{stats.view}: {stats.written:,} entities written ({stats.skipped:,} not newer than "
-        f"online), {stats.rows_in_range:,} rows in range, {stats.rejected_rows:,} rejected "
-        f"without a join key{expired}, {stats.seconds:.1f} s"
-    )
-
-
 def _record_metrics(result: MaterializeResult) -> None:
     """Per view: last successful materialization, rows written, ttl (core.stage_metrics)."""
-    from core.stage_metrics import ViewRun, record_materialization
-
     record_materialization(
         [
             ViewRun(
@@ -152,60 +159,17 @@ def _record_metrics(result: MaterializeResult) -> None:
     )
 
 
-def materialize_command(
-    start: Annotated[
-        str | None,
-        typer.Option(
-            help="Start of the range (ISO, UTC when naive). Default: incremental, from where "
-            "the last run ended (first run: end minus the view's ttl)."
-        ),
-    ] = None,
-    end: Annotated[
-        str | None, typer.Option(help="End of the range (ISO, UTC when naive). Default: now.")
-    ] = None,
-    view: Annotated[
-        list[str] | None,
-        typer.Option("--view", help="Only this feature view (repeatable). Default: all."),
-    ] = None,
-    profile: ProfileOption = None,
-) -> None:
-    """Load the latest offline feature values into the online store (Feast-driven).
+def run_materialize(request: MaterializeRequest) -> MaterializeResult:
+    """``churn materialize``: load the range into the online store, then record the metrics.
 
-    Exit 0: done. Exit 1: online store unreachable or offline table unreadable. Exit 2: bad
-    input or profile. Exit 3: the Redis online store is out of memory (re-run after making
-    room: it resumes where it stopped).
+    Raises:
+        InputError: Start after end, nothing registered, an unknown view, or a profile that
+            cannot be used as configured.
+        OnlineStoreUnavailable: The online store is unreachable.
+        OnlineStoreFullError: The Redis online store is out of memory.
+        OfflineSourceError: The offline source cannot be read.
     """
-    import redis
-
-    from materialize.engine import OnlineStoreFullError, OnlineStoreUnavailableError
-    from materialize.engine.writers import is_out_of_memory
-
-    settings = profile_settings(profile)
-    with exit_on_error():
-        try:
-            result = materialize_online(
-                settings,
-                start=parse_time(start) if start else None,
-                end=parse_time(end) if end else None,
-                views=view,
-            )
-        # Feast's own engine (when it is configured) raises redis-py's errors, not ours.
-        except redis.ConnectionError as error:
-            raise OnlineStoreUnavailableError(
-                f"cannot reach the Redis online store: {error}"
-            ) from error
-        except redis.ResponseError as error:
-            if not is_out_of_memory(error):
-                raise
-            raise OnlineStoreFullError(
-                f"the Redis online store is out of memory: {error}"
-            ) from error
-    for stats in result.views:
-        typer.echo(_summary(stats))
+    views = list(request.views) if request.views is not None else None
+    result = materialize_online(request.feast, start=request.start, end=request.end, views=views)
     _record_metrics(result)
-    scope = (
-        f"{result.start.isoformat()} .. {result.end.isoformat()}"
-        if result.start
-        else f"incrementally up to {result.end.isoformat()}"
-    )
-    typer.echo(f"materialized {scope} with profile {settings.profile} (engine {result.engine})")
+    return result

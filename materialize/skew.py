@@ -14,22 +14,17 @@ import math
 import random
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Annotated, Any
+from typing import Any
 
-import typer
+import pandas as pd
+from feast import FeatureService, FeatureStore, FeatureView
 
-from cli.errors import exit_on_error
-from cli.options import ProfileOption, profile_settings
-from core.compute import uses_spark
-from core.compute.spark.io import historical_features, retrieval_to_pandas
+from core.compute import OfflineCompute, offline_compute
 from core.errors import InputError
-from core.exits import ExitCode
+from core.feast_adapter.services import get_feature_service
 from core.feast_store import feature_store_session
 from core.settings import FeastSettings
-from materialize.online import parse_time
-
-if TYPE_CHECKING:
-    from feast import FeatureService, FeatureStore, FeatureView
+from core.stage_metrics import record_skew_check
 
 # Floats equal to this relative tolerance agree (both sides compute the same expressions).
 RELATIVE_TOLERANCE = 1e-9
@@ -37,8 +32,24 @@ ONLINE_BATCH = 1_000
 EXAMPLES_PER_FEATURE = 3
 
 
-class SkewInputError(InputError):
-    """The check cannot run as asked (message says why)."""
+@dataclass(frozen=True)
+class SkewRequest:
+    """What ``churn skew-check`` is asked to compare.
+
+    Attributes:
+        feast: Repo and profile.
+        sample: Number of random entities (fewer when the source has fewer).
+        service: Feature service to compare.
+        at: Time to compare at; None: the end of the last materialization (the earliest
+            among the service's views).
+        seed: Seed of the sample; None: random.
+    """
+
+    feast: FeastSettings
+    sample: int
+    service: str
+    at: datetime | None = None
+    seed: int | None = None
 
 
 @dataclass(frozen=True)
@@ -91,16 +102,16 @@ def _service_views(store: FeatureStore, service: FeatureService) -> list[Feature
     """The batch feature views behind a service (on-demand views are computed, not stored).
 
     Raises:
-        SkewInputError: No batch view, or views with different join keys.
+        InputError: No batch view, or views with different join keys.
     """
     names = {projection.name for projection in service.feature_view_projections}
     batch_names = {view.name for view in store.list_feature_views()}
     views = [store.get_feature_view(name) for name in sorted(names & batch_names)]
     if not views:
-        raise SkewInputError(f"feature service {service.name!r} reads no batch feature view")
+        raise InputError(f"feature service {service.name!r} reads no batch feature view")
     join_keys = {tuple(sorted(column.name for column in view.entity_columns)) for view in views}
     if len(join_keys) != 1:
-        raise SkewInputError(
+        raise InputError(
             f"the views of {service.name!r} have different join keys: {sorted(join_keys)}"
         )
     return views
@@ -121,32 +132,11 @@ def _materialized_at(views: list[FeatureView]) -> datetime:
     ends = {view.name: view.most_recent_end_time for view in views}
     never = sorted(name for name, end in ends.items() if end is None)
     if never:
-        raise SkewInputError(
+        raise InputError(
             f"feature view(s) {', '.join(never)} never materialized: run `churn materialize`"
         )
     # The earliest end is the latest time every view is materialized up to.
     return min(end.astimezone(UTC) for end in ends.values() if end is not None)
-
-
-def _sample(view: FeatureView, *, at: datetime, size: int, seed: int) -> list[dict[str, Any]]:
-    from feast.feature_view import DUMMY_ENTITY_ID
-
-    from materialize.engine.reader import parquet_path, sample_entities
-
-    source = view.batch_source
-    path = parquet_path(source)
-    if source is None or path is None:
-        raise SkewInputError(f"feature view {view.name}: its source is not a local Parquet file")
-    reverse = {mapped: column for column, mapped in (source.field_mapping or {}).items()}
-    join_keys = {
-        reverse.get(column.name, column.name): column.name
-        for column in view.entity_columns
-        if column.name != DUMMY_ENTITY_ID
-    }
-    timestamp = reverse.get(source.timestamp_field, source.timestamp_field)
-    table = sample_entities(path, join_keys, timestamp=timestamp, at=at, size=size, seed=seed)
-    rows: list[dict[str, Any]] = table.to_pylist()
-    return rows
 
 
 def check_skew(
@@ -168,23 +158,21 @@ def check_skew(
         seed: Seed of the sample; random when omitted.
 
     Raises:
-        SkewInputError: Bad sample size, unknown service, nothing materialized, or views
+        InputError: Bad sample size, unknown service, nothing materialized, or views
             with different join keys.
         ConfigurationError: The profile cannot be used as configured.
+        OnDemandSourceMismatch: The registry's on-demand view code is not the repo's
+            (checked before anything runs it).
     """
     if sample < 1:
-        raise SkewInputError(f"--sample must be at least 1, got {sample}")
+        raise InputError(f"--sample must be at least 1, got {sample}")
     with feature_store_session(settings) as store:
-        feature_service = _feature_service(store, service)
+        feature_service: FeatureService = get_feature_service(store, service)
         views = _service_views(store, feature_service)
         at = at.astimezone(UTC) if at is not None else _materialized_at(views)
         seed = seed if seed is not None else random.SystemRandom().randrange(2**31)
-        if uses_spark(store):
-            from materialize.spark_sample import sample_entities_on_spark
-
-            entities = sample_entities_on_spark(store, views[0], at=at, size=sample, seed=seed)
-        else:
-            entities = _sample(views[0], at=at, size=sample, seed=seed)
+        compute = offline_compute(store)
+        entities = compute.sample_entities(views[0], at=at, size=sample, seed=seed)
         features = [
             feature.name
             for projection in feature_service.feature_view_projections
@@ -194,7 +182,7 @@ def check_skew(
             return SkewReport(service, at, 0, [FeatureSkew(name, 0) for name in features])
         requests = {name: at for name in _request_fields(store, feature_service)}
         online = _online_values(store, feature_service, entities, requests)
-        offline = _offline_values(store, feature_service, entities, requests, at)
+        offline = _offline_values(compute, feature_service, entities, requests, at)
     report = []
     for name in features:
         mismatches = [
@@ -204,17 +192,6 @@ def check_skew(
         ]
         report.append(FeatureSkew(name, len(mismatches), mismatches[:EXAMPLES_PER_FEATURE]))
     return SkewReport(service, at, len(entities), report)
-
-
-def _feature_service(store: FeatureStore, name: str) -> FeatureService:
-    """Feast's service of that name, resolved as every stage resolves it."""
-    from core.feast_adapter.services import FeatureServiceError, get_feature_service
-
-    try:
-        service: FeatureService = get_feature_service(store, name)
-    except FeatureServiceError as error:
-        raise SkewInputError(str(error)) from error
-    return service
 
 
 def _online_values(
@@ -234,23 +211,21 @@ def _online_values(
 
 
 def _offline_values(
-    store: FeatureStore,
+    compute: OfflineCompute,
     service: FeatureService,
     entities: list[dict[str, Any]],
     requests: dict[str, datetime],
     at: datetime,
 ) -> dict[str, list[Any]]:
     """The service's point-in-time values at ``at`` per feature, in the order of ``entities``."""
-    import pandas as pd
-
     entity_df = pd.DataFrame(entities)
     for name in [*requests, "event_timestamp"]:
         entity_df[name] = pd.Timestamp(at)
     keys = list(entities[0])
     names = [feature.name for view in service.feature_view_projections for feature in view.features]
-    with historical_features(store, entity_df, label="skew", features=service) as job:
-        # On the spark profile Feast's to_df() would leave its copy in the staging location.
-        joined = retrieval_to_pandas(store, job, [*keys, *names], label="skew")
+    joined = compute.point_in_time_values(
+        entity_df, service=service, columns=[*keys, *names], label="skew"
+    )
     # The join returns rows in its own order: line them up with the entities.
     ordered = entity_df[keys].merge(joined, on=keys, how="left", validate="one_to_one")
     return {
@@ -260,49 +235,22 @@ def _offline_values(
     }
 
 
-def skew_check_command(
-    sample: Annotated[int, typer.Option(help="Number of random entities to compare.")] = 1000,
-    service: Annotated[str, typer.Option(help="Feature service to compare.")] = "churn_v1",
-    at: Annotated[
-        str | None,
-        typer.Option(
-            help="Time to compare at (ISO, UTC when naive). Default: the end of the "
-            "last materialization."
-        ),
-    ] = None,
-    seed: Annotated[int | None, typer.Option(help="Seed of the sample (default: random).")] = None,
-    profile: ProfileOption = None,
-) -> None:
-    """Compare online and offline feature values of random users; exit 1 on any mismatch."""
-    settings = profile_settings(profile)
-    with exit_on_error():
-        report = check_skew(
-            settings,
-            sample=sample,
-            service=service,
-            at=parse_time(at) if at else None,
-            seed=seed,
-        )
-    typer.echo(
-        f"skew check of {report.service} at {report.at.isoformat()} on {report.entities:,} "
-        f"entities (profile {settings.profile})"
-    )
-    width = max(len(feature.feature) for feature in report.features)
-    typer.echo(f"{'feature':<{width}}  mismatches")
-    for feature in report.features:
-        typer.echo(f"{feature.feature:<{width}}  {feature.mismatches:>10,}")
-    for feature in report.features:
-        for example in feature.examples:
-            typer.echo(
-                f"  {feature.feature}: {example.entity} online={example.online!r} "
-                f"offline={example.offline!r}"
-            )
-    from core.stage_metrics import record_skew_check
+def run_skew_check(request: SkewRequest) -> SkewReport:
+    """``churn skew-check``: compare online and offline values, then record the metrics.
 
+    Raises:
+        InputError: Bad sample size, unknown service, nothing materialized, views with
+            different join keys, a profile that cannot be used as configured, or
+            on-demand view code in the registry that is not the repo's.
+    """
+    report = check_skew(
+        request.feast,
+        sample=request.sample,
+        service=request.service,
+        at=request.at,
+        seed=request.seed,
+    )
     record_skew_check(
         service=report.service, entities=report.entities, mismatches=report.mismatches
     )
-    if report.mismatches:
-        typer.echo(f"FAIL: {report.mismatches:,} mismatching values", err=True)
-        raise typer.Exit(ExitCode.FAILURE)
-    typer.echo("OK: online and offline agree on every sampled value")
+    return report

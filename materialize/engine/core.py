@@ -7,11 +7,12 @@ records the materialization interval (the watermark ``materialize-incremental`` 
 from), exactly as with its local engine.
 
 Per feature view the engine reads the latest row of each entity inside the range from the
-Parquet source in hash-partitioned chunks (DuckDB), encodes whole chunks with numpy into
-the bytes Feast writes, and writes them newer-wins (Redis: one Lua script call per batch;
-SQLite: one upsert per row). The next chunk is read in a background thread while the
-current one is written. Views it cannot handle (transformations, aggregations, non-Parquet
-sources) go through Feast's local engine unchanged.
+Parquet source in hash-partitioned chunks (DuckDB, :mod:`core.compute.local.sampling`),
+encodes whole chunks with numpy into the bytes Feast writes, and writes them newer-wins
+(Redis: one Lua script call per batch; SQLite: one upsert per row). The next chunk is read
+in a background thread while the current one is written. Views it cannot handle
+(transformations, aggregations, non-Parquet sources) go through Feast's local engine
+unchanged (:class:`materialize.engine.base.FallbackEngine`).
 """
 
 from __future__ import annotations
@@ -19,33 +20,33 @@ from __future__ import annotations
 import logging
 import time
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from datetime import datetime
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from feast import FeatureView
-from feast.infra.common.materialization_job import (
-    MaterializationJobStatus,
-    MaterializationTask,
-)
+from feast.infra.common.materialization_job import MaterializationTask
 from feast.infra.compute_engines.local.job import LocalMaterializationJob
+from feast.infra.online_stores.helpers import compute_table_id
+from feast.infra.online_stores.redis import RedisOnlineStoreConfig, RedisType
+from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
 from feast.infra.registry.base_registry import BaseRegistry
-from feast.repo_config import FeastConfigBaseModel
 from pydantic import PositiveInt, StrictStr, confloat
 
-from core.feast_adapter.engine import AdapterComputeEngine, source_column_names
+from core.compute.local.sampling import ParquetLatestReader, parquet_path
+from core.compute.sampling import CREATED_COLUMN, EVENT_COLUMN
+from core.feast_adapter.engine import AdapterComputeEngine
 from core.feast_adapter.layout import RedisLayout
 from core.feast_adapter.selfcheck import EncodedRow, SelfCheck, check_writer
 from core.feast_adapter.store import redis_client, sqlite_db_path
+from materialize.engine.base import (
+    FallbackEngine,
+    MaterializationStats,
+    RedisWriteOptions,
+    redis_label,
+    source_columns,
+    unsupported_view_reason,
+)
 from materialize.engine.encoding import encode_chunk
 from materialize.engine.progress import Progress, make_progress
-from materialize.engine.reader import (
-    CREATED_COLUMN,
-    EVENT_COLUMN,
-    ParquetLatestReader,
-    SourceColumns,
-    parquet_path,
-)
 from materialize.engine.writers import FeastWriter, OnlineWriter, RedisWriter, SqliteWriter
 
 logger = logging.getLogger(__name__)
@@ -53,7 +54,7 @@ logger = logging.getLogger(__name__)
 ENGINE_TYPE = "materialize.engine.FastEngine"
 
 
-class FastEngineConfig(FeastConfigBaseModel):
+class FastEngineConfig(RedisWriteOptions):
     """The ``batch_engine:`` block of ``feature_store.yaml`` for :class:`FastEngine`."""
 
     type: Literal["materialize.engine.FastEngine"] = "materialize.engine.FastEngine"
@@ -64,12 +65,6 @@ class FastEngineConfig(FeastConfigBaseModel):
 
     chunk_rows: PositiveInt = 250_000
     """Entities read and encoded per chunk: bounds memory, whatever the range."""
-
-    write_batch_rows: PositiveInt = 1_000
-    """Entities per Redis script call (Redis is busy for about 2 ms per 1000 entities)."""
-
-    pipeline_batches: PositiveInt = 4
-    """Redis script calls sent per round trip."""
 
     read_threads: PositiveInt | None = 1
     """DuckDB threads reading the next chunk. Reading overlaps with writing, and one thread
@@ -86,63 +81,12 @@ class FastEngineConfig(FeastConfigBaseModel):
     ``start``, i.e. users with no value newer than the TTL that this run did not write."""
 
 
-@dataclass(frozen=True)
-class MaterializationStats:
-    """What one feature view's materialization did."""
-
-    view: str
-    start: datetime
-    end: datetime
-    engine: str  # "fast", or "feast-local" for views handed to Feast's local engine
-    entities: int = 0  # latest rows read (one per entity in the range)
-    rows_in_range: int = 0
-    rejected_rows: int = 0  # rows in the range without a join key
-    written: int = 0  # entities written (newer than what was online)
-    expired: int = 0  # entities deleted as older than key_ttl_seconds (SQLite)
-    chunks: int = 0
-    seconds: float = 0.0
-
-    @property
-    def skipped(self) -> int:
-        """Entities not written because the online value was as new or newer."""
-        return self.entities - self.written
-
-
 def _unsupported_reason(view: Any) -> str | None:
     """Why the fast path cannot materialize ``view`` (None when it can)."""
     reason = unsupported_view_reason(view)
     if reason is None and parquet_path(view.batch_source) is None:
         return "its batch source is not a local Parquet FileSource"
     return reason
-
-
-def unsupported_view_reason(view: Any) -> str | None:
-    """Why our encoder cannot take ``view``, whatever its source (None when it can)."""
-    if not isinstance(view, FeatureView):
-        return f"{type(view).__name__} is not a plain feature view"
-    if getattr(view, "feature_transformation", None) or getattr(view, "aggregations", None):
-        return "it has a transformation or aggregations"
-    if getattr(view, "offline", False) or getattr(view, "enable_validation", False):
-        return "it writes back offline or validates rows"
-    if not view.entity_columns:
-        return "it has no join keys"
-    return None
-
-
-def source_columns(view: FeatureView, registry: BaseRegistry, project: str) -> SourceColumns:
-    """Source columns of the view and the names they take (Feast's field mapping)."""
-    from feast.feature_view import DUMMY_ENTITY_ID
-
-    entities = [registry.get_entity(name, project) for name in view.entities]
-    names = source_column_names(view, entities)
-    # Same order as Feast's list of (reverse-mapped) join keys.
-    join_names = [entity.join_key for entity in entities if entity.join_key != DUMMY_ENTITY_ID]
-    return SourceColumns(
-        join_keys=dict(zip(names.join_keys, join_names, strict=True)),
-        features=dict(zip(names.features, [f.name for f in view.features], strict=True)),
-        timestamp=names.timestamp,
-        created=names.created,
-    )
 
 
 def encode_rows(
@@ -176,15 +120,7 @@ def encode_rows(
     ]
 
 
-def redis_label(connection_string: str) -> str:
-    """host:port (and db) of a Feast Redis connection string, without any password."""
-    parts = connection_string.split(",")
-    nodes = [part for part in parts if "=" not in part]
-    databases = [part for part in parts if part.startswith("db=")]
-    return ",".join(nodes + databases)
-
-
-class FastEngine(AdapterComputeEngine):
+class FastEngine(FallbackEngine[LocalMaterializationJob], AdapterComputeEngine):
     """Chunked, vectorised, newer-wins materialization into Redis or SQLite.
 
     Args:
@@ -201,6 +137,10 @@ class FastEngine(AdapterComputeEngine):
         pydantic.ValidationError: An unknown or invalid option (Feast itself would pass a
             misspelt one through silently).
     """
+
+    fallback_engine: ClassVar[str] = "feast-local"
+    fallback_label: ClassVar[str] = "Feast's local engine"
+    job_class = LocalMaterializationJob
 
     def __init__(
         self,
@@ -254,55 +194,37 @@ class FastEngine(AdapterComputeEngine):
         self, registry: BaseRegistry, task: MaterializationTask, **kwargs: Any
     ) -> LocalMaterializationJob:
         """Materialize one view: the fast path, or Feast's local engine when it cannot."""
-        view = task.feature_view
+        reason, checked = self._fallback_reason(task.feature_view)
+        return self.run_view(
+            task,
+            reason=reason,
+            with_feast=lambda: self.materialize_with_feast(registry, task, **kwargs),
+            ours=lambda: self._materialize_fast(registry, task),
+            warn=not checked,
+        )
+
+    def _fallback_reason(self, view: Any) -> tuple[str | None, bool]:
+        """Why the fast path cannot take ``view`` (None: it can), and whether the encoding
+        self-check is why (already logged, as an error)."""
         reason = _unsupported_reason(view)
         if reason is None and self.repo_config.entity_key_serialization_version != 3:
             # Our encoder writes version 3 keys; any other version reads back nothing.
             reason = "entity_key_serialization_version is not 3"
-        if reason is None:
-            assert isinstance(view, FeatureView)  # checked by _unsupported_reason
-            check = self.self_check(view)
-            if not check.ok:
-                # Loud: the fast path would write bytes Feast cannot read back.
-                logger.error(
-                    "%s: our online encoding differs from Feast's (%s); Feast's local engine "
-                    "materializes it instead. Check the Feast version against "
-                    "core/feast_adapter.",
-                    view.name,
-                    check.describe(),
-                )
-                reason = f"encoding self-check failed: {check.describe()}"
         if reason is not None:
-            if not reason.startswith("encoding self-check"):
-                logger.warning("%s: Feast's local engine materializes it (%s)", view.name, reason)
-            started = time.monotonic()
-            job = self.materialize_with_feast(registry, task, **kwargs)
-            self.results.append(
-                MaterializationStats(
-                    view=view.name,
-                    start=task.start_time,
-                    end=task.end_time,
-                    engine="feast-local",
-                    seconds=time.monotonic() - started,
-                )
-            )
-            return job
-        job_id = f"{view.name}-{task.start_time}-{task.end_time}"
-        try:
-            assert isinstance(view, FeatureView)  # checked by _unsupported_reason
-            stats = self._materialize_fast(registry, task, view)
-        except Exception as error:
-            return LocalMaterializationJob(
-                job_id=job_id, status=MaterializationJobStatus.ERROR, error=error
-            )
-        self.results.append(stats)
-        return LocalMaterializationJob(job_id=job_id, status=MaterializationJobStatus.SUCCEEDED)
+            return reason, False
+        check = self.self_check(view)
+        if check.ok:
+            return None, False
+        # Loud: the fast path would write bytes Feast cannot read back.
+        logger.error(
+            "%s: our online encoding differs from Feast's (%s); Feast's local engine "
+            "materializes it instead. Check the Feast version against core/feast_adapter.",
+            view.name,
+            check.describe(),
+        )
+        return f"encoding self-check failed: {check.describe()}", True
 
     def _writer(self, view: FeatureView) -> OnlineWriter:
-        from feast.infra.online_stores.helpers import compute_table_id
-        from feast.infra.online_stores.redis import RedisOnlineStoreConfig, RedisType
-        from feast.infra.online_stores.sqlite import SqliteOnlineStoreConfig
-
         config = self.repo_config
         store_config = config.online_store
         versioning = bool(config.registry.enable_online_feature_view_versioning)
@@ -344,9 +266,11 @@ class FastEngine(AdapterComputeEngine):
         )
 
     def _materialize_fast(
-        self, registry: BaseRegistry, task: MaterializationTask, view: FeatureView
+        self, registry: BaseRegistry, task: MaterializationTask
     ) -> MaterializationStats:
         started = time.monotonic()
+        view = task.feature_view
+        assert isinstance(view, FeatureView)  # checked by _fallback_reason
         columns = source_columns(view, registry, task.project)
         path = parquet_path(view.batch_source)
         assert path is not None  # checked by _unsupported_reason

@@ -27,16 +27,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+# The time columns of every chunk of latest rows, named once for every reader.
+from core.compute.sampling import CREATED_COLUMN as CREATED_COLUMN
+from core.compute.sampling import EVENT_COLUMN as EVENT_COLUMN
+
 if TYPE_CHECKING:
     from feast.value_type import ValueType
 
-# Names of the time columns in every chunk of latest rows (timestamps as stored; aware ones
-# in UTC), for the DuckDB reader and the Spark executors alike.
-EVENT_COLUMN = "__event_ts"
-CREATED_COLUMN = "__created_ts"
-
-# A feature or key type: Feast's ValueType, or its name. Spark executors pass names, so
-# that unpickling their settings does not import Feast.
+# A feature or key type: Feast's ValueType, or its name. Executors of the spark backend
+# pass names, so that unpickling their settings does not import Feast.
 ValueKind: TypeAlias = "ValueType | str"
 # feast.types.ValueType numbers (value_type.proto) written into entity keys.
 _STRING_NUMBER = 2

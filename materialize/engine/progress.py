@@ -6,7 +6,17 @@ import sys
 import time
 from typing import Any, Protocol, TextIO
 
-from materialize.engine.reader import ChunkPlan
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    TaskProgressColumn,
+    TextColumn,
+    TimeRemainingColumn,
+)
+from rich.progress import Progress as RichProgress
+
+from core.compute.local.sampling import ChunkPlan
 
 
 class Progress(Protocol):
@@ -81,16 +91,6 @@ class BarProgress(LogProgress):
 
     def start(self, view: str, plan: ChunkPlan) -> None:
         """Print the plan and open the bar."""
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            TaskProgressColumn,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-        from rich.progress import Progress as RichProgress
-
         super().start(view, plan)
         self._bar = RichProgress(
             TextColumn("[bold]{task.description}"),

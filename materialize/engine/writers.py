@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import redis
 
-from core.errors import BlockedError, UnavailableError
+from core.errors import OnlineStoreFullError, OnlineStoreUnavailable
 from core.feast_adapter.layout import RedisLayout
 from materialize.engine.encoding import (
     CREATED_COLUMN,
@@ -44,23 +45,12 @@ from materialize.engine.encoding import (
 )
 
 if TYPE_CHECKING:
-    import redis
     from feast import FeatureView, RepoConfig
     from feast.infra.online_stores.online_store import OnlineStore
 
 
-class OnlineStoreUnavailableError(UnavailableError):
-    """The online store cannot be reached or is not set up (message names it)."""
-
-
-class OnlineStoreFullError(BlockedError):
-    """The online store refused a write for lack of memory (Redis ``maxmemory``)."""
-
-
 def is_out_of_memory(error: Exception) -> bool:
     """Whether a Redis error is its refusal to grow past ``maxmemory``."""
-    import redis
-
     text = str(error)
     return isinstance(error, redis.exceptions.OutOfMemoryError) or (
         isinstance(error, redis.ResponseError) and ("OOM" in text or "maxmemory" in text)
@@ -261,20 +251,16 @@ class RedisWriter:
         self._script = client.register_script(_WRITE_NEWER_LUA)
 
     def check(self) -> None:
-        """Ping Redis; raise OnlineStoreUnavailableError naming it when unreachable."""
-        import redis
-
+        """Ping Redis; raise OnlineStoreUnavailable naming it when unreachable."""
         try:
             self._client.ping()
         except redis.RedisError as error:
-            raise OnlineStoreUnavailableError(
+            raise OnlineStoreUnavailable(
                 f"cannot reach the Redis online store at {self._label}: {error}"
             ) from error
 
     def write(self, chunk: EncodedChunk) -> int:
         """Write the chunk in script calls of ``batch_rows`` entities."""
-        import redis
-
         if chunk.rows == 0:
             return 0
         keys = concat_cells([chunk.keys, constant_cells(self._project, chunk.rows)]).to_list()
@@ -314,7 +300,7 @@ class RedisWriter:
                     self._script(keys=keys[low:high], args=args + layout, client=pipe)
                 written += sum(int(count) for count in pipe.execute())
         except redis.ConnectionError as error:
-            raise OnlineStoreUnavailableError(
+            raise OnlineStoreUnavailable(
                 f"lost the Redis online store at {self._label}: {error}"
             ) from error
         except redis.ResponseError as error:
@@ -382,7 +368,7 @@ class SqliteWriter:
     def check(self) -> None:
         """Open the database and make sure Feast created the view's table (feast apply)."""
         if not self._db_path.is_file():
-            raise OnlineStoreUnavailableError(
+            raise OnlineStoreUnavailable(
                 f"SQLite online store {self._db_path} does not exist: run `feast apply` first"
             )
         self._connection = sqlite3.connect(self._db_path)
@@ -390,7 +376,7 @@ class SqliteWriter:
             "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (self._table,)
         ).fetchone()
         if not found:
-            raise OnlineStoreUnavailableError(
+            raise OnlineStoreUnavailable(
                 f"SQLite online store {self._db_path} has no table {self._table}: "
                 "run `feast apply` first"
             )

@@ -11,12 +11,13 @@ from core.errors import (
     BlockedError,
     ConfigurationError,
     InputError,
+    OnlineStoreFullError,
+    OnlineStoreUnavailable,
     StaleDataError,
     TableReadError,
     UnavailableError,
 )
 from core.exits import ExitCode, exit_code_for
-from materialize.engine.writers import OnlineStoreFullError, OnlineStoreUnavailableError
 from serving.batch_score import ScoreFailure, ScoreInputError
 
 
@@ -41,7 +42,7 @@ def _validation_error() -> ValidationError:
         (ScoreInputError("no version"), ExitCode.BAD_INPUT),
         (_validation_error(), ExitCode.BAD_INPUT),
         (UnavailableError("x"), ExitCode.FAILURE),
-        (OnlineStoreUnavailableError("redis down"), ExitCode.FAILURE),
+        (OnlineStoreUnavailable("redis down"), ExitCode.FAILURE),
         (ScoreFailure("offline store"), ExitCode.FAILURE),
         (OSError("disk"), ExitCode.FAILURE),
         (BlockedError("x"), ExitCode.BLOCKED),

@@ -65,7 +65,7 @@ def test_a_failed_write_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> 
 def test_offline_tables_and_quarantine_are_synced_before_the_rename(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from materialize.ingest import write_parquet_atomically
+    from materialize.offline_tables import write_parquet_atomically
 
     recorder = _Recorder(monkeypatch)
     target = tmp_path / "offline" / "user_features.parquet"

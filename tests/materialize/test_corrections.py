@@ -74,8 +74,8 @@ def test_a_correction_is_served_after_the_range_is_rematerialized(
 
 
 def _chunk(users: list[int], events: list[datetime], created: list[datetime], value: float):
+    from core.compute.sampling import CREATED_COLUMN, EVENT_COLUMN
     from materialize.engine.encoding import encode_chunk
-    from materialize.engine.reader import CREATED_COLUMN, EVENT_COLUMN
 
     table = pa.table(
         {

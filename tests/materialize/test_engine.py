@@ -265,8 +265,9 @@ def test_feast_writer_fallback_writes_the_same(
 ) -> None:
     from feast.infra.online_stores.redis import RedisOnlineStore
 
+    from core.compute.local.sampling import ParquetLatestReader
+    from core.compute.sampling import EVENT_COLUMN, SourceColumns
     from materialize.engine.encoding import encode_chunk
-    from materialize.engine.reader import EVENT_COLUMN, ParquetLatestReader, SourceColumns
     from materialize.engine.writers import FeastWriter, RedisWriter
 
     store = open_feature_store(repo.feast)

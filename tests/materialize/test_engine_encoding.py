@@ -117,10 +117,10 @@ def test_concatenation_joins_variable_length_values_row_by_row() -> None:
 
 @pytest.mark.parametrize("key_type", ["Int64", "String", "Int32"])
 def test_the_self_check_finds_our_bytes_identical_for_every_encoded_type(key_type: str) -> None:
+    from core.compute.sampling import CREATED_COLUMN, EVENT_COLUMN
     from core.feast_adapter.layout import RedisLayout
     from core.feast_adapter.selfcheck import check_writer
     from materialize.engine.core import encode_rows
-    from materialize.engine.reader import CREATED_COLUMN, EVENT_COLUMN
 
     view = all_types_view(key_type)
     layout = RedisLayout()

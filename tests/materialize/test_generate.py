@@ -7,15 +7,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
-from cli.main import build_app
-from materialize.generate import (
-    RAW_COLUMNS,
-    generate_raw_events,
-    parse_shifts,
-    write_raw_events,
-)
+from materialize.generate import generate_raw_events, parse_shifts, write_raw_events
+from materialize.raw_events import RAW_COLUMNS
 
 pytestmark = pytest.mark.unit  # in-process only: `make test-unit`
 
@@ -169,37 +163,3 @@ def test_parse_shifts() -> None:
     for bad in ("label=1", "feature_1", "feature_1=big", "feature_1=inf"):
         with pytest.raises(ValueError, match="--shift"):
             parse_shifts([bad])
-
-
-def test_command_writes_the_file_and_reports_it(tmp_path: Path) -> None:
-    out = tmp_path / "raw.parquet"
-    arguments = ["generate", "--users", "20", "--days", "14", "--end", "2026-06-01"]
-    result = CliRunner().invoke(build_app(), [*arguments, "--seed", "3", "--out", str(out)])
-
-    assert result.exit_code == 0, result.output
-    frame = pd.read_parquet(out)
-    assert f"wrote {len(frame)} rows of 20 users" in result.output
-    assert str(out) in result.output
-    pd.testing.assert_frame_equal(
-        frame, generate_raw_events(users=20, days=14, end="2026-06-01", seed=3)
-    )
-
-
-def test_command_default_output_is_in_the_data_dir_and_not_in_the_future(
-    tmp_path: Path,
-) -> None:
-    result = CliRunner().invoke(build_app(), ["generate", "--users", "5", "--days", "7"])
-
-    assert result.exit_code == 0, result.output
-    frame = pd.read_parquet(tmp_path / "data" / "raw" / "events.parquet")
-    assert frame["event_date"].max() < pd.Timestamp.now(tz="UTC")
-
-
-def test_command_rejects_a_bad_shift(tmp_path: Path) -> None:
-    result = CliRunner().invoke(
-        build_app(), ["generate", "--shift", "label=1", "--out", str(tmp_path / "x.parquet")]
-    )
-
-    assert result.exit_code == 2
-    assert "FEATURE=SD" in result.output
-    assert not (tmp_path / "x.parquet").exists()

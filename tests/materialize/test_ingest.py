@@ -10,23 +10,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from typer.testing import CliRunner
 
-from cli.main import build_app
-from core.exits import ExitCode
+from core.errors import SchemaError, UnreadableInputError
 from core.settings import DataSettings
 from core.tables import LABELS, USER_FEATURES
 from materialize.generate import generate_raw_events
-from materialize.ingest import (
-    IngestReport,
-    SchemaError,
-    UnreadableInputError,
-    ingest_raw_events,
-)
-from tests.utils.data import raw_events, write_raw_events
+from materialize.ingest import IngestReport, ingest_raw_events
+from tests.utils.data import GOOD_ROWS_START, good_rows, raw_events, write_raw_events
 
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
-T = datetime(2026, 5, 20, 9, tzinfo=UTC)
+T = GOOD_ROWS_START
 HOUR = timedelta(hours=1)
 
 
@@ -57,10 +50,6 @@ def _accounted(report: IngestReport) -> int:
     return report.rows_quarantined + features.new + features.corrected + features.already_present
 
 
-def _good_rows(count: int, *, start: datetime = T) -> list[tuple]:
-    return [(user, start + user * HOUR, 1.0 + user, 3.0, user % 2) for user in range(1, count + 1)]
-
-
 def _assert_nothing_written(data: DataSettings) -> None:
     assert not data.offline_dir.exists()
     assert not data.quarantine_dir.exists()
@@ -70,7 +59,7 @@ def _assert_nothing_written(data: DataSettings) -> None:
 
 
 def test_missing_columns_are_named_and_nothing_is_written(data: DataSettings) -> None:
-    frame = raw_events(_good_rows(3)).drop(columns=["label", "feature_2"])
+    frame = raw_events(good_rows(3)).drop(columns=["label", "feature_2"])
 
     with pytest.raises(SchemaError, match=r"missing column\(s\): feature_2, label"):
         ingest_raw_events(frame, data=data, now=NOW)
@@ -78,7 +67,7 @@ def test_missing_columns_are_named_and_nothing_is_written(data: DataSettings) ->
 
 
 def test_mistyped_columns_are_named_and_nothing_is_written(data: DataSettings) -> None:
-    frame = raw_events(_good_rows(3))
+    frame = raw_events(good_rows(3))
     frame["user_id"] = frame["user_id"].astype(str)
     frame["event_date"] = frame["event_date"].astype(str)
     frame["label"] = frame["label"].astype(bool)
@@ -95,7 +84,7 @@ def test_mistyped_columns_are_named_and_nothing_is_written(data: DataSettings) -
 
 
 def test_fractional_user_ids_are_a_schema_error(data: DataSettings) -> None:
-    frame = raw_events(_good_rows(2))
+    frame = raw_events(good_rows(2))
     frame["user_id"] = [1.0, 2.5]
 
     with pytest.raises(SchemaError, match="user_id: expected integers, got fractional"):
@@ -120,7 +109,7 @@ def test_unreadable_inputs(tmp_path: Path, data: DataSettings) -> None:
 
 
 def test_null_user_id_is_quarantined(data: DataSettings) -> None:
-    rows = [*_good_rows(3), (None, T, 1.0, 2.0, 0)]
+    rows = [*good_rows(3), (None, T, 1.0, 2.0, 0)]
 
     report = ingest_raw_events(raw_events(rows), data=data, now=NOW)
 
@@ -134,7 +123,7 @@ def test_null_user_id_is_quarantined(data: DataSettings) -> None:
 
 
 def test_null_event_date_is_quarantined(data: DataSettings) -> None:
-    rows = [*_good_rows(3), (9, None, 1.0, 2.0, 0), (10, None, 1.0, 2.0, 1)]
+    rows = [*good_rows(3), (9, None, 1.0, 2.0, 0), (10, None, 1.0, 2.0, 1)]
 
     report = ingest_raw_events(raw_events(rows), data=data, now=NOW)
 
@@ -146,7 +135,7 @@ def test_null_event_date_is_quarantined(data: DataSettings) -> None:
 def test_repeated_key_keeps_the_first_row_and_quarantines_the_rest(
     data: DataSettings,
 ) -> None:
-    rows = [*_good_rows(2), (1, T + HOUR, 50.0, 5.0, 0), (1, T + HOUR, 60.0, 6.0, 1)]
+    rows = [*good_rows(2), (1, T + HOUR, 50.0, 5.0, 0), (1, T + HOUR, 60.0, 6.0, 1)]
 
     report = ingest_raw_events(raw_events(rows), data=data, now=NOW)
 
@@ -161,7 +150,7 @@ def test_infinite_features_are_quarantined_but_null_features_are_kept(
     data: DataSettings,
 ) -> None:
     rows = [
-        *_good_rows(2),
+        *good_rows(2),
         (7, T, np.inf, 1.0, 0),
         (8, T, 1.0, -np.inf, 0),
         (9, T, np.nan, np.nan, 1),
@@ -178,7 +167,7 @@ def test_infinite_features_are_quarantined_but_null_features_are_kept(
 
 def test_future_timestamps_are_quarantined(data: DataSettings) -> None:
     future = NOW + timedelta(seconds=1)
-    rows = [*_good_rows(2), (5, future, 1.0, 1.0, 0), (6, NOW, 1.0, 1.0, 0)]
+    rows = [*good_rows(2), (5, future, 1.0, 1.0, 0), (6, NOW, 1.0, 1.0, 0)]
 
     report = ingest_raw_events(raw_events(rows), data=data, now=NOW)
 
@@ -188,7 +177,7 @@ def test_future_timestamps_are_quarantined(data: DataSettings) -> None:
 
 
 def test_null_or_invalid_label_keeps_features_but_writes_no_label(data: DataSettings) -> None:
-    rows = [*_good_rows(3), (7, T, 1.0, 1.0, None), (8, T, 1.0, 1.0, 2), (9, T, 1.0, 1.0, -1)]
+    rows = [*good_rows(3), (7, T, 1.0, 1.0, None), (8, T, 1.0, 1.0, 2), (9, T, 1.0, 1.0, -1)]
 
     report = ingest_raw_events(raw_events(rows), data=data, now=NOW)
 
@@ -222,7 +211,7 @@ def test_null_rate_above_20_percent_warns_and_still_ingests(
 
 def test_every_row_is_accounted_for_in_a_mixed_batch(data: DataSettings) -> None:
     rows = [
-        *_good_rows(5),
+        *good_rows(5),
         (None, T, 1.0, 1.0, 0),
         (6, None, 1.0, 1.0, 0),
         (7, NOW + HOUR, 1.0, 1.0, 0),
@@ -345,7 +334,7 @@ def test_unparseable_csv_timestamp_is_a_schema_error(tmp_path: Path, data: DataS
 
 
 def test_changed_values_are_corrections_with_a_newer_created(data: DataSettings) -> None:
-    ingest_raw_events(raw_events(_good_rows(3)), data=data, now=NOW, backfill=True)
+    ingest_raw_events(raw_events(good_rows(3)), data=data, now=NOW, backfill=True)
     corrected_rows = [
         (1, T + HOUR, 99.0, 3.0, 0),  # features and label changed
         (2, T + 2 * HOUR, 3.0, 3.0, 1),  # only the label changed
@@ -370,40 +359,10 @@ def test_changed_values_are_corrections_with_a_newer_created(data: DataSettings)
     repeat = ingest_raw_events(raw_events(corrected_rows), data=data, now=later)
     assert (repeat.features.already_present, repeat.labels.already_present) == (3, 3)
     assert data.user_features_path.read_bytes() == before
-    back = ingest_raw_events(raw_events(_good_rows(1)), data=data, now=later)
+    back = ingest_raw_events(raw_events(good_rows(1)), data=data, now=later)
     assert back.features.corrected == 1
     created = _features(data).query("user_id == 1")["created"]
     assert created.is_monotonic_increasing and created.is_unique
-
-
-# --- the command ----------------------------------------------------------------------------
-
-
-def test_command_ingests_and_reports(tmp_path: Path) -> None:
-    rows = [*_good_rows(4, start=datetime(2026, 1, 5, tzinfo=UTC)), (None, T, 1.0, 1.0, 0)]
-    path = write_raw_events(tmp_path / "raw.parquet", raw_events(rows))
-
-    result = CliRunner().invoke(build_app(), ["ingest", str(path)])
-
-    assert result.exit_code == 0, result.output
-    assert f"read 5 rows from {path}" in result.output
-    assert "user features: 4 new, 0 corrected, 0 already present" in result.output
-    assert "quarantined: 1 (null_user_id 1," in result.output
-    assert len(pd.read_parquet(DataSettings().user_features_path)) == 4
-
-
-def test_command_exit_codes_on_bad_input(tmp_path: Path) -> None:
-    frame = raw_events(_good_rows(2)).drop(columns=["event_date"])
-    path = write_raw_events(tmp_path / "raw.parquet", frame)
-
-    schema = CliRunner().invoke(build_app(), ["ingest", str(path)])
-    missing = CliRunner().invoke(build_app(), ["ingest", str(tmp_path / "none.parquet")])
-
-    assert schema.exit_code == ExitCode.BAD_INPUT == 2
-    assert "missing column(s): event_date" in schema.output
-    assert missing.exit_code == ExitCode.FAILURE == 1
-    assert "no such file" in missing.output
-    assert not DataSettings().offline_dir.exists()
 
 
 def test_concurrent_ingests_of_different_batches_lose_no_rows(
@@ -412,7 +371,7 @@ def test_concurrent_ingests_of_different_batches_lose_no_rows(
     batches = [
         write_raw_events(
             tmp_path / f"batch{index}.parquet",
-            raw_events(_good_rows(40, start=T + index * 50 * HOUR)),
+            raw_events(good_rows(40, start=T + index * 50 * HOUR)),
         )
         for index in range(4)
     ]
@@ -472,9 +431,9 @@ def test_ids_beyond_int64_are_quarantined_with_their_text(
 
 
 def test_unsigned_and_inexact_float_ids_are_quarantined(tmp_path: Path, data: DataSettings) -> None:
-    unsigned = raw_events(_good_rows(2))
+    unsigned = raw_events(good_rows(2))
     unsigned["user_id"] = np.array([2**64 - 1, 5], dtype="uint64")
-    floats = raw_events(_good_rows(2, start=T + 10 * HOUR))
+    floats = raw_events(good_rows(2, start=T + 10 * HOUR))
     floats["user_id"] = [float(2**53 + 2), 6.0]
 
     first = ingest_raw_events(
@@ -484,20 +443,6 @@ def test_unsigned_and_inexact_float_ids_are_quarantined(tmp_path: Path, data: Da
 
     assert _quarantined(first) == _quarantined(second) == {"unrepresentable_user_id": 1}
     assert sorted(_features(data)["user_id"].tolist()) == [5, 6]
-
-
-def test_command_exits_0_on_ids_beyond_int64(tmp_path: Path) -> None:
-    path = tmp_path / "raw.csv"
-    path.write_text(
-        "user_id,feature_1,feature_2,label,event_date\n"
-        f"{2**64},1.0,2.0,0,2026-05-01T10:00:00Z\n"
-        "3,1.0,2.0,0,2026-05-01T10:00:00Z\n"
-    )
-
-    result = CliRunner().invoke(build_app(), ["ingest", str(path)])
-
-    assert result.exit_code == 0, result.output
-    assert "unrepresentable_user_id 1" in result.output
 
 
 def test_year_3024_in_parquet_is_quarantined_not_a_crash(
@@ -588,17 +533,6 @@ def test_backfill_declares_rows_available_at_their_event_time_and_says_so(
     assert features["created"].tolist() == [pd.Timestamp(T)]
     assert features["ingested_at"].tolist() == [pd.Timestamp(arrival)]
     assert any(line.startswith("back-fill: 1 new rows") for line in report.summary_lines())
-
-
-def test_command_backfill_flag(tmp_path: Path) -> None:
-    path = write_raw_events(tmp_path / "raw.parquet", raw_events(_good_rows(2)))
-
-    result = CliRunner().invoke(build_app(), ["ingest", "--backfill", str(path)])
-
-    assert result.exit_code == 0, result.output
-    assert "back-fill: 2 new rows declared available at their event time" in result.output
-    features = pd.read_parquet(DataSettings().user_features_path)
-    assert (features["created"] == features["event_timestamp"]).all()
 
 
 def test_tables_written_before_arrivals_were_recorded_are_extended(

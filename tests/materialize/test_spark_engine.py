@@ -14,6 +14,7 @@ from tests.utils.feast_repo import TestRepo
 from tests.utils.materialize import (
     END,
     START,
+    VIEW,
     AppliedRepo,
     decode_redis,
     engine_results,
@@ -87,7 +88,7 @@ def test_spark_writes_the_bytes_of_the_duckdb_engine_and_reruns_change_nothing(r
     # The engine's Arrow batch settings hold for its own query only: the session's are put back.
     from pyspark.sql import SparkSession
 
-    from materialize.engine.spark import session_settings
+    from materialize.engine.backends.spark import session_settings
 
     session = SparkSession.getActiveSession()
     assert session is not None
@@ -134,8 +135,8 @@ def test_an_executor_writes_its_batches_without_importing_feast(
     import cloudpickle
     import pyarrow as pa
 
+    from core.compute.sampling import CREATED_COLUMN, EVENT_COLUMN
     from core.feast_adapter.store import batch_engine_of
-    from materialize.engine.reader import CREATED_COLUMN, EVENT_COLUMN
 
     repo = repos["spark"].fresh()
     store = open_feature_store(repo.feast)
@@ -175,3 +176,29 @@ def test_an_executor_writes_its_batches_without_importing_feast(
         7: {"feature_1": 1.5, "feature_2": -1.0},  # its latest row, of two
         8: {"feature_1": 2.5, "feature_2": None},
     }
+
+
+def test_the_skew_check_on_spark_samples_by_seed_and_finds_no_skew(repos: dict) -> None:
+    """The spark backend's sample (a seeded-hash top-k on the executors) and point-in-time
+    values (staged both ways): the skew check runs on them."""
+    from core.compute import offline_compute
+    from core.feast_store import feature_store_session
+    from materialize.skew import check_skew
+
+    repo = repos["spark"].fresh()
+    write_microsecond_table(repo.data.user_features_path, repos["frame"])
+    _materialize(repo, START, END)
+
+    with feature_store_session(repo.feast) as store:
+        compute = offline_compute(store)
+        view = store.get_feature_view(VIEW)
+        first = compute.sample_entities(view, at=END, size=30, seed=5)
+        again = compute.sample_entities(view, at=END, size=30, seed=5)
+        other = compute.sample_entities(view, at=END, size=30, seed=6)
+    report = check_skew(repo.feast, sample=40, seed=1)
+
+    assert compute.name == "spark"
+    assert len(first) == 30 and len({row["user_id"] for row in first}) == 30
+    assert first == again and first != other
+    assert all(row["user_id"] is not None for row in first)
+    assert (report.entities, report.mismatches) == (40, 0)

@@ -9,8 +9,8 @@ import pandas as pd
 import pyarrow as pa
 import pytest
 
-from materialize.engine.reader import CREATED_COLUMN, EVENT_COLUMN
-from materialize.engine.spark_tasks import complete_entities, latest_rows
+from core.compute.sampling import CREATED_COLUMN, EVENT_COLUMN
+from materialize.engine.backends.spark_tasks import complete_entities, latest_rows
 
 pytestmark = pytest.mark.unit
 
@@ -129,7 +129,7 @@ def test_a_user_spanning_many_batches_waits_as_its_latest_row_only() -> None:
 def test_fixed_width_rows_go_to_python_by_row_count_alone() -> None:
     from pyspark.sql import types as T
 
-    from materialize.engine.spark import arrow_batch_settings
+    from materialize.engine.backends.spark import arrow_batch_settings
 
     numeric = T.StructType(
         [
@@ -171,7 +171,7 @@ def test_fixed_width_rows_go_to_python_by_row_count_alone() -> None:
     ],
 )
 def test_spark_size_settings_read_as_bytes(text: str | None, expected: int | None) -> None:
-    from materialize.engine.spark import parse_byte_string
+    from materialize.engine.backends.spark import parse_byte_string
 
     assert parse_byte_string(text) == expected
 
@@ -201,7 +201,7 @@ class _Session:
 
 
 def test_session_settings_hold_inside_the_block_and_earlier_values_come_back() -> None:
-    from materialize.engine.spark import session_settings
+    from materialize.engine.backends.spark import session_settings
 
     conf = _RecordingConf({"a": "1"})
     with pytest.raises(RuntimeError), session_settings(_Session(conf), {"a": "2", "b": "3"}):  # type: ignore[arg-type]
@@ -213,7 +213,7 @@ def test_session_settings_hold_inside_the_block_and_earlier_values_come_back() -
 
 
 def test_a_running_session_draws_a_warning_only_for_the_settings_it_lacks() -> None:
-    from materialize.engine.spark import running_session_warning
+    from materialize.engine.backends.spark import running_session_warning
 
     wanted = {"spark.app.name": "churn-materialize", "spark.executor.extraJavaOptions": "-X"}
     other = _Session(_RecordingConf({"spark.app.name": "notebook"}))

@@ -3,12 +3,23 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
 
 RawRow = tuple[int | None, datetime | str | None, float | None, float | None, float | None]
+
+# When the rows of :func:`good_rows` start by default.
+GOOD_ROWS_START = datetime(2026, 5, 20, 9, tzinfo=UTC)
+
+
+def good_rows(count: int, *, start: datetime = GOOD_ROWS_START) -> list[RawRow]:
+    """``count`` usable raw rows: users 1..count, one hour apart from ``start``."""
+    return [
+        (user, start + user * timedelta(hours=1), 1.0 + user, 3.0, user % 2)
+        for user in range(1, count + 1)
+    ]
 
 
 def raw_events(rows: Sequence[RawRow]) -> pd.DataFrame:

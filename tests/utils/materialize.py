@@ -94,7 +94,7 @@ def use_engine(repo: TestRepo, engine: str = "fast", **options: object) -> None:
     """
     engine_types = {
         "fast": "materialize.engine.FastEngine",
-        "spark": "materialize.engine.spark.SparkEngine",
+        "spark": "materialize.engine.backends.spark.SparkEngine",
     }
     if engine == "stock":
         block = "batch_engine: local\n"
@@ -105,6 +105,32 @@ def use_engine(repo: TestRepo, engine: str = "fast", **options: object) -> None:
     for path in repo.feast.repo_path.glob("feature_store*.yaml"):
         text = re.sub(r"^batch_engine:.*\n(?:[ \t]+.*\n)*", "", path.read_text(), flags=re.M)
         path.write_text(text + block)
+
+
+def point_churn_at(repo: TestRepo, monkeypatch: Any) -> TestRepo:
+    """Point the `churn` command line at ``repo`` through the environment; return it."""
+    monkeypatch.setenv("CHURN_FEAST_REPO_PATH", str(repo.feast.repo_path))
+    monkeypatch.setenv("CHURN_REDIS_URL", repo.feast.redis_url)
+    return repo
+
+
+def corrupt_online_feature_2(repo: TestRepo, value: float) -> int:
+    """Overwrite ``feature_2`` online for the lowest user whose features are all set.
+
+    Returns:
+        That user's id.
+    """
+    from feast.protos.feast.types.Value_pb2 import Value
+
+    from core.feast_adapter.layout import RedisLayout
+
+    online = decode_redis(redis_hashes(repo.project))
+    user = min(user for user, (_, values) in online.items() if None not in values.values())
+    layout = RedisLayout()
+    key = layout.int64_redis_key("user_id", user, project=repo.project, version=3)
+    field = layout.feature_field(VIEW, "feature_2")
+    redis_client().hset(key, field, Value(double_val=value).SerializeToString())
+    return user
 
 
 def set_key_ttl(repo: TestRepo, seconds: int) -> None:

@@ -1,4 +1,4 @@
-"""What Spark executors run for :class:`materialize.engine.spark.SparkEngine`, without Feast.
+"""What Spark executors run for the spark backend's ``SparkEngine``, without Feast.
 
 The driver pickles a :class:`PartitionWriter` into the plan; each executor's Python worker
 unpickles it, which imports this module and what it imports. Importing Feast costs a
@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
+import redis
 
 from core.feast_adapter.layout import RedisLayout
 from materialize.engine.encoding import CREATED_COLUMN, EVENT_COLUMN, encode_chunk
@@ -81,8 +82,6 @@ class PartitionWriter:
 
     def __call__(self, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
         """Write the task's latest rows newer-wins; yield one row of counts."""
-        import redis
-
         client = redis.Redis(**self.redis_arguments)
         writer = RedisWriter(
             client,

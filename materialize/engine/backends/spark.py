@@ -1,4 +1,4 @@
-"""Our materialization engine on Spark: ``batch_engine: materialize.engine.spark.SparkEngine``.
+"""The engine's spark backend: ``batch_engine: materialize.engine.backends.spark.SparkEngine``.
 
 The same encoding (:mod:`materialize.engine.encoding`) and newer-wins Redis writer
 (:mod:`materialize.engine.writers`, one Lua script call per batch) as :class:`FastEngine`,
@@ -27,14 +27,15 @@ no-op.
 
 Views this engine cannot take (transformations, aggregations, sources other than a
 ``SparkSource`` or a Parquet ``FileSource``, online stores other than single-node Redis)
-go through Feast's own ``spark.engine`` unchanged.
+go through Feast's own ``spark.engine`` unchanged
+(:class:`materialize.engine.base.FallbackEngine`).
 
 The Spark session: the active one, else one built from the offline store's ``spark_conf``
-(Spark profile) with this block's ``spark_conf`` laid over it. Executors import this
-module, and the profile starts their Python daemon from ``core.spark_daemon``: they need
-the project installed (``pip install churn-platform``; files shipped with
-``spark.submit.pyFiles`` arrive only after the daemon starts) and run the interpreter
-``PYSPARK_PYTHON`` names.
+(Spark profile) with this block's ``spark_conf`` laid over it. Executors import
+:mod:`materialize.engine.backends.spark_tasks`, and the profile starts their Python daemon
+from ``core.spark_daemon``: they need the project installed (``pip install churn-platform``;
+files shipped with ``spark.submit.pyFiles`` arrive only after the daemon starts) and run
+the interpreter ``PYSPARK_PYTHON`` names.
 """
 
 from __future__ import annotations
@@ -44,47 +45,53 @@ import re
 import time
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, ClassVar, Literal
 
-from feast import FeatureView
-from feast.infra.common.materialization_job import (
-    MaterializationJob,
-    MaterializationJobStatus,
-    MaterializationTask,
-)
+import redis
+from feast import FeatureView, FileSource
+from feast.data_format import ParquetFormat
+from feast.infra.common.materialization_job import MaterializationJob, MaterializationTask
 from feast.infra.compute_engines.spark.job import SparkMaterializationJob
+from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
+from feast.infra.online_stores.redis import RedisOnlineStoreConfig, RedisType
 from feast.infra.registry.base_registry import BaseRegistry
-from feast.repo_config import FeastConfigBaseModel
 from pydantic import PositiveInt, StrictStr
+from pyspark.sql import Column, DataFrame, SparkSession
+from pyspark.sql import functions as F
+from pyspark.sql import types as T
 
+from core.compute.sampling import CREATED_COLUMN, EVENT_COLUMN, SourceColumns
+from core.errors import OnlineStoreUnavailable
+from core.feast_adapter.layout import RedisLayout
 from core.feast_adapter.spark_engine import AdapterSparkComputeEngine
-from materialize.engine.core import (
-    MaterializationStats,
-    source_columns,
-    unsupported_view_reason,
-)
-from materialize.engine.reader import CREATED_COLUMN, EVENT_COLUMN, SourceColumns
-from materialize.engine.spark_tasks import (
+from core.feast_adapter.store import redis_client_arguments
+from core.feast_store import prepare_spark_driver
+from materialize.engine.backends.spark_tasks import (
     COUNTS_DDL,
     COUNTS_SCHEMA,
     HashedFields,
     PartitionWriter,
 )
-from materialize.engine.writers import OnlineStoreUnavailableError
-
-if TYPE_CHECKING:
-    from pyspark.sql import Column, DataFrame, SparkSession
-    from pyspark.sql.types import StructType
+from materialize.engine.base import (
+    FallbackEngine,
+    MaterializationStats,
+    RedisWriteOptions,
+    redis_label,
+    source_columns,
+    unsupported_view_reason,
+)
 
 logger = logging.getLogger(__name__)
 
-SPARK_ENGINE_TYPE = "materialize.engine.spark.SparkEngine"
+SPARK_ENGINE_TYPE = "materialize.engine.backends.spark.SparkEngine"
 
 
-class SparkEngineConfig(FeastConfigBaseModel):
+class SparkEngineConfig(RedisWriteOptions):
     """The ``batch_engine:`` block of ``feature_store.yaml`` for :class:`SparkEngine`."""
 
-    type: Literal["materialize.engine.spark.SparkEngine"] = "materialize.engine.spark.SparkEngine"
+    type: Literal["materialize.engine.backends.spark.SparkEngine"] = (
+        "materialize.engine.backends.spark.SparkEngine"
+    )
     """Engine selector (the class path)."""
 
     spark_conf: dict[str, str] | None = None
@@ -97,12 +104,6 @@ class SparkEngineConfig(FeastConfigBaseModel):
 
     arrow_batch_rows: PositiveInt = 50_000
     """Rows per Arrow batch an executor reads from Spark: bounds its Python memory."""
-
-    write_batch_rows: PositiveInt = 1_000
-    """Entities per Redis script call (as :class:`FastEngineConfig`)."""
-
-    pipeline_batches: PositiveInt = 4
-    """Redis script calls sent per round trip."""
 
     staging_location: StrictStr | None = None
     """Read by Feast's ``spark.engine`` for the views it materializes (the fallback)."""
@@ -121,12 +122,6 @@ def spark_source_frame(spark: SparkSession, source: Any) -> DataFrame | None:
     A ``SparkSource`` (table, query or path) is read as Feast's Spark offline store reads
     it; a ``FileSource`` only when it holds Parquet (any path Spark can open).
     """
-    from feast import FileSource
-    from feast.data_format import ParquetFormat
-    from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import (
-        SparkSource,
-    )
-
     if isinstance(source, SparkSource):
         return spark.sql(f"SELECT * FROM {source.get_table_query_string()}")
     if isinstance(source, FileSource) and (
@@ -144,14 +139,11 @@ def _time_column(frame: DataFrame, name: str) -> Column:
     ``spark.sql.legacy.parquet.nanosAsLong`` is on, which turns it into nanoseconds as a
     long: those are floored to microseconds, as Feast truncates to a Python datetime.
     """
-    from pyspark.sql import functions as F
-    from pyspark.sql.types import LongType, TimestampType
-
     column = F.col(_quoted(name))
     kind = frame.schema[name].dataType
-    if isinstance(kind, TimestampType):
+    if isinstance(kind, T.TimestampType):
         return column
-    if isinstance(kind, LongType):
+    if isinstance(kind, T.LongType):
         return F.timestamp_micros((column - F.pmod(column, F.lit(1000))) / F.lit(1000))
     # TIMESTAMP_NTZ (naive, UTC by convention), strings, dates: in the session time zone,
     # which the engine sets to UTC when it starts the session.
@@ -174,8 +166,6 @@ def entity_rows_frame(
     join key stay in: the executors count them. Named as the view names them, with the
     times in ``EVENT_COLUMN`` and ``CREATED_COLUMN``.
     """
-    from pyspark.sql import functions as F
-
     missing = [
         name
         for name in [*columns.join_keys, *columns.features, columns.timestamp]
@@ -216,10 +206,8 @@ def parse_byte_string(text: str | None) -> int | None:
     return int(found.group(1)) * _BYTE_UNITS[found.group(2).lower()]
 
 
-def _fixed_row_bytes(schema: StructType) -> int | None:
+def _fixed_row_bytes(schema: T.StructType) -> int | None:
     """Arrow bytes of one row when every column is fixed-width (with its validity bit)."""
-    from pyspark.sql import types as T
-
     widths: list[tuple[type, int]] = [
         (T.BooleanType, 1),
         (T.ByteType, 1),
@@ -244,7 +232,7 @@ def _fixed_row_bytes(schema: StructType) -> int | None:
 
 
 def arrow_batch_settings(
-    schema: StructType, *, batch_rows: int, byte_cap: int | None
+    schema: T.StructType, *, batch_rows: int, byte_cap: int | None
 ) -> dict[str, str]:
     """Session settings that hand rows of ``schema`` to Python in batches of ``batch_rows``.
 
@@ -325,7 +313,7 @@ def running_session_warning(
     )
 
 
-class SparkEngine(AdapterSparkComputeEngine):
+class SparkEngine(FallbackEngine[MaterializationJob], AdapterSparkComputeEngine):
     """Our vectorised, newer-wins Redis materialization, run by Spark executors.
 
     Args:
@@ -337,6 +325,10 @@ class SparkEngine(AdapterSparkComputeEngine):
     Raises:
         pydantic.ValidationError: An unknown or invalid option.
     """
+
+    fallback_engine: ClassVar[str] = "feast-spark"
+    fallback_label: ClassVar[str] = "Feast's spark.engine"
+    job_class = SparkMaterializationJob
 
     def __init__(
         self, *, repo_config: Any, offline_store: Any, online_store: Any, **options: Any
@@ -350,8 +342,6 @@ class SparkEngine(AdapterSparkComputeEngine):
 
     def spark_session(self) -> SparkSession:
         """The active Spark session, else one from the profile's ``spark_conf``."""
-        from pyspark.sql import SparkSession
-
         active = SparkSession.getActiveSession()
         if active is not None:
             warning = running_session_warning(
@@ -360,8 +350,6 @@ class SparkEngine(AdapterSparkComputeEngine):
             if warning:
                 logger.warning(warning)
             return active
-        from core.feast_store import prepare_spark_driver
-
         # `feast materialize` does not open the store through core: set the driver up here.
         prepare_spark_driver()
         settings = {"spark.sql.session.timeZone": "UTC"}
@@ -374,8 +362,6 @@ class SparkEngine(AdapterSparkComputeEngine):
         return self._started
 
     def _unsupported_reason(self, view: Any) -> str | None:
-        from feast.infra.online_stores.redis import RedisOnlineStoreConfig, RedisType
-
         reason = unsupported_view_reason(view)
         if reason is not None:
             return reason
@@ -397,8 +383,9 @@ class SparkEngine(AdapterSparkComputeEngine):
         from_offline_store: bool = False,
         **kwargs: Any,
     ) -> MaterializationJob:
+        """Materialize one view: on the executors, or by Feast's ``spark.engine`` when the
+        view is not ours to take."""
         view = task.feature_view
-        job_id = f"{view.name}-{task.start_time}-{task.end_time}"
         spark = self.spark_session()
         reason = self._unsupported_reason(view)
         frame = None
@@ -406,38 +393,17 @@ class SparkEngine(AdapterSparkComputeEngine):
             frame = spark_source_frame(spark, view.batch_source)
             if frame is None:
                 reason = "its batch source is neither a SparkSource nor Parquet"
-        if reason is not None:
-            logger.warning("%s: Feast's spark.engine materializes it (%s)", view.name, reason)
-            started = time.monotonic()
-            job = self.materialize_with_feast(
+        return self.run_view(
+            task,
+            reason=reason,
+            with_feast=lambda: self.materialize_with_feast(
                 registry, task, from_offline_store=from_offline_store, **kwargs
-            )
-            self.results.append(
-                MaterializationStats(
-                    view=view.name,
-                    start=task.start_time,
-                    end=task.end_time,
-                    engine="feast-spark",
-                    seconds=time.monotonic() - started,
-                )
-            )
-            return job
-        assert isinstance(view, FeatureView) and frame is not None  # checked above
-        try:
-            stats = self._materialize_spark(registry, task, view, spark, frame)
-        except Exception as error:
-            return SparkMaterializationJob(
-                job_id=job_id, status=MaterializationJobStatus.ERROR, error=error
-            )
-        self.results.append(stats)
-        return SparkMaterializationJob(job_id=job_id, status=MaterializationJobStatus.SUCCEEDED)
+            ),
+            ours=lambda: self._materialize_spark(registry, task, spark, frame),
+        )
 
     def _partition_writer(self, view: FeatureView) -> PartitionWriter:
         """The executors' writer, with everything Feast-specific worked out here."""
-        from core.feast_adapter.layout import RedisLayout
-        from core.feast_adapter.store import redis_client_arguments
-        from materialize.engine.core import redis_label
-
         config = self.repo_config
         store_config = config.online_store
         versioning = bool(config.registry.enable_online_feature_view_versioning)
@@ -468,19 +434,18 @@ class SparkEngine(AdapterSparkComputeEngine):
         self,
         registry: BaseRegistry,
         task: MaterializationTask,
-        view: FeatureView,
         spark: SparkSession,
-        frame: DataFrame,
+        frame: DataFrame | None,
     ) -> MaterializationStats:
-        import redis
-
         started = time.monotonic()
+        view = task.feature_view
+        assert isinstance(view, FeatureView) and frame is not None  # checked by the caller
         writer = self._partition_writer(view)
         client = redis.Redis(**writer.redis_arguments)
         try:
             client.ping()  # fail on the driver, naming the store, before any task starts
         except redis.RedisError as error:
-            raise OnlineStoreUnavailableError(
+            raise OnlineStoreUnavailable(
                 f"cannot reach the Redis online store at {writer.label}: {error}"
             ) from error
         finally:

@@ -1,4 +1,8 @@
-"""`churn materialize`: Feast-driven, incremental by default, keeps Feast's watermark."""
+"""Materializing online: progress, the engine's options, the watermark in a SQL registry.
+
+The command itself (incremental by default, keeping Feast's watermark):
+tests/cli/test_materialize.py.
+"""
 
 from __future__ import annotations
 
@@ -7,20 +11,15 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
 
-from cli.main import build_app
-from core.feast_store import feature_store_session, open_feature_store, run_feast_cli
+from core.compute.local.sampling import ChunkPlan
+from core.feast_store import feature_store_session, open_feature_store
 from materialize.engine.progress import BarProgress, LogProgress, make_progress
-from materialize.engine.reader import ChunkPlan
 from tests.utils.feast_repo import TestRepo, make_feature_repo
 from tests.utils.materialize import (
     END,
-    ISO,
     START,
     VIEW,
-    AppliedRepo,
-    applied_repo_fixture,
     decode_redis,
     expected_online,
     redis_hashes,
@@ -28,64 +27,6 @@ from tests.utils.materialize import (
 )
 
 MIDDLE = END - timedelta(days=10)
-
-
-applied = applied_repo_fixture()
-
-
-def _point_churn_at(repo: TestRepo, monkeypatch: pytest.MonkeyPatch) -> TestRepo:
-    monkeypatch.setenv("CHURN_FEAST_REPO_PATH", str(repo.feast.repo_path))
-    monkeypatch.setenv("CHURN_REDIS_URL", repo.feast.redis_url)
-    return repo
-
-
-@pytest.fixture
-def repo(applied: AppliedRepo, monkeypatch: pytest.MonkeyPatch) -> TestRepo:
-    """The applied repo, fresh, with `churn` pointed at it through the environment."""
-    return _point_churn_at(applied.fresh(), monkeypatch)
-
-
-def _churn(*args: str) -> tuple[int, str, str]:
-    result = CliRunner().invoke(build_app(), list(args))
-    return result.exit_code, result.stdout, result.stderr
-
-
-def test_range_then_incremental_then_feast_incremental(
-    applied: AppliedRepo, repo: TestRepo
-) -> None:
-    offline = applied.write_table(users=200)
-    later = END + timedelta(hours=2)  # user 1 has a row at END + 1h
-
-    code, out, _ = _churn(
-        "materialize", "--start", START.strftime(ISO), "--end", MIDDLE.strftime(ISO)
-    )
-    assert code == 0, out
-    assert "user_features: " in out and "entities written" in out
-    code, out, _ = _churn("materialize", "--end", END.strftime(ISO))  # incremental
-    assert code == 0, out
-    feast = run_feast_cli(repo.feast, "materialize-incremental", later.strftime(ISO))
-
-    assert "2026-03-02 12:00:00+00:00" in feast.stdout  # Feast starts where churn ended
-    view = open_feature_store(repo.feast).get_feature_view(VIEW)
-    assert view.materialization_intervals == [(START, MIDDLE), (MIDDLE, END), (END, later)]
-    online = decode_redis(redis_hashes(repo.project))
-    assert online == expected_online(offline, start=START, end=later)
-
-
-def test_bad_requests_exit_2_naming_the_problem(
-    feature_repo: TestRepo, applied: AppliedRepo, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    _point_churn_at(feature_repo, monkeypatch)  # never applied
-    code, _, err = _churn("materialize", "--start", "2026-03-02", "--end", "2026-03-01")
-    assert code == 2 and "is after" in err
-    code, _, err = _churn("materialize", "--end", "yesterday")
-    assert code == 2 and "'yesterday' is not an ISO date" in err
-    code, _, err = _churn("materialize", "--end", END.strftime(ISO))
-    assert code == 2 and "run `churn apply` first" in err
-
-    _point_churn_at(applied.fresh(), monkeypatch)
-    code, _, err = _churn("materialize", "--view", "nope", "--end", END.strftime(ISO))
-    assert code == 2 and "unknown feature view(s) nope" in err
 
 
 class _Terminal(io.StringIO):
@@ -114,17 +55,6 @@ def test_progress_is_a_bar_on_a_terminal_and_lines_elsewhere(
         assert "chunk 2/2: 10/10 rows (100%)" in text
     else:
         assert "━" in text  # rich's bar
-
-
-def test_written_counts_are_reported(applied: AppliedRepo, repo: TestRepo) -> None:
-    frame = applied.write_table(users=50)
-
-    code, out, _ = _churn("materialize", "--start", START.strftime(ISO), "--end", END.strftime(ISO))
-
-    assert code == 0
-    entities = len(expected_online(frame, start=START, end=END))
-    assert f"user_features: {entities:,} entities written (0 not newer than online)" in out
-    assert "with profile production (engine materialize.engine.FastEngine)" in out
 
 
 def test_engine_options_are_validated(feature_repo: TestRepo) -> None:
