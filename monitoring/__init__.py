@@ -3,9 +3,9 @@
 The entry points of ``churn drift`` and ``churn evaluate``: a request in, an outcome out.
 Everything else in ``monitoring`` is internal.
 
-They are loaded on first use: Spark executors import ``monitoring.snapshots`` (the
-champion's scorer runs where the rows are), and each Python worker would otherwise load
-the whole stage, training and MLflow with it, before scoring its first batch.
+They are loaded on first use: a cluster's executors import ``monitoring.snapshots`` (the
+champion's scorer runs where the rows are), and each of their Python workers would
+otherwise load the whole stage, training and MLflow with it, before scoring a batch.
 """
 
 from __future__ import annotations
