@@ -1,11 +1,235 @@
-"""`churn drift` and `churn evaluate`: the operator's monitoring commands."""
+"""`churn drift` and `churn evaluate`: the operator's monitoring commands.
+
+Exit codes (for schedulers, :mod:`core.exits`):
+
+- ``churn drift``: 0 no major drift (none or minor), 4 major drift found, 5 stale data (the
+  newest snapshot or prediction is older than ``CHURN_MONITORING_MAX_DATA_LAG_HOURS``:
+  ingest or serving stopped, nothing compared), 2 bad input or configuration (missing
+  file, unknown feature, no champion), 1 any other failure, including a retraining
+  (``--retrain``) that crashed.
+- ``churn evaluate``: 0 evaluated, 4 ROC AUC below ``--min-auc`` (only when given), 2 bad
+  input or nothing to evaluate (no prediction in the window, no label matched), 1 other
+  failures.
+
+The stage is imported inside each command, so ``churn --help`` loads none of it.
+"""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
-# To be moved here from the stage (issue 25): the commands, their options and output.
-from monitoring.drift import drift_command
-from monitoring.evaluate import evaluate_command
+import typer
+
+from cli.errors import exit_on_error
+from cli.options import ProfileOption, profile_settings
+from core.errors import InputError
+from core.exits import ExitCode
+
+if TYPE_CHECKING:
+    from monitoring import DriftOutcome, EvaluateOutcome
+
+
+def drift_command(
+    reference: Annotated[
+        Path | None,
+        typer.Option(help="Reference Parquet file or folder (default: champion's training data)."),
+    ] = None,
+    current: Annotated[
+        Path | None,
+        typer.Option(help="Current Parquet file or folder (default: the last --window)."),
+    ] = None,
+    features: Annotated[
+        str | None,
+        typer.Option(
+            help="Comma-separated columns (default: the model's features, or all "
+            "shared numeric/categorical columns of two files)."
+        ),
+    ] = None,
+    source: Annotated[
+        str,
+        typer.Option(
+            help="Current window from 'snapshots' (offline store) or 'predictions' (serving log)."
+        ),
+    ] = "snapshots",
+    window: Annotated[
+        str | None, typer.Option(help="Current window, e.g. 7d or 36h (default 7d).")
+    ] = None,
+    until: Annotated[
+        datetime | None,
+        typer.Option(help="End of the current window (default: newest snapshot/prediction)."),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder for drift.json, drift.html, drift.prom "
+            "(default <data_dir>/monitoring/reports/<UTC time>)."
+        ),
+    ] = None,
+    retrain: Annotated[
+        bool, typer.Option(help="On major drift, retrain through the gate (with cooldown).")
+    ] = False,
+    trials: Annotated[
+        int | None, typer.Option(help="Tuning trials of a triggered retraining.")
+    ] = None,
+    profile: ProfileOption = None,
+) -> None:
+    """Compare training-time and current feature distributions (PSI, KS, chi-square).
+
+    Exit code 0: no major drift; 4: major drift; 5: stale data; 2: bad input; 1: other
+    failure.
+    """
+    from monitoring import DriftRequest, parse_window, run_drift
+
+    with exit_on_error(also_bad_input=(ValueError,)):
+        if source not in ("snapshots", "predictions"):
+            raise InputError(f"--source {source!r}: expected snapshots or predictions")
+        names = [name.strip() for name in features.split(",") if name.strip()] if features else []
+        outcome = run_drift(
+            DriftRequest(
+                reference=reference,
+                current=current,
+                features=tuple(names),
+                source=source,  # type: ignore[arg-type]  # checked above
+                window=parse_window(window) if window else None,
+                until=until,
+                out_dir=out,
+                retrain=retrain,
+                trials=trials,
+                feast=profile_settings(profile),
+            )
+        )
+    _print_drift(outcome)
+    sys.stdout.flush()
+    if outcome.retrain_failed:
+        raise typer.Exit(ExitCode.FAILURE)
+    raise typer.Exit(ExitCode.FINDING if outcome.major else ExitCode.OK)
+
+
+def _print_drift(outcome: DriftOutcome) -> None:
+    report = outcome.report
+    results = [*report.features, *([report.score] if report.score else [])]
+    width = max(len(item.feature) for item in results)
+    for item in results:
+        psi = "   -  " if item.psi is None else f"{item.psi:6.3f}"
+        p_value = "-" if item.p_value is None else f"{item.p_value:.2g}"
+        why = "; ".join(item.reasons) or item.note or ""
+        typer.echo(
+            f"  {item.feature:<{width}}  {item.test or '-':<4}  PSI {psi}  p {p_value:<8}  "
+            f"{item.severity:<5}  {why}"
+        )
+    summary = report.summary()
+    typer.echo(
+        f"drift: {report.severity} (major: {', '.join(summary['major']) or 'none'}; "
+        f"minor: {', '.join(summary['minor']) or 'none'})"
+    )
+    typer.echo(f"report: {outcome.html_path}")
+    typer.echo(f"json: {outcome.json_path}")
+    if outcome.metrics_target:
+        typer.echo(f"metrics: {outcome.metrics_target}")
+    decision = outcome.decision
+    if decision is None:
+        return
+    for problem in decision.log_problems:
+        typer.echo(f"warning: decisions log: {problem}", err=True)
+    typer.echo(f"retrain: {decision.action} ({'; '.join(decision.reasons)})")
+    if decision.action != "retrain":
+        return
+    if decision.outcome == "error":
+        typer.echo(f"retrain: training failed: {decision.error}", err=True)
+        return
+    training = decision.training
+    typer.echo(
+        f"retrain: {decision.outcome}, test AUC {training.get('test_roc_auc')}, "
+        f"version {training.get('version')}, promoted {training.get('promoted')} "
+        f"({training.get('reason')})"
+    )
+
+
+def evaluate_command(
+    window: Annotated[str, typer.Option(help="Predictions of the last window, e.g. 7d.")] = "7d",
+    until: Annotated[
+        datetime | None,
+        typer.Option(help="End of the window (default: the newest prediction)."),
+    ] = None,
+    max_label_age: Annotated[
+        str, typer.Option(help="Oldest label (snapshot) a prediction may be matched to.")
+    ] = "7d",
+    labels: Annotated[
+        str | None,
+        typer.Option(
+            help="Labels Parquet (default: the offline labels table); on the spark profile "
+            "any location the cluster reads (s3a://...)."
+        ),
+    ] = None,
+    out: Annotated[Path | None, typer.Option(help="Folder to write evaluation.json into.")] = None,
+    min_auc: Annotated[
+        float | None, typer.Option(help="Exit 4 when the ROC AUC is below this.")
+    ] = None,
+    profile: ProfileOption = None,
+) -> None:
+    """ROC AUC and calibration of served predictions whose labels have arrived.
+
+    Exit code 0: evaluated; 4: ROC AUC below --min-auc; 2: nothing to evaluate; 1: failure.
+    """
+    from monitoring import EvaluateRequest, parse_window, run_evaluation
+
+    with exit_on_error(also_bad_input=(ValueError,)):
+        outcome = run_evaluation(
+            EvaluateRequest(
+                window=parse_window(window),
+                until=until,
+                max_label_age=parse_window(max_label_age),
+                labels=labels,
+                out_dir=out,
+                min_auc=min_auc,
+                feast=profile_settings(profile),
+            )
+        )
+    _print_evaluation(outcome)
+    raise typer.Exit(ExitCode.FINDING if outcome.below_min_auc else ExitCode.OK)
+
+
+def _print_evaluation(outcome: EvaluateOutcome) -> None:
+    evaluation = outcome.evaluation
+
+    def number(value: float | None) -> str:
+        return "n/a" if value is None else f"{value:.4f}"
+
+    typer.echo(
+        f"window {evaluation.window[0]} - {evaluation.window[1]}: {evaluation.predictions} "
+        f"predictions, {evaluation.matched} with labels, {evaluation.unmatched} without"
+    )
+    typer.echo(
+        f"ROC AUC {number(evaluation.roc_auc)}  Brier {evaluation.brier:.4f}  log loss "
+        f"{evaluation.log_loss:.4f}  ECE {evaluation.expected_calibration_error:.4f}  "
+        f"churn rate {evaluation.base_rate:.3f} vs mean prediction "
+        f"{evaluation.mean_predicted:.3f}"
+    )
+    for version, values in evaluation.by_version.items():
+        typer.echo(
+            f"  version {version}: {values['rows']} rows, ROC AUC {number(values['roc_auc'])} "
+            f"(training test AUC {number(values.get('training_test_roc_auc'))})"
+        )
+    if evaluation.champion:
+        typer.echo(
+            f"  champion: version {evaluation.champion['version']}, training test AUC "
+            f"{number(evaluation.champion['training_test_roc_auc'])}"
+        )
+    typer.echo("  reliability (predicted -> observed):")
+    for item in evaluation.reliability:
+        if item.count:
+            typer.echo(
+                f"    [{item.low:.1f}, {item.high:.1f}) n={item.count:<6} "
+                f"{number(item.mean_predicted)} -> {number(item.observed_rate)}"
+            )
+    if evaluation.note:
+        typer.echo(f"note: {evaluation.note}")
+    if outcome.json_path is not None:
+        typer.echo(f"json: {outcome.json_path}")
+
 
 COMMANDS: dict[str, Callable[..., None]] = {"drift": drift_command, "evaluate": evaluate_command}

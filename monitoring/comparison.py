@@ -1,7 +1,8 @@
 """Two samples compared column by column into a ``DriftReport`` (rendered by report.py).
 
-Chooses the columns, runs ``monitoring.statistics`` per column (in threads), adjusts the
-p-values for multiple testing and grades each column with ``monitoring.severity``.
+Chooses the columns, compares each (:mod:`monitoring.columns`: in threads when the values
+are in this process, from a backend's aggregates when they are not), adjusts the p-values
+for multiple testing and grades each column with ``monitoring.severity``.
 """
 
 from __future__ import annotations
@@ -14,16 +15,17 @@ from typing import Any
 
 import pandas as pd
 
+from core.compute.statistics import Sample, StatisticsCompute
+from core.errors import InputError
+from monitoring.columns import compare_column, compare_sample_column, is_numeric
 from monitoring.settings import MonitoringSettings
 from monitoring.severity import SEVERITIES, SEVERITY_RANK, assign_severity
 from monitoring.statistics import (
-    DriftInputError,
+    KS_GRID,
     FeatureDrift,
     Role,
     Severity,
     adjust_p_values,
-    compare_column,
-    is_numeric,
 )
 
 
@@ -88,6 +90,23 @@ class DriftReport:
         }
 
 
+def check_features(
+    features: Sequence[str], reference: Sequence[str], current: Sequence[str]
+) -> None:
+    """Every named feature must be a column of both samples.
+
+    Raises:
+        InputError: Names the missing features of each side.
+    """
+    missing = {
+        side: [name for name in features if name not in columns]
+        for side, columns in (("reference", reference), ("current", current))
+    }
+    problems = [f"{side} lacks {', '.join(names)}" for side, names in missing.items() if names]
+    if problems:
+        raise InputError("unknown feature(s): " + "; ".join(problems))
+
+
 def select_columns(
     reference: pd.DataFrame,
     current: pd.DataFrame,
@@ -101,16 +120,10 @@ def select_columns(
     timestamps and text with more than ``max_string_categories`` values are skipped.
 
     Raises:
-        DriftInputError: A named feature is missing, or nothing is left to compare.
+        InputError: A named feature is missing, or nothing is left to compare.
     """
     if features:
-        missing = {
-            side: [name for name in features if name not in frame.columns]
-            for side, frame in (("reference", reference), ("current", current))
-        }
-        problems = [f"{side} lacks {', '.join(names)}" for side, names in missing.items() if names]
-        if problems:
-            raise DriftInputError("unknown feature(s): " + "; ".join(problems))
+        check_features(features, list(reference.columns), list(current.columns))
         return list(features), {}
     skipped: dict[str, str] = {}
     for side, mine, other in (
@@ -140,7 +153,7 @@ def select_columns(
         else:
             selected.append(name)
     if not selected:
-        raise DriftInputError("no shared numeric or categorical column to compare")
+        raise InputError("no shared numeric or categorical column to compare")
     return selected, skipped
 
 
@@ -165,11 +178,11 @@ def compare_frames(
         sources: Where the samples came from, copied into the summary.
 
     Raises:
-        DriftInputError: A named column is missing or nothing can be compared.
+        InputError: A named column is missing or nothing can be compared.
     """
     if reference.empty or current.empty:
         empty = "reference" if reference.empty else "current"
-        raise DriftInputError(f"the {empty} sample has no rows")
+        raise InputError(f"the {empty} sample has no rows")
     names, skipped = select_columns(reference, current, settings, features)
     if score_column:
         names = [name for name in names if name != score_column]
@@ -177,7 +190,7 @@ def compare_frames(
     jobs: list[tuple[str, Role]] = [(name, "feature") for name in names]
     if score_column:
         if score_column not in reference.columns or score_column not in current.columns:
-            raise DriftInputError(f"score column {score_column!r} is not in both samples")
+            raise InputError(f"score column {score_column!r} is not in both samples")
         jobs.append((score_column, "score"))
 
     def compare(job: tuple[str, Role]) -> FeatureDrift:
@@ -190,6 +203,64 @@ def compare_frames(
         # numpy sorts and searches release the GIL, so threads compare columns in parallel.
         with ThreadPoolExecutor(max_workers=workers) as pool:
             results = list(pool.map(compare, jobs))
+    return _graded_report(
+        results,
+        settings,
+        skipped=skipped,
+        rows=(len(reference), len(current)),
+        sources=sources,
+    )
+
+
+def compare_samples(
+    compute: StatisticsCompute,
+    reference: Sample,
+    current: Sample,
+    settings: MonitoringSettings,
+    *,
+    features: Sequence[str],
+    score_column: str | None = None,
+    sources: dict[str, Any] | None = None,
+    ks_grid: int = KS_GRID,
+) -> DriftReport:
+    """:func:`compare_frames` for two samples a backend holds, from its aggregates.
+
+    Only the named numeric features (and the score) are compared, column by column, each
+    with a few aggregates where the rows are (:class:`monitoring.columns.SamplePair`).
+
+    Raises:
+        InputError: A named column is missing from a sample, or a sample has no rows.
+    """
+    for side, sample in (("reference", reference), ("current", current)):
+        if sample.rows == 0:
+            raise InputError(f"the {side} sample has no rows")
+    names = [*features, *([score_column] if score_column else [])]
+    check_features(names, reference.columns, current.columns)
+    samples = (reference, current)
+    results = [
+        compare_sample_column(compute, name, samples, settings, ks_grid=ks_grid)
+        for name in features
+    ]
+    if score_column:
+        results.append(
+            compare_sample_column(
+                compute, score_column, samples, settings, role="score", ks_grid=ks_grid
+            )
+        )
+    return _graded_report(
+        results, settings, skipped={}, rows=(reference.rows, current.rows), sources=sources
+    )
+
+
+def _graded_report(
+    results: list[FeatureDrift],
+    settings: MonitoringSettings,
+    *,
+    skipped: dict[str, str],
+    rows: tuple[int, int],
+    sources: dict[str, Any] | None,
+) -> DriftReport:
+    """The report of the compared columns: p-values adjusted over the features, graded."""
     feature_results = [item for item in results if item.role == "feature"]
     tested = [index for index, item in enumerate(feature_results) if item.p_value is not None]
     if settings.correction != "none":
@@ -205,7 +276,7 @@ def compare_frames(
         settings=settings,
         score=assign_severity(score, settings) if score else None,
         skipped=skipped,
-        reference_rows=len(reference),
-        current_rows=len(current),
+        reference_rows=rows[0],
+        current_rows=rows[1],
         sources=sources or {},
     )

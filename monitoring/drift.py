@@ -1,80 +1,95 @@
 """Stage: ``churn drift``, compare what the model was trained on with what it sees now.
 
-Exit codes (for schedulers): 0 no major drift (none or minor), 4 major drift found,
-5 stale data (the newest snapshot or prediction is older than ``max_data_lag_hours``:
-ingest or serving stopped, nothing compared), 2 bad input or configuration (missing file,
-unknown feature, no champion), 1 any other failure, including a retraining
-(``--retrain``) that crashed.
+:func:`run_drift` takes a :class:`DriftRequest` and returns a :class:`DriftOutcome`: the
+report (written as drift.json and drift.html, its gauges published), and the retraining
+decision when one was asked for.
+
+The samples come from two Parquet files, or from the champion's lineage (its training
+window rebuilt through its feature service) and the live data (the last window of offline
+snapshots, or the serving prediction log). The offline windows are built by the
+offline-compute backend of the profile (:mod:`core.compute`) and compared in this process
+(exact) or, when ``CHURN_MONITORING_STATISTICS`` asks for it, from the backend's aggregates
+(:func:`monitoring.comparison.compare_samples`).
 """
 
 from __future__ import annotations
 
-import sys
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import typer
+import pandas as pd
 
-from cli.options import ProfileOption, profile_settings
-from core.errors import StaleDataError as _StaleData
-from core.exits import ExitCode
-from core.settings import DataSettings, FeastSettings
+from core.compute import OfflineCompute, offline_compute
+from core.compute.statistics import FrameSample, Sample
+from core.errors import InputError, StaleDataError
+from core.feast_store import feature_store_session
+from core.locks import champion_lock_name, store_lock
+from core.models import ModelRegistry
+from core.settings import DataSettings, FeastSettings, MlflowSettings, ModelSettings
+from core.stage_metrics import record_drift_outcome
+from monitoring.comparison import DriftReport, compare_frames, compare_samples
+from monitoring.metrics import build_registry, publish_metrics
+from monitoring.report import write_reports
+from monitoring.retrain import RetrainDecision, trigger_retraining
 from monitoring.settings import MonitoringSettings
+from monitoring.snapshots import (
+    SCORE_COLUMN,
+    ChampionLineage,
+    ChampionScorer,
+    build_current_from_snapshots,
+    build_reference,
+    load_champion_lineage,
+    read_prediction_log,
+)
+from training import TrainingConfig, TrainingResult, run_training
 
 if TYPE_CHECKING:
-    import pandas as pd
-
-    from monitoring.comparison import DriftReport
-    from monitoring.retrain import RetrainDecision
-    from monitoring.snapshots import ChampionLineage
-
-
-class StaleDataError(_StaleData):
-    """The newest data is older than the allowed lag: the live window is not live."""
-
-
-def check_freshness(newest: Any, *, now: datetime, max_lag_hours: float, what: str) -> None:
-    """Refuse a window whose newest row is older than ``max_lag_hours`` (0: no check).
-
-    Raises:
-        StaleDataError: The data is stale.
-    """
-    from datetime import timedelta
-
-    if max_lag_hours <= 0:
-        return
-    newest_time = newest.to_pydatetime() if hasattr(newest, "to_pydatetime") else newest
-    lag = now - newest_time
-    if lag > timedelta(hours=max_lag_hours):
-        raise StaleDataError(
-            f"stale data: the newest {what} is from {newest_time.isoformat()}, "
-            f"{lag.total_seconds() / 3600:.1f} h ago (more than "
-            f"CHURN_MONITORING_MAX_DATA_LAG_HOURS={max_lag_hours:g}); is ingest (or serving) "
-            "running? Nothing was compared; pass --until to judge an older window"
-        )
-
+    from feast import FeatureStore
 
 Source = Literal["snapshots", "predictions"]
-_SPARK_ONLY = (
+SOURCES: tuple[Source, ...] = ("snapshots", "predictions")
+_AGGREGATES_ONLY = (
     "CHURN_MONITORING_STATISTICS=spark compares the offline windows of the spark profile: "
     "use --profile spark with --source snapshots and no --reference/--current"
 )
 
 
-@dataclass
-class Samples:
-    """The two samples to compare and where they came from."""
+@dataclass(frozen=True)
+class DriftRequest:
+    """What to compare, and what to do about major drift.
 
-    reference: Any  # pandas frames, or Spark frames when ``on_spark``
-    current: Any
-    features: list[str] | None = None
-    score_column: str | None = None
-    sources: dict[str, Any] = field(default_factory=dict)
-    lineage: ChampionLineage | None = None
-    on_spark: bool = False  # compare from Spark aggregates (monitoring.spark_statistics)
+    Attributes:
+        reference: Reference Parquet file or folder (default: the champion's training data).
+        current: Current Parquet file or folder (default: the last ``window`` of ``source``).
+        features: Columns to compare (default: the model's features, or every shared
+            numeric or categorical column of two files).
+        source: The current window from offline ``snapshots`` or the serving ``predictions``.
+        window: Length of the current window (default ``settings.window_days``).
+        until: End of the current window (default: the newest snapshot or prediction).
+        out_dir: Folder of the reports (default ``<data_dir>/monitoring/reports/<UTC time>``).
+        retrain: On major drift, retrain through the training gate (with the cooldown).
+        trials: Tuning trials of a triggered retraining.
+    """
+
+    reference: Path | None = None
+    current: Path | None = None
+    features: tuple[str, ...] = ()
+    source: Source = "snapshots"
+    window: timedelta | None = None
+    until: datetime | None = None
+    out_dir: Path | None = None
+    retrain: bool = False
+    trials: int | None = None
+    feast: FeastSettings = field(default_factory=FeastSettings)
+    settings: MonitoringSettings = field(default_factory=MonitoringSettings)
+    model: ModelSettings = field(default_factory=ModelSettings)
+
+    def __post_init__(self) -> None:
+        if self.source not in SOURCES:
+            raise InputError(f"source {self.source!r}: expected snapshots or predictions")
 
 
 @dataclass
@@ -88,286 +103,235 @@ class DriftOutcome:
     decision: RetrainDecision | None = None
 
     @property
-    def exit_code(self) -> ExitCode:
-        """4 on major drift, else 0; 1 when a requested retraining crashed."""
-        if self.decision is not None and self.decision.outcome == "error":
-            return ExitCode.FAILURE
-        return ExitCode.FINDING if self.report.severity == "major" else ExitCode.OK
+    def major(self) -> bool:
+        """Whether some feature drifted majorly."""
+        return self.report.severity == "major"
+
+    @property
+    def retrain_failed(self) -> bool:
+        """Whether a requested retraining crashed."""
+        return self.decision is not None and self.decision.outcome == "error"
+
+    @property
+    def status(self) -> str:
+        """The run's outcome for the stage metrics."""
+        if self.retrain_failed:
+            return "failed"
+        return "major_drift" if self.major else "no_major_drift"
+
+
+def check_freshness(newest: Any, *, now: datetime, max_lag_hours: float, what: str) -> None:
+    """Refuse a window whose newest row is older than ``max_lag_hours`` (0: no check).
+
+    Raises:
+        StaleDataError: The data is stale: the live window is not live.
+    """
+    if max_lag_hours <= 0:
+        return
+    newest_time = newest.to_pydatetime() if hasattr(newest, "to_pydatetime") else newest
+    lag = now - newest_time
+    if lag > timedelta(hours=max_lag_hours):
+        raise StaleDataError(
+            f"stale data: the newest {what} is from {newest_time.isoformat()}, "
+            f"{lag.total_seconds() / 3600:.1f} h ago (more than "
+            f"CHURN_MONITORING_MAX_DATA_LAG_HOURS={max_lag_hours:g}); is ingest (or serving) "
+            "running? Nothing was compared; pass --until to judge an older window"
+        )
 
 
 def read_sample(path: Path) -> pd.DataFrame:
     """A Parquet file or folder (partitioned dataset) as a frame.
 
     Raises:
-        DriftInputError: Missing or unreadable.
+        InputError: Missing or unreadable.
     """
-    import pandas as pd
-
-    from monitoring.statistics import DriftInputError
-
     if not path.exists():
-        raise DriftInputError(f"{path} does not exist")
+        raise InputError(f"{path} does not exist")
     try:
         return pd.read_parquet(path)
     except Exception as error:  # pyarrow raises several types for bad files
-        raise DriftInputError(f"{path} is not readable Parquet: {error}") from error
+        raise InputError(f"{path} is not readable Parquet: {error}") from error
 
 
-def run_drift(samples: Samples, settings: MonitoringSettings, out_dir: Path) -> DriftOutcome:
-    """Compare the samples, write drift.json / drift.html and publish the metrics."""
-    from monitoring.comparison import compare_frames
-    from monitoring.metrics import publish_metrics
-    from monitoring.report import write_reports
-
-    compare = compare_frames
-    if samples.on_spark:
-        from monitoring.spark_statistics import compare_frames_on_spark
-
-        compare = compare_frames_on_spark  # type: ignore[assignment]
-    report = compare(
-        samples.reference,
-        samples.current,
-        settings,
-        features=samples.features,
-        score_column=samples.score_column,
-        sources=samples.sources,
-    )
-    json_path, html_path = write_reports(report, out_dir)
-    metrics_target = publish_metrics(report, settings, out_dir)
-    return DriftOutcome(report, json_path, html_path, metrics_target)
-
-
-def _file_samples(reference: Path, current: Path, settings: MonitoringSettings) -> Samples:
-    """Two Parquet samples, compared in this process.
+def run_drift(request: DriftRequest) -> DriftOutcome:
+    """Compare the samples, write drift.json / drift.html, publish the metrics, and retrain
+    on major drift when asked.
 
     Raises:
-        DriftInputError: Spark aggregates were asked for (they compare offline windows).
+        InputError: Bad input or configuration (missing file, unknown feature, no champion).
+        StaleDataError: The live window's newest row is older than the allowed lag.
     """
-    from monitoring.statistics import DriftInputError
+    settings = request.settings
+    started = datetime.now(UTC)
+    out_dir = request.out_dir or (
+        DataSettings().data_dir / "monitoring" / "reports" / started.strftime("%Y%m%dT%H%M%SZ")
+    )
+    # What the backend staged for the comparison lives until the report is written.
+    with ExitStack() as stack:
+        if request.reference is not None and request.current is not None:
+            report, lineage = _compare_files(request.reference, request.current, request), None
+        else:
+            report, lineage = _compare_with_champion(request, stack)
+        json_path, html_path = write_reports(report, out_dir)
+        metrics_target = publish_metrics(report, settings, out_dir)
+    outcome = DriftOutcome(report, json_path, html_path, metrics_target)
+    if request.retrain:
+        outcome.decision = _retrain(outcome, request, lineage)
+    record_drift_outcome(build_registry(report), outcome=outcome.status)
+    return outcome
 
-    if settings.statistics == "spark":
-        raise DriftInputError(_SPARK_ONLY)
-    samples = Samples(
-        read_sample(reference),
-        read_sample(current),
+
+def _compare_files(reference: Path, current: Path, request: DriftRequest) -> DriftReport:
+    """Two Parquet samples, compared in this process."""
+    if request.settings.aggregates_required():
+        raise InputError(_AGGREGATES_ONLY)
+    frames = (read_sample(reference), read_sample(current))
+    scored = all(SCORE_COLUMN in frame.columns for frame in frames)
+    return compare_frames(
+        *frames,
+        request.settings,
+        features=list(request.features) or None,
+        score_column=SCORE_COLUMN if scored else None,
         sources={"reference": {"file": str(reference)}, "current": {"file": str(current)}},
     )
-    if all("churn_probability" in f.columns for f in (samples.reference, samples.current)):
-        samples.score_column = "churn_probability"
-    return samples
 
 
-def _champion_samples(
-    *,
-    reference_path: Path | None,
-    current_path: Path | None,
-    source: Source,
-    window: str,
-    until: datetime | None,
-    settings: MonitoringSettings,
-    feast: FeastSettings,
-    stack: ExitStack,
-) -> Samples:
-    """Samples where at least one side comes from the champion's lineage or the live data.
-
-    On the spark profile the offline windows are built on the cluster, and staged there
-    until ``stack`` closes.
-    """
-
-    import mlflow
-
-    from core.feast_store import open_feature_store
-    from core.settings import MlflowSettings
-    from monitoring.snapshots import (
-        SCORE_COLUMN,
-        build_current_from_snapshots,
-        build_reference,
-        load_champion_lineage,
-        read_prediction_log,
-        score_rows,
-    )
-    from monitoring.windows import parse_window
-
-    span: timedelta = parse_window(window)
-    mlflow.set_tracking_uri(MlflowSettings().prepare())
-    client = mlflow.MlflowClient()
-    lineage = load_champion_lineage(client, settings.model_name, settings.model_alias)
-    store = open_feature_store(feast)
-    from core.feast_trust import OnDemandSourceMismatch, check_on_demand_sources
-    from monitoring.statistics import DriftInputError
-
-    try:  # Feast executes the on-demand views' stored code: only the repo's
-        check_on_demand_sources(store, feast.repo_path)
-    except OnDemandSourceMismatch as error:
-        raise DriftInputError(str(error)) from error
+def _compare_with_champion(
+    request: DriftRequest, stack: ExitStack
+) -> tuple[DriftReport, ChampionLineage]:
+    """Samples where at least one side comes from the champion's lineage or the live data."""
+    settings = request.settings
+    registry = ModelRegistry.from_settings()
+    lineage = load_champion_lineage(registry, request.model.name, request.model.alias)
+    store = stack.enter_context(feature_store_session(request.feast))
+    compute = offline_compute(store)
+    # Aggregates where the rows are: for the two offline windows of a distributed backend.
+    aggregable = request.reference is None and request.current is None
+    aggregable = aggregable and request.source == "snapshots" and compute.distributed
+    if settings.aggregates_required() and not aggregable:
+        raise InputError(_AGGREGATES_ONLY)
     sources: dict[str, Any] = {"champion": lineage.describe()}
-    from core.compute import uses_spark
-
-    on_cluster = uses_spark(store) and reference_path is current_path is None
-    if on_cluster and source == "snapshots":
-        return _samples_on_spark(
-            store,
-            lineage,
-            window=span,
-            until=until,
-            settings=settings,
-            sources=sources,
-            stack=stack,
-        )
-    if settings.statistics == "spark":
-        raise DriftInputError(_SPARK_ONLY)
-    if reference_path is not None:
-        reference = read_sample(reference_path)
-        sources["reference"] = {"file": str(reference_path)}
+    if request.reference is not None:
+        reference: Sample = FrameSample(read_sample(request.reference))
+        sources["reference"] = {"file": str(request.reference)}
     else:
-        reference = build_reference(store, lineage)
+        reference = build_reference(compute, store, lineage, stack=stack)
         sources["reference"] = {"training_window": lineage.describe()["train_window"]}
-    if current_path is not None:
-        current = read_sample(current_path)
-        sources["current"] = {"file": str(current_path)}
-    elif source == "predictions":
+    current = _current(request, compute, store, lineage, sources, stack)
+    scored = _score(registry, compute, lineage, (reference, current), sources, stack)
+    rows = reference.rows + current.rows
+    aggregate = aggregable and settings.aggregates_for(rows)
+    if aggregable:
+        sources["statistics"] = (
+            f"{compute.name} aggregates ({rows:,} rows; PSI exact, KS within the bound in "
+            "each note)"
+            if aggregate
+            else f"in process ({rows:,} rows read from the cluster in bounded batches)"
+        )
+    reference, current = scored or (reference, current)
+    options: dict[str, Any] = {
+        "features": list(request.features or lineage.features),
+        "score_column": SCORE_COLUMN if scored else None,
+        "sources": sources,
+    }
+    if aggregate:
+        report = compare_samples(compute, reference, current, settings, **options)
+    else:
+        frames = compute.to_pandas(reference), compute.to_pandas(current)
+        report = compare_frames(*frames, settings, **options)
+    return report, lineage
+
+
+def _current(
+    request: DriftRequest,
+    compute: OfflineCompute,
+    store: FeatureStore,
+    lineage: ChampionLineage,
+    sources: dict[str, Any],
+    stack: ExitStack,
+) -> Sample:
+    """The current sample: a file, the prediction log's window or the snapshots' window.
+
+    Raises:
+        StaleDataError: A live window (no ``until``) whose newest row is too old.
+    """
+    if request.current is not None:
+        sources["current"] = {"file": str(request.current)}
+        return FrameSample(read_sample(request.current))
+    window = request.window or timedelta(days=request.settings.window_days)
+    current: Sample
+    if request.source == "predictions":
         predictions_dir = DataSettings().prediction_log_path
-        current, (start, end) = read_prediction_log(predictions_dir, window=span, until=until)
+        log, (start, end) = read_prediction_log(predictions_dir, window=window, until=request.until)
+        current = FrameSample(log)
         sources["current"] = {
             "prediction_log": str(predictions_dir),
             "window": [start.isoformat(), end.isoformat()],
-            "model_versions": sorted(map(str, set(current.get("model_version", ())))),
+            "model_versions": sorted(map(str, set(log.get("model_version", ())))),
         }
     else:
         current, (start, end) = build_current_from_snapshots(
-            store, lineage.feature_service, window=span, until=until
+            compute, store, lineage.feature_service, window=window, until=request.until, stack=stack
         )
         sources["current"] = {
             "offline_snapshots": lineage.feature_service,
             "window": [start.isoformat(), end.isoformat()],
         }
-    if current_path is None and until is None:  # a live window must be live
+    if request.until is None:  # a live window must be live
         check_freshness(
             end,
             now=datetime.now(UTC),
-            max_lag_hours=settings.max_data_lag_hours,
-            what="prediction" if source == "predictions" else "offline snapshot",
+            max_lag_hours=request.settings.max_data_lag_hours,
+            what="prediction" if request.source == "predictions" else "offline snapshot",
         )
-    features = lineage.features or None
-    score_column = None
-    try:
-        from core.models import ModelRegistry
-
-        registry = ModelRegistry(MlflowSettings().resolved_tracking_uri())
-        _, model = registry.load_version(lineage.model_name, version=lineage.version)
-        names = features or [c for c in reference.columns if c in current.columns]
-        reference = reference.assign(**{SCORE_COLUMN: score_rows(model, reference, names)})
-        if SCORE_COLUMN not in current.columns:
-            current = current.assign(**{SCORE_COLUMN: score_rows(model, current, names)})
-        score_column = SCORE_COLUMN
-    except Exception as error:  # score drift is a bonus: report why it is missing
-        sources["score"] = f"not measured: {type(error).__name__}: {error}"
-    return Samples(reference, current, features, score_column, sources, lineage)
+    return current
 
 
-def _samples_on_spark(
-    store: Any,
+def _score(
+    registry: ModelRegistry,
+    compute: OfflineCompute,
     lineage: ChampionLineage,
-    *,
-    window: timedelta,
-    until: datetime | None,
-    settings: MonitoringSettings,
+    samples: tuple[Sample, Sample],
     sources: dict[str, Any],
     stack: ExitStack,
-) -> Samples:
-    """Both offline windows joined and staged on the cluster; aggregated there when large.
-
-    With ``statistics='auto'`` windows of at most ``spark_statistics_rows`` rows (together)
-    are read into this process in bounded batches and compared exactly.
-    """
-    from core.settings import MlflowSettings
-    from monitoring.snapshots import SCORE_COLUMN, score_rows
-    from monitoring.spark_samples import current_on_spark, reference_on_spark, score_on_spark
-    from monitoring.statistics import DriftInputError
-
-    reference = reference_on_spark(store, lineage, stack=stack)
-    sources["reference"] = {"training_window": lineage.describe()["train_window"]}
-    current, (start, end) = current_on_spark(
-        store, lineage.feature_service, window=window, until=until, stack=stack
-    )
-    sources["current"] = {
-        "offline_snapshots": lineage.feature_service,
-        "window": [start.isoformat(), end.isoformat()],
-    }
-    if until is None:  # a live window must be live
-        check_freshness(
-            end,
-            now=datetime.now(UTC),
-            max_lag_hours=settings.max_data_lag_hours,
-            what="offline snapshot",
-        )
-    rows = reference.rows + current.rows
-    aggregate = settings.statistics == "spark" or (
-        settings.statistics == "auto" and rows > settings.spark_statistics_rows
-    )
-    sources["statistics"] = (
-        f"spark aggregates ({rows:,} rows; PSI exact, KS within the bound in each note)"
-        if aggregate
-        else f"in process ({rows:,} rows read from the cluster in bounded batches)"
-    )
-    features = lineage.features or reference.features.names
-    missing = [name for name in features if name not in reference.features.names]
-    if missing:
-        raise DriftInputError(
-            f"the champion's feature(s) {', '.join(missing)} are not in its feature service "
-            f"{lineage.feature_service}"
-        )
-    sides = (reference, current)
-    frames: list[Any] = [side.frame if aggregate else side.to_pandas() for side in sides]
-    score_column: str | None = SCORE_COLUMN
-    try:  # score drift is a bonus: report why it is missing
-        from core.models import ModelRegistry
-
-        registry = ModelRegistry(MlflowSettings().resolved_tracking_uri())
+) -> tuple[Sample, Sample] | None:
+    """Both samples with the champion's score, computed where they are (the current
+    sample's logged score is kept), or None with the reason in ``sources``: score drift is
+    a bonus."""
+    reference, current = samples
+    try:
         _, model = registry.load_version(lineage.model_name, version=lineage.version)
-        if aggregate:
-            frames = [score_on_spark(store, s, model, features, stack=stack).frame for s in sides]
-        else:
-            frames = [f.assign(**{SCORE_COLUMN: score_rows(model, f, features)}) for f in frames]
-    except Exception as error:
+        scorer = ChampionScorer(model, lineage.features)
+        reference = compute.add_scores(reference, scorer, column=SCORE_COLUMN, stack=stack)
+        if SCORE_COLUMN not in current.columns:
+            current = compute.add_scores(current, scorer, column=SCORE_COLUMN, stack=stack)
+    except Exception as error:  # report why it is missing, compare the features anyway
         sources["score"] = f"not measured: {type(error).__name__}: {error}"
-        score_column = None
-    return Samples(
-        frames[0], frames[1], features, score_column, sources, lineage, on_spark=aggregate
-    )
+        return None
+    return reference, current
 
 
 def _retrain(
-    outcome: DriftOutcome,
-    *,
-    settings: MonitoringSettings,
-    lineage: ChampionLineage | None,
-    feast: FeastSettings,
-    trials: int | None,
+    outcome: DriftOutcome, request: DriftRequest, lineage: ChampionLineage | None
 ) -> RetrainDecision:
-    """Run the trigger with the real training pipeline."""
-    from datetime import timedelta
+    """Run the trigger with the real training pipeline, under the model's champion lock."""
+    feast = request.feast
+    tracking_uri = MlflowSettings().resolved_tracking_uri()
 
-    from monitoring.retrain import trigger_retraining
-
-    def train() -> Any:
-        from training import TrainingConfig, run_training
-
+    def train() -> TrainingResult:
         overrides: dict[str, Any] = {
-            "model_name": settings.model_name,
+            "model_name": request.model.name,
             "repo_path": feast.repo_path,
             "profile": feast.profile,
             "progress": False,
         }
         if lineage is not None:
             overrides["feature_service"] = lineage.feature_service
-        if trials is not None:
-            overrides["trials"] = trials
+        if request.trials is not None:
+            overrides["trials"] = request.trials
         result = run_training(TrainingConfig(**overrides))
-        if result.run_id:  # say on the run why it exists (run_training set the URI)
-            import mlflow
-
-            client = mlflow.MlflowClient()
+        if result.run_id:  # say on the run why it exists
+            client = ModelRegistry(tracking_uri).client
             client.set_tag(result.run_id, "trigger", "drift")
             client.set_tag(result.run_id, "drift.report", str(outcome.json_path))
             client.set_tag(
@@ -375,165 +339,21 @@ def _retrain(
             )
         return result
 
-    from core.locks import champion_lock_name, store_lock
-    from core.settings import MlflowSettings
-
-    uri = MlflowSettings().resolved_tracking_uri()
-
     def lock() -> Any:
         # The champion lock of the model: overlapping drift jobs decide one at a time, and
         # the first records "started" before it trains.
         return store_lock(
-            uri,
-            champion_lock_name(settings.model_name),
+            tracking_uri,
+            champion_lock_name(request.model.name),
             fallback_dir=DataSettings().data_dir / "locks",
         )
 
     return trigger_retraining(
         outcome.report,
         train=train,
-        decisions_path=settings.resolved_decisions_path(),
-        cooldown=timedelta(hours=settings.retrain_cooldown_hours),
+        decisions_path=request.settings.resolved_decisions_path(),
+        cooldown=timedelta(hours=request.settings.retrain_cooldown_hours),
         now=datetime.now(UTC),
         report_path=outcome.json_path,
         lock=lock,
-    )
-
-
-def _print_outcome(outcome: DriftOutcome) -> None:
-    report = outcome.report
-    results = [*report.features, *([report.score] if report.score else [])]
-    width = max(len(item.feature) for item in results)
-    for item in results:
-        psi = "   -  " if item.psi is None else f"{item.psi:6.3f}"
-        p_value = "-" if item.p_value is None else f"{item.p_value:.2g}"
-        why = "; ".join(item.reasons) or item.note or ""
-        typer.echo(
-            f"  {item.feature:<{width}}  {item.test or '-':<4}  PSI {psi}  p {p_value:<8}  "
-            f"{item.severity:<5}  {why}"
-        )
-    summary = report.summary()
-    typer.echo(
-        f"drift: {report.severity} (major: {', '.join(summary['major']) or 'none'}; "
-        f"minor: {', '.join(summary['minor']) or 'none'})"
-    )
-    typer.echo(f"report: {outcome.html_path}")
-    typer.echo(f"json: {outcome.json_path}")
-    if outcome.metrics_target:
-        typer.echo(f"metrics: {outcome.metrics_target}")
-    decision = outcome.decision
-    if decision is not None:
-        for problem in decision.log_problems:
-            typer.echo(f"warning: decisions log: {problem}", err=True)
-        typer.echo(f"retrain: {decision.action} ({'; '.join(decision.reasons)})")
-        if decision.action == "retrain":
-            training = decision.training
-            if decision.outcome == "error":
-                typer.echo(f"retrain: training failed: {decision.error}", err=True)
-            else:
-                typer.echo(
-                    f"retrain: {decision.outcome}, test AUC {training.get('test_roc_auc')}, "
-                    f"version {training.get('version')}, promoted {training.get('promoted')} "
-                    f"({training.get('reason')})"
-                )
-
-
-def drift_command(
-    reference: Annotated[
-        Path | None,
-        typer.Option(help="Reference Parquet file or folder (default: champion's training data)."),
-    ] = None,
-    current: Annotated[
-        Path | None,
-        typer.Option(help="Current Parquet file or folder (default: the last --window)."),
-    ] = None,
-    features: Annotated[
-        str | None,
-        typer.Option(
-            help="Comma-separated columns (default: the model's features, or all "
-            "shared numeric/categorical columns of two files)."
-        ),
-    ] = None,
-    source: Annotated[
-        str,
-        typer.Option(
-            help="Current window from 'snapshots' (offline store) or 'predictions' (serving log)."
-        ),
-    ] = "snapshots",
-    window: Annotated[
-        str | None, typer.Option(help="Current window, e.g. 7d or 36h (default 7d).")
-    ] = None,
-    until: Annotated[
-        datetime | None,
-        typer.Option(help="End of the current window (default: newest snapshot/prediction)."),
-    ] = None,
-    out: Annotated[
-        Path | None,
-        typer.Option(
-            help="Folder for drift.json, drift.html, drift.prom "
-            "(default <data_dir>/monitoring/reports/<UTC time>)."
-        ),
-    ] = None,
-    retrain: Annotated[
-        bool, typer.Option(help="On major drift, retrain through the gate (with cooldown).")
-    ] = False,
-    trials: Annotated[
-        int | None, typer.Option(help="Tuning trials of a triggered retraining.")
-    ] = None,
-    profile: ProfileOption = None,
-) -> None:
-    """Compare training-time and current feature distributions (PSI, KS, chi-square).
-
-    Exit code 0: no major drift; 4: major drift; 5: stale data; 2: bad input; 1: other
-    failure.
-    """
-    from cli.errors import exit_on_error
-    from monitoring.statistics import DriftInputError
-
-    started = datetime.now(UTC)
-    with exit_on_error(also_bad_input=(ValueError,)):
-        if source not in ("snapshots", "predictions"):
-            raise DriftInputError(f"--source {source!r}: expected snapshots or predictions")
-        settings = MonitoringSettings()
-        feast = profile_settings(profile)
-        names = [name.strip() for name in features.split(",") if name.strip()] if features else None
-        out_dir = out or (
-            DataSettings().data_dir / "monitoring" / "reports" / started.strftime("%Y%m%dT%H%M%SZ")
-        )
-        # What the spark profile staged for the comparison lives until the report is written.
-        with ExitStack() as stack:
-            if reference is not None and current is not None:
-                samples = _file_samples(reference, current, settings)
-            else:
-                samples = _champion_samples(
-                    stack=stack,
-                    reference_path=reference,
-                    current_path=current,
-                    source=source,  # type: ignore[arg-type]
-                    window=window or f"{settings.window_days:g}d",
-                    until=until,
-                    settings=settings,
-                    feast=feast,
-                )
-            if names:
-                samples.features = names
-            outcome = run_drift(samples, settings, out_dir)
-        if retrain:
-            outcome.decision = _retrain(
-                outcome, settings=settings, lineage=samples.lineage, feast=feast, trials=trials
-            )
-    _print_outcome(outcome)
-    _record_outcome(outcome)
-    sys.stdout.flush()
-    raise typer.Exit(outcome.exit_code)
-
-
-def _record_outcome(outcome: DriftOutcome) -> None:
-    """The drift gauges and the run's outcome in the stage-metrics target (core)."""
-    from core.stage_metrics import record_drift_outcome
-    from monitoring.metrics import build_registry
-
-    names = {ExitCode.OK: "no_major_drift", ExitCode.FINDING: "major_drift"}
-    record_drift_outcome(
-        build_registry(outcome.report), outcome=names.get(outcome.exit_code, "failed")
     )

@@ -20,6 +20,8 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal
 
+from core.files import fsync_path
+from core.locks import file_lock
 from monitoring.comparison import DriftReport
 
 logger = logging.getLogger(__name__)
@@ -137,11 +139,11 @@ def append_decision(path: Path, decision: RetrainDecision) -> None:
         if size and os.pread(descriptor, 1, size - 1) != b"\n":
             _set_aside_torn_line(path, descriptor, size)
         os.write(descriptor, (decision.to_json() + "\n").encode())
-        os.fsync(descriptor)
     finally:
         os.close(descriptor)
+    fsync_path(path)
     if created:  # make the new directory entry durable too
-        _fsync_directory(path.parent)
+        fsync_path(path.parent)
 
 
 def _set_aside_torn_line(path: Path, descriptor: int, size: int) -> None:
@@ -153,18 +155,9 @@ def _set_aside_torn_line(path: Path, descriptor: int, size: int) -> None:
     damaged = path.with_name(path.name + ".damaged")
     with damaged.open("ab") as aside:
         aside.write(fragment + b"\n")
-        aside.flush()
-        os.fsync(aside.fileno())
+    fsync_path(damaged)
     os.ftruncate(descriptor, cut)
     logger.warning("%s: torn last line (%d bytes) moved to %s", path, len(fragment), damaged)
-
-
-def _fsync_directory(folder: Path) -> None:
-    directory = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
 
 
 def decide_retraining(
@@ -209,8 +202,6 @@ def trigger_retraining(
         lock: The cross-process lock of the decision (default: a file lock beside the
             log; ``churn drift`` passes the model's champion lock).
     """
-    from core.locks import file_lock
-
     hold = lock or (lambda: file_lock(decisions_path.with_name(decisions_path.name + ".lock")))
     with hold():
         problems: list[str] = []

@@ -1,4 +1,8 @@
-"""Settings of the drift monitor and the retraining trigger (prefix ``CHURN_MONITORING_``)."""
+"""Settings of the drift monitor and the retraining trigger (prefix ``CHURN_MONITORING_``).
+
+The model watched is ``core.settings.ModelSettings``' (``CHURN_MODEL_NAME``,
+``CHURN_MODEL_ALIAS``), the one every stage reads.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from core.settings import DEFAULT_MODEL_NAME, DataSettings
+from core.settings import DataSettings
 
 Correction = Literal["none", "holm", "bh"]
 
@@ -108,8 +112,6 @@ class MonitoringSettings(BaseSettings):
         description="Without --until, the newest snapshot (or prediction) may be at most "
         "this old; older data is stale (exit 5). 0 turns the check off.",
     )
-    model_name: str = Field(default=DEFAULT_MODEL_NAME, description="Registered model to watch.")
-    model_alias: str = Field(default="champion", description="Alias of the served model.")
 
     # Outputs.
     pushgateway_url: str | None = Field(
@@ -134,6 +136,17 @@ class MonitoringSettings(BaseSettings):
         if self.p_major > self.p_minor:
             raise ValueError(f"p_major {self.p_major} is above p_minor {self.p_minor}")
         return self
+
+    def aggregates_required(self) -> bool:
+        """Whether the statistics must come from a distributed backend's aggregates."""
+        return self.statistics == "spark"
+
+    def aggregates_for(self, rows: int) -> bool:
+        """Whether windows of ``rows`` rows (both together) held by a distributed backend
+        are compared from its aggregates rather than read into this process."""
+        return self.aggregates_required() or (
+            self.statistics == "auto" and rows > self.spark_statistics_rows
+        )
 
     def resolved_decisions_path(self, data: DataSettings | None = None) -> Path:
         """Where drift decisions are appended."""

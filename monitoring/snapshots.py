@@ -1,20 +1,22 @@
-"""The samples ``churn drift`` compares when no files are given.
+"""The samples ``churn drift`` compares when no files are given, and the champion's scorer.
 
 Reference: the champion's training window, read from its MLflow lineage (core.lineage:
 the version's feature service and features, the training run's window and labels path)
-and rebuilt through the same Feast feature service: the labels
-of that window are the entity rows of ``get_historical_features``, as in training.
+and rebuilt through the same Feast feature service: the labels of that window are the
+entity rows of the point-in-time join, as in training.
 
 Current: the last ``window`` of offline snapshots (the entity keys and timestamps of the
 service's batch sources, joined through the same service), or the serving prediction log
 (``<data_dir>/predictions/date=YYYY-MM-DD/*.parquet``), which already holds the feature
 values and the score the model saw.
 
-Imported only by command bodies (pandas at module level; feast and mlflow inside).
+The offline windows are built and held by the offline-compute backend (:mod:`core.compute`):
+in this process, or staged on the cluster until the caller's ``ExitStack`` closes.
 """
 
 from __future__ import annotations
 
+from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -22,15 +24,26 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 
-from core.lineage import LineageError, ModelLineage, TrainingWindow
-from monitoring.statistics import DriftInputError
+from core.compute.statistics import (
+    FrameSample,
+    Sample,
+    SnapshotSource,
+    StatisticsCompute,
+)
+from core.errors import InputError, LineageError, ModelNotFoundError
+from core.feast_adapter.services import ServiceFeatures, resolve_service_features
+from core.lineage import ModelLineage, TrainingWindow
+from core.tables import read_time_window
 
 if TYPE_CHECKING:
     from feast import FeatureStore
-    from mlflow import MlflowClient
 
-    from core.feast_adapter.services import ServiceFeatures
+    from core.models import ModelRegistry
 
 TIMESTAMP = "event_timestamp"
 SCORE_COLUMN = "churn_probability"
@@ -68,24 +81,23 @@ def _utc(value: str | datetime | pd.Timestamp) -> pd.Timestamp:
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
-def load_champion_lineage(client: MlflowClient, model_name: str, alias: str) -> ChampionLineage:
+def load_champion_lineage(registry: ModelRegistry, model_name: str, alias: str) -> ChampionLineage:
     """Read the aliased version's training window and feature service from MLflow.
 
     Raises:
-        DriftInputError: No such model or alias, or the training run lacks lineage.
+        ModelNotFoundError: No such model or alias.
+        LineageError: The version or its training run lacks lineage.
     """
-    from training import alias_version
-
-    version = alias_version(client, model_name, alias)
+    version = registry.find(model_name, alias=alias)
     if version is None:
-        raise DriftInputError(
+        raise ModelNotFoundError(
             f"model {model_name!r} has no {alias!r} version: train and promote one first "
             "(`churn train`), or compare files with --reference/--current"
         )
-    if not version.run_id:
-        raise DriftInputError(f"{model_name} version {version.version} has no training run")
-    run = client.get_run(version.run_id)
     owner = f"{model_name} version {version.version}"
+    if not version.run_id:
+        raise LineageError(f"{owner} has no training run")
+    run = registry.client.get_run(version.run_id)
     try:
         model = ModelLineage.from_tags(version.tags, owner=owner)
         # Training logs the window as both tags and params.
@@ -94,12 +106,12 @@ def load_champion_lineage(client: MlflowClient, model_name: str, alias: str) -> 
             owner=f"training run {version.run_id} of {owner}",
         )
     except LineageError as error:
-        raise DriftInputError(f"{error}: its training window cannot be rebuilt") from error
+        raise LineageError(f"{error}: its training window cannot be rebuilt") from error
     test_auc = run.data.metrics.get("test_roc_auc")
     return ChampionLineage(
         model_name=model_name,
         alias=alias,
-        version=str(version.version),
+        version=version.version,
         run_id=version.run_id,
         feature_service=model.feature_service,
         feast_project=model.project,
@@ -111,166 +123,130 @@ def load_champion_lineage(client: MlflowClient, model_name: str, alias: str) -> 
     )
 
 
-def service_features(store: FeatureStore, service_name: str) -> ServiceFeatures:
-    """The adapter's resolution, its error as drift's input error."""
-    from core.feast_adapter.services import FeatureServiceError, resolve_service_features
-
-    try:
-        return resolve_service_features(store, service_name)
-    except FeatureServiceError as error:
-        raise DriftInputError(str(error)) from error
-
-
-def _retrieve(
-    store: FeatureStore,
-    features: ServiceFeatures,
-    entity_rows: pd.DataFrame,
-    *,
-    as_available_then: bool,
-) -> pd.DataFrame:
-    """Join entity rows through the feature service; columns: keys, timestamp, features.
-
-    Args:
-        store: The feature store.
-        features: The service's features.
-        entity_rows: Keys and timestamps to join at.
-        as_available_then: Only values that had arrived by each row's time (``created`` at
-            or before it), as training saw them. False joins each snapshot at its own event
-            time whenever it arrived: the current window judges the data that came in,
-            late batches included, not what was known at its event time.
-    """
-    from core.compute.spark.io import retrieval_to_pandas
-
-    job = store.get_historical_features(
-        entity_df=entity_rows,
-        features=features.feast_service,
-        full_feature_names=True,
-        filter_by_created_timestamp=as_available_then,
-    )
-    joined = retrieval_to_pandas(
-        store, job, [*features.join_keys, TIMESTAMP, *features.columns], label="drift"
-    )
-    if len(joined) != len(entity_rows):
-        raise DriftInputError(
-            f"the offline store returned {len(joined)} rows for {len(entity_rows)} entity rows"
-        )
-    renamed = joined.rename(columns=dict(zip(features.columns, features.names, strict=True)))
-    renamed[TIMESTAMP] = pd.to_datetime(renamed[TIMESTAMP], utc=True)
-    return renamed[[*features.join_keys, TIMESTAMP, *features.names]].reset_index(drop=True)
-
-
 def champion_service_features(store: FeatureStore, lineage: ChampionLineage) -> ServiceFeatures:
     """The champion's feature service, resolved in the configured store.
 
     Raises:
-        DriftInputError: The champion was trained on another Feast project, or its service
-            is unknown.
+        InputError: The champion was trained on another Feast project.
+        FeatureServiceError: Its service is unknown.
     """
     if lineage.feast_project and lineage.feast_project != store.project:
-        raise DriftInputError(
+        raise InputError(
             f"the champion was trained on Feast project {lineage.feast_project!r}, the "
             f"configured store is {store.project!r} (check CHURN_FEAST_* settings)"
         )
-    return service_features(store, lineage.feature_service)
+    return resolve_service_features(store, lineage.feature_service)
 
 
-def build_reference(store: FeatureStore, lineage: ChampionLineage) -> pd.DataFrame:
+def _join(
+    compute: StatisticsCompute,
+    features: ServiceFeatures,
+    entity_rows: Sample,
+    *,
+    as_available_then: bool,
+    stack: ExitStack,
+) -> Sample:
+    """Join entity rows through the service; one row per entity row, or an error."""
+    joined = compute.join_features(
+        features, entity_rows, as_available_then=as_available_then, stack=stack
+    )
+    if joined.rows != entity_rows.rows:
+        raise InputError(
+            f"the offline store returned {joined.rows} rows for {entity_rows.rows} entity rows"
+        )
+    return joined
+
+
+def build_reference(
+    compute: StatisticsCompute, store: FeatureStore, lineage: ChampionLineage, *, stack: ExitStack
+) -> Sample:
     """The champion's training rows, rebuilt through its feature service.
 
+    The labels of the training window are read here (the table training read, where its
+    lineage points) and joined as they were available then (``created`` at or before each
+    label's time), as training joined them.
+
     Raises:
-        DriftInputError: Labels missing, another Feast project, or no label in the window.
+        InputError: Labels missing, another Feast project, or no label in the window.
     """
     features = champion_service_features(store, lineage)
-    if not lineage.labels_path.is_file():
-        raise DriftInputError(f"the champion's labels table {lineage.labels_path} is missing")
-    labels = pd.read_parquet(lineage.labels_path)
     keys = [*features.join_keys, *features.request_fields]
-    missing = [column for column in [*keys, TIMESTAMP] if column not in labels.columns]
-    if missing:
-        raise DriftInputError(f"labels table {lineage.labels_path} lacks {', '.join(missing)}")
-    stamps = pd.to_datetime(labels[TIMESTAMP], utc=True)
-    in_window = (stamps >= lineage.train_start) & (stamps <= lineage.train_end)
-    rows = labels.loc[in_window, [*keys, TIMESTAMP]].assign(**{TIMESTAMP: stamps[in_window]})
-    if rows.empty:
-        raise DriftInputError(
+    try:
+        labels = read_time_window(
+            lineage.labels_path,
+            list(dict.fromkeys([*keys, TIMESTAMP])),
+            start=lineage.train_start,
+            end=lineage.train_end,
+        )
+    except InputError as error:
+        raise InputError(f"the champion's labels: {error}") from error
+    if labels.empty:
+        raise InputError(
             f"no label rows in the champion's training window {lineage.train_start} - "
             f"{lineage.train_end} in {lineage.labels_path}"
         )
-    return _retrieve(store, features, rows.reset_index(drop=True), as_available_then=True)
+    return _join(compute, features, FrameSample(labels), as_available_then=True, stack=stack)
 
 
-def snapshot_sources(store: FeatureStore, service_name: str) -> list[tuple[Any, list[str]]]:
-    """(batch source, join keys) of each stored view behind the service.
+def snapshot_sources(store: FeatureStore, service_name: str) -> list[SnapshotSource]:
+    """The batch source and join keys of each stored view behind the service.
 
     Raises:
-        DriftInputError: A view's source is not a file table (a path, not a query).
+        InputError: A view's source is not a table read by path (a query, a warehouse).
     """
-    from feast import FileSource
-    from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
-
-    service = service_features(store, service_name).feast_service
+    service = resolve_service_features(store, service_name).feast_service
     # On-demand views compute from request data and other views: no table of their own.
     on_demand = {view.name for view in store.list_on_demand_feature_views()}
-    views = []
+    sources = []
     for projection in service.feature_view_projections:
         if projection.name in on_demand:
             continue
         view = store.get_feature_view(projection.name)
         source = view.batch_source
-        # The spark profile's SparkSource reads the same table (a path, not a query).
-        if not isinstance(source, FileSource | SparkSource) or not source.path:
-            raise DriftInputError(
+        # Each profile's batch source reads the same table by its path.
+        if not getattr(source, "path", None):
+            raise InputError(
                 f"feature view {view.name} reads {type(source).__name__}; snapshot windows "
                 "need file sources (export the window and use --reference/--current)"
             )
         keys = [projection.join_key_map.get(c.name, c.name) for c in view.entity_columns]
-        views.append((source, keys))
-    return views
-
-
-def _snapshot_files(store: FeatureStore, service_name: str) -> list[tuple[Path, str, list[str]]]:
-    """(file, timestamp column, join keys) of each batch source behind the service."""
-    return [
-        (Path(source.path), source.timestamp_field, keys)
-        for source, keys in snapshot_sources(store, service_name)
-    ]
+        sources.append(SnapshotSource(source=source, keys=keys))
+    return sources
 
 
 def build_current_from_snapshots(
+    compute: StatisticsCompute,
     store: FeatureStore,
     service_name: str,
     *,
     window: timedelta,
     until: datetime | None = None,
-) -> tuple[pd.DataFrame, tuple[pd.Timestamp, pd.Timestamp]]:
+    stack: ExitStack,
+) -> tuple[Sample, tuple[pd.Timestamp, pd.Timestamp]]:
     """Snapshots of the last ``window`` joined through the feature service.
 
     The window ends at ``until`` or, by default, at the newest snapshot, so a batch that
-    was ingested late is still judged on its own days.
+    was ingested late is still judged on its own days. Each snapshot is joined at its own
+    event time whenever it arrived: the current window judges the data that came in, late
+    batches included, not what was known at its event time.
 
     Raises:
-        DriftInputError: A source file is missing or the window holds no snapshot.
+        InputError: A source table is missing, the service needs request fields, or the
+            window holds no snapshot.
     """
-    features = service_features(store, service_name)
-    frames = []
-    for path, timestamp_field, keys in _snapshot_files(store, service_name):
-        if not path.exists():
-            raise DriftInputError(f"offline table {path} does not exist (run `churn ingest`)")
-        table = pd.read_parquet(path, columns=[*keys, timestamp_field])
-        frames.append(
-            table.rename(columns={timestamp_field: TIMESTAMP}).assign(
-                **{TIMESTAMP: lambda frame: pd.to_datetime(frame[TIMESTAMP], utc=True)}
-            )
+    features = resolve_service_features(store, service_name)
+    sources = snapshot_sources(store, service_name)
+    if not sources:
+        raise InputError(f"feature service {service_name} reads no batch source")
+    if features.request_fields:  # the request time is event_timestamp, not listed here
+        raise InputError(
+            f"feature service {service_name} needs request field(s) "
+            f"{', '.join(features.request_fields)}, which offline snapshots do not carry"
         )
-    if not frames:
-        raise DriftInputError(f"feature service {service_name} reads no batch source")
-    snapshots = pd.concat(frames, ignore_index=True).drop_duplicates()
-    end = _utc(until) if until is not None else snapshots[TIMESTAMP].max()
-    start = end - pd.Timedelta(window)
-    rows = snapshots.loc[(snapshots[TIMESTAMP] > start) & (snapshots[TIMESTAMP] <= end)]
-    if rows.empty:
-        raise DriftInputError(f"no offline snapshot between {start} and {end}")
-    current = _retrieve(store, features, rows.reset_index(drop=True), as_available_then=False)
+    rows, (start, end) = compute.snapshot_window(sources, window=window, until=until)
+    if rows.rows == 0:
+        raise InputError(f"no offline snapshot between {start} and {end}")
+    current = _join(compute, features, rows, as_available_then=False, stack=stack)
     return current, (start, end)
 
 
@@ -296,16 +272,11 @@ def read_prediction_log(
         memory_pool: The pyarrow memory pool to scan with (default: pyarrow's).
 
     Raises:
-        DriftInputError: No prediction log, or no prediction in the window.
+        InputError: No prediction log, or no prediction in the window.
     """
-    import pyarrow as pa
-    import pyarrow.compute as pc
-    import pyarrow.dataset as ds
-    import pyarrow.parquet as pq
-
     partitions = sorted(predictions_dir.glob("date=*"))
     if not partitions:
-        raise DriftInputError(f"no prediction log under {predictions_dir} (is serving running?)")
+        raise InputError(f"no prediction log under {predictions_dir} (is serving running?)")
     dates = [pd.Timestamp(path.name.removeprefix("date="), tz="UTC") for path in partitions]
     end_date = _utc(until).normalize() if until is not None else max(dates)
     first_date = end_date - pd.Timedelta(window) - pd.Timedelta(days=1)
@@ -314,12 +285,12 @@ def read_prediction_log(
     ]
     files = [str(file) for path in chosen for file in sorted(path.glob("*.parquet"))]
     if not files:
-        raise DriftInputError(f"no prediction files under {predictions_dir} in the window")
+        raise InputError(f"no prediction files under {predictions_dir} in the window")
     try:
         schema = pa.unify_schemas([pq.read_schema(file) for file in files])
         dataset = ds.dataset(files, schema=schema, format="parquet")
     except (pa.ArrowInvalid, OSError) as error:
-        raise DriftInputError(f"prediction log under {predictions_dir}: {error}") from error
+        raise InputError(f"prediction log under {predictions_dir}: {error}") from error
     stamp = ds.field(TIMESTAMP)
     nanoseconds = pa.timestamp("ns", tz="UTC")
     if until is not None:
@@ -332,7 +303,7 @@ def read_prediction_log(
             if value is not None and (newest is None or value > newest):
                 newest = value
         if newest is None:
-            raise DriftInputError(f"no prediction with a timestamp in {predictions_dir}")
+            raise InputError(f"no prediction with a timestamp in {predictions_dir}")
         end = pd.Timestamp(newest, tz="UTC")
     start = end - pd.Timedelta(window)
     low, high = (pa.scalar(stamp_.value, nanoseconds) for stamp_ in (start, end))
@@ -340,7 +311,7 @@ def read_prediction_log(
         filter=(stamp > low) & (stamp <= high), memory_pool=memory_pool
     ).to_table()
     if table.num_rows == 0:
-        raise DriftInputError(f"no prediction between {start} and {end} in {predictions_dir}")
+        raise InputError(f"no prediction between {start} and {end} in {predictions_dir}")
     rows = table.to_pandas()
     rows[TIMESTAMP] = pd.to_datetime(rows[TIMESTAMP], utc=True)
     return rows.reset_index(drop=True), (start, end)
@@ -354,3 +325,16 @@ def score_rows(model: Any, frame: pd.DataFrame, features: list[str]) -> pd.Serie
         inputs = frame.loc[complete, features].astype("float64")
         scores[complete] = model.predict_proba(inputs)[:, 1]
     return pd.Series(scores, index=frame.index, name=SCORE_COLUMN)
+
+
+class ChampionScorer:
+    """The champion's churn probability of each row (:func:`score_rows`), as a backend's
+    :class:`core.compute.statistics.Scorer`: it pickles, so it can run where the rows are."""
+
+    def __init__(self, model: Any, features: list[str]) -> None:
+        self._model = model
+        self._features = features
+
+    def __call__(self, frame: pd.DataFrame) -> np.ndarray:
+        """One probability per row, NaN where a feature is missing."""
+        return score_rows(self._model, frame, self._features).to_numpy(dtype=np.float64)

@@ -1,26 +1,28 @@
-"""Drift statistics: PSI, Kolmogorov-Smirnov, chi-square and effect sizes, column by column.
+"""Drift statistics: PSI, Kolmogorov-Smirnov, chi-square and effect sizes, from values or counts.
 
-The numerics only: how severe a result is lives in ``monitoring.severity`` and the
-comparison of two frames into a report in ``monitoring.comparison``. Pure functions over
-pandas columns and numpy arrays, no I/O. Each continuous column is
-sorted once; PSI bin counts, the KS statistic and the plotted histogram are then read off
-the sorted arrays with ``np.searchsorted``, which keeps 10 features x 1M rows within a
-couple of seconds (``scipy.stats.ks_2samp`` alone takes about a second per 1M-row pair).
+The numerics only, written once for both ways a column is compared
+(:mod:`monitoring.columns`): from the values in this process, or from counts a backend
+computed where the rows are. How severe a result is lives in ``monitoring.severity`` and
+the comparison of two samples into a report in ``monitoring.comparison``. Pure functions
+over numpy arrays, no I/O. In process each continuous column is sorted once; PSI bin
+counts, the KS statistic and the plotted histogram are then read off the sorted arrays with
+``np.searchsorted``, which keeps 10 features x 1M rows within a couple of seconds
+(``scipy.stats.ks_2samp`` alone takes about a second per 1M-row pair).
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
 import numpy as np
-import pandas as pd
+from scipy import special, stats
+from scipy.stats import chi2_contingency, false_discovery_control
 
-from core.errors import InputError
-from monitoring.settings import Correction, MonitoringSettings
+from core.compute.statistics import SampleSummary
+from monitoring.settings import Correction
 
 Severity = Literal["none", "minor", "major"]
 Kind = Literal["continuous", "categorical", "empty", "insufficient_data"]
@@ -30,27 +32,23 @@ Role = Literal["feature", "score"]
 # Smirnov's asymptotic distribution above it; the fast path below follows the same rule.
 KS_EXACT_MAX_N = 10_000
 HISTOGRAM_BINS = 40
-_SAMPLE_FOR_CARDINALITY = 10_000
+# Grid of pooled quantiles for the KS statistic from counts; its bound shrinks as 1 / grid.
+KS_GRID = 1000
 
-
-class DriftInputError(InputError):
-    """The data cannot be compared as asked (missing column, nothing to compare)."""
-
-
-@dataclass(frozen=True)
-class SampleSummary:
-    """Size and location of one side of a comparison (nulls counted apart)."""
-
-    count: int
-    nulls: int
-    mean: float | None
-    std: float | None
-
-    @property
-    def null_rate(self) -> float:
-        """Share of missing (null or non-finite) values."""
-        total = self.count + self.nulls
-        return self.nulls / total if total else 0.0
+__all__ = [
+    "Distribution",
+    "FeatureDrift",
+    "SampleSummary",
+    "adjust_p_values",
+    "bin_counts",
+    "chi_square_test",
+    "kolmogorov_sf",
+    "ks_asymptotic_p_value",
+    "ks_bound_from_counts",
+    "ks_two_sample",
+    "population_stability_index",
+    "sorted_quantiles",
+]
 
 
 @dataclass(frozen=True)
@@ -112,17 +110,6 @@ class FeatureDrift:
 # ---------------------------------------------------------------------------- PSI
 
 
-def quantile_edges(sorted_reference: np.ndarray, bins: int) -> np.ndarray:
-    """Inner bin edges at the reference's quantiles, ties merged.
-
-    The outer bins are open-ended (below the first edge, above the last), so current
-    values outside the reference range are counted. Repeated quantiles (ties, constant
-    columns) collapse to one edge: fewer, never empty-by-construction, bins.
-    """
-    probabilities = np.arange(1, bins) / bins
-    return np.unique(sorted_quantiles(sorted_reference, probabilities))
-
-
 def sorted_quantiles(sorted_values: np.ndarray, probabilities: np.ndarray) -> np.ndarray:
     """Quantiles of an already sorted array, linear interpolation (numpy's default).
 
@@ -172,10 +159,8 @@ def ks_two_sample(sorted_reference: np.ndarray, sorted_current: np.ndarray) -> t
     the largest difference of the two empirical CDFs at the observed values (ties
     included, same integer counts and divisions), from one binary search of the sorted
     current sample into the sorted reference, and the p-value of ks_2samp's
-    ``method='asymp'``: Smirnov's ``kstwo.sf(d, round(n1 n2 / (n1 + n2)))``.
+    ``method='asymp'``: :func:`ks_asymptotic_p_value`.
     """
-    from scipy import stats
-
     n1, n2 = sorted_reference.size, sorted_current.size
     if max(n1, n2) <= KS_EXACT_MAX_N:
         result = stats.ks_2samp(sorted_reference, sorted_current)
@@ -203,8 +188,36 @@ def ks_two_sample(sorted_reference: np.ndarray, sorted_current: np.ndarray) -> t
     max_s = max(float(reference_ahead.max()), 0.0)
     min_s = float(np.clip(current_ahead.max(), 0, 1))
     statistic = min_s if min_s > max_s else max_s
+    return statistic, ks_asymptotic_p_value(statistic, n1, n2)
+
+
+def ks_asymptotic_p_value(statistic: float, n1: int, n2: int) -> float:
+    """ks_2samp's ``method='asymp'``: Smirnov's ``kstwo.sf(d, round(n1 n2 / (n1 + n2)))``."""
     m, n = sorted([float(n1), float(n2)], reverse=True)
-    return statistic, kolmogorov_sf(statistic, int(np.round(m * n / (m + n))))
+    return kolmogorov_sf(statistic, int(np.round(m * n / (m + n))))
+
+
+def ks_bound_from_counts(
+    reference_counts: np.ndarray, current_counts: np.ndarray
+) -> tuple[float, float]:
+    """KS statistic on a grid and its error bound, from two samples' counts over the same bins.
+
+    Returns ``(D_grid, bound)`` with ``D_grid <= D <= D_grid + bound`` for the exact
+    two-sample statistic ``D``. Bin ``i`` is ``(e_{i-1}, e_i]``. At its edges the CDF
+    difference ``d = F_ref - F_cur`` is known exactly; inside it ``F_ref`` rises by at most
+    ``r_i`` and ``F_cur`` by at most ``c_i`` (the bin's shares), so ``d`` stays within
+    ``[d_{i-1} - c_i, d_{i-1} + r_i]`` and within ``[d_i - r_i, d_i + c_i]``. With bins at
+    ``grid`` pooled quantiles the bound is about ``2 / grid`` for continuous data.
+    """
+    r = reference_counts / reference_counts.sum()
+    c = current_counts / current_counts.sum()
+    d = np.concatenate(([0.0], np.cumsum(r) - np.cumsum(c)))  # at -inf and each right edge
+    d_grid = float(np.abs(d).max())
+    left, right = d[:-1], d[1:]
+    upper = np.minimum(left + r, right + c)
+    lower = np.maximum(left - c, right - r)
+    d_upper = float(np.maximum(np.abs(upper), np.abs(lower)).max())
+    return d_grid, max(d_upper - d_grid, 0.0)
 
 
 def kolmogorov_sf(statistic: float, n: int) -> float:
@@ -215,8 +228,6 @@ def kolmogorov_sf(statistic: float, n: int) -> float:
     (Birnbaum-Tingey) is computed here in log space with numpy (relative difference
     below 1e-8); every other case is scipy's own.
     """
-    from scipy import special, stats
-
     t = n * statistic
     smirnov_branch = (
         n > 140 and 0 < statistic < 0.5 and 1 < t < n - 1 and 2.2 <= t * statistic < 370
@@ -243,8 +254,6 @@ def chi_square_test(table: np.ndarray) -> tuple[float, float, float]:
     Yates correction on 2 x 2 tables); Cramér's V uses the uncorrected statistic.
     A single category cannot differ: (0, 1, 0).
     """
-    from scipy.stats import chi2_contingency
-
     if table.shape[1] < 2:
         return 0.0, 1.0, 0.0
     result = chi2_contingency(table)
@@ -259,8 +268,6 @@ def adjust_p_values(p_values: Sequence[float], method: Correction) -> list[float
     if method == "none" or values.size == 0:
         return values.tolist()
     if method == "bh":
-        from scipy.stats import false_discovery_control
-
         return np.asarray(false_discovery_control(values, method="bh")).tolist()
     order = np.argsort(values)
     multipliers = values.size - np.arange(values.size)
@@ -268,310 +275,3 @@ def adjust_p_values(p_values: Sequence[float], method: Correction) -> list[float
     adjusted = np.empty_like(values)
     adjusted[order] = stepped
     return adjusted.tolist()
-
-
-# ------------------------------------------------------------------ one column
-
-
-def is_numeric(series: pd.Series) -> bool:
-    return pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series)
-
-
-def _numeric_values(series: pd.Series) -> tuple[np.ndarray, int]:
-    """Finite values as float64 and the number of missing (null or non-finite) ones."""
-    values = series.to_numpy(dtype=np.float64, na_value=np.nan)
-    finite = np.isfinite(values)
-    kept = values[finite] if not finite.all() else values
-    return kept, int(values.size - kept.size)
-
-
-def _summary(values: np.ndarray | None, count: int, nulls: int) -> SampleSummary:
-    if values is None or values.size == 0:
-        return SampleSummary(count=count, nulls=nulls, mean=None, std=None)
-    return SampleSummary(
-        count=count, nulls=nulls, mean=float(values.mean()), std=float(values.std())
-    )
-
-
-def _mean_shift(reference: SampleSummary, current: SampleSummary) -> float | None:
-    """Shift of the mean in reference standard deviations (None without spread)."""
-    if reference.mean is None or current.mean is None or not reference.std:
-        return None
-    return (current.mean - reference.mean) / reference.std
-
-
-def _few_distinct(reference: np.ndarray, current: np.ndarray, limit: int) -> bool:
-    """Whether two arrays together hold at most ``limit`` distinct values.
-
-    The heads are checked first so a continuous column is recognised without hashing
-    all of it.
-    """
-    for values in (reference, current):
-        if pd.unique(values[:_SAMPLE_FOR_CARDINALITY]).size > limit:
-            return False
-    return pd.unique(np.concatenate((reference, current))).size <= limit
-
-
-def _histogram(sorted_reference: np.ndarray, sorted_current: np.ndarray) -> Distribution:
-    """Equal-width histogram over the central 99% of both samples, for the report plot."""
-
-    def at(values: np.ndarray, share: float) -> float:
-        return float(values[int(share * (values.size - 1))])
-
-    low = min(at(sorted_reference, 0.005), at(sorted_current, 0.005))
-    high = max(at(sorted_reference, 0.995), at(sorted_current, 0.995))
-    if high <= low:  # a constant column: a unit-wide window around it
-        low, high = low - 0.5, high + 0.5
-    edges = np.linspace(low, high, HISTOGRAM_BINS + 1)
-    # Values beyond the window fall into the outer bins (inner edges only).
-    reference = bin_counts(sorted_reference, edges[1:-1]) / sorted_reference.size
-    current = bin_counts(sorted_current, edges[1:-1]) / sorted_current.size
-    return Distribution(
-        reference=reference.tolist(), current=current.tolist(), edges=edges.tolist()
-    )
-
-
-def _identity(
-    name: str, summaries: tuple[SampleSummary, SampleSummary], role: Role
-) -> dict[str, Any]:
-    """Fields every tested column's result shares: name, role, both sides, mean shift."""
-    return {
-        "feature": name,
-        "role": role,
-        "reference": summaries[0],
-        "current": summaries[1],
-        "mean_shift_sd": _mean_shift(*summaries),
-    }
-
-
-def _compare_continuous(
-    name: str,
-    reference: np.ndarray,
-    current: np.ndarray,
-    summaries: tuple[SampleSummary, SampleSummary],
-    settings: MonitoringSettings,
-    role: Role,
-) -> FeatureDrift:
-    sorted_reference = np.sort(reference)
-    sorted_current = np.sort(current)
-    edges = quantile_edges(sorted_reference, settings.psi_bins)
-    reference_counts = bin_counts(sorted_reference, edges)
-    current_counts = bin_counts(sorted_current, edges)
-    statistic, p_value = ks_two_sample(sorted_reference, sorted_current)
-    return continuous_drift(
-        name,
-        summaries,
-        settings,
-        role,
-        psi_counts=(reference_counts, current_counts, edges),
-        ks=(statistic, p_value),
-        histogram=_histogram(sorted_reference, sorted_current),
-    )
-
-
-def continuous_drift(
-    name: str,
-    summaries: tuple[SampleSummary, SampleSummary],
-    settings: MonitoringSettings,
-    role: Role,
-    *,
-    psi_counts: tuple[np.ndarray, np.ndarray, np.ndarray],
-    ks: tuple[float, float],
-    histogram: Distribution,
-    notes: Sequence[str] = (),
-) -> FeatureDrift:
-    """The result of a continuous column from its PSI bin counts and KS test.
-
-    Args:
-        psi_counts: Reference counts, current counts and the inner edges of the PSI bins.
-        ks: KS statistic and p-value.
-    """
-    reference_counts, current_counts, edges = psi_counts
-    psi = population_stability_index(reference_counts, current_counts, epsilon=settings.psi_epsilon)
-    remarks = list(notes)
-    if edges.size < settings.psi_bins - 1:
-        remarks.append(f"{edges.size + 1} PSI bins: the reference has ties at its quantiles")
-    return FeatureDrift(
-        **_identity(name, summaries, role),
-        kind="continuous",
-        test="ks",
-        psi=psi,
-        statistic=ks[0],
-        p_value=ks[1],
-        effect_size=ks[0],
-        effect_size_name="ks_statistic",
-        psi_bins=Distribution(
-            reference=(reference_counts / reference_counts.sum()).tolist(),
-            current=(current_counts / current_counts.sum()).tolist(),
-            edges=edges.tolist(),
-        ),
-        histogram=histogram,
-        note="; ".join(remarks) or None,
-    )
-
-
-def _category_label(value: Any) -> str:
-    if isinstance(value, float | np.floating):
-        return f"{float(value):g}"
-    return str(value)
-
-
-def _compare_categorical(
-    name: str,
-    reference: np.ndarray | pd.Series,
-    current: np.ndarray | pd.Series,
-    summaries: tuple[SampleSummary, SampleSummary],
-    settings: MonitoringSettings,
-    role: Role,
-) -> FeatureDrift:
-    counts = (
-        pd.Series(reference).value_counts(sort=False),
-        pd.Series(current).value_counts(sort=False),
-    )
-    return compare_category_counts(name, counts, summaries, settings, role)
-
-
-def compare_category_counts(
-    name: str,
-    value_counts: tuple[pd.Series, pd.Series],
-    summaries: tuple[SampleSummary, SampleSummary],
-    settings: MonitoringSettings,
-    role: Role,
-) -> FeatureDrift:
-    """PSI over categories and chi-square from each side's count per value."""
-    table = (
-        pd.concat(list(value_counts), axis=1, keys=["reference", "current"])
-        .fillna(0)
-        .astype(np.int64)
-    )
-    with contextlib.suppress(TypeError):  # mixed types: keep the order of appearance
-        table = table.sort_index()
-    counts = table.to_numpy().T
-    psi = population_stability_index(counts[0], counts[1], epsilon=settings.psi_epsilon)
-    statistic, p_value, cramers_v = chi_square_test(counts)
-    proportions = Distribution(
-        reference=(counts[0] / counts[0].sum()).tolist(),
-        current=(counts[1] / counts[1].sum()).tolist(),
-        labels=[_category_label(value) for value in table.index],
-    )
-    return FeatureDrift(
-        **_identity(name, summaries, role),
-        kind="categorical",
-        test="chi2",
-        psi=psi,
-        statistic=statistic,
-        p_value=p_value,
-        effect_size=cramers_v,
-        effect_size_name="cramers_v",
-        psi_bins=proportions,
-        histogram=proportions,
-        note="single category in both samples" if counts.shape[1] == 1 else None,
-    )
-
-
-def compare_empty(
-    name: str, summaries: tuple[SampleSummary, SampleSummary], role: Role
-) -> FeatureDrift:
-    reference, current = summaries
-    if reference.count == 0 and current.count == 0:
-        note = "no values in either sample (all null): nothing to compare"
-    elif current.count == 0:
-        note = f"all {current.nulls} current values are null (reference has {reference.count})"
-    else:
-        note = f"all {reference.nulls} reference values are null (current has {current.count})"
-    return FeatureDrift(
-        feature=name,
-        kind="empty",
-        test=None,
-        psi=None,
-        statistic=None,
-        p_value=None,
-        reference=reference,
-        current=current,
-        role=role,
-        note=note,
-    )
-
-
-def compare_insufficient(
-    name: str,
-    summaries: tuple[SampleSummary, SampleSummary],
-    role: Role,
-    minimum: int,
-) -> FeatureDrift:
-    sides = [
-        f"{side} has {summary.count}"
-        for side, summary in zip(("reference", "current"), summaries, strict=True)
-        if summary.count < minimum
-    ]
-    return FeatureDrift(
-        feature=name,
-        kind="insufficient_data",
-        test=None,
-        psi=None,
-        statistic=None,
-        p_value=None,
-        reference=summaries[0],
-        current=summaries[1],
-        role=role,
-        note=f"insufficient data: {' and '.join(sides)} value(s), at least {minimum} "
-        "needed per side; not tested",
-    )
-
-
-def too_few(summaries: tuple[SampleSummary, SampleSummary], minimum: int) -> bool:
-    """Too few rows on a side, or a side with a few values but fewer than needed.
-
-    A side with enough rows that are all missing is not "too few": that is a column that
-    vanished (``empty``, major when one-sided).
-    """
-    if any(s.count + s.nulls < minimum for s in summaries):
-        return True
-    return any(0 < s.count < minimum for s in summaries)
-
-
-def compare_column(
-    name: str,
-    reference: pd.Series,
-    current: pd.Series,
-    settings: MonitoringSettings,
-    *,
-    role: Role = "feature",
-) -> FeatureDrift:
-    """Compare one column of the reference and current samples (severity not yet set).
-
-    Numeric columns with at most ``settings.max_categories`` distinct values, booleans and
-    text are compared as categories (PSI over categories, chi-square); other numeric
-    columns by quantile-binned PSI and KS. Missing values (null, NaN, infinite) are
-    counted apart and left out of both tests.
-    """
-    if is_numeric(reference) and is_numeric(current):
-        reference_values, reference_nulls = _numeric_values(reference)
-        current_values, current_nulls = _numeric_values(current)
-        summaries = (
-            _summary(reference_values, reference_values.size, reference_nulls),
-            _summary(current_values, current_values.size, current_nulls),
-        )
-        if too_few(summaries, settings.min_samples):
-            return compare_insufficient(name, summaries, role, settings.min_samples)
-        if reference_values.size == 0 or current_values.size == 0:
-            return compare_empty(name, summaries, role)
-        if role == "feature" and _few_distinct(
-            reference_values, current_values, settings.max_categories
-        ):
-            return _compare_categorical(
-                name, reference_values, current_values, summaries, settings, role
-            )
-        return _compare_continuous(
-            name, reference_values, current_values, summaries, settings, role
-        )
-    reference_kept, current_kept = reference.dropna(), current.dropna()
-    summaries = (
-        _summary(None, reference_kept.size, int(reference.size - reference_kept.size)),
-        _summary(None, current_kept.size, int(current.size - current_kept.size)),
-    )
-    if too_few(summaries, settings.min_samples):
-        return compare_insufficient(name, summaries, role, settings.min_samples)
-    if reference_kept.empty or current_kept.empty:
-        return compare_empty(name, summaries, role)
-    return _compare_categorical(name, reference_kept, current_kept, summaries, settings, role)

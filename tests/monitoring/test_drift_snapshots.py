@@ -12,7 +12,7 @@ import shutil
 import sqlite3
 import subprocess
 import sys
-from contextlib import closing
+from contextlib import ExitStack, closing
 from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
@@ -23,12 +23,14 @@ import pandas as pd
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from core.feast_store import open_feature_store
+from core.compute import offline_compute
+from core.errors import InputError
+from core.feast_store import feature_store_session
+from core.models import ModelRegistry
 from core.settings import DataSettings
 from materialize.apply import apply_feature_repo
 from monitoring.retrain import read_decisions
 from monitoring.snapshots import build_reference, load_champion_lineage
-from monitoring.statistics import DriftInputError
 from tests.utils.feast_repo import TestRepo, make_feature_repo
 from tests.utils.features import CHURN_V1_FEATURES
 from tests.utils.history import START, write_history
@@ -163,12 +165,14 @@ def _train_run(champion: Champion) -> mlflow.entities.Run:
 def test_reference_is_the_champions_training_window_through_the_feature_service(
     champion: Champion,
 ) -> None:
-    client = mlflow.MlflowClient(tracking_uri=champion.tracking_uri)
-    lineage = load_champion_lineage(client, "churn-predictor", "champion")
+    registry = ModelRegistry(champion.tracking_uri)
+    lineage = load_champion_lineage(registry, "churn-predictor", "champion")
     run = _train_run(champion)
     assert lineage.features == CHURN_V1_FEATURES
     assert lineage.train_end.isoformat() == run.data.params["data.train_end"]
-    reference = build_reference(open_feature_store(champion.repo.feast), lineage)
+    with feature_store_session(champion.repo.feast) as store, ExitStack() as stack:
+        compute = offline_compute(store)
+        reference = compute.to_pandas(build_reference(compute, store, lineage, stack=stack))
     assert len(reference) == int(run.data.params["data.rows_train"])
     history = champion.history
     expected = history.loc[
@@ -266,9 +270,9 @@ def test_stale_data_exits_5_naming_the_lag(champion: Champion, tmp_path: Path) -
 
 
 def test_no_champion_is_a_clear_error(tmp_path: Path) -> None:
-    client = mlflow.MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}")
-    with pytest.raises(DriftInputError, match="has no 'champion' version"):
-        load_champion_lineage(client, "churn-predictor", "champion")
+    registry = ModelRegistry(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    with pytest.raises(InputError, match="has no 'champion' version"):
+        load_champion_lineage(registry, "churn-predictor", "champion")
     env = {**os.environ, "CHURN_DATA_DIR": str(tmp_path / "empty")}
     completed = run_churn(env, "drift")
     assert completed.returncode == 2

@@ -1,10 +1,8 @@
-"""`churn evaluate`: predictions joined with late labels, ROC AUC and calibration."""
+"""Evaluation: predictions joined with late labels, ROC AUC and calibration (the command:
+tests/cli/test_monitoring.py)."""
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from datetime import timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -14,15 +12,16 @@ import pandas as pd
 import pytest
 from sklearn.metrics import brier_score_loss, roc_auc_score
 
+from core.compute import offline_compute
+from core.errors import InputError
 from monitoring.evaluate import (
-    EvaluationInputError,
     evaluate_predictions,
     join_labels,
     read_label_window,
 )
-from tests.utils.monitoring import START, write_parquet, write_prediction_log
+from tests.utils.monitoring import START, write_parquet
 
-CHURN = str(Path(sys.executable).with_name("churn"))
+pytestmark = pytest.mark.unit  # in-process only: `make test-unit`
 T = pd.Timestamp(START)
 
 
@@ -78,7 +77,7 @@ def test_metrics_match_sklearn_and_reliability_adds_up() -> None:
 
 def test_no_label_yet_is_a_clear_error() -> None:
     joined = pd.DataFrame({"churn_probability": [0.3], "label": [np.nan]})
-    with pytest.raises(EvaluationInputError, match="none of the 1 predictions has a label"):
+    with pytest.raises(InputError, match="none of the 1 predictions has a label"):
         evaluate_predictions(joined, window=("a", "b"))
 
 
@@ -101,12 +100,12 @@ def test_only_the_labels_of_the_window_are_read(tmp_path: Path, naive: bool) -> 
     assert window.columns.tolist() == ["user_id", "event_timestamp", "label"]
     assert window["user_id"].tolist() == [2, 3]  # both ends inclusive, the old label left out
     assert window["event_timestamp"].tolist() == list(stamps[1:])
-    with pytest.raises(EvaluationInputError, match="no label between"):
+    with pytest.raises(InputError, match="no label between"):
         read_label_window(str(path), start=T + timedelta(days=3), end=T + timedelta(days=9))
-    with pytest.raises(EvaluationInputError, match="does not exist"):
+    with pytest.raises(InputError, match="does not exist"):
         read_label_window(str(tmp_path / "nope.parquet"), start=T, end=T)
     write_parquet(labels.drop(columns="label"), path)
-    with pytest.raises(EvaluationInputError, match="lacks label"):
+    with pytest.raises(InputError, match="lacks label"):
         read_label_window(str(path), start=T, end=T)
 
 
@@ -114,70 +113,7 @@ def test_a_location_only_the_cluster_reads_needs_the_spark_profile() -> None:
     duckdb_store = SimpleNamespace(
         config=SimpleNamespace(offline_store=SimpleNamespace(type="duckdb"))
     )
-    with pytest.raises(EvaluationInputError, match="needs --profile spark"):
-        read_label_window("s3a://lake/labels", start=T, end=T, store=duckdb_store)
-
-
-def test_evaluate_command_end_to_end(tmp_path: Path) -> None:
-    rng = np.random.default_rng(1)
-    users = np.arange(1, 201)
-    snapshots = pd.DataFrame(
-        {
-            "user_id": np.tile(users, 3),
-            "event_timestamp": np.repeat([T, T + timedelta(days=3), T + timedelta(days=6)], 200),
-        }
-    )
-    snapshots["event_timestamp"] = pd.to_datetime(snapshots["event_timestamp"], utc=True)
-    scores = rng.random(len(snapshots))
-    snapshots["label"] = (rng.random(len(snapshots)) < scores).astype(np.int64)
-    write_parquet(snapshots, tmp_path / "data" / "offline" / "labels.parquet")
-    write_prediction_log(
-        tmp_path / "data", snapshots, scores=scores, features=[], delay=timedelta(hours=5)
-    )
-    out = tmp_path / "out"
-    completed = subprocess.run(
-        [CHURN, "evaluate", "--window", "7d", "--out", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert completed.returncode == 0, completed.stderr
-    document = json.loads((out / "evaluation.json").read_text())
-    expected = roc_auc_score(snapshots["label"], scores)
-    assert document["roc_auc"] == pytest.approx(expected)
-    assert document["matched"] == 600 and document["unmatched"] == 0
-    assert f"ROC AUC {expected:.4f}" in completed.stdout
-    assert "version 1: 600 rows" in completed.stdout
-
-    below = subprocess.run(
-        [CHURN, "evaluate", "--min-auc", "0.99"], capture_output=True, text=True, timeout=120
-    )
-    assert below.returncode == 4
-    too_late = subprocess.run(
-        [CHURN, "evaluate", "--until", "2026-01-01"], capture_output=True, text=True, timeout=120
-    )
-    assert too_late.returncode == 2
-    assert "error: no prediction files" in too_late.stderr
-
-
-def test_evaluate_reads_the_log_where_serving_was_told_to_write_it(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # One variable moves the log for serving and for its readers alike.
-    snapshots = pd.DataFrame(
-        {"user_id": np.arange(1, 101), "event_timestamp": pd.Timestamp(T).tz_convert("UTC")}
-    )
-    snapshots["label"] = np.arange(100) % 2
-    write_parquet(snapshots, tmp_path / "data" / "offline" / "labels.parquet")
-    elsewhere = tmp_path / "mounted"
-    write_prediction_log(
-        elsewhere, snapshots, scores=np.linspace(0, 1, 100), features=[], delay=timedelta(hours=1)
-    )
-    monkeypatch.setenv("CHURN_PREDICTION_LOG_DIR", str(elsewhere / "predictions"))
-
-    completed = subprocess.run(
-        [CHURN, "evaluate", "--window", "7d"], capture_output=True, text=True, timeout=120
-    )
-
-    assert completed.returncode == 0, completed.stderr
-    assert "version 1: 100 rows" in completed.stdout
+    with pytest.raises(InputError, match="needs --profile spark"):
+        read_label_window(
+            "s3a://lake/labels", start=T, end=T, compute=offline_compute(duckdb_store)
+        )

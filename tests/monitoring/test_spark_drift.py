@@ -8,18 +8,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
-import pandas as pd
 import pytest
 from scipy import stats
 
-from monitoring.comparison import compare_frames
+from core.compute.spark.statistics import SparkSample, SparkStatistics
+from monitoring.columns import ks_on_grid
+from monitoring.comparison import compare_frames, compare_samples
 from monitoring.settings import MonitoringSettings
-from monitoring.spark_statistics import (
-    compare_frames_on_spark,
-    ks_bound_from_counts,
-    ks_on_grid,
-)
-from monitoring.statistics import bin_counts
+from monitoring.statistics import bin_counts, ks_bound_from_counts
+from tests.utils.monitoring import make_drift_samples
 from tests.utils.spark import SparkCluster, cluster_session
 
 # Spark on the shared 2-core machine: a driver JVM starts in 10-60 s and each `feast`/`churn`
@@ -46,42 +43,22 @@ def test_the_ks_bound_holds_around_the_exact_statistic(grid: int) -> None:
         assert bound <= 2.5 / grid + 1e-12  # each bin holds about 1/grid of both samples
 
 
-def _samples(seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    rng = np.random.default_rng(seed)
-    reference = pd.DataFrame(
-        {
-            "usage": rng.lognormal(1.0, 0.8, size=6000),
-            "plan": rng.integers(0, 4, size=6000).astype("float64"),
-            "score": rng.normal(size=6000),
-        }
-    )
-    current = pd.DataFrame(
-        {
-            "usage": rng.lognormal(1.2, 0.8, size=4000),
-            "plan": rng.choice([0, 1, 2, 3], p=[0.4, 0.3, 0.2, 0.1], size=4000).astype("float64"),
-            "score": rng.normal(0.02, 1.0, size=4000),
-        }
-    )
-    reference.loc[reference.sample(frac=0.05, random_state=1).index, "usage"] = np.nan
-    current.loc[current.sample(frac=0.10, random_state=2).index, "usage"] = np.inf
-    return reference, current
-
-
 @pytest.fixture(scope="module")
 def spark(spark_cluster: SparkCluster) -> Iterator[object]:
     yield cluster_session(spark_cluster)
 
 
 def test_drift_on_spark_equals_the_in_process_figures(spark: object) -> None:
-    reference, current = _samples(seed=3)
+    reference, current = make_drift_samples(seed=3)
     settings = MonitoringSettings(correction="none")
-    on_spark_reference = spark.createDataFrame(reference).repartition(3)  # type: ignore[attr-defined]
-    on_spark_current = spark.createDataFrame(current).repartition(2)  # type: ignore[attr-defined]
+    on_spark_reference = SparkSample.of(spark.createDataFrame(reference).repartition(3))  # type: ignore[attr-defined]
+    on_spark_current = SparkSample.of(spark.createDataFrame(current).repartition(2))  # type: ignore[attr-defined]
 
     in_process = compare_frames(
         reference, current, settings, features=["usage", "plan"], score_column="score"
     )
-    on_spark = compare_frames_on_spark(
+    on_spark = compare_samples(
+        SparkStatistics(),
         on_spark_reference,
         on_spark_current,
         settings,
@@ -122,12 +99,14 @@ def test_drift_on_spark_equals_the_in_process_figures(spark: object) -> None:
 
 
 def test_the_ks_statistic_on_spark_is_within_its_stated_bound(spark: object) -> None:
-    reference, current = _samples(seed=4)
-    on_spark_reference = spark.createDataFrame(reference)  # type: ignore[attr-defined]
-    on_spark_current = spark.createDataFrame(current)  # type: ignore[attr-defined]
+    reference, current = make_drift_samples(seed=4)
+    on_spark_reference = SparkSample.of(spark.createDataFrame(reference))  # type: ignore[attr-defined]
+    on_spark_current = SparkSample.of(spark.createDataFrame(current))  # type: ignore[attr-defined]
 
     for name in ("usage", "score"):
-        d_grid, bound = ks_on_grid(on_spark_reference, on_spark_current, name, grid=1000)
+        d_grid, bound = ks_on_grid(
+            SparkStatistics(), on_spark_reference, on_spark_current, name, grid=1000
+        )
 
         finite = [frame[name][np.isfinite(frame[name])] for frame in (reference, current)]
         exact = stats.ks_2samp(*finite).statistic

@@ -11,7 +11,13 @@ import pandas as pd
 
 from tests.utils.history import START, write_parquet
 
-__all__ = ["START", "make_feature_frame", "write_parquet", "write_prediction_log"]
+__all__ = [
+    "START",
+    "make_drift_samples",
+    "make_feature_frame",
+    "write_parquet",
+    "write_prediction_log",
+]
 
 
 def make_feature_frame(
@@ -80,3 +86,26 @@ def write_prediction_log(
     for date, part in log.groupby(log["event_timestamp"].dt.strftime("%Y-%m-%d")):
         write_parquet(part, data_dir / "predictions" / f"date={date}" / "part-test.parquet")
     return log
+
+
+def make_drift_samples(seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """A reference and a drifted current sample: a skewed continuous column with missing and
+    infinite values, a four-valued one (categorical) and a score that barely moves."""
+    rng = np.random.default_rng(seed)
+    reference = pd.DataFrame(
+        {
+            "usage": rng.lognormal(1.0, 0.8, size=6000),
+            "plan": rng.integers(0, 4, size=6000).astype("float64"),
+            "score": rng.normal(size=6000),
+        }
+    )
+    current = pd.DataFrame(
+        {
+            "usage": rng.lognormal(1.2, 0.8, size=4000),
+            "plan": rng.choice([0, 1, 2, 3], p=[0.4, 0.3, 0.2, 0.1], size=4000).astype("float64"),
+            "score": rng.normal(0.02, 1.0, size=4000),
+        }
+    )
+    reference.loc[reference.sample(frac=0.05, random_state=1).index, "usage"] = np.nan
+    current.loc[current.sample(frac=0.10, random_state=2).index, "usage"] = np.inf
+    return reference, current

@@ -1,19 +1,26 @@
-"""`churn drift --reference A --current B`: two Parquet files, end to end with exit codes."""
+"""`churn drift` and `churn evaluate` as users run them: options, output and exit codes.
+
+Two Parquet files for drift (the champion's windows: tests/monitoring/test_drift_snapshots.py),
+a prediction log and a labels table for evaluate.
+"""
 
 from __future__ import annotations
 
 import json
 import subprocess
 import sys
+from datetime import timedelta
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
+from sklearn.metrics import roc_auc_score
 
-from tests.utils.monitoring import make_feature_frame, write_parquet
+from tests.utils.monitoring import START, make_feature_frame, write_parquet, write_prediction_log
 
 CHURN = str(Path(sys.executable).with_name("churn"))
+T = pd.Timestamp(START)
 
 
 def _drift(*args: str) -> subprocess.CompletedProcess[str]:
@@ -117,45 +124,88 @@ def test_prediction_logs_of_two_model_versions_are_not_drift(tmp_path: Path) -> 
     assert not compared & {"model_name", "model_version", "churn_predicted", "request_id"}
 
 
-def test_the_prediction_log_is_streamed_and_only_the_window_is_held(tmp_path: Path) -> None:
-    import pyarrow as pa
+def test_an_unknown_source_exits_2_naming_the_choices() -> None:
+    completed = _drift("--source", "logs")
+    assert completed.returncode == 2
+    assert "error: --source 'logs': expected snapshots or predictions" in completed.stderr
 
-    from monitoring.snapshots import read_prediction_log
-    from tests.utils.monitoring import write_prediction_log
 
-    # One day of predictions in 100 files (serving writes one every few seconds); only the
-    # last 2 hours are wanted.
-    day = pd.Timestamp("2026-11-02", tz="UTC")
-    rows = 200_000
-    frame = pd.DataFrame(
+def test_the_command_line_loads_no_monitoring_module_until_a_command_runs() -> None:
+    loaded = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import sys, cli.main; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'monitoring'))",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert loaded.stdout.strip() == "[]"
+
+
+def test_evaluate_command_end_to_end(tmp_path: Path) -> None:
+    rng = np.random.default_rng(1)
+    users = np.arange(1, 201)
+    snapshots = pd.DataFrame(
         {
-            "user_id": np.arange(rows, dtype=np.int64),
-            "event_timestamp": day + pd.to_timedelta(np.linspace(0, 80_000, rows), unit="s"),
-            "feature_1": np.random.default_rng(0).normal(size=rows),
+            "user_id": np.tile(users, 3),
+            "event_timestamp": np.repeat([T, T + timedelta(days=3), T + timedelta(days=6)], 200),
         }
     )
-    folder = tmp_path / "predictions" / "date=2026-11-02"
-    for index in range(100):
-        part = frame.iloc[index * 2000 : (index + 1) * 2000]
-        staging = tmp_path / "staging"
-        write_prediction_log(
-            staging, part, scores=np.full(len(part), 0.5), features=["feature_1"],
-            delay=pd.Timedelta(0),
-        )  # fmt: skip
-        folder.mkdir(parents=True, exist_ok=True)
-        (staging / "predictions" / "date=2026-11-02" / "part-test.parquet").rename(
-            folder / f"part-{index:03d}.parquet"
-        )
-    full_bytes = pa.Table.from_pandas(frame).nbytes * 3  # more columns in the log than here
-    pool = pa.proxy_memory_pool(pa.default_memory_pool())
+    snapshots["event_timestamp"] = pd.to_datetime(snapshots["event_timestamp"], utc=True)
+    scores = rng.random(len(snapshots))
+    snapshots["label"] = (rng.random(len(snapshots)) < scores).astype(np.int64)
+    write_parquet(snapshots, tmp_path / "data" / "offline" / "labels.parquet")
+    write_prediction_log(
+        tmp_path / "data", snapshots, scores=scores, features=[], delay=timedelta(hours=5)
+    )
+    out = tmp_path / "out"
+    completed = subprocess.run(
+        [CHURN, "evaluate", "--window", "7d", "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr
+    document = json.loads((out / "evaluation.json").read_text())
+    expected = roc_auc_score(snapshots["label"], scores)
+    assert document["roc_auc"] == pytest.approx(expected)
+    assert document["matched"] == 600 and document["unmatched"] == 0
+    assert f"ROC AUC {expected:.4f}" in completed.stdout
+    assert "version 1: 600 rows" in completed.stdout
 
-    window, (start, end) = read_prediction_log(
-        tmp_path / "predictions", window=pd.Timedelta(hours=2), memory_pool=pool
+    below = subprocess.run(
+        [CHURN, "evaluate", "--min-auc", "0.99"], capture_output=True, text=True, timeout=120
+    )
+    assert below.returncode == 4
+    too_late = subprocess.run(
+        [CHURN, "evaluate", "--until", "2026-01-01"], capture_output=True, text=True, timeout=120
+    )
+    assert too_late.returncode == 2
+    assert "error: no prediction files" in too_late.stderr
+
+
+def test_evaluate_reads_the_log_where_serving_was_told_to_write_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # One variable moves the log for serving and for its readers alike.
+    snapshots = pd.DataFrame(
+        {"user_id": np.arange(1, 101), "event_timestamp": pd.Timestamp(T).tz_convert("UTC")}
+    )
+    snapshots["label"] = np.arange(100) % 2
+    write_parquet(snapshots, tmp_path / "data" / "offline" / "labels.parquet")
+    elsewhere = tmp_path / "mounted"
+    write_prediction_log(
+        elsewhere, snapshots, scores=np.linspace(0, 1, 100), features=[], delay=timedelta(hours=1)
+    )
+    monkeypatch.setenv("CHURN_PREDICTION_LOG_DIR", str(elsewhere / "predictions"))
+
+    completed = subprocess.run(
+        [CHURN, "evaluate", "--window", "7d"], capture_output=True, text=True, timeout=120
     )
 
-    assert end == frame["event_timestamp"].max()
-    expected = frame[frame["event_timestamp"] > end - pd.Timedelta(hours=2)]
-    assert len(window) == len(expected)
-    assert window["event_timestamp"].min() > start
-    # Streamed: arrow never held more than a fraction of the day's rows at once.
-    assert pool.max_memory() < full_bytes / 4, (pool.max_memory(), full_bytes)
+    assert completed.returncode == 0, completed.stderr
+    assert "version 1: 100 rows" in completed.stdout
