@@ -11,6 +11,7 @@ request is ever served by a mix of two versions or by a half-loaded one.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import logging
 import time
@@ -19,31 +20,19 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Literal, Protocol, cast
+from typing import Literal, Protocol, cast, get_args, overload
 
 import numpy as np
 
-from serving.features import (
-    FeatureServiceError,
-    OnlineFeatures,
-    OnlineStoreUnavailable,
-    ProblemKind,
-    RowProblem,
-)
+from core.errors import ModelRefused, OnlineStoreUnavailable, http_status_for
+from core.explain import Reason
+from core.models import ModelVersion
+from serving.features import FeatureServiceError, OnlineFeatures, ProblemKind, RowProblem
 from serving.inference import limit_native_threads, native_threads, observed_native_threads
 from serving.metrics import ServingMetrics
-from serving.model import (
-    ModelRefused,
-    ServingModel,
-    VersionInfo,
-    build_serving_model,
-    model_lineage,
-)
+from serving.model import ServingModel, build_serving_model, model_lineage
 from serving.prediction_log import LogChunk, PredictionLog
 from serving.settings import ServingSettings
-
-if TYPE_CHECKING:
-    from core.explain import Reason
 
 logger = logging.getLogger(__name__)
 
@@ -73,24 +62,58 @@ _INLINE_ROWS = 8
 _LOG_EVERY_S = 10.0
 
 
+# The one table of this API's error statuses, by kind: the service and the routes name a
+# kind, never a status. A kind that reports a core error answers that error's family status
+# (core.errors.http_status_for), so that number too is written once.
+STATUS_BY_KIND: dict[str, int] = {
+    # a row problem: unknown user, stale or missing features, nothing to predict from
+    **dict.fromkeys(get_args(ProblemKind), 404),
+    "unauthorized": 401,
+    "batch_too_large": 413,
+    "payload_too_large": 413,
+    "invalid_request": 422,
+    "internal_error": 500,
+    "no_model": 503,
+    "overloaded": 503,
+    "deadline_exceeded": 503,
+    "store_unavailable": http_status_for(OnlineStoreUnavailable()),
+}
+
+
 class ServingError(Exception):
-    """A request that cannot be answered with a prediction, with its HTTP status.
+    """A request that cannot be answered with a prediction; its kind decides its status.
 
     ``detail`` is shown to the caller: it names the problem, never internal text (hosts,
     paths, exception messages), which goes to the log instead.
+
+    Args:
+        kind: What went wrong (the error body's ``kind``); the status is
+            ``STATUS_BY_KIND[kind]``.
+        detail: The message for the caller.
+        retry_after_s: ``Retry-After`` seconds, when trying again later can work.
     """
 
+    @overload
     def __init__(
-        self, kind: ErrorKind, status: int, detail: str, *, retry_after_s: int | None = None
-    ):
-        super().__init__(detail)
+        self, kind: ErrorKind, detail: str, /, *, retry_after_s: int | None = None
+    ) -> None: ...
+
+    @overload
+    def __init__(
+        self, kind: ErrorKind, status: int, detail: str, /, *, retry_after_s: int | None = None
+    ) -> None: ...
+
+    def __init__(self, kind: ErrorKind, *given: int | str, retry_after_s: int | None = None):
+        # The form with a status, ``(kind, status, detail)``, is still accepted from callers
+        # written before the table (serving/routes.py), if the status is the table's.
+        *status, detail = given
+        self.status = STATUS_BY_KIND[kind]
+        if status != [] and status != [self.status]:
+            raise ValueError(f"error kind {kind!r} answers {self.status}, not {status[0]}")
+        super().__init__(str(detail))
         self.kind = kind
-        self.status = status
-        self.detail = detail
+        self.detail = str(detail)
         self.retry_after_s = retry_after_s
-
-
-_PROBLEM_STATUS = 404  # unknown user, stale or missing features: nothing to predict from
 
 
 class ModelSource(Protocol):
@@ -99,15 +122,15 @@ class ModelSource(Protocol):
     name: str
     alias: str
 
-    def current_version(self) -> VersionInfo | None:
+    def current_version(self) -> ModelVersion | None:
         """The version behind the alias, or None."""
         ...
 
-    def load(self, info: VersionInfo) -> object:
+    def load(self, info: ModelVersion) -> object:
         """The fitted sklearn model of a version."""
         ...
 
-    def check_rows(self, info: VersionInfo) -> np.ndarray | None:
+    def check_rows(self, info: ModelVersion) -> np.ndarray | None:
         """The training run's test rows in model column order, or None."""
         ...
 
@@ -167,7 +190,8 @@ class PredictionService:
     """Scores users with the current model; keeps the model current.
 
     Args:
-        settings: Service settings (threshold, micro-batch size, poll interval).
+        settings: Service settings (micro-batch size, poll interval, limits).
+        threshold: A user is predicted to churn when the probability is at least this.
         online: Online feature reader.
         source: Where the served model version comes from.
         log: The prediction log.
@@ -178,12 +202,14 @@ class PredictionService:
         self,
         *,
         settings: ServingSettings,
+        threshold: float,
         online: OnlineFeatures,
         source: ModelSource,
         log: PredictionLog,
         metrics: ServingMetrics,
     ):
         self.settings = settings
+        self.threshold = threshold
         self.online = online
         self.source = source
         self.log = log
@@ -258,7 +284,6 @@ class PredictionService:
             self.metrics.errors.labels(kind="overloaded").inc()
             raise ServingError(
                 "overloaded",
-                503,
                 f"the service has {self._queued_rows} rows waiting, at its limit of "
                 f"{self.settings.max_queue_rows}: retry shortly",
                 retry_after_s=1,
@@ -286,7 +311,6 @@ class PredictionService:
         future.set_exception(
             ServingError(
                 "deadline_exceeded",
-                503,
                 f"no answer within the {self.settings.request_deadline_s:g} s deadline",
                 retry_after_s=1,
             )
@@ -308,7 +332,6 @@ class PredictionService:
             self.metrics.errors.labels(kind="batch_too_large").inc()
             raise ServingError(
                 "batch_too_large",
-                413,
                 f"batch of {count} user_ids exceeds the limit of {limit} per request",
             )
 
@@ -397,7 +420,7 @@ class PredictionService:
                 self._problem = detail
         return ReloadOutcome(outcome, version, previous, detail)
 
-    def _load(self, info: VersionInfo) -> ServingModel:
+    def _load(self, info: ModelVersion) -> ServingModel:
         """Resolve the version's feature service, load and check the model (blocking)."""
         lineage = model_lineage(info)
         plan = self.online.resolve(
@@ -421,7 +444,7 @@ class PredictionService:
     def _no_model_error(self) -> ServingError:
         self.metrics.errors.labels(kind="no_model").inc()
         return ServingError(
-            "no_model", 503, f"no model is being served: {self._problem}", retry_after_s=5
+            "no_model", f"no model is being served: {self._problem}", retry_after_s=5
         )
 
     def _log_rarely(self, key: str, message: str, *args: object) -> None:
@@ -486,7 +509,7 @@ class PredictionService:
             self.metrics.errors.labels(kind="internal_error").inc()
             self._fail(
                 jobs,
-                ServingError("internal_error", 500, "the prediction failed (see the service log)"),
+                ServingError("internal_error", "the prediction failed (see the service log)"),
             )
 
     async def _score(self, jobs: list[_Job]) -> None:
@@ -502,10 +525,8 @@ class PredictionService:
         except OnlineStoreUnavailable as error:
             self._log_rarely("store", "online store unavailable: %s", error.__cause__ or error)
             self.metrics.errors.labels(kind="store_unavailable").inc(len(jobs))
-            self._fail(
-                jobs,
-                ServingError("store_unavailable", 503, error.public_detail, retry_after_s=1),
-            )
+            # The core error's message is written for callers (no host, no path).
+            self._fail(jobs, ServingError("store_unavailable", str(error), retry_after_s=1))
             return
         scorable = []
         for index, problem in enumerate(rows.problems):
@@ -524,7 +545,7 @@ class PredictionService:
                 probabilities = await asyncio.get_running_loop().run_in_executor(
                     self._predict_executor, model.predictor.predict, matrix
                 )
-            predicted = probabilities >= self.settings.decision_threshold
+            predicted = probabilities >= self.threshold
             request_ids = [uuid.uuid4().hex for _ in scorable]
             for position, index in enumerate(scorable):
                 probability = float(probabilities[position])
@@ -583,10 +604,6 @@ class PredictionService:
         matrix: np.ndarray,
     ) -> None:
         """Attach reasons to the predictions of the jobs that asked (off the event loop)."""
-        import dataclasses
-
-        from core.explain import Reason
-
         wanted: list[int] = []
         offset = 0
         for job in jobs:
@@ -639,4 +656,4 @@ def _freeze_heap() -> None:
 
 def problem_error(problem: RowProblem) -> ServingError:
     """The HTTP error of a single-user row problem (404: nothing to predict from)."""
-    return ServingError(problem.kind, _PROBLEM_STATUS, problem.detail)
+    return ServingError(problem.kind, problem.detail)

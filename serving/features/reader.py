@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from core.errors import OnlineStoreUnavailable
 from core.feast_adapter.layout import RedisLayout
 from serving.features.plan import FeaturePlan, Transform, replace_fast_path, resolve_feature_plan
 from serving.features.rows import (
@@ -41,18 +42,6 @@ if TYPE_CHECKING:
     from feast import FeatureStore
 
 logger = logging.getLogger(__name__)
-
-
-class OnlineStoreUnavailable(RuntimeError):
-    """The online store did not answer within the timeout or refused the connection.
-
-    The message is safe to show callers; the underlying error is the ``__cause__``.
-    """
-
-    @property
-    def public_detail(self) -> str:
-        """What callers may be told."""
-        return str(self)
 
 
 class OnlineFeatures:
