@@ -11,12 +11,13 @@ from core.errors import (
     BlockedError,
     ConfigurationError,
     InputError,
+    ModelNotFoundError,
+    OfflineSourceError,
     StaleDataError,
     UnavailableError,
 )
 from core.exits import ExitCode, exit_code_for
 from materialize.engine.writers import OnlineStoreFullError, OnlineStoreUnavailableError
-from serving.batch_score import ScoreFailure, ScoreInputError
 from training.config import TrainingError
 
 
@@ -38,11 +39,11 @@ def _validation_error() -> ValidationError:
         (InputError("x"), ExitCode.BAD_INPUT),
         (ConfigurationError("unset ${CHURN_REDIS_URL}"), ExitCode.BAD_INPUT),
         (TrainingError("no labels"), ExitCode.BAD_INPUT),
-        (ScoreInputError("no version"), ExitCode.BAD_INPUT),
+        (ModelNotFoundError("no version"), ExitCode.BAD_INPUT),
         (_validation_error(), ExitCode.BAD_INPUT),
         (UnavailableError("x"), ExitCode.FAILURE),
         (OnlineStoreUnavailableError("redis down"), ExitCode.FAILURE),
-        (ScoreFailure("offline store"), ExitCode.FAILURE),
+        (OfflineSourceError("offline store"), ExitCode.FAILURE),
         (OSError("disk"), ExitCode.FAILURE),
         (BlockedError("x"), ExitCode.BLOCKED),
         (OnlineStoreFullError("maxmemory"), ExitCode.BLOCKED),
