@@ -20,14 +20,15 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Literal, Protocol, cast, get_args, overload
+from typing import Literal, Protocol, cast
 
 import numpy as np
 
-from core.errors import ModelRefused, OnlineStoreUnavailable, http_status_for
+from core.errors import ModelRefused, OnlineStoreUnavailable
 from core.explain import Reason
 from core.models import ModelVersion
-from serving.features import FeatureServiceError, OnlineFeatures, ProblemKind, RowProblem
+from serving.errors import ServingError
+from serving.features import FeatureServiceError, OnlineFeatures, RowProblem
 from serving.inference import limit_native_threads, native_threads, observed_native_threads
 from serving.metrics import ServingMetrics
 from serving.model import ServingModel, build_serving_model, model_lineage
@@ -35,21 +36,6 @@ from serving.prediction_log import LogChunk, PredictionLog
 from serving.settings import ServingSettings
 
 logger = logging.getLogger(__name__)
-
-ErrorKind = (
-    ProblemKind
-    | Literal[
-        "store_unavailable",
-        "no_model",
-        "batch_too_large",
-        "payload_too_large",
-        "invalid_request",
-        "unauthorized",
-        "overloaded",
-        "deadline_exceeded",
-        "internal_error",
-    ]
-)
 
 # A job that waited this long is checked for a gone client before it is scored; fresher
 # ones are not (the check costs a receive() per job, and such a client rarely left).
@@ -60,60 +46,6 @@ _CHECK_CLIENT_AFTER_S = 0.002
 _INLINE_ROWS = 8
 # Store outages are logged at most this often (each failed batch would log otherwise).
 _LOG_EVERY_S = 10.0
-
-
-# The one table of this API's error statuses, by kind: the service and the routes name a
-# kind, never a status. A kind that reports a core error answers that error's family status
-# (core.errors.http_status_for), so that number too is written once.
-STATUS_BY_KIND: dict[str, int] = {
-    # a row problem: unknown user, stale or missing features, nothing to predict from
-    **dict.fromkeys(get_args(ProblemKind), 404),
-    "unauthorized": 401,
-    "batch_too_large": 413,
-    "payload_too_large": 413,
-    "invalid_request": 422,
-    "internal_error": 500,
-    "no_model": 503,
-    "overloaded": 503,
-    "deadline_exceeded": 503,
-    "store_unavailable": http_status_for(OnlineStoreUnavailable()),
-}
-
-
-class ServingError(Exception):
-    """A request that cannot be answered with a prediction; its kind decides its status.
-
-    ``detail`` is shown to the caller: it names the problem, never internal text (hosts,
-    paths, exception messages), which goes to the log instead.
-
-    Args:
-        kind: What went wrong (the error body's ``kind``); the status is
-            ``STATUS_BY_KIND[kind]``.
-        detail: The message for the caller.
-        retry_after_s: ``Retry-After`` seconds, when trying again later can work.
-    """
-
-    @overload
-    def __init__(
-        self, kind: ErrorKind, detail: str, /, *, retry_after_s: int | None = None
-    ) -> None: ...
-
-    @overload
-    def __init__(
-        self, kind: ErrorKind, status: int, detail: str, /, *, retry_after_s: int | None = None
-    ) -> None: ...
-
-    def __init__(self, kind: ErrorKind, *given: int | str, retry_after_s: int | None = None):
-        # The form with a status, ``(kind, status, detail)``, is still accepted from callers
-        # written before the table (serving/routes.py), if the status is the table's.
-        *status, detail = given
-        self.status = STATUS_BY_KIND[kind]
-        if status != [] and status != [self.status]:
-            raise ValueError(f"error kind {kind!r} answers {self.status}, not {status[0]}")
-        super().__init__(str(detail))
-        self.kind = kind
-        self.detail = str(detail)
-        self.retry_after_s = retry_after_s
 
 
 class ModelSource(Protocol):

@@ -7,8 +7,9 @@ from typing import get_args
 import pytest
 
 from core.errors import OnlineStoreUnavailable, http_status_for
+from serving.errors import STATUS_BY_KIND, ErrorKind, ServingError
 from serving.features import RowProblem
-from serving.service import STATUS_BY_KIND, ErrorKind, ServingError, problem_error
+from serving.service import problem_error
 
 pytestmark = pytest.mark.unit
 
