@@ -200,11 +200,17 @@ def test_every_user_with_features_is_scored_by_default(
 
 
 @pytest.mark.parametrize(
-    ("arguments", "message"),
+    ("arguments", "variables", "message"),
     [
-        (["--at", "yesterday"], "is not an ISO date"),
-        (["--model-version", "9"], "has no version 9"),
-        (["--users", "/nonexistent/users.csv"], "does not exist"),
+        (["--at", "yesterday"], {}, "is not an ISO date"),
+        (["--model-version", "9"], {}, "has no version 9"),
+        (["--users", "/nonexistent/users.csv"], {}, "does not exist"),
+        # read before the model settings were shared: ignoring it would score the champion
+        (
+            [],
+            {"CHURN_SCORING_MODEL_ALIAS": "served"},
+            "CHURN_SCORING_MODEL_ALIAS is no longer read: set CHURN_MODEL_ALIAS",
+        ),
     ],
 )
 def test_bad_input_exits_2_and_writes_nothing(
@@ -213,32 +219,18 @@ def test_bad_input_exits_2_and_writes_nothing(
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
     arguments: list[str],
+    variables: dict[str, str],
     message: str,
 ) -> None:
     repo, _ = online_repo
     _environment(monkeypatch, repo, scoring_registry)
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
     out = tmp_path / "scores.parquet"
     outcome = CliRunner().invoke(build_app(), ["score", "--out", str(out), *arguments])
 
     assert outcome.exit_code == 2, outcome.output
     assert message in outcome.stderr
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_a_model_setting_under_its_old_name_exits_2(
-    online_repo: tuple[TestRepo, OnlineUsers],
-    scoring_registry: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """CHURN_SCORING_MODEL_ALIAS was read before the model settings were shared."""
-    repo, _ = online_repo
-    _environment(monkeypatch, repo, scoring_registry)
-    monkeypatch.setenv("CHURN_SCORING_MODEL_ALIAS", "served")
-    outcome = CliRunner().invoke(build_app(), ["score", "--out", str(tmp_path / "s.parquet")])
-
-    assert outcome.exit_code == 2, outcome.output
-    assert "CHURN_SCORING_MODEL_ALIAS is no longer read: set CHURN_MODEL_ALIAS" in outcome.stderr
     assert list(tmp_path.iterdir()) == []
 
 
