@@ -134,16 +134,24 @@ def prepare(
 
 
 def child_retrieve(at: datetime, chunk_rows: int) -> dict[str, Any]:
-    """The retrieval alone, chunked like churn score: every user of the table at ``at``."""
+    """The retrieval alone, chunked like churn score: every user of the table at ``at``.
+
+    Through the same offline-compute backend and store checkpoint ``churn score`` uses, so
+    the difference between the runs is the scoring.
+    """
     import pandas as pd
     import pyarrow.parquet as pq
 
+    from core.compute import offline_compute
+    from core.feast_adapter.services import resolve_service_features
     from core.feast_store import open_feature_store
     from core.settings import DataSettings
 
     started = time.perf_counter()
     store = open_feature_store()
+    compute = offline_compute(store)
     service = store.get_feature_service("churn_v1")
+    columns = ["user_id", "event_timestamp", *resolve_service_features(store, "churn_v1").columns]
     ids = pq.read_table(DataSettings().user_features_path, columns=["user_id"])
     users = pd.unique(ids.column("user_id").to_numpy())
     users.sort()
@@ -151,12 +159,14 @@ def child_retrieve(at: datetime, chunk_rows: int) -> dict[str, Any]:
     for begin in range(0, len(users), chunk_rows):
         chunk = users[begin : begin + chunk_rows]
         entity = pd.DataFrame({"user_id": chunk, "event_timestamp": pd.Timestamp(at)})
-        joined = store.get_historical_features(
-            entity_df=entity,
+        with compute.historical_features(
+            entity,
+            label="bench-score",
             features=service,
             full_feature_names=True,
             filter_by_created_timestamp=True,
-        ).to_df()
+        ) as job:
+            joined = compute.retrieval_to_pandas(job, columns, label="bench-score")
         rows += len(joined)
     return {
         "seconds": time.perf_counter() - started,

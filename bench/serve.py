@@ -171,27 +171,16 @@ def _ingest_options(environment: dict[str, str]) -> list[str]:
 
 
 def _describe_champion(family: str, tracking_uri: str) -> Champion:
-    """The champion of one registry, read without MLflow's process-wide URIs."""
-    import mlflow.artifacts
-    import mlflow.sklearn
-    from mlflow import MlflowClient
-
+    """The champion of one registry, loaded as ``churn serve`` loads it (trusted only)."""
+    from core.lineage import ModelLineage
+    from core.models import ModelRegistry
     from core.settings import DEFAULT_MODEL_NAME
 
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
-    version = client.get_model_version_by_alias(DEFAULT_MODEL_NAME, "champion")
-    uri = client.get_model_version_download_uri(DEFAULT_MODEL_NAME, version.version)
-    with tempfile.TemporaryDirectory(prefix="bench-champion-") as scratch:
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=uri, dst_path=scratch, tracking_uri=tracking_uri
-        )
-        model = mlflow.sklearn.load_model(local)
+    version, model = ModelRegistry(tracking_uri).load_version(DEFAULT_MODEL_NAME, alias="champion")
     trees = int(getattr(model, "n_iter_", None) or model.n_estimators_)
-    from core.lineage import ModelLineage
-
     test_auc = ModelLineage.from_tags(version.tags).test_roc_auc
     auc = float("nan") if test_auc is None else test_auc
-    return Champion(family, tracking_uri, str(version.version), trees, auc)
+    return Champion(family, tracking_uri, version.version, trees, auc)
 
 
 def _without_prometheus_folder(environment: dict[str, str]) -> dict[str, str]:

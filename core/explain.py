@@ -26,12 +26,12 @@ explained once (exact, and far cheaper on real data where many users share bins)
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
-if TYPE_CHECKING:
-    from core.trees import TreeArrays
+from core.errors import ModelUnsupported
+from core.trees import TreeArrays, read_trees
 
 # Rows explained together on the leaf path: bounds the (rows, entries) working arrays.
 _ROW_BLOCK = 16
@@ -45,10 +45,6 @@ _BLOCK_ELEMENTS = 1 << 18
 # From this many rows on, the leaf path runs compiled (numba); fewer rows (a /predict
 # explanation) stay on numpy, which needs no compiled code loaded.
 _COMPILED_MIN_ROWS = 256
-
-
-class ExplainUnsupported(ValueError):
-    """The model is not a tree ensemble this explainer can read exactly."""
 
 
 @dataclass(frozen=True)
@@ -128,15 +124,13 @@ class TreeExplainer:
         """Read a fitted model's trees.
 
         Raises:
-            ExplainUnsupported: Not a binary (Hist)GradientBoostingClassifier on numeric
+            ModelUnsupported: Not a binary (Hist)GradientBoostingClassifier on numeric
                 features, or its trees cannot be read.
         """
-        from core.trees import TreesUnsupported, read_trees
-
         try:
             fitted = read_trees(model)
-        except TreesUnsupported as error:
-            raise ExplainUnsupported(
+        except ModelUnsupported as error:
+            raise ModelUnsupported(
                 f"no exact explanation for {type(model).__name__}: {error} (supported: binary "
                 "HistGradientBoostingClassifier, GradientBoostingClassifier)"
             ) from error
@@ -375,7 +369,7 @@ def build_explainer(model: Any, features: tuple[str, ...]) -> tuple[TreeExplaine
     """An explainer for the model, or None and why it cannot be explained."""
     try:
         return TreeExplainer.from_model(model, features), ""
-    except ExplainUnsupported as error:
+    except ModelUnsupported as error:
         return None, str(error)
 
 
@@ -419,7 +413,7 @@ def _flatten(trees: list[TreeArrays], width: int) -> _Leaves:
     for tree in trees:
         tree_leaves.append(len(starts))
         if tree.cover[0] <= 0:
-            raise ExplainUnsupported("a tree with no cover")
+            raise ModelUnsupported("a tree with no cover")
         # Depth-first: (node, {feature: (low, high, nan follows, cover ratio)}).
         stack: list[tuple[int, dict[int, tuple[float, float, bool, float]]]] = [(0, {})]
         while stack:
@@ -439,13 +433,13 @@ def _flatten(trees: list[TreeArrays], width: int) -> _Leaves:
                 continue
             feature = int(tree.feature[node])
             if not 0 <= feature < width:
-                raise ExplainUnsupported(f"a split on feature {feature} of {width}")
+                raise ModelUnsupported(f"a split on feature {feature} of {width}")
             threshold = float(tree.threshold[node])
             low, high, nan_ok, ratio = path.get(feature, (-np.inf, np.inf, True, 1.0))
             for child, goes_left in ((int(tree.left[node]), True), (int(tree.right[node]), False)):
                 share = float(tree.cover[child]) / float(tree.cover[node])
                 if share <= 0:
-                    raise ExplainUnsupported("a node with no cover")
+                    raise ModelUnsupported("a node with no cover")
                 bounds = (low, min(high, threshold)) if goes_left else (max(low, threshold), high)
                 nan_here = nan_ok and bool(tree.missing_left[node]) == goes_left
                 stack.append((child, {**path, feature: (*bounds, nan_here, ratio * share)}))

@@ -12,11 +12,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from core.errors import ModelUnsupported
+
 TreeFamily = Literal["hist_gradient_boosting", "gradient_boosting"]
-
-
-class TreesUnsupported(ValueError):
-    """The model is not a binary gradient-boosted tree ensemble whose trees can be read."""
 
 
 @dataclass(frozen=True)
@@ -63,30 +61,30 @@ def read_trees(model: Any) -> FittedTrees:
     """Read the trees of a fitted binary HistGradientBoosting or GradientBoosting classifier.
 
     Raises:
-        TreesUnsupported: Another estimator, not fitted, more than two classes, or
+        ModelUnsupported: Another estimator, not fitted, more than two classes, or
             categorical splits.
     """
     from sklearn.ensemble import GradientBoostingClassifier, HistGradientBoostingClassifier
 
     if len(getattr(model, "classes_", [])) != 2:
-        raise TreesUnsupported(f"{type(model).__name__} is not a fitted binary classifier")
+        raise ModelUnsupported(f"{type(model).__name__} is not a fitted binary classifier")
     if isinstance(model, HistGradientBoostingClassifier):
         return FittedTrees(_hist_trees(model), "hist_gradient_boosting", float32_inputs=False)
     if isinstance(model, GradientBoostingClassifier):
         return FittedTrees(_gb_trees(model), "gradient_boosting", float32_inputs=True)
-    raise TreesUnsupported(f"{type(model).__name__} is not a gradient-boosted tree ensemble")
+    raise ModelUnsupported(f"{type(model).__name__} is not a gradient-boosted tree ensemble")
 
 
 def _hist_trees(model: Any) -> list[TreeArrays]:
     if getattr(model, "_predictors", None) is None:
-        raise TreesUnsupported("the HistGradientBoostingClassifier is not fitted")
+        raise ModelUnsupported("the HistGradientBoostingClassifier is not fitted")
     trees = []
     for iteration in model._predictors:
         if len(iteration) != 1:
-            raise TreesUnsupported("more than one tree per iteration (not binary)")
+            raise ModelUnsupported("more than one tree per iteration (not binary)")
         nodes = iteration[0].nodes
         if nodes["is_categorical"].any():
-            raise TreesUnsupported("categorical splits are not supported")
+            raise ModelUnsupported("categorical splits are not supported")
         trees.append(
             TreeArrays(
                 left=nodes["left"].astype(np.int64),
@@ -104,9 +102,9 @@ def _hist_trees(model: Any) -> list[TreeArrays]:
 
 def _gb_trees(model: Any) -> list[TreeArrays]:
     if getattr(model, "estimators_", None) is None:
-        raise TreesUnsupported("the GradientBoostingClassifier is not fitted")
+        raise ModelUnsupported("the GradientBoostingClassifier is not fitted")
     if model.estimators_.shape[1] != 1:
-        raise TreesUnsupported("more than one tree per stage (not binary)")
+        raise ModelUnsupported("more than one tree per stage (not binary)")
     rate = float(model.learning_rate)
     trees = []
     for estimator in model.estimators_[:, 0]:

@@ -20,7 +20,9 @@ from fastapi.responses import JSONResponse, Response
 from fastapi.telemetry import TelemetryConfig
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from core.settings import DataSettings, FeastSettings, MlflowSettings
+from core.feast_store import open_feature_store
+from core.models import ModelRegistry
+from core.settings import DataSettings, FeastSettings, MlflowSettings, ModelSettings
 from serving.features import OnlineFeatures
 from serving.limits import BodyLimitMiddleware
 from serving.metrics import MetricsMiddleware, ServingMetrics
@@ -40,6 +42,7 @@ logger = logging.getLogger(__name__)
 def create_app(
     settings: ServingSettings | None = None,
     *,
+    model: ModelSettings | None = None,
     feast: FeastSettings | None = None,
     mlflow: MlflowSettings | None = None,
     data: DataSettings | None = None,
@@ -50,6 +53,8 @@ def create_app(
 
     Args:
         settings: Service settings (from ``CHURN_SERVING_*`` when omitted).
+        model: Which registered model and alias to serve, and the decision threshold (from
+            ``CHURN_MODEL_*`` when omitted).
         feast: Which Feast repo and profile to read features from.
         mlflow: Which MLflow registry to take the model from.
         data: Where the data folder is (default prediction-log location).
@@ -57,16 +62,21 @@ def create_app(
         store: An already open feature store (default: opened from ``feast``).
     """
     settings = settings or ServingSettings()
+    model = model or ModelSettings()
     metrics = ServingMetrics(settings.metrics_dir)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        feature_store = store if store is not None else await asyncio.to_thread(_open_store, feast)
+        # Opened through the checkpoint: a registry whose on-demand view code is not the
+        # repo's is refused before Feast can run it on a lookup.
+        feature_store = (
+            store if store is not None else await asyncio.to_thread(open_feature_store, feast)
+        )
         online = OnlineFeatures(feature_store, timeout_s=settings.online_timeout_s)
         source = (
             model_source
             if model_source is not None
-            else await asyncio.to_thread(_mlflow_source, settings, mlflow, data)
+            else await asyncio.to_thread(_mlflow_source, model, mlflow, data)
         )
         log = PredictionLog(
             (data or DataSettings()).prediction_log_path,
@@ -78,7 +88,12 @@ def create_app(
             on_dropped=metrics.log_rows.labels(outcome="dropped").inc,
         )
         service = PredictionService(
-            settings=settings, online=online, source=source, log=log, metrics=metrics
+            settings=settings,
+            threshold=model.decision_threshold,
+            online=online,
+            source=source,
+            log=log,
+            metrics=metrics,
         )
         app.state.service = service
         app.state.prediction_log = log
@@ -129,23 +144,11 @@ def create_app_from_environment() -> FastAPI:
     return create_app(ServingSettings())
 
 
-def _open_store(feast: FeastSettings | None) -> FeatureStore:
-    from core.feast_store import open_feature_store
-    from core.feast_trust import check_on_demand_sources
-
-    feast = feast or FeastSettings()
-    store = open_feature_store(feast)
-    # Refuse to start on a registry whose on-demand view code is not the repo's (Feast
-    # would execute it on every lookup).
-    check_on_demand_sources(store, feast.repo_path)
-    return store
-
-
 def _mlflow_source(
-    settings: ServingSettings, mlflow: MlflowSettings | None, data: DataSettings | None
+    model: ModelSettings, mlflow: MlflowSettings | None, data: DataSettings | None
 ) -> MlflowModelSource:
-    uri = (mlflow or MlflowSettings()).prepare(data)
-    return MlflowModelSource(tracking_uri=uri, name=settings.model_name, alias=settings.model_alias)
+    registry = ModelRegistry((mlflow or MlflowSettings()).prepare(data))
+    return MlflowModelSource(registry=registry, name=model.name, alias=model.alias)
 
 
 async def _serving_error_handler(request: Request, error: Exception) -> Response:

@@ -23,12 +23,14 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 import numpy as np
+from scipy.special import expit
+from threadpoolctl import threadpool_info, threadpool_limits
 
-if TYPE_CHECKING:
-    from core.trees import TreeArrays
+from core.errors import ModelUnsupported
+from core.trees import TreeArrays, read_trees
 
 logger = logging.getLogger(__name__)
 
@@ -56,8 +58,6 @@ class Predictor(Protocol):
 @contextmanager
 def native_threads(threads: int) -> Iterator[None]:
     """Limit OpenMP and BLAS thread pools of the calling thread to ``threads``."""
-    from threadpoolctl import threadpool_limits
-
     with threadpool_limits(limits=threads):
         yield
 
@@ -68,20 +68,12 @@ def limit_native_threads(threads: int) -> None:
     Used as a thread-pool initializer: OpenMP's thread count is a per-thread setting, so it
     must be applied inside the thread that predicts, not only where the model was loaded.
     """
-    from threadpoolctl import threadpool_limits
-
     threadpool_limits(limits=threads)
 
 
 def observed_native_threads() -> int:
     """The largest thread count of any loaded OpenMP/BLAS pool, as the calling thread sees it."""
-    from threadpoolctl import threadpool_info
-
     return max((int(pool["num_threads"]) for pool in threadpool_info()), default=1)
-
-
-class ForestUnsupported(ValueError):
-    """The model is not a tree ensemble the flat evaluator reproduces."""
 
 
 @dataclass(frozen=True)
@@ -151,8 +143,6 @@ class ForestPredictor:
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         """Positive-class probability per row."""
-        from scipy.special import expit
-
         return np.asarray(expit(self.forest.raw(matrix)), dtype=np.float64)
 
 
@@ -194,8 +184,6 @@ class CompiledForestPredictor:
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         """Positive-class probability per row."""
-        from scipy.special import expit
-
         return np.asarray(expit(self.raw(matrix)), dtype=np.float64)
 
 
@@ -210,7 +198,7 @@ def choose_batch_engine(
     """
     try:
         forest = forest or flatten_forest(model)
-    except ForestUnsupported as error:
+    except ModelUnsupported as error:
         return EngineChoice(
             predictor=reference,
             reason=f"sklearn (compiled_forest not used: {error})",
@@ -244,18 +232,13 @@ def flatten_forest(model: Any) -> FlatForest:
     """Flatten a fitted binary HistGradientBoosting or GradientBoosting classifier.
 
     Raises:
-        ForestUnsupported: Another estimator, more than two classes, categorical splits, or
+        ModelUnsupported: Another estimator, more than two classes, categorical splits, or
             a loss other than log-loss (its probability is not the logistic of the raw score).
     """
-    from core.trees import TreesUnsupported, read_trees
-
-    try:
-        fitted = read_trees(model)
-    except TreesUnsupported as error:
-        raise ForestUnsupported(str(error)) from error
+    fitted = read_trees(model)
     loss = type(getattr(model, "_loss", None)).__name__
     if loss != "HalfBinomialLoss":
-        raise ForestUnsupported(f"loss {loss} is not log-loss")
+        raise ModelUnsupported(f"loss {loss} is not log-loss")
     if fitted.family == "hist_gradient_boosting":
         base = float(np.asarray(model._baseline_prediction).ravel()[0])
     else:
@@ -352,7 +335,7 @@ def choose_engine(model: Any, reference: Predictor, check_rows: np.ndarray) -> E
     notes: list[str] = []
     try:
         forest = flatten_forest(model)
-    except ForestUnsupported as error:
+    except ModelUnsupported as error:
         notes.append(f"flat_forest not used: {error}")
     else:
         rows = np.vstack([check_rows, _threshold_probes(forest, check_rows)])

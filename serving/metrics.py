@@ -16,6 +16,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 # Request latencies live around a millisecond; the buckets resolve that range.
 _LATENCY_BUCKETS = (
@@ -53,8 +54,6 @@ class ServingMetrics:
             self.registry = CollectorRegistry(auto_describe=True)
             owned = self.registry
         else:
-            from prometheus_client.multiprocess import MultiProcessCollector
-
             # The metric objects write to the shared files; /metrics reads all of them.
             owned = CollectorRegistry()
             self.registry = CollectorRegistry()
@@ -123,8 +122,6 @@ class ServingMetrics:
     def close(self) -> None:
         """Take this worker out of the live-worker figures (multi-process mode)."""
         if self.multiprocess_dir is not None:
-            from prometheus_client.multiprocess import mark_process_dead
-
             mark_process_dead(os.getpid(), str(self.multiprocess_dir))
 
 

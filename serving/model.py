@@ -1,100 +1,66 @@
 """The served model: found by alias in the MLflow registry, checked, and scored on numpy.
 
-A model version must carry the lineage training writes (core.lineage: feature service,
-features, project); its sklearn columns must be exactly its features. Anything else is
-refused with a message naming the problem.
+Versions are found and loaded through the model checkpoint (:class:`core.models.ModelRegistry`:
+artifact hash and trusted types). A model version must carry the lineage training writes
+(core.lineage: feature service, features, project); its sklearn columns must be exactly its
+features. Anything else is refused with a message naming the problem.
 """
 
 from __future__ import annotations
 
+import logging
 import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import mlflow.artifacts
 import numpy as np
+import pandas as pd
+import sklearn
+from mlflow.exceptions import MlflowException
+from sklearn.compose import ColumnTransformer
+from sklearn.pipeline import Pipeline
 
+from core.errors import ModelRefused
+from core.explain import TreeExplainer, build_explainer
 from core.lineage import LineageError, ModelLineage
 from core.model_checks import CHECK_ROWS_ARTIFACT, read_check_rows
+from core.models import ModelRegistry, ModelVersion
+from serving.features import FeaturePlan
 from serving.inference import EngineChoice, EngineName, Predictor, choose_engine, native_threads
 
-if TYPE_CHECKING:
-    from core.explain import TreeExplainer
-    from serving.features import FeaturePlan
-
-
-class ModelRefused(ValueError):
-    """A registered version cannot be served (tags, columns or classes are wrong)."""
-
-
-@dataclass(frozen=True)
-class VersionInfo:
-    """A registered model version, as the registry describes it."""
-
-    name: str
-    version: str
-    run_id: str | None
-    tags: dict[str, str]
+logger = logging.getLogger(__name__)
 
 
 class MlflowModelSource:
-    """Finds the version behind an alias and loads it, without global MLflow state.
+    """Finds the version behind an alias and loads it through the model checkpoint.
 
     Args:
-        tracking_uri: MLflow tracking and registry URI.
+        registry: The MLflow registry (explicit URI; trusted loads only).
         name: Registered model name.
         alias: Alias of the version to serve.
     """
 
-    def __init__(self, *, tracking_uri: str, name: str, alias: str):
-        from mlflow import MlflowClient
-
+    def __init__(self, *, registry: ModelRegistry, name: str, alias: str):
         self.name = name
         self.alias = alias
-        self.tracking_uri = tracking_uri
-        self._client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+        self._registry = registry
 
-    def current_version(self) -> VersionInfo | None:
+    def current_version(self) -> ModelVersion | None:
         """The version holding the alias, or None when there is none (blocking)."""
-        from mlflow.exceptions import MlflowException
+        return self._registry.find(self.name, alias=self.alias)
 
-        try:
-            version = self._client.get_model_version_by_alias(self.name, self.alias)
-        except MlflowException as error:
-            if error.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
-                return None
-            raise
-        return VersionInfo(
-            name=self.name,
-            version=str(version.version),
-            run_id=version.run_id,
-            tags=dict(version.tags),
-        )
+    def load(self, info: ModelVersion) -> Any:
+        """The version's model, if its files match their hash and its types are trusted.
 
-    def load(self, info: VersionInfo) -> Any:
-        """Download and deserialize the sklearn model of a version (blocking)."""
-        import mlflow.artifacts
+        Raises:
+            UntrustedModelError: The artifact fails a trust check (blocking).
+        """
+        return self._registry.load(info)
 
-        uri = self._client.get_model_version_download_uri(info.name, info.version)
-        with tempfile.TemporaryDirectory(prefix="churn-model-") as folder:
-            local = mlflow.artifacts.download_artifacts(
-                artifact_uri=uri, dst_path=folder, tracking_uri=self.tracking_uri
-            )
-            # Only skops with our trusted types and the training-time hash (core.model_trust).
-            from pathlib import Path
-
-            from core.model_trust import HASH_TAG, UntrustedModelError, load_trusted_model
-
-            try:
-                return load_trusted_model(Path(local), expected_sha256=info.tags.get(HASH_TAG))
-            except UntrustedModelError as error:
-                raise ModelRefused(str(error)) from error
-
-    def check_rows(self, info: VersionInfo) -> np.ndarray | None:
+    def check_rows(self, info: ModelVersion) -> np.ndarray | None:
         """The training run's test rows (model columns), or None when it logged none."""
-        import mlflow.artifacts
-        from mlflow.exceptions import MlflowException
-
         if info.run_id is None:
             return None
         with tempfile.TemporaryDirectory(prefix="churn-check-") as folder:
@@ -103,21 +69,21 @@ class MlflowModelSource:
                     run_id=info.run_id,
                     artifact_path=CHECK_ROWS_ARTIFACT,
                     dst_path=folder,
-                    tracking_uri=self.tracking_uri,
+                    tracking_uri=self._registry.tracking_uri,
                 )
             except (MlflowException, OSError):
                 return None
             return read_check_rows(local, features=model_lineage(info).features)
 
 
-def model_lineage(info: VersionInfo) -> ModelLineage:
+def model_lineage(info: ModelVersion) -> ModelLineage:
     """The feature service, ordered features and project a version was trained with.
 
     Raises:
         ModelRefused: A required tag is missing, empty or malformed.
     """
     try:
-        return ModelLineage.from_tags(info.tags, owner=f"model {info.name} version {info.version}")
+        return ModelLineage.from_tags(info.tags, owner=info.label)
     except LineageError as error:
         raise ModelRefused(str(error)) from error
 
@@ -160,8 +126,6 @@ class NumpyPredictor:
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         """Positive-class probability per row of ``matrix`` (columns in feature order)."""
-        import sklearn
-
         data = matrix if self._numpy else self._frame(matrix)
         # NaN rows never reach the model (they are refused before), so skip the scan.
         with sklearn.config_context(assume_finite=True):
@@ -174,15 +138,11 @@ class NumpyPredictor:
         return self._numpy
 
     def _frame(self, matrix: np.ndarray) -> Any:
-        import pandas as pd
-
         return pd.DataFrame(matrix, columns=list(self.features))
 
 
 def _estimators(model: Any) -> list[Any]:
     """The estimators data flows through, in order (pipelines flattened)."""
-    from sklearn.pipeline import Pipeline
-
     if isinstance(model, Pipeline):
         return [
             inner
@@ -200,8 +160,6 @@ def _forget_feature_names(model: Any) -> bool:
     (ColumnTransformer) or a later step was fitted on named columns (pandas output),
     numpy input is not equivalent and nothing is changed.
     """
-    from sklearn.compose import ColumnTransformer
-
     first, *rest = _estimators(model)
     if isinstance(first, ColumnTransformer) or any(
         "feature_names_in_" in vars(step) for step in rest
@@ -241,7 +199,7 @@ class ServingModel:
 
 
 def build_serving_model(
-    info: VersionInfo,
+    info: ModelVersion,
     model: Any,
     plan: FeaturePlan,
     *,
@@ -258,17 +216,13 @@ def build_serving_model(
             chosen must reproduce ``predict_proba`` on them to 1e-9.
         threads: Native threads allowed while checking and timing engines.
     """
-    import logging
-
-    from core.explain import build_explainer
-
     reference = NumpyPredictor(model, plan.features)
     rows = np.empty((0, len(plan.features))) if check_rows is None else check_rows
     with native_threads(threads):
         engine = choose_engine(model, reference, rows)
     explainer, problem = build_explainer(model, plan.features)
     if explainer is None:
-        logging.getLogger(__name__).warning(
+        logger.warning(
             "%s version %s: predictions are served without reasons (%s)",
             info.name,
             info.version,

@@ -25,6 +25,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from core.files import replace_durably
 from core.prediction_log import partition_dir, prediction_log_schema
@@ -179,9 +181,6 @@ class PredictionLog:
 
 def _write_chunks(root: Path, chunks: list[LogChunk]) -> list[Path]:
     """Write chunks grouped by (UTC date, model features): one file per group."""
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     groups: dict[tuple[str, tuple[str, ...]], list[tuple[LogChunk, np.ndarray]]] = defaultdict(list)
     for chunk in chunks:
         days = chunk.timestamps.astype("datetime64[D]")

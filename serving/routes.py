@@ -14,6 +14,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from serving.errors import NO_MODEL_RETRY_AFTER_S, ServingError
 from serving.features import RowProblem
 from serving.metrics import ServingMetrics
 from serving.schemas import (
@@ -34,12 +35,7 @@ from serving.schemas import (
     ValidationErrorResponse,
     error_examples,
 )
-from serving.service import (
-    NO_MODEL_RETRY_AFTER_S,
-    PredictionService,
-    ServingError,
-    problem_error,
-)
+from serving.service import PredictionService, problem_error
 
 
 class _ExactNumbersRequest(Request):
@@ -98,7 +94,7 @@ async def _require_admin(
         or not secrets.compare_digest(given.encode(), token.get_secret_value().encode())
     ):
         request.app.state.metrics.errors.labels(kind="unauthorized").inc()
-        raise ServingError("unauthorized", 401, "a valid admin bearer token is required")
+        raise ServingError("unauthorized", "a valid admin bearer token is required")
 
 
 AdminDep = Annotated[None, Depends(_require_admin)]
@@ -236,7 +232,7 @@ async def model_info(service: ServiceDep) -> ModelResponse:
     model = service.model
     if model is None:
         raise ServingError(
-            "no_model", 503, "no model is being served", retry_after_s=NO_MODEL_RETRY_AFTER_S
+            "no_model", "no model is being served", retry_after_s=NO_MODEL_RETRY_AFTER_S
         )
     threads = await service.inference_threads_seen()
     return ModelResponse.of(model, service.source.alias, native_threads=threads)

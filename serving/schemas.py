@@ -10,10 +10,11 @@ from typing import Annotated, Any, Literal, get_args
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 from pydantic_core import PydanticCustomError
 
+from serving.errors import UnavailableKind
 from serving.features import ProblemKind, RowProblem
 from serving.inference import EngineName
 from serving.model import ServingModel
-from serving.service import Prediction, UnavailableKind
+from serving.service import Prediction
 
 INT64_MIN = -(2**63)
 INT64_MAX = 2**63 - 1

@@ -11,6 +11,7 @@ request is ever served by a mix of two versions or by a half-loaded one.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import gc
 import logging
 import time
@@ -19,43 +20,22 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Literal, Protocol, cast
+from typing import Literal, Protocol, cast
 
 import numpy as np
 
-from serving.features import (
-    FeatureServiceError,
-    OnlineFeatures,
-    OnlineStoreUnavailable,
-    ProblemKind,
-    RowProblem,
-)
+from core.errors import ModelRefused, OnlineStoreUnavailable
+from core.explain import Reason
+from core.models import ModelVersion
+from serving.errors import NO_MODEL_RETRY_AFTER_S, ServingError
+from serving.features import FeatureServiceError, OnlineFeatures, RowProblem
 from serving.inference import limit_native_threads, native_threads, observed_native_threads
 from serving.metrics import ServingMetrics
-from serving.model import (
-    ModelRefused,
-    ServingModel,
-    VersionInfo,
-    build_serving_model,
-    model_lineage,
-)
+from serving.model import ServingModel, build_serving_model, model_lineage
 from serving.prediction_log import LogChunk, PredictionLog
 from serving.settings import ServingSettings
 
-if TYPE_CHECKING:
-    from core.explain import Reason
-
 logger = logging.getLogger(__name__)
-
-# The kinds answered with 503 and a Retry-After header.
-UnavailableKind = Literal["store_unavailable", "no_model", "overloaded", "deadline_exceeded"]
-ErrorKind = (
-    ProblemKind
-    | UnavailableKind
-    | Literal["payload_too_large", "invalid_request", "unauthorized", "internal_error"]
-)
-# Seconds a caller is told to wait while no model is served (a load takes about that).
-NO_MODEL_RETRY_AFTER_S = 5
 
 # A job that waited this long is checked for a gone client before it is scored; fresher
 # ones are not (the check costs a receive() per job, and such a client rarely left).
@@ -68,41 +48,21 @@ _INLINE_ROWS = 8
 _LOG_EVERY_S = 10.0
 
 
-class ServingError(Exception):
-    """A request that cannot be answered with a prediction, with its HTTP status.
-
-    ``detail`` is shown to the caller: it names the problem, never internal text (hosts,
-    paths, exception messages), which goes to the log instead.
-    """
-
-    def __init__(
-        self, kind: ErrorKind, status: int, detail: str, *, retry_after_s: int | None = None
-    ):
-        super().__init__(detail)
-        self.kind = kind
-        self.status = status
-        self.detail = detail
-        self.retry_after_s = retry_after_s
-
-
-_PROBLEM_STATUS = 404  # unknown user, stale or missing features: nothing to predict from
-
-
 class ModelSource(Protocol):
     """Where model versions come from (the MLflow registry in production)."""
 
     name: str
     alias: str
 
-    def current_version(self) -> VersionInfo | None:
+    def current_version(self) -> ModelVersion | None:
         """The version behind the alias, or None."""
         ...
 
-    def load(self, info: VersionInfo) -> object:
+    def load(self, info: ModelVersion) -> object:
         """The fitted sklearn model of a version."""
         ...
 
-    def check_rows(self, info: VersionInfo) -> np.ndarray | None:
+    def check_rows(self, info: ModelVersion) -> np.ndarray | None:
         """The training run's test rows in model column order, or None."""
         ...
 
@@ -162,7 +122,8 @@ class PredictionService:
     """Scores users with the current model; keeps the model current.
 
     Args:
-        settings: Service settings (threshold, micro-batch size, poll interval).
+        settings: Service settings (micro-batch size, poll interval, limits).
+        threshold: A user is predicted to churn when the probability is at least this.
         online: Online feature reader.
         source: Where the served model version comes from.
         log: The prediction log.
@@ -173,12 +134,14 @@ class PredictionService:
         self,
         *,
         settings: ServingSettings,
+        threshold: float,
         online: OnlineFeatures,
         source: ModelSource,
         log: PredictionLog,
         metrics: ServingMetrics,
     ):
         self.settings = settings
+        self.threshold = threshold
         self.online = online
         self.source = source
         self.log = log
@@ -253,7 +216,6 @@ class PredictionService:
             self.metrics.errors.labels(kind="overloaded").inc()
             raise ServingError(
                 "overloaded",
-                503,
                 f"the service has {self._queued_rows} rows waiting, at its limit of "
                 f"{self.settings.max_queue_rows}: retry shortly",
                 retry_after_s=1,
@@ -281,7 +243,6 @@ class PredictionService:
         future.set_exception(
             ServingError(
                 "deadline_exceeded",
-                503,
                 f"no answer within the {self.settings.request_deadline_s:g} s deadline",
                 retry_after_s=1,
             )
@@ -377,7 +338,7 @@ class PredictionService:
                 self._problem = detail
         return ReloadOutcome(outcome, version, previous, detail)
 
-    def _load(self, info: VersionInfo) -> ServingModel:
+    def _load(self, info: ModelVersion) -> ServingModel:
         """Resolve the version's feature service, load and check the model (blocking)."""
         lineage = model_lineage(info)
         plan = self.online.resolve(
@@ -402,7 +363,6 @@ class PredictionService:
         self.metrics.errors.labels(kind="no_model").inc()
         return ServingError(
             "no_model",
-            503,
             f"no model is being served: {self._problem}",
             retry_after_s=NO_MODEL_RETRY_AFTER_S,
         )
@@ -469,7 +429,7 @@ class PredictionService:
             self.metrics.errors.labels(kind="internal_error").inc()
             self._fail(
                 jobs,
-                ServingError("internal_error", 500, "the prediction failed (see the service log)"),
+                ServingError("internal_error", "the prediction failed (see the service log)"),
             )
 
     async def _score(self, jobs: list[_Job]) -> None:
@@ -485,10 +445,8 @@ class PredictionService:
         except OnlineStoreUnavailable as error:
             self._log_rarely("store", "online store unavailable: %s", error.__cause__ or error)
             self.metrics.errors.labels(kind="store_unavailable").inc(len(jobs))
-            self._fail(
-                jobs,
-                ServingError("store_unavailable", 503, error.public_detail, retry_after_s=1),
-            )
+            # The core error's message is written for callers (no host, no path).
+            self._fail(jobs, ServingError("store_unavailable", str(error), retry_after_s=1))
             return
         scorable = []
         for index, problem in enumerate(rows.problems):
@@ -507,7 +465,7 @@ class PredictionService:
                 probabilities = await asyncio.get_running_loop().run_in_executor(
                     self._predict_executor, model.predictor.predict, matrix
                 )
-            predicted = probabilities >= self.settings.decision_threshold
+            predicted = probabilities >= self.threshold
             request_ids = [uuid.uuid4().hex for _ in scorable]
             for position, index in enumerate(scorable):
                 probability = float(probabilities[position])
@@ -566,10 +524,6 @@ class PredictionService:
         matrix: np.ndarray,
     ) -> None:
         """Attach reasons to the predictions of the jobs that asked (off the event loop)."""
-        import dataclasses
-
-        from core.explain import Reason
-
         wanted: list[int] = []
         offset = 0
         for job in jobs:
@@ -622,4 +576,4 @@ def _freeze_heap() -> None:
 
 def problem_error(problem: RowProblem) -> ServingError:
     """The HTTP error of a single-user row problem (404: nothing to predict from)."""
-    return ServingError(problem.kind, _PROBLEM_STATUS, problem.detail)
+    return ServingError(problem.kind, problem.detail)

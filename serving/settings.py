@@ -5,19 +5,45 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
-
-from core.settings import DEFAULT_MODEL_NAME
 
 MIN_ADMIN_TOKEN_CHARS = 16
 
+# The model's settings are declared once, in core.settings.ModelSettings; these old names
+# were read by `churn serve` and `churn score` until then.
+_MOVED_MODEL_VARIABLES = {
+    f"CHURN_{prefix}_{old}": f"CHURN_MODEL_{new}"
+    for prefix in ("SERVING", "SCORING")
+    for old, new in (
+        ("MODEL_NAME", "NAME"),
+        ("MODEL_ALIAS", "ALIAS"),
+        ("DECISION_THRESHOLD", "DECISION_THRESHOLD"),
+    )
+}
+
+
+def refuse_moved_variables(prefix: str) -> None:
+    """Refuse a model setting still set under the stage's old name, naming the new one.
+
+    Settings ignore unknown variables, so without this check a deployment that still sets
+    ``CHURN_SERVING_MODEL_ALIAS`` would quietly serve the champion instead.
+
+    Raises:
+        ValueError: An old variable is set (a settings validation error: exit 2).
+    """
+    for old, new in _MOVED_MODEL_VARIABLES.items():
+        if old.startswith(prefix) and old in os.environ:
+            raise ValueError(f"{old} is no longer read: set {new} (shared by every command)")
+
 
 class ServingSettings(BaseSettings):
-    """How ``churn serve`` listens, which model it serves and how it protects itself.
+    """How ``churn serve`` listens and how it protects itself.
 
-    Feast (``CHURN_FEAST_*``, ``CHURN_REDIS_URL``) and MLflow (``MLFLOW_TRACKING_URI``) keep
-    their own settings classes; these are the service's own knobs.
+    The model (``CHURN_MODEL_NAME``, ``CHURN_MODEL_ALIAS``, ``CHURN_MODEL_DECISION_THRESHOLD``:
+    :class:`core.settings.ModelSettings`), Feast (``CHURN_FEAST_*``, ``CHURN_REDIS_URL``) and
+    MLflow (``MLFLOW_TRACKING_URI``) keep their own settings classes; these are the service's
+    own knobs.
     """
 
     model_config = SettingsConfigDict(env_prefix="CHURN_SERVING_", extra="ignore")
@@ -65,8 +91,6 @@ class ServingSettings(BaseSettings):
         le=60,
         description="Most time a request may take; later it gets 503 deadline_exceeded.",
     )
-    model_name: str = Field(default=DEFAULT_MODEL_NAME, description="Registered model name.")
-    model_alias: str = Field(default="champion", description="Alias of the version to serve.")
     poll_interval_s: float = Field(
         default=10.0,
         ge=0,
@@ -80,9 +104,6 @@ class ServingSettings(BaseSettings):
         gt=0,
         le=30,
         description="Bound on one online-store lookup; beyond it the answer is 503.",
-    )
-    decision_threshold: float = Field(
-        default=0.5, ge=0, le=1, description="churn_predicted is probability >= this."
     )
     max_micro_batch: int = Field(
         default=256,
@@ -101,6 +122,11 @@ class ServingSettings(BaseSettings):
         description="Most prediction-log rows kept in memory while writes fail; the oldest "
         "beyond it are dropped and counted (churn_prediction_log_rows_total{outcome=dropped}).",
     )
+
+    @model_validator(mode="after")
+    def _no_moved_variables(self) -> ServingSettings:
+        refuse_moved_variables(str(self.model_config.get("env_prefix")))
+        return self
 
     @property
     def admin_enabled(self) -> bool:

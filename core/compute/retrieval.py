@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from core.errors import FeatureServiceError
 
@@ -112,6 +112,33 @@ class RetrievalCompute(Protocol):
             filter_by_created_timestamp: Use only values created by each row's time (a
                 value back-filled later is not used). Off only to show what a join without
                 it would use.
+        """
+        ...
+
+    def historical_features(
+        self, entity_df: pd.DataFrame, *, label: str, **options: Any
+    ) -> AbstractContextManager[RetrievalJob]:
+        """``store.get_historical_features`` for these entity rows, as a block.
+
+        Args:
+            entity_df: The entity rows (pandas).
+            label: Names what the backend stages for the retrieval (spark: the entity rows,
+                written where the executors read them; removed when the block ends).
+            **options: ``features``, ``full_feature_names``, ``filter_by_created_timestamp``...
+
+        Yields:
+            The retrieval job; read it (:meth:`retrieval_to_pandas`) inside the block.
+        """
+        ...
+
+    def retrieval_to_pandas(
+        self, job: RetrievalJob, columns: list[str], *, label: str
+    ) -> pd.DataFrame:
+        """A retrieval job's rows as pandas, only ``columns`` (those it has) kept.
+
+        Local: Feast's ``to_df()``. Spark: staged by the executors and read back in bounded
+        Arrow batches, the staged files removed (Feast's ``to_df()`` collects the whole
+        result on the driver and leaves its copy behind).
         """
         ...
 

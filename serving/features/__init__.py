@@ -7,7 +7,7 @@
 """
 
 from serving.features.plan import FeaturePlan, FeatureServiceError, resolve_feature_plan
-from serving.features.reader import OnlineFeatures, OnlineStoreUnavailable
+from serving.features.reader import OnlineFeatures
 from serving.features.rows import FeatureRows, ProblemKind, RowProblem
 
 __all__ = [
@@ -15,7 +15,6 @@ __all__ = [
     "FeatureRows",
     "FeatureServiceError",
     "OnlineFeatures",
-    "OnlineStoreUnavailable",
     "ProblemKind",
     "RowProblem",
     "resolve_feature_plan",

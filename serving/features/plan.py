@@ -19,7 +19,13 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 
 from core.feast_adapter.layout import RedisLayout
-from core.feast_adapter.services import FeatureServiceError, on_demand_function
+from core.feast_adapter.selfcheck import check_reader
+from core.feast_adapter.services import (
+    FeatureServiceError,
+    on_demand_function,
+    resolve_service_features,
+)
+from serving.features.rows import decode_value
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -107,8 +113,6 @@ def resolve_feature_plan(
             is not in the service, a feature is not numeric, or the service needs inputs the
             API does not have; the message names them.
     """
-    from core.feast_adapter.services import resolve_service_features
-
     layout = layout or RedisLayout()
     if project is not None and project != store.project:
         raise FeatureServiceError(
@@ -280,9 +284,6 @@ def _self_check(
     Each view's sample row is written through Feast's own code (recorded, not sent); the
     reader's key and fields must find it and decode it to the same values.
     """
-    from core.feast_adapter.selfcheck import check_reader
-    from serving.features.rows import decode_value
-
     config = store.config
     gaps = []
     for feast_view, view in zip(feast_views, views, strict=True):

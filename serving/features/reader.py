@@ -23,8 +23,16 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from google.protobuf.timestamp_pb2 import Timestamp
+from redis import asyncio as redis_asyncio
+from redis.backoff import NoBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.retry import Retry
 
+from core.errors import OnlineStoreUnavailable
 from core.feast_adapter.layout import RedisLayout
+from core.feast_adapter.store import parse_redis_connection
 from serving.features.plan import FeaturePlan, Transform, replace_fast_path, resolve_feature_plan
 from serving.features.rows import (
     FeatureRows,
@@ -41,18 +49,6 @@ if TYPE_CHECKING:
     from feast import FeatureStore
 
 logger = logging.getLogger(__name__)
-
-
-class OnlineStoreUnavailable(RuntimeError):
-    """The online store did not answer within the timeout or refused the connection.
-
-    The message is safe to show callers; the underlying error is the ``__cause__``.
-    """
-
-    @property
-    def public_detail(self) -> str:
-        """What callers may be told."""
-        return str(self)
 
 
 class OnlineFeatures:
@@ -243,8 +239,6 @@ def _rows_from_replies(
     replies: list[list[bytes | None]],
 ) -> FeatureRows:
     """Decode HMGET replies, check presence and TTL, run the on-demand views."""
-    from google.protobuf.timestamp_pb2 import Timestamp
-
     count = len(user_ids)
     problems: list[RowProblem | None] = [None] * count
     # values[v][f][row]: decoded python value of feature f of view v
@@ -353,9 +347,6 @@ def _run_transforms(
 
 
 def _is_connection_error(error: Exception) -> bool:
-    from redis.exceptions import ConnectionError as RedisConnectionError
-    from redis.exceptions import TimeoutError as RedisTimeoutError
-
     return isinstance(error, RedisConnectionError | RedisTimeoutError)
 
 
@@ -366,12 +357,6 @@ def _redis_client_for(store: FeatureStore, timeout_s: float) -> Any:
     the single retry lets the first request after a Redis restart reconnect instead of
     failing on a dead pooled connection.
     """
-    from redis import asyncio as redis_asyncio
-    from redis.backoff import NoBackoff
-    from redis.retry import Retry
-
-    from core.feast_adapter.store import parse_redis_connection
-
     nodes, params = parse_redis_connection(store.config.online_store.connection_string)
     params.update(
         host=nodes[0]["host"],

@@ -11,6 +11,8 @@ from core.errors import (
     BlockedError,
     ConfigurationError,
     InputError,
+    ModelNotFoundError,
+    OfflineSourceError,
     OnlineStoreFullError,
     OnlineStoreUnavailable,
     StaleDataError,
@@ -18,7 +20,6 @@ from core.errors import (
     UnavailableError,
 )
 from core.exits import ExitCode, exit_code_for
-from serving.batch_score import ScoreFailure, ScoreInputError
 
 
 class _Positive(BaseModel):
@@ -39,11 +40,11 @@ def _validation_error() -> ValidationError:
         (InputError("x"), ExitCode.BAD_INPUT),
         (ConfigurationError("unset ${CHURN_REDIS_URL}"), ExitCode.BAD_INPUT),
         (TableReadError("no labels"), ExitCode.BAD_INPUT),
-        (ScoreInputError("no version"), ExitCode.BAD_INPUT),
+        (ModelNotFoundError("no version"), ExitCode.BAD_INPUT),
         (_validation_error(), ExitCode.BAD_INPUT),
         (UnavailableError("x"), ExitCode.FAILURE),
         (OnlineStoreUnavailable("redis down"), ExitCode.FAILURE),
-        (ScoreFailure("offline store"), ExitCode.FAILURE),
+        (OfflineSourceError("offline store"), ExitCode.FAILURE),
         (OSError("disk"), ExitCode.FAILURE),
         (BlockedError("x"), ExitCode.BLOCKED),
         (OnlineStoreFullError("maxmemory"), ExitCode.BLOCKED),

@@ -21,6 +21,7 @@ from tests.utils.serving import (
     load_online_features,
     register_model,
     tracking_uri_in,
+    training_frame,
 )
 
 
@@ -119,3 +120,34 @@ def make_app(repo: TestRepo, tracking_uri: str, tmp_path: Path) -> Callable[...,
         )
 
     return build
+
+
+def _hist_model() -> Any:
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    frame, labels = training_frame(2000, seed=3)
+    return HistGradientBoostingClassifier(max_iter=80, early_stopping=False, random_state=0).fit(
+        frame, labels
+    )
+
+
+def _gradient_model() -> Any:
+    from sklearn.ensemble import GradientBoostingClassifier
+
+    frame, labels = training_frame(2000, seed=3)
+    return GradientBoostingClassifier(n_estimators=40, max_depth=4, random_state=0).fit(
+        frame, labels
+    )
+
+
+@pytest.fixture(scope="module")
+def scoring_registry(
+    tmp_path_factory: pytest.TempPathFactory, online_repo: tuple[TestRepo, OnlineUsers]
+) -> str:
+    """Batch scoring's registry. Version 1: HistGradientBoosting (champion); version 2:
+    GradientBoosting."""
+    repo, _ = online_repo
+    uri = tracking_uri_in(tmp_path_factory.mktemp("mlflow"))
+    register_model(uri, project=repo.project, model=_hist_model())
+    register_model(uri, project=repo.project, model=_gradient_model(), alias=None)
+    return uri

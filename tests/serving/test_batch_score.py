@@ -1,69 +1,43 @@
-"""``churn score``: parity with /predict, unscored users, atomic output, exit codes."""
+"""Batch scoring (``run_score``): parity with /predict, unscored users, atomic output.
+
+The command itself (options, output, exit codes) is tested in tests/cli/test_serving.py.
+"""
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
-from typer.testing import CliRunner
 
-from cli.main import build_app
-from core.settings import MlflowSettings
+from core.errors import OfflineSourceError, UnavailableError
+from core.settings import MlflowSettings, ModelSettings
 from serving.app import create_app
-from serving.batch_score import ScoreFailure, ScoringSettings, score_users, unscored_path_for
+from serving.batch import ScoreRequest, ScoringSettings, run_score, unscored_path_for
 from serving.settings import ServingSettings
 from tests.utils.feast_repo import TestRepo
 from tests.utils.features import CHURN_V1_FEATURES
-from tests.utils.serving import OnlineUsers, register_model, tracking_uri_in, training_frame
-
-
-def _hist_model() -> Any:
-    from sklearn.ensemble import HistGradientBoostingClassifier
-
-    frame, labels = training_frame(2000, seed=3)
-    return HistGradientBoostingClassifier(max_iter=80, early_stopping=False, random_state=0).fit(
-        frame, labels
-    )
-
-
-def _gradient_model() -> Any:
-    from sklearn.ensemble import GradientBoostingClassifier
-
-    frame, labels = training_frame(2000, seed=3)
-    return GradientBoostingClassifier(n_estimators=40, max_depth=4, random_state=0).fit(
-        frame, labels
-    )
-
-
-@pytest.fixture(scope="module")
-def registry(tmp_path_factory: pytest.TempPathFactory, online_repo: Any) -> str:
-    """Version 1: HistGradientBoosting (champion); version 2: GradientBoosting."""
-    repo, _ = online_repo
-    uri = tracking_uri_in(tmp_path_factory.mktemp("mlflow"))
-    register_model(uri, project=repo.project, model=_hist_model())
-    register_model(uri, project=repo.project, model=_gradient_model(), alias=None)
-    return uri
+from tests.utils.serving import OnlineUsers
 
 
 @pytest.mark.parametrize("version", ["1", "2"])
 def test_score_and_predict_give_the_same_probability(
-    online_repo: tuple[TestRepo, OnlineUsers], registry: str, tmp_path: Path, version: str
+    online_repo: tuple[TestRepo, OnlineUsers], scoring_registry: str, tmp_path: Path, version: str
 ) -> None:
     repo, users = online_repo
+    registry = scoring_registry
     log_dir = tmp_path / "predictions"
-    settings = ServingSettings(poll_interval_s=0)
+    model = ModelSettings()
     if version != "1":
         from mlflow import MlflowClient
 
         MlflowClient(registry).set_registered_model_alias("churn-predictor", "served", version)
-        settings = ServingSettings(poll_interval_s=0, model_alias="served")
+        model = ModelSettings(alias="served")
     app = create_app(
-        settings,
+        ServingSettings(poll_interval_s=0),
+        model=model,
         feast=repo.feast,
         mlflow=MlflowSettings(tracking_uri=registry),
         data=repo.data.model_copy(update={"prediction_log_dir": log_dir}),
@@ -78,13 +52,15 @@ def test_score_and_predict_give_the_same_probability(
     request_time = pd.to_datetime(log["event_timestamp"], utc=True).iloc[0].to_pydatetime()
 
     out = tmp_path / "scores.parquet"
-    result = score_users(
-        out=out,
-        at=request_time,
-        users=np.array(users.fresh),
-        model_version=version,
-        feast=repo.feast,
-        mlflow=MlflowSettings(tracking_uri=registry),
+    result = run_score(
+        ScoreRequest(
+            out=out,
+            at=request_time,
+            users=np.array(users.fresh),
+            model_version=version,
+            feast=repo.feast,
+            mlflow=MlflowSettings(tracking_uri=registry),
+        )
     )
     scores = pd.read_parquet(out).set_index("user_id")
     served = log.set_index("user_id")
@@ -107,18 +83,20 @@ def test_score_and_predict_give_the_same_probability(
 
 
 def test_users_without_features_are_listed_never_scored(
-    online_repo: tuple[TestRepo, OnlineUsers], registry: str, tmp_path: Path
+    online_repo: tuple[TestRepo, OnlineUsers], scoring_registry: str, tmp_path: Path
 ) -> None:
     repo, users = online_repo
     out = tmp_path / "out" / "scores.parquet"
     wanted = [users.fresh[0], users.stale, users.missing_feature, users.unknown]
-    result = score_users(
-        out=out,
-        at=pd.Timestamp.now(tz="UTC").to_pydatetime(),
-        users=np.array(wanted),
-        feast=repo.feast,
-        mlflow=MlflowSettings(tracking_uri=registry),
-        settings=ScoringSettings(chunk_rows=2),
+    result = run_score(
+        ScoreRequest(
+            out=out,
+            at=pd.Timestamp.now(tz="UTC").to_pydatetime(),
+            users=np.array(wanted),
+            feast=repo.feast,
+            mlflow=MlflowSettings(tracking_uri=scoring_registry),
+            settings=ScoringSettings(chunk_rows=2),
+        )
     )
     scores = pd.read_parquet(out)
     unscored = pd.read_parquet(unscored_path_for(out)).set_index("user_id")
@@ -137,106 +115,9 @@ def test_users_without_features_are_listed_never_scored(
     ]
 
 
-def test_every_user_with_features_is_scored_by_default(
-    online_repo: tuple[TestRepo, OnlineUsers],
-    registry: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Through the command line, as a user types it (champion, --at now, progress)."""
-    repo, users = online_repo
-    _environment(monkeypatch, repo, registry)
-    out = tmp_path / "all.parquet"
-    outcome = CliRunner().invoke(
-        build_app(), ["score", "--out", str(out), "--chunk-rows", "15", "--show", "3"]
-    )
-
-    assert outcome.exit_code == 0, outcome.output
-    scores = pd.read_parquet(out)
-    assert sorted(scores["user_id"]) == users.fresh  # stale: outside the TTL, not a user now
-    assert (scores["model_version"] == "1").all()
-    assert "scored 40 users" in outcome.stdout
-    assert "missing_features 1" in outcome.stdout
-    assert "users/s, ETA" in outcome.stderr
-    # Where the time before the first chunk went: the users listed while the model loads.
-    startup = re.search(
-        r"start-up ([\d.]+) s to the first retrieval \(users listed in ([\d.]+) s; model "
-        r"loaded and prepared in the scoring process in ([\d.]+) s\)",
-        outcome.stdout,
-    )
-    assert startup is not None, outcome.stdout
-    assert float(startup[2]) <= float(startup[1])
-    assert float(startup[3]) > 0
-    riskiest = scores.nlargest(3, "churn_probability")
-    assert "3 users most at risk:" in outcome.stdout
-    listing = outcome.stdout.split("3 users most at risk:")[1]
-    positions = [listing.index(f"user {user}:") for user in riskiest["user_id"]]
-    assert positions == sorted(positions)
-    assert f"{riskiest['reason_1_feature'].iloc[0]}=" in listing
-    probabilities = scores["churn_probability"].to_numpy()
-    assert ((probabilities > 0) & (probabilities < 1)).all()
-    assert (scores["churn_predicted"] == (probabilities >= 0.5)).all()
-
-
-def _environment(monkeypatch: pytest.MonkeyPatch, repo: TestRepo, registry: str) -> None:
-    monkeypatch.setenv("CHURN_FEAST_REPO_PATH", str(repo.feast.repo_path))
-    monkeypatch.setenv("CHURN_REDIS_URL", repo.feast.redis_url)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", registry)
-
-
-@pytest.mark.parametrize(
-    ("arguments", "message"),
-    [
-        (["--at", "yesterday"], "is not an ISO date"),
-        (["--model-version", "9"], "has no version 9"),
-        (["--users", "/nonexistent/users.csv"], "does not exist"),
-    ],
-)
-def test_bad_input_exits_2_and_writes_nothing(
-    online_repo: tuple[TestRepo, OnlineUsers],
-    registry: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    arguments: list[str],
-    message: str,
-) -> None:
-    repo, _ = online_repo
-    _environment(monkeypatch, repo, registry)
-    out = tmp_path / "scores.parquet"
-    outcome = CliRunner().invoke(build_app(), ["score", "--out", str(out), *arguments])
-
-    assert outcome.exit_code == 2, outcome.output
-    assert message in outcome.stderr
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_a_failed_run_leaves_the_previous_file_whole(
-    online_repo: tuple[TestRepo, OnlineUsers],
-    registry: str,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """The offline table disappears mid-run: exit 1, old output untouched, no temp file."""
-    repo, _ = online_repo
-    _environment(monkeypatch, repo, registry)
-    out = tmp_path / "scores.parquet"
-    out.write_bytes(b"previous run")
-    source = repo.data.user_features_path
-    moved = source.with_name("moved.parquet")
-    source.rename(moved)
-    try:
-        outcome = CliRunner().invoke(build_app(), ["score", "--out", str(out)])
-    finally:
-        moved.rename(source)
-
-    assert outcome.exit_code == 1, outcome.output
-    assert "offline" in outcome.stderr
-    assert out.read_bytes() == b"previous run"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["scores.parquet"]
-
-
 def test_users_files_are_read_as_integer_ids_or_refused(tmp_path: Path) -> None:
-    from serving.batch_score import ScoreInputError, read_users_file
+    from core.errors import InputError
+    from serving.batch import read_users_file
 
     text = tmp_path / "users.txt"
     text.write_text("3\n1\n\n3\n2\n")
@@ -247,12 +128,12 @@ def test_users_files_are_read_as_integer_ids_or_refused(tmp_path: Path) -> None:
 
     assert read_users_file(text).tolist() == [1, 2, 3]
     assert read_users_file(csv).tolist() == [4, 5]
-    with pytest.raises(ScoreInputError, match="2 value\\(s\\) are not integer user ids"):
+    with pytest.raises(InputError, match="2 value\\(s\\) are not integer user ids"):
         read_users_file(bad)
 
 
 def test_chunks_retrieved_ahead_give_the_same_file_as_one_chunk(
-    online_repo: tuple[TestRepo, OnlineUsers], registry: str, tmp_path: Path
+    online_repo: tuple[TestRepo, OnlineUsers], scoring_registry: str, tmp_path: Path
 ) -> None:
     """Chunks are retrieved while earlier ones are scored in another process: same file."""
     repo, users = online_repo
@@ -261,13 +142,15 @@ def test_chunks_retrieved_ahead_give_the_same_file_as_one_chunk(
     files = {}
     for chunk_rows in (7, 1000):
         out = tmp_path / f"chunks-{chunk_rows}.parquet"
-        files[chunk_rows] = score_users(
-            out=out,
-            at=at,
-            users=wanted,
-            feast=repo.feast,
-            mlflow=MlflowSettings(tracking_uri=registry),
-            settings=ScoringSettings(chunk_rows=chunk_rows),
+        files[chunk_rows] = run_score(
+            ScoreRequest(
+                out=out,
+                at=at,
+                users=wanted,
+                feast=repo.feast,
+                mlflow=MlflowSettings(tracking_uri=scoring_registry),
+                settings=ScoringSettings(chunk_rows=chunk_rows),
+            )
         )
     pieces, whole = (pd.read_parquet(files[n].path) for n in (7, 1000))
 
@@ -305,35 +188,37 @@ class _MovesTheOfflineTable:
 
 
 def test_a_retrieval_failing_mid_run_fails_the_run_and_writes_nothing(
-    online_repo: tuple[TestRepo, OnlineUsers], registry: str, tmp_path: Path
+    online_repo: tuple[TestRepo, OnlineUsers], scoring_registry: str, tmp_path: Path
 ) -> None:
     """The table vanishes after chunk 1 is scored: a later chunk's retrieval fails.
 
-    Up to ``_CHUNKS_AHEAD`` retrieved chunks may wait for the scoring process, so chunks of
+    Up to ``CHUNKS_AHEAD`` retrieved chunks may wait for the scoring process, so chunks of
     2 users leave many chunks to read after the table has gone.
     """
-    from serving.batch_score import _CHUNKS_AHEAD
+    from serving.batch.chunks import CHUNKS_AHEAD
 
     repo, users = online_repo
     out = tmp_path / "scores.parquet"
     stream = _MovesTheOfflineTable(repo.data.user_features_path)
     try:
-        with pytest.raises(ScoreFailure, match="offline retrieval failed"):
-            score_users(
-                out=out,
-                at=pd.Timestamp.now(tz="UTC").to_pydatetime(),
-                users=np.array(users.fresh),
-                feast=repo.feast,
-                mlflow=MlflowSettings(tracking_uri=registry),
-                settings=ScoringSettings(chunk_rows=2),
-                progress=stream,  # type: ignore[arg-type]
+        with pytest.raises(OfflineSourceError, match="offline retrieval failed"):
+            run_score(
+                ScoreRequest(
+                    out=out,
+                    at=pd.Timestamp.now(tz="UTC").to_pydatetime(),
+                    users=np.array(users.fresh),
+                    feast=repo.feast,
+                    mlflow=MlflowSettings(tracking_uri=scoring_registry),
+                    settings=ScoringSettings(chunk_rows=2),
+                    progress=stream,  # type: ignore[arg-type]
+                )
             )
     finally:
         stream.restore()
 
-    assert len(users.fresh) > 2 * (1 + _CHUNKS_AHEAD)
+    assert len(users.fresh) > 2 * (1 + CHUNKS_AHEAD)
     # the chunks read ahead before the table left may still be scored
-    assert 1 <= len(stream.lines) <= 1 + _CHUNKS_AHEAD
+    assert 1 <= len(stream.lines) <= 1 + CHUNKS_AHEAD
     assert list(tmp_path.iterdir()) == []
 
 
@@ -343,13 +228,13 @@ def test_a_scoring_worker_that_dies_is_a_scoring_failure() -> None:
     from concurrent.futures.process import BrokenProcessPool
 
     from core.exits import ExitCode, exit_code_for
-    from serving.batch_score import _outcome
+    from serving.batch.chunks import outcome_of
 
     died: Future[object] = Future()
     died.set_exception(BrokenProcessPool("a child process terminated abruptly"))
 
-    with pytest.raises(ScoreFailure, match="scoring worker process stopped") as raised:
-        _outcome(died)
+    with pytest.raises(UnavailableError, match="scoring worker process stopped") as raised:
+        outcome_of(died)
     assert exit_code_for(raised.value) == ExitCode.FAILURE
 
 
@@ -358,7 +243,10 @@ def test_an_alias_that_moves_between_lookup_and_load_fails_the_run(tmp_path: Pat
     from concurrent.futures import Future
 
     from core.exits import ExitCode, exit_code_for
-    from serving.batch_score import RegisteredVersion, ScoreResult, _check_loaded, _LoadedInWorker
+    from serving.batch import ScoreOutcome
+    from serving.batch.chunks import check_loaded
+    from serving.batch.registry import RegisteredVersion
+    from serving.batch.worker import LoadedInWorker
 
     found = RegisteredVersion(
         name="churn-predictor",
@@ -366,12 +254,10 @@ def test_an_alias_that_moves_between_lookup_and_load_fails_the_run(tmp_path: Pat
         service="churn_v1",
         features=("feature_1",),
         project=None,
-        download_uri="models:/churn-predictor/1",
-        tracking_uri="sqlite:///unused.db",
     )
-    loading: Future[_LoadedInWorker] = Future()
-    loading.set_result(_LoadedInWorker("2", "HistGradientBoostingClassifier", "", 0.1))
-    result = ScoreResult(
+    loading: Future[LoadedInWorker] = Future()
+    loading.set_result(LoadedInWorker("2", "HistGradientBoostingClassifier", "", 0.1))
+    result = ScoreOutcome(
         path=tmp_path / "s.parquet",
         unscored_path=tmp_path / "u.parquet",
         at=pd.Timestamp.now(tz="UTC").to_pydatetime(),
@@ -379,6 +265,58 @@ def test_an_alias_that_moves_between_lookup_and_load_fails_the_run(tmp_path: Pat
         model_version="1",
     )
 
-    with pytest.raises(ScoreFailure, match="version 1 was looked up but version 2") as raised:
-        _check_loaded(loading, found, result)
+    with pytest.raises(UnavailableError, match="version 1 was looked up but version 2") as raised:
+        check_loaded(loading, found, result)
     assert exit_code_for(raised.value) == ExitCode.FAILURE
+
+
+def test_the_output_pair_replaces_the_previous_one_under_its_lock(
+    online_repo: tuple[TestRepo, OnlineUsers], scoring_registry: str, tmp_path: Path
+) -> None:
+    """While another run holds the lock, a finished run waits before replacing the pair."""
+    import threading
+    import time
+
+    from core.locks import file_lock
+    from core.settings import DataSettings
+    from serving.batch.chunks import output_lock_path
+
+    repo, users = online_repo
+    data = DataSettings(data_dir=tmp_path / "data")
+    out = tmp_path / "out" / "scores.parquet"
+    finished: list[object] = []
+
+    def score() -> None:
+        finished.append(
+            run_score(
+                ScoreRequest(
+                    out=out,
+                    users=np.array(users.fresh),
+                    feast=repo.feast,
+                    mlflow=MlflowSettings(tracking_uri=scoring_registry),
+                    data=data,
+                )
+            )
+        )
+
+    with file_lock(output_lock_path(data, out)):
+        run = threading.Thread(target=score)
+        run.start()
+        deadline = time.monotonic() + 300
+        # The list of unscored users is the last file written before the lock is asked for.
+        while not list(out.parent.glob(".scores.unscored.parquet.*.tmp")):
+            assert run.is_alive(), "the run ended before asking for the lock"
+            assert time.monotonic() < deadline, "the run never asked for the lock"
+            time.sleep(0.05)
+        time.sleep(0.5)
+        waiting = run.is_alive()
+        replaced_early = out.exists() or unscored_path_for(out).exists()
+    run.join(timeout=60)
+
+    assert waiting and not replaced_early
+    assert len(finished) == 1
+    assert sorted(pd.read_parquet(out)["user_id"]) == users.fresh
+    assert sorted(p.name for p in out.parent.iterdir()) == [
+        "scores.parquet",
+        "scores.unscored.parquet",
+    ]

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from core.settings import MlflowSettings
-from serving.batch_score import ScoringSettings, score_users
+from serving.batch import ScoreRequest, ScoringSettings, run_score
 from tests.utils.materialize import END, AppliedRepo, make_user_features, write_microsecond_table
 from tests.utils.serving import register_model, tracking_uri_in, training_frame
 from tests.utils.spark import SparkCluster
@@ -59,12 +59,14 @@ def test_score_on_the_spark_profile_equals_the_production_profile(
         repo = applied.fresh()
         uri = tracking_uri_in(tmp_path / f"mlflow-{name}")
         register_model(uri, project=repo.project, model=model)
-        files[name] = score_users(
-            out=tmp_path / f"{name}.parquet",
-            at=END,
-            feast=repo.feast,
-            mlflow=MlflowSettings(tracking_uri=uri),
-            settings=ScoringSettings(chunk_rows=50),
+        files[name] = run_score(
+            ScoreRequest(
+                out=tmp_path / f"{name}.parquet",
+                at=END,
+                feast=repo.feast,
+                mlflow=MlflowSettings(tracking_uri=uri),
+                settings=ScoringSettings(chunk_rows=50),
+            )
         )
     production, on_spark = (pd.read_parquet(files[n].path) for n in ("production", "spark"))
 

@@ -9,8 +9,9 @@ from datetime import UTC, datetime, timedelta
 import numpy as np
 import pytest
 
+from core.errors import OnlineStoreUnavailable
 from core.feast_store import open_feature_store
-from serving.features import FeatureServiceError, OnlineFeatures, OnlineStoreUnavailable
+from serving.features import FeatureServiceError, OnlineFeatures
 from tests.utils.feast_layout import ALL_TYPES, SwappedFieldLayout, WrongKeyLayout, all_types_view
 from tests.utils.feast_repo import TestRepo
 from tests.utils.features import CHURN_V1_FEATURES

@@ -12,7 +12,9 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from serving.model import ModelRefused, NumpyPredictor, VersionInfo, model_lineage
+from core.errors import ModelRefused
+from core.models import ModelVersion
+from serving.model import NumpyPredictor, model_lineage
 from tests.utils.features import CHURN_V1_FEATURES
 from tests.utils.serving import training_frame
 
@@ -75,13 +77,13 @@ def test_feature_tags_are_read_in_model_order_and_required() -> None:
         "feast.features": "feature_2, feature_1",
         "feast.project": "churn",
     }
-    info = VersionInfo(name="m", version="3", run_id=None, tags=tags)
+    info = ModelVersion(name="m", version="3", run_id=None, tags=tags)
     lineage = model_lineage(info)
     assert (lineage.feature_service, lineage.features, lineage.project) == (
         "churn_v1",
         ("feature_2", "feature_1"),
         "churn",
     )
-    missing = VersionInfo(name="m", version="4", run_id=None, tags={"feast.features": "a"})
+    missing = ModelVersion(name="m", version="4", run_id=None, tags={"feast.features": "a"})
     with pytest.raises(ModelRefused, match=r"m version 4 lacks tag\(s\) feast\.feature_service"):
         model_lineage(missing)

@@ -142,6 +142,24 @@ def register_model(
     return str(version.version)
 
 
+def tamper_model_files(tracking_uri: str, version: str, *, name: str = MODEL_NAME) -> Path:
+    """Change a registered version's model file where the registry keeps it; its path.
+
+    What an attacker with write access to the artifact store would do: the version, its
+    tags (the recorded hash included) and its alias stay as they were.
+    """
+    from urllib.parse import urlparse
+
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    location = Path(urlparse(client.get_model_version_download_uri(name, version)).path)
+    [model_file] = location.glob("*.skops")
+    with model_file.open("ab") as stream:
+        stream.write(b"\0tampered")
+    return model_file
+
+
 def set_champion(tracking_uri: str, version: str, *, name: str = MODEL_NAME) -> None:
     """Move the ``champion`` alias to ``version``."""
     from mlflow import MlflowClient

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
@@ -15,6 +15,7 @@ from core.compute.retrieval import SourceCheck, pull_source_rows
 
 if TYPE_CHECKING:
     from feast import FeatureService, FeatureStore
+    from feast.infra.offline_stores.offline_store import RetrievalJob
 
 
 class LocalRetrieval:
@@ -39,6 +40,20 @@ class LocalRetrieval:
             filter_by_created_timestamp=filter_by_created_timestamp,
         )
         yield LocalJoinedRows(job.to_df(), store=self.store)
+
+    @contextmanager
+    def historical_features(
+        self, entity_df: pd.DataFrame, *, label: str, **options: Any
+    ) -> Iterator[RetrievalJob]:
+        """Feast's ``get_historical_features`` (nothing is staged in this process)."""
+        yield self.store.get_historical_features(entity_df=entity_df, **options)
+
+    def retrieval_to_pandas(
+        self, job: RetrievalJob, columns: list[str], *, label: str
+    ) -> pd.DataFrame:
+        """Feast's ``to_df()``, only ``columns`` kept."""
+        frame = job.to_df()
+        return frame[[column for column in columns if column in frame.columns]]
 
 
 class LocalJoinedRows:

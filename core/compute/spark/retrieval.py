@@ -11,11 +11,12 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from core.compute.retrieval import SourceCheck, pull_source_rows
+from core.compute.spark import io
 from core.compute.spark.io import (
     ARROW_BATCH_ROWS,
     StagedRetrieval,
@@ -25,6 +26,7 @@ from core.compute.spark.io import (
 
 if TYPE_CHECKING:
     from feast import FeatureService, FeatureStore
+    from feast.infra.offline_stores.offline_store import RetrievalJob
     from pyspark.sql import DataFrame as SparkFrame
 
 
@@ -55,6 +57,21 @@ class SparkRetrieval:
             staged_retrieval(self.store, job, label=label) as staged,
         ):
             yield SparkJoinedRows(staged, store=self.store)
+
+    @contextmanager
+    def historical_features(
+        self, entity_df: pd.DataFrame, *, label: str, **options: Any
+    ) -> Iterator[RetrievalJob]:
+        """The entity rows staged for the executors (not shipped from the driver's JVM)."""
+        with io.historical_features(self.store, entity_df, label=label, **options) as job:
+            yield job
+
+    def retrieval_to_pandas(
+        self, job: RetrievalJob, columns: list[str], *, label: str
+    ) -> pd.DataFrame:
+        """Staged by the executors, read back in bounded Arrow batches, then removed."""
+        with io.staged_retrieval(self.store, job, label=label) as staged:
+            return staged.to_pandas(columns)
 
 
 class SparkJoinedRows:
