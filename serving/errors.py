@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Literal, get_args
 
-from core.errors import OnlineStoreUnavailable, http_status_for
+from core.errors import ChurnError, OnlineStoreUnavailable, http_status_for
 from serving.features import ProblemKind
 
 # The kinds answered with 503 and a Retry-After header.
@@ -38,7 +38,7 @@ STATUS_BY_KIND: dict[str, int] = {
 }
 
 
-class ServingError(Exception):
+class ServingError(ChurnError):
     """A request that cannot be answered with a prediction; its kind decides its status.
 
     ``detail`` is shown to the caller: it names the problem, never internal text (hosts,

@@ -35,12 +35,4 @@ def test_row_problems_are_404_and_the_status_follows_the_kind() -> None:
         404,
         "user 7 has no features",
     )
-    assert ServingError("batch_too_large", "too many", retry_after_s=None).status == 413
-
-
-def test_the_form_with_a_status_is_accepted_only_when_it_is_the_tables() -> None:
-    """Routes written before the table still pass the status; a different one is a bug."""
-    legacy = ServingError("unauthorized", 401, "a valid admin bearer token is required")
-    assert (legacy.status, legacy.detail) == (401, "a valid admin bearer token is required")
-    with pytest.raises(ValueError, match="error kind 'no_model' answers 503, not 500"):
-        ServingError("no_model", 500, "no model is being served")
+    assert ServingError("payload_too_large", "too big", retry_after_s=None).status == 413
