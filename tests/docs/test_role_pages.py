@@ -218,9 +218,9 @@ def test_api_client_page(page_runs: dict[str, PageRun]) -> None:
     counted = re.search(r"^(\d+) predictions, (\d+) errors$", hundred, re.M)
     assert counted and int(counted[1]) + int(counted[2]) == 100 and int(counted[1]) > 90
     statuses = re.findall(r"(\{.*\}) (\d{3})$", errors, re.M)
-    assert [status for _, status in statuses] == ["404", "422", "413"], errors
+    assert [status for _, status in statuses] == ["404", "422", "422"], errors
     assert json.loads(statuses[0][0])["kind"] == "unknown_user"
-    assert json.loads(statuses[2][0])["kind"] == "batch_too_large"
+    assert json.loads(statuses[2][0])["detail"][0]["type"] == "too_long"
 
 
 def test_operator_page(page_runs: dict[str, PageRun]) -> None:
