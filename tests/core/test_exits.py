@@ -20,6 +20,8 @@ from materialize.engine.writers import OnlineStoreFullError, OnlineStoreUnavaila
 from serving.batch_score import ScoreFailure, ScoreInputError
 from training.config import TrainingError
 
+pytestmark = pytest.mark.unit  # in-process only: `make test-unit`
+
 
 class _Positive(BaseModel):
     value: int

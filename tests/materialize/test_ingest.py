@@ -25,6 +25,8 @@ from materialize.ingest import (
 )
 from tests.utils.data import raw_events, write_raw_events
 
+pytestmark = pytest.mark.unit  # in-process only: `make test-unit`
+
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
 T = datetime(2026, 5, 20, 9, tzinfo=UTC)
 HOUR = timedelta(hours=1)

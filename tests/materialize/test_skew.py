@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 from feast.protos.feast.types.Value_pb2 import Value
 from typer.testing import CliRunner
@@ -11,7 +9,7 @@ from typer.testing import CliRunner
 from cli.main import build_app
 from core.feast_adapter.layout import RedisLayout
 from core.feast_store import open_feature_store
-from materialize.skew import SkewInputError, check_skew, values_agree
+from materialize.skew import SkewInputError, check_skew
 from tests.utils.feast_repo import TestRepo
 from tests.utils.features import CHURN_V1_FEATURES
 from tests.utils.materialize import (
@@ -95,19 +93,3 @@ def test_nothing_materialized_is_an_input_error(repo: TestRepo) -> None:
         check_skew(repo.feast, sample=5, service="churn_v9")
     code, _, err = _churn("skew-check", "--sample", "5")
     assert code == 2 and "never materialized" in err
-
-
-@pytest.mark.parametrize(
-    ("online", "offline", "agree"),
-    [
-        (None, float("nan"), True),
-        (None, 0.0, False),
-        (1.0, 1.0 + 1e-12, True),
-        (1.0, 1.0001, False),
-        (1, 1.0, True),
-        (math.inf, math.inf, True),
-        ("a", "a", True),
-    ],
-)
-def test_values_agree(online: object, offline: object, agree: bool) -> None:
-    assert values_agree(online, offline) is agree
