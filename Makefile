@@ -147,10 +147,13 @@ demo-spark: $(STAMP) ## Run the demo on the spark profile (SPARK_MASTER=spark://
 # tests are one unit on the run's one cluster, longest first (tests/conftest.py).
 TEST_WORKERS ?= 2
 XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
+# COVERAGE_SUBPROCESSES=1 also measures the `churn`/`feast` processes the tests start.
+COVERAGE_CONFIG = $(if $(COVERAGE_SUBPROCESSES),tests/coverage-subprocesses.toml,pyproject.toml)
 
 .PHONY: test
 test: $(WORKFLOW_STAMP) services ## Run the whole suite (unit and service-backed) in random order, on parallel workers, with coverage
-	$(BIN)/python -m pytest $(XDIST) --cov --cov-report=term:skip-covered --cov-report=html
+	$(BIN)/python -m pytest $(XDIST) --cov --cov-config=$(COVERAGE_CONFIG) \
+		--cov-report=term:skip-covered --cov-report=html
 
 .PHONY: test-unit
 test-unit: $(WORKFLOW_STAMP) ## Run only the fast in-process tests (marker `unit`; no services needed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pandas as pd
@@ -13,6 +14,7 @@ from core.feast_store import feature_store_session, open_feature_store
 from materialize.apply import apply_feature_repo
 from tests.utils.feast_repo import TestRepo, make_feature_repo
 from tests.utils.features import CHURN_V1_FEATURES, entity_frame, write_user_features
+from tests.utils.services import delete_project_keys, unique_name
 
 T0 = datetime(2026, 10, 5, 9, tzinfo=UTC)  # a Monday
 SATURDAY = datetime(2026, 10, 10, 15, tzinfo=UTC)
@@ -34,8 +36,13 @@ def _historical(store: FeatureStore, entities: pd.DataFrame) -> pd.DataFrame:
     return frame.sort_values(["user_id", "event_timestamp"]).reset_index(drop=True)
 
 
-@pytest.fixture
-def applied_repo(feature_repo: TestRepo) -> TestRepo:
+@pytest.fixture(scope="module")
+def applied_repo(
+    tmp_path_factory: pytest.TempPathFactory, redis_available: None
+) -> Iterator[TestRepo]:
+    """Applied once for the module's point-in-time tests, which only read it."""
+    project = unique_name("churn_test")
+    feature_repo = make_feature_repo(tmp_path_factory.mktemp("applied"), project=project)
     write_user_features(
         feature_repo.data.user_features_path,
         [
@@ -45,8 +52,12 @@ def applied_repo(feature_repo: TestRepo) -> TestRepo:
             (4, T0, None, 5.0),
         ],
     )
-    apply_feature_repo(feature_repo.feast)
-    return feature_repo
+    with pytest.MonkeyPatch.context() as patch:
+        # The source path is resolved from CHURN_DATA_DIR when the repo is applied.
+        patch.setenv("CHURN_DATA_DIR", str(feature_repo.data.data_dir))
+        apply_feature_repo(feature_repo.feast)
+    yield feature_repo
+    delete_project_keys(project)
 
 
 @pytest.mark.parametrize("profile", ["production", "embedded", "team"])

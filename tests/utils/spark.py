@@ -51,6 +51,21 @@ class SparkCluster:
     workers: int
     work_dir: Path  # the workers' folders (worker-N/<app id>/<executor id>/stderr) are here
 
+    @property
+    def conf_dir(self) -> Path:
+        """The SPARK_CONF_DIR of the drivers run against this cluster (JVM options)."""
+        return self.work_dir / "conf"
+
+
+# Every test application is small and short: the drivers' and executors' JVMs spend more
+# CPU on the optimizing JIT (C2) than it saves, as the daemons would (-XX:TieredStopAtLevel
+# above). Executors stop at C1 level 2, not 1: level 1 is the materialization engine's own
+# option, which test_spark_pipeline checks no other application's executors get.
+_SPARK_DEFAULTS = """\
+spark.driver.defaultJavaOptions -XX:TieredStopAtLevel=1 -XX:+UseSerialGC
+spark.executor.defaultJavaOptions -XX:TieredStopAtLevel=2 -XX:+UseSerialGC
+"""
+
 
 def _free_port() -> int:
     with socket.socket() as sock:
@@ -115,6 +130,8 @@ def _launch(work_dir: Path, workers: int) -> tuple[SparkCluster, list[subprocess
         RuntimeError: The cluster did not come up in time (the daemons' logs are quoted).
     """
     work_dir.mkdir(parents=True, exist_ok=True)
+    (work_dir / "conf").mkdir(exist_ok=True)
+    (work_dir / "conf" / "spark-defaults.conf").write_text(_SPARK_DEFAULTS)
     environment = _environment(work_dir)
     spark_class = str(_spark_class())
     port, web_port = _free_port(), _free_port()
@@ -332,9 +349,12 @@ def spark_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkClu
         patch.setenv("PYSPARK_PYTHON", sys.executable)
         if not is_xdist_worker():
             with standalone_cluster(tmp_path_factory.mktemp("spark-cluster")) as cluster:
+                patch.setenv("SPARK_CONF_DIR", str(cluster.conf_dir))
                 yield cluster
             return
         try:
-            yield shared_cluster(run_folder_of(tmp_path_factory))
+            cluster = shared_cluster(run_folder_of(tmp_path_factory))
+            patch.setenv("SPARK_CONF_DIR", str(cluster.conf_dir))
+            yield cluster
         finally:
             _stop_driver_session()
