@@ -24,19 +24,94 @@ from tests.utils.services import (
     temporary_postgres_database,
     unique_name,
 )
-from tests.utils.spark import spark_cluster  # noqa: F401  (session fixture for spark tests)
+from tests.utils.shared import is_xdist_worker, run_folder_of, set_run_folder
+from tests.utils.spark import (
+    spark_cluster,  # noqa: F401  (session fixture for spark tests)
+    stop_shared_cluster,
+)
+
+# The xdist group of the tests that use the Spark cluster: they run one at a time, on one
+# worker, so each sees only its own applications on the cluster.
+SPARK_GROUP = "spark"
+_DURATIONS_KEY = "churn/group-durations"
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark every test that is not a ``unit`` test as ``services`` (``-m unit`` / ``-m services``).
 
     Unit is the claim a module makes (``pytestmark = pytest.mark.unit``); anything that
     makes no claim is taken to need the real services, so a new test is never skipped by
     ``make test-unit`` on a wrong guess.
+
+    Under pytest-xdist (``make test``: ``--dist loadgroup``) every test also gets a group:
+    its module (so a module's fixtures are built on one worker only), or ``spark`` for every
+    test of the Spark cluster. Groups are handed out longest first, by the durations the
+    last runs recorded (pytest's cache), unknown ones and ``spark`` first: the worker that
+    takes the longest group starts it at once and the short ones fill in at the end.
     """
     for item in items:
         if item.get_closest_marker("unit") is None:
             item.add_marker(pytest.mark.services)
+    if not is_xdist_worker():
+        return
+    for item in items:
+        if item.get_closest_marker("xdist_group") is None:
+            group = SPARK_GROUP if "spark_cluster" in item.fixturenames else _module_of(item)
+            item.add_marker(pytest.mark.xdist_group(group))
+    recorded: dict[str, float] = config.cache.get(_DURATIONS_KEY, {}) if config.cache else {}
+
+    def longest_first(item: pytest.Item) -> tuple[bool, float]:
+        group = _group_of(item)
+        return group != SPARK_GROUP, -recorded.get(group, float("inf"))
+
+    items.sort(key=longest_first)  # stable: the random order holds inside each group
+
+
+def _module_of(item: pytest.Item) -> str:
+    return item.nodeid.split("::", 1)[0]
+
+
+def _group_of(item: pytest.Item) -> str:
+    marker = item.get_closest_marker("xdist_group")
+    return str(marker.args[0]) if marker and marker.args else _module_of(item)
+
+
+class _GroupDurations:
+    """Controller side of ``make test``: sums each group's test durations for the next run."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        nodeid, _, group = report.nodeid.rpartition("@")
+        group = group if nodeid else report.nodeid.split("::", 1)[0]
+        self.seconds[group] = self.seconds.get(group, 0.0) + report.duration
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if not is_xdist_worker():
+        config.pluginmanager.register(_GroupDurations(), "churn-group-durations")
+
+
+@pytest.hookimpl(trylast=True)  # after pytest-xdist has shut its workers down
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """On the xdist controller: stop the run's Spark cluster, keep the groups' durations."""
+    config = session.config
+    durations = config.pluginmanager.get_plugin("churn-group-durations")
+    if durations is None or not config.pluginmanager.hasplugin("dsession"):
+        return
+    if config.cache is not None and durations.seconds:
+        recorded = config.cache.get(_DURATIONS_KEY, {})
+        config.cache.set(_DURATIONS_KEY, {**recorded, **durations.seconds})
+    # The workers' base temp folders are inside the controller's: the run folder.
+    stop_shared_cluster(config._tmp_path_factory.getbasetemp())  # type: ignore[attr-defined]
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _run_folder(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Where things built once per run live (tests/utils/shared.py); only a path is set."""
+    set_run_folder(run_folder_of(tmp_path_factory))
 
 
 @pytest.fixture(autouse=True)

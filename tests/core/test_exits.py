@@ -21,6 +21,8 @@ from core.errors import (
 )
 from core.exits import ExitCode, exit_code_for
 
+pytestmark = pytest.mark.unit  # in-process only: `make test-unit`
+
 
 class _Positive(BaseModel):
     value: int

@@ -10,6 +10,8 @@ import pytest
 
 from core.feast_adapter.selfcheck import EncodedRow, compare_rows
 
+pytestmark = pytest.mark.unit  # in-process only: `make test-unit`
+
 ROOT = Path(__file__).resolve().parents[2]
 ADAPTER = ROOT / "core" / "feast_adapter"
 PACKAGES = (

@@ -13,6 +13,8 @@ from core.feast_store import open_feature_store, release_feature_store
 from tests.utils.feast_repo import make_feature_repo
 from tests.utils.services import unique_name
 
+pytestmark = pytest.mark.unit  # in-process only: `make test-unit`
+
 
 def test_a_spark_profile_driver_runs_in_utc_with_its_own_python_on_the_executors(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch

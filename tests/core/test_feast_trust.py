@@ -13,8 +13,6 @@ from core.errors import OnDemandSourceMismatch
 from core.feast_store import open_feature_store
 from core.feast_trust import (
     check_on_demand_sources,
-    repo_on_demand_sources,
-    source_sha256,
 )
 from materialize.apply import apply_feature_repo
 from tests.utils.feast_repo import TestRepo, make_feature_repo, tamper_registry
@@ -60,19 +58,3 @@ def test_the_applied_repo_passes_and_an_injected_statement_is_refused_unexecuted
     assert "on-demand view code that Feast would execute" in completed.stderr
     assert "user_feature_transforms: the registry's code differs" in completed.stderr
     assert not marker.exists()
-
-
-def test_a_changed_body_is_a_mismatch_and_formatting_is_not() -> None:
-    original = "@on_demand_feature_view(sources=[])\ndef f(inputs):\n    return {'x': inputs}\n"
-    reformatted = "def f( inputs ):\n    # a comment\n    return {'x' : inputs}\n"
-    changed = "def f(inputs):\n    return {'x': __import__('os').getcwd()}\n"
-    assert source_sha256(original) == source_sha256(reformatted) is not None
-    assert source_sha256(changed) != source_sha256(original)
-    assert source_sha256(original + "print('and more')\n") is None
-
-
-def test_the_repo_functions_are_found_without_importing_them() -> None:
-    from core.settings import PROJECT_ROOT
-
-    names = repo_on_demand_sources(PROJECT_ROOT / "feature_repo")
-    assert sorted(names) == ["request_time_features", "user_feature_transforms"]

@@ -15,6 +15,8 @@ from core.stage_metrics import (
 from tests.utils.pushgateway import running_gateway
 from tests.utils.workflow import read_textfile
 
+pytestmark = pytest.mark.unit  # in-process only: `make test-unit`
+
 
 def _run(view: str, written: int) -> ViewRun:
     return ViewRun(view=view, written=written, rows_in_range=written * 2, ttl_seconds=60, end=5)

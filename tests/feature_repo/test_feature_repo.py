@@ -9,9 +9,7 @@ import pandas as pd
 import pytest
 from feast import FeatureStore
 
-from core.errors import ConfigurationError
 from core.feast_store import feature_store_session, open_feature_store
-from core.settings import FeastSettings
 from materialize.apply import apply_feature_repo
 from tests.utils.feast_repo import TestRepo, make_feature_repo
 from tests.utils.features import CHURN_V1_FEATURES, entity_frame, write_user_features
@@ -67,21 +65,6 @@ def test_feast_apply_registers_churn_v1_in_every_profile(
             "user_feature_transforms",
             "request_time_features",
         }
-
-
-def test_team_profile_without_registry_url_names_the_variable(
-    tmp_path, feast_project, monkeypatch
-) -> None:
-    monkeypatch.delenv("CHURN_REGISTRY_URL", raising=False)
-    repo = make_feature_repo(tmp_path, project=feast_project, profile="team")
-    with pytest.raises(ConfigurationError, match="CHURN_REGISTRY_URL"):
-        open_feature_store(repo.feast)
-
-
-def test_missing_profile_file_is_named(tmp_path) -> None:
-    settings = FeastSettings(repo_path=tmp_path)
-    with pytest.raises(ConfigurationError, match=r"feature_store\.yaml"):
-        open_feature_store(settings)
 
 
 def test_point_in_time_join_uses_only_past_values_within_ttl(applied_repo: TestRepo) -> None:
@@ -163,24 +146,3 @@ def test_online_churn_v1_equals_offline_after_materialization(
                 assert online_value == pytest.approx(offline_value), (user, feature)
     assert online["feature_1"][0] == 12.5  # the latest value of user 1
     assert online["is_weekend"] == [1, 1, 1]
-
-
-def test_every_profile_expires_online_rows_after_the_view_ttl() -> None:
-    import yaml
-
-    from tests.utils.feast_repo import FEATURE_REPO
-
-    profiles = sorted(FEATURE_REPO.glob("feature_store*.yaml"))
-    assert [path.name for path in profiles] == [
-        "feature_store.embedded.yaml",
-        "feature_store.spark.yaml",
-        "feature_store.team.yaml",
-        "feature_store.yaml",
-    ]
-    view_ttl = timedelta(days=21).total_seconds()  # user_features' ttl (views.py)
-    for path in profiles:
-        config = yaml.safe_load(path.read_text())
-        online = config["online_store"]
-        # Redis takes it natively; Feast's SQLite config refuses it, so the engine applies it.
-        block = online if online["type"] == "redis" else config["batch_engine"]
-        assert block.get("key_ttl_seconds") == view_ttl, path.name

@@ -23,6 +23,8 @@ from materialize.engine.encoding import (
 )
 from tests.utils.feast_layout import all_types_view
 
+pytestmark = pytest.mark.unit  # in-process only: `make test-unit`
+
 
 def _feast_values(column: pa.Array, value_type: ValueType) -> list[bytes]:
     # What Feast's _convert_arrow_to_proto + SerializeToString produce for a column.

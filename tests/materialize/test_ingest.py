@@ -18,6 +18,8 @@ from materialize.generate import generate_raw_events
 from materialize.ingest import IngestReport, ingest_raw_events
 from tests.utils.data import GOOD_ROWS_START, good_rows, raw_events, write_raw_events
 
+pytestmark = pytest.mark.unit  # in-process only: `make test-unit`
+
 NOW = datetime(2026, 6, 1, 12, tzinfo=UTC)
 T = GOOD_ROWS_START
 HOUR = timedelta(hours=1)

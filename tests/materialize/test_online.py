@@ -10,12 +10,8 @@ import io
 from datetime import timedelta
 from pathlib import Path
 
-import pytest
-
-from core.compute.local.sampling import ChunkPlan
-from core.feast_store import feature_store_session, open_feature_store
-from materialize.engine.progress import BarProgress, LogProgress, make_progress
-from tests.utils.feast_repo import TestRepo, make_feature_repo
+from core.feast_store import feature_store_session
+from tests.utils.feast_repo import make_feature_repo
 from tests.utils.materialize import (
     END,
     START,
@@ -32,47 +28,6 @@ MIDDLE = END - timedelta(days=10)
 class _Terminal(io.StringIO):
     def isatty(self) -> bool:
         return True
-
-
-@pytest.mark.parametrize(
-    ("stream", "kind"), [(_Terminal(), BarProgress), (io.StringIO(), LogProgress)]
-)
-def test_progress_is_a_bar_on_a_terminal_and_lines_elsewhere(
-    stream: io.StringIO, kind: type
-) -> None:
-    progress = make_progress(stream)
-    progress.start("user_features", ChunkPlan(entities=10, rows=12, rejected_rows=1, chunks=2))
-    progress.advance(6)
-    progress.advance(4)
-    progress.finish(written=9, skipped=1)
-
-    assert type(progress) is kind
-    text = stream.getvalue()
-    assert "10 entities (12 rows in range, 1 rejected without a join key)" in text
-    assert "wrote 9 entities (1 not newer than online)" in text
-    assert "rows/s" in text
-    if kind is LogProgress:
-        assert "chunk 2/2: 10/10 rows (100%)" in text
-    else:
-        assert "━" in text  # rich's bar
-
-
-def test_engine_options_are_validated(feature_repo: TestRepo) -> None:
-    from pydantic import ValidationError
-
-    from materialize.engine import ENGINE_TYPE, FastEngine, FastEngineConfig
-
-    stores = {"repo_config": None, "offline_store": None, "online_store": None}
-    with pytest.raises(ValidationError, match="chunk_row\n"):
-        FastEngine(**stores, type=ENGINE_TYPE, chunk_row=5)  # misspelt
-    with pytest.raises(ValidationError, match="chunk_rows"):
-        FastEngine(**stores, type=ENGINE_TYPE, chunk_rows=0)
-    assert FastEngine(**stores, type=ENGINE_TYPE, chunk_rows=7).config.chunk_rows == 7
-    # The shipped profiles select the engine, and Feast finds its config class.
-    for profile in ("production", "embedded"):
-        settings = feature_repo.feast.model_copy(update={"profile": profile})
-        config = open_feature_store(settings).config.batch_engine
-        assert isinstance(config, FastEngineConfig) and config.type == ENGINE_TYPE
 
 
 def test_team_profile_records_the_watermark_in_the_sql_registry(

@@ -5,13 +5,11 @@ The command itself: tests/cli/test_materialize.py.
 
 from __future__ import annotations
 
-import math
-
 import pytest
 
 from core.errors import InputError
 from core.feast_store import open_feature_store
-from materialize.skew import check_skew, values_agree
+from materialize.skew import check_skew
 from tests.utils.feast_repo import TestRepo
 from tests.utils.features import CHURN_V1_FEATURES
 from tests.utils.materialize import (
@@ -70,19 +68,3 @@ def test_nothing_materialized_is_an_input_error(repo: TestRepo) -> None:
         check_skew(repo.feast, sample=0)
     with pytest.raises(InputError, match="feature service 'churn_v9' not found"):
         check_skew(repo.feast, sample=5, service="churn_v9")
-
-
-@pytest.mark.parametrize(
-    ("online", "offline", "agree"),
-    [
-        (None, float("nan"), True),
-        (None, 0.0, False),
-        (1.0, 1.0 + 1e-12, True),
-        (1.0, 1.0001, False),
-        (1, 1.0, True),
-        (math.inf, math.inf, True),
-        ("a", "a", True),
-    ],
-)
-def test_values_agree(online: object, offline: object, agree: bool) -> None:
-    assert values_agree(online, offline) is agree

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 from fastapi.testclient import TestClient
 
-from core.errors import OfflineSourceError, UnavailableError
+from core.errors import OfflineSourceError
 from core.settings import MlflowSettings, ModelSettings
 from serving.app import create_app
 from serving.batch import ScoreRequest, ScoringSettings, run_score, unscored_path_for
@@ -115,23 +115,6 @@ def test_users_without_features_are_listed_never_scored(
     ]
 
 
-def test_users_files_are_read_as_integer_ids_or_refused(tmp_path: Path) -> None:
-    from core.errors import InputError
-    from serving.batch import read_users_file
-
-    text = tmp_path / "users.txt"
-    text.write_text("3\n1\n\n3\n2\n")
-    csv = tmp_path / "users.csv"
-    csv.write_text("user_id,segment\n5,a\n4,b\n")
-    bad = tmp_path / "bad.csv"
-    bad.write_text("user_id\n5\nabc\n4.5\n")
-
-    assert read_users_file(text).tolist() == [1, 2, 3]
-    assert read_users_file(csv).tolist() == [4, 5]
-    with pytest.raises(InputError, match="2 value\\(s\\) are not integer user ids"):
-        read_users_file(bad)
-
-
 def test_chunks_retrieved_ahead_give_the_same_file_as_one_chunk(
     online_repo: tuple[TestRepo, OnlineUsers], scoring_registry: str, tmp_path: Path
 ) -> None:
@@ -220,54 +203,6 @@ def test_a_retrieval_failing_mid_run_fails_the_run_and_writes_nothing(
     # the chunks read ahead before the table left may still be scored
     assert 1 <= len(stream.lines) <= 1 + CHUNKS_AHEAD
     assert list(tmp_path.iterdir()) == []
-
-
-def test_a_scoring_worker_that_dies_is_a_scoring_failure() -> None:
-    """The model loads and scores in a second process; if it dies, the run fails (exit 1)."""
-    from concurrent.futures import Future
-    from concurrent.futures.process import BrokenProcessPool
-
-    from core.exits import ExitCode, exit_code_for
-    from serving.batch.chunks import outcome_of
-
-    died: Future[object] = Future()
-    died.set_exception(BrokenProcessPool("a child process terminated abruptly"))
-
-    with pytest.raises(UnavailableError, match="scoring worker process stopped") as raised:
-        outcome_of(died)
-    assert exit_code_for(raised.value) == ExitCode.FAILURE
-
-
-def test_an_alias_that_moves_between_lookup_and_load_fails_the_run(tmp_path: Path) -> None:
-    """The lookup and the load ask MLflow apart; a promotion in between is not scored."""
-    from concurrent.futures import Future
-
-    from core.exits import ExitCode, exit_code_for
-    from serving.batch import ScoreOutcome
-    from serving.batch.chunks import check_loaded
-    from serving.batch.registry import RegisteredVersion
-    from serving.batch.worker import LoadedInWorker
-
-    found = RegisteredVersion(
-        name="churn-predictor",
-        version="1",
-        service="churn_v1",
-        features=("feature_1",),
-        project=None,
-    )
-    loading: Future[LoadedInWorker] = Future()
-    loading.set_result(LoadedInWorker("2", "HistGradientBoostingClassifier", "", 0.1))
-    result = ScoreOutcome(
-        path=tmp_path / "s.parquet",
-        unscored_path=tmp_path / "u.parquet",
-        at=pd.Timestamp.now(tz="UTC").to_pydatetime(),
-        model_name="churn-predictor",
-        model_version="1",
-    )
-
-    with pytest.raises(UnavailableError, match="version 1 was looked up but version 2") as raised:
-        check_loaded(loading, found, result)
-    assert exit_code_for(raised.value) == ExitCode.FAILURE
 
 
 def test_the_output_pair_replaces_the_previous_one_under_its_lock(

@@ -12,7 +12,7 @@ import pytest
 from core.errors import OnlineStoreUnavailable
 from core.feast_store import open_feature_store
 from serving.features import FeatureServiceError, OnlineFeatures
-from tests.utils.feast_layout import ALL_TYPES, SwappedFieldLayout, WrongKeyLayout, all_types_view
+from tests.utils.feast_layout import SwappedFieldLayout, WrongKeyLayout
 from tests.utils.feast_repo import TestRepo
 from tests.utils.features import CHURN_V1_FEATURES
 from tests.utils.serving import OnlineUsers, free_port
@@ -191,34 +191,3 @@ def test_the_default_layout_passes_the_self_check(
 
     assert plan.fast_path, plan.fast_path_gap
     assert not [r for r in caplog.records if r.levelname == "ERROR"]
-
-
-@pytest.mark.parametrize(
-    ("key_type", "difference"),
-    [
-        ("Int64", None),
-        # Feast keys an Int32 entity by its int32 value; the reader's int64 key would find
-        # nothing, so such a view must go through the SDK.
-        ("Int32", "the reader's Redis key differs"),
-        ("String", "could not run"),
-    ],
-)
-def test_the_reader_self_check_by_join_key_type(key_type: str, difference: str | None) -> None:
-    from core.feast_adapter.layout import RedisLayout
-    from core.feast_adapter.selfcheck import check_reader
-    from serving.features.rows import decode_value
-
-    check = check_reader(
-        all_types_view(key_type),
-        list(ALL_TYPES),
-        project="selfcheck",
-        key_version=3,
-        versioning=False,
-        layout=RedisLayout(),
-        decode=decode_value,
-    )
-
-    if difference is None:
-        assert check.ok, check.describe()
-    else:
-        assert difference in check.describe()

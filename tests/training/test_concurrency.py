@@ -7,15 +7,12 @@ import os
 import re
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import mlflow
-import pytest
 
-from core.locks import LockTimeout, store_lock
 from tests.training.conftest import ChurnRepo
+from tests.utils.locks import assert_serializes
 from tests.utils.training import shuffle_labels_before, write_parquet
 from training.registry import HISTORY_TAG
 from training.split import split_by_time
@@ -98,59 +95,8 @@ def test_three_trainings_at_once_on_a_fresh_store_keep_the_best_champion(
     assert len(set(history)) == len(history)
 
 
-def _assert_serializes(uri: str, fallback: Path) -> None:
-    events: list[str] = []
-    held = threading.Event()
-
-    def holder() -> None:
-        with store_lock(uri, "champion:m", fallback_dir=fallback):
-            events.append("first in")
-            held.set()
-            time.sleep(0.5)
-            events.append("first out")
-
-    thread = threading.Thread(target=holder)
-    thread.start()
-    assert held.wait(10)
-    with (
-        pytest.raises(LockTimeout),
-        store_lock(uri, "champion:m", fallback_dir=fallback, timeout=0.1),
-    ):
-        pass
-    with store_lock(uri, "champion:m", fallback_dir=fallback):
-        events.append("second in")
-    thread.join()
-    assert events == ["first in", "first out", "second in"]
-
-
-def test_the_sqlite_lock_is_a_file_lock_beside_the_database(tmp_path: Path) -> None:
-    _assert_serializes(f"sqlite:///{tmp_path / 'mlflow.db'}", tmp_path / "unused")
-    assert (tmp_path / "mlflow.db.champion_m.lock").exists()
-    assert not (tmp_path / "unused").exists()
-
-
 def test_the_postgresql_lock_is_an_advisory_lock_across_connections(
     postgres_url: str, tmp_path: Path
 ) -> None:
-    _assert_serializes(postgres_url, tmp_path / "unused")
+    assert_serializes(postgres_url, tmp_path / "unused")
     assert not (tmp_path / "unused").exists()
-
-
-def test_a_champion_change_against_a_stale_decision_is_refused(tmp_path: Path) -> None:
-    from tests.utils.serving import register_model, tracking_uri_in
-    from training.registry import ChampionChanged, champion_history, set_champion
-
-    uri = tracking_uri_in(tmp_path / "mlflow")
-    first = register_model(uri, project="p", name="m", alias=None)
-    second = register_model(uri, project="p", name="m", alias=None)
-    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
-    set_champion(client, "m", first, reason="first", expected=None)
-
-    # A job that read "no champion" before the first change must not overwrite it.
-    with pytest.raises(ChampionChanged, match="champion is v1 now"):
-        set_champion(client, "m", second, reason="stale", expected=None)
-
-    assert str(client.get_model_version_by_alias("m", "champion").version) == first
-    assert champion_history(client, "m") == [first]
-    set_champion(client, "m", second, reason="fresh", expected=first)
-    assert champion_history(client, "m") == [first, second]

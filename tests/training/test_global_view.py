@@ -10,15 +10,18 @@ import mlflow
 import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 
+from tests.utils.mlflow_store import copy_empty_store
 from tests.utils.serving import training_frame
 from training.global_view import CONTRIBUTIONS_JSON, CONTRIBUTIONS_PNG, log_mean_contributions
+
+pytestmark = pytest.mark.unit  # in-process only: `make test-unit`
 
 
 @pytest.fixture(autouse=True)
 def _own_store(tmp_path: Path) -> Iterator[None]:
     """A tracking store of this test's own; the process-wide URI is restored after."""
     previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    mlflow.set_tracking_uri(f"sqlite:///{copy_empty_store(tmp_path / 'mlflow.db')}")
     yield
     mlflow.set_tracking_uri(previous)
 

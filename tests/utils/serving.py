@@ -23,14 +23,14 @@ from core.model_trust import HASH_TAG, logged_model_sha256
 from materialize.apply import apply_feature_repo
 from tests.utils.feast_repo import TestRepo
 from tests.utils.features import CHURN_V1_FEATURES, write_user_features
+from tests.utils.mlflow_store import copy_empty_store
 
 MODEL_NAME = "churn-predictor"
 
 
 def tracking_uri_in(folder: Path) -> str:
-    """A fresh SQLite MLflow tracking URI under ``folder``."""
-    folder.mkdir(parents=True, exist_ok=True)
-    return f"sqlite:///{folder / 'mlflow.db'}"
+    """A fresh SQLite MLflow tracking URI under ``folder`` (an empty store, already migrated)."""
+    return f"sqlite:///{copy_empty_store(folder / 'mlflow.db')}"
 
 
 def training_frame(rows: int = 400, *, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
@@ -127,6 +127,9 @@ def register_model(
                 name="model",
                 serialization_format="skops",
                 skops_trusted_types=skops.io.get_untrusted_types(data=skops.io.dumps(model)),
+                # As training logs it (training/mlflow_logging.py): MLflow's requirement
+                # inference would load the model in a Python process of its own.
+                pip_requirements=mlflow.sklearn.get_default_pip_requirements(include_skops=True),
             )
         all_tags = {HASH_TAG: logged_model_sha256(info.model_uri, tracking_uri), **all_tags}
         version = client.create_model_version(

@@ -3,7 +3,9 @@
 A master and two workers are launched from the pyspark package itself (its ``spark-class``),
 so code under test runs in separate executor processes, not only in ``local[*]``. The sizes
 fit a 2-core machine: one core and 1 GB per worker, small daemon heaps. One cluster per
-test session; every JVM started here is stopped at the end.
+test run: under pytest-xdist the first worker that needs it starts it and the others use
+the same one (tests/utils/shared.py); the controller stops it when the run ends
+(tests/conftest.py). Every JVM started here is stopped at the end.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -26,6 +29,7 @@ import pytest
 import yaml
 
 from core.settings import PROJECT_ROOT
+from tests.utils.shared import exclusive, is_xdist_worker, run_folder_of
 
 WORKERS = 2
 # Each application gets DEFAULT_APP_CORES (one executor on each worker, spread out), and the
@@ -46,6 +50,21 @@ class SparkCluster:
     web_url: str  # the master's status page (JSON under /json/)
     workers: int
     work_dir: Path  # the workers' folders (worker-N/<app id>/<executor id>/stderr) are here
+
+    @property
+    def conf_dir(self) -> Path:
+        """The SPARK_CONF_DIR of the drivers run against this cluster (JVM options)."""
+        return self.work_dir / "conf"
+
+
+# Every test application is small and short: the drivers' and executors' JVMs spend more
+# CPU on the optimizing JIT (C2) than it saves, as the daemons would (-XX:TieredStopAtLevel
+# above). Executors stop at C1 level 2, not 1: level 1 is the materialization engine's own
+# option, which test_spark_pipeline checks no other application's executors get.
+_SPARK_DEFAULTS = """\
+spark.driver.defaultJavaOptions -XX:TieredStopAtLevel=1 -XX:+UseSerialGC
+spark.executor.defaultJavaOptions -XX:TieredStopAtLevel=2 -XX:+UseSerialGC
+"""
 
 
 def _free_port() -> int:
@@ -78,6 +97,10 @@ def _environment(work_dir: Path) -> dict[str, str]:
         # Executors must import pyarrow, feast and this project: the test's own venv.
         PYSPARK_PYTHON=sys.executable,
     )
+    # Coverage measures the test processes and the `churn` commands they run, not the
+    # executors' Python daemons (forked workers that exit without writing their data).
+    for variable in ("COVERAGE_PROCESS_CONFIG", "COVERAGE_PROCESS_START"):
+        environment.pop(variable, None)
     return environment
 
 
@@ -100,14 +123,15 @@ def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
             process.wait()
 
 
-@contextmanager
-def standalone_cluster(work_dir: Path, *, workers: int = WORKERS) -> Iterator[SparkCluster]:
-    """Start a master and ``workers`` workers, wait until all registered, stop them after.
+def _launch(work_dir: Path, workers: int) -> tuple[SparkCluster, list[subprocess.Popen[bytes]]]:
+    """Start a master and ``workers`` workers and wait until all registered.
 
     Raises:
         RuntimeError: The cluster did not come up in time (the daemons' logs are quoted).
     """
     work_dir.mkdir(parents=True, exist_ok=True)
+    (work_dir / "conf").mkdir(exist_ok=True)
+    (work_dir / "conf" / "spark-defaults.conf").write_text(_SPARK_DEFAULTS)
     environment = _environment(work_dir)
     spark_class = str(_spark_class())
     port, web_port = _free_port(), _free_port()
@@ -151,15 +175,110 @@ def standalone_cluster(work_dir: Path, *, workers: int = WORKERS) -> Iterator[Sp
                 tails = "\n".join(f"--- {log.name}\n{log.read_text()[-1500:]}" for log in logs)
                 raise RuntimeError(f"Spark standalone cluster did not start ({exited=}):\n{tails}")
             time.sleep(0.5)
-        yield SparkCluster(
-            master_url=master_url, web_url=web_url, workers=workers, work_dir=work_dir
-        )
+    except BaseException:
+        _stop(processes)
+        raise
+    cluster = SparkCluster(
+        master_url=master_url, web_url=web_url, workers=workers, work_dir=work_dir
+    )
+    return cluster, processes
+
+
+@contextmanager
+def standalone_cluster(work_dir: Path, *, workers: int = WORKERS) -> Iterator[SparkCluster]:
+    """Start a master and ``workers`` workers, wait until all registered, stop them after.
+
+    Raises:
+        RuntimeError: The cluster did not come up in time (the daemons' logs are quoted).
+    """
+    cluster, processes = _launch(work_dir, workers)
+    try:
+        yield cluster
     finally:
         try:
             _stop_driver_session()
         finally:
             _stop(processes)
             shutil.rmtree(work_dir, ignore_errors=True)
+
+
+_STATE = "spark-cluster.json"
+# The shared cluster's daemons, kept referenced in the worker that started them: the
+# controller stops them at the end of the run, after this worker is gone.
+_shared_daemons: list[subprocess.Popen[bytes]] = []
+
+
+def shared_cluster(run_folder: Path, *, workers: int = WORKERS) -> SparkCluster:
+    """The run's one cluster: started by the first worker that asks, reused by the others.
+
+    Its daemons outlive the worker that started them; :func:`stop_shared_cluster`, called
+    by the controller at the end of the run, stops them.
+    """
+    state = run_folder / _STATE
+    with exclusive(run_folder / "spark-cluster.lock"):
+        if state.exists():
+            saved = json.loads(state.read_text())
+            return SparkCluster(
+                master_url=saved["master_url"],
+                web_url=saved["web_url"],
+                workers=saved["workers"],
+                work_dir=Path(saved["work_dir"]),
+            )
+        cluster, processes = _launch(run_folder / "spark-cluster", workers)
+        _shared_daemons.extend(processes)
+        daemons = [[p.pid, _start_time(p.pid)] for p in processes]
+        state.write_text(
+            json.dumps(
+                {
+                    "master_url": cluster.master_url,
+                    "web_url": cluster.web_url,
+                    "workers": cluster.workers,
+                    "work_dir": str(cluster.work_dir),
+                    "daemons": daemons,
+                }
+            )
+        )
+        return cluster
+
+
+def stop_shared_cluster(run_folder: Path) -> None:
+    """Stop the run's shared cluster, if one was started, and delete its folder."""
+    state = run_folder / _STATE
+    if not state.exists():
+        return
+    saved = json.loads(state.read_text())
+    # Only the processes started for the cluster: a recycled pid has another start time.
+    daemons = [pid for pid, started in saved["daemons"] if _start_time(pid) == started]
+    for pid in daemons:
+        with suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 20
+    while any(_running(pid) for pid in daemons) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for pid in daemons:
+        if _running(pid):
+            with suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    shutil.rmtree(saved["work_dir"], ignore_errors=True)
+    state.unlink()
+
+
+def _proc_stat(pid: int) -> list[str] | None:
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return text[text.rindex(")") + 2 :].split()  # the fields after the command name
+
+
+def _start_time(pid: int) -> str | None:
+    fields = _proc_stat(pid)
+    return fields[19] if fields else None  # field 22 of proc(5): start time in ticks
+
+
+def _running(pid: int) -> bool:
+    fields = _proc_stat(pid)
+    return fields is not None and fields[0] != "Z"  # a zombie has exited
 
 
 def applications(cluster: SparkCluster) -> dict[str, str]:
@@ -217,13 +336,25 @@ def _stop_driver_session() -> None:
 
 @pytest.fixture(scope="session")
 def spark_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkCluster]:
-    """One standalone cluster (master + two workers) for the whole test session.
+    """One standalone cluster (master + two workers) for the whole test run.
 
     Drivers (this process and the ``churn``/``feast`` processes it starts) bind to the
     loopback address, as the daemons do, and run executors' Python on this venv's Python.
+    Under pytest-xdist every worker uses the run's one cluster (the tests that use it run in
+    one xdist group, one at a time: see tests/conftest.py); this worker's own Spark session
+    is stopped when its session ends, the daemons when the run ends.
     """
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("SPARK_LOCAL_IP", "127.0.0.1")
         patch.setenv("PYSPARK_PYTHON", sys.executable)
-        with standalone_cluster(tmp_path_factory.mktemp("spark-cluster")) as cluster:
+        if not is_xdist_worker():
+            with standalone_cluster(tmp_path_factory.mktemp("spark-cluster")) as cluster:
+                patch.setenv("SPARK_CONF_DIR", str(cluster.conf_dir))
+                yield cluster
+            return
+        try:
+            cluster = shared_cluster(run_folder_of(tmp_path_factory))
+            patch.setenv("SPARK_CONF_DIR", str(cluster.conf_dir))
             yield cluster
+        finally:
+            _stop_driver_session()

@@ -31,6 +31,8 @@ from workflow.jobs import (
 )
 from workflow.outcomes import EXIT_OUTCOMES, outcome_of
 
+pytestmark = pytest.mark.unit  # in-process only: `make test-unit`
+
 
 @pytest.fixture
 def stub(tmp_path: Path) -> str:
