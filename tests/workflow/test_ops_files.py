@@ -33,7 +33,9 @@ def test_every_alert_is_unit_tested_firing() -> None:
 
 def test_every_alert_has_a_runbook_section_on_the_operator_page() -> None:
     anchors = {
-        _slug(line.lstrip("#")) for line in RUNBOOKS.read_text().splitlines() if line.startswith("#")
+        _slug(line.lstrip("#"))
+        for line in RUNBOOKS.read_text().splitlines()
+        if line.startswith("#")
     }
     groups = yaml.safe_load(RULES.read_text())["groups"]
     for rule in (rule for group in groups for rule in group["rules"]):
