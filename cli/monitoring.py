@@ -126,6 +126,9 @@ def _print_drift(outcome: DriftOutcome) -> None:
         f"drift: {report.severity} (major: {', '.join(summary['major']) or 'none'}; "
         f"minor: {', '.join(summary['minor']) or 'none'})"
     )
+    score = str(report.sources.get("score", ""))
+    if score.startswith("not measured"):  # a refused champion, say: never only in the json
+        typer.echo(f"warning: score drift {score}", err=True)
     typer.echo(f"report: {outcome.html_path}")
     typer.echo(f"json: {outcome.json_path}")
     if outcome.metrics_target:
