@@ -174,13 +174,28 @@ demo-spark: $(STAMP) ## Run the demo on the spark profile (SPARK_MASTER=spark://
 	@$(BIN)/python -c "import pyspark" 2>/dev/null || { echo "demo-spark: pyspark missing: make install (EXTRAS includes spark)"; exit 1; }
 	$(MAKE) demo DEMO_PROFILE=spark
 
+# `make test` runs on TEST_WORKERS pytest-xdist workers (one per core here; 0: one process).
+# Each test module is one unit of work (its fixtures are built on one worker), the Spark
+# tests are one unit on the run's one cluster, longest first (tests/conftest.py).
+TEST_WORKERS ?= 2
+XDIST = $(if $(filter 0,$(TEST_WORKERS)),,-n $(TEST_WORKERS) --dist loadgroup --no-loadscope-reorder)
+# COVERAGE_SUBPROCESSES=1 also measures the `churn`/`feast` processes the tests start.
+COVERAGE_CONFIG = $(if $(COVERAGE_SUBPROCESSES),tests/coverage-subprocesses.toml,pyproject.toml)
+
 .PHONY: test
-test: $(STAMP) services ## Run the whole test suite (unit and service-backed) in random order
-	$(BIN)/python -m pytest
+test: $(STAMP) services ## Run the whole suite (unit and service-backed) in random order, on parallel workers, with coverage
+	$(BIN)/python -m pytest $(XDIST) --cov --cov-config=$(COVERAGE_CONFIG) \
+		--cov-report=term:skip-covered --cov-report=html
 
 .PHONY: test-unit
 test-unit: $(STAMP) ## Run only the fast in-process tests (marker `unit`; no services needed)
 	$(BIN)/python -m pytest -m unit
+
+.PHONY: coverage
+coverage: $(STAMP) ## Show the coverage the last `make test` measured (per module; HTML in htmlcov/)
+	@test -f .coverage || { echo "coverage: no data yet: run make test"; exit 1; }
+	$(BIN)/coverage report
+	$(BIN)/coverage html --quiet && echo "coverage: htmlcov/index.html"
 
 .PHONY: lint
 lint: $(STAMP) ## ruff format check, ruff lint, mypy, the layering contract (import-linter), the checkpoints
