@@ -33,11 +33,13 @@ from tests.utils.shared import exclusive, is_xdist_worker, run_folder_of
 
 WORKERS = 2
 # Each application gets DEFAULT_APP_CORES (one executor on each worker, spread out), and the
-# workers offer room for two applications at once: a test's own Spark session stays up
-# while the `churn`/`feast` processes it starts run their own driver. With one core per
-# worker the first application took every core and the second waited for ever.
-WORKER_CORES = 2
-WORKER_MEMORY = "2g"
+# workers offer room for eight applications at once: a test's own Spark session stays up
+# while the `churn`/`feast` processes it starts run their own driver, and two test workers
+# can each hold a session and start drivers. With room for two, two test workers' sessions
+# took every core and their `feast apply` drivers waited for ever. Cores and memory here are
+# slots the master hands out, not what the machine has: the executors are mostly idle.
+WORKER_CORES = 8
+WORKER_MEMORY = "8g"
 DEFAULT_APP_CORES = 2
 _START_TIMEOUT_S = 300.0  # JVM starts take minutes when the 2 cores are saturated
 
