@@ -16,6 +16,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+from core.compute.spark.io import spark_session
 from core.feast_store import open_feature_store
 from core.settings import FeastProfile
 from materialize.apply import apply_feature_repo
@@ -77,11 +78,13 @@ def test_the_cluster_runs_tasks_in_two_worker_executors(
     store = open_feature_store(twin_repos.spark.feast)
     build_training_set(store, feature_service="churn_v1", labels_path=twin_repos.labels)
 
+    # The run's cluster is shared by the test workers: find this session's application.
+    application_id = spark_session(store).sparkContext.applicationId
     with urllib.request.urlopen(f"{spark_cluster.web_url}/json/", timeout=5) as response:
         status = json.load(response)
-    [application] = status["activeapps"]
+    [application] = [app for app in status["activeapps"] if app["id"] == application_id]
     assert application["cores"] == 2  # one executor on each worker
-    assert sum(worker["coresused"] for worker in status["workers"]) == 2
+    assert all(worker["coresused"] >= 1 for worker in status["workers"])
 
 
 def test_a_second_application_runs_while_this_session_holds_its_executors(
