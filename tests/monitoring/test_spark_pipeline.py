@@ -94,9 +94,16 @@ def _materialization_spark_conf() -> dict[str, str]:
     return conf
 
 
-def _started_since(cluster: SparkCluster, before: dict[str, str]) -> list[tuple[str, str]]:
-    """(id, name) of each application the cluster lists that was not in ``before``."""
-    return sorted(item for item in applications(cluster).items() if item[0] not in before)
+def _started_since(cluster: SparkCluster, before: dict[str, str], *, name: str) -> list[str]:
+    """The ids of the applications called ``name`` that the cluster lists and ``before`` did not.
+
+    Filtered by name: the run's cluster is shared, and an application of another test (a
+    Feast session another worker opened, say) may start in the same interval.
+    """
+    started = {app: called for app, called in applications(cluster).items() if app not in before}
+    found = sorted(app for app, called in started.items() if called == name)
+    assert found, f"no new application called {name!r}; new ones: {started}"
+    return found
 
 
 def test_materialize_skew_check_train_and_drift_run_on_the_spark_profile(
@@ -112,11 +119,10 @@ def test_materialize_skew_check_train_and_drift_run_on_the_spark_profile(
     # batch_engine spark_conf over the offline store's: its executors' JVM options.
     engine_conf = _materialization_spark_conf()
     java_options = engine_conf["spark.executor.extraJavaOptions"]
-    (materializing,) = _started_since(spark_cluster, before)
-    assert materializing[1] == engine_conf["spark.app.name"]
-    launched = executor_commands(spark_cluster, materializing[0])
-    assert launched, "no executor of the materialization's application"
-    assert all(java_options in command for command in launched)
+    for materializing in _started_since(spark_cluster, before, name=engine_conf["spark.app.name"]):
+        launched = executor_commands(spark_cluster, materializing)
+        assert launched, "no executor of the materialization's application"
+        assert all(java_options in command for command in launched)
 
     skew = _run(spark_env, "skew-check", "--sample", "20", "--seed", "1")
     assert skew.returncode == 0, skew.stdout + skew.stderr
@@ -130,11 +136,10 @@ def test_materialize_skew_check_train_and_drift_run_on_the_spark_profile(
     trained = _run(spark_env, "train", "--trials", "2", "--no-progress")
     assert trained.returncode == 0, trained.stdout + trained.stderr
     # Training's joins run in the offline store's application, without those options.
-    (training,) = _started_since(spark_cluster, before)
-    assert training[1] == "churn-feast"
-    joined = executor_commands(spark_cluster, training[0])
-    assert joined, "no executor of training's application"
-    assert not any(java_options in command for command in joined)
+    for training in _started_since(spark_cluster, before, name="churn-feast"):
+        joined = executor_commands(spark_cluster, training)
+        assert joined, "no executor of training's application"
+        assert not any(java_options in command for command in joined)
 
     out = tmp_path / "drift"
     drift = _run(spark_env, "drift", "--out", str(out))
