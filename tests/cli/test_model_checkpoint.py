@@ -3,7 +3,7 @@
 `churn train` records the SHA-256 of the model's files on the registered version; the model
 checkpoint (core.models) checks it on every load. Here the files of registered versions are
 changed on disk, as someone with write access to the artifact store could, and `churn score`,
-`churn serve`, `churn drift` and `churn promote` are run as a user types them.
+`churn serve`, `churn drift`, `churn promote` and `churn rollback` are run as a user types them.
 """
 
 from __future__ import annotations
@@ -89,8 +89,12 @@ def tampered(tmp_path_factory: pytest.TempPathFactory) -> TamperedRegistry:
         completed = _churn(environment, *args)
         assert completed.returncode == 0, completed.stdout + completed.stderr
     registry = ModelRegistry(tracking_uri)
-    champion = registry.resolve("churn-predictor", alias="champion").version
-    other = "2" if champion == "1" else "1"
+    first = registry.resolve("churn-predictor", alias="champion").version
+    other = "2" if first == "1" else "1"
+    # Both versions have been champion (untampered then): a rollback has a version to go to.
+    promoted = _churn(environment, "promote", "--version", other)
+    assert promoted.returncode == 0, promoted.stdout + promoted.stderr
+    champion, other = other, first
     for version in ("1", "2"):
         _tamper(registry, "churn-predictor", version)
     history_end = tables.features["event_timestamp"].max().isoformat()
@@ -109,6 +113,14 @@ def test_churn_score_refuses_a_tampered_champion(tampered: TamperedRegistry) -> 
 
 def test_churn_promote_refuses_a_tampered_version(tampered: TamperedRegistry) -> None:
     completed = _churn(tampered.environment, "promote", "--version", tampered.other)
+    assert completed.returncode == 2, completed.stdout + completed.stderr
+    assert REFUSED in completed.stderr
+    registry = ModelRegistry(tampered.environment["MLFLOW_TRACKING_URI"])
+    assert registry.resolve("churn-predictor", alias="champion").version == tampered.champion
+
+
+def test_churn_rollback_refuses_a_tampered_previous_champion(tampered: TamperedRegistry) -> None:
+    completed = _churn(tampered.environment, "rollback")
     assert completed.returncode == 2, completed.stdout + completed.stderr
     assert REFUSED in completed.stderr
     registry = ModelRegistry(tampered.environment["MLFLOW_TRACKING_URI"])
