@@ -529,6 +529,9 @@ def main(argv: list[str] | None = None) -> int:
         default=3,
         help="rounds of the default family without and with authentication (0: none)",
     )
+    parser.add_argument(
+        "--auth-only", action="store_true", help="only the comparison without and with auth"
+    )
     args = parser.parse_args(argv)
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -548,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
         work = prepare(folder, redis_url=args.redis_url, trials=args.trials, families=args.families)
         bodies = request_bodies(int(time.time()))
         users: list[int] = []
-        for workers in args.workers:
+        for workers in [] if args.auth_only else args.workers:
             # churn serve first: it finds the users with complete features, which both
             # kinds of server are then driven with.
             targets: list[tuple[str, str, Any]] = [
@@ -599,11 +602,13 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"  {explain_lines[-1]}")
                 finally:
                     _stop(process)
-        status = report(results, work)
-        print("\n  explanations, one client, single requests (bench/explain_latency.py):")
-        for line in explain_lines:
-            print(f"  {line}")
-        if args.auth_rounds > 0 and users:
+        status = 0
+        if not args.auth_only:
+            status = report(results, work)
+            print("\n  explanations, one client, single requests (bench/explain_latency.py):")
+            for line in explain_lines:
+                print(f"  {line}")
+        if args.auth_rounds > 0:
             status = max(status, _compare_auth(work, args, users, drive))
         if args.json:
             args.json.write_text(json.dumps([r.__dict__ for r in results], indent=2))

@@ -48,7 +48,14 @@ def measure_auth_overhead(
     drive: Callable[..., Any],
 ) -> AuthComparison:
     """Alternate ``churn serve`` without and with authentication, ``rounds`` times each."""
-    from bench.serve import _free_port, _stop, request_bodies, start_churn, wait_until_ready
+    from bench.serve import (
+        _free_port,
+        _stop,
+        request_bodies,
+        scorable_users,
+        start_churn,
+        wait_until_ready,
+    )
     from tests.utils.jwks import AUDIENCE, ISSUER, make_signing_key, running_jwks, sign_token
 
     key = make_signing_key("bench-key")
@@ -75,8 +82,12 @@ def measure_auth_overhead(
                     "folder": work.folder,
                     "headers": {"Authorization": f"Bearer {token}"} if auth else None,
                 }
+                if not users and auth:
+                    raise RuntimeError("the first run of a round is without authentication")
                 try:
                     wait_until_ready(url + "/ready", process)
+                    if not users:  # found without a token (--auth-only), then kept
+                        users += scorable_users(url)
                     drive(url, path, template, seconds=2, **options)
                     result = drive(url, path, template, seconds=seconds, **options)
                 finally:
