@@ -13,7 +13,9 @@ family's champion is exactly what ``churn train`` registers. Then, for 1 and 2 w
   (the same lookup, plus the model), once per family;
 
 each driven by ``wrk`` (``apt-get install wrk``; else a slower async httpx client) at 1, 8
-and 32 connections over the users that have complete features. With one worker it also
+and 32 connections over the users that have complete features. Then the default family's
+server without and with bearer-token authentication, ``--auth-rounds`` times each
+(``bench/serve_auth.py``). With one worker it also
 measures what ``"explain": true`` adds to a single request (``bench/explain_latency.py``).
 It prints requests/s, p50 and p99 of each run, which model was served (family, trees,
 inference engine), and the issue's goals: at one worker, ``churn serve`` on the default
@@ -223,14 +225,23 @@ def start_feast(work: Workspace, port: int, workers: int) -> subprocess.Popen[by
 
 
 def start_churn(
-    work: Workspace, port: int, workers: int, champion: Champion
+    work: Workspace,
+    port: int,
+    workers: int,
+    champion: Champion,
+    *,
+    settings: dict[str, str] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """``churn serve --workers W`` on the same project and Redis, default settings."""
+    """``churn serve --workers W`` on the same project and Redis, default settings.
+
+    ``settings`` are extra environment variables (``CHURN_SERVING_AUTH_*``).
+    """
     environment = dict(work.environment)
     environment.update(
         MLFLOW_TRACKING_URI=champion.tracking_uri,
         CHURN_SERVING_PORT=str(port),
         CHURN_PREDICTION_LOG_DIR=str(work.folder / "predictions" / uuid.uuid4().hex),
+        **(settings or {}),
     )
     return subprocess.Popen(
         [str(BIN / "churn"), "serve", "--workers", str(workers), "--log-level", "warning"],
@@ -295,8 +306,11 @@ def run_wrk(
     seconds: int,
     users: list[int],
     folder: Path,
+    headers: dict[str, str] | None = None,
 ) -> Result:
     """One wrk run (one thread: the generator takes as little CPU as possible)."""
+    all_headers = {"Content-Type": "application/json", **(headers or {})}
+    lua_headers = ", ".join(f"['{name}'] = '{value}'" for name, value in all_headers.items())
     script = folder / f"load_{uuid.uuid4().hex[:6]}.lua"
     script.write_text(
         f"local users = {{{', '.join(map(str, users))}}}\n"
@@ -304,8 +318,7 @@ def run_wrk(
         "request = function()\n"
         "  counter = (counter % #users) + 1\n"
         f"  local body = string.format('{template}', users[counter])\n"
-        f"  return wrk.format('POST', '{path}', "
-        "{['Content-Type'] = 'application/json'}, body)\n"
+        f"  return wrk.format('POST', '{path}', {{{lua_headers}}}, body)\n"
         "end\n"
     )
     completed = subprocess.run(
@@ -345,6 +358,7 @@ def run_httpx(
     seconds: int,
     users: list[int],
     folder: Path,
+    headers: dict[str, str] | None = None,
 ) -> Result:
     """Bounded async client: ``connections`` workers, each one request at a time."""
     import httpx
@@ -365,7 +379,7 @@ def run_httpx(
                     response = await client.post(
                         path,
                         content=template % users[position],
-                        headers={"content-type": "application/json"},
+                        headers={"content-type": "application/json", **(headers or {})},
                     )
                     latencies.append(time.perf_counter() - started)
                     errors += response.status_code >= 300
@@ -463,6 +477,40 @@ def report(results: list[Result], work: Workspace) -> int:
     return 0 if all(met for _, met in verdicts) else 1
 
 
+def _compare_auth(work: Workspace, args: argparse.Namespace, users: list[int], drive: Any) -> int:
+    """Without and with bearer-token authentication (bench/serve_auth.py); 0 if the goal is met."""
+    from bench.serve_auth import (
+        format_comparison,
+        measure_auth_overhead,
+        time_token_checks,
+        verdict,
+    )
+
+    champion = work.champions[args.families[0]]
+    comparisons = [
+        measure_auth_overhead(
+            work,
+            champion,
+            workers=workers,
+            rounds=args.auth_rounds,
+            seconds=args.seconds,
+            users=users,
+            drive=drive,
+        )
+        for workers in args.workers
+    ]
+    first, again = time_token_checks()
+    print(f"\n  authentication, churn serve {args.families[0]}, {args.auth_rounds} rounds:")
+    for comparison in comparisons:
+        for line in format_comparison(comparison):
+            print(line)
+    print(f"  one token's check in process: first seen {first:.0f} us, remembered {again:.1f} us")
+    met = [verdict(comparison) for comparison in comparisons]
+    for text, ok in met:
+        print(f"  {'meets' if ok else 'MISSES'}: {text}")
+    return 0 if all(ok for _, ok in met) else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     """Prepare, start each server in turn, drive it, report, clean up."""
     parser = argparse.ArgumentParser(
@@ -475,6 +523,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--client", choices=["auto", "wrk", "httpx"], default="auto")
     parser.add_argument("--redis-url", default=os.environ.get("CHURN_REDIS_URL", "127.0.0.1:6379"))
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--auth-rounds",
+        type=int,
+        default=3,
+        help="rounds of the default family without and with authentication (0: none)",
+    )
+    parser.add_argument(
+        "--auth-only", action="store_true", help="only the comparison without and with auth"
+    )
     args = parser.parse_args(argv)
 
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
@@ -494,7 +551,7 @@ def main(argv: list[str] | None = None) -> int:
         work = prepare(folder, redis_url=args.redis_url, trials=args.trials, families=args.families)
         bodies = request_bodies(int(time.time()))
         users: list[int] = []
-        for workers in args.workers:
+        for workers in [] if args.auth_only else args.workers:
             # churn serve first: it finds the users with complete features, which both
             # kinds of server are then driven with.
             targets: list[tuple[str, str, Any]] = [
@@ -545,10 +602,14 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"  {explain_lines[-1]}")
                 finally:
                     _stop(process)
-        status = report(results, work)
-        print("\n  explanations, one client, single requests (bench/explain_latency.py):")
-        for line in explain_lines:
-            print(f"  {line}")
+        status = 0
+        if not args.auth_only:
+            status = report(results, work)
+            print("\n  explanations, one client, single requests (bench/explain_latency.py):")
+            for line in explain_lines:
+                print(f"  {line}")
+        if args.auth_rounds > 0:
+            status = max(status, _compare_auth(work, args, users, drive))
         if args.json:
             args.json.write_text(json.dumps([r.__dict__ for r in results], indent=2))
         return status

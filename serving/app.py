@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from core.feast_store import open_feature_store
 from core.models import ModelRegistry
 from core.settings import DataSettings, FeastSettings, MlflowSettings, ModelSettings
+from serving.auth import JwksKeys, TokenVerifier
 from serving.features import OnlineFeatures
 from serving.limits import BodyLimitMiddleware
 from serving.metrics import MetricsMiddleware, ServingMetrics
@@ -31,7 +32,7 @@ from serving.openapi import ServingAPI
 from serving.prediction_log import PredictionLog
 from serving.routes import admin_router, prediction_router
 from serving.service import ModelSource, PredictionService, ServingError
-from serving.settings import MIN_ADMIN_TOKEN_CHARS, ServingSettings
+from serving.settings import MIN_ADMIN_TOKEN_CHARS, AuthSettings, ServingSettings
 
 if TYPE_CHECKING:
     from feast import FeatureStore
@@ -48,6 +49,7 @@ def create_app(
     data: DataSettings | None = None,
     model_source: ModelSource | None = None,
     store: FeatureStore | None = None,
+    auth: AuthSettings | None = None,
 ) -> FastAPI:
     """Build the prediction API.
 
@@ -60,10 +62,14 @@ def create_app(
         data: Where the data folder is (default prediction-log location).
         model_source: Where model versions come from (default: the MLflow registry).
         store: An already open feature store (default: opened from ``feast``).
+        auth: Who may call the prediction routes (from ``CHURN_SERVING_AUTH_*`` when
+            omitted; off unless enabled).
     """
     settings = settings or ServingSettings()
     model = model or ModelSettings()
+    auth = auth or AuthSettings()
     metrics = ServingMetrics(settings.metrics_dir)
+    verifier = _token_verifier(auth, settings, metrics)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -99,9 +105,13 @@ def create_app(
         app.state.prediction_log = log
         log.start()
         await service.start()
+        if verifier is not None:
+            await verifier.start()
         try:
             yield
         finally:
+            if verifier is not None:
+                await verifier.stop()
             # uvicorn has finished the in-flight requests: stop scoring, then write
             # every buffered prediction before the process ends.
             await service.stop()
@@ -119,7 +129,10 @@ def create_app(
     )
     app.state.settings = settings
     app.state.metrics = metrics
-    app.include_router(prediction_router(batch_limit=settings.batch_limit))
+    app.state.auth = verifier
+    app.include_router(
+        prediction_router(batch_limit=settings.batch_limit, authenticated=verifier is not None)
+    )
     if settings.admin_enabled:
         app.include_router(admin_router)
     elif settings.admin_token is not None:
@@ -144,6 +157,28 @@ def create_app_from_environment() -> FastAPI:
     return create_app(ServingSettings())
 
 
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _token_verifier(
+    auth: AuthSettings, settings: ServingSettings, metrics: ServingMetrics
+) -> TokenVerifier | None:
+    """The bearer-token check of the prediction routes, when authentication is on."""
+    if not auth.enabled:
+        return None
+    if not settings.tls_enabled and settings.host not in _LOOPBACK:
+        logger.warning(
+            "bearer tokens are required but travel in clear text to %s: set "
+            "CHURN_SERVING_TLS_CERT_FILE and CHURN_SERVING_TLS_KEY_FILE, or terminate TLS "
+            "in front of the service",
+            settings.host,
+        )
+    keys = JwksKeys(auth, on_fetched=lambda outcome: metrics.jwks_fetches.labels(outcome).inc())
+    return TokenVerifier(
+        auth, keys, on_rejected=lambda reason: metrics.auth_rejections.labels(reason).inc()
+    )
+
+
 def _mlflow_source(
     model: ModelSettings, mlflow: MlflowSettings | None, data: DataSettings | None
 ) -> MlflowModelSource:
@@ -153,7 +188,9 @@ def _mlflow_source(
 
 async def _serving_error_handler(request: Request, error: Exception) -> Response:
     assert isinstance(error, ServingError)
-    headers = {"WWW-Authenticate": "Bearer"} if error.status == 401 else {}
+    headers = {}
+    if error.challenge is not None or error.status == 401:
+        headers["WWW-Authenticate"] = error.challenge or "Bearer"
     if error.retry_after_s is not None:
         headers["Retry-After"] = str(error.retry_after_s)
     return JSONResponse(

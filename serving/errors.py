@@ -14,11 +14,13 @@ from core.errors import ChurnError, OnlineStoreUnavailable, http_status_for
 from serving.features import ProblemKind
 
 # The kinds answered with 503 and a Retry-After header.
-UnavailableKind = Literal["store_unavailable", "no_model", "overloaded", "deadline_exceeded"]
+UnavailableKind = Literal[
+    "store_unavailable", "no_model", "overloaded", "deadline_exceeded", "auth_unavailable"
+]
 ErrorKind = (
     ProblemKind
     | UnavailableKind
-    | Literal["payload_too_large", "invalid_request", "unauthorized", "internal_error"]
+    | Literal["payload_too_large", "invalid_request", "unauthorized", "forbidden", "internal_error"]
 )
 # Seconds a caller is told to wait while no model is served (a load takes about that).
 NO_MODEL_RETRY_AFTER_S = 5
@@ -28,12 +30,14 @@ STATUS_BY_KIND: dict[str, int] = {
     # a row problem: unknown user, stale or missing features, nothing to predict from
     **dict.fromkeys(get_args(ProblemKind), 404),
     "unauthorized": 401,
+    "forbidden": 403,
     "payload_too_large": 413,
     "invalid_request": 422,
     "internal_error": 500,
     "no_model": 503,
     "overloaded": 503,
     "deadline_exceeded": 503,
+    "auth_unavailable": 503,
     "store_unavailable": http_status_for(OnlineStoreUnavailable()),
 }
 
@@ -49,11 +53,21 @@ class ServingError(ChurnError):
             ``STATUS_BY_KIND[kind]``.
         detail: The message for the caller.
         retry_after_s: ``Retry-After`` seconds, when trying again later can work.
+        challenge: The ``WWW-Authenticate`` value of a 401 or 403 (RFC 6750); a 401
+            without one answers ``Bearer``.
     """
 
-    def __init__(self, kind: ErrorKind, detail: str, *, retry_after_s: int | None = None):
+    def __init__(
+        self,
+        kind: ErrorKind,
+        detail: str,
+        *,
+        retry_after_s: int | None = None,
+        challenge: str | None = None,
+    ):
         super().__init__(detail)
         self.kind = kind
         self.status = STATUS_BY_KIND[kind]
         self.detail = detail
         self.retry_after_s = retry_after_s
+        self.challenge = challenge

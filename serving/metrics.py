@@ -108,6 +108,19 @@ class ServingMetrics:
             ["outcome"],
             registry=owned,
         )
+        self.auth_rejections = Counter(
+            "churn_auth_rejections_total",
+            "Requests refused by bearer-token authentication, by reason (missing, expired, "
+            "wrong_audience, bad_signature, unknown_key, insufficient_scope, ...).",
+            ["reason"],
+            registry=owned,
+        )
+        self.jwks_fetches = Counter(
+            "churn_auth_jwks_fetches_total",
+            "Fetches of the issuer's signing keys (JWKS) by outcome (ok, failed).",
+            ["outcome"],
+            registry=owned,
+        )
         self.log_rows = Counter(
             "churn_prediction_log_rows_total",
             "Prediction-log rows by outcome (written; kept after a failed write).",

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import secrets
 import time
 from collections.abc import Callable, Coroutine
 from decimal import Decimal
-from typing import Annotated, Any
+from typing import Annotated, Any, get_args
 
 from fastapi import APIRouter, Depends, Request, Response
 from fastapi.responses import JSONResponse, PlainTextResponse
 from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from serving.auth import Caller, TokenVerifier
 from serving.errors import NO_MODEL_RETRY_AFTER_S, ServingError
 from serving.features import RowProblem
 from serving.metrics import ServingMetrics
@@ -22,6 +24,7 @@ from serving.schemas import (
     BatchPredictRequest,
     ErrorResponse,
     FeatureProblemResponse,
+    ForbiddenResponse,
     HealthResponse,
     InternalErrorResponse,
     ModelResponse,
@@ -99,7 +102,40 @@ async def _require_admin(
 
 AdminDep = Annotated[None, Depends(_require_admin)]
 
+_caller_bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="CallerJWT",
+    bearerFormat="JWT",
+    description="A JWT from the configured issuer (CHURN_SERVING_AUTH_*), when authentication "
+    "is on.",
+)
 
+
+async def _require_caller(
+    request: Request,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_caller_bearer)],
+) -> Caller:
+    verifier: TokenVerifier = request.app.state.auth
+    try:
+        return await verifier.authenticate(credentials.credentials if credentials else None)
+    except ServingError as error:
+        request.app.state.metrics.errors.labels(kind=error.kind).inc()
+        raise
+
+
+# The caller of a prediction route. prediction_router puts its dependency on the guarded
+# routes when authentication is on (not in their signatures: the security scheme must be in
+# the published schema only then); a route that needs the caller itself can take one.
+CallerDep = Annotated[Caller, Depends(_require_caller)]
+
+
+_CHALLENGE = {
+    "WWW-Authenticate": {
+        "description": 'The challenge (RFC 6750), e.g. Bearer error="invalid_token".',
+        "required": True,
+        "schema": {"type": "string"},
+    }
+}
 _RETRY_AFTER = {
     "Retry-After": {
         "description": "Seconds to wait before retrying.",
@@ -109,7 +145,8 @@ _RETRY_AFTER = {
 }
 # Every error body a route can answer with, by status: its model, and one example per kind.
 _ERRORS: dict[int, tuple[type[ErrorResponse], str, dict[str, Any]]] = {
-    401: (UnauthorizedResponse, "The admin bearer token is missing or wrong.", {}),
+    401: (UnauthorizedResponse, "The bearer token is missing or not valid.", _CHALLENGE),
+    403: (ForbiddenResponse, "The bearer token lacks the required scope or role.", _CHALLENGE),
     404: (FeatureProblemResponse, "The user's features cannot be scored.", {}),
     413: (PayloadTooLargeResponse, "The body is over the size limit (refused unread).", {}),
     500: (InternalErrorResponse, "The prediction failed unexpectedly.", {}),
@@ -136,25 +173,34 @@ def _errors(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return responses
 
 
-# The public routes but /predict/batch, whose body depends on the app (prediction_router).
+# The routes of callers (guarded when authentication is on) but /predict/batch, whose body
+# depends on the app (prediction_router), and the routes of probes and scrapers (open).
 _routes = APIRouter(route_class=ExactNumbersRoute)
+_open_routes = APIRouter()
 admin_router = APIRouter(prefix="/admin", tags=["admin"])
 
 
-def prediction_router(*, batch_limit: int) -> APIRouter:
+def prediction_router(*, batch_limit: int, authenticated: bool = False) -> APIRouter:
     """The public routes, ``/predict/batch`` taking at most ``batch_limit`` user_ids.
 
     The limit is in the published schema (``maxItems``) and in validation alike: one id
-    more is answered with 422, as the schema says.
+    more is answered with 422, as the schema says. With ``authenticated``, ``/predict``,
+    ``/predict/batch`` and ``/model`` require a bearer token (``app.state.auth`` checks
+    it; 401 and 403 are in their schema); ``/health``, ``/ready`` and ``/metrics`` stay open.
     """
+    guard: dict[str, Any] = {}
+    if authenticated:
+        guard = {"dependencies": [*get_args(CallerDep)[1:]], "responses": _errors(401, 403)}
     router = APIRouter()
-    router.include_router(_routes)
+    router.include_router(_routes, **guard)
+    router.include_router(_open_routes)
     router.add_api_route(
         "/predict/batch",
         _batch_route(BatchPredictRequest.limited_to(batch_limit)),
         methods=["POST"],
         response_model=BatchPredictionResponse,
-        responses=_errors(413, 422, 500, 503),
+        responses={**_errors(413, 422, 500, 503), **guard.get("responses", {})},
+        dependencies=guard.get("dependencies"),
         tags=["predictions"],
         route_class_override=ExactNumbersRoute,
     )
@@ -203,7 +249,7 @@ def _batch_route(
     return predict_batch
 
 
-@_routes.get("/health", response_model=HealthResponse, tags=["operations"])
+@_open_routes.get("/health", response_model=HealthResponse, tags=["operations"])
 async def health(service: ServiceDep) -> HealthResponse:
     """Liveness: answers while the process runs, with whether a model is loaded."""
     model = service.model
@@ -212,15 +258,20 @@ async def health(service: ServiceDep) -> HealthResponse:
     )
 
 
-@_routes.get(
+@_open_routes.get(
     "/ready",
     response_model=ReadinessResponse,
     responses={503: {"model": ReadinessResponse, "description": "Not ready, and why."}},
     tags=["operations"],
 )
-async def ready(service: ServiceDep, response: Response) -> ReadinessResponse:
+async def ready(service: ServiceDep, request: Request, response: Response) -> ReadinessResponse:
     """Readiness: 200 when a model is loaded and the online store answers, else 503."""
     readiness = await service.readiness()
+    verifier: TokenVerifier | None = request.app.state.auth
+    if verifier is not None and verifier.problem is not None:
+        # Serving no token is serving no prediction: not ready either.
+        detail = "; ".join(filter(None, [readiness.detail, verifier.problem]))
+        readiness = dataclasses.replace(readiness, ready=False, detail=detail)
     if not readiness.ready:
         response.status_code = 503
     return ReadinessResponse.model_validate(readiness)
@@ -238,7 +289,7 @@ async def model_info(service: ServiceDep) -> ModelResponse:
     return ModelResponse.of(model, service.source.alias, native_threads=threads)
 
 
-@_routes.get(
+@_open_routes.get(
     "/metrics",
     response_model=str,
     response_class=PlainTextResponse,

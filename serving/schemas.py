@@ -243,9 +243,15 @@ class InternalErrorResponse(ErrorResponse):
 
 
 class UnauthorizedResponse(ErrorResponse):
-    """401: the admin bearer token is missing or wrong."""
+    """401: the bearer token is missing or not valid (``WWW-Authenticate`` says which)."""
 
     kind: Literal["unauthorized"]
+
+
+class ForbiddenResponse(ErrorResponse):
+    """403: the bearer token is valid but lacks the scope or role the service requires."""
+
+    kind: Literal["forbidden"]
 
 
 class ValidationIssue(BaseModel):
@@ -303,7 +309,9 @@ ERROR_EXAMPLES: dict[str, str] = {
     "overloaded": "the service has 2040 rows waiting, at its limit of 2048: retry shortly",
     "deadline_exceeded": "no answer within the 2 s deadline",
     "internal_error": "the prediction failed (see the service log)",
-    "unauthorized": "a valid admin bearer token is required",
+    "unauthorized": "the bearer token has expired",
+    "forbidden": 'the bearer token lacks the scope "churn:predict"',
+    "auth_unavailable": "tokens cannot be checked now: the issuer's keys are not available",
 }
 
 

@@ -50,6 +50,18 @@ class ServeOutcome:
     workers: int
 
 
+def _tls_options(settings: ServingSettings) -> dict[str, Any]:
+    """uvicorn's HTTPS options from the settings (none: plain HTTP)."""
+    if not settings.tls_enabled:
+        return {}
+    password = settings.tls_key_password
+    return {
+        "ssl_certfile": str(settings.tls_cert_file),
+        "ssl_keyfile": str(settings.tls_key_file),
+        "ssl_keyfile_password": password.get_secret_value() if password else None,
+    }
+
+
 def run_server(request: ServeRequest) -> ServeOutcome:
     """Run the prediction API with uvicorn until interrupted.
 
@@ -90,6 +102,7 @@ def run_server(request: ServeRequest) -> ServeOutcome:
         "access_log": False,  # per-request log lines cost more than the prediction itself
         "log_level": request.log_level,
         "timeout_graceful_shutdown": 10,
+        **_tls_options(settings),
     }
     outcome = ServeOutcome(host=settings.host, port=settings.port, workers=count)
     if count == 1:

@@ -167,3 +167,130 @@ class ServingSettings(BaseSettings):
             "several workers (multi-process metrics), else unset."
         ),
     )
+    tls_cert_file: Path | None = Field(
+        default=None,
+        description="PEM certificate (chain) to serve HTTPS with; set with tls_key_file.",
+    )
+    tls_key_file: Path | None = Field(default=None, description="PEM private key of tls_cert_file.")
+    tls_key_password: SecretStr | None = Field(
+        default=None, description="Password of tls_key_file, when it is encrypted."
+    )
+
+    @model_validator(mode="after")
+    def _tls_pair(self) -> ServingSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError(
+                "CHURN_SERVING_TLS_CERT_FILE and CHURN_SERVING_TLS_KEY_FILE go together: "
+                "set both for HTTPS, or neither"
+            )
+        for name in ("tls_cert_file", "tls_key_file"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"CHURN_SERVING_{name.upper()}: no file at {path}")
+        return self
+
+    @property
+    def tls_enabled(self) -> bool:
+        """Whether the service answers HTTPS (a certificate and key are set)."""
+        return self.tls_cert_file is not None
+
+
+# Signature algorithms a token may use: asymmetric ones only. An issuer's keys are public;
+# a shared-secret (HS*) token could be forged by anyone holding the published key set.
+ASYMMETRIC_ALGORITHMS = (
+    "RS256",
+    "RS384",
+    "RS512",
+    "PS256",
+    "PS384",
+    "PS512",
+    "ES256",
+    "ES384",
+    "ES512",
+    "EdDSA",
+)
+
+
+class AuthSettings(BaseSettings):
+    """Who may call the prediction routes: bearer JWTs from one issuer (off by default).
+
+    With ``enabled``, ``/predict``, ``/predict/batch`` and ``/model`` answer only requests
+    carrying ``Authorization: Bearer <JWT>`` signed by one of the issuer's keys (its JWKS),
+    issued by ``issuer`` for ``audience`` and not expired; ``/health``, ``/ready`` and
+    ``/metrics`` stay open for probes and scrapers.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="CHURN_SERVING_AUTH_", extra="ignore")
+
+    enabled: bool = Field(
+        default=False,
+        description="Require a bearer JWT on the prediction routes (needs issuer, audience "
+        "and jwks_url).",
+    )
+    issuer: str | None = Field(
+        default=None, description='The tokens\' issuer: their "iss" claim must equal it.'
+    )
+    audience: str | None = Field(
+        default=None,
+        description="This service's name at the issuer: the tokens' \"aud\" claim must hold it.",
+    )
+    jwks_url: str | None = Field(
+        default=None,
+        description="Where the issuer publishes its signing keys (JWKS, http or https).",
+    )
+    required_scope: str | None = Field(
+        default=None,
+        description='A scope every token must carry ("scope" or "scp" claim); without it '
+        "the answer is 403.",
+    )
+    required_role: str | None = Field(
+        default=None,
+        description='A role every token must carry ("roles" claim); without it the answer is 403.',
+    )
+    algorithms: list[str] = Field(
+        default=["RS256"],
+        min_length=1,
+        description=f"Signature algorithms accepted (of {', '.join(ASYMMETRIC_ALGORITHMS)}).",
+    )
+    leeway_s: float = Field(
+        default=30.0,
+        ge=0,
+        le=300,
+        description="Clock skew tolerated on the expiry and not-before times.",
+    )
+    jwks_refresh_s: float = Field(
+        default=300.0,
+        gt=0,
+        description="How often the key set is fetched again in the background.",
+    )
+    jwks_min_refresh_interval_s: float = Field(
+        default=30.0,
+        ge=0,
+        description="Least time between two fetches triggered by tokens with an unknown key "
+        "id (a new key is picked up at most this late; random key ids cannot flood the issuer).",
+    )
+    jwks_timeout_s: float = Field(
+        default=5.0, gt=0, le=60, description="Bound on one fetch of the key set."
+    )
+
+    @model_validator(mode="after")
+    def _complete_when_enabled(self) -> AuthSettings:
+        unknown = sorted(set(self.algorithms) - set(ASYMMETRIC_ALGORITHMS))
+        if unknown:
+            raise ValueError(
+                f"CHURN_SERVING_AUTH_ALGORITHMS: {', '.join(unknown)} not accepted "
+                f"(asymmetric algorithms only: {', '.join(ASYMMETRIC_ALGORITHMS)})"
+            )
+        if not self.enabled:
+            return self
+        missing = [
+            f"CHURN_SERVING_AUTH_{name.upper()}"
+            for name in ("issuer", "audience", "jwks_url")
+            if not getattr(self, name)
+        ]
+        if missing:
+            raise ValueError(f"authentication is enabled but {', '.join(missing)} is not set")
+        scheme = (self.jwks_url or "").split("://", 1)[0].lower()
+        if scheme not in ("http", "https"):
+            raise ValueError("CHURN_SERVING_AUTH_JWKS_URL must be an http or https URL")
+        return self

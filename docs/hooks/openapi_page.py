@@ -10,7 +10,8 @@ route (its request body, its responses and errors with their models and examples
 headers) and every model, rendered from ``create_app(...).openapi()``. The document is built
 without the app's lifespan: no Redis, MLflow or Feast repo is opened. The app is built with
 every setting at its default (whatever ``CHURN_SERVING_*`` the builder has set) and an admin
-token, so the admin routes are documented too. Without a ``api-reference.md`` in the docs
+token and authentication on, so the admin routes and the 401/403 answers are documented
+too. Without a ``api-reference.md`` in the docs
 folder the page is generated whole.
 """
 
@@ -71,7 +72,7 @@ def openapi_document(config: MkDocsConfig) -> dict[str, Any]:
     if root not in sys.path:
         sys.path.insert(0, root)  # this checkout's code, whatever else is installed
     from serving.app import create_app
-    from serving.settings import MIN_ADMIN_TOKEN_CHARS, ServingSettings
+    from serving.settings import MIN_ADMIN_TOKEN_CHARS, AuthSettings, ServingSettings
 
     # Explicit values win over CHURN_SERVING_* variables: the page shows the defaults.
     defaults = {
@@ -80,7 +81,14 @@ def openapi_document(config: MkDocsConfig) -> dict[str, Any]:
         if not field.is_required()
     }
     settings = ServingSettings(**{**defaults, "admin_token": "d" * MIN_ADMIN_TOKEN_CHARS})
-    return create_app(settings).openapi()
+    # Authentication on, so its 401 and 403 are documented (no key is fetched to build it).
+    auth = AuthSettings(
+        enabled=True,
+        issuer="https://issuer.example",
+        audience="churn-api",
+        jwks_url="https://issuer.example/.well-known/jwks.json",
+    )
+    return create_app(settings, auth=auth).openapi()
 
 
 def render_reference(document: dict[str, Any]) -> str:
@@ -90,7 +98,9 @@ def render_reference(document: dict[str, Any]) -> str:
         f"Generated from the OpenAPI document of *{info['title']}* {info['version']} when "
         "this site is built; a running service serves the same at `/openapi.json` "
         "(interactive at `/docs`). Values shown are the defaults (a batch limit of "
-        f"{_batch_limit(document)} user_ids).",
+        f"{_batch_limit(document)} user_ids), with the admin routes and bearer-token "
+        "authentication on: without it (`CHURN_SERVING_AUTH_ENABLED` unset) the routes "
+        "take no token and never answer 401 or 403.",
         "",
         "## Routes",
         "",

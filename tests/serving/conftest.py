@@ -13,7 +13,7 @@ from fastapi import FastAPI
 
 from core.settings import FeastSettings, MlflowSettings
 from serving.app import create_app
-from serving.settings import ServingSettings
+from serving.settings import AuthSettings, ServingSettings
 from tests.utils.feast_repo import TestRepo, make_feature_repo
 from tests.utils.services import delete_project_keys, unique_name
 from tests.utils.serving import (
@@ -108,6 +108,7 @@ def make_app(repo: TestRepo, tracking_uri: str, tmp_path: Path) -> Callable[...,
         *,
         feast: FeastSettings | None = None,
         prediction_log_dir: Path | None = None,
+        auth: AuthSettings | None = None,
         **overrides: Any,
     ) -> FastAPI:
         values: dict[str, Any] = {"poll_interval_s": 0, **overrides}
@@ -117,6 +118,7 @@ def make_app(repo: TestRepo, tracking_uri: str, tmp_path: Path) -> Callable[...,
             feast=feast or repo.feast,
             mlflow=MlflowSettings(tracking_uri=tracking_uri),
             data=repo.data.model_copy(update={"prediction_log_dir": log_dir}),
+            auth=auth or AuthSettings(),
         )
 
     return build

@@ -14,7 +14,9 @@ from pathlib import Path
 
 import httpx
 
+from serving.settings import AuthSettings
 from tests.utils.feast_repo import TestRepo
+from tests.utils.jwks import AUDIENCE, ISSUER, make_signing_key, running_jwks, sign_token
 from tests.utils.serving import OnlineUsers, running_server, write_online_values
 
 OPERATIONS = ["/predict", "/predict/batch", "/model", "/health", "/ready"]
@@ -66,5 +68,28 @@ def test_schemathesis_with_every_check_finds_nothing(
         "invalid_feature_value",
     ]
     assert completed.returncode == 0, output
+    assert f"Tested: {len(OPERATIONS)}" in output, output
+    assert re.search(r"(\d+) generated, \1 passed", output), output
+
+
+def test_schemathesis_with_every_check_finds_nothing_with_authentication_on(
+    make_app, champion, tmp_path: Path
+) -> None:
+    # The token is sent on every request; schemathesis's ignored_auth check also sends
+    # requests without it (and with a broken one) and expects the declared 401.
+    key = make_signing_key("key-1")
+    with running_jwks([key]) as jwks:
+        auth = AuthSettings(enabled=True, issuer=ISSUER, audience=AUDIENCE, jwks_url=jwks.url)
+        with running_server(make_app(auth=auth)) as url:
+            token = sign_token(key, expires_in_s=3600)
+            completed = run_schemathesis(
+                url, tmp_path, "--header", f"Authorization: Bearer {token}"
+            )
+            metrics = httpx.get(f"{url}/metrics").text
+    output = completed.stdout + completed.stderr
+
+    assert completed.returncode == 0, output
+    # ignored_auth did run: requests without a token were refused as declared.
+    assert re.search(r'churn_auth_rejections_total\{reason="missing"\} [1-9]', metrics), metrics
     assert f"Tested: {len(OPERATIONS)}" in output, output
     assert re.search(r"(\d+) generated, \1 passed", output), output

@@ -106,6 +106,8 @@ def test_the_api_reference_page_shows_every_route_error_and_model(
                 for kind in examples.get("examples", {}):
                     assert f"| {status} | `{kind}` |" in section, (path, kind)
     assert "/admin/reload" in page  # documented, though off without a token
+    # Documented with authentication on: the prediction routes answer 401 and 403.
+    assert {"401", "403"} <= set(document["paths"]["/predict"]["post"]["responses"])
     for name in document["components"]["schemas"]:
         assert f"\n### {name}\n" in page
     assert "-9223372036854775808 to 9223372036854775807" in page

@@ -6,6 +6,7 @@ import contextlib
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import threading
 import time
@@ -461,12 +462,17 @@ def churn_serve_environment(
 
 @contextlib.contextmanager
 def churn_serve_process(
-    environment: dict[str, str], *args: str, ready_timeout_s: float = 120
+    environment: dict[str, str],
+    *args: str,
+    ready_timeout_s: float = 120,
+    verify: ssl.SSLContext | None = None,
 ) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     """Run ``churn serve ARGS`` until it is ready; yield its URL and process.
 
-    Leaving the block sends SIGTERM and waits for the process to end (graceful stop); the
-    caller reads ``process.returncode`` and ``process.output`` (stdout and stderr) after.
+    With ``verify`` (a context trusting its certificate) the service is expected to answer
+    HTTPS, and the URL is ``https://``. Leaving the block sends SIGTERM and waits for the
+    process to end (graceful stop); the caller reads ``process.returncode`` and
+    ``process.output`` (stdout and stderr) after.
     """
     import sys
 
@@ -480,14 +486,16 @@ def churn_serve_process(
         stderr=subprocess.STDOUT,
         text=True,
     )
-    url = f"http://127.0.0.1:{environment['CHURN_SERVING_PORT']}"
+    scheme = "http" if verify is None else "https"
+    url = f"{scheme}://127.0.0.1:{environment['CHURN_SERVING_PORT']}"
     try:
         deadline = time.monotonic() + ready_timeout_s
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"churn serve exited early:\n{process.communicate()[0]}")
             try:
-                if httpx.get(f"{url}/ready", timeout=5).status_code == 200:
+                ready = httpx.get(f"{url}/ready", timeout=5, verify=verify or True)
+                if ready.status_code == 200:
                     break
             except httpx.TransportError:
                 pass

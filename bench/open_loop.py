@@ -1,0 +1,162 @@
+"""An open-loop, constant-rate HTTP load generator: latency without coordinated omission.
+
+Request ``i`` is due at ``start + i / rate`` whatever happened to the requests before it,
+and its latency is measured from that intended time, not from when it was actually sent: a
+stalled server (or a stalled generator) shows up as latency of every request that should
+have gone out meanwhile, instead of silently lowering the rate as a closed-loop client
+(wrk, hey) does. Connections are kept alive and opened on demand (up to a cap) when every
+open one is busy; waiting for one counts as latency too.
+
+Plain HTTP/1.1 over asyncio streams (no client library) keeps the generator's own CPU per
+request small on a machine it shares with the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+_REQUEST_ID = b'"request_id":"'
+
+
+@dataclass
+class Outcome:
+    """One request: when it was due (seconds from the start), its status (0: no answer)."""
+
+    due_s: float
+    status: int
+    latency_s: float
+    request_id: str | None = None
+
+
+@dataclass
+class OpenLoopRun:
+    """Every request's outcome, in due order."""
+
+    rate: float
+    outcomes: list[Outcome] = field(default_factory=list)
+    behind_s: float = 0.0  # most the generator's sends lagged their due time
+
+
+class _Pool:
+    """Keep-alive connections to one server, opened when none is idle (at most ``limit``)."""
+
+    def __init__(self, host: str, port: int, limit: int) -> None:
+        self.host, self.port, self.limit = host, port, limit
+        self.idle: list[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = []
+        self.opened = 0
+        self._freed = asyncio.Condition()
+
+    async def take(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        async with self._freed:
+            while not self.idle and self.opened >= self.limit:
+                await self._freed.wait()
+            if self.idle:
+                return self.idle.pop()
+            self.opened += 1
+        try:
+            return await asyncio.open_connection(self.host, self.port)
+        except OSError:
+            await self.discard(None)
+            raise
+
+    async def give_back(
+        self, connection: tuple[asyncio.StreamReader, asyncio.StreamWriter]
+    ) -> None:
+        async with self._freed:
+            self.idle.append(connection)
+            self._freed.notify()
+
+    async def discard(
+        self, connection: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None
+    ) -> None:
+        if connection is not None:
+            connection[1].close()
+        async with self._freed:
+            self.opened -= 1
+            self._freed.notify()
+
+
+async def run_open_loop(
+    host: str,
+    port: int,
+    path: str,
+    body_of: Callable[[int], bytes],
+    *,
+    rate: float,
+    duration_s: float,
+    max_connections: int = 256,
+    timeout_s: float = 10.0,
+) -> OpenLoopRun:
+    """POST ``body_of(i)`` to ``path`` at ``rate`` requests/s for ``duration_s`` seconds."""
+    pool = _Pool(host, port, max_connections)
+    run = OpenLoopRun(rate)
+    head = f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
+    tasks: list[asyncio.Task[None]] = []
+    loop = asyncio.get_running_loop()
+    start = loop.time()
+
+    async def send(index: int, due: float) -> None:
+        body = body_of(index)
+        request = f"{head}Content-Length: {len(body)}\r\n\r\n".encode() + body
+        outcome = Outcome(due - start, 0, 0.0)
+        run.outcomes[index] = outcome
+        connection = None
+        try:
+            async with asyncio.timeout(timeout_s):
+                connection = await pool.take()
+                reader, writer = connection
+                writer.write(request)
+                headers = await reader.readuntil(b"\r\n\r\n")
+                status = int(headers[9:12])
+                length = 0
+                keep = True
+                for line in headers.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    name = name.strip().lower()
+                    if name == b"content-length":
+                        length = int(value)
+                    elif name == b"connection" and value.strip().lower() == b"close":
+                        keep = False
+                payload = await reader.readexactly(length)
+            outcome.status = status
+            outcome.latency_s = loop.time() - due
+            if status == 200:
+                at = payload.find(_REQUEST_ID)
+                if at >= 0:
+                    begin = at + len(_REQUEST_ID)
+                    outcome.request_id = payload[begin : payload.index(b'"', begin)].decode()
+            if keep:
+                await pool.give_back(connection)
+            else:
+                await pool.discard(connection)
+        except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError):
+            outcome.latency_s = loop.time() - due
+            if connection is not None:
+                await pool.discard(connection)
+
+    total = int(rate * duration_s)
+    run.outcomes = [Outcome(0.0, 0, 0.0)] * total
+    for index in range(total):
+        due = start + index / rate
+        delay = due - loop.time()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        else:
+            run.behind_s = max(run.behind_s, -delay)
+        tasks.append(asyncio.create_task(send(index, due)))
+        if len(tasks) >= 4096:  # let finished tasks go
+            tasks = [task for task in tasks if not task.done()]
+    await asyncio.gather(*tasks)
+    for connection in pool.idle:
+        connection[1].close()
+    return run
+
+
+def percentile(values: list[float], share: float) -> float:
+    """The ``share`` quantile (0-1) of ``values`` (nearest rank); NaN when empty."""
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
