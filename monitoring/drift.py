@@ -20,8 +20,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import pandas as pd
-
 from core.compute import OfflineCompute, offline_compute
 from core.compute.statistics import FrameSample, Sample
 from core.errors import InputError, StaleDataError
@@ -44,6 +42,7 @@ from monitoring.snapshots import (
     load_champion_lineage,
     read_prediction_log,
 )
+from monitoring.windows import read_sample
 from training import TrainingConfig, TrainingResult, run_training
 
 if TYPE_CHECKING:
@@ -137,20 +136,6 @@ def check_freshness(newest: Any, *, now: datetime, max_lag_hours: float, what: s
             f"CHURN_MONITORING_MAX_DATA_LAG_HOURS={max_lag_hours:g}); is ingest (or serving) "
             "running? Nothing was compared; pass --until to judge an older window"
         )
-
-
-def read_sample(path: Path) -> pd.DataFrame:
-    """A Parquet file or folder (partitioned dataset) as a frame.
-
-    Raises:
-        InputError: Missing or unreadable.
-    """
-    if not path.exists():
-        raise InputError(f"{path} does not exist")
-    try:
-        return pd.read_parquet(path)
-    except Exception as error:  # pyarrow raises several types for bad files
-        raise InputError(f"{path} is not readable Parquet: {error}") from error
 
 
 def run_drift(request: DriftRequest) -> DriftOutcome:

@@ -24,14 +24,14 @@ REFERENCE_COLOUR = "#1f77b4"
 CURRENT_COLOUR = "#d62728"
 
 
-def _finite(value: Any) -> Any:
+def finite_json(value: Any) -> Any:
     """Replace NaN and infinities (not valid JSON) by null, recursively."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
+        return {key: finite_json(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite(item) for item in value]
+        return [finite_json(item) for item in value]
     return value
 
 
@@ -39,7 +39,7 @@ def report_document(report: DriftReport, *, generated_at: datetime | None = None
     """The ``drift.json`` document: features, score and summary (strict JSON values)."""
     document = report.to_dict()
     document["summary"]["generated_at"] = (generated_at or datetime.now(UTC)).isoformat()
-    return _finite(document)
+    return finite_json(document)
 
 
 def write_json(report: DriftReport, path: Path, *, generated_at: datetime | None = None) -> Path:
