@@ -2,7 +2,8 @@
 
 Exit codes (for schedulers, :mod:`core.exits`):
 
-- ``churn drift``: 0 no major drift (none or minor), 4 major drift found, 5 stale data (the
+- ``churn drift``: 0 no major drift (none or minor) and no harm, 4 major drift found or
+  harm (estimated or realized ROC AUC below the champion's by the margin), 5 stale data (the
   newest snapshot or prediction is older than ``CHURN_MONITORING_MAX_DATA_LAG_HOURS``:
   ingest or serving stopped, nothing compared), 2 bad input or configuration (missing
   file, unknown feature, no champion), 1 any other failure, including a retraining
@@ -109,7 +110,38 @@ def drift_command(
     sys.stdout.flush()
     if outcome.retrain_failed:
         raise typer.Exit(ExitCode.FAILURE)
-    raise typer.Exit(ExitCode.FINDING if outcome.major else ExitCode.OK)
+    raise typer.Exit(ExitCode.FINDING if outcome.major or outcome.harmful else ExitCode.OK)
+
+
+def _print_performance(outcome: DriftOutcome) -> None:
+    performance = outcome.performance
+    if performance is None:
+        return
+    estimate = performance.estimate
+    auc = estimate.roc_auc if estimate else None
+    if estimate is None:
+        typer.echo(f"estimated performance: not measured ({performance.note})")
+    elif auc is None:
+        typer.echo(f"estimated performance: {estimate.status} ({estimate.note})")
+    else:
+        reference = performance.reference
+        held = (
+            f" vs champion's test ROC AUC {reference.roc_auc:.4f}"
+            if reference is not None and reference.roc_auc is not None
+            else ""
+        )
+        typer.echo(
+            f"estimated ROC AUC {auc.estimate:.4f} ({auc.low:.4f} - {auc.high:.4f}, "
+            f"{estimate.rows} predictions){held}"
+        )
+    if performance.realized.get("roc_auc") is not None:
+        typer.echo(
+            f"realized ROC AUC {performance.realized['roc_auc']:.4f} on "
+            f"{performance.realized['rows']} labelled predictions"
+        )
+    for harm in (performance.harm.estimated, performance.harm.realized):
+        if harm:
+            typer.echo(f"harm: {harm}")
 
 
 def _print_drift(outcome: DriftOutcome) -> None:
@@ -132,6 +164,7 @@ def _print_drift(outcome: DriftOutcome) -> None:
     score = str(report.sources.get("score", ""))
     if score.startswith("not measured"):  # a refused champion, say: never only in the json
         typer.echo(f"warning: score drift {score}", err=True)
+    _print_performance(outcome)
     typer.echo(f"report: {outcome.html_path}")
     typer.echo(f"json: {outcome.json_path}")
     if outcome.metrics_target:
@@ -141,7 +174,9 @@ def _print_drift(outcome: DriftOutcome) -> None:
         return
     for problem in decision.log_problems:
         typer.echo(f"warning: decisions log: {problem}", err=True)
-    typer.echo(f"retrain: {decision.action} ({'; '.join(decision.reasons)})")
+    typer.echo(
+        f"retrain: {decision.action}, signal {decision.signal} ({'; '.join(decision.reasons)})"
+    )
     if decision.action != "retrain":
         return
     if decision.outcome == "error":

@@ -215,7 +215,8 @@ def run_estimate(request: EstimateRequest) -> EstimateOutcome:
     write_text_atomically(
         outcome.html_path,
         "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Estimated "
-        f"performance</title></head><body>{render_estimate_html(outcome)}</body></html>\n",
+        f"performance</title></head><body>{render_estimate_html(estimate, reference, outcome.harm)}"
+        "</body></html>\n",
     )
     from core.stage_metrics import publish_stage_metrics
     from monitoring.metrics import build_estimate_registry
@@ -234,10 +235,10 @@ _NAMES = {
 }
 
 
-def render_estimate_html(outcome: EstimateOutcome) -> str:
+def render_estimate_html(
+    estimate: PerformanceEstimate, reference: Reference | None, harm: str | None
+) -> str:
     """The estimate as an HTML section (for estimate.html and the drift report)."""
-    estimate = outcome.estimate
-    reference = outcome.reference
     rows = "".join(
         f"<tr><td>{_NAMES[name]}</td><td>{interval.estimate:.4f}</td>"
         f"<td>{interval.low:.4f} - {interval.high:.4f}</td></tr>"
@@ -253,7 +254,7 @@ def render_estimate_html(outcome: EstimateOutcome) -> str:
     held_to = (
         f"<p>Champion {html.escape(reference.model)} version {html.escape(reference.version)}: "
         f"test ROC AUC {reference.roc_auc:.4f} at training"
-        + (f" <b>Estimated harm: {html.escape(outcome.harm or '')}</b>" if outcome.harmful else "")
+        + (f" <b>Estimated harm: {html.escape(harm)}</b>" if harm else "")
         + ".</p>"
         if reference is not None and reference.roc_auc is not None
         else ""

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -69,7 +70,11 @@ def build_registry(report: DriftReport) -> CollectorRegistry:
 
 
 def publish_metrics(
-    report: DriftReport, settings: MonitoringSettings, out_dir: Path | None
+    report: DriftReport,
+    settings: MonitoringSettings,
+    out_dir: Path | None,
+    *,
+    extend: Callable[[CollectorRegistry], None] | None = None,
 ) -> str | None:
     """Push the gauges to the Pushgateway, or write them as a textfile into ``out_dir``.
 
@@ -80,6 +85,8 @@ def publish_metrics(
         Where the metrics went (URL or file path), or None when neither is configured.
     """
     registry = build_registry(report)
+    if extend is not None:  # more gauges of the same run (the estimated performance)
+        extend(registry)
     if settings.pushgateway_url:
         from prometheus_client import push_to_gateway
 
