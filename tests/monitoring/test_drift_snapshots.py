@@ -299,6 +299,7 @@ def test_a_week_that_arrived_late_is_judged_on_its_own_values(tmp_path: Path) ->
     assert "drift: major (major: feature_2, feature_ratio" in completed.stdout
 
 
+@pytest.mark.timeout(1200)  # an alert-only run, then three overlapping runs, one training
 def test_major_drift_retrains_when_configured_through_the_gate_once_per_cooldown(
     champion: Champion, tmp_path: Path
 ) -> None:
