@@ -127,7 +127,7 @@ demo: $(STAMP) ## Run the platform end to end on embedded defaults (small data, 
 	CHURN_FEAST_PROFILE=$(DEMO_PROFILE) $(CHURN) skew-check --sample 200 --seed 1
 	@echo "== 3. training: $(DEMO_TRIALS) Optuna trials, gate 0.78, champion/challenger"
 	CHURN_FEAST_PROFILE=$(DEMO_PROFILE) $(CHURN) train --trials $(DEMO_TRIALS)
-	@echo "== 4. serving on $(DEMO_URL), then drift on a shifted week, retraining, hot reload"
+	@echo "== 4. serving on $(DEMO_URL), then drift on a shifted week, the harm check, hot reload"
 	@set -euo pipefail; \
 	export CHURN_FEAST_PROFILE=$(DEMO_PROFILE) CHURN_SERVING_POLL_INTERVAL_S=2; \
 	$(CHURN) serve --port $(DEMO_PORT) --log-level warning & server=$$!; \
@@ -144,20 +144,25 @@ demo: $(STAMP) ## Run the platform end to end on embedded defaults (small data, 
 	echo " its rows available at their event times, so drift and retraining see them on their own days)"; \
 	$(CHURN) ingest --backfill data/raw/shifted.parquet; \
 	$(CHURN) materialize --start $(DEMO_BASE_END); \
-	echo "== 6. drift job with retraining"; \
+	echo "== 6. drift job: drift alerts; retraining only on estimated or realized harm"; \
 	status=0; $(CHURN) drift --out $(REPORT_DIR) --retrain --trials $(DEMO_TRIALS) || status=$$?; \
 	[ $$status -eq 0 ] || [ $$status -eq 4 ] || { echo "demo: churn drift failed ($$status)"; exit $$status; }; \
 	sleep 4; \
 	echo "POST /predict user 1 (after the drift job; model_version shows the serving champion):"; \
 	curl -s -X POST $(DEMO_URL)/predict -H 'content-type: application/json' -d '{"user_id": 1}'; echo; \
-	echo "POST /predict/batch users 1-100 (feeds the prediction log):"; \
-	curl -s -X POST $(DEMO_URL)/predict/batch -H 'content-type: application/json' \
-		-d "{\"user_ids\": [$$(seq -s, 1 100)]}" | $(BIN)/python -c "import json,sys; r=json.load(sys.stdin); print(len(r['predictions']), 'predictions,', len(r['errors']), 'per-user errors')"; \
+	echo "POST /predict/batch every user of the shifted week, 100 a request (feeds the prediction log):"; \
+	for first in $$(seq 1 100 $(DEMO_USERS)); do \
+		curl -s -X POST $(DEMO_URL)/predict/batch -H 'content-type: application/json' \
+			-d "{\"user_ids\": [$$(seq -s, $$first $$((first + 99)))]}"; echo; \
+	done | $(BIN)/python -c "import json,sys; r=[json.loads(l) for l in sys.stdin if l.strip()]; print(sum(len(x['predictions']) for x in r), 'predictions,', sum(len(x['errors']) for x in r), 'per-user errors')"; \
 	kill $$server; wait $$server || true; trap - EXIT; \
-	echo "== 7. the served predictions against the labels that have landed"; \
+	echo "== 7. the shifted week's performance estimated from the served probabilities, before its labels"; \
+	status=0; $(CHURN) estimate --window 1d --out $(REPORT_DIR)/estimate || status=$$?; \
+	[ $$status -eq 0 ] || [ $$status -eq 4 ] || { echo "demo: churn estimate failed ($$status)"; exit $$status; }; \
+	echo "== 8. the labels land: the realized figures beside the estimate"; \
 	status=0; $(CHURN) evaluate --window 1d || status=$$?; \
 	[ $$status -ne 1 ] || { echo "demo: churn evaluate failed"; exit 1; }; \
-	echo "== 8. batch scoring: every user now, from the offline store, with the reasons"; \
+	echo "== 9. batch scoring: every user now, from the offline store, with the reasons"; \
 	$(CHURN) score --out data/scores/demo.parquet --show 10; \
 	echo "demo: done. Drift report: $(REPORT_DIR)/drift.html (JSON: $(REPORT_DIR)/drift.json)"; \
 	echo "demo: MLflow: $(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/data/mlflow/mlflow.db"

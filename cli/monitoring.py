@@ -2,11 +2,15 @@
 
 Exit codes (for schedulers, :mod:`core.exits`):
 
-- ``churn drift``: 0 no major drift (none or minor), 4 major drift found, 5 stale data (the
+- ``churn drift``: 0 no major drift (none or minor) and no harm, 4 major drift found or
+  harm (estimated or realized ROC AUC below the champion's by the margin), 5 stale data (the
   newest snapshot or prediction is older than ``CHURN_MONITORING_MAX_DATA_LAG_HOURS``:
   ingest or serving stopped, nothing compared), 2 bad input or configuration (missing
   file, unknown feature, no champion), 1 any other failure, including a retraining
   (``--retrain``) that crashed.
+- ``churn estimate``: 0 estimated (or too few predictions to claim a figure), 4 estimated
+  harm (the estimated ROC AUC's interval lies wholly more than the retraining margin below
+  the champion's test ROC AUC), 2 bad input or nothing to estimate, 1 other failures.
 - ``churn evaluate``: 0 evaluated, 4 ROC AUC below ``--min-auc`` (only when given), 2 bad
   input or nothing to evaluate (no prediction in the window, no label matched), 1 other
   failures.
@@ -30,7 +34,7 @@ from core.errors import InputError
 from core.exits import ExitCode
 
 if TYPE_CHECKING:
-    from monitoring import DriftOutcome, EvaluateOutcome
+    from monitoring import DriftOutcome, EstimateOutcome, EvaluateOutcome
 
 
 def drift_command(
@@ -106,7 +110,38 @@ def drift_command(
     sys.stdout.flush()
     if outcome.retrain_failed:
         raise typer.Exit(ExitCode.FAILURE)
-    raise typer.Exit(ExitCode.FINDING if outcome.major else ExitCode.OK)
+    raise typer.Exit(ExitCode.FINDING if outcome.major or outcome.harmful else ExitCode.OK)
+
+
+def _print_performance(outcome: DriftOutcome) -> None:
+    performance = outcome.performance
+    if performance is None:
+        return
+    estimate = performance.estimate
+    auc = estimate.roc_auc if estimate else None
+    if estimate is None:
+        typer.echo(f"estimated performance: not measured ({performance.note})")
+    elif auc is None:
+        typer.echo(f"estimated performance: {estimate.status} ({estimate.note})")
+    else:
+        reference = performance.reference
+        held = (
+            f" vs champion's test ROC AUC {reference.roc_auc:.4f}"
+            if reference is not None and reference.roc_auc is not None
+            else ""
+        )
+        typer.echo(
+            f"estimated ROC AUC {auc.estimate:.4f} ({auc.low:.4f} - {auc.high:.4f}, "
+            f"{estimate.rows} predictions){held}"
+        )
+    if performance.realized.get("roc_auc") is not None:
+        typer.echo(
+            f"realized ROC AUC {performance.realized['roc_auc']:.4f} on "
+            f"{performance.realized['rows']} labelled predictions"
+        )
+    for harm in (performance.harm.estimated, performance.harm.realized):
+        if harm:
+            typer.echo(f"harm: {harm}")
 
 
 def _print_drift(outcome: DriftOutcome) -> None:
@@ -129,6 +164,7 @@ def _print_drift(outcome: DriftOutcome) -> None:
     score = str(report.sources.get("score", ""))
     if score.startswith("not measured"):  # a refused champion, say: never only in the json
         typer.echo(f"warning: score drift {score}", err=True)
+    _print_performance(outcome)
     typer.echo(f"report: {outcome.html_path}")
     typer.echo(f"json: {outcome.json_path}")
     if outcome.metrics_target:
@@ -138,7 +174,9 @@ def _print_drift(outcome: DriftOutcome) -> None:
         return
     for problem in decision.log_problems:
         typer.echo(f"warning: decisions log: {problem}", err=True)
-    typer.echo(f"retrain: {decision.action} ({'; '.join(decision.reasons)})")
+    typer.echo(
+        f"retrain: {decision.action}, signal {decision.signal} ({'; '.join(decision.reasons)})"
+    )
     if decision.action != "retrain":
         return
     if decision.outcome == "error":
@@ -206,15 +244,31 @@ def _print_evaluation(outcome: EvaluateOutcome) -> None:
         f"window {evaluation.window[0]} - {evaluation.window[1]}: {evaluation.predictions} "
         f"predictions, {evaluation.matched} with labels, {evaluation.unmatched} without"
     )
-    typer.echo(
-        f"ROC AUC {number(evaluation.roc_auc)}  Brier {evaluation.brier:.4f}  log loss "
-        f"{evaluation.log_loss:.4f}  ECE {evaluation.expected_calibration_error:.4f}  "
-        f"churn rate {evaluation.base_rate:.3f} vs mean prediction "
-        f"{evaluation.mean_predicted:.3f}"
-    )
-    for version, values in evaluation.by_version.items():
+    if evaluation.status == "ok":
         typer.echo(
-            f"  version {version}: {values['rows']} rows, ROC AUC {number(values['roc_auc'])} "
+            f"ROC AUC {number(evaluation.roc_auc)}  Brier {number(evaluation.brier)}  log loss "
+            f"{number(evaluation.log_loss)}  ECE {number(evaluation.expected_calibration_error)}"
+            f"  churn rate {number(evaluation.base_rate)} vs mean prediction "
+            f"{number(evaluation.mean_predicted)}"
+        )
+    else:
+        typer.echo(f"insufficient data: {evaluation.note}")
+    if evaluation.estimated:
+        typer.echo("  realized beside estimated without labels (interval):")
+        for name, row in evaluation.estimated.items():
+            inside = {True: "inside", False: "OUTSIDE", None: ""}[row["inside"]]
+            typer.echo(
+                f"    {name:<10} realized {number(row['realized'])}  estimated "
+                f"{row['estimate']:.4f} ({row['low']:.4f} - {row['high']:.4f}) {inside}"
+            )
+    for version, values in evaluation.by_version.items():
+        figure = (
+            f"ROC AUC {number(values['roc_auc'])}"
+            if values.get("status", "ok") == "ok"
+            else f"too few for a figure (minimum {evaluation.min_rows})"
+        )
+        typer.echo(
+            f"  version {version}: {values['rows']} rows, {figure} "
             f"(training test AUC {number(values.get('training_test_roc_auc'))})"
         )
     if evaluation.champion:
@@ -222,17 +276,91 @@ def _print_evaluation(outcome: EvaluateOutcome) -> None:
             f"  champion: version {evaluation.champion['version']}, training test AUC "
             f"{number(evaluation.champion['training_test_roc_auc'])}"
         )
-    typer.echo("  reliability (predicted -> observed):")
+    if evaluation.reliability:
+        typer.echo("  reliability (predicted -> observed):")
     for item in evaluation.reliability:
         if item.count:
             typer.echo(
                 f"    [{item.low:.1f}, {item.high:.1f}) n={item.count:<6} "
                 f"{number(item.mean_predicted)} -> {number(item.observed_rate)}"
             )
-    if evaluation.note:
+    if evaluation.note and evaluation.status == "ok":
         typer.echo(f"note: {evaluation.note}")
     if outcome.json_path is not None:
         typer.echo(f"json: {outcome.json_path}")
 
 
-COMMANDS: dict[str, Callable[..., None]] = {"drift": drift_command, "evaluate": evaluate_command}
+def estimate_command(
+    window: Annotated[
+        str, typer.Option(help="Predictions of the prediction log's last window, e.g. 7d.")
+    ] = "7d",
+    until: Annotated[
+        datetime | None,
+        typer.Option(help="End of the window (default: the newest prediction)."),
+    ] = None,
+    current: Annotated[
+        Path | None,
+        typer.Option(
+            help="Parquet file or folder instead of the log: a churn_probability column, or "
+            "the champion's feature columns (scored by the champion)."
+        ),
+    ] = None,
+    out: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder for estimate.json and estimate.html "
+            "(default <data_dir>/monitoring/estimates/<UTC time>)."
+        ),
+    ] = None,
+) -> None:
+    """Estimate ROC AUC, PR AUC, Brier score and churn rate of a window before its labels.
+
+    Exit code 0: estimated (or too few predictions: status insufficient_data); 4: the
+    estimated ROC AUC's whole interval lies more than CHURN_MONITORING_RETRAIN_AUC_MARGIN
+    below the champion's test ROC AUC; 2: nothing to estimate; 1: failure.
+    """
+    from monitoring import EstimateRequest, parse_window, run_estimate
+
+    with exit_on_error(also_bad_input=(ValueError,)):
+        outcome = run_estimate(
+            EstimateRequest(window=parse_window(window), until=until, current=current, out_dir=out)
+        )
+    _print_estimate(outcome)
+    raise typer.Exit(ExitCode.FINDING if outcome.harmful else ExitCode.OK)
+
+
+def _print_estimate(outcome: EstimateOutcome) -> None:
+    estimate = outcome.estimate
+    typer.echo(f"estimate: {estimate.rows} predictions, status {estimate.status}")
+    if estimate.status == "ok":
+        for name, label in (
+            ("roc_auc", "ROC AUC"),
+            ("pr_auc", "PR AUC"),
+            ("brier", "Brier"),
+            ("churn_rate", "churn rate"),
+        ):
+            interval = estimate.figure(name)
+            if interval is not None:
+                typer.echo(
+                    f"  {label:<10} {interval.estimate:.4f}  "
+                    f"({estimate.confidence:.0%} interval {interval.low:.4f} - {interval.high:.4f})"
+                )
+    if estimate.note:
+        typer.echo(f"note: {estimate.note}")
+    reference = outcome.reference
+    if reference is not None and reference.roc_auc is not None:
+        typer.echo(
+            f"reference: {reference.model} version {reference.version}, test ROC AUC "
+            f"{reference.roc_auc:.4f}" + ("; estimated harm" if outcome.harmful else "")
+        )
+    typer.echo(f"json: {outcome.json_path}")
+    typer.echo(f"report: {outcome.html_path}")
+    if outcome.metrics_target:
+        typer.echo(f"metrics: {outcome.metrics_target}")
+
+
+COMMANDS: dict[str, Callable[..., None]] = {
+    "drift": drift_command,
+    "estimate": estimate_command,
+    "evaluate": evaluate_command,
+}

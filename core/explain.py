@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from core.calibration import split_calibrated
 from core.errors import ModelUnsupported
 from core.trees import TreeArrays, read_trees
 
@@ -128,6 +129,9 @@ class TreeExplainer:
                 features, or its trees cannot be read.
         """
         try:
+            # A calibrated model is explained by the model inside: contributions stay in
+            # its log-odds, which the calibrator maps monotonically to the probability.
+            model, _ = split_calibrated(model)
             fitted = read_trees(model)
         except ModelUnsupported as error:
             raise ModelUnsupported(

@@ -31,6 +31,10 @@ HASH_TAG = "artifact.sha256"
 TRUSTED_TYPES: tuple[str, ...] = (
     "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",  # hist_gradient_boosting
     "sklearn.tree._tree.Tree",  # gradient_boosting
+    # The calibrator around either family (core.calibration): one calibrated copy holding
+    # the frozen model and a Platt (sigmoid) or isotonic calibrator.
+    "sklearn.calibration._CalibratedClassifier",
+    "sklearn.calibration._SigmoidCalibration",
 )
 
 

@@ -1,7 +1,7 @@
-"""Monitoring: drift of what the model sees, and its performance once labels arrive.
+"""Monitoring: drift of what the model sees, its performance before and after labels arrive.
 
-The entry points of ``churn drift`` and ``churn evaluate``: a request in, an outcome out.
-Everything else in ``monitoring`` is internal.
+The entry points of ``churn drift``, ``churn estimate`` and ``churn evaluate``: a request
+in, an outcome out. Everything else in ``monitoring`` is internal.
 
 They are loaded on first use: a cluster's executors import ``monitoring.snapshots`` (the
 champion's scorer runs where the rows are), and each of their Python workers would
@@ -15,16 +15,20 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from monitoring.drift import DriftOutcome, DriftRequest, run_drift
+    from monitoring.estimate import EstimateOutcome, EstimateRequest, run_estimate
     from monitoring.evaluate import EvaluateOutcome, EvaluateRequest, run_evaluation
     from monitoring.windows import parse_window
 
 __all__ = [
     "DriftOutcome",
     "DriftRequest",
+    "EstimateOutcome",
+    "EstimateRequest",
     "EvaluateOutcome",
     "EvaluateRequest",
     "parse_window",
     "run_drift",
+    "run_estimate",
     "run_evaluation",
 ]
 
@@ -32,6 +36,9 @@ _MODULES = {
     "DriftOutcome": "monitoring.drift",
     "DriftRequest": "monitoring.drift",
     "run_drift": "monitoring.drift",
+    "EstimateOutcome": "monitoring.estimate",
+    "EstimateRequest": "monitoring.estimate",
+    "run_estimate": "monitoring.estimate",
     "EvaluateOutcome": "monitoring.evaluate",
     "EvaluateRequest": "monitoring.evaluate",
     "run_evaluation": "monitoring.evaluate",

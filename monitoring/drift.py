@@ -20,8 +20,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-import pandas as pd
-
 from core.compute import OfflineCompute, offline_compute
 from core.compute.statistics import FrameSample, Sample
 from core.errors import InputError, StaleDataError
@@ -32,6 +30,7 @@ from core.settings import DataSettings, FeastSettings, MlflowSettings, ModelSett
 from core.stage_metrics import record_drift_outcome
 from monitoring.comparison import DriftReport, compare_frames, compare_samples
 from monitoring.metrics import build_registry, publish_metrics
+from monitoring.performance import WindowPerformance, window_performance
 from monitoring.report import write_reports
 from monitoring.retrain import RetrainDecision, trigger_retraining
 from monitoring.settings import MonitoringSettings
@@ -44,9 +43,11 @@ from monitoring.snapshots import (
     load_champion_lineage,
     read_prediction_log,
 )
+from monitoring.windows import read_sample
 from training import TrainingConfig, TrainingResult, run_training
 
 if TYPE_CHECKING:
+    import pandas as pd
     from feast import FeatureStore
 
 Source = Literal["snapshots", "predictions"]
@@ -101,11 +102,17 @@ class DriftOutcome:
     html_path: Path
     metrics_target: str | None
     decision: RetrainDecision | None = None
+    performance: WindowPerformance | None = None
 
     @property
     def major(self) -> bool:
         """Whether some feature drifted majorly."""
         return self.report.severity == "major"
+
+    @property
+    def harmful(self) -> bool:
+        """Whether the window's estimated or realized performance shows harm."""
+        return self.performance is not None and self.performance.harmful
 
     @property
     def retrain_failed(self) -> bool:
@@ -117,7 +124,7 @@ class DriftOutcome:
         """The run's outcome for the stage metrics."""
         if self.retrain_failed:
             return "failed"
-        return "major_drift" if self.major else "no_major_drift"
+        return "major_drift" if self.major else "no_major_drift"  # harm: its own gauge
 
 
 def check_freshness(newest: Any, *, now: datetime, max_lag_hours: float, what: str) -> None:
@@ -139,20 +146,6 @@ def check_freshness(newest: Any, *, now: datetime, max_lag_hours: float, what: s
         )
 
 
-def read_sample(path: Path) -> pd.DataFrame:
-    """A Parquet file or folder (partitioned dataset) as a frame.
-
-    Raises:
-        InputError: Missing or unreadable.
-    """
-    if not path.exists():
-        raise InputError(f"{path} does not exist")
-    try:
-        return pd.read_parquet(path)
-    except Exception as error:  # pyarrow raises several types for bad files
-        raise InputError(f"{path} is not readable Parquet: {error}") from error
-
-
 def run_drift(request: DriftRequest) -> DriftOutcome:
     """Compare the samples, write drift.json / drift.html, publish the metrics, and retrain
     on major drift when asked.
@@ -167,25 +160,36 @@ def run_drift(request: DriftRequest) -> DriftOutcome:
         DataSettings().data_dir / "monitoring" / "reports" / started.strftime("%Y%m%dT%H%M%SZ")
     )
     # What the backend staged for the comparison lives until the report is written.
+    kept: dict[str, pd.DataFrame] = {}  # the current window as compared, for the estimate
     with ExitStack() as stack:
         if request.reference is not None and request.current is not None:
-            report, lineage = _compare_files(request.reference, request.current, request), None
+            report = _compare_files(request.reference, request.current, request, keep=kept)
+            lineage = None
         else:
-            report, lineage = _compare_with_champion(request, stack)
-        json_path, html_path = write_reports(report, out_dir)
-        metrics_target = publish_metrics(report, settings, out_dir)
-    outcome = DriftOutcome(report, json_path, html_path, metrics_target)
+            report, lineage = _compare_with_champion(request, stack, keep=kept)
+        performance = window_performance(kept.get("current"), lineage, request)
+        json_path, html_path = write_reports(
+            report,
+            out_dir,
+            extra={"estimated_performance": performance.to_dict()},
+            sections=performance.render_html(),
+        )
+        metrics_target = publish_metrics(report, settings, out_dir, extend=performance.add_gauges)
+    outcome = DriftOutcome(report, json_path, html_path, metrics_target, performance=performance)
     if request.retrain:
         outcome.decision = _retrain(outcome, request, lineage)
     record_drift_outcome(build_registry(report), outcome=outcome.status)
     return outcome
 
 
-def _compare_files(reference: Path, current: Path, request: DriftRequest) -> DriftReport:
-    """Two Parquet samples, compared in this process."""
+def _compare_files(
+    reference: Path, current: Path, request: DriftRequest, *, keep: dict[str, pd.DataFrame]
+) -> DriftReport:
+    """Two Parquet samples, compared in this process (the current one kept in ``keep``)."""
     if request.settings.aggregates_required():
         raise InputError(_AGGREGATES_ONLY)
     frames = (read_sample(reference), read_sample(current))
+    keep["current"] = frames[1]
     scored = all(SCORE_COLUMN in frame.columns for frame in frames)
     return compare_frames(
         *frames,
@@ -197,9 +201,10 @@ def _compare_files(reference: Path, current: Path, request: DriftRequest) -> Dri
 
 
 def _compare_with_champion(
-    request: DriftRequest, stack: ExitStack
+    request: DriftRequest, stack: ExitStack, *, keep: dict[str, pd.DataFrame]
 ) -> tuple[DriftReport, ChampionLineage]:
-    """Samples where at least one side comes from the champion's lineage or the live data."""
+    """Samples where at least one side comes from the champion's lineage or the live data
+    (the current one kept in ``keep`` when it is read into this process)."""
     settings = request.settings
     registry = ModelRegistry.from_settings()
     lineage = load_champion_lineage(registry, request.model.name, request.model.alias)
@@ -238,6 +243,7 @@ def _compare_with_champion(
         report = compare_samples(compute, reference, current, settings, **options)
     else:
         frames = compute.to_pandas(reference), compute.to_pandas(current)
+        keep["current"] = frames[1]
         report = compare_frames(*frames, settings, **options)
     return report, lineage
 
@@ -348,8 +354,11 @@ def _retrain(
             fallback_dir=DataSettings().data_dir / "locks",
         )
 
+    performance = outcome.performance
     return trigger_retraining(
         outcome.report,
+        harm=performance.harm if performance is not None else None,
+        retrain_on_drift=request.settings.retrain_on_drift,
         train=train,
         decisions_path=request.settings.resolved_decisions_path(),
         cooldown=timedelta(hours=request.settings.retrain_cooldown_hours),

@@ -20,8 +20,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import brier_score_loss, log_loss, roc_auc_score
+from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
+from core.calibration import RELIABILITY_BINS, ReliabilityBin, reliability
 from core.compute import offline_compute
 from core.compute.statistics import StatisticsCompute
 from core.errors import InputError
@@ -31,11 +32,12 @@ from core.models import ModelRegistry
 from core.settings import DataSettings, FeastSettings, MlflowSettings, ModelSettings
 from core.stage_metrics import record_champion_from_registry, record_evaluation
 from core.tables import read_time_window
+from monitoring.estimation import METRICS, PerformanceEstimate, estimate_performance
+from monitoring.settings import MonitoringSettings
 from monitoring.snapshots import read_prediction_log
 
 TIMESTAMP = "event_timestamp"
 LABEL_TIMESTAMP = "label_timestamp"
-RELIABILITY_BINS = 10
 
 
 @dataclass(frozen=True)
@@ -60,37 +62,37 @@ class EvaluateRequest:
     min_auc: float | None = None
     feast: FeastSettings = field(default_factory=FeastSettings)
     model: ModelSettings = field(default_factory=ModelSettings)
-
-
-@dataclass
-class ReliabilityBin:
-    """One bin of the reliability diagram (predicted probability vs observed rate)."""
-
-    low: float
-    high: float
-    count: int
-    mean_predicted: float | None
-    observed_rate: float | None
+    settings: MonitoringSettings = field(default_factory=MonitoringSettings)
 
 
 @dataclass
 class Evaluation:
-    """Performance of served predictions whose labels have arrived."""
+    """Performance of served predictions whose labels have arrived.
+
+    Below ``min_rows`` labelled predictions (overall, and per model version) no figure is
+    claimed: the status is ``insufficient_data`` and the figures are None. ``estimated``
+    holds, per metric, what was estimated without labels for the same predictions
+    (:mod:`monitoring.estimation`) beside the realized figure, and whether the realized
+    one fell inside the estimate's interval.
+    """
 
     window: list[str]
     predictions: int
     matched: int
     unmatched: int
     roc_auc: float | None
-    brier: float
-    log_loss: float
-    base_rate: float
-    mean_predicted: float
-    expected_calibration_error: float
+    brier: float | None
+    log_loss: float | None
+    base_rate: float | None
+    mean_predicted: float | None
+    expected_calibration_error: float | None
     reliability: list[ReliabilityBin]
     by_version: dict[str, dict[str, Any]] = field(default_factory=dict)
     champion: dict[str, Any] = field(default_factory=dict)
     note: str | None = None
+    status: str = "ok"
+    min_rows: int = 0
+    estimated: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (``evaluation.json``)."""
@@ -169,35 +171,54 @@ def read_label_window(
     return frame
 
 
-def _reliability(
-    labels: np.ndarray, scores: np.ndarray, bins: int
-) -> tuple[list[ReliabilityBin], float]:
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    index = np.clip(np.searchsorted(edges, scores, side="right") - 1, 0, bins - 1)
-    result, ece = [], 0.0
-    for position in range(bins):
-        chosen = index == position
-        count = int(chosen.sum())
-        mean_predicted = float(scores[chosen].mean()) if count else None
-        observed = float(labels[chosen].mean()) if count else None
-        if count:
-            ece += count / len(scores) * abs(float(mean_predicted or 0) - float(observed or 0))
-        result.append(
-            ReliabilityBin(
-                low=float(edges[position]),
-                high=float(edges[position + 1]),
-                count=count,
-                mean_predicted=mean_predicted,
-                observed_rate=observed,
-            )
-        )
-    return result, ece
+def _realized(labels: np.ndarray, scores: np.ndarray) -> dict[str, float | None]:
+    """ROC AUC, PR AUC, Brier score and churn rate on labels (AUCs None with one class)."""
+    both = len(np.unique(labels)) == 2
+    return {
+        "roc_auc": float(roc_auc_score(labels, scores)) if both else None,
+        "pr_auc": float(average_precision_score(labels, scores)) if both else None,
+        "brier": float(brier_score_loss(labels, scores)),
+        "churn_rate": float(labels.mean()),
+    }
+
+
+def _beside_estimate(
+    realized: dict[str, float | None], estimate: PerformanceEstimate
+) -> dict[str, dict[str, Any]]:
+    """Per metric: the estimate, its interval, the realized figure and whether it is inside."""
+    table: dict[str, dict[str, Any]] = {}
+    for name in METRICS:
+        interval, value = estimate.figure(name), realized.get(name)
+        if interval is None:
+            continue
+        table[name] = {
+            "estimate": interval.estimate,
+            "low": interval.low,
+            "high": interval.high,
+            "realized": value,
+            "inside": None if value is None else interval.contains(value),
+        }
+    return table
 
 
 def evaluate_predictions(
-    joined: pd.DataFrame, *, window: tuple[Any, Any], bins: int = RELIABILITY_BINS
+    joined: pd.DataFrame,
+    *,
+    window: tuple[Any, Any],
+    bins: int = RELIABILITY_BINS,
+    min_rows: int = 500,
+    confidence: float = 0.95,
 ) -> Evaluation:
-    """ROC AUC, Brier score, log loss and reliability of the labelled predictions.
+    """ROC AUC, Brier score, log loss and reliability of the labelled predictions, beside
+    what was estimated for them without labels.
+
+    Args:
+        joined: Predictions with ``label`` (NaN: not arrived) and ``churn_probability``.
+        window: The window's bounds, for the report.
+        bins: Reliability bins.
+        min_rows: Fewest labelled predictions a figure is claimed for, overall and per
+            model version.
+        confidence: Coverage of the estimate's intervals.
 
     Raises:
         InputError: No prediction has a label yet.
@@ -210,32 +231,55 @@ def evaluate_predictions(
         )
     labels = labelled["label"].to_numpy(dtype=np.int64)
     scores = labelled["churn_probability"].to_numpy(dtype=np.float64)
-    single_class = len(np.unique(labels)) < 2
-    reliability, ece = _reliability(labels, scores, bins)
     by_version: dict[str, dict[str, Any]] = {}
     if "model_version" in labelled.columns:
         for version, part in labelled.groupby(labelled["model_version"].astype(str)):
             part_labels = part["label"].to_numpy(dtype=np.int64)
+            enough = len(part) >= min_rows
             by_version[str(version)] = {
                 "rows": len(part),
+                "status": "ok" if enough else "insufficient_data",
                 "roc_auc": float(roc_auc_score(part_labels, part["churn_probability"]))
-                if len(np.unique(part_labels)) == 2
+                if enough and len(np.unique(part_labels)) == 2
                 else None,
             }
+    common: dict[str, Any] = {
+        "window": [str(window[0]), str(window[1])],
+        "predictions": len(joined),
+        "matched": len(labelled),
+        "unmatched": len(joined) - len(labelled),
+        "by_version": by_version,
+        "min_rows": min_rows,
+    }
+    if len(labelled) < min_rows:
+        return Evaluation(
+            **common,
+            roc_auc=None,
+            brier=None,
+            log_loss=None,
+            base_rate=None,
+            mean_predicted=None,
+            expected_calibration_error=None,
+            reliability=[],
+            status="insufficient_data",
+            note=f"{len(labelled)} labelled predictions, fewer than the minimum {min_rows} "
+            "(CHURN_MONITORING_MIN_WINDOW_ROWS): no figure is claimed",
+        )
+    single_class = len(np.unique(labels)) < 2
+    reliability_bins, ece = reliability(labels, scores, bins)
+    realized = _realized(labels, scores)
+    estimate = estimate_performance(scores, min_rows=min_rows, confidence=confidence)
     return Evaluation(
-        window=[str(window[0]), str(window[1])],
-        predictions=len(joined),
-        matched=len(labelled),
-        unmatched=len(joined) - len(labelled),
-        roc_auc=None if single_class else float(roc_auc_score(labels, scores)),
-        brier=float(brier_score_loss(labels, scores)),
+        **common,
+        roc_auc=realized["roc_auc"],
+        brier=realized["brier"],
         log_loss=float(log_loss(labels, np.clip(scores, 1e-15, 1 - 1e-15), labels=[0, 1])),
         base_rate=float(labels.mean()),
         mean_predicted=float(scores.mean()),
         expected_calibration_error=ece,
-        reliability=reliability,
-        by_version=by_version,
+        reliability=reliability_bins,
         note="ROC AUC undefined: every label has the same class" if single_class else None,
+        estimated=_beside_estimate(realized, estimate),
     )
 
 
@@ -286,7 +330,12 @@ def run_evaluation(request: EvaluateRequest) -> EvaluateOutcome:
     else:  # a local table needs no feature store
         label_window = read_label_window(location, start=start, end=end)
     joined = join_labels(predictions, label_window, max_label_age=request.max_label_age)
-    evaluation = evaluate_predictions(joined, window=(bounds[0].isoformat(), bounds[1].isoformat()))
+    evaluation = evaluate_predictions(
+        joined,
+        window=(bounds[0].isoformat(), bounds[1].isoformat()),
+        min_rows=request.settings.min_window_rows,
+        confidence=request.settings.estimate_confidence,
+    )
     _training_aucs(evaluation, request.model)
     json_path = None
     if request.out_dir is not None:
@@ -295,10 +344,45 @@ def run_evaluation(request: EvaluateRequest) -> EvaluateOutcome:
         write_text_atomically(json_path, json.dumps(evaluation.to_dict(), indent=2) + "\n")
     roc_auc, min_auc = evaluation.roc_auc, request.min_auc
     record_evaluation(roc_auc=roc_auc, matched=evaluation.matched, min_auc=min_auc)
+    _publish_beside_estimate(evaluation)
     record_champion_from_registry(
         request.model.name,
         alias=request.model.alias,
         tracking_uri=MlflowSettings().resolved_tracking_uri(),
     )
-    below = min_auc is not None and (roc_auc is None or roc_auc < min_auc)
+    below = (
+        min_auc is not None and evaluation.status == "ok" and (roc_auc is None or roc_auc < min_auc)
+    )
     return EvaluateOutcome(evaluation=evaluation, json_path=json_path, below_min_auc=below)
+
+
+def _publish_beside_estimate(evaluation: Evaluation) -> None:
+    """Realized and estimated figures of the window, for the disagreement alert."""
+    from prometheus_client import CollectorRegistry, Gauge
+
+    from core.stage_metrics import publish_stage_metrics
+
+    registry = CollectorRegistry()
+    estimated = Gauge(
+        "churn_evaluate_estimated_performance",
+        "Estimated without labels for the evaluated predictions: bound estimate, low, high",
+        ["metric", "bound"],
+        registry=registry,
+    )
+    realized = Gauge(
+        "churn_evaluate_realized_performance",
+        "Realized on the landed labels of the evaluated predictions",
+        ["metric"],
+        registry=registry,
+    )
+    for name, row in evaluation.estimated.items():
+        for bound in ("estimate", "low", "high"):
+            estimated.labels(metric=name, bound=bound).set(row[bound])
+        if row["realized"] is not None:
+            realized.labels(metric=name).set(row["realized"])
+    Gauge(
+        "churn_evaluate_sufficient",
+        "1 when enough labelled predictions for a figure, else 0",
+        registry=registry,
+    ).set(1 if evaluation.status == "ok" else 0)
+    publish_stage_metrics("evaluate_estimate", registry)

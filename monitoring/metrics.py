@@ -10,15 +10,19 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from monitoring.comparison import DriftReport
+from monitoring.estimation import METRICS, PerformanceEstimate
 from monitoring.settings import MonitoringSettings
 from monitoring.severity import SEVERITY_RANK
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
+
+    from monitoring.estimate import Reference
 
 TEXTFILE_NAME = "drift.prom"
 
@@ -66,7 +70,11 @@ def build_registry(report: DriftReport) -> CollectorRegistry:
 
 
 def publish_metrics(
-    report: DriftReport, settings: MonitoringSettings, out_dir: Path | None
+    report: DriftReport,
+    settings: MonitoringSettings,
+    out_dir: Path | None,
+    *,
+    extend: Callable[[CollectorRegistry], None] | None = None,
 ) -> str | None:
     """Push the gauges to the Pushgateway, or write them as a textfile into ``out_dir``.
 
@@ -77,6 +85,8 @@ def publish_metrics(
         Where the metrics went (URL or file path), or None when neither is configured.
     """
     registry = build_registry(report)
+    if extend is not None:  # more gauges of the same run (the estimated performance)
+        extend(registry)
     if settings.pushgateway_url:
         from prometheus_client import push_to_gateway
 
@@ -99,3 +109,63 @@ def publish_metrics(
     path = out_dir / TEXTFILE_NAME
     write_to_textfile(str(path), registry)
     return str(path)
+
+
+def add_estimate_gauges(
+    registry: CollectorRegistry,
+    estimate: PerformanceEstimate,
+    reference: Reference | None,
+    *,
+    harm: str | None,
+    prefix: str = "churn_estimate",
+) -> None:
+    """Gauges of one estimate: ``<prefix>_performance{metric, bound}`` (estimate, low,
+    high), its rows, whether a figure was claimed, the champion's reference ROC AUC and
+    whether the estimate shows harm (:func:`monitoring.retrain.estimated_harm`)."""
+    from prometheus_client import Gauge
+
+    figure = Gauge(
+        f"{prefix}_performance",
+        "Performance estimated without labels (CBPE): bound estimate, low or high",
+        ["metric", "bound"],
+        registry=registry,
+    )
+    for name in METRICS:
+        interval = estimate.figure(name)
+        if interval is not None:
+            for bound in ("estimate", "low", "high"):
+                figure.labels(metric=name, bound=bound).set(getattr(interval, bound))
+    Gauge(f"{prefix}_rows", "Predictions in the estimated window", registry=registry).set(
+        estimate.rows
+    )
+    Gauge(
+        f"{prefix}_sufficient",
+        "1 when the window held enough predictions for a figure, else 0",
+        registry=registry,
+    ).set(1 if estimate.status == "ok" else 0)
+    Gauge(
+        f"{prefix}_harm",
+        "1 when the estimated ROC AUC fell more than the margin below the champion's, "
+        "its interval below it too",
+        registry=registry,
+    ).set(1 if harm else 0)
+    if reference is not None and reference.roc_auc is not None:
+        Gauge(
+            f"{prefix}_reference_roc_auc",
+            "The champion's test ROC AUC at training, the estimate is held to",
+            registry=registry,
+        ).set(reference.roc_auc)
+    Gauge(f"{prefix}_last_run_timestamp_seconds", "When the estimate ran", registry=registry).set(
+        time.time()
+    )
+
+
+def build_estimate_registry(
+    estimate: PerformanceEstimate, reference: Reference | None, *, harm: str | None
+) -> CollectorRegistry:
+    """A registry holding the gauges of one estimate (:func:`add_estimate_gauges`)."""
+    from prometheus_client import CollectorRegistry
+
+    registry = CollectorRegistry()
+    add_estimate_gauges(registry, estimate, reference, harm=harm)
+    return registry

@@ -24,27 +24,40 @@ REFERENCE_COLOUR = "#1f77b4"
 CURRENT_COLOUR = "#d62728"
 
 
-def _finite(value: Any) -> Any:
+def finite_json(value: Any) -> Any:
     """Replace NaN and infinities (not valid JSON) by null, recursively."""
     if isinstance(value, float):
         return value if math.isfinite(value) else None
     if isinstance(value, dict):
-        return {key: _finite(item) for key, item in value.items()}
+        return {key: finite_json(item) for key, item in value.items()}
     if isinstance(value, list | tuple):
-        return [_finite(item) for item in value]
+        return [finite_json(item) for item in value]
     return value
 
 
-def report_document(report: DriftReport, *, generated_at: datetime | None = None) -> dict[str, Any]:
-    """The ``drift.json`` document: features, score and summary (strict JSON values)."""
+def report_document(
+    report: DriftReport,
+    *,
+    generated_at: datetime | None = None,
+    extra: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """The ``drift.json`` document: features, score and summary (strict JSON values), plus
+    ``extra`` top-level sections (the estimated performance)."""
     document = report.to_dict()
     document["summary"]["generated_at"] = (generated_at or datetime.now(UTC)).isoformat()
-    return _finite(document)
+    document.update(extra or {})
+    return finite_json(document)
 
 
-def write_json(report: DriftReport, path: Path, *, generated_at: datetime | None = None) -> Path:
+def write_json(
+    report: DriftReport,
+    path: Path,
+    *,
+    generated_at: datetime | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Path:
     """Write ``drift.json``."""
-    document = report_document(report, generated_at=generated_at)
+    document = report_document(report, generated_at=generated_at, extra=extra)
     write_text_atomically(path, json.dumps(document, indent=2, allow_nan=False) + "\n")
     return path
 
@@ -191,7 +204,9 @@ def _p_value_rule(report: DriftReport) -> str:
     return rule + "."
 
 
-def render_html(report: DriftReport, *, generated_at: datetime | None = None) -> str:
+def render_html(
+    report: DriftReport, *, generated_at: datetime | None = None, sections: str = ""
+) -> str:
     """The self-contained HTML report: summary table and one overlaid plot per column."""
     summary = report.summary()
     generated = (generated_at or datetime.now(UTC)).isoformat(timespec="seconds")
@@ -223,6 +238,7 @@ Settings: {html.escape(thresholds)}.</p>
 <ul class="meta">{sources}</ul>
 <table><tr>{"".join(f"<th>{header}</th>" for header in _HEADERS)}</tr>{rows}</table>
 {f'<p class="meta">Not compared:</p><ul class="meta">{skipped}</ul>' if skipped else ""}
+{sections}
 <h2>Distributions</h2>
 <p class="meta">Reference in blue, current in red; dotted lines are the PSI bin edges
 (reference deciles; the outer bins are open-ended).</p>
@@ -232,12 +248,20 @@ Settings: {html.escape(thresholds)}.</p>
 
 
 def write_reports(
-    report: DriftReport, out_dir: Path, *, generated_at: datetime | None = None
+    report: DriftReport,
+    out_dir: Path,
+    *,
+    generated_at: datetime | None = None,
+    extra: dict[str, Any] | None = None,
+    sections: str = "",
 ) -> tuple[Path, Path]:
-    """Write ``drift.json`` and ``drift.html`` into ``out_dir`` (created)."""
+    """Write ``drift.json`` (with ``extra`` sections) and ``drift.html`` (with the HTML
+    ``sections`` after the summary) into ``out_dir`` (created)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     generated_at = generated_at or datetime.now(UTC)
-    json_path = write_json(report, out_dir / "drift.json", generated_at=generated_at)
+    json_path = write_json(report, out_dir / "drift.json", generated_at=generated_at, extra=extra)
     html_path = out_dir / "drift.html"
-    write_text_atomically(html_path, render_html(report, generated_at=generated_at))
+    write_text_atomically(
+        html_path, render_html(report, generated_at=generated_at, sections=sections)
+    )
     return json_path, html_path

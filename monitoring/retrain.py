@@ -1,4 +1,12 @@
-"""The retraining trigger: on major drift, retrain through the normal gate, with a cooldown.
+"""The retraining trigger: on harm, retrain through the normal gate, with a cooldown.
+
+Harm is a performance signal: the estimated ROC AUC of the current window (from calibrated
+probabilities, :mod:`monitoring.estimation`) more than a margin below the champion's
+reference with its interval below it too, or the realized ROC AUC on landed labels more
+than the margin below it. Drift (and any other finding of the drift job) alone is an
+alert: the exit code, the metrics and the decisions log say so, and nothing is retrained
+unless ``CHURN_MONITORING_RETRAIN_ON_DRIFT`` asks for it. A decision records which signal
+decided (``signal``).
 
 The trigger never promotes anything itself: it calls the training pipeline, whose quality
 gate and champion/challenger comparison decide what happens to the new model. Every
@@ -23,10 +31,12 @@ from typing import Any, Literal
 from core.files import fsync_path
 from core.locks import file_lock
 from monitoring.comparison import DriftReport
+from monitoring.estimation import PerformanceEstimate
 
 logger = logging.getLogger(__name__)
 
 Action = Literal["retrain", "skip"]
+Signal = Literal["estimated_performance", "realized_performance", "drift", "none"]
 # Outcomes after which the cooldown runs: training went through (gate passed or not).
 _COOLDOWN_OUTCOMES = {"registered", "below_gate"}
 STARTED = "started"
@@ -41,6 +51,9 @@ class RetrainDecision:
     reasons: list[str]
     severity: str
     major_features: list[str]
+    signal: Signal = "none"
+    alerts: list[str] = field(default_factory=list)
+    performance: dict[str, Any] = field(default_factory=dict)
     outcome: str = "not_run"  # not_run | started | registered | below_gate | error
     training: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
@@ -160,20 +173,110 @@ def _set_aside_torn_line(path: Path, descriptor: int, size: int) -> None:
     logger.warning("%s: torn last line (%d bytes) moved to %s", path, len(fragment), damaged)
 
 
+def estimated_harm(
+    estimate: PerformanceEstimate, reference_auc: float | None, *, margin: float
+) -> str | None:
+    """Why an estimate shows harm, or None.
+
+    Harm: the estimated ROC AUC is more than ``margin`` below the champion's reference (its
+    test ROC AUC at training) and the estimate's whole interval lies below the reference,
+    so label noise alone would rarely explain it. No figure (too few predictions) or no
+    reference is never harm.
+    """
+    auc = estimate.roc_auc
+    if estimate.status != "ok" or auc is None or reference_auc is None:
+        return None
+    if auc.estimate < reference_auc - margin and auc.high < reference_auc:
+        return (
+            f"estimated ROC AUC {auc.estimate:.4f} (interval {auc.low:.4f} - {auc.high:.4f}, "
+            f"{estimate.rows} predictions) is more than {margin:g} below the champion's "
+            f"{reference_auc:.4f}"
+        )
+    return None
+
+
+@dataclass(frozen=True)
+class HarmSignals:
+    """The performance signals of one run (None: no harm shown, or not measured).
+
+    Attributes:
+        estimated: Why the estimate shows harm (:func:`estimated_harm`).
+        realized: Why the realized performance shows harm (:func:`realized_harm`).
+        figures: The figures behind them, for the decisions log.
+    """
+
+    estimated: str | None = None
+    realized: str | None = None
+    figures: dict[str, Any] = field(default_factory=dict)
+
+
+def realized_harm(
+    roc_auc: float | None, rows: int, reference_auc: float | None, *, margin: float, min_rows: int
+) -> str | None:
+    """Why the realized ROC AUC shows harm (more than ``margin`` below the reference on at
+    least ``min_rows`` labelled predictions), or None."""
+    if roc_auc is None or reference_auc is None or rows < min_rows:
+        return None
+    if roc_auc < reference_auc - margin:
+        return (
+            f"realized ROC AUC {roc_auc:.4f} on {rows} labelled predictions is more than "
+            f"{margin:g} below the champion's {reference_auc:.4f}"
+        )
+    return None
+
+
 def decide_retraining(
-    report: DriftReport, *, now: datetime, last_retrained: datetime | None, cooldown: timedelta
-) -> tuple[Action, list[str]]:
-    """Whether to retrain now, and why (pure: no I/O)."""
+    report: DriftReport,
+    *,
+    now: datetime,
+    last_retrained: datetime | None,
+    cooldown: timedelta,
+    harm: HarmSignals | None = None,
+    retrain_on_drift: bool = False,
+) -> tuple[Action, list[str], Signal, list[str]]:
+    """Whether to retrain now, why, which signal decided, and the alert-only findings
+    (pure: no I/O)."""
+    harm = harm or HarmSignals()
     major = report.names_with("major")
-    if not major:
-        return "skip", [f"no major drift (overall severity {report.severity})"]
+    alerts = [f"major drift in {', '.join(major)}"] if major else []
+    signal: Signal = "none"
+    reasons: list[str] = []
+    if harm.estimated:
+        signal, reasons = "estimated_performance", [harm.estimated]
+    elif harm.realized:
+        signal, reasons = "realized_performance", [harm.realized]
+    elif major and retrain_on_drift:
+        signal, reasons = "drift", [*alerts]
+    if signal == "none":
+        if alerts:
+            return (
+                "skip",
+                [
+                    *alerts,
+                    "drift alone is an alert, not harm: no retraining "
+                    "(CHURN_MONITORING_RETRAIN_ON_DRIFT=true retrains on it)",
+                ],
+                signal,
+                alerts,
+            )
+        return (
+            "skip",
+            [f"no harm and no major drift (overall severity {report.severity})"],
+            signal,
+            [],
+        )
     if last_retrained is not None and now < last_retrained + cooldown:
-        return "skip", [
-            f"major drift in {', '.join(major)}",
-            f"cooldown: last retraining {last_retrained.isoformat(timespec='seconds')}, "
-            f"next allowed from {(last_retrained + cooldown).isoformat(timespec='seconds')}",
-        ]
-    return "retrain", [f"major drift in {', '.join(major)}"]
+        return (
+            "skip",
+            [
+                *reasons,
+                f"cooldown: last retraining {last_retrained.isoformat(timespec='seconds')}, "
+                f"next allowed from {(last_retrained + cooldown).isoformat(timespec='seconds')}",
+            ],
+            signal,
+            alerts,
+        )
+    return "retrain", reasons, signal, alerts
 
 
 def trigger_retraining(
@@ -185,6 +288,8 @@ def trigger_retraining(
     now: datetime,
     report_path: Path | None = None,
     lock: Callable[[], contextlib.AbstractContextManager[Any]] | None = None,
+    harm: HarmSignals | None = None,
+    retrain_on_drift: bool = False,
 ) -> RetrainDecision:
     """Decide, retrain through ``train`` if warranted, and log the decision.
 
@@ -201,18 +306,30 @@ def trigger_retraining(
         report_path: The drift report the decision refers to, for the log.
         lock: The cross-process lock of the decision (default: a file lock beside the
             log; ``churn drift`` passes the model's champion lock).
+        harm: The performance signals (estimated, realized) of this run.
+        retrain_on_drift: Whether major drift alone retrains too.
     """
     hold = lock or (lambda: file_lock(decisions_path.with_name(decisions_path.name + ".lock")))
     with hold():
         problems: list[str] = []
         last = last_retraining(read_decisions(decisions_path, problems=problems))
-        action, reasons = decide_retraining(report, now=now, last_retrained=last, cooldown=cooldown)
+        action, reasons, signal, alerts = decide_retraining(
+            report,
+            now=now,
+            last_retrained=last,
+            cooldown=cooldown,
+            harm=harm,
+            retrain_on_drift=retrain_on_drift,
+        )
         decision = RetrainDecision(
             decided_at=now.isoformat(),
             action=action,
             reasons=reasons,
             severity=report.severity,
             major_features=report.names_with("major"),
+            signal=signal,
+            alerts=alerts,
+            performance=dict(harm.figures) if harm else {},
             report=str(report_path) if report_path else None,
             log_problems=problems,
         )

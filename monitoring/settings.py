@@ -104,6 +104,21 @@ class MonitoringSettings(BaseSettings):
         "are compared from Spark aggregates instead of in this process.",
     )
 
+    # Performance without labels (churn estimate) and with them (churn evaluate).
+    min_window_rows: int = Field(
+        default=500,
+        ge=2,
+        description="Fewest predictions a performance figure is claimed for, estimated or "
+        "realized (per model version too); below it the status is insufficient_data.",
+    )
+    estimate_confidence: float = Field(
+        default=0.95,
+        gt=0.5,
+        lt=1,
+        description="Coverage of the estimated figures' intervals (realized values of "
+        "calibrated predictions fall inside this often).",
+    )
+
     # Windows and sources.
     window_days: float = Field(default=7, gt=0, description="Current window: the last N days.")
     max_data_lag_hours: float = Field(
@@ -122,6 +137,18 @@ class MonitoringSettings(BaseSettings):
     # Retraining trigger.
     retrain_cooldown_hours: float = Field(
         default=24, ge=0, description="No new retraining within this many hours of the last."
+    )
+    retrain_auc_margin: float = Field(
+        default=0.03,
+        ge=0,
+        lt=1,
+        description="Retrain when the estimated (or realized) ROC AUC is more than this "
+        "below the champion's test ROC AUC, the estimate's whole interval below it too.",
+    )
+    retrain_on_drift: bool = Field(
+        default=False,
+        description="Also retrain on major drift alone (drift is otherwise an alert: "
+        "exit code, metric and decisions log, no retraining).",
     )
     decisions_path: Path | None = Field(
         default=None,

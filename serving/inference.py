@@ -22,13 +22,13 @@ import logging
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal, Protocol
 
 import numpy as np
-from scipy.special import expit
 from threadpoolctl import threadpool_info, threadpool_limits
 
+from core.calibration import probability_from_raw, split_calibrated
 from core.errors import ModelUnsupported
 from core.trees import TreeArrays, read_trees
 
@@ -96,6 +96,8 @@ class FlatForest:
         base: Raw score before any tree (the model's baseline log-odds).
         float32_inputs: Whether the model compares features as float32 (sklearn trees).
         family: Which estimator it came from.
+        calibrator: Maps the raw score to the calibrated probability (None: the logistic
+            of the raw score, an uncalibrated model).
     """
 
     feature: np.ndarray
@@ -108,6 +110,7 @@ class FlatForest:
     base: float
     float32_inputs: bool
     family: str
+    calibrator: Any = None
 
     @property
     def trees(self) -> int:
@@ -132,9 +135,13 @@ class FlatForest:
             node = self.left[node] + go_right
         return self.base + self.value[node].sum(axis=1)
 
+    def probability(self, raw: np.ndarray) -> np.ndarray:
+        """The model's churn probability from raw scores (calibrated when the model is)."""
+        return probability_from_raw(raw, self.calibrator)
+
 
 class ForestPredictor:
-    """Probabilities from a :class:`FlatForest` (the logistic of its raw score)."""
+    """Probabilities from a :class:`FlatForest` (its raw score through its calibrator)."""
 
     engine: EngineName = "flat_forest"
 
@@ -143,7 +150,7 @@ class ForestPredictor:
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         """Positive-class probability per row."""
-        return np.asarray(expit(self.forest.raw(matrix)), dtype=np.float64)
+        return self.forest.probability(self.forest.raw(matrix))
 
 
 class CompiledForestPredictor:
@@ -184,7 +191,7 @@ class CompiledForestPredictor:
 
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         """Positive-class probability per row."""
-        return np.asarray(expit(self.raw(matrix)), dtype=np.float64)
+        return self.forest.probability(self.raw(matrix))
 
 
 def choose_batch_engine(
@@ -231,10 +238,14 @@ def choose_batch_engine(
 def flatten_forest(model: Any) -> FlatForest:
     """Flatten a fitted binary HistGradientBoosting or GradientBoosting classifier.
 
+    A calibrated model (:mod:`core.calibration`) is flattened from the model inside, its
+    calibrator kept for the probabilities.
+
     Raises:
         ModelUnsupported: Another estimator, more than two classes, categorical splits, or
             a loss other than log-loss (its probability is not the logistic of the raw score).
     """
+    model, calibrator = split_calibrated(model)
     fitted = read_trees(model)
     loss = type(getattr(model, "_loss", None)).__name__
     if loss != "HalfBinomialLoss":
@@ -244,9 +255,10 @@ def flatten_forest(model: Any) -> FlatForest:
     else:
         probe = np.zeros((1, model.n_features_in_), dtype=np.float32)
         base = float(np.asarray(model._raw_predict_init(probe)).ravel()[0])
-    return _pack(
+    forest = _pack(
         fitted.trees, base=base, float32_inputs=fitted.float32_inputs, family=fitted.family
     )
+    return replace(forest, calibrator=calibrator)
 
 
 def _pack(trees: list[TreeArrays], *, base: float, float32_inputs: bool, family: str) -> FlatForest:

@@ -22,6 +22,7 @@ from mlflow.exceptions import MlflowException
 from sklearn.compose import ColumnTransformer
 from sklearn.pipeline import Pipeline
 
+from core.calibration import split_calibrated
 from core.errors import ModelRefused
 from core.explain import TreeExplainer, build_explainer
 from core.lineage import LineageError, ModelLineage
@@ -160,6 +161,12 @@ def _forget_feature_names(model: Any) -> bool:
     (ColumnTransformer) or a later step was fitted on named columns (pandas output),
     numpy input is not equivalent and nothing is changed.
     """
+    inner, calibrator = split_calibrated(model)
+    if calibrator is not None:  # the calibrator sees raw scores; the model inside, columns
+        if not _forget_feature_names(inner):
+            return False
+        vars(model).pop("feature_names_in_", None)
+        return True
     first, *rest = _estimators(model)
     if isinstance(first, ColumnTransformer) or any(
         "feature_names_in_" in vars(step) for step in rest

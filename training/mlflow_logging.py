@@ -10,11 +10,13 @@ from __future__ import annotations
 import json
 import tempfile
 import warnings
+from dataclasses import asdict
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import mlflow
+import numpy as np
 import optuna
 import pandas as pd
 from mlflow.data.code_dataset_source import CodeDatasetSource
@@ -24,6 +26,7 @@ from mlflow.models import infer_signature
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID
 from sklearn.base import ClassifierMixin
 
+from core.calibration import CalibrationChoice, reliability
 from core.errors import UntrustedModelError
 from core.lineage import ModelLineage, TimeWindow, TrainingWindow
 from core.model_checks import CHECK_ROWS_ARTIFACT, select_check_rows
@@ -227,3 +230,54 @@ def _log_check_rows(test: pd.DataFrame, features: list[str]) -> None:
         path = Path(scratch) / name
         select_check_rows(test, features).to_parquet(path, index=False)
         mlflow.log_artifact(str(path), artifact_path=folder)
+
+
+def log_calibration(
+    choice: CalibrationChoice,
+    *,
+    labels: np.ndarray,
+    calibrated: np.ndarray,
+    uncalibrated: np.ndarray,
+    metrics: dict[str, float],
+) -> None:
+    """The calibrator chosen, the ECE before and after, and the reliability curves (test).
+
+    Adds ``ece`` and ``ece_uncalibrated`` to ``metrics`` (logged by the caller as
+    ``test_*``); writes ``calibration/reliability.json`` and ``calibration/reliability.png``.
+    """
+    curves: dict[str, Any] = {}
+    for name, scores in (("calibrated", calibrated), ("uncalibrated", uncalibrated)):
+        bins, ece = reliability(labels, scores)
+        curves[name] = {"ece": ece, "bins": [asdict(item) for item in bins]}
+        metrics["ece" if name == "calibrated" else "ece_uncalibrated"] = ece
+    mlflow.log_params({"calibration.method": choice.method, "calibration.rows": choice.rows})
+    mlflow.log_metrics(
+        {f"calibration.cv_log_loss.{name}": value for name, value in choice.log_loss.items()}
+    )
+    mlflow.log_dict(
+        {"method": choice.method, "window": "test", **curves}, "calibration/reliability.json"
+    )
+    mlflow.log_figure(_reliability_figure(curves), "calibration/reliability.png")
+
+
+def _reliability_figure(curves: dict[str, Any]) -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")  # no display; a no-op when already selected
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(4.8, 4.8), dpi=80)
+    axes = figure.subplots()
+    axes.plot([0, 1], [0, 1], color="#999999", linestyle=":", label="perfect")
+    for name, curve in curves.items():
+        points = [
+            (item["mean_predicted"], item["observed_rate"])
+            for item in curve["bins"]
+            if item["count"]
+        ]
+        axes.plot(*zip(*points, strict=True), marker="o", label=f"{name} (ECE {curve['ece']:.3f})")
+    axes.set_xlabel("mean predicted probability (test window)")
+    axes.set_ylabel("observed churn rate")
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    return figure

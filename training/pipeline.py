@@ -19,10 +19,10 @@ from dataclasses import asdict
 from typing import Any
 
 import mlflow
-import pandas as pd
 from feast import FeatureStore
 from sklearn.base import ClassifierMixin
 
+from core.calibration import calibrate
 from core.errors import InputError
 from core.feast_store import open_feature_store
 from core.lineage import ModelLineage
@@ -34,6 +34,7 @@ from training.config import ModelFamily, TrainingConfig, TrainingResult
 from training.dataset import TrainingSet, build_training_set
 from training.mlflow_logging import (
     config_params,
+    log_calibration,
     log_data_report,
     log_dataset_input,
     log_importances,
@@ -182,11 +183,11 @@ def _run_training(config: TrainingConfig, mlflow_settings: MlflowSettings | None
             }
         )
 
-        model, test_metrics = _refit_and_test(
+        model, inner_model, test_metrics = _refit_and_test(
             training_set, split, best.params, family=config.model_family, seed=config.seed
         )
         mlflow.log_metrics({f"test_{name}": value for name, value in test_metrics.items()})
-        log_importances(model, training_set, split, config.seed)
+        log_importances(inner_model, training_set, split, config.seed)
         model_uri = log_model(model, training_set, split)
 
         test_auc = test_metrics["roc_auc"]
@@ -322,15 +323,34 @@ def _refit_and_test(
     *,
     family: ModelFamily,
     seed: int,
-) -> tuple[ClassifierMixin, dict[str, float]]:
-    """Refit on train + validation with the best parameters; evaluate on test."""
+) -> tuple[ClassifierMixin, ClassifierMixin, dict[str, float]]:
+    """Fit on the training window, calibrate on the validation window, evaluate on test.
+
+    The model is fitted on the training rows only, so the validation rows it never saw
+    can fit the calibrator (core.calibration). The test window measures both: the
+    calibrated model's figures are the run's ``test_*`` metrics, the model's own ones
+    ``test_*_uncalibrated``, with the reliability curves and ECE of both.
+
+    Returns:
+        The calibrated model (what is registered), the model inside it, and the metrics.
+    """
     names, label = training_set.feature_names, training_set.label_column
-    train_val = pd.concat([split.train, split.val], ignore_index=True)
     model = build_model(family, params, seed=seed)
     fit_started = time.monotonic()
-    model.fit(train_val[names], train_val[label])
+    model.fit(split.train[names], split.train[label])
     mlflow.log_metric("refit_seconds", time.monotonic() - fit_started)
-    return model, evaluate(model, split.test[names], split.test[label])
+    calibrated, choice = calibrate(model, split.val[names], split.val[label], seed=seed)
+    metrics = evaluate(calibrated, split.test[names], split.test[label])
+    uncalibrated = evaluate(model, split.test[names], split.test[label])
+    metrics.update({f"{name}_uncalibrated": value for name, value in uncalibrated.items()})
+    log_calibration(
+        choice,
+        labels=split.test[label].to_numpy(),
+        calibrated=calibrated.predict_proba(split.test[names])[:, 1],
+        uncalibrated=model.predict_proba(split.test[names])[:, 1],
+        metrics=metrics,
+    )
+    return calibrated, model, metrics
 
 
 def _tune_only(

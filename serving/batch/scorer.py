@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from core.calibration import split_calibrated
 from core.explain import TreeExplainer, top_reasons
 from serving.batch.inputs import USER_ID
 from serving.batch.registry import LoadedModel
@@ -46,9 +47,14 @@ def output_schema(features: tuple[str, ...], reasons: int) -> pa.Schema:
 
 
 def describe_model(model: Any) -> str:
-    """The estimator's class and, for tree ensembles, how many trees it adds up."""
-    trees = getattr(model, "n_iter_", None) or getattr(model, "n_estimators_", None)
-    return type(model).__name__ + (f", {int(trees)} trees" if trees else "")
+    """The estimator's class and, for tree ensembles, how many trees it adds up (a
+    calibrated model: the model inside and its calibrator)."""
+    inner, calibrator = split_calibrated(model)
+    trees = getattr(inner, "n_iter_", None) or getattr(inner, "n_estimators_", None)
+    described = type(inner).__name__ + (f", {int(trees)} trees" if trees else "")
+    if calibrator is not None:
+        described += f", calibrated ({type(calibrator).__name__.strip('_')})"
+    return described
 
 
 class ChunkScorer:

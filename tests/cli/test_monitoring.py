@@ -176,6 +176,8 @@ def test_evaluate_command_end_to_end(tmp_path: Path) -> None:
     assert document["matched"] == 600 and document["unmatched"] == 0
     assert f"ROC AUC {expected:.4f}" in completed.stdout
     assert "version 1: 600 rows" in completed.stdout
+    assert document["estimated"]["roc_auc"]["realized"] == pytest.approx(expected)
+    assert "realized beside estimated without labels" in completed.stdout
 
     below = subprocess.run(
         [CHURN, "evaluate", "--min-auc", "0.99"], capture_output=True, text=True, timeout=120
@@ -208,4 +210,48 @@ def test_evaluate_reads_the_log_where_serving_was_told_to_write_it(
     )
 
     assert completed.returncode == 0, completed.stderr
-    assert "version 1: 100 rows" in completed.stdout
+    # 100 labelled predictions: below the minimum, no figure claimed.
+    assert "version 1: 100 rows, too few for a figure (minimum 500)" in completed.stdout
+    assert "insufficient data: 100 labelled predictions" in completed.stdout
+
+
+def test_estimate_command_from_a_probability_file(tmp_path: Path) -> None:
+    rng = np.random.default_rng(2)
+    scores = rng.beta(1.2, 4.0, size=3000)
+    path = write_parquet(pd.DataFrame({"churn_probability": scores}), tmp_path / "p.parquet")
+    out = tmp_path / "out"
+
+    completed = subprocess.run(
+        [CHURN, "estimate", "--current", str(path), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+    assert completed.returncode == 0, completed.stderr
+    document = json.loads((out / "estimate.json").read_text())
+    assert document["rows"] == 3000 and document["status"] == "ok"
+    for metric in ("roc_auc", "pr_auc", "brier", "churn_rate"):
+        figure = document[metric]
+        assert figure["low"] < figure["estimate"] < figure["high"]
+    assert document["churn_rate"]["estimate"] == pytest.approx(scores.mean())
+    assert "Estimated performance (no labels)" in (out / "estimate.html").read_text()
+    prom = (tmp_path / "data" / "metrics" / "estimate.prom").read_text()
+    assert 'churn_estimate_performance{bound="high",metric="roc_auc"}' in prom
+    assert "ROC AUC" in completed.stdout
+
+    few = write_parquet(pd.DataFrame({"churn_probability": scores[:7]}), tmp_path / "f.parquet")
+    small = subprocess.run(
+        [CHURN, "estimate", "--current", str(few), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert small.returncode == 0, small.stderr
+    document = json.loads((out / "estimate.json").read_text())
+    assert document["status"] == "insufficient_data" and document["roc_auc"] is None
+    unusable = write_parquet(pd.DataFrame({"x": [1.0]}), tmp_path / "x.parquet")
+    bad = subprocess.run(
+        [CHURN, "estimate", "--current", str(unusable)], capture_output=True, text=True, timeout=120
+    )
+    assert bad.returncode == 2, bad.stdout

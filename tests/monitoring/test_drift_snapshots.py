@@ -299,7 +299,8 @@ def test_a_week_that_arrived_late_is_judged_on_its_own_values(tmp_path: Path) ->
     assert "drift: major (major: feature_2, feature_ratio" in completed.stdout
 
 
-def test_major_drift_retrains_through_the_gate_once_per_cooldown(
+@pytest.mark.timeout(1200)  # an alert-only run, then three overlapping runs, one training
+def test_major_drift_retrains_when_configured_through_the_gate_once_per_cooldown(
     champion: Champion, tmp_path: Path
 ) -> None:
     # Its own copy of the champion: it appends a shifted week and registers a second version.
@@ -311,11 +312,19 @@ def test_major_drift_retrains_through_the_gate_once_per_cooldown(
         seed=2,
         feature_2_shift=3.0,
     )
+    # Drift alone is an alert, not harm (too few predictions here for an estimate): no
+    # retraining unless configured.
+    alert = run_churn(champion.env, "drift", "--retrain", "--out", str(tmp_path / "alert"))
+    assert alert.returncode == 4, alert.stdout + alert.stderr
+    assert "retrain: skip, signal none (major drift in feature_2" in alert.stdout
+    assert "drift alone is an alert, not harm" in alert.stdout
+    assert "estimated performance: insufficient_data" in alert.stdout
+    on_drift = {**champion.env, "CHURN_MONITORING_RETRAIN_ON_DRIFT": "true"}
     # Three scheduled runs overlap: exactly one trains, the others see its "started" line.
     runs = [
         subprocess.Popen(
             [CHURN, "drift", "--retrain", "--trials", "2", "--out", str(tmp_path / f"out{i}")],
-            env=champion.env,
+            env=on_drift,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
@@ -326,9 +335,9 @@ def test_major_drift_retrains_through_the_gate_once_per_cooldown(
     for run, (stdout, stderr) in zip(runs, outputs, strict=True):
         assert run.returncode == 4, stdout + stderr
         assert "drift: major (major: feature_2, feature_ratio" in stdout
-    trained = [stdout for stdout, _ in outputs if "retrain: retrain (major drift" in stdout]
+    trained = [stdout for stdout, _ in outputs if "retrain: retrain, signal drift" in stdout]
     assert len(trained) == 1, [stdout for stdout, _ in outputs]
-    assert "retrain: retrain (major drift in feature_2, feature_ratio" in trained[0]
+    assert "retrain: retrain, signal drift (major drift in feature_2, feature_ratio" in trained[0]
     skipped = [stdout for stdout, _ in outputs if "retrain: skip" in stdout]
     assert len(skipped) == 2 and all("cooldown: last retraining" in out for out in skipped)
     client = mlflow.MlflowClient(tracking_uri=champion.tracking_uri)
@@ -336,7 +345,7 @@ def test_major_drift_retrains_through_the_gate_once_per_cooldown(
     assert sorted(int(v.version) for v in versions) == [1, 2]
     decisions_path = champion.repo.data.data_dir / "monitoring" / "decisions.jsonl"
     [decision] = [d for d in read_decisions(decisions_path) if d["action"] == "retrain"]
-    assert decision["outcome"] == "registered"
+    assert decision["outcome"] == "registered" and decision["signal"] == "drift"
     assert decision["training"]["version"] == "2"
     # Promotion is the pipeline's champion/challenger decision, never the trigger's.
     new = client.get_model_version("churn-predictor", "2")
@@ -353,7 +362,7 @@ def test_major_drift_retrains_through_the_gate_once_per_cooldown(
     assert tags["trigger"] == "drift"
     assert tags["drift.major_features"].startswith("feature_2,feature_ratio")
 
-    again = run_churn(champion.env, "drift", "--retrain", "--out", str(tmp_path / "again"))
+    again = run_churn(on_drift, "drift", "--retrain", "--out", str(tmp_path / "again"))
     assert again.returncode == 4
     assert "cooldown: last retraining" in again.stdout
     assert len(client.search_model_versions("name='churn-predictor'")) == 2

@@ -61,7 +61,7 @@ def test_metrics_match_sklearn_and_reliability_adds_up() -> None:
     joined = pd.DataFrame(
         {"churn_probability": scores, "label": labels, "model_version": ["3"] * 500}
     )
-    evaluation = evaluate_predictions(joined, window=("a", "b"))
+    evaluation = evaluate_predictions(joined, window=("a", "b"), min_rows=100)
     known = ~np.isnan(labels)
     assert (evaluation.predictions, evaluation.matched, evaluation.unmatched) == (500, 480, 20)
     assert evaluation.roc_auc == pytest.approx(roc_auc_score(labels[known], scores[known]))
@@ -73,6 +73,32 @@ def test_metrics_match_sklearn_and_reliability_adds_up() -> None:
     in_top = known & (scores >= 0.9)
     assert top.count == int(in_top.sum())
     assert top.observed_rate == pytest.approx(labels[in_top].mean())
+    # Beside each realized figure, what was estimated for the same predictions.
+    auc = evaluation.estimated["roc_auc"]
+    assert auc["realized"] == evaluation.roc_auc
+    assert auc["low"] < auc["estimate"] < auc["high"]
+    assert auc["inside"] == (auc["low"] <= evaluation.roc_auc <= auc["high"])
+    assert evaluation.estimated["churn_rate"]["realized"] == pytest.approx(labels[known].mean())
+
+
+def test_below_the_minimum_no_figure_is_claimed_overall_or_per_version() -> None:
+    # The demo once printed "version 1: 7 rows, ROC AUC 1.0000".
+    rng = np.random.default_rng(1)
+    scores = rng.random(600)
+    labels = (rng.random(600) < scores).astype(float)
+    versions = ["1"] * 7 + ["2"] * 593
+    joined = pd.DataFrame({"churn_probability": scores, "label": labels, "model_version": versions})
+
+    evaluation = evaluate_predictions(joined, window=("a", "b"), min_rows=500)
+    assert evaluation.status == "ok" and evaluation.roc_auc is not None
+    assert evaluation.by_version["1"] == {"rows": 7, "status": "insufficient_data", "roc_auc": None}
+    assert evaluation.by_version["2"]["roc_auc"] is not None
+
+    few = evaluate_predictions(joined.iloc[:7], window=("a", "b"), min_rows=500)
+    assert few.status == "insufficient_data"
+    assert (few.roc_auc, few.brier, few.expected_calibration_error) == (None, None, None)
+    assert few.estimated == {} and few.reliability == []
+    assert "7 labelled predictions, fewer than the minimum 500" in (few.note or "")
 
 
 def test_no_label_yet_is_a_clear_error() -> None:

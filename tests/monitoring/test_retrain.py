@@ -1,4 +1,5 @@
-"""The retraining trigger: only on major drift, never within the cooldown, always logged."""
+"""The retraining trigger: on harm (or, when configured, major drift), never within the
+cooldown, always logged with the signal that decided."""
 
 from __future__ import annotations
 
@@ -63,11 +64,16 @@ def log_path(tmp_path: Path) -> Path:
 def test_no_major_drift_does_not_retrain_but_is_logged(log_path: Path) -> None:
     trainer = _Trainer(_Result(registered=True))
     decision = trigger_retraining(
-        _report(0.0), train=trainer, decisions_path=log_path, cooldown=COOLDOWN, now=NOW
+        _report(0.0),
+        train=trainer,
+        decisions_path=log_path,
+        cooldown=COOLDOWN,
+        retrain_on_drift=True,
+        now=NOW,
     )
     assert trainer.calls == 0
     assert (decision.action, decision.outcome) == ("skip", "not_run")
-    assert decision.reasons == ["no major drift (overall severity none)"]
+    assert decision.reasons == ["no harm and no major drift (overall severity none)"]
     assert read_decisions(log_path)[0]["action"] == "skip"
 
 
@@ -76,7 +82,12 @@ def test_major_drift_retrains_then_cooldown_holds_then_expires(log_path: Path) -
     report = _report(1.0)
 
     first = trigger_retraining(
-        report, train=trainer, decisions_path=log_path, cooldown=COOLDOWN, now=NOW
+        report,
+        train=trainer,
+        decisions_path=log_path,
+        cooldown=COOLDOWN,
+        retrain_on_drift=True,
+        now=NOW,
     )
     assert (first.action, first.outcome, trainer.calls) == ("retrain", "registered", 1)
     assert first.reasons == ["major drift in x"]
@@ -84,7 +95,12 @@ def test_major_drift_retrains_then_cooldown_holds_then_expires(log_path: Path) -
 
     later = NOW + timedelta(hours=23)
     second = trigger_retraining(
-        report, train=trainer, decisions_path=log_path, cooldown=COOLDOWN, now=later
+        report,
+        train=trainer,
+        decisions_path=log_path,
+        cooldown=COOLDOWN,
+        retrain_on_drift=True,
+        now=later,
     )
     assert (second.action, trainer.calls) == ("skip", 1)
     assert second.reasons[1] == (
@@ -93,7 +109,12 @@ def test_major_drift_retrains_then_cooldown_holds_then_expires(log_path: Path) -
     )
 
     third = trigger_retraining(
-        report, train=trainer, decisions_path=log_path, cooldown=COOLDOWN, now=NOW + COOLDOWN
+        report,
+        train=trainer,
+        decisions_path=log_path,
+        cooldown=COOLDOWN,
+        retrain_on_drift=True,
+        now=NOW + COOLDOWN,
     )
     assert (third.action, trainer.calls) == ("retrain", 2)
     logged = read_decisions(log_path)
@@ -111,10 +132,22 @@ def test_a_model_below_the_gate_also_starts_the_cooldown(log_path: Path) -> None
     trainer = _Trainer(_Result(registered=False, version=None, reason="below the gate"))
     report = _report(1.0)
     first = trigger_retraining(
-        report, train=trainer, decisions_path=log_path, cooldown=COOLDOWN, now=NOW
+        report,
+        train=trainer,
+        decisions_path=log_path,
+        cooldown=COOLDOWN,
+        retrain_on_drift=True,
+        now=NOW,
     )
     assert first.outcome == "below_gate"
-    trigger_retraining(report, train=trainer, decisions_path=log_path, cooldown=COOLDOWN, now=NOW)
+    trigger_retraining(
+        report,
+        train=trainer,
+        decisions_path=log_path,
+        cooldown=COOLDOWN,
+        retrain_on_drift=True,
+        now=NOW,
+    )
     assert trainer.calls == 1
 
 
@@ -122,11 +155,23 @@ def test_a_crashed_training_is_logged_and_retried_next_run(log_path: Path) -> No
     trainer = _Trainer(RuntimeError("offline store unreachable"))
     report = _report(1.0)
     first = trigger_retraining(
-        report, train=trainer, decisions_path=log_path, cooldown=COOLDOWN, now=NOW
+        report,
+        train=trainer,
+        decisions_path=log_path,
+        cooldown=COOLDOWN,
+        retrain_on_drift=True,
+        now=NOW,
     )
     assert first.outcome == "error"
     assert first.error == "RuntimeError: offline store unreachable"
-    trigger_retraining(report, train=trainer, decisions_path=log_path, cooldown=COOLDOWN, now=NOW)
+    trigger_retraining(
+        report,
+        train=trainer,
+        decisions_path=log_path,
+        cooldown=COOLDOWN,
+        retrain_on_drift=True,
+        now=NOW,
+    )
     assert trainer.calls == 2  # no cooldown after a crash
 
 
@@ -134,7 +179,12 @@ def test_zero_cooldown_retrains_every_time(log_path: Path) -> None:
     trainer = _Trainer(_Result(registered=True))
     for _ in range(2):
         trigger_retraining(
-            _report(1.0), train=trainer, decisions_path=log_path, cooldown=timedelta(0), now=NOW
+            _report(1.0),
+            train=trainer,
+            decisions_path=log_path,
+            cooldown=timedelta(0),
+            now=NOW,
+            retrain_on_drift=True,
         )
     assert trainer.calls == 2
 
@@ -145,14 +195,19 @@ def test_a_damaged_line_before_the_last_is_named(log_path: Path) -> None:
     with pytest.raises(ValueError, match=r"decisions.jsonl:2: not a JSON decision"):
         trigger_retraining(
             _report(1.0), train=_Trainer(_Result(True)), decisions_path=log_path,
-            cooldown=COOLDOWN, now=NOW,
+            cooldown=COOLDOWN, retrain_on_drift=True, now=NOW,
         )  # fmt: skip
 
 
 def test_a_truncated_last_line_is_reported_and_the_log_stays_usable(log_path: Path) -> None:
     trainer = _Trainer(_Result(registered=True))
     first = trigger_retraining(
-        _report(1.0), train=trainer, decisions_path=log_path, cooldown=COOLDOWN, now=NOW
+        _report(1.0),
+        train=trainer,
+        decisions_path=log_path,
+        cooldown=COOLDOWN,
+        retrain_on_drift=True,
+        now=NOW,
     )
     # A crash (or a full disk) in the middle of the next append: half a line, no newline.
     whole = log_path.read_bytes()
@@ -179,3 +234,75 @@ def test_a_truncated_last_line_is_reported_and_the_log_stays_usable(log_path: Pa
     assert log_path.with_name("decisions.jsonl.damaged").read_text() == (
         '{"action": "retrain", "decided_at": "2026-11-0\n'
     )
+
+
+def _estimate(auc: float, *, half_width: float = 0.01, rows: int = 5000):
+    from monitoring.estimation import Interval, PerformanceEstimate
+
+    figure = Interval(estimate=auc, low=auc - half_width, high=auc + half_width)
+    return PerformanceEstimate(
+        rows=rows,
+        status="ok",
+        roc_auc=figure,
+        pr_auc=figure,
+        brier=figure,
+        churn_rate=figure,
+        confidence=0.95,
+        min_rows=500,
+    )
+
+
+def test_estimated_harm_needs_the_margin_and_an_interval_clear_of_the_reference() -> None:
+    from monitoring.estimation import PerformanceEstimate
+    from monitoring.retrain import estimated_harm, realized_harm
+
+    assert estimated_harm(_estimate(0.74), 0.80, margin=0.03) is not None
+    assert estimated_harm(_estimate(0.78), 0.80, margin=0.03) is None  # within the margin
+    # Below by the margin, but the interval reaches the reference: label noise may explain it.
+    assert estimated_harm(_estimate(0.76, half_width=0.05), 0.80, margin=0.03) is None
+    assert estimated_harm(_estimate(0.60), None, margin=0.03) is None  # no reference
+    few = PerformanceEstimate(
+        rows=7, status="insufficient_data", roc_auc=None, pr_auc=None, brier=None,
+        churn_rate=None, confidence=0.95, min_rows=500,
+    )  # fmt: skip
+    assert estimated_harm(few, 0.80, margin=0.03) is None
+    assert realized_harm(0.70, 600, 0.80, margin=0.03, min_rows=500) is not None
+    assert realized_harm(0.70, 7, 0.80, margin=0.03, min_rows=500) is None  # too few
+
+
+def test_harm_retrains_drift_alone_only_alerts_and_the_log_names_the_signal(
+    log_path: Path,
+) -> None:
+    from monitoring.retrain import HarmSignals, estimated_harm
+
+    trainer = _Trainer(_Result(registered=True))
+    drifted = _report(1.0)
+    alert = trigger_retraining(
+        drifted, train=trainer, decisions_path=log_path, cooldown=COOLDOWN, now=NOW
+    )
+    assert (alert.action, alert.signal, trainer.calls) == ("skip", "none", 0)
+    assert alert.alerts == ["major drift in x"]
+    assert "drift alone is an alert, not harm" in alert.reasons[-1]
+
+    harm = HarmSignals(estimated=estimated_harm(_estimate(0.72), 0.80, margin=0.03))
+    retrained = trigger_retraining(
+        _report(0.0), train=trainer, decisions_path=log_path, cooldown=COOLDOWN, now=NOW, harm=harm
+    )
+    assert (retrained.action, retrained.signal, trainer.calls) == (
+        "retrain",
+        "estimated_performance",
+        1,
+    )
+    assert retrained.reasons[0].startswith("estimated ROC AUC 0.7200")
+    realized = HarmSignals(realized="realized ROC AUC 0.70 ...")
+    held = trigger_retraining(
+        drifted, train=trainer, decisions_path=log_path, cooldown=COOLDOWN, now=NOW, harm=realized
+    )
+    assert (held.action, held.signal, trainer.calls) == ("skip", "realized_performance", 1)
+    assert held.reasons[-1].startswith("cooldown")
+    logged = read_decisions(log_path)
+    assert [item["signal"] for item in logged] == [
+        "none",
+        "estimated_performance",
+        "realized_performance",
+    ]

@@ -137,3 +137,38 @@ def test_batches_use_the_compiled_forest_only_when_it_equals_predict_proba() -> 
     assert chosen.check_rows > 300  # the threshold probes are checked too
     assert refused.predictor.engine == "sklearn"
     assert "differs from predict_proba by 1e-06" in refused.reason
+
+
+@pytest.mark.parametrize("method", ["sigmoid", "isotonic"])
+def test_a_calibrated_model_is_flattened_with_its_calibrator_and_explained(method: str) -> None:
+    from sklearn.calibration import CalibratedClassifierCV
+    from sklearn.frozen import FrozenEstimator
+
+    from core.explain import TreeExplainer
+
+    matrix, labels = _data()
+    inner = HistGradientBoostingClassifier(max_iter=40, random_state=0)
+    inner.fit(_frame(matrix[:2000]), labels[:2000])
+    model = CalibratedClassifierCV(FrozenEstimator(inner), method=method)
+    model.fit(_frame(matrix[2000:]), labels[2000:])
+    fresh = matrix[:700] * 1.1 + 0.01
+
+    forest = flatten_forest(model)
+    expected = model.predict_proba(_frame(fresh))[:, 1]
+
+    assert forest.calibrator is not None
+    np.testing.assert_allclose(ForestPredictor(forest).predict(fresh), expected, atol=1e-12)
+    np.testing.assert_allclose(CompiledForestPredictor(forest).predict(fresh), expected, atol=1e-12)
+    # Not the uncalibrated probability: the calibrator is applied.
+    assert np.max(np.abs(expected - inner.predict_proba(_frame(fresh))[:, 1])) > 1e-3
+    raw = inner.decision_function(_frame(fresh[:20]))
+    # The reasons explain the model inside: base value plus contributions is its log-odds.
+    explainer = TreeExplainer.from_model(model, FEATURES)
+    total = explainer.base_value + explainer.contributions(fresh[:20]).sum(axis=1)
+    np.testing.assert_allclose(total, raw, atol=1e-9)
+    # Serving scores numpy (the names forgotten inside too, no warning) with the flat forest.
+    reference = NumpyPredictor(model, FEATURES)
+    assert reference.uses_numpy
+    np.testing.assert_allclose(reference.predict(fresh), expected, atol=1e-12)
+    choice = choose_engine(model, reference, matrix[:300])
+    assert choice.predictor.engine == "flat_forest"

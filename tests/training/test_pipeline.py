@@ -91,6 +91,17 @@ def test_champion_challenger_rollback_and_promotion(churn_repo: ChurnRepo, tmp_p
         run_id=version.run_id, artifact_path=CHECK_ROWS_ARTIFACT, dst_path=str(tmp_path)
     )
     assert list(pd.read_parquet(check_rows).columns) == features
+    # The registered model is calibrated on the validation window (core.calibration); the
+    # run holds the ECE and the reliability curves before and after, on the test window.
+    assert type(flavour).__name__ == "CalibratedClassifierCV"
+    run = client.get_run(version.run_id)
+    assert run.data.params["calibration.method"] in ("sigmoid", "isotonic")
+    metrics = run.data.metrics
+    assert {"test_ece", "test_ece_uncalibrated", "test_roc_auc_uncalibrated"} <= set(metrics)
+    assert abs(metrics["test_roc_auc"] - metrics["test_roc_auc_uncalibrated"]) < 0.01
+    curves = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/calibration/reliability.json")
+    assert curves["calibrated"]["ece"] == metrics["test_ece"]
+    assert sum(item["count"] for item in curves["uncalibrated"]["bins"]) > 0
 
 
 def test_the_same_seed_gives_the_same_best_parameters(churn_repo: ChurnRepo) -> None:

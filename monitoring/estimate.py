@@ -1,0 +1,268 @@
+"""Stage: ``churn estimate``, the model's performance on a window before its labels land.
+
+:func:`run_estimate` takes an :class:`EstimateRequest` and returns an
+:class:`EstimateOutcome`: the estimate (:mod:`monitoring.estimation`) of the window's ROC
+AUC, PR AUC, Brier score and churn rate with their intervals, written as ``estimate.json``
+and ``estimate.html`` and published as Prometheus gauges, beside the champion's reference
+(its ROC AUC on its training run's test window).
+
+The window is the prediction log's last ``window`` (the calibrated probabilities serving
+answered with), or a Parquet file holding either a ``churn_probability`` column or the
+champion's feature columns, which the champion then scores (through
+:class:`core.models.ModelRegistry`). Rows the model cannot score (a feature missing) are
+counted and left out.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from core.errors import InputError
+from core.files import write_text_atomically
+from core.prediction_log import MODEL_VERSION, PROBABILITY
+from core.settings import DataSettings, ModelSettings
+from monitoring.estimation import METRICS, PerformanceEstimate, estimate_performance
+from monitoring.report import finite_json
+from monitoring.retrain import estimated_harm
+from monitoring.settings import MonitoringSettings
+
+
+@dataclass(frozen=True)
+class EstimateRequest:
+    """Which predictions to estimate the performance of.
+
+    Attributes:
+        window: Predictions of the prediction log's last ``window`` (ending at ``until``).
+        until: End of the window (default: the newest prediction).
+        current: A Parquet file or folder instead of the log: a ``churn_probability``
+            column, or the champion's feature columns (scored by the champion).
+        out_dir: Folder of estimate.json and estimate.html (default
+            ``<data_dir>/monitoring/estimates/<UTC time>``).
+    """
+
+    window: timedelta = timedelta(days=7)
+    until: datetime | None = None
+    current: Path | None = None
+    out_dir: Path | None = None
+    settings: MonitoringSettings = field(default_factory=MonitoringSettings)
+    model: ModelSettings = field(default_factory=ModelSettings)
+
+
+@dataclass(frozen=True)
+class Reference:
+    """The champion's ROC AUC on its training run's test window, estimates are held to."""
+
+    model: str
+    version: str
+    roc_auc: float | None
+
+
+@dataclass
+class EstimateOutcome:
+    """The estimate, its source and reference, and where it went."""
+
+    estimate: PerformanceEstimate
+    source: dict[str, Any]
+    reference: Reference | None
+    json_path: Path
+    html_path: Path
+    metrics_target: str | None = None
+    by_version: dict[str, int] = field(default_factory=dict)
+    margin: float = 0.0
+
+    @property
+    def harm(self) -> str | None:
+        """Why the estimate shows harm (:func:`monitoring.retrain.estimated_harm`), or None."""
+        reference = self.reference.roc_auc if self.reference else None
+        return estimated_harm(self.estimate, reference, margin=self.margin)
+
+    @property
+    def harmful(self) -> bool:
+        """Whether the estimated ROC AUC fell below the champion's reference (see harm)."""
+        return self.harm is not None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The ``estimate.json`` document."""
+        document = self.estimate.to_dict()
+        document["source"] = self.source
+        document["by_version"] = self.by_version
+        document["reference"] = None if self.reference is None else vars(self.reference)
+        document["harm"] = self.harm
+        return finite_json(document)
+
+
+def champion_reference(model: ModelSettings) -> Reference | None:
+    """The champion's test ROC AUC from its training run (None: no champion)."""
+    from core.models import ModelRegistry
+
+    registry = ModelRegistry.from_settings()
+    found = registry.find(model.name, alias=model.alias)
+    if found is None:
+        return None
+    value = (
+        registry.client.get_run(found.run_id).data.metrics.get("test_roc_auc")
+        if found.run_id
+        else None
+    )
+    return Reference(
+        model=f"{model.name}@{model.alias}",
+        version=found.version,
+        roc_auc=float(value) if value is not None else None,
+    )
+
+
+def score_with_champion(frame: pd.DataFrame, model: ModelSettings) -> np.ndarray:
+    """The champion's calibrated probability of each row (NaN where a feature is missing).
+
+    Raises:
+        InputError: The file lacks one of the champion's features.
+    """
+    from core.models import ModelRegistry
+    from monitoring.snapshots import load_champion_lineage, score_rows
+
+    registry = ModelRegistry.from_settings()
+    lineage = load_champion_lineage(registry, model.name, model.alias)
+    missing = [name for name in lineage.features if name not in frame.columns]
+    if missing:
+        raise InputError(
+            f"the file has neither a {PROBABILITY} column nor the champion's feature(s) "
+            f"{', '.join(missing)}"
+        )
+    _, fitted = registry.load_version(lineage.model_name, version=lineage.version)
+    return score_rows(fitted, frame, lineage.features).to_numpy(dtype=np.float64)
+
+
+def read_window(request: EstimateRequest) -> tuple[np.ndarray, dict[str, Any], dict[str, int]]:
+    """The window's probabilities, where they came from, and rows per model version.
+
+    Raises:
+        InputError: No such file or log, nothing in the window, or no usable column.
+    """
+    from monitoring.snapshots import read_prediction_log
+    from monitoring.windows import read_sample
+
+    if request.current is not None:
+        frame = read_sample(request.current)
+        if PROBABILITY in frame.columns:
+            probabilities = frame[PROBABILITY].to_numpy(dtype=np.float64)
+            source: dict[str, Any] = {"file": str(request.current), "column": PROBABILITY}
+        else:
+            probabilities = score_with_champion(frame, request.model)
+            source = {"file": str(request.current), "scored_by": "champion"}
+    else:
+        log_dir = DataSettings().prediction_log_path
+        frame, (start, end) = read_prediction_log(
+            log_dir, window=request.window, until=request.until
+        )
+        probabilities = frame[PROBABILITY].to_numpy(dtype=np.float64)
+        source = {"prediction_log": str(log_dir), "window": [start.isoformat(), end.isoformat()]}
+    versions: dict[str, int] = {}
+    if MODEL_VERSION in frame.columns:
+        counts = frame[MODEL_VERSION].astype(str).value_counts()
+        versions = {str(key): int(value) for key, value in sorted(counts.items())}
+    return probabilities, source, versions
+
+
+def estimate_window(probabilities: np.ndarray, settings: MonitoringSettings) -> PerformanceEstimate:
+    """The estimate of one window with the monitoring settings' minimum and confidence."""
+    return estimate_performance(
+        probabilities,
+        min_rows=settings.min_window_rows,
+        confidence=settings.estimate_confidence,
+    )
+
+
+def run_estimate(request: EstimateRequest) -> EstimateOutcome:
+    """Estimate the window's performance; write estimate.json and estimate.html; publish
+    the gauges.
+
+    Raises:
+        InputError: Nothing to estimate (see :func:`read_window`), or probabilities that
+            are not probabilities.
+    """
+    started = datetime.now(UTC)
+    probabilities, source, versions = read_window(request)
+    estimate = estimate_window(probabilities, request.settings)
+    try:
+        reference = champion_reference(request.model)
+    except Exception as error:  # the estimate stands without it; say why it is missing
+        source["reference"] = f"not read: {type(error).__name__}: {error}"
+        reference = None
+    out_dir = request.out_dir or (
+        DataSettings().data_dir / "monitoring" / "estimates" / started.strftime("%Y%m%dT%H%M%SZ")
+    )
+    out_dir.mkdir(parents=True, exist_ok=True)
+    outcome = EstimateOutcome(
+        estimate=estimate,
+        source=source,
+        reference=reference,
+        json_path=out_dir / "estimate.json",
+        html_path=out_dir / "estimate.html",
+        by_version=versions,
+        margin=request.settings.retrain_auc_margin,
+    )
+    write_text_atomically(
+        outcome.json_path, json.dumps(outcome.to_dict(), indent=2, allow_nan=False) + "\n"
+    )
+    write_text_atomically(
+        outcome.html_path,
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'><title>Estimated "
+        f"performance</title></head><body>{render_estimate_html(estimate, reference, outcome.harm)}"
+        "</body></html>\n",
+    )
+    from core.stage_metrics import publish_stage_metrics
+    from monitoring.metrics import build_estimate_registry
+
+    outcome.metrics_target = publish_stage_metrics(
+        "estimate", build_estimate_registry(estimate, reference, harm=outcome.harm)
+    )
+    return outcome
+
+
+_NAMES = {
+    "roc_auc": "ROC AUC",
+    "pr_auc": "PR AUC",
+    "brier": "Brier score",
+    "churn_rate": "churn rate",
+}
+
+
+def render_estimate_html(
+    estimate: PerformanceEstimate, reference: Reference | None, harm: str | None
+) -> str:
+    """The estimate as an HTML section (for estimate.html and the drift report)."""
+    rows = "".join(
+        f"<tr><td>{_NAMES[name]}</td><td>{interval.estimate:.4f}</td>"
+        f"<td>{interval.low:.4f} - {interval.high:.4f}</td></tr>"
+        for name in METRICS
+        if (interval := estimate.figure(name)) is not None
+    )
+    claim = (
+        f"<table><tr><th>metric</th><th>estimate</th><th>{estimate.confidence:.0%} interval</th>"
+        f"</tr>{rows}</table>"
+        if estimate.status == "ok"
+        else f"<p><b>insufficient data</b>: {html.escape(estimate.note or '')}</p>"
+    )
+    held_to = (
+        f"<p>Champion {html.escape(reference.model)} version {html.escape(reference.version)}: "
+        f"test ROC AUC {reference.roc_auc:.4f} at training"
+        + (f" <b>Estimated harm: {html.escape(harm)}</b>" if harm else "")
+        + ".</p>"
+        if reference is not None and reference.roc_auc is not None
+        else ""
+    )
+    return (
+        "<section id='estimated-performance'><h2>Estimated performance (no labels)</h2>"
+        f"<p>{estimate.rows} predictions; estimated from the calibrated probabilities "
+        "(confidence-based performance estimation). Realized figures land in the interval "
+        f"about {estimate.confidence:.0%} of the time when the probabilities are calibrated."
+        f"</p>{claim}{held_to}</section>"
+    )

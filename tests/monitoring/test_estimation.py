@@ -1,0 +1,87 @@
+"""The performance estimator (CBPE) against cases whose answer is known exactly."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import average_precision_score, roc_auc_score
+
+from core.errors import InputError
+from monitoring.estimation import (
+    area_under_roc,
+    average_precision,
+    estimate_performance,
+    expected_curve_counts,
+)
+
+pytestmark = pytest.mark.unit  # in-process only: `make test-unit`
+
+
+def test_two_score_levels_give_the_exact_expected_confusion_matrix_and_auc() -> None:
+    # Half the rows at 0.8, half at 0.2, perfectly calibrated: at the 0.8 cut the expected
+    # confusion matrix is TP 0.4n, FP 0.1n; in all P = N = 0.5n. The expected ROC curve is
+    # (0,0) -> (0.2,0.8) -> (1,1): AUC 0.8 exactly.
+    n = 1000
+    scores = np.repeat([0.8, 0.2], n // 2)
+    tp, fp = expected_curve_counts(np.sort(scores)[::-1])
+
+    np.testing.assert_allclose(tp, [0.4 * n, 0.5 * n])
+    np.testing.assert_allclose(fp, [0.1 * n, 0.5 * n])
+    assert area_under_roc(tp, fp) == pytest.approx(0.8, abs=1e-12)
+    # Precision 0.8 over the first 0.8 of recall, then 0.5 over the last 0.2.
+    assert average_precision(tp, fp) == pytest.approx(0.8 * 0.8 + 0.2 * 0.5, abs=1e-12)
+
+    estimate = estimate_performance(scores, min_rows=100)
+    assert estimate.status == "ok"
+    assert estimate.roc_auc is not None and estimate.roc_auc.estimate == pytest.approx(0.8)
+    assert estimate.brier is not None and estimate.brier.estimate == pytest.approx(0.16)
+    assert estimate.churn_rate is not None and estimate.churn_rate.estimate == pytest.approx(0.5)
+
+
+def test_labels_drawn_from_calibrated_scores_land_around_the_estimate_and_inside() -> None:
+    rng = np.random.default_rng(3)
+    scores = rng.beta(1.2, 4.0, size=2000)
+    estimate = estimate_performance(scores, min_rows=500)
+    realized = {"roc_auc": [], "pr_auc": [], "brier": [], "churn_rate": []}
+    for _ in range(200):
+        labels = rng.random(len(scores)) < scores
+        realized["roc_auc"].append(roc_auc_score(labels, scores))
+        realized["pr_auc"].append(average_precision_score(labels, scores))
+        realized["brier"].append(np.mean((labels - scores) ** 2))
+        realized["churn_rate"].append(labels.mean())
+    for metric, values in realized.items():
+        interval = estimate.figure(metric)
+        assert interval is not None
+        # The estimate is the expected value: the mean of 200 draws is within 3 SE of it.
+        assert abs(np.mean(values) - interval.estimate) < 3 * np.std(values) / np.sqrt(200)
+        inside = np.mean([interval.contains(value) for value in values])
+        assert 0.85 <= inside <= 1.0, (metric, inside)
+        # The interval is as wide as the draws' spread (95 %: about 2 x 1.96 SD).
+        width = interval.high - interval.low
+        assert 0.7 < width / (2 * 1.96 * np.std(values)) < 1.3, metric
+
+
+def test_the_interval_narrows_with_the_window() -> None:
+    rng = np.random.default_rng(4)
+    small = estimate_performance(rng.beta(1.2, 4.0, size=2_000), min_rows=500)
+    large = estimate_performance(rng.beta(1.2, 4.0, size=200_000), min_rows=500)
+    assert small.roc_auc is not None and large.roc_auc is not None
+    ratio = (small.roc_auc.high - small.roc_auc.low) / (large.roc_auc.high - large.roc_auc.low)
+    assert 7 < ratio < 13  # sqrt(100) = 10
+
+
+def test_below_the_minimum_no_figure_is_claimed() -> None:
+    estimate = estimate_performance(np.full(7, 0.3), min_rows=500)
+    assert estimate.status == "insufficient_data"
+    assert estimate.rows == 7
+    assert estimate.roc_auc is None and estimate.brier is None and estimate.churn_rate is None
+    assert "fewer than the minimum 500" in (estimate.note or "")
+
+
+def test_missing_probabilities_are_counted_and_bad_ones_refused() -> None:
+    scores = np.concatenate([np.linspace(0.05, 0.95, 600), [np.nan, np.nan]])
+    estimate = estimate_performance(scores, min_rows=500)
+    assert estimate.rows == 600 and estimate.excluded_rows == 2
+    assert "2 prediction(s) without a probability" in (estimate.note or "")
+    with pytest.raises(InputError, match="outside"):
+        estimate_performance(np.array([0.5, 1.5]), min_rows=1)

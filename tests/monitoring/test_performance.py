@@ -1,0 +1,85 @@
+"""The drift job's performance signals: the window's estimate, its realized figure where
+labels landed, and the harm they show against the champion's reference."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from monitoring.drift import DriftRequest
+from monitoring.performance import window_performance
+from monitoring.snapshots import ChampionLineage
+from tests.utils.monitoring import START, write_parquet
+
+pytestmark = pytest.mark.unit  # in-process only: `make test-unit`
+
+
+def _lineage(test_roc_auc: float) -> ChampionLineage:
+    return ChampionLineage(
+        model_name="churn-predictor",
+        alias="champion",
+        version="3",
+        run_id="run",
+        feature_service="churn_v1",
+        feast_project=None,
+        features=["feature_1"],
+        labels_path=Path("labels.parquet"),
+        train_start=pd.Timestamp(START),
+        train_end=pd.Timestamp(START),
+        test_roc_auc=test_roc_auc,
+    )
+
+
+def _window(rows: int, seed: int) -> tuple[pd.DataFrame, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    scores = rng.beta(1.2, 4.0, size=rows)
+    frame = pd.DataFrame(
+        {
+            "user_id": np.arange(1, rows + 1),
+            "event_timestamp": pd.Timestamp(START).tz_convert("UTC"),
+            "churn_probability": scores,
+        }
+    )
+    return frame, (rng.random(rows) < scores).astype(np.int64)
+
+
+def test_an_estimate_well_below_the_reference_is_harm_and_labels_give_the_realized_figure(
+    tmp_path: Path,
+) -> None:
+    frame, labels = _window(3000, seed=1)
+    write_parquet(
+        frame[["user_id", "event_timestamp"]].assign(label=labels),
+        tmp_path / "data" / "offline" / "labels.parquet",
+    )
+
+    # These scores rank at about 0.76: a champion tested at 0.90 has lost ground.
+    harmed = window_performance(frame, _lineage(0.90), DriftRequest())
+    assert harmed.estimate is not None and harmed.estimate.status == "ok"
+    assert (
+        harmed.harm.estimated is not None and "below the champion's 0.9000" in harmed.harm.estimated
+    )
+    assert harmed.realized["rows"] == 3000 and harmed.realized["roc_auc"] < 0.85
+    assert harmed.harm.realized is not None
+    assert harmed.harmful
+    assert "Estimated performance (no labels)" in harmed.render_html()
+
+    fine = window_performance(frame, _lineage(0.76), DriftRequest())
+    assert not fine.harmful and fine.harm.estimated is None
+    assert (
+        fine.to_dict()["estimate"]["roc_auc"]["low"]
+        < 0.76
+        < fine.to_dict()["estimate"]["roc_auc"]["high"]
+    )
+
+
+def test_no_probability_or_no_labels_is_said_never_an_error() -> None:
+    frame, _ = _window(3000, seed=2)
+    unscored = window_performance(frame.drop(columns="churn_probability"), None, DriftRequest())
+    assert unscored.estimate is None and "no churn_probability column" in (unscored.note or "")
+    unlabelled = window_performance(frame, None, DriftRequest())
+    assert unlabelled.estimate is not None and unlabelled.realized == {}
+    assert "no realized figure" in (unlabelled.note or "")
+    assert not unlabelled.harmful  # no reference: no harm claimed
