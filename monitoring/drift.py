@@ -9,7 +9,10 @@ window rebuilt through its feature service) and the live data (the last window o
 snapshots, or the serving prediction log). The offline windows are built by the
 offline-compute backend of the profile (:mod:`core.compute`) and compared in this process
 (exact) or, when ``CHURN_MONITORING_STATISTICS`` asks for it, from the backend's aggregates
-(:func:`monitoring.comparison.compare_samples`).
+(:func:`monitoring.comparison.compare_samples`). Beside the per-feature tests, a domain
+classifier trained on a sample of each window, drawn where the rows are
+(:mod:`monitoring.multivariate`), and the data-quality checks (:mod:`monitoring.quality`)
+give the report its alert signals.
 """
 
 from __future__ import annotations

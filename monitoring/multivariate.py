@@ -117,12 +117,15 @@ def delong_interval(
 
 
 def _model_inputs(frame: pd.DataFrame) -> pd.DataFrame:
-    """Numeric columns as float64 (missing: NaN); text and booleans as categories."""
+    """Numeric columns as float64 (missing, NaN or infinite: NaN); text and booleans as
+    categories."""
     columns: dict[str, Any] = {}
     for name in frame.columns:
         series = frame[name]
         if pd.api.types.is_numeric_dtype(series) and not pd.api.types.is_bool_dtype(series):
-            columns[name] = series.to_numpy(dtype=np.float64, na_value=np.nan)
+            values = series.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
+            values[~np.isfinite(values)] = np.nan  # infinities are missing, as in the tests
+            columns[name] = values
         else:
             text = series.astype("string").astype(object).where(series.notna(), None)
             columns[name] = pd.Categorical(text)

@@ -118,7 +118,8 @@ def test_too_few_rows_are_insufficient_data() -> None:
 def test_missing_values_are_a_signal_not_an_error() -> None:
     reference = make_window(1500, seed=9)
     current = make_window(1500, seed=10)
-    current.loc[current.index[:600], "usage"] = np.nan
+    current.loc[current.index[:300], "usage"] = np.nan
+    current.loc[current.index[300:600], "usage"] = np.inf  # missing too, not an error
     result = detect_domain_shift(reference, current, FEATURES, SETTINGS)
     assert result.severity != "none"
     assert result.separation[0].feature == "usage"
