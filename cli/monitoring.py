@@ -24,7 +24,7 @@ import sys
 from collections.abc import Callable
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -144,6 +144,26 @@ def _print_performance(outcome: DriftOutcome) -> None:
             typer.echo(f"harm: {harm}")
 
 
+def _print_alert_signals(summary: dict[str, Any]) -> None:
+    """The domain classifier's and the data-quality checks' verdicts, one line each."""
+    verdict = summary["multivariate"]
+    if verdict["status"] == "ok":
+        auroc = verdict["auroc"]
+        named = ", ".join(verdict["top_features"]) or "none"
+        typer.echo(
+            f"multivariate: {verdict['severity']} (domain classifier AUROC "
+            f"{auroc['estimate']:.3f}, 95% {auroc['low']:.3f}-{auroc['high']:.3f}; "
+            f"separating: {named})"
+        )
+    else:
+        typer.echo(f"multivariate: {verdict['status']} ({verdict['note']})")
+    quality = summary["quality"]
+    typer.echo(
+        f"quality: {quality['severity']} (major: {', '.join(quality['major']) or 'none'}; "
+        f"minor: {', '.join(quality['minor']) or 'none'})"
+    )
+
+
 def _print_drift(outcome: DriftOutcome) -> None:
     report = outcome.report
     results = [*report.features, *([report.score] if report.score else [])]
@@ -161,6 +181,7 @@ def _print_drift(outcome: DriftOutcome) -> None:
         f"drift: {report.severity} (major: {', '.join(summary['major']) or 'none'}; "
         f"minor: {', '.join(summary['minor']) or 'none'})"
     )
+    _print_alert_signals(summary)
     score = str(report.sources.get("score", ""))
     if score.startswith("not measured"):  # a refused champion, say: never only in the json
         typer.echo(f"warning: score drift {score}", err=True)

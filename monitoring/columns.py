@@ -31,6 +31,7 @@ from monitoring.settings import MonitoringSettings
 from monitoring.statistics import (
     HISTOGRAM_BINS,
     KS_GRID,
+    Coverage,
     Distribution,
     FeatureDrift,
     Role,
@@ -353,7 +354,9 @@ def _compare_continuous(
     The outer bins are open-ended, so current values outside the reference range count.
     """
     probabilities = np.arange(1, settings.psi_bins) / settings.psi_bins
-    edges = np.unique(pair.reference_quantiles(probabilities))
+    # The reference's minimum and maximum come with its deciles (one aggregate).
+    quantiles = pair.reference_quantiles(np.concatenate(([0.0], probabilities, [1.0])))
+    edges = np.unique(quantiles[1:-1])
     reference_counts, current_counts = pair.bin_counts(edges)
     statistic, p_value, ks_note = pair.ks()
     psi = population_stability_index(reference_counts, current_counts, epsilon=settings.psi_epsilon)
@@ -376,6 +379,25 @@ def _compare_continuous(
         ),
         histogram=_histogram(pair),
         note="; ".join(remarks) or None,
+        coverage=_range_coverage(pair, float(quantiles[0]), float(quantiles[-1]), summaries),
+    )
+
+
+def _range_coverage(
+    pair: ColumnPair, low: float, high: float, summaries: tuple[SampleSummary, SampleSummary]
+) -> Coverage:
+    """Current values below the reference's minimum or above its maximum."""
+    # Bins (-inf, just below low], (.., high], (high, inf): the outer ones are outside.
+    _, (below, _, above) = pair.bin_counts(np.array([np.nextafter(low, -np.inf), high]))
+    outside = int(below + above)
+    return Coverage(
+        outside=outside,
+        share=outside / summaries[1].count,
+        expected_share=2 / (summaries[0].count + 1),
+        low=low,
+        high=high,
+        below=int(below),
+        above=int(above),
     )
 
 
@@ -402,6 +424,8 @@ def _compare_categories(
         table = table.sort_index()
     counts = table.to_numpy().T
     psi = population_stability_index(counts[0], counts[1], epsilon=settings.psi_epsilon)
+    unseen = (counts[0] == 0) & (counts[1] > 0)
+    outside = int(counts[1][unseen].sum())
     statistic, p_value, cramers_v = chi_square_test(counts)
     proportions = Distribution(
         reference=_shares(counts[0]),
@@ -420,6 +444,11 @@ def _compare_categories(
         psi_bins=proportions,
         histogram=proportions,
         note="single category in both samples" if counts.shape[1] == 1 else None,
+        coverage=Coverage(
+            outside=outside,
+            share=outside / max(int(counts[1].sum()), 1),
+            unseen=tuple(_category_label(value) for value in table.index[unseen]),
+        ),
     )
 
 

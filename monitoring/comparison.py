@@ -18,8 +18,10 @@ import pandas as pd
 from core.compute.statistics import Sample, StatisticsCompute
 from core.errors import InputError
 from monitoring.columns import compare_column, compare_sample_column, is_numeric
+from monitoring.multivariate import MultivariateDrift, not_run
+from monitoring.quality import QualityReport, assess_quality
 from monitoring.settings import MonitoringSettings
-from monitoring.severity import SEVERITIES, SEVERITY_RANK, assign_severity
+from monitoring.severity import assign_severity, worst_severity
 from monitoring.statistics import (
     KS_GRID,
     FeatureDrift,
@@ -40,12 +42,19 @@ class DriftReport:
     reference_rows: int = 0
     current_rows: int = 0
     sources: dict[str, Any] = field(default_factory=dict)
+    # The domain classifier's verdict (None: not asked for, e.g. a report built in a test).
+    multivariate: MultivariateDrift | None = None
+
+    @property
+    def quality(self) -> QualityReport:
+        """The data-quality checks of the current window against the reference."""
+        return assess_quality(self.features, self.settings)
 
     @property
     def severity(self) -> Severity:
-        """The worst severity over the features (the score is reported, not counted)."""
-        rank = max((SEVERITY_RANK[item.severity] for item in self.features), default=0)
-        return SEVERITIES[rank]
+        """The worst severity over the univariate feature tests (the score is reported, not
+        counted; the multivariate and quality findings are alert signals of their own)."""
+        return worst_severity(item.severity for item in self.features)
 
     def names_with(self, severity: Severity) -> list[str]:
         """Features with exactly this severity."""
@@ -79,6 +88,8 @@ class DriftReport:
                 "max_categories": settings.max_categories,
             },
             "sources": self.sources,
+            "multivariate": (self.multivariate or not_run("not asked for")).to_dict(),
+            "quality": self.quality.summary(),
         }
 
     def to_dict(self) -> dict[str, Any]:
@@ -86,6 +97,7 @@ class DriftReport:
         return {
             "features": [item.to_dict() for item in self.features],
             "score": self.score.to_dict() if self.score else None,
+            "quality": [item.to_dict() for item in self.quality.features],
             "summary": self.summary(),
         }
 

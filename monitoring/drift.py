@@ -9,19 +9,24 @@ window rebuilt through its feature service) and the live data (the last window o
 snapshots, or the serving prediction log). The offline windows are built by the
 offline-compute backend of the profile (:mod:`core.compute`) and compared in this process
 (exact) or, when ``CHURN_MONITORING_STATISTICS`` asks for it, from the backend's aggregates
-(:func:`monitoring.comparison.compare_samples`).
+(:func:`monitoring.comparison.compare_samples`). Beside the per-feature tests, a domain
+classifier trained on a sample of each window, drawn where the rows are
+(:mod:`monitoring.multivariate`), and the data-quality checks (:mod:`monitoring.quality`)
+give the report its alert signals.
 """
 
 from __future__ import annotations
 
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from core.compute import OfflineCompute, offline_compute
-from core.compute.statistics import FrameSample, Sample
+import pandas as pd
+
+from core.compute import OfflineCompute, frame_statistics, offline_compute
+from core.compute.statistics import FrameSample, Sample, StatisticsCompute
 from core.errors import InputError, StaleDataError
 from core.feast_store import feature_store_session
 from core.locks import champion_lock_name, store_lock
@@ -30,6 +35,7 @@ from core.settings import DataSettings, FeastSettings, MlflowSettings, ModelSett
 from core.stage_metrics import record_drift_outcome
 from monitoring.comparison import DriftReport, compare_frames, compare_samples
 from monitoring.metrics import build_registry, publish_metrics
+from monitoring.multivariate import detect_domain_shift, not_run
 from monitoring.performance import WindowPerformance, window_performance
 from monitoring.report import write_reports
 from monitoring.retrain import RetrainDecision, trigger_retraining
@@ -47,7 +53,6 @@ from monitoring.windows import read_sample
 from training import TrainingConfig, TrainingResult, run_training
 
 if TYPE_CHECKING:
-    import pandas as pd
     from feast import FeatureStore
 
 Source = Literal["snapshots", "predictions"]
@@ -191,13 +196,15 @@ def _compare_files(
     frames = (read_sample(reference), read_sample(current))
     keep["current"] = frames[1]
     scored = all(SCORE_COLUMN in frame.columns for frame in frames)
-    return compare_frames(
+    report = compare_frames(
         *frames,
         request.settings,
         features=list(request.features) or None,
         score_column=SCORE_COLUMN if scored else None,
         sources={"reference": {"file": str(reference)}, "current": {"file": str(current)}},
     )
+    samples = FrameSample(frames[0]), FrameSample(frames[1])
+    return with_domain_classifier(report, frame_statistics(), samples)
 
 
 def _compare_with_champion(
@@ -245,7 +252,29 @@ def _compare_with_champion(
         frames = compute.to_pandas(reference), compute.to_pandas(current)
         keep["current"] = frames[1]
         report = compare_frames(*frames, settings, **options)
-    return report, lineage
+        reference, current = FrameSample(frames[0]), FrameSample(frames[1])  # here now
+    return with_domain_classifier(report, compute, (reference, current)), lineage
+
+
+def with_domain_classifier(
+    report: DriftReport, compute: StatisticsCompute, samples: tuple[Sample, Sample]
+) -> DriftReport:
+    """The report with the domain classifier's verdict on the compared features
+    (:mod:`monitoring.multivariate`), trained on a seeded sample of each window drawn by
+    the backend that holds it."""
+    settings = report.settings
+    if not settings.multivariate:
+        verdict = not_run("turned off (CHURN_MONITORING_MULTIVARIATE=false)")
+        return replace(report, multivariate=verdict)
+    features = [item.feature for item in report.features]
+    reference, current = (
+        compute.sample_rows(
+            sample, features, rows=settings.multivariate_max_rows, seed=settings.multivariate_seed
+        )
+        for sample in samples
+    )
+    verdict = detect_domain_shift(reference, current, features, settings)
+    return replace(report, multivariate=verdict)
 
 
 def _current(

@@ -1,4 +1,5 @@
-"""Drift metrics for Prometheus: per-feature PSI, test statistic, p-value and severity.
+"""Drift metrics for Prometheus: per-feature PSI, test statistic, p-value and severity, and
+the alert signals beside them (the domain classifier's AUROC, the data-quality checks).
 
 Pushed to a Pushgateway when ``CHURN_MONITORING_PUSHGATEWAY_URL`` is set, otherwise written
 in the node-exporter textfile-collector format (``drift.prom``). The reference design's
@@ -65,8 +66,79 @@ def build_registry(report: DriftReport) -> CollectorRegistry:
             p_value.labels(**names).set(result.p_value)
         severity.labels(**names).set(SEVERITY_RANK[result.severity])
     overall.set(SEVERITY_RANK[report.severity])
+    _add_alert_signals(report, registry)
     finished.set(time.time())
     return registry
+
+
+def _add_alert_signals(report: DriftReport, registry: CollectorRegistry) -> None:
+    """The domain classifier's and the data-quality checks' gauges."""
+    from prometheus_client import Gauge
+
+    auroc = Gauge(
+        "churn_drift_multivariate_auroc",
+        "Domain classifier's cross-validated AUROC, reference vs current rows (0.5: "
+        "inseparable); bound estimate, low or high (95% interval)",
+        ["bound"],
+        registry=registry,
+    )
+    multivariate_severity = Gauge(
+        "churn_drift_multivariate_severity",
+        "Multivariate drift severity: 0 none (or not measured), 1 minor, 2 major",
+        registry=registry,
+    )
+    importance = Gauge(
+        "churn_drift_multivariate_importance",
+        "Drop of the domain classifier's held-out AUROC when the feature is permuted",
+        ["feature"],
+        registry=registry,
+    )
+    null_rate = Gauge(
+        "churn_drift_null_rate",
+        "Share of missing values (null, NaN, infinite) of a feature; window reference or current",
+        ["feature", "window"],
+        registry=registry,
+    )
+    outside = Gauge(
+        "churn_drift_outside_reference_share",
+        "Share of current values outside the reference's range (check out_of_range) or in "
+        "categories it never had (check unseen_categories)",
+        ["feature", "check"],
+        registry=registry,
+    )
+    quality_severity = Gauge(
+        "churn_drift_quality_severity",
+        "Data-quality severity of a feature: 0 none, 1 minor, 2 major",
+        ["feature"],
+        registry=registry,
+    )
+    quality_overall = Gauge(
+        "churn_drift_quality_overall_severity",
+        "Worst data-quality severity of the run: 0 none, 1 minor, 2 major",
+        registry=registry,
+    )
+    verdict = report.multivariate
+    if verdict is not None and verdict.status == "ok":
+        for bound, value in (
+            ("estimate", verdict.auroc),
+            ("low", verdict.low),
+            ("high", verdict.high),
+        ):
+            if value is not None:
+                auroc.labels(bound=bound).set(value)
+        for item in verdict.separation:
+            importance.labels(feature=item.feature).set(item.importance)
+    multivariate_severity.set(SEVERITY_RANK[verdict.severity if verdict else "none"])
+    quality = report.quality
+    for check in quality.features:
+        null_rate.labels(feature=check.feature, window="reference").set(check.reference_null_rate)
+        null_rate.labels(feature=check.feature, window="current").set(check.current_null_rate)
+        coverage = check.coverage
+        if coverage is not None:
+            kind = "out_of_range" if coverage.low is not None else "unseen_categories"
+            outside.labels(feature=check.feature, check=kind).set(coverage.share)
+        quality_severity.labels(feature=check.feature).set(SEVERITY_RANK[check.severity])
+    quality_overall.set(SEVERITY_RANK[quality.severity])
 
 
 def publish_metrics(

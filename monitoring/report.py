@@ -183,6 +183,85 @@ def _section(result: FeatureDrift) -> str:
     )
 
 
+def _severity(severity: str) -> str:
+    return f'<b style="color:{SEVERITY_COLOURS[severity]}">{severity}</b>'
+
+
+def _table(headers: list[str], rows: list[list[str]]) -> str:
+    head = "".join(f"<th>{header}</th>" for header in headers)
+    body = "".join("<tr>" + "".join(f"<td>{cell}</td>" for cell in row) + "</tr>" for row in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _multivariate_section(report: DriftReport) -> str:
+    """The domain classifier's verdict and the features that separate the windows."""
+    verdict = report.multivariate
+    if verdict is None or verdict.status != "ok":
+        why = verdict.note if verdict else "not measured"
+        return f'<h2>Multivariate drift</h2><p class="meta">{html.escape(why or "")}</p>'
+    rows = [[html.escape(item.feature), f"{item.importance:+.4f}"] for item in verdict.separation]
+    named = ", ".join(verdict.top_features) or "none"
+    settings = report.settings
+    return (
+        f"<h2>Multivariate drift: {_severity(verdict.severity)}</h2>"
+        f'<p class="meta">A classifier trained to tell reference rows from current rows '
+        f"({verdict.reference_rows} and {verdict.current_rows} sampled rows, "
+        f"{len(verdict.fold_auroc)}-fold cross-validation) reaches AUROC "
+        f"<b>{verdict.auroc:.3f}</b> (95% interval {verdict.low:.3f} to {verdict.high:.3f}; "
+        f"0.5: it cannot tell them apart). Minor from {settings.multivariate_auc_minor:g}, "
+        f"major from {settings.multivariate_auc_major:g}, with the interval above 0.5. "
+        f"Separating features: {html.escape(named)}.</p>"
+        + _table(["feature", "AUROC drop when permuted"], rows)
+    )
+
+
+def _percent(value: float | None) -> str:
+    return "" if value is None else f"{value:.1%}"
+
+
+def _outside(out_of_range: dict[str, Any] | None) -> str:
+    if out_of_range is None:
+        return ""
+    chance = _percent(out_of_range["expected_share"])
+    return f"{_percent(out_of_range['share'])} (by chance {chance})"
+
+
+def _quality_section(report: DriftReport) -> str:
+    """Nulls, values outside the reference range and unseen categories, per feature."""
+    quality = report.quality
+    rows = []
+    for check in quality.features:
+        data = check.to_dict()
+        out_of_range, unseen = data["out_of_range"], data["unseen_categories"]
+        rows.append(
+            [
+                html.escape(check.feature),
+                str(check.current_rows),
+                f"{_percent(check.reference_null_rate)} / {_percent(check.current_null_rate)}",
+                _outside(out_of_range),
+                html.escape(", ".join(unseen["categories"]) + f" ({_percent(unseen['share'])})")
+                if unseen and unseen["categories"]
+                else "",
+                _severity(check.severity),
+                html.escape("; ".join(check.reasons) or check.status),
+            ]
+        )
+    headers = [
+        "feature",
+        "current rows",
+        "nulls ref. / cur.",
+        "outside the reference range",
+        "unseen categories",
+        "severity",
+        "why",
+    ]
+    return (
+        f"<h2>Data quality: {_severity(quality.severity)}</h2>"
+        '<p class="meta">The current window against the reference (with the champion, its '
+        "training window).</p>" + _table(headers, rows)
+    )
+
+
 def _describe(value: Any) -> str:
     """A source description as text: ``key: value`` pairs, windows as ``start to end``."""
     if isinstance(value, dict):
@@ -238,6 +317,8 @@ Settings: {html.escape(thresholds)}.</p>
 <ul class="meta">{sources}</ul>
 <table><tr>{"".join(f"<th>{header}</th>" for header in _HEADERS)}</tr>{rows}</table>
 {f'<p class="meta">Not compared:</p><ul class="meta">{skipped}</ul>' if skipped else ""}
+{_multivariate_section(report)}
+{_quality_section(report)}
 {sections}
 <h2>Distributions</h2>
 <p class="meta">Reference in blue, current in red; dotted lines are the PSI bin edges

@@ -88,6 +88,82 @@ class MonitoringSettings(BaseSettings):
         "it the column is insufficient_data (never major, never a retraining).",
     )
 
+    # Multivariate drift: a domain classifier told to separate reference rows from current
+    # rows (monitoring.multivariate). Its cross-validated AUROC is 0.5 when it cannot.
+    multivariate: bool = Field(
+        default=True,
+        description="Train the domain classifier (multivariate drift) beside the univariate "
+        "tests; false leaves summary.multivariate at status not_run.",
+    )
+    multivariate_max_rows: int = Field(
+        default=5_000,
+        ge=1,
+        description="Rows drawn at random (seeded) from each window for the domain "
+        "classifier; larger windows are sampled by the offline-compute backend.",
+    )
+    multivariate_folds: int = Field(
+        default=5, ge=2, le=20, description="Cross-validation folds of the domain classifier."
+    )
+    multivariate_seed: int = Field(
+        default=0, description="Seed of the row sample, the folds, the model and permutations."
+    )
+    multivariate_auc_minor: float = Field(
+        default=0.6,
+        gt=0.5,
+        lt=1,
+        description="Multivariate drift is minor when the AUROC reaches this and its 95% "
+        "interval lies above 0.5.",
+    )
+    multivariate_auc_major: float = Field(
+        default=0.75,
+        gt=0.5,
+        le=1,
+        description="Multivariate drift is major when the AUROC reaches this and its 95% "
+        "interval lies above 0.5.",
+    )
+    multivariate_top_features: int = Field(
+        default=3, ge=1, description="Separating features named in the summary."
+    )
+
+    # Data quality of the current window against the reference (the training set).
+    quality_null_minor: float = Field(
+        default=0.05,
+        gt=0,
+        le=1,
+        description="Null rate above the reference's by this much (absolute share): minor.",
+    )
+    quality_null_major: float = Field(
+        default=0.2,
+        gt=0,
+        le=1,
+        description="Null rate above the reference's by this much (absolute share): major.",
+    )
+    quality_out_of_range_minor: float = Field(
+        default=0.02,
+        gt=0,
+        le=1,
+        description="Share of current values outside the reference's [min, max], beyond the "
+        "2/(n+1) a sample of the reference's own distribution shows: minor.",
+    )
+    quality_out_of_range_major: float = Field(
+        default=0.1,
+        gt=0,
+        le=1,
+        description="Same share as quality_out_of_range_minor: major.",
+    )
+    quality_unseen_minor: float = Field(
+        default=0.01,
+        gt=0,
+        le=1,
+        description="Share of current values in categories the reference never had: minor.",
+    )
+    quality_unseen_major: float = Field(
+        default=0.05,
+        gt=0,
+        le=1,
+        description="Share of current values in categories the reference never had: major.",
+    )
+
     # Where the statistics are computed on the spark profile.
     statistics: Literal["auto", "process", "spark"] = Field(
         default="auto",
@@ -162,6 +238,10 @@ class MonitoringSettings(BaseSettings):
             raise ValueError(f"psi_minor {self.psi_minor} is above psi_major {self.psi_major}")
         if self.p_major > self.p_minor:
             raise ValueError(f"p_major {self.p_major} is above p_minor {self.p_minor}")
+        for name in ("multivariate_auc", "quality_null", "quality_out_of_range", "quality_unseen"):
+            minor, major = getattr(self, f"{name}_minor"), getattr(self, f"{name}_major")
+            if minor > major:
+                raise ValueError(f"{name}_minor {minor} is above {name}_major {major}")
         return self
 
     def aggregates_required(self) -> bool:

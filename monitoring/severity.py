@@ -7,6 +7,7 @@ reports and whether it triggers a retraining.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import replace
 
 from monitoring.settings import MonitoringSettings
@@ -14,6 +15,11 @@ from monitoring.statistics import FeatureDrift, Severity
 
 SEVERITIES: tuple[Severity, ...] = ("none", "minor", "major")
 SEVERITY_RANK: dict[str, int] = {name: rank for rank, name in enumerate(SEVERITIES)}
+
+
+def worst_severity(severities: Iterable[str]) -> Severity:
+    """The worst of some severities (``none`` when there are none)."""
+    return SEVERITIES[max((SEVERITY_RANK[item] for item in severities), default=0)]
 
 
 def assign_severity(result: FeatureDrift, settings: MonitoringSettings) -> FeatureDrift:

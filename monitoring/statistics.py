@@ -36,6 +36,7 @@ HISTOGRAM_BINS = 40
 KS_GRID = 1000
 
 __all__ = [
+    "Coverage",
     "Distribution",
     "FeatureDrift",
     "SampleSummary",
@@ -66,6 +67,27 @@ class Distribution:
 
 
 @dataclass(frozen=True)
+class Coverage:
+    """How much of the current sample falls where the reference (training) sample has no values.
+
+    For a continuous column, the values outside the reference's ``[low, high]`` (``below``
+    and ``above`` it); a sample of the reference's own distribution lands there with
+    probability ``2 / (n + 1)`` (``expected_share``, n the reference's values). For a
+    categorical one, the values of categories the reference never had (``unseen``).
+    Shares are of the current non-missing values.
+    """
+
+    outside: int
+    share: float
+    expected_share: float = 0.0
+    low: float | None = None
+    high: float | None = None
+    below: int = 0
+    above: int = 0
+    unseen: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
 class FeatureDrift:
     """The drift result of one column; severity is set by ``monitoring.severity``."""
 
@@ -87,6 +109,7 @@ class FeatureDrift:
     psi_bins: Distribution | None = None
     histogram: Distribution | None = None
     note: str | None = None
+    coverage: Coverage | None = None
 
     @property
     def drift_detected(self) -> bool:

@@ -22,7 +22,9 @@ from core.compute.base import OfflineCompute
 if TYPE_CHECKING:
     from feast import FeatureStore
 
-__all__ = ["OfflineCompute", "offline_compute", "uses_spark"]
+    from core.compute.statistics import StatisticsCompute
+
+__all__ = ["OfflineCompute", "frame_statistics", "offline_compute", "uses_spark"]
 
 
 def uses_spark(store: FeatureStore) -> bool:
@@ -39,3 +41,11 @@ def offline_compute(store: FeatureStore) -> OfflineCompute:
     from core.compute.local import LocalCompute
 
     return LocalCompute(store)
+
+
+def frame_statistics() -> StatisticsCompute:
+    """Aggregates and samples of rows already in this process (``FrameSample``), for any
+    profile and without a store: two files compared need no backend."""
+    from core.compute.local.statistics import LocalStatistics
+
+    return LocalStatistics()

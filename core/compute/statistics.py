@@ -170,6 +170,17 @@ class StatisticsCompute(Protocol):
         the rows are (staged until ``stack`` closes)."""
         ...
 
+    def sample_rows(
+        self, sample: Sample, columns: list[str], *, rows: int, seed: int
+    ) -> pd.DataFrame:
+        """At most ``rows`` of the sample's rows, drawn at random without replacement (all
+        of them when it holds no more), only ``columns``, in this process.
+
+        The draw happens where the rows are; the same seed on the same rows draws the same
+        rows.
+        """
+        ...
+
     def summarize(self, sample: Sample, column: str) -> SampleSummary:
         """Count, missing count, mean and population standard deviation of a column."""
         ...

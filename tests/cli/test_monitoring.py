@@ -53,6 +53,22 @@ def test_shifted_files_exit_4_and_write_all_reports(files, tmp_path: Path) -> No
         f'id="{item["feature"]}"' in (out / "drift.html").read_text()
         for item in document["features"]
     )
+    # The domain classifier sees the shift and names the shifted feature first.
+    multivariate = document["summary"]["multivariate"]
+    assert multivariate["status"] == "ok" and multivariate["severity"] != "none"
+    assert multivariate["auroc"]["low"] > 0.5
+    assert multivariate["top_features"][0] == "feature_2"
+    assert multivariate["rows"] == {"reference": 3000, "current": 3000}
+    assert "multivariate: " + multivariate["severity"] in completed.stdout
+    assert "separating: feature_2" in completed.stdout
+    assert [item["feature"] for item in document["quality"]] == [
+        item["feature"] for item in document["features"]
+    ]
+    assert document["summary"]["quality"]["severity"] in ("none", "minor", "major")
+    metrics = (out / "drift.prom").read_text()
+    assert 'churn_drift_multivariate_auroc{bound="estimate"}' in metrics
+    assert 'churn_drift_null_rate{feature="feature_2",window="current"} 0.0' in metrics
+    assert "Multivariate drift: " in (out / "drift.html").read_text()
 
 
 def test_identical_files_exit_0(files, tmp_path: Path) -> None:
@@ -62,6 +78,11 @@ def test_identical_files_exit_0(files, tmp_path: Path) -> None:
     )
     assert completed.returncode == 0, completed.stderr
     assert "drift: none" in completed.stdout
+    # The same rows on both sides: the classifier cannot tell them apart, nothing is off.
+    assert "multivariate: none (domain classifier AUROC 0.500, 95% 0.500-0.500" in (
+        completed.stdout
+    )
+    assert "quality: none (major: none; minor: none)" in completed.stdout
 
 
 def test_features_option_limits_the_comparison(files, tmp_path: Path) -> None:

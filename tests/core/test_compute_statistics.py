@@ -78,6 +78,19 @@ def test_scores_are_added_per_row_and_rows_read_back() -> None:
     assert sample.columns == ["a", "b"]  # the sample itself is left as it was
 
 
+def test_a_row_sample_is_seeded_bounded_and_whole_when_small() -> None:
+    sample = _sample(x=list(range(100)), y=[f"v{i}" for i in range(100)], z=[0.0] * 100)
+
+    drawn = LOCAL.sample_rows(sample, ["x", "y"], rows=10, seed=3)
+
+    assert list(drawn.columns) == ["x", "y"] and len(drawn) == 10
+    assert drawn["x"].is_unique and set(drawn["x"]) <= set(range(100))
+    assert (drawn["y"] == "v" + drawn["x"].astype(str)).all()  # whole rows
+    pd.testing.assert_frame_equal(drawn, LOCAL.sample_rows(sample, ["x", "y"], rows=10, seed=3))
+    assert not drawn.equals(LOCAL.sample_rows(sample, ["x", "y"], rows=10, seed=4))
+    assert len(LOCAL.sample_rows(sample, ["x"], rows=500, seed=3)) == 100
+
+
 def test_the_snapshot_window_ends_at_the_newest_snapshot(tmp_path: Path) -> None:
     stamps = [T, T + timedelta(days=1), T + timedelta(days=2), T + timedelta(days=2)]
     write_parquet(

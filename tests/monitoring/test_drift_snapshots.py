@@ -207,6 +207,15 @@ def test_unshifted_snapshots_show_no_drift(champion: Champion, tmp_path: Path) -
         (champion.history["event_timestamp"] > last - timedelta(days=7)).sum()
     )
     assert document["score"]["feature"] == "churn_probability"
+    # Windows of one distribution: the domain classifier cannot tell them apart and every
+    # value is where training had values.
+    multivariate = summary["multivariate"]
+    assert multivariate["status"] == "ok" and multivariate["severity"] == "none"
+    assert multivariate["auroc"]["low"] <= 0.5 <= multivariate["auroc"]["high"]
+    assert multivariate["rows"]["current"] == summary["current_rows"]
+    assert multivariate["features"] == CHURN_V1_FEATURES
+    assert summary["quality"]["severity"] == "none"
+    assert all(item["null_rate"]["current"] == 0.0 for item in document["quality"])
 
 
 def test_prediction_log_as_current_window(champion: Champion, tmp_path: Path) -> None:
@@ -227,6 +236,22 @@ def test_prediction_log_as_current_window(champion: Champion, tmp_path: Path) ->
     assert document["summary"]["sources"]["current"]["model_versions"] == ["1"]
     # The logged scores are the current scores: uniform noise, far from the model's.
     assert document["score"]["current"]["mean"] == pytest.approx(scores.mean())
+    # Engagement moved by two standard deviations: the classifier names it, and a share
+    # of the logged values lies above anything the champion was trained on.
+    multivariate = document["summary"]["multivariate"]
+    assert multivariate["severity"] == "major"
+    assert multivariate["top_features"][0] in ("feature_2", "feature_ratio")
+    assert "feature_2" in multivariate["top_features"]
+    quality = {item["feature"]: item for item in document["quality"]}
+    lineage = load_champion_lineage(
+        ModelRegistry(champion.tracking_uri), "churn-predictor", "champion"
+    )
+    stamps = champion.history["event_timestamp"]
+    window = (stamps >= lineage.train_start) & (stamps <= lineage.train_end)
+    trained = champion.history.loc[window, "feature_2"]
+    above = int((recent["feature_2"] > trained.max()).sum())
+    assert quality["feature_2"]["out_of_range"]["above"] == above > 0
+    assert quality["feature_2"]["out_of_range"]["share"] == pytest.approx(above / len(recent))
 
 
 def test_evaluate_reports_the_champions_training_auc_beside_live_auc(

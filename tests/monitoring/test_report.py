@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -13,8 +14,10 @@ import pytest
 
 from monitoring.comparison import DriftReport, compare_frames
 from monitoring.metrics import publish_metrics
+from monitoring.multivariate import detect_domain_shift
 from monitoring.report import render_html, write_reports
 from monitoring.settings import MonitoringSettings
+from monitoring.severity import SEVERITY_RANK
 from tests.utils.features import CHURN_V1_FEATURES
 from tests.utils.monitoring import make_feature_frame
 from tests.utils.pushgateway import running_gateway
@@ -124,3 +127,47 @@ def test_constant_and_empty_columns_render(tmp_path) -> None:
     page = html_path.read_text()
     assert "all 40 current values are null (reference has 50)" in page
     assert '<section id="constant">' in page
+
+
+def test_the_alert_signals_are_in_the_json_the_html_and_the_metrics(
+    report: DriftReport, tmp_path: Path
+) -> None:
+    reference = make_feature_frame(600, seed=1)
+    current = make_feature_frame(600, seed=2, feature_1_scale=1.5)
+    verdict = detect_domain_shift(reference, current, CHURN_V1_FEATURES, SETTINGS)
+    assert verdict.severity != "none"
+    judged = replace(report, multivariate=verdict)
+
+    json_path, html_path = write_reports(judged, tmp_path / "out")
+    document = json.loads(json_path.read_text())
+    multivariate = document["summary"]["multivariate"]
+    assert list(multivariate)[:4] == ["status", "severity", "drift_detected", "auroc"]
+    assert multivariate["auroc"]["estimate"] == pytest.approx(verdict.auroc)
+    assert multivariate["top_features"][0] in ("feature_1", "feature_log", "feature_ratio")
+    quality = document["summary"]["quality"]
+    assert quality["minor"] == ["feature_2"]  # 100 nulls of 2,000: 5%
+    assert quality["findings"]["feature_2"] == ["null rate 5.0% (reference 0.0%)"]
+    by_name = {item["feature"]: item for item in document["quality"]}
+    assert by_name["feature_2"]["null_rate"]["current"] == pytest.approx(0.05)
+    assert by_name["is_weekend"]["unseen_categories"]["categories"] == []
+    assert by_name["feature_1"]["out_of_range"]["share"] > 0  # scaled by 1.5
+    page = html_path.read_text()
+    assert "Multivariate drift: <b style" in page and "AUROC drop when permuted" in page
+    assert "Data quality: <b style" in page and "null rate 5.0% (reference 0.0%)" in page
+
+    text = Path(str(publish_metrics(judged, SETTINGS, tmp_path))).read_text()
+    assert 'churn_drift_multivariate_auroc{bound="low"}' in text
+    assert f"churn_drift_multivariate_severity {SEVERITY_RANK[verdict.severity]}.0" in text
+    assert 'churn_drift_quality_severity{feature="feature_2"} 1.0' in text
+    assert (
+        'churn_drift_outside_reference_share{check="unseen_categories",feature="is_weekend"}'
+        in (text)
+    )
+    assert "churn_drift_quality_overall_severity 1.0" in text
+
+
+def test_a_report_without_the_classifier_says_so(report: DriftReport) -> None:
+    summary = report.summary()
+    assert summary["multivariate"]["status"] == "not_run"
+    assert summary["multivariate"]["severity"] == "none"
+    assert "Multivariate drift</h2>" in render_html(report)

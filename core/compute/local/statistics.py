@@ -144,6 +144,15 @@ class LocalStatistics:
         frame = _frame(sample)
         return FrameSample(frame.assign(**{column: scorer(frame)}))
 
+    def sample_rows(
+        self, sample: Sample, columns: list[str], *, rows: int, seed: int
+    ) -> pd.DataFrame:
+        """See :meth:`core.compute.statistics.StatisticsCompute.sample_rows`."""
+        frame = _frame(sample)[columns]
+        if len(frame) > rows:
+            frame = frame.sample(n=rows, random_state=seed)
+        return frame.reset_index(drop=True)
+
     def summarize(self, sample: Sample, column: str) -> SampleSummary:
         """See :meth:`core.compute.statistics.StatisticsCompute.summarize`."""
         values, nulls = finite_values(sample, column)

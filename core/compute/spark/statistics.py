@@ -303,6 +303,30 @@ class SparkStatistics:
             frame=scored.sparkSession.read.parquet(spark_uri(uri)), rows=spark.rows, uri=uri
         )
 
+    def sample_rows(
+        self, sample: Sample, columns: list[str], *, rows: int, seed: int
+    ) -> pd.DataFrame:
+        """See :meth:`core.compute.statistics.StatisticsCompute.sample_rows`.
+
+        The executors keep each row with a probability that leaves a few more than
+        ``rows`` (ten standard deviations of room), and the first ``rows`` of those in a
+        seeded random order travel, through Arrow.
+        """
+        from pyspark.sql import functions as F
+
+        if isinstance(sample, FrameSample):
+            return _IN_PROCESS.sample_rows(sample, columns, rows=rows, seed=seed)
+        spark = _spark_sample(sample)
+        frame = spark.frame.select(*[F.col(f"`{column}`") for column in columns])
+        if spark.rows > rows:
+            fraction = min(1.0, (rows + 10 * rows**0.5 + 10) / spark.rows)
+            frame = (
+                frame.sample(withReplacement=False, fraction=fraction, seed=seed)
+                .orderBy(F.rand(seed))
+                .limit(rows)
+            )
+        return frame.toArrow().to_pandas()
+
     # --- aggregates ----------------------------------------------------------------------
 
     def summarize(self, sample: Sample, column: str) -> SampleSummary:
