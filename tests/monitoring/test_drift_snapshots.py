@@ -264,7 +264,13 @@ def test_evaluate_reports_the_champions_training_auc_beside_live_auc(
     model = mlflow.sklearn.load_model("models:/churn-predictor@champion")
     scores = model.predict_proba(recent[CHURN_V1_FEATURES].astype("float64"))[:, 1]
     write_prediction_log(tmp_path, recent, scores=scores, features=CHURN_V1_FEATURES)
-    env = {**champion.env, "CHURN_PREDICTION_LOG_DIR": str(tmp_path / "predictions")}
+    # A week of this small history is below the default minimum window: lower it to the
+    # week's size so that a figure is claimed (the minimum itself is tested in test_evaluate).
+    env = {
+        **champion.env,
+        "CHURN_PREDICTION_LOG_DIR": str(tmp_path / "predictions"),
+        "CHURN_MONITORING_MIN_WINDOW_ROWS": str(len(recent)),
+    }
     completed = run_churn(env, "evaluate", "--window", "7d", "--out", str(tmp_path / "out"))
     assert completed.returncode == 0, completed.stdout + completed.stderr
     document = json.loads((tmp_path / "out" / "evaluation.json").read_text())
