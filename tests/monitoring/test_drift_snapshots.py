@@ -382,7 +382,7 @@ def test_major_drift_retrains_when_configured_through_the_gate_once_per_cooldown
     new = client.get_model_version("churn-predictor", "2")
     aliases = set(client.get_registered_model("churn-predictor").aliases)
     if decision["training"]["promoted"]:
-        assert client.get_model_version_by_alias("churn-predictor", "champion").version == "2"
+        assert str(client.get_model_version_by_alias("churn-predictor", "champion").version) == "2"
     else:
         assert aliases == {"champion", "challenger"}
         assert (
