@@ -8,12 +8,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import stats
 
 from core.compute.spark.statistics import SparkSample, SparkStatistics
 from monitoring.columns import ks_on_grid
 from monitoring.comparison import compare_frames, compare_samples
+from monitoring.drift import with_domain_classifier
 from monitoring.settings import MonitoringSettings
 from tests.utils.monitoring import make_drift_samples
 from tests.utils.spark import SparkCluster, cluster_session
@@ -72,10 +74,42 @@ def test_drift_on_spark_equals_the_in_process_figures(spark: object) -> None:
         if local.kind == "categorical":
             assert spark_result.statistic == pytest.approx(local.statistic, rel=1e-12)
             assert spark_result.p_value == pytest.approx(local.p_value, rel=1e-9)
+        # The quality checks' figures (reference range, values outside it, unseen
+        # categories) are exact aggregates too.
+        assert spark_result.coverage == local.coverage
     usage_spark, usage_local = on_spark.features[0], in_process.features[0]
     assert usage_spark.kind == "continuous"
     assert usage_spark.psi_bins is not None and usage_local.psi_bins is not None
     assert usage_spark.psi_bins.edges == pytest.approx(usage_local.psi_bins.edges, rel=1e-12)
+    assert [item.to_dict() for item in on_spark.quality.features] == [
+        item.to_dict() for item in in_process.quality.features
+    ]
+
+
+def test_the_domain_classifier_trains_on_a_seeded_sample_drawn_on_spark(spark: object) -> None:
+    reference, current = make_drift_samples(seed=5)
+    samples = [
+        SparkSample.of(spark.createDataFrame(frame).repartition(3))  # type: ignore[attr-defined]
+        for frame in (reference, current)
+    ]
+    statistics = SparkStatistics()
+
+    drawn = statistics.sample_rows(samples[0], ["usage", "plan"], rows=1000, seed=7)
+    again = statistics.sample_rows(samples[0], ["usage", "plan"], rows=1000, seed=7)
+    whole = statistics.sample_rows(samples[1], ["usage", "plan"], rows=10_000, seed=7)
+
+    assert list(drawn.columns) == ["usage", "plan"] and len(drawn) == 1000
+    pd.testing.assert_frame_equal(drawn, again)  # the same seed draws the same rows
+    assert set(drawn["usage"].dropna()) <= set(reference["usage"].dropna())
+    assert len(whole) == len(current)  # a smaller window travels whole
+    settings = MonitoringSettings(multivariate_max_rows=1000)
+    report = compare_samples(statistics, *samples, settings, features=["usage", "plan"])
+    verdict = with_domain_classifier(report, statistics, (samples[0], samples[1])).multivariate
+    assert verdict is not None and verdict.status == "ok"
+    assert (verdict.reference_rows, verdict.current_rows) == (1000, 1000)
+    # The samples' shift is mild (usage's log-mean by 0.2, plan's mix): seen, under "minor".
+    assert verdict.low is not None and verdict.low > 0.5
+    assert verdict.separation[0].feature in ("usage", "plan")
 
 
 def test_the_ks_statistic_on_spark_is_within_its_stated_bound(spark: object) -> None:

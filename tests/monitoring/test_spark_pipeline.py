@@ -176,6 +176,19 @@ def test_materialize_skew_check_train_and_drift_run_on_the_spark_profile(
             assert local["statistic"] <= spark_result["statistic"] + 0.0025
         else:
             assert spark_result["statistic"] == pytest.approx(local["statistic"], rel=1e-9)
+    # The quality checks come from the same aggregates: the same findings, the same counts.
+    assert on_spark["summary"]["quality"] == document["summary"]["quality"]
+    for spark_check, local_check in zip(on_spark["quality"], document["quality"], strict=True):
+        assert spark_check["rows"] == local_check["rows"]
+        for part in ("out_of_range", "unseen_categories"):
+            if local_check[part] is None:
+                assert spark_check[part] is None
+            else:
+                assert spark_check[part]["share"] == pytest.approx(local_check[part]["share"])
+    # The classifier's rows are drawn by the executors on one side, here on the other.
+    for verdict in (on_spark["summary"]["multivariate"], document["summary"]["multivariate"]):
+        assert verdict["status"] == "ok" and verdict["severity"] == "none"
+        assert verdict["rows"]["current"] == document["summary"]["current_rows"]
 
     # Evaluation reads the labels window on the cluster: the same figures as in process.
     data_dir = Path(spark_env["CHURN_DATA_DIR"])

@@ -59,6 +59,7 @@ if TYPE_CHECKING:
     from core.feast_adapter.services import ServiceFeatures
 
 _APPROX_ACCURACY = 100_000  # percentile_approx: rank error at most n / accuracy
+_DRAW_RANGE = 1 << 40  # a row's draw in sample_rows: its hash modulo this
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _FAR_FUTURE = datetime(2200, 1, 1, tzinfo=UTC)
 # Rows of this process are aggregated here, exactly as on the local backend.
@@ -308,22 +309,27 @@ class SparkStatistics:
     ) -> pd.DataFrame:
         """See :meth:`core.compute.statistics.StatisticsCompute.sample_rows`.
 
-        The executors keep each row with a probability that leaves a few more than
-        ``rows`` (ten standard deviations of room), and the first ``rows`` of those in a
-        seeded random order travel, through Arrow.
+        Each row's draw is a seeded hash of its values, not of where it sits, so the same
+        rows are drawn however the cluster partitions them. The executors keep the rows
+        whose draw falls under a share that leaves a few more than ``rows`` (ten standard
+        deviations of room); the ``rows`` lowest draws of those travel, through Arrow.
         """
         from pyspark.sql import functions as F
 
         if isinstance(sample, FrameSample):
             return _IN_PROCESS.sample_rows(sample, columns, rows=rows, seed=seed)
         spark = _spark_sample(sample)
-        frame = spark.frame.select(*[F.col(f"`{column}`") for column in columns])
+        values = [F.col(f"`{column}`") for column in columns]
+        frame = spark.frame.select(*values)
         if spark.rows > rows:
             fraction = min(1.0, (rows + 10 * rows**0.5 + 10) / spark.rows)
+            draw = F.pmod(F.xxhash64(F.lit(seed), *values), F.lit(_DRAW_RANGE))
             frame = (
-                frame.sample(withReplacement=False, fraction=fraction, seed=seed)
-                .orderBy(F.rand(seed))
+                frame.withColumn("__draw", draw)
+                .where(F.col("__draw") < F.lit(int(fraction * _DRAW_RANGE)))
+                .orderBy("__draw")
                 .limit(rows)
+                .drop("__draw")
             )
         return frame.toArrow().to_pandas()
 
