@@ -241,8 +241,8 @@ def start_churn(
         MLFLOW_TRACKING_URI=champion.tracking_uri,
         CHURN_SERVING_PORT=str(port),
         CHURN_PREDICTION_LOG_DIR=str(work.folder / "predictions" / uuid.uuid4().hex),
-        **(settings or {}),
     )
+    environment.update(settings or {})
     return subprocess.Popen(
         [str(BIN / "churn"), "serve", "--workers", str(workers), "--log-level", "warning"],
         env=environment,

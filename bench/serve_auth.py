@@ -85,7 +85,7 @@ def measure_auth_overhead(
                 if not users and auth:
                     raise RuntimeError("the first run of a round is without authentication")
                 try:
-                    wait_until_ready(url + "/ready", process)
+                    wait_until_ready(url + "/ready", process, timeout=600)  # busy machines
                     if not users:  # found without a token (--auth-only), then kept
                         users += scorable_users(url)
                     drive(url, path, template, seconds=2, **options)
