@@ -29,6 +29,7 @@ from core.explain import Reason
 from core.models import ModelVersion
 from serving.errors import NO_MODEL_RETRY_AFTER_S, ServingError
 from serving.features import FeatureServiceError, OnlineFeatures, RowProblem
+from serving.features.rows import apply_missing_policy
 from serving.inference import limit_native_threads, native_threads, observed_native_threads
 from serving.metrics import ServingMetrics
 from serving.model import ServingModel, build_serving_model, model_lineage
@@ -80,6 +81,7 @@ class Prediction:
     # model family cannot be explained), and the base value they start from (log-odds).
     reasons: tuple[Reason, ...] | None = None
     base_value: float | None = None
+    missing_features: tuple[str, ...] = ()  # scored as the missing-value policy says
 
 
 @dataclass(frozen=True)
@@ -311,8 +313,7 @@ class PredictionService:
                 return self._reload_done("failed", previous, previous, detail)
             self._model = model  # the swap: one assignment, seen whole by the next batch
             self._refused_version = None
-            # Between batches: a batch in flight still holds the replaced model.
-            async with self._batch_lock:
+            async with self._batch_lock:  # between batches: one in flight holds the old model
                 pause_ms = _refreeze_heap()
             self._problem = None
             self.metrics.set_model(model.name, model.version)
@@ -454,16 +455,16 @@ class PredictionService:
             # The core error's message is written for callers (no host, no path).
             self._fail(jobs, ServingError("store_unavailable", str(error), retry_after_s=1))
             return
-        scorable = []
-        for index, problem in enumerate(rows.problems):
-            if problem is None:
-                scorable.append(index)
-            else:
+        # The missing-value policy (core.missing_values), as churn score applies it.
+        checked = apply_missing_policy(model.missing, rows, user_ids)
+        for problem in checked.problems:
+            if problem is not None:
                 self.metrics.errors.labels(kind=problem.kind).inc()
         # Every row either has a problem or gets a prediction below.
-        results: list[Prediction | RowProblem | None] = list(rows.problems)
+        results: list[Prediction | RowProblem | None] = list(checked.problems)
+        scorable, model_rows = checked.scorable, checked.matrix
         if scorable:
-            matrix = rows.matrix[scorable]
+            matrix = model_rows[scorable]
             if model.predictor.engine == "flat_forest" and len(scorable) <= _INLINE_ROWS:
                 # A few rows through numpy arrays cost less than the hop to a thread.
                 probabilities = model.predictor.predict(matrix)
@@ -481,6 +482,7 @@ class PredictionService:
                     churn_probability=probability,
                     churn_predicted=bool(predicted[position]),
                     model_version=model.version,
+                    missing_features=checked.missing.get(index, ()),
                 )
                 self.metrics.scores.observe(probability)
             # Log only what reaches a caller: a request cancelled meanwhile (deadline,
@@ -508,11 +510,12 @@ class PredictionService:
                         probabilities=probabilities[kept],
                         predicted=predicted[kept],
                         features=model.features,
-                        matrix=matrix[kept],
+                        # As read: a missing value stays missing (NaN) in the log.
+                        matrix=rows.matrix[scorable][kept],
                     )
                 )
             if any(job.explain for job in jobs):
-                await self._explain(jobs, model, results, rows.matrix)
+                await self._explain(jobs, model, results, model_rows)
         offset = 0
         for job in jobs:
             count = len(job.user_ids)
@@ -554,7 +557,12 @@ class PredictionService:
             values, effects = matrix[index], contributions[row]
             order = np.argsort(-np.abs(effects), kind="stable")
             reasons = tuple(
-                Reason(model.features[j], float(values[j]), float(effects[j])) for j in order
+                Reason(
+                    model.features[j],
+                    None if np.isnan(values[j]) else float(values[j]),
+                    float(effects[j]),
+                )
+                for j in order
             )
             results[index] = dataclasses.replace(
                 cast(Prediction, results[index]),
@@ -574,13 +582,10 @@ def _refreeze_heap() -> float:
 
     The heap after start-up holds about half a million long-lived objects; every full
     collection walked them all, a pause of up to 13 ms measured under load (straight into
-    p99). Frozen, pauses stay under a millisecond. Frozen objects are never examined by the
-    collector, though: objects in reference cycles (the on-demand views' functions and
-    their namespaces, parts of Feast's objects) only die when the collector finds them. So
-    the previous freeze is undone first, and one full collection frees the replaced
-    model's cycles (found by ``tests/serving/test_hot_swap_memory.py``: each swap used to
-    leave them frozen for the life of the process). That collection walks the whole heap
-    once per swap; the pause is returned (milliseconds) and logged with the swap.
+    p99). Frozen, pauses stay under a millisecond, but frozen objects are never examined:
+    reference cycles of a replaced model (the on-demand views' functions and namespaces)
+    stayed for the life of the process. So the freeze is undone and one full collection
+    frees them first; its pause (milliseconds, returned) is paid once per swap.
     """
     started = time.perf_counter()
     gc.unfreeze()
