@@ -230,13 +230,15 @@ def main() -> None:
             results: dict[str, list[SwapRun]] = {label: [] for label, _ in targets}
             for _ in range(options.runs):
                 for label, path in targets:  # interleaved: both see the same machine state
-                    results[label].append(
-                        run_swaps(
-                            work,
-                            versions=(first, second),
-                            swaps=options.swaps,
-                            pythonpath=path,
-                        )
+                    run = run_swaps(
+                        work, versions=(first, second), swaps=options.swaps, pythonpath=path
+                    )
+                    results[label].append(run)
+                    print(
+                        f"  {label}: {run.rss_after_2_mb:.0f} MB after 2 swaps, "
+                        f"{run.rss_after_last_mb:.0f} MB after {options.swaps} "
+                        f"({run.growth:+.1%}), {run.failed_requests} failed requests",
+                        flush=True,
                     )
             for label, runs in results.items():
                 _report(label, runs, options.swaps)

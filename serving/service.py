@@ -463,6 +463,8 @@ class PredictionService:
         # Every row either has a problem or gets a prediction below.
         results: list[Prediction | RowProblem | None] = list(checked.problems)
         scorable, model_rows = checked.scorable, checked.matrix
+        if checked.missing:
+            self.metrics.missing_values.labels(model.missing.policy).inc(len(checked.missing))
         if scorable:
             matrix = model_rows[scorable]
             if model.predictor.engine == "flat_forest" and len(scorable) <= _INLINE_ROWS:
@@ -583,9 +585,8 @@ def _refreeze_heap() -> float:
     The heap after start-up holds about half a million long-lived objects; every full
     collection walked them all, a pause of up to 13 ms measured under load (straight into
     p99). Frozen, pauses stay under a millisecond, but frozen objects are never examined:
-    reference cycles of a replaced model (the on-demand views' functions and namespaces)
-    stayed for the life of the process. So the freeze is undone and one full collection
-    frees them first; its pause (milliseconds, returned) is paid once per swap.
+    a replaced model's reference cycles (on-demand functions and namespaces) stayed for
+    ever. So one full collection frees them first; its pause (ms, returned) is per swap.
     """
     started = time.perf_counter()
     gc.unfreeze()

@@ -116,7 +116,9 @@ def _registry(
 
 def _app(repo: TestRepo, uri: str, log_dir: Path) -> Any:
     return create_app(
-        ServingSettings(poll_interval_s=0),
+        # Generous bounds: the test checks values, and a busy machine must not turn a
+        # lookup into a 503.
+        ServingSettings(poll_interval_s=0, online_timeout_s=10, request_deadline_s=30),
         feast=repo.feast,
         mlflow=MlflowSettings(tracking_uri=uri),
         data=repo.data.model_copy(update={"prediction_log_dir": log_dir}),
@@ -161,6 +163,7 @@ def test_each_policy_is_applied_alike_by_predict_batch_and_churn_score(
         single = client.post("/predict", json={"user_id": missing})
         complete = client.post("/predict", json={"user_id": fresh})
         batch = client.post("/predict/batch", json={"user_ids": [fresh, missing]}).json()
+        metrics = client.get("/metrics").text
     log = pd.concat([pd.read_parquet(p) for p in sorted(log_dir.glob("date=*/*.parquet"))])
     first = pd.Timestamp(log["event_timestamp"].min())
     at = (first.tz_localize("UTC") if first.tzinfo is None else first).to_pydatetime()
@@ -194,6 +197,7 @@ def test_each_policy_is_applied_alike_by_predict_batch_and_churn_score(
         assert unscored.at[missing, "reason"] == "missing_features"
         assert unscored.at[missing, "detail"] == "null at --at: feature_2, feature_ratio"
         assert outcome.unscored == {"missing_features": 1} and outcome.scored_with_missing == 0
+        assert 'churn_prediction_errors_total{kind="missing_features"} 2.0' in metrics
         scored_users = [fresh]
     else:
         assert single.status_code == 200, single.json()
@@ -203,6 +207,8 @@ def test_each_policy_is_applied_alike_by_predict_batch_and_churn_score(
         assert scores.at[missing, "missing_features"] == "feature_2, feature_ratio"
         assert outcome.unscored == {} and outcome.scored_with_missing == 1
         assert single.json()["churn_probability"] == round(expected[missing], 4)
+        counted = f'churn_predictions_with_missing_values_total{{policy="{policy}"}} 2.0'
+        assert counted in metrics
         scored_users = [fresh, missing]
     # Full precision: the prediction log (both routes) and the scores file, to 1e-9.
     for user in scored_users:
