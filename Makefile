@@ -237,6 +237,7 @@ bench: $(STAMP) services ## Run the benchmarks (prints figures; slow)
 	$(BIN)/python -m bench.drift
 	$(BIN)/python -m bench.score
 	$(BIN)/python -m bench.explain_latency
+	$(BIN)/python -m bench.hot_swap
 
 .PHONY: clean
 clean: ## Remove local data, stores and caches (keeps .venv)

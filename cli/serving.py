@@ -108,6 +108,8 @@ def _summary(outcome: ScoreOutcome) -> str:
         f"{outcome.model_name} version {outcome.model_version} -> {outcome.path}",
         f"not scored: {missing:,}"
         + (f" ({reasons}) -> {outcome.unscored_path}" if missing else ""),
+        f"{outcome.missing_note or 'missing values: -'}; scored with a missing feature: "
+        f"{outcome.scored_with_missing:,} (named in the missing_features column)",
         f"{outcome.seconds:.1f} s, {rate:,.0f} users/s (offline retrieval "
         f"{outcome.retrieval_seconds:.1f} s; scoring and reasons {outcome.scoring_seconds:.1f} s "
         f"in the scoring process, waited for {outcome.scoring_wait_seconds:.1f} s)",

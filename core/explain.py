@@ -54,12 +54,12 @@ class Reason:
 
     Attributes:
         feature: Feature name.
-        value: The feature's value in the row.
+        value: The feature's value in the row (None: missing, and the model took it so).
         contribution: Its TreeSHAP value, in log-odds of churn (positive raises the risk).
     """
 
     feature: str
-    value: float
+    value: float | None
     contribution: float
 
 

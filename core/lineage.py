@@ -16,11 +16,12 @@ names the missing or malformed tag instead of failing later on an empty string.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
 from core.errors import LineageError
+from core.missing_values import fill_values_tag, read_fill_values
 from core.model_trust import HASH_TAG
 
 FEATURE_SERVICE_TAG = "feast.feature_service"
@@ -60,6 +61,8 @@ class ModelLineage:
         test_end: Last timestamp of its test window.
         test_roc_auc: Its ROC AUC on that window.
         artifact_sha256: Hash of the logged model files, checked before loading.
+        fill_values: Median of each feature on the training rows, what the ``fill``
+            missing-value policy puts in place of a missing value (None: not recorded).
     """
 
     feature_service: str
@@ -69,6 +72,7 @@ class ModelLineage:
     test_end: datetime | None = None
     test_roc_auc: float | None = None
     artifact_sha256: str | None = None
+    fill_values: Mapping[str, float] | None = field(default=None, hash=False)
 
     def to_tags(self) -> dict[str, str]:
         """The registry tags (only the fields that are set)."""
@@ -86,6 +90,8 @@ class ModelLineage:
             tags[TEST_ROC_AUC_TAG] = f"{self.test_roc_auc:.6f}"
         if self.artifact_sha256 is not None:
             tags[HASH_TAG] = self.artifact_sha256
+        if self.fill_values is not None:
+            tags.update(fill_values_tag(self.fill_values))
         return tags
 
     @classmethod
@@ -98,7 +104,7 @@ class ModelLineage:
 
         Raises:
             LineageError: The feature service or features are missing or empty, a feature
-                repeats, or a time or score does not parse.
+                repeats, or a time, score or fill value does not parse.
         """
         tags = tags or {}
         service = tags.get(FEATURE_SERVICE_TAG, "").strip()
@@ -128,6 +134,7 @@ class ModelLineage:
             test_end=_utc(end, tag=TEST_END_TAG, owner=owner) if end else None,
             test_roc_auc=test_roc_auc,
             artifact_sha256=tags.get(HASH_TAG) or None,
+            fill_values=read_fill_values(tags, owner=owner),
         )
 
 

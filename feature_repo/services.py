@@ -4,7 +4,10 @@ from feast import FeatureService
 from on_demand_views import request_time_features, user_feature_transforms
 from views import user_features
 
-# The seven model features, in the model's column order.
+# The seven model features, in the model's column order. Its missing-value policy is not
+# declared, so the default applies: `model` for a model that takes missing values (what
+# `churn train` registers), `reject` for one that does not. To declare one, add
+# "churn.missing_values": "reject" | "model" | "fill" to its tags (docs: ML engineer).
 churn_v1 = FeatureService(
     name="churn_v1",
     features=[

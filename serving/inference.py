@@ -12,7 +12,8 @@ Two engines answer ``predict(matrix) -> probabilities``:
 
 At load, :func:`choose_engine` builds every engine the model allows, refuses any whose
 probabilities differ from ``predict_proba`` by more than 1e-9 on the check rows (the
-training run's test rows, plus probes at every split threshold), times the rest on one row
+training run's test rows, plus probes at every split threshold, and probes with missing
+values for a model that takes them), times the rest on one row
 and on a micro-batch, and keeps the fastest. The reasons are logged and shown by ``/model``.
 """
 
@@ -30,6 +31,7 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 from core.calibration import probability_from_raw, split_calibrated
 from core.errors import ModelUnsupported
+from core.missing_values import model_takes_missing
 from core.trees import TreeArrays, read_trees
 
 logger = logging.getLogger(__name__)
@@ -213,7 +215,9 @@ def choose_batch_engine(
             max_difference={},
             check_rows=len(check_rows),
         )
-    rows = np.vstack([check_rows, _threshold_probes(forest, check_rows)])
+    rows = np.vstack(
+        [check_rows, _threshold_probes(forest, check_rows, missing=model_takes_missing(model))]
+    )
     compiled = CompiledForestPredictor(forest)
     difference = float(np.max(np.abs(compiled.predict(rows) - reference.predict(rows))))
     exact = difference <= EXACTNESS_TOLERANCE
@@ -350,7 +354,9 @@ def choose_engine(model: Any, reference: Predictor, check_rows: np.ndarray) -> E
     except ModelUnsupported as error:
         notes.append(f"flat_forest not used: {error}")
     else:
-        rows = np.vstack([check_rows, _threshold_probes(forest, check_rows)])
+        rows = np.vstack(
+            [check_rows, _threshold_probes(forest, check_rows, missing=model_takes_missing(model))]
+        )
         expected = reference.predict(rows)
         flat = ForestPredictor(forest)
         difference = float(np.max(np.abs(flat.predict(rows) - expected)))
@@ -384,8 +390,14 @@ def choose_engine(model: Any, reference: Predictor, check_rows: np.ndarray) -> E
     )
 
 
-def _threshold_probes(forest: FlatForest, rows: np.ndarray, count: int = 512) -> np.ndarray:
-    """Rows whose values sit exactly at, just below and just above split thresholds."""
+def _threshold_probes(
+    forest: FlatForest, rows: np.ndarray, count: int = 512, *, missing: bool = False
+) -> np.ndarray:
+    """Rows whose values sit exactly at, just below and just above split thresholds.
+
+    With ``missing`` (a model that takes NaN), as many again with about a third of their
+    values missing: the engine must send a missing value the way ``predict_proba`` does.
+    """
     rng = np.random.default_rng(0)
     internal = np.flatnonzero(np.isfinite(forest.threshold))
     probes = np.empty((count, rows.shape[1]))
@@ -396,7 +408,11 @@ def _threshold_probes(forest: FlatForest, rows: np.ndarray, count: int = 512) ->
         picked = rng.choice(cuts, size=count)
         nudge = rng.choice([-1.0, 0.0, 1.0], size=count)
         probes[:, column] = np.nextafter(picked, picked + nudge)
-    return probes
+    if not missing:
+        return probes
+    holes = probes.copy()
+    holes[rng.random(holes.shape) < 1 / 3] = np.nan
+    return np.vstack([probes, holes])
 
 
 def _time_engine(engine: Predictor, sample: np.ndarray) -> tuple[float, float]:

@@ -77,6 +77,13 @@ class ServingMetrics:
             ["kind"],
             registry=owned,
         )
+        self.missing_values = Counter(
+            "churn_predictions_with_missing_values_total",
+            "Predictions made with a missing feature, by the missing-value policy applied "
+            "(model: taken as missing; fill: the training median).",
+            ["policy"],
+            registry=owned,
+        )
         self.scores = Histogram(
             "churn_prediction_score",
             "Churn probabilities served.",

@@ -26,6 +26,7 @@ from core.calibration import split_calibrated
 from core.errors import ModelRefused
 from core.explain import TreeExplainer, build_explainer
 from core.lineage import LineageError, ModelLineage
+from core.missing_values import MissingValues
 from core.model_checks import CHECK_ROWS_ARTIFACT, read_check_rows
 from core.models import ModelRegistry, ModelVersion
 from serving.features import FeaturePlan
@@ -128,7 +129,8 @@ class NumpyPredictor:
     def predict(self, matrix: np.ndarray) -> np.ndarray:
         """Positive-class probability per row of ``matrix`` (columns in feature order)."""
         data = matrix if self._numpy else self._frame(matrix)
-        # NaN rows never reach the model (they are refused before), so skip the scan.
+        # Infinite values never reach the model (they are refused before), and NaN only
+        # reaches one that handles it (core.missing_values): skip sklearn's scan.
         with sklearn.config_context(assume_finite=True):
             probabilities = self._model.predict_proba(data)
         return np.asarray(probabilities[:, self._positive], dtype=np.float64)
@@ -191,6 +193,7 @@ class ServingModel:
         loaded_at: When it was loaded.
         explainer: Exact per-feature contributions (None: the family cannot be explained).
         explain_problem: Why there is no explainer.
+        missing: Its missing-value policy, checked against the model.
     """
 
     name: str
@@ -201,6 +204,7 @@ class ServingModel:
     predictor: Predictor
     engine: EngineChoice
     loaded_at: datetime
+    missing: MissingValues
     explainer: TreeExplainer | None = None
     explain_problem: str = ""
 
@@ -222,7 +226,18 @@ def build_serving_model(
         check_rows: The training run's test rows (model column order), or None; the engine
             chosen must reproduce ``predict_proba`` on them to 1e-9.
         threads: Native threads allowed while checking and timing engines.
+
+    Raises:
+        ModelRefused: The model does not fit its columns, classes or the missing-value
+            policy its feature service declares.
     """
+    missing = MissingValues.for_model(
+        model,
+        plan.features,
+        declared=plan.missing_policy,
+        fill_values=model_lineage(info).fill_values,
+        owner=info.label,
+    )
     reference = NumpyPredictor(model, plan.features)
     rows = np.empty((0, len(plan.features))) if check_rows is None else check_rows
     with native_threads(threads):
@@ -244,6 +259,7 @@ def build_serving_model(
         predictor=engine.predictor,
         engine=engine,
         loaded_at=datetime.now(UTC),
+        missing=missing,
         explainer=explainer,
         explain_problem=problem,
     )

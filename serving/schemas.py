@@ -114,7 +114,10 @@ class FeatureReason(BaseModel):
     """One feature's part in a prediction (TreeSHAP value)."""
 
     feature: str
-    value: float = Field(description="The feature's value for this prediction.")
+    value: float | None = Field(
+        description="The feature's value for this prediction (the training median when it "
+        "was missing and filled; null when it was missing and the model took it so)."
+    )
     contribution: float = Field(
         description="Effect on the log-odds of churn (positive raises the risk)."
     )
@@ -144,6 +147,14 @@ class ScoredUser(BaseModel):
         exclude_if=_absent,
         description="With explain: the log-odds the contributions start from; base_value "
         "plus the contributions is the model's log-odds.",
+    )
+    # Present only when a feature was missing (absent otherwise, so answers stay as before).
+    missing_features: list[str] | None = Field(
+        default=None,
+        exclude_if=_absent,
+        description="The features that had no value: scored as the feature service's "
+        "missing-value policy says (by the model as missing, or filled with the training "
+        "median). Absent when every feature had a value.",
     )
 
     @classmethod
@@ -178,6 +189,8 @@ def _scored_fields(prediction: Prediction) -> dict[str, Any]:
             for r in prediction.reasons
         ]
         fields["base_value"] = prediction.base_value
+    if prediction.missing_features:
+        fields["missing_features"] = list(prediction.missing_features)
     return fields
 
 
@@ -369,6 +382,10 @@ class ModelResponse(BaseModel):
     feast_project: str
     features: list[str]
     lookup: Literal["redis", "feast-sdk"]
+    missing_values: Literal["reject", "model", "fill"] = Field(
+        description="What a missing feature value gets: reject (404 missing_features), "
+        "model (the model takes it as missing) or fill (the training median)."
+    )
     inference: InferenceInfo
     loaded_at: datetime
 
@@ -384,6 +401,7 @@ class ModelResponse(BaseModel):
             feast_project=model.plan.project,
             features=list(model.features),
             lookup="redis" if model.plan.fast_path else "feast-sdk",
+            missing_values=model.missing.policy,
             inference=InferenceInfo(
                 engine=model.predictor.engine,
                 reason=model.engine.reason,

@@ -29,6 +29,7 @@ from core.explain import Reason
 from core.models import ModelVersion
 from serving.errors import NO_MODEL_RETRY_AFTER_S, ServingError
 from serving.features import FeatureServiceError, OnlineFeatures, RowProblem
+from serving.features.rows import apply_missing_policy
 from serving.inference import limit_native_threads, native_threads, observed_native_threads
 from serving.metrics import ServingMetrics
 from serving.model import ServingModel, build_serving_model, model_lineage
@@ -80,6 +81,7 @@ class Prediction:
     # model family cannot be explained), and the base value they start from (log-odds).
     reasons: tuple[Reason, ...] | None = None
     base_value: float | None = None
+    missing_features: tuple[str, ...] = ()  # scored as the missing-value policy says
 
 
 @dataclass(frozen=True)
@@ -152,6 +154,8 @@ class PredictionService:
         self._queue: asyncio.Queue[_Job] = asyncio.Queue()
         self._queued_rows = 0
         self._reload_lock = asyncio.Lock()
+        # Held by the micro-batcher while it scores a batch (so by nothing between batches).
+        self._batch_lock = asyncio.Lock()
         # One thread for inference: batches are scored one after the other anyway, and a
         # dedicated thread keeps model loads (default pool) from queueing behind. Its native
         # thread pools are limited inside it: OpenMP's thread count is per calling thread.
@@ -282,8 +286,9 @@ class PredictionService:
         version is not retried by polling until the alias moves (``force`` retries it).
         """
         async with self._reload_lock:
-            current = self._model
-            previous = current.version if current else None
+            # Only the version: a reference to the model would keep it alive through the
+            # swap, and the heap frozen below would keep its cycles for ever.
+            previous = self._model.version if self._model else None
             try:
                 info = await asyncio.to_thread(self.source.current_version)
             except Exception:
@@ -308,7 +313,8 @@ class PredictionService:
                 return self._reload_done("failed", previous, previous, detail)
             self._model = model  # the swap: one assignment, seen whole by the next batch
             self._refused_version = None
-            _freeze_heap()
+            async with self._batch_lock:  # between batches: one in flight holds the old model
+                pause_ms = _refreeze_heap()
             self._problem = None
             self.metrics.set_model(model.name, model.version)
             path = (
@@ -321,7 +327,7 @@ class PredictionService:
                 f"{model.plan.service_name} via {path}, inference engine "
                 f"{model.predictor.engine}"
             )
-            logger.info("%s (%s)", detail, model.engine.reason)
+            logger.info("%s (%s; heap re-frozen in %.0f ms)", detail, model.engine.reason, pause_ms)
             return self._reload_done("loaded", model.version, previous, detail)
 
     def _reload_done(
@@ -395,7 +401,8 @@ class PredictionService:
             self.metrics.backlog.set(self._queued_rows)
             live = await self._live(jobs)
             if live:
-                await self._score_isolated(live)
+                async with self._batch_lock:
+                    await self._score_isolated(live)
 
     async def _live(self, jobs: list[_Job]) -> list[_Job]:
         """The jobs still worth scoring: not past their deadline, their client still there."""
@@ -448,16 +455,18 @@ class PredictionService:
             # The core error's message is written for callers (no host, no path).
             self._fail(jobs, ServingError("store_unavailable", str(error), retry_after_s=1))
             return
-        scorable = []
-        for index, problem in enumerate(rows.problems):
-            if problem is None:
-                scorable.append(index)
-            else:
+        # The missing-value policy (core.missing_values), as churn score applies it.
+        checked = apply_missing_policy(model.missing, rows, user_ids)
+        for problem in checked.problems:
+            if problem is not None:
                 self.metrics.errors.labels(kind=problem.kind).inc()
         # Every row either has a problem or gets a prediction below.
-        results: list[Prediction | RowProblem | None] = list(rows.problems)
+        results: list[Prediction | RowProblem | None] = list(checked.problems)
+        scorable, model_rows = checked.scorable, checked.matrix
+        if checked.missing:
+            self.metrics.missing_values.labels(model.missing.policy).inc(len(checked.missing))
         if scorable:
-            matrix = rows.matrix[scorable]
+            matrix = model_rows[scorable]
             if model.predictor.engine == "flat_forest" and len(scorable) <= _INLINE_ROWS:
                 # A few rows through numpy arrays cost less than the hop to a thread.
                 probabilities = model.predictor.predict(matrix)
@@ -475,6 +484,7 @@ class PredictionService:
                     churn_probability=probability,
                     churn_predicted=bool(predicted[position]),
                     model_version=model.version,
+                    missing_features=checked.missing.get(index, ()),
                 )
                 self.metrics.scores.observe(probability)
             # Log only what reaches a caller: a request cancelled meanwhile (deadline,
@@ -502,11 +512,12 @@ class PredictionService:
                         probabilities=probabilities[kept],
                         predicted=predicted[kept],
                         features=model.features,
-                        matrix=matrix[kept],
+                        # As read: a missing value stays missing (NaN) in the log.
+                        matrix=rows.matrix[scorable][kept],
                     )
                 )
             if any(job.explain for job in jobs):
-                await self._explain(jobs, model, results, rows.matrix)
+                await self._explain(jobs, model, results, model_rows)
         offset = 0
         for job in jobs:
             count = len(job.user_ids)
@@ -548,7 +559,12 @@ class PredictionService:
             values, effects = matrix[index], contributions[row]
             order = np.argsort(-np.abs(effects), kind="stable")
             reasons = tuple(
-                Reason(model.features[j], float(values[j]), float(effects[j])) for j in order
+                Reason(
+                    model.features[j],
+                    None if np.isnan(values[j]) else float(values[j]),
+                    float(effects[j]),
+                )
+                for j in order
             )
             results[index] = dataclasses.replace(
                 cast(Prediction, results[index]),
@@ -563,15 +579,20 @@ class PredictionService:
                 job.future.set_exception(error)
 
 
-def _freeze_heap() -> None:
-    """Exempt everything loaded so far (Feast, MLflow, the model) from garbage collection.
+def _refreeze_heap() -> float:
+    """Collect what the swap released, then exempt what is left from garbage collection.
 
     The heap after start-up holds about half a million long-lived objects; every full
     collection walked them all, a pause of up to 13 ms measured under load (straight into
-    p99). Frozen, pauses stay under a millisecond. Objects still die by reference count.
+    p99). Frozen, pauses stay under a millisecond, but frozen objects are never examined:
+    a replaced model's reference cycles (on-demand functions and namespaces) stayed for
+    ever. So one full collection frees them first; its pause (ms, returned) is per swap.
     """
+    started = time.perf_counter()
+    gc.unfreeze()
     gc.collect()
     gc.freeze()
+    return (time.perf_counter() - started) * 1000
 
 
 def problem_error(problem: RowProblem) -> ServingError:

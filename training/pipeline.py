@@ -258,6 +258,12 @@ def _model_lineage(
         test_end=to_datetime(bounds["data.test_end"]),
         test_roc_auc=test_auc,
         artifact_sha256=logged_model_sha256(model_uri, tracking_uri),
+        # The fill missing-value policy's values (core.missing_values): recorded with
+        # every version, so a service can switch to fill without retraining.
+        fill_values={
+            name: float(value)
+            for name, value in split.train[training_set.feature_names].median().items()
+        },
     )
 
 

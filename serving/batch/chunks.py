@@ -29,12 +29,19 @@ from core.feast_adapter.services import ServiceFeatures, resolve_service_feature
 from core.feast_store import feature_store_session
 from core.files import atomic_path
 from core.locks import file_lock
+from core.missing_values import declared_policy
 from core.settings import DataSettings, FeastSettings
 from serving.batch.inputs import USER_ID
 from serving.batch.offline import list_population, retrieve_chunk
 from serving.batch.outcome import ScoreOutcome, unscored_path_for
 from serving.batch.registry import RegisteredVersion
-from serving.batch.worker import ChunkScores, LoadedInWorker, finish_in_worker, score_in_worker
+from serving.batch.worker import (
+    ChunkScores,
+    LoadedInWorker,
+    finish_in_worker,
+    score_in_worker,
+    set_missing_policy_in_worker,
+)
 
 # Retrieved chunks that may wait in the scoring process: the first ones cover the model's
 # load (about 3 s against 1 s a chunk at 100k users); memory stays a few chunks.
@@ -159,6 +166,7 @@ class ScoringRun:
         self._chunk_rows = chunk_rows
         self._started = started
         self._unscored: list[pd.DataFrame] = []
+        self._policy: Future[str] | None = None
 
     def run(
         self, users: np.ndarray | None, *, feast: FeastSettings | None, progress: TextIO | None
@@ -174,6 +182,11 @@ class ScoringRun:
                 model_version=found.version,
             )
             features = _service_features(store, found)
+            # Queued behind the model's load: checked there before the first chunk.
+            self._policy = self._scoring.submit(
+                set_missing_policy_in_worker,
+                declared_policy(features.feast_service.tags, service=found.service),
+            )
             compute = offline_compute(store)
             targets = self._targets(store, compute, features, users, outcome)
             service = store.get_feature_service(found.service)
@@ -200,6 +213,8 @@ class ScoringRun:
                 while waiting:
                     self._collect(waiting.popleft(), found, outcome, tracker)
                 check_loaded(self._loading, found, outcome)
+                if self._policy is not None:
+                    outcome.missing_note = outcome_of(self._policy)
                 finishing = self._scoring.submit(finish_in_worker, str(scores_temporary))
                 outcome.engine_note = outcome_of(finishing)
                 self._unscored_frame().to_parquet(unscored_temporary, index=False)
@@ -252,10 +267,13 @@ class ScoringRun:
         clock = time.monotonic()
         if not outcome.model_description:
             check_loaded(self._loading, found, outcome)
+        if not outcome.missing_note and self._policy is not None:
+            outcome.missing_note = outcome_of(self._policy)  # a refusal is raised here
         chunk: ChunkScores = outcome_of(scored)
         outcome.scoring_wait_seconds += time.monotonic() - clock
         outcome.scoring_seconds += chunk.seconds
         outcome.scored += chunk.scored
+        outcome.scored_with_missing += chunk.scored_with_missing
         if len(chunk.unscored):
             self._unscored.append(chunk.unscored)
             outcome.count_unscored(chunk.unscored)

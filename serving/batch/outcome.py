@@ -30,6 +30,9 @@ class ScoreOutcome:
         reasons_note: Why no reasons were written, when none were.
         model_description: The estimator and its trees.
         engine_note: Which engine scored, and why.
+        missing_note: The missing-value policy applied, and where it comes from.
+        scored_with_missing: Users scored with a missing feature (taken by the model as
+            missing, or filled), as the policy says.
     """
 
     path: Path
@@ -43,6 +46,8 @@ class ScoreOutcome:
     reasons_note: str = ""
     model_description: str = ""
     engine_note: str = ""
+    missing_note: str = ""
+    scored_with_missing: int = 0
     retrieval_seconds: float = 0.0
     scoring_wait_seconds: float = 0.0
     scoring_seconds: float = 0.0

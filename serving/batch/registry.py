@@ -7,7 +7,8 @@ here as it is by ``churn serve``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 from core.errors import InputError
@@ -26,6 +27,7 @@ class RegisteredVersion:
         service: The feature service it was trained on.
         features: Its columns (Feast feature names), in model order.
         project: The Feast project it was trained on (None: not recorded).
+        fill_values: Its training medians per feature (None: not recorded).
     """
 
     name: str
@@ -33,6 +35,7 @@ class RegisteredVersion:
     service: str
     features: tuple[str, ...]
     project: str | None
+    fill_values: Mapping[str, float] | None = field(default=None, hash=False)
 
 
 @dataclass(frozen=True)
@@ -55,6 +58,7 @@ def _registered(found: ModelVersion) -> RegisteredVersion:
         service=lineage.feature_service,
         features=lineage.features,
         project=lineage.project,
+        fill_values=lineage.fill_values,
     )
 
 

@@ -3,8 +3,11 @@
 Scores come from the model's trees through a compiled loop
 (:class:`serving.inference.CompiledForestPredictor`) once it has been checked equal to
 ``predict_proba`` (1e-9) on the first rows and at every split threshold, else from
-``predict_proba``; reasons from the explainer's cell tables. A row with a null feature is
-never scored: it is listed with the features that were null.
+``predict_proba``; reasons from the explainer's cell tables. A row with a null feature goes
+through the feature service's missing-value policy (:mod:`core.missing_values`), as in
+serving: listed as unscored with the features that were null (``reject``), or scored with
+them missing (``model``) or filled with the training medians (``fill``), the features
+named in the ``missing_features`` column.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import pandas as pd
 import pyarrow as pa
 
 from core.calibration import split_calibrated
+from core.errors import UnavailableError
 from core.explain import TreeExplainer, top_reasons
+from core.missing_values import MissingValues
 from serving.batch.inputs import USER_ID
 from serving.batch.registry import LoadedModel
 from serving.inference import EngineName, FlatForest, Predictor, choose_batch_engine
@@ -36,6 +41,8 @@ def output_schema(features: tuple[str, ...], reasons: int) -> pa.Schema:
         pa.field("model_name", pa.string()),
         pa.field("model_version", pa.string()),
         pa.field("scored_at", pa.timestamp("us", tz="UTC")),
+        # The features that were null at --at (null when none was), comma-separated.
+        pa.field("missing_features", pa.string()),
     ]
     for rank in range(1, reasons + 1):
         columns += [
@@ -70,7 +77,9 @@ class ChunkScorer:
     def __init__(
         self, loaded: LoadedModel, *, reasons: int, at: datetime, forest: FlatForest | None
     ):
-        self._loaded = loaded
+        self.loaded = loaded
+        # Set by the scoring process once the feature service's policy is known.
+        self.missing: MissingValues | None = None
         self._explainer: TreeExplainer | None = loaded.explainer
         self.reasons = reasons if loaded.explainer is not None else 0
         self._at = pd.Timestamp(at)
@@ -81,13 +90,13 @@ class ChunkScorer:
     @property
     def features(self) -> tuple[str, ...]:
         """The model's features, in its column order."""
-        return self._loaded.features
+        return self.loaded.features
 
     def _predict(self, matrix: np.ndarray) -> np.ndarray:
         if self._predictor is None:
             choice = choose_batch_engine(
-                self._loaded.model,
-                FramePredictor(self._loaded.model, self._loaded.features),
+                self.loaded.model,
+                FramePredictor(self.loaded.model, self.loaded.features),
                 matrix[:_ENGINE_CHECK_ROWS],
                 forest=self._forest,
             )
@@ -98,33 +107,46 @@ class ChunkScorer:
     def score(
         self, frame: pd.DataFrame, threshold: float, schema: pa.Schema
     ) -> tuple[pa.Table, pd.DataFrame]:
-        """Scores of the complete rows (in ``schema``) and the list of incomplete ones."""
-        names = list(self._loaded.features)
-        values = frame[names].astype("float64")
-        complete = values.notna().all(axis=1).to_numpy()
-        missing = values.loc[~complete].isna()
+        """Scores of the rows the missing-value policy accepts, and the list of the others."""
+        if self.missing is None:
+            raise UnavailableError("the scoring process has no missing-value policy")
+        names = list(self.loaded.features)
+        handled = self.missing.apply(
+            np.ascontiguousarray(frame[names].to_numpy(dtype=np.float64, na_value=np.nan))
+        )
+        rejected = handled.rejected
+        users = frame[USER_ID].to_numpy(dtype=np.int64)
         unscored = pd.DataFrame(
             {
-                USER_ID: frame.loc[~complete, USER_ID].to_numpy(dtype=np.int64),
+                USER_ID: users[rejected],
                 "reason": "missing_features",
                 "detail": [
-                    "null at --at: " + ", ".join(np.asarray(names)[row])
-                    for row in missing.to_numpy()
+                    "null at --at: " + ", ".join(handled.names(int(row)))
+                    for row in np.flatnonzero(rejected)
                 ],
             }
         )
-        matrix = np.ascontiguousarray(values.to_numpy()[complete])
+        scored = ~rejected
+        matrix = np.ascontiguousarray(handled.matrix[scored])
+        missing_names = (
+            [", ".join(handled.names(int(row))) or None for row in np.flatnonzero(scored)]
+            if handled.missing is not None
+            else None
+        )
         probability = self._predict(matrix) if len(matrix) else np.empty(0)
         rows = len(probability)
         # Arrow arrays straight from numpy: pandas' object columns of repeated strings cost
         # 50-80 ms a chunk to convert, on the thread the retrieval needs.
         columns: dict[str, Any] = {
-            USER_ID: pa.array(frame.loc[complete, USER_ID].to_numpy(dtype=np.int64)),
+            USER_ID: pa.array(users[scored]),
             "churn_probability": pa.array(probability.astype(np.float64)),
             "churn_predicted": pa.array(probability >= threshold),
-            "model_name": pa.repeat(pa.scalar(self._loaded.name, pa.string()), rows),
-            "model_version": pa.repeat(pa.scalar(self._loaded.version, pa.string()), rows),
+            "model_name": pa.repeat(pa.scalar(self.loaded.name, pa.string()), rows),
+            "model_version": pa.repeat(pa.scalar(self.loaded.version, pa.string()), rows),
             "scored_at": pa.repeat(pa.scalar(self._at, pa.timestamp("us", tz="UTC")), rows),
+            "missing_features": pa.array(missing_names, pa.string())
+            if missing_names is not None
+            else pa.nulls(rows, pa.string()),
         }
         if self._explainer is not None and self.reasons:
             contributions = self._explainer.contributions(matrix)
@@ -132,7 +154,8 @@ class ChunkScorer:
             feature_names = pa.array(names, pa.string())
             for rank in range(order.shape[1]):
                 columns[f"reason_{rank + 1}_feature"] = feature_names.take(order[:, rank])
-                columns[f"reason_{rank + 1}_value"] = pa.array(picked[:, rank])
+                # A missing value the model took is null here, as in /predict's reasons.
+                columns[f"reason_{rank + 1}_value"] = pa.array(picked[:, rank], from_pandas=True)
                 columns[f"reason_{rank + 1}_contribution"] = pa.array(effects[:, rank])
         return pa.table(columns).cast(schema), unscored
 

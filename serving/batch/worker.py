@@ -21,6 +21,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from core.errors import ModelUnsupported, UnavailableError
+from core.missing_values import MissingValuePolicy, MissingValues
 from serving.batch.registry import load_model_version
 from serving.batch.scorer import ChunkScorer, describe_model, output_schema
 from serving.inference import flatten_forest
@@ -43,6 +44,7 @@ class ChunkScores:
     scored: int
     unscored: pd.DataFrame
     seconds: float
+    scored_with_missing: int = 0
 
 
 @dataclass(frozen=True)
@@ -113,6 +115,29 @@ def load_into_worker(
     )
 
 
+def set_missing_policy_in_worker(declared: MissingValuePolicy | None) -> str:
+    """Check the feature service's missing-value policy against the loaded model; keep it.
+
+    Queued after the load, before the first chunk: a refusal fails the run before any
+    chunk is scored. Returns the policy's description.
+
+    Raises:
+        ModelRefused: The policy does not fit the model (``core.missing_values``).
+    """
+    state = _IN_WORKER.get("state")
+    if state is None:
+        raise UnavailableError("the scoring process has no model: its load failed")
+    loaded = state.scorer.loaded
+    state.scorer.missing = MissingValues.for_model(
+        loaded.model,
+        loaded.features,
+        declared=declared,
+        fill_values=loaded.fill_values,
+        owner=f"model {loaded.name} version {loaded.version}",
+    )
+    return state.scorer.missing.describe()
+
+
 def _open_scores(temporary: str) -> tuple[_WorkerState, _ScoresFile]:
     state = _IN_WORKER.get("state")
     if state is None:
@@ -129,7 +154,8 @@ def score_in_worker(frame: pd.DataFrame, temporary: str) -> ChunkScores:
     state, scores = _open_scores(temporary)
     table, unscored = state.scorer.score(frame, state.threshold, scores.schema)
     scores.writer.write_table(table)
-    return ChunkScores(len(table), unscored, time.monotonic() - clock)
+    with_missing = len(table) - table.column("missing_features").null_count
+    return ChunkScores(len(table), unscored, time.monotonic() - clock, with_missing)
 
 
 def finish_in_worker(temporary: str) -> str:

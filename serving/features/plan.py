@@ -25,6 +25,7 @@ from core.feast_adapter.services import (
     on_demand_function,
     resolve_service_features,
 )
+from core.missing_values import MissingValuePolicy, declared_policy
 from serving.features.rows import decode_value
 
 if TYPE_CHECKING:
@@ -67,6 +68,8 @@ class FeaturePlan:
         request_field: The request-time field filled with the time of the request.
         fast_path: Whether the direct Redis reader can execute this plan, else why not.
         service: Feast's FeatureService object (for the SDK path).
+        missing_policy: The missing-value policy the service declares in its tags (None:
+            the default for the model; :mod:`core.missing_values`).
     """
 
     project: str
@@ -77,6 +80,7 @@ class FeaturePlan:
     fast_path: bool
     fast_path_gap: str
     service: Any
+    missing_policy: MissingValuePolicy | None = None
     views: tuple[ViewRead, ...] = ()
     transforms: tuple[Transform, ...] = ()
     # Per model column: ("view", view index, feature index) or ("transform", output name).
@@ -110,8 +114,8 @@ def resolve_feature_plan(
 
     Raises:
         FeatureServiceError: The project differs, the service does not exist, a model column
-            is not in the service, a feature is not numeric, or the service needs inputs the
-            API does not have; the message names them.
+            is not in the service, a feature is not numeric, the service needs inputs the
+            API does not have, or its missing-value tag is unknown; the message names them.
     """
     layout = layout or RedisLayout()
     if project is not None and project != store.project:
@@ -121,6 +125,7 @@ def resolve_feature_plan(
         )
     store.refresh_registry()
     service = resolve_service_features(store, service_name).feast_service
+    missing_policy = declared_policy(getattr(service, "tags", None), service=service_name)
     batch_views = {view.name: view for view in store.list_feature_views()}
     odfvs = {view.name: view for view in store.list_on_demand_feature_views()}
     offered = _offered_features(service, service_name, features)
@@ -160,6 +165,7 @@ def resolve_feature_plan(
         fast_path=not sources.gaps,
         fast_path_gap="; ".join(sources.gaps),
         service=service,
+        missing_policy=missing_policy,
         views=views,
         transforms=tuple(sources.transforms),
         columns=tuple(columns),

@@ -39,10 +39,10 @@ from serving.features.rows import (
     RowProblem,
     decode_value,
     merge_rows,
+    non_finite_problem,
     stale_problem,
     to_float_block,
     unknown_problem,
-    unusable_problem,
 )
 
 if TYPE_CHECKING:
@@ -228,7 +228,7 @@ def _rows_from_sdk(
                 "invalid_feature_value",
                 f"user {user_id} has a non-numeric value for {invalid[index]}",
             )
-        problems.append(problem or unusable_problem(user_id, plan.features, matrix[index]))
+        problems.append(problem or non_finite_problem(user_id, plan.features, matrix[index]))
     return FeatureRows(matrix=matrix, problems=problems)
 
 
@@ -297,10 +297,11 @@ def _rows_from_replies(
                     "invalid_feature_value",
                     f"user {user_ids[index]} has a non-numeric value for {feature}",
                 )
-        for unusable in np.flatnonzero(~np.isfinite(block).all(axis=1)):
+        # Missing values (NaN) are the missing-value policy's to decide; infinities are not.
+        for unusable in np.flatnonzero(np.isinf(block).any(axis=1)):
             index = ok_rows[int(unusable)]
             if problems[index] is None:
-                problems[index] = unusable_problem(user_ids[index], plan.features, matrix[index])
+                problems[index] = non_finite_problem(user_ids[index], plan.features, matrix[index])
     return FeatureRows(matrix=matrix, problems=problems)
 
 

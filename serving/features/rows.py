@@ -11,6 +11,8 @@ from typing import Any, Literal
 
 import numpy as np
 
+from core.missing_values import MissingValues
+
 ProblemKind = Literal[
     "unknown_user",
     "stale_features",
@@ -35,7 +37,8 @@ class FeatureRows:
 
     Attributes:
         matrix: One row per requested user, one float64 column per model feature (model
-            order); rows with a problem may hold NaN.
+            order); rows with a problem may hold NaN, and so may rows without one: a
+            missing value, for the model's missing-value policy to decide about.
         problems: Per row, None when the row can be scored, else why not.
     """
 
@@ -105,14 +108,12 @@ def _as_float(value: Any) -> float | None:
     return None
 
 
-def unusable_problem(user_id: int, features: Sequence[str], row: np.ndarray) -> RowProblem | None:
-    """Missing (NaN) or non-finite (inf) model inputs of one row, else None."""
-    absent = [name for name, value in zip(features, row, strict=True) if math.isnan(value)]
-    if absent:
-        return RowProblem(
-            "missing_features",
-            f"user {user_id} has no value for {', '.join(absent)} in the online store",
-        )
+def non_finite_problem(user_id: int, features: Sequence[str], row: np.ndarray) -> RowProblem | None:
+    """An infinite model input of one row, else None.
+
+    A missing value (NaN) is not a problem here: the model's missing-value policy
+    (:mod:`core.missing_values`) decides about it.
+    """
     infinite = [name for name, value in zip(features, row, strict=True) if math.isinf(value)]
     if infinite:
         return RowProblem(
@@ -120,6 +121,58 @@ def unusable_problem(user_id: int, features: Sequence[str], row: np.ndarray) -> 
             f"user {user_id} has a non-finite value for {', '.join(infinite)}",
         )
     return None
+
+
+def missing_problem(user_id: int, features: Sequence[str]) -> RowProblem:
+    """A row the ``reject`` missing-value policy refuses: the features it lacks."""
+    return RowProblem(
+        "missing_features",
+        f"user {user_id} has no value for {', '.join(features)} in the online store",
+    )
+
+
+@dataclass(frozen=True)
+class CheckedRows:
+    """Feature rows after the model's missing-value policy.
+
+    Attributes:
+        scorable: The rows to score (no problem), in order.
+        matrix: What the model scores, one row per user (filled under ``fill``).
+        problems: Per row, why it is not scored (the policy's rejections added).
+        missing: By row, the features that were missing in a row that is scored.
+    """
+
+    scorable: list[int]
+    matrix: np.ndarray
+    problems: list[RowProblem | None]
+    missing: dict[int, tuple[str, ...]]
+
+
+def apply_missing_policy(
+    policy: MissingValues, rows: FeatureRows, user_ids: Sequence[int]
+) -> CheckedRows:
+    """Apply ``policy`` to the rows without a problem; a rejected row gets its problem."""
+    scorable = [index for index, problem in enumerate(rows.problems) if problem is None]
+    if not scorable:
+        return CheckedRows(scorable, rows.matrix, rows.problems, {})
+    handled = policy.apply(rows.matrix[scorable])
+    if handled.missing is None:  # the usual case: nothing missing, nothing copied
+        return CheckedRows(scorable, rows.matrix, rows.problems, {})
+    problems = list(rows.problems)
+    missing: dict[int, tuple[str, ...]] = {}
+    accepted = []
+    for position, index in enumerate(scorable):
+        names = handled.names(position)
+        if handled.rejected[position]:
+            problems[index] = missing_problem(user_ids[index], names)
+            continue
+        accepted.append(position)
+        if names:
+            missing[index] = names
+    kept = [scorable[position] for position in accepted]
+    matrix = rows.matrix.copy()
+    matrix[kept] = handled.matrix[accepted]
+    return CheckedRows(kept, matrix, problems, missing)
 
 
 @cache

@@ -174,10 +174,12 @@ def test_every_user_with_features_is_scored_by_default(
 
     assert outcome.exit_code == 0, outcome.output
     scores = pd.read_parquet(out)
-    assert sorted(scores["user_id"]) == users.fresh  # stale: outside the TTL, not a user now
+    # stale: outside the TTL, not a user now; the one with a null feature_2 is scored by
+    # the champion (HistGradientBoosting takes missing values: the default policy, model).
+    assert sorted(scores["user_id"]) == [*users.fresh, users.missing_feature]
     assert (scores["model_version"] == "1").all()
-    assert "scored 40 users" in outcome.stdout
-    assert "missing_features 1" in outcome.stdout
+    assert "scored 41 users" in outcome.stdout
+    assert "missing values: model (default); scored with a missing feature: 1" in outcome.stdout
     assert "users/s, ETA" in outcome.stderr
     # Where the time before the first chunk went: the users listed while the model loads.
     startup = re.search(

@@ -82,7 +82,7 @@ def test_score_and_predict_give_the_same_probability(
     assert effects == sorted(effects, reverse=True) and effects[0] > 0
 
 
-def test_users_without_features_are_listed_never_scored(
+def test_users_without_features_are_listed_and_a_missing_value_goes_to_the_model(
     online_repo: tuple[TestRepo, OnlineUsers], scoring_registry: str, tmp_path: Path
 ) -> None:
     repo, users = online_repo
@@ -101,13 +101,15 @@ def test_users_without_features_are_listed_never_scored(
     scores = pd.read_parquet(out)
     unscored = pd.read_parquet(unscored_path_for(out)).set_index("user_id")
 
-    assert scores["user_id"].tolist() == [users.fresh[0]]
+    # The champion (HistGradientBoosting) takes missing values: the default policy, model.
+    assert scores["user_id"].tolist() == [users.fresh[0], users.missing_feature]
     assert scores["churn_probability"].notna().all()
-    assert result.unscored == {"no_features": 2, "missing_features": 1}
+    assert scores["missing_features"].tolist() == [None, "feature_2, feature_ratio"]
+    assert result.unscored == {"no_features": 2}
+    assert result.scored_with_missing == 1
+    assert result.missing_note == "missing values: model (default)"
     assert unscored.loc[users.stale, "reason"] == "no_features"
     assert unscored.loc[users.unknown, "reason"] == "no_features"
-    assert unscored.loc[users.missing_feature, "reason"] == "missing_features"
-    assert "feature_2" in unscored.loc[users.missing_feature, "detail"]
     # Only the two finished files: no temporary file left beside them.
     assert sorted(p.name for p in out.parent.iterdir()) == [
         "scores.parquet",
@@ -137,8 +139,10 @@ def test_chunks_retrieved_ahead_give_the_same_file_as_one_chunk(
         )
     pieces, whole = (pd.read_parquet(files[n].path) for n in (7, 1000))
 
-    assert files[7].scored == files[1000].scored == len(users.fresh)
-    assert pieces["user_id"].tolist() == sorted(users.fresh)
+    # The user with a null feature is scored too (the champion takes missing values).
+    assert files[7].scored == files[1000].scored == len(users.fresh) + 1
+    assert pieces["user_id"].tolist() == [*sorted(users.fresh), users.missing_feature]
+    assert files[7].scored_with_missing == files[1000].scored_with_missing == 1
     pd.testing.assert_frame_equal(pieces, whole, check_exact=True)
     pd.testing.assert_frame_equal(
         pd.read_parquet(files[7].unscored_path), pd.read_parquet(files[1000].unscored_path)

@@ -67,19 +67,22 @@ def test_redis_reader_equals_feast_online_read(repo: TestRepo, users: OnlineUser
     assert set(rows.matrix[:, CHURN_V1_FEATURES.index("is_weekend")]) == {1.0}
 
 
-def test_redis_reader_reports_unknown_stale_and_missing_users(
+def test_redis_reader_reports_unknown_and_stale_users_and_leaves_missing_values_missing(
     repo: TestRepo, users: OnlineUsers
 ) -> None:
+    """A null value is no reader problem: the model's missing-value policy decides."""
     online = OnlineFeatures(open_feature_store(repo.feast), timeout_s=1)
     plan = online.resolve(service_name="churn_v1", features=CHURN_V1_FEATURES, project=repo.project)
     ids = [users.unknown, users.stale, users.missing_feature, users.fresh[0]]
     rows = _read(online, plan, ids, datetime.now(UTC))
 
     kinds = [problem.kind if problem else None for problem in rows.problems]
-    assert kinds == ["unknown_user", "stale_features", "missing_features", None]
+    assert kinds == ["unknown_user", "stale_features", None, None]
     assert str(users.unknown) in rows.problems[0].detail
     assert "21 days" in rows.problems[1].detail
-    assert "feature_2" in rows.problems[2].detail and "feature_ratio" in rows.problems[2].detail
+    missing = [CHURN_V1_FEATURES[i] for i in np.flatnonzero(np.isnan(rows.matrix[2]))]
+    assert missing == ["feature_2", "feature_ratio"]
+    assert not np.isnan(rows.matrix[3]).any()
     # The stale user's value is still in Redis: Feast itself would have served it.
     assert _sdk_rows(repo, [users.stale], datetime.now(UTC))["feature_1"] == [5.0]
 
@@ -106,7 +109,8 @@ def test_sdk_reader_agrees_on_an_embedded_store(
 
     assert not plan.fast_path and "sqlite" in plan.fast_path_gap
     kinds = [problem.kind if problem else None for problem in rows.problems]
-    assert kinds == [None] * 5 + ["unknown_user", "stale_features", "missing_features"]
+    assert kinds == [None] * 5 + ["unknown_user", "stale_features", None]
+    assert np.isnan(rows.matrix[-1, CHURN_V1_FEATURES.index("feature_2")])
     for column, name in enumerate(CHURN_V1_FEATURES):
         np.testing.assert_allclose(rows.matrix[:5, column], np.array(expected[name], dtype=float))
 

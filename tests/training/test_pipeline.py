@@ -5,10 +5,12 @@ The commands' options and exit codes are tested in tests/cli/test_training.py.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import mlflow
 import mlflow.artifacts
+import numpy as np
 import pandas as pd
 from typer.testing import CliRunner
 
@@ -81,6 +83,10 @@ def test_champion_challenger_rollback_and_promotion(churn_repo: ChurnRepo, tmp_p
     features = version.tags["feast.features"].split(",")
     assert version.tags["feast.feature_service"] == "churn_v1"
     assert version.tags["feast.project"] == churn_repo.repo.project
+    # The fill missing-value policy's values: a finite training median per feature.
+    fill_values = json.loads(version.tags["churn.fill_values"])
+    assert sorted(fill_values) == sorted(features)
+    assert all(np.isfinite(value) for value in fill_values.values())
     rows = pd.DataFrame([[1.5, 4.0, 0.37, 0.9, 0.0, 1.0, 0.0]], columns=features)
     flavour = mlflow.sklearn.load_model("models:/churn-predictor/2")
     generic = mlflow.pyfunc.load_model("models:/churn-predictor/2")
