@@ -33,6 +33,7 @@ from typing import Any, Literal, get_args
 
 import numpy as np
 
+from core.calibration import split_calibrated
 from core.errors import FeatureServiceError, LineageError, ModelRefused
 
 MissingValuePolicy = Literal["reject", "model", "fill"]
@@ -88,11 +89,15 @@ def read_fill_values(tags: Mapping[str, str] | None, *, owner: str) -> dict[str,
 
 
 def model_takes_missing(model: Any) -> bool:
-    """Whether a fitted estimator accepts NaN inputs (scikit-learn's ``allow_nan`` tag)."""
+    """Whether a fitted estimator accepts NaN inputs (scikit-learn's ``allow_nan`` tag).
+
+    A calibrated model is judged by the model inside: its calibrator reads that model's
+    score, never a feature, and scikit-learn's calibrated wrapper does not pass the tag on.
+    """
     from sklearn.utils import get_tags
 
     try:
-        return bool(get_tags(model).input_tags.allow_nan)
+        return bool(get_tags(split_calibrated(model)[0]).input_tags.allow_nan)
     except (AttributeError, TypeError, ValueError):
         return False
 

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 from sklearn.ensemble import GradientBoostingClassifier, HistGradientBoostingClassifier
 
+from core.calibration import calibrate
 from core.errors import FeatureServiceError, LineageError, ModelRefused
 from core.lineage import ModelLineage
 from core.missing_values import (
@@ -28,9 +29,14 @@ FEATURES = ("a", "b", "c")
 def models() -> dict[str, object]:
     rng = np.random.default_rng(0)
     x, y = rng.normal(size=(200, 3)), rng.integers(0, 2, size=200)
+    hist = HistGradientBoostingClassifier(max_iter=5).fit(x, y)
+    gradient = GradientBoostingClassifier(n_estimators=5).fit(x, y)
     return {
-        "hist": HistGradientBoostingClassifier(max_iter=5).fit(x, y),
-        "gradient": GradientBoostingClassifier(n_estimators=5).fit(x, y),
+        "hist": hist,
+        "gradient": gradient,
+        # As `churn train` registers them: the model inside its calibrator.
+        "calibrated hist": calibrate(hist, x, y, seed=0)[0],
+        "calibrated gradient": calibrate(gradient, x, y, seed=0)[0],
     }
 
 
@@ -40,6 +46,19 @@ def test_a_service_declares_a_policy_in_its_tags_or_none() -> None:
     assert declared_policy(None, service="s") is None
     with pytest.raises(FeatureServiceError, match="'drop' is not one of reject, model, fill"):
         declared_policy({POLICY_TAG: "drop"}, service="s")
+
+
+def test_a_calibrated_model_takes_missing_values_as_its_inner_model_does(
+    models: dict[str, object],
+) -> None:
+    # The calibrator reads the inner model's score, never a feature: only the inner model
+    # meets a missing value (scikit-learn's calibrated wrapper does not pass its tag on).
+    assert model_takes_missing(models["calibrated hist"])
+    assert not model_takes_missing(models["calibrated gradient"])
+    policy = MissingValues.for_model(
+        models["calibrated hist"], FEATURES, declared=None, fill_values=None, owner="v1"
+    )
+    assert policy.policy == "model"
 
 
 def test_the_default_follows_the_model(models: dict[str, object]) -> None:
