@@ -1,11 +1,14 @@
-"""Writing into a Redis Cluster: the single-Redis script, one call per hash slot.
+"""Writing into a Redis Cluster: the single-Redis script, called on each master for its keys.
 
-A script call may only touch keys of one hash slot, and Feast's keys (serialized entity key
-+ project, no hash tag) spread over all 16,384. So each chunk is sorted by slot, every run of
-one slot becomes script calls of at most ``batch_rows`` keys, and the calls of the slots a
-master owns go to that master in pipelines (redis-py's per-node client of the
-``RedisCluster``), one thread per master so the masters work at the same time. Newer-wins,
-the created-time tie-break and the key TTL are the single-Redis script's, unchanged.
+Feast's keys (serialized entity key + project, no hash tag) spread over all 16,384 hash
+slots, and a script's declared keys must share one slot: per slot, a 250,000-row chunk
+gives about 15 keys per call. Instead each chunk is grouped by the master that owns each
+key's slot, and the script (flag ``allow-cross-slot-keys``, Redis 7+) receives that
+master's keys in its arguments, ``batch_rows`` per call, pipelined (redis-py's per-node
+client of the ``RedisCluster``), one thread per master so the masters work at the same
+time. The server still checks every key it touches is served by that master (a moved slot
+fails the call, which is then retried). Newer-wins, the created-time tie-break and the key
+TTL are the single-Redis script's, unchanged.
 
 A slot that moved (resharding) or a master that died and whose replica took over answers
 ``MOVED``, ``CLUSTERDOWN``, ``TRYAGAIN`` or a connection error: the writer reloads the slot
@@ -19,7 +22,6 @@ import logging
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
-from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -27,9 +29,21 @@ import redis
 from redis.cluster import ClusterNode, RedisCluster
 from redis.crc import key_slot
 
-from materialize.engine.writers import RedisWriter
+from materialize.engine.writers import _WRITE_NEWER_LUA, RedisWriter
 
 logger = logging.getLogger(__name__)
+
+# The single-Redis script, its keys taken from its arguments: ARGV[1] is the key count,
+# then the keys, then the single-Redis script's own arguments.
+_WRITE_NEWER_ON_NODE_LUA = (
+    "#!lua flags=allow-cross-slot-keys\n"
+    "local KEYS, ARGV = {}, {unpack(ARGV)}\n"
+    "local count = tonumber(table.remove(ARGV, 1))\n"
+    "for k = 1, count do KEYS[k] = table.remove(ARGV, 1) end\n" + _WRITE_NEWER_LUA
+)
+# What a master answers when a key's slot moved to another master between our reading of
+# the slot map and the call.
+_NON_LOCAL_KEY = "non local key"
 
 # Errors after which the slot map is reloaded and the calls sent again.
 _RETRIED = (
@@ -43,10 +57,9 @@ _RETRIED = (
 )
 
 
-def slot_order(keys: list[bytes]) -> tuple[np.ndarray, np.ndarray]:
-    """The hash slot of each key and the stable order that sorts the keys by slot."""
-    slots = np.fromiter((key_slot(key) for key in keys), dtype=np.int32, count=len(keys))
-    return slots, np.argsort(slots, kind="stable")
+def key_slots(keys: list[bytes]) -> np.ndarray:
+    """The hash slot of each key (CRC16 as the server computes it, hash tags included)."""
+    return np.fromiter((key_slot(key) for key in keys), dtype=np.int32, count=len(keys))
 
 
 class ClusterRedisWriter(RedisWriter):
@@ -65,51 +78,54 @@ class ClusterRedisWriter(RedisWriter):
         self._cluster = client
         self._retry_seconds = retry_seconds
         self._count_lock = threading.Lock()
+        self._node_script = self._client.register_script(_WRITE_NEWER_ON_NODE_LUA)
+
+    def _owners(self) -> tuple[list[ClusterNode], np.ndarray]:
+        """The masters, and the index in that list of the master of each of the 16,384 slots."""
+        masters: dict[str, int] = {}
+        nodes: list[ClusterNode] = []
+        owner = np.empty(16_384, dtype=np.int32)
+        for slot in range(16_384):
+            node = self._cluster.nodes_manager.get_node_from_slot(slot)
+            if node.name not in masters:
+                masters[node.name] = len(nodes)
+                nodes.append(node)
+            owner[slot] = masters[node.name]
+        return nodes, owner
 
     def _apply(
         self, keys: list[bytes], matrix: np.ndarray, layout: list[Any], written: list[int]
     ) -> None:
-        """Send the rows grouped by slot, one pipeline thread per master; retry failures."""
-        slots, order = slot_order(keys)
-        keys = [keys[index] for index in order]
-        slots = slots[order]
-        matrix = np.ascontiguousarray(matrix[order])
-        row_width = matrix.shape[1]
-        blob = matrix.tobytes()
-        # Script calls (first row, end row), each inside one slot, at most batch_rows long.
-        bounds = [0, *(np.flatnonzero(np.diff(slots)) + 1).tolist(), len(keys)]
-        calls = [
-            (low, min(high, low + self._batch_rows))
-            for start, high in pairwise(bounds)
-            for low in range(start, high, self._batch_rows)
-        ]
+        """Send each master its rows, one pipeline thread per master; retry failures."""
+        slots = key_slots(keys)
+        pending = np.arange(len(keys))
         deadline = time.monotonic() + self._retry_seconds
-        while calls:
-            by_node: dict[str, tuple[ClusterNode, list[tuple[int, int]]]] = {}
-            for call in calls:
-                node = self._cluster.nodes_manager.get_node_from_slot(int(slots[call[0]]))
-                by_node.setdefault(node.name, (node, []))[1].append(call)
-
-            def send(
-                node: ClusterNode, node_calls: list[tuple[int, int]]
-            ) -> tuple[list[tuple[int, int]], Exception | None]:
-                return self._send_to(node, node_calls, keys, blob, row_width, layout, written)
-
+        while pending.size:
+            nodes, owner = self._owners()
+            node_of_row = owner[slots[pending]]
+            work = [(node, pending[node_of_row == index]) for index, node in enumerate(nodes)]
+            work = [(node, rows) for node, rows in work if rows.size]
             with ThreadPoolExecutor(
-                max_workers=len(by_node), thread_name_prefix="materialize-cluster"
+                max_workers=len(work), thread_name_prefix="materialize-cluster"
             ) as pool:
-                outcomes = list(pool.map(lambda item: send(*item), by_node.values()))
-            calls = [call for failed, _ in outcomes for call in failed]
+                outcomes = list(
+                    pool.map(
+                        lambda item: self._send_to(item[0], item[1], keys, matrix, layout, written),
+                        work,
+                    )
+                )
+            failed = [rows for rows, _ in outcomes if rows.size]
             errors = [error for _, error in outcomes if error is not None]
-            if not calls:
+            if not failed:
                 return
+            pending = np.concatenate(failed)
             if time.monotonic() > deadline:
                 raise errors[0]
             logger.warning(
-                "Redis Cluster at %s: %d script calls failed (%s); reloading the slot map "
+                "Redis Cluster at %s: %d rows not written (%s); reloading the slot map "
                 "and sending them again",
                 self._label,
-                len(calls),
+                pending.size,
                 errors[0],
             )
             time.sleep(0.5)
@@ -121,32 +137,31 @@ class ClusterRedisWriter(RedisWriter):
     def _send_to(
         self,
         node: ClusterNode,
-        calls: list[tuple[int, int]],
+        rows: np.ndarray,
         keys: list[bytes],
-        blob: bytes,
-        row_width: int,
+        matrix: np.ndarray,
         layout: list[Any],
         written: list[int],
-    ) -> tuple[list[tuple[int, int]], Exception | None]:
-        """Send one master's calls in pipelines of about ``batch_rows * pipeline_batches``
-        rows; return the calls not applied (from the first failed pipeline on)."""
+    ) -> tuple[np.ndarray, Exception | None]:
+        """Send one master its rows: script calls of ``batch_rows``, ``pipeline_batches``
+        per round trip; return the rows not applied (from the first failed pipeline on)."""
         client = self._cluster.get_redis_connection(node)
-        budget = self._batch_rows * self._pipeline_batches
-        start = 0
-        while start < len(calls):
-            stop, rows = start, 0
-            while stop < len(calls) and rows < budget:
-                rows += calls[stop][1] - calls[stop][0]
-                stop += 1
+        step = self._batch_rows * self._pipeline_batches
+        for start in range(0, rows.size, step):
             pipe = client.pipeline(transaction=False)
-            for low, high in calls[start:stop]:
-                args = self.script_args(blob[low * row_width : high * row_width], layout)
-                self._script(keys=keys[low:high], args=args, client=pipe)
+            for low in range(start, min(rows.size, start + step), self._batch_rows):
+                call = rows[low : low + self._batch_rows]
+                call_keys = [keys[index] for index in call.tolist()]
+                args = self.script_args(matrix[call].tobytes(), layout)
+                self._node_script(keys=[], args=[len(call_keys), *call_keys, *args], client=pipe)
             try:
                 replies = pipe.execute()
             except _RETRIED as error:
-                return calls[start:], error
+                return rows[start:], error
+            except redis.ResponseError as error:
+                if _NON_LOCAL_KEY not in str(error):
+                    raise
+                return rows[start:], error
             with self._count_lock:  # one count, added to by a thread per master
                 written[0] += sum(int(count) for count in replies)
-            start = stop
-        return [], None
+        return rows[:0], None
