@@ -304,3 +304,25 @@ def redis_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClusterN
             yield nodes
         return
     yield shared_cluster(run_folder_of(tmp_path_factory))
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m tests.utils.redis_cluster start|stop FOLDER`` (``make demo-cluster``).
+
+    ``start`` launches a three-master cluster whose state lives in FOLDER and prints its
+    nodes in Feast's form; ``stop`` shuts it down and deletes FOLDER's cluster files.
+    """
+    import sys
+
+    command, folder = (argv if argv is not None else sys.argv[1:])[:2]
+    run_folder = Path(folder).resolve()
+    run_folder.mkdir(parents=True, exist_ok=True)
+    if command == "start":
+        print(shared_cluster(run_folder).connection_string)
+    else:
+        stop_shared_cluster(run_folder)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
