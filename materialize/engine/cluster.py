@@ -37,9 +37,11 @@ logger = logging.getLogger(__name__)
 # then the keys, then the single-Redis script's own arguments.
 _WRITE_NEWER_ON_NODE_LUA = (
     "#!lua flags=allow-cross-slot-keys\n"
-    "local KEYS, ARGV = {}, {unpack(ARGV)}\n"
-    "local count = tonumber(table.remove(ARGV, 1))\n"
-    "for k = 1, count do KEYS[k] = table.remove(ARGV, 1) end\n" + _WRITE_NEWER_LUA
+    "local count = tonumber(ARGV[1])\n"
+    "local KEYS, rest = {}, {}\n"
+    "for k = 1, count do KEYS[k] = ARGV[k + 1] end\n"
+    "for j = count + 2, #ARGV do rest[#rest + 1] = ARGV[j] end\n"
+    "local ARGV = rest\n" + _WRITE_NEWER_LUA
 )
 # What a master answers when a key's slot moved to another master between our reading of
 # the slot map and the call.
