@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -25,7 +27,7 @@ from tests.utils.materialize import (
     use_engine,
     write_user_features,
 )
-from tests.utils.redis_cluster import ClusterNodes, cluster_hashes, cluster_ttls
+from tests.utils.redis_cluster import ClusterNodes, cluster_hashes, cluster_ttls, private_cluster
 
 
 @pytest.fixture(scope="module")
@@ -132,3 +134,35 @@ def test_key_ttl_is_set_on_every_key_of_the_cluster(
     ttls = cluster_ttls(redis_cluster.connection_string, repo.project)
     assert len(ttls) == len(expected_online(offline, start=START, end=END))
     assert all(3500 < ttl <= 3600 for ttl in ttls.values())
+
+
+def test_a_run_during_a_master_failover_retries_and_writes_everything(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    with private_cluster(tmp_path / "cluster", replicas=1) as nodes:
+        own = AppliedRepo(
+            tmp_path / "repo", profile="cluster", redis_cluster_nodes=nodes.connection_string
+        )
+        repo = own.fresh()
+        offline = own.write_table(users=300)
+        use_engine(repo, "fast", chunk_rows=50, chunk_pause_seconds=1)
+        victim = nodes.masters()[0]
+
+        def kill_after_the_first_chunk() -> None:
+            deadline = time.monotonic() + 120
+            while not cluster_hashes(nodes.connection_string, repo.project):
+                if time.monotonic() > deadline:
+                    return
+                time.sleep(0.1)
+            nodes.kill(victim)  # mid-run: its slots have no master until a replica's promotion
+
+        killer = threading.Thread(target=kill_after_the_first_chunk)
+        killer.start()
+        (stats,) = materialize_range(repo, START, END)
+        killer.join()
+
+        assert victim not in nodes.masters()  # the run waited for the failover
+        assert "reloading the slot map and sending them again" in caplog.text
+        online = decode_redis(cluster_hashes(nodes.connection_string, repo.project))
+        assert stats.engine == "fast" and stats.written == len(online)
+        assert online == expected_online(offline, start=START, end=END)
