@@ -106,17 +106,18 @@ DEMO_REDIS_URL ?= 127.0.0.1:6379,db=1
 demo: export CHURN_REDIS_URL = $(DEMO_REDIS_URL)
 demo: $(STAMP) ## Run the platform end to end on embedded defaults (small data, few trials)
 	@if [ "$(DEMO_PROFILE)" = production ]; then echo "demo: Redis answers on 127.0.0.1:6379: production profile (Redis online store)"; \
+	elif [ "$(DEMO_PROFILE)" = cluster ]; then echo "demo: cluster profile (Redis Cluster online store on $$CHURN_REDIS_CLUSTER_NODES)"; \
 	elif [ "$(DEMO_PROFILE)" = spark ]; then echo "demo: spark profile (Spark offline store on $$CHURN_SPARK_MASTER, Redis online store)"; \
 	else echo "demo: no Redis answers on 127.0.0.1:6379: using the embedded profile (SQLite online store)"; fi
 	@echo "== 0. fresh start: the demo resets data/ and tears down the Feast project's online rows"
-	rm -rf data/raw data/offline data/quarantine data/registry.db data/registry.spark.db data/spark-staging data/online_store.db data/mlflow data/predictions data/monitoring data/scores
+	rm -rf data/raw data/offline data/quarantine data/registry.db data/registry.spark.db data/registry.cluster.db data/spark-staging data/online_store.db data/mlflow data/predictions data/monitoring data/scores
 	@# Online rows outlive data/ (another checkout's demo may have written newer ones): apply
 	@# the definitions and let Feast tear the project down, then start from nothing. The
 	@# sources are not validated: the offline tables were just removed (Spark checks them).
 	@CHURN_FEAST_PROFILE=$(DEMO_PROFILE) $(BIN)/python -c "from core.settings import FeastSettings; \
 		from core.feast_store import run_feast_cli; s = FeastSettings(); \
 		run_feast_cli(s, 'apply', '--skip-source-validation'); run_feast_cli(s, 'teardown')"
-	rm -f data/registry.db data/registry.spark.db data/online_store.db
+	rm -f data/registry.db data/registry.spark.db data/registry.cluster.db data/online_store.db
 	@echo "== 1. raw events: $(DEMO_USERS) users, 60 days up to $(DEMO_BASE_END)"
 	$(CHURN) generate --users $(DEMO_USERS) --days 60 --end $(DEMO_BASE_END) --out data/raw/events.parquet
 	@# The first historical load: rows were available to serving as they happened (back-fill).
@@ -178,6 +179,14 @@ demo-spark: $(STAMP) ## Run the demo on the spark profile (SPARK_MASTER=spark://
 		|| { echo "demo-spark: the spark profile's online store is Redis: start it (make services)"; exit 1; }
 	@$(BIN)/python -c "import pyspark" 2>/dev/null || { echo "demo-spark: pyspark missing: make install (EXTRAS includes spark)"; exit 1; }
 	$(MAKE) demo DEMO_PROFILE=spark
+
+# The same demo on the cluster profile: a three-master Redis Cluster started on free
+# loopback ports for the demo (state in data/redis-cluster), stopped after it.
+.PHONY: demo-cluster
+demo-cluster: $(STAMP) ## Run the demo on the cluster profile (a local three-master Redis Cluster, started and stopped)
+	@set -e; nodes=$$($(BIN)/python -m tests.utils.redis_cluster start data/redis-cluster); \
+	trap '$(BIN)/python -m tests.utils.redis_cluster stop data/redis-cluster' EXIT; \
+	$(MAKE) demo DEMO_PROFILE=cluster CHURN_REDIS_CLUSTER_NODES=$$nodes
 
 # `make test` runs on TEST_WORKERS pytest-xdist workers (one per core here; 0: one process).
 # Each test module is one unit of work (its fixtures are built on one worker), the Spark

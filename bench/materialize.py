@@ -7,6 +7,12 @@ wall time and peak RSS of each, the speed-up, and whether both wrote identical h
 
     .venv/bin/python -m bench.materialize --users 1000000
     .venv/bin/python -m bench.materialize --users 100000 --engines fast
+    .venv/bin/python -m bench.materialize --profile cluster --users 200000 --runs 3
+
+``--profile cluster`` writes to the Redis Cluster of ``--cluster-nodes`` (default
+``$CHURN_REDIS_CLUSTER_NODES``; ``local`` starts a three-master cluster on free loopback
+ports for the run, as the tests do, and stops it after). ``--runs N`` repeats every
+engine N times (fresh projects, interleaved) and prints the median and spread.
 
 Run it as a module from the checkout root: as a script, ``bench/`` would head ``sys.path``
 and this file would shadow the ``materialize`` package Feast imports the engine from.
@@ -18,6 +24,7 @@ Heavy at 1M users (about 2 x 250 MB in Redis): run it on a quiet machine.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import re
@@ -75,16 +82,29 @@ def generate_table(path: Path, *, users: int, snapshots: int, seed: int) -> int:
     return rows
 
 
+PROFILE_FILES = {"production": "feature_store.yaml", "cluster": "feature_store.cluster.yaml"}
+
+
 def _prepare_repo(
-    work: Path, engine: str, table: Path, redis_url: str, chunk_rows: int | None
+    work: Path,
+    engine: str,
+    table: Path,
+    redis_url: str,
+    chunk_rows: int | None,
+    *,
+    profile: str = "production",
 ) -> tuple[Path, str]:
-    """A copy of feature_repo/ for ``engine`` with its own project; returns (repo, project)."""
-    root = work / engine
+    """A copy of feature_repo/ for ``engine`` with its own project; returns (repo, project).
+
+    The profile's yaml becomes the copy's ``feature_store.yaml`` (what Feast opens).
+    """
+    project = f"bench_{engine}_{uuid.uuid4().hex[:8]}"
+    root = work / project
     repo = root / "feature_repo"
     shutil.copytree(FEATURE_REPO, repo, ignore=shutil.ignore_patterns("__pycache__", "data"))
-    project = f"bench_{engine}_{uuid.uuid4().hex[:8]}"
     yaml_path = repo / "feature_store.yaml"
-    text = re.sub(r"^project: .*$", f"project: {project}", yaml_path.read_text(), flags=re.M)
+    profile_text = (repo / PROFILE_FILES[profile]).read_text()
+    text = re.sub(r"^project: .*$", f"project: {project}", profile_text, flags=re.M)
     text = re.sub(r"^batch_engine:.*\n(?:[ \t]+.*\n)*", "", text, flags=re.M)
     block = ENGINE_BLOCKS[engine]
     if engine == "fast" and chunk_rows:
@@ -104,7 +124,13 @@ def _prepare_repo(
 
 
 def _environment(root: Path, redis_url: str) -> dict[str, str]:
-    return {**os.environ, "CHURN_DATA_DIR": str(root / "data"), "CHURN_REDIS_URL": redis_url}
+    # The same connection string fills either profile's placeholder.
+    return {
+        **os.environ,
+        "CHURN_DATA_DIR": str(root / "data"),
+        "CHURN_REDIS_URL": redis_url,
+        "CHURN_REDIS_CLUSTER_NODES": redis_url,
+    }
 
 
 def run_child(repo: Path) -> None:
@@ -132,9 +158,14 @@ def _run_engine(repo: Path, redis_url: str) -> dict[str, Any]:
     return result
 
 
-def _redis(redis_url: str) -> Any:
+def _redis(redis_url: str, *, cluster: bool = False) -> Any:
     import redis
 
+    if cluster:
+        from redis.cluster import ClusterNode, RedisCluster
+
+        nodes = [part.rsplit(":", 1) for part in redis_url.split(",") if "=" not in part]
+        return RedisCluster(startup_nodes=[ClusterNode(host, int(port)) for host, port in nodes])
     host, _, rest = redis_url.partition(":")
     port, *params = rest.split(",")
     options = dict(param.split("=", 1) for param in params)
@@ -185,6 +216,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--work-dir", type=Path, help="where repos and data go (a temp dir)")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--chunk-rows", type=int, help="the fast engine's chunk_rows")
+    parser.add_argument("--profile", choices=sorted(PROFILE_FILES), default="production")
+    parser.add_argument(
+        "--cluster-nodes",
+        default=os.environ.get("CHURN_REDIS_CLUSTER_NODES", "local"),
+        help="cluster profile: host:port,host:port, or `local` (start one for the run)",
+    )
+    parser.add_argument("--runs", type=int, default=1, help="runs of each engine (median)")
     parser.add_argument(
         "--keep", action="store_true", help="keep the Redis keys and the temporary work dir"
     )
@@ -198,7 +236,21 @@ def main(argv: list[str] | None = None) -> int:
     unknown = sorted(set(engines) - set(ENGINE_BLOCKS))
     if unknown:
         parser.error(f"unknown engine(s) {', '.join(unknown)}; choose from stock, fast")
-    client = _redis(args.redis_url)
+    with contextlib.ExitStack() as stack:
+        if args.profile == "cluster" and args.cluster_nodes == "local":
+            from tests.utils.redis_cluster import private_cluster
+
+            folder = Path(tempfile.mkdtemp(prefix="bench-cluster-"))
+            args.redis_url = stack.enter_context(
+                private_cluster(folder, replicas=0)
+            ).connection_string
+        elif args.profile == "cluster":
+            args.redis_url = args.cluster_nodes
+        return _measure(args, engines)
+
+
+def _measure(args: argparse.Namespace, engines: list[str]) -> int:
+    client = _redis(args.redis_url, cluster=args.profile == "cluster")
     try:
         client.ping()
     except Exception as error:
@@ -215,47 +267,74 @@ def main(argv: list[str] | None = None) -> int:
             f"generated {rows:,} rows for {args.users:,} users in "
             f"{time.perf_counter() - started:.1f} s: {table}"
         )
-    projects: dict[str, str] = {}
-    results: dict[str, dict[str, Any]] = {}
+    projects: list[str] = []
+    runs: dict[str, list[dict[str, Any]]] = {engine: [] for engine in engines}
     try:
-        for engine in engines:
-            repo, project = _prepare_repo(work, engine, table, args.redis_url, args.chunk_rows)
-            projects[engine] = project
-            print(f"{engine}: materializing {START:%Y-%m-%d} .. {END:%Y-%m-%d} ...", flush=True)
-            results[engine] = _run_engine(repo, args.redis_url)
-            results[engine]["rows"] = len(_project_keys(client, project))
-        _report(results, args)
-        if len(projects) == 2:
-            compared, equal = _compare(client, projects, sample=2_000)
-            print(f"identical hashes: {equal:,}/{compared:,} sampled entities")
-            if equal != compared:
-                return 1
+        for run in range(args.runs):
+            latest: dict[str, str] = {}
+            for engine in engines:
+                repo, project = _prepare_repo(
+                    work, engine, table, args.redis_url, args.chunk_rows, profile=args.profile
+                )
+                projects.append(project)
+                latest[engine] = project
+                print(
+                    f"{engine} (run {run + 1}/{args.runs}): materializing "
+                    f"{START:%Y-%m-%d} .. {END:%Y-%m-%d} ...",
+                    flush=True,
+                )
+                result = _run_engine(repo, args.redis_url)
+                result["rows"] = len(_project_keys(client, project))
+                runs[engine].append(result)
+            if run == 0 and len(latest) == 2:
+                compared, equal = _compare(client, latest, sample=2_000)
+                print(f"identical hashes: {equal:,}/{compared:,} sampled entities")
+                if equal != compared:
+                    return 1
+            if not args.keep:  # keep the servers' memory for the next run
+                for project in latest.values():
+                    _delete_keys(client, project)
+        _report(runs, args)
     finally:
         if not args.keep:
-            for project in projects.values():
+            for project in projects:
                 _delete_keys(client, project)
             if temporary:
                 shutil.rmtree(work, ignore_errors=True)
     return 0
 
 
-def _report(results: dict[str, dict[str, Any]], args: argparse.Namespace) -> None:
+def _report(runs: dict[str, list[dict[str, Any]]], args: argparse.Namespace) -> None:
+    import statistics
+
     print(
-        f"\n{datetime.now(UTC):%Y-%m-%d}, {os.cpu_count()} cores, Redis {args.redis_url}, "
-        f"{args.users:,} users x {args.snapshots} rows"
+        f"\n{datetime.now(UTC):%Y-%m-%d}, {os.cpu_count()} cores, {args.profile} profile, "
+        f"Redis {args.redis_url}, {args.users:,} users x {args.snapshots} rows, "
+        f"{args.runs} run(s) per engine"
     )
-    print(f"{'engine':<8}{'rows':>12}{'wall s':>10}{'rows/s':>12}{'peak RSS MB':>14}")
-    for engine, result in results.items():
-        rate = result["rows"] / result["seconds"] if result["seconds"] else 0.0
-        result["rate"] = rate
+    print(
+        f"{'engine':<8}{'rows':>12}{'wall s':>10}{'rows/s (median)':>17}{'spread':>20}"
+        f"{'peak RSS MB':>14}"
+    )
+    rates: dict[str, float] = {}
+    for engine, results in runs.items():
+        per_run = [r["rows"] / r["seconds"] if r["seconds"] else 0.0 for r in results]
+        rates[engine] = statistics.median(per_run)
+        seconds = statistics.median(r["seconds"] for r in results)
+        peak = max(r["peak_rss_mb"] for r in results)
+        spread = f"{min(per_run):,.0f}-{max(per_run):,.0f}"
         print(
-            f"{engine:<8}{result['rows']:>12,}{result['seconds']:>10.1f}{rate:>12,.0f}"
-            f"{result['peak_rss_mb']:>14,.0f}"
+            f"{engine:<8}{results[0]['rows']:>12,}{seconds:>10.1f}{rates[engine]:>17,.0f}"
+            f"{spread:>20}{peak:>14,.0f}"
         )
-    if {"stock", "fast"} <= results.keys():
-        speedup = results["fast"]["rate"] / results["stock"]["rate"]
-        memory = results["fast"]["peak_rss_mb"] / results["stock"]["peak_rss_mb"]
-        print(f"fast / stock: {speedup:.1f}x rows/s, {memory:.2f}x peak RSS")
+    if {"stock", "fast"} <= rates.keys():
+        memory = max(r["peak_rss_mb"] for r in runs["fast"]) / max(
+            r["peak_rss_mb"] for r in runs["stock"]
+        )
+        print(
+            f"fast / stock: {rates['fast'] / rates['stock']:.1f}x rows/s (medians), "
+            f"{memory:.2f}x peak RSS"
+        )
 
 
 if __name__ == "__main__":

@@ -25,6 +25,11 @@ serve more than one.
 
     .venv/bin/python -m bench.serve                  # 10 s per run
     .venv/bin/python -m bench.serve --seconds 20 --workers 1
+    .venv/bin/python -m bench.serve --profile cluster --workers 1 --families hist_gradient_boosting
+
+``--profile cluster`` runs everything (both servers included) on a Redis Cluster:
+``--cluster-nodes`` (default ``$CHURN_REDIS_CLUSTER_NODES``; ``local`` starts a
+three-master cluster on free loopback ports for the run and stops it after).
 
 Run it as a module from the checkout root (as a script, ``bench/materialize.py`` would
 shadow the ``materialize`` package).
@@ -37,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -111,7 +117,15 @@ def _churn(environment: dict[str, str], *args: str) -> str:
     return completed.stdout
 
 
-def prepare(folder: Path, *, redis_url: str, trials: int, families: list[str]) -> Workspace:
+def prepare(
+    folder: Path,
+    *,
+    redis_url: str,
+    trials: int,
+    families: list[str],
+    profile: str = "production",
+    cluster_nodes: str | None = None,
+) -> Workspace:
     """Demo data, feast apply and materialize, then one champion per family."""
     from core.settings import FeastSettings
 
@@ -126,8 +140,9 @@ def prepare(folder: Path, *, redis_url: str, trials: int, families: list[str]) -
     environment.update(
         CHURN_DATA_DIR=str(data_dir),
         CHURN_FEAST_REPO_PATH=str(repo),
-        CHURN_FEAST_PROFILE="production",
+        CHURN_FEAST_PROFILE=profile,
         CHURN_REDIS_URL=redis_url,
+        **({"CHURN_REDIS_CLUSTER_NODES": cluster_nodes} if cluster_nodes else {}),
         MLFLOW_DISABLE_TELEMETRY="true",
     )
     started = time.perf_counter()
@@ -160,7 +175,12 @@ def prepare(folder: Path, *, redis_url: str, trials: int, families: list[str]) -
             f"{champion.trees} trees, test ROC AUC {champion.test_auc:.4f}, "
             f"{time.perf_counter() - started:.0f} s"
         )
-    feast = FeastSettings(repo_path=repo, profile="production", redis_url=redis_url)
+    feast = FeastSettings(
+        repo_path=repo,
+        profile=profile,  # type: ignore[arg-type]  # one of the choices of --profile
+        redis_url=redis_url,
+        redis_cluster_nodes=cluster_nodes,
+    )
     return Workspace(folder, project, feast, environment, champions, [])
 
 
@@ -419,8 +439,18 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.kill()
 
 
-def _delete_project_keys(redis_url: str, project: str) -> None:
+def _delete_project_keys(redis_url: str, project: str, cluster_nodes: str | None = None) -> None:
     import redis
+
+    if cluster_nodes:
+        from redis.cluster import ClusterNode, RedisCluster
+
+        nodes = [part.rsplit(":", 1) for part in cluster_nodes.split(",") if "=" not in part]
+        cluster = RedisCluster(startup_nodes=[ClusterNode(h, int(p)) for h, p in nodes])
+        for key in cluster.scan_iter(match=f"*{project}", count=1000):
+            cluster.delete(key)
+        cluster.close()
+        return
 
     host, _, rest = redis_url.partition(":")
     port, *options = rest.split(",")
@@ -532,8 +562,28 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--auth-only", action="store_true", help="only the comparison without and with auth"
     )
+    parser.add_argument("--profile", choices=["production", "cluster"], default="production")
+    parser.add_argument(
+        "--cluster-nodes",
+        default=os.environ.get("CHURN_REDIS_CLUSTER_NODES", "local"),
+        help="cluster profile: host:port,host:port, or `local` (start one for the run)",
+    )
     args = parser.parse_args(argv)
+    with contextlib.ExitStack() as stack:
+        if args.profile == "cluster" and args.cluster_nodes == "local":
+            from tests.utils.redis_cluster import private_cluster
 
+            nodes = Path(tempfile.mkdtemp(prefix="bench-cluster-"))
+            args.cluster_nodes = stack.enter_context(
+                private_cluster(nodes, replicas=0)
+            ).connection_string
+        if args.profile != "cluster":
+            args.cluster_nodes = None
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The benchmark, once the online store is chosen."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     client = args.client
     if client == "auto":
@@ -541,6 +591,7 @@ def main(argv: list[str] | None = None) -> int:
     drive = run_wrk if client == "wrk" else run_httpx
     print(
         f"serve benchmark {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, "
+        f"{args.profile} profile, "
         f"load average {os.getloadavg()[0]:.2f}, load generator: {client}"
     )
     folder = Path(tempfile.mkdtemp(prefix="bench-serve-"))
@@ -548,7 +599,14 @@ def main(argv: list[str] | None = None) -> int:
     results: list[Result] = []
     explain_lines: list[str] = []
     try:
-        work = prepare(folder, redis_url=args.redis_url, trials=args.trials, families=args.families)
+        work = prepare(
+            folder,
+            redis_url=args.redis_url,
+            trials=args.trials,
+            families=args.families,
+            profile=args.profile,
+            cluster_nodes=args.cluster_nodes,
+        )
         bodies = request_bodies(int(time.time()))
         users: list[int] = []
         for workers in [] if args.auth_only else args.workers:
@@ -615,7 +673,7 @@ def main(argv: list[str] | None = None) -> int:
         return status
     finally:
         if work is not None:
-            _delete_project_keys(args.redis_url, work.project)
+            _delete_project_keys(args.redis_url, work.project, args.cluster_nodes)
         shutil.rmtree(folder, ignore_errors=True)
 
 

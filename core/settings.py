@@ -19,13 +19,14 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 # The registered model every stage trains, serves, scores and watches unless told otherwise.
 DEFAULT_MODEL_NAME = "churn-predictor"
 
-FeastProfile = Literal["production", "embedded", "team", "spark"]
+FeastProfile = Literal["production", "embedded", "team", "spark", "cluster"]
 
 PROFILE_FILES: dict[str, str] = {
     "production": "feature_store.yaml",
     "embedded": "feature_store.embedded.yaml",
     "team": "feature_store.team.yaml",
     "spark": "feature_store.spark.yaml",
+    "cluster": "feature_store.cluster.yaml",
 }
 
 
@@ -115,6 +116,12 @@ class FeastSettings(BaseSettings):
         validation_alias="CHURN_REDIS_URL",
         description="Feast Redis connection string (host:port[,db=N][,password=...]).",
     )
+    redis_cluster_nodes: str | None = Field(
+        default=None,
+        validation_alias="CHURN_REDIS_CLUSTER_NODES",
+        description="Redis Cluster nodes of the cluster profile, Feast's form "
+        "host:port,host:port[,password=...] (any reachable nodes; the rest are discovered).",
+    )
     registry_url: str | None = Field(
         default=None,
         validation_alias="CHURN_REGISTRY_URL",
@@ -144,6 +151,8 @@ class FeastSettings(BaseSettings):
         values = {"CHURN_REDIS_URL": self.redis_url}
         if self.registry_url:
             values["CHURN_REGISTRY_URL"] = self.registry_url
+        if self.redis_cluster_nodes:
+            values["CHURN_REDIS_CLUSTER_NODES"] = self.redis_cluster_nodes
         if self.profile == "spark":
             values["CHURN_SPARK_MASTER"] = self.spark_master
             values["CHURN_SPARK_STAGING"] = self.resolved_spark_staging()

@@ -18,6 +18,10 @@ import prometheus_client  # noqa: F401  (see below)
 import pytest
 
 from tests.utils.feast_repo import TestRepo, make_feature_repo
+from tests.utils.redis_cluster import (
+    redis_cluster,  # noqa: F401  (session fixture for cluster-profile tests)
+)
+from tests.utils.redis_cluster import stop_shared_cluster as stop_shared_redis_cluster
 from tests.utils.services import (
     delete_project_keys,
     redis_client,
@@ -96,7 +100,7 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.hookimpl(trylast=True)  # after pytest-xdist has shut its workers down
 def pytest_sessionfinish(session: pytest.Session) -> None:
-    """On the xdist controller: stop the run's Spark cluster, keep the groups' durations."""
+    """On the xdist controller: stop the run's Spark and Redis clusters, keep durations."""
     config = session.config
     durations = config.pluginmanager.get_plugin("churn-group-durations")
     if durations is None or not config.pluginmanager.hasplugin("dsession"):
@@ -105,7 +109,9 @@ def pytest_sessionfinish(session: pytest.Session) -> None:
         recorded = config.cache.get(_DURATIONS_KEY, {})
         config.cache.set(_DURATIONS_KEY, {**recorded, **durations.seconds})
     # The workers' base temp folders are inside the controller's: the run folder.
-    stop_shared_cluster(config._tmp_path_factory.getbasetemp())  # type: ignore[attr-defined]
+    run_folder = config._tmp_path_factory.getbasetemp()  # type: ignore[attr-defined]
+    stop_shared_cluster(run_folder)
+    stop_shared_redis_cluster(run_folder)
 
 
 @pytest.fixture(scope="session", autouse=True)

@@ -9,7 +9,8 @@ from), exactly as with its local engine.
 Per feature view the engine reads the latest row of each entity inside the range from the
 Parquet source in hash-partitioned chunks (DuckDB, :mod:`core.compute.local.sampling`),
 encodes whole chunks with numpy into the bytes Feast writes, and writes them newer-wins
-(Redis: one Lua script call per batch; SQLite: one upsert per row). The next chunk is read
+(Redis: one Lua script call per batch; Redis Cluster: the same, per hash slot, pipelined
+per master; SQLite: one upsert per row). The next chunk is read
 in a background thread while the current one is written. Views it cannot handle
 (transformations, aggregations, non-Parquet sources) go through Feast's local engine
 unchanged (:class:`materialize.engine.base.FallbackEngine`).
@@ -45,6 +46,7 @@ from materialize.engine.base import (
     source_columns,
     unsupported_view_reason,
 )
+from materialize.engine.cluster import ClusterRedisWriter
 from materialize.engine.encoding import encode_chunk
 from materialize.engine.progress import Progress, make_progress
 from materialize.engine.writers import FeastWriter, OnlineWriter, RedisWriter, SqliteWriter
@@ -228,12 +230,16 @@ class FastEngine(FallbackEngine[LocalMaterializationJob], AdapterComputeEngine):
         config = self.repo_config
         store_config = config.online_store
         versioning = bool(config.registry.enable_online_feature_view_versioning)
-        if (
-            isinstance(store_config, RedisOnlineStoreConfig)
-            and store_config.redis_type != RedisType.redis_cluster
-        ):
-            return RedisWriter(
-                # Feast's own client, so host, db, password and TLS are the profile's.
+        if isinstance(store_config, RedisOnlineStoreConfig):
+            # One Redis or a sentinel's master: one script call per batch. On a cluster,
+            # the same script per hash slot, pipelined per master.
+            writer_class = (
+                ClusterRedisWriter
+                if store_config.redis_type == RedisType.redis_cluster
+                else RedisWriter
+            )
+            return writer_class(
+                # Feast's own client, so nodes, db, password and TLS are the profile's.
                 redis_client(self.online_store, store_config),
                 project=config.project,
                 view_name=self._layout.view_name(view, versioning=versioning),

@@ -279,26 +279,12 @@ class RedisWriter:
                 *(_slot(cells) for cells in values),
             ]
         )
-        row_width = matrix.shape[1]
-        blob = matrix.tobytes()
-        layout: list[Any] = [row_width, chunk.timestamps.width]
+        layout: list[Any] = [matrix.shape[1], chunk.timestamps.width]
         for field, cells in zip(self._fields, values, strict=True):
             layout += [field, cells.width]
-        written = 0
+        written = [0]  # entities written so far, for the out-of-memory message
         try:
-            for start in range(0, chunk.rows, self._batch_rows * self._pipeline_batches):
-                pipe = self._client.pipeline(transaction=False)
-                stop = min(chunk.rows, start + self._batch_rows * self._pipeline_batches)
-                for low in range(start, stop, self._batch_rows):
-                    high = min(stop, low + self._batch_rows)
-                    args: list[Any] = [
-                        self._ts_field,
-                        self._created_field,
-                        self._ttl,
-                        blob[low * row_width : high * row_width],
-                    ]
-                    self._script(keys=keys[low:high], args=args + layout, client=pipe)
-                written += sum(int(count) for count in pipe.execute())
+            self._apply(keys, matrix, layout, written)
         except redis.ConnectionError as error:
             raise OnlineStoreUnavailable(
                 f"lost the Redis online store at {self._label}: {error}"
@@ -308,11 +294,32 @@ class RedisWriter:
                 raise
             raise OnlineStoreFullError(
                 f"the Redis online store at {self._label} is out of memory ({error}); "
-                f"{written:,} entities of this view were written before it refused. Raise "
+                f"{written[0]:,} entities of this view were written before it refused. Raise "
                 "its maxmemory, choose an evicting maxmemory-policy, or shorten "
                 "key_ttl_seconds, then re-run: the run resumes (newer-wins) where it stopped"
             ) from error
-        return written
+        return written[0]
+
+    def script_args(self, rows: bytes, layout: list[Any]) -> list[Any]:
+        """The script's ARGV for the packed ``rows`` of one call."""
+        return [self._ts_field, self._created_field, self._ttl, rows, *layout]
+
+    def _apply(
+        self, keys: list[bytes], matrix: np.ndarray, layout: list[Any], written: list[int]
+    ) -> None:
+        """Send the packed rows in script calls of ``batch_rows``, pipelined; count into
+        ``written[0]``."""
+        rows = len(keys)
+        row_width = matrix.shape[1]
+        blob = matrix.tobytes()
+        for start in range(0, rows, self._batch_rows * self._pipeline_batches):
+            pipe = self._client.pipeline(transaction=False)
+            stop = min(rows, start + self._batch_rows * self._pipeline_batches)
+            for low in range(start, stop, self._batch_rows):
+                high = min(stop, low + self._batch_rows)
+                args = self.script_args(blob[low * row_width : high * row_width], layout)
+                self._script(keys=keys[low:high], args=args, client=pipe)
+            written[0] += sum(int(count) for count in pipe.execute())
 
     def expire(self, *, start: datetime, end: datetime) -> int:
         """Nothing to do: every written key carries its own TTL (set with each write)."""

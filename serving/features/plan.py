@@ -136,8 +136,14 @@ def resolve_feature_plan(
     request_field = sources.request_field(service_name)
     online = store.config.online_store
     redis_type = getattr(online, "redis_type", None)
-    if getattr(online, "type", None) != "redis" or getattr(redis_type, "value", None) != "redis":
-        sources.gaps.append(f"online store {getattr(online, 'type', online)!r} is not plain Redis")
+    # One Redis or a Redis Cluster (the reader sends each master its keys); not a sentinel.
+    if getattr(online, "type", None) != "redis" or getattr(redis_type, "value", None) not in (
+        "redis",
+        "redis_cluster",
+    ):
+        sources.gaps.append(
+            f"online store {getattr(online, 'type', online)!r} is not Redis or Redis Cluster"
+        )
     versioning = bool(
         getattr(store.config.registry, "enable_online_feature_view_versioning", False)
     )

@@ -1,8 +1,10 @@
 """Reading a plan's features for a batch of users, within a bounded time.
 
-- Redis online store (the production profile): one pipelined ``HMGET`` per user on an async
-  client with timeouts, values decoded from Feast's protobufs, the on-demand views' own
-  Python functions applied to the rows, everything on plain lists and one numpy matrix.
+- Redis online store (the production profile) or Redis Cluster (the cluster profile): one
+  pipelined ``HMGET`` per user on an async client with timeouts (on a cluster, one
+  pipeline per master, sent together), values decoded from Feast's protobufs, the
+  on-demand views' own Python functions applied to the rows, everything on plain lists and
+  one numpy matrix.
   Keys and fields come from the plan (Feast's layout, self-checked at plan time), at
   about a quarter of the SDK's cost per lookup.
 - Any other online store, or a plan the fast path does not cover (pandas-mode or
@@ -26,6 +28,13 @@ import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 from redis import asyncio as redis_asyncio
 from redis.backoff import NoBackoff
+from redis.exceptions import (
+    ClusterDownError,
+    ClusterError,
+    MasterDownError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from redis.retry import Retry
@@ -347,8 +356,22 @@ def _run_transforms(
     return outputs, failed
 
 
+# What a Redis Cluster answers while a failed master's replica is being promoted (the
+# cluster is down, a slot has no master yet, a slot is moving): the store is unavailable
+# for now, as with a lost connection.
+_UNAVAILABLE_ERRORS = (
+    RedisConnectionError,
+    RedisTimeoutError,
+    ClusterDownError,
+    ClusterError,
+    MasterDownError,
+    SlotNotCoveredError,
+    TryAgainError,
+)
+
+
 def _is_connection_error(error: Exception) -> bool:
-    return isinstance(error, RedisConnectionError | RedisTimeoutError)
+    return isinstance(error, _UNAVAILABLE_ERRORS)
 
 
 def _redis_client_for(store: FeatureStore, timeout_s: float) -> Any:
@@ -356,14 +379,26 @@ def _redis_client_for(store: FeatureStore, timeout_s: float) -> Any:
 
     The connection string is parsed by Feast's own parser so both read the same server;
     the single retry lets the first request after a Redis restart reconnect instead of
-    failing on a dead pooled connection.
+    failing on a dead pooled connection. On a Redis Cluster (``redis_type:
+    redis_cluster``) the client is redis-py's async ``RedisCluster``: its pipeline sends
+    each master the ``HMGET`` of the slots it owns, all masters at once, and after a
+    failover it reloads the slot map by itself (the requests in between fail fast and are
+    answered 503).
     """
-    nodes, params = parse_redis_connection(store.config.online_store.connection_string)
+    config = store.config.online_store
+    nodes, params = parse_redis_connection(config.connection_string)
     params.update(
-        host=nodes[0]["host"],
-        port=int(nodes[0]["port"]),
         socket_timeout=timeout_s,
         socket_connect_timeout=timeout_s,
         retry=Retry(NoBackoff(), retries=1),
     )
+    if getattr(config.redis_type, "value", config.redis_type) == "redis_cluster":
+        params.pop("db", None)  # a cluster has database 0 only
+        return redis_asyncio.RedisCluster(
+            startup_nodes=[
+                redis_asyncio.cluster.ClusterNode(node["host"], int(node["port"])) for node in nodes
+            ],
+            **params,
+        )
+    params.update(host=nodes[0]["host"], port=int(nodes[0]["port"]))
     return redis_asyncio.Redis(**params)

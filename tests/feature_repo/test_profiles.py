@@ -23,6 +23,15 @@ def test_team_profile_without_registry_url_names_the_variable(
         open_feature_store(repo.feast)
 
 
+def test_cluster_profile_without_nodes_names_the_variable(
+    tmp_path, feast_project, monkeypatch
+) -> None:
+    monkeypatch.delenv("CHURN_REDIS_CLUSTER_NODES", raising=False)
+    repo = make_feature_repo(tmp_path, project=feast_project, profile="cluster")
+    with pytest.raises(ConfigurationError, match="CHURN_REDIS_CLUSTER_NODES"):
+        open_feature_store(repo.feast)
+
+
 def test_missing_profile_file_is_named(tmp_path) -> None:
     settings = FeastSettings(repo_path=tmp_path)
     with pytest.raises(ConfigurationError, match=r"feature_store\.yaml"):
@@ -36,6 +45,7 @@ def test_every_profile_expires_online_rows_after_the_view_ttl() -> None:
 
     profiles = sorted(FEATURE_REPO.glob("feature_store*.yaml"))
     assert [path.name for path in profiles] == [
+        "feature_store.cluster.yaml",
         "feature_store.embedded.yaml",
         "feature_store.spark.yaml",
         "feature_store.team.yaml",

@@ -28,11 +28,12 @@ from tests.utils.materialize import (
     AppliedRepo,
     applied_repo_fixture,
     decode_redis,
-    engine_results,
     expected_online,
     feast_fields,
     kill_at_stderr_line,
     make_user_features,
+    materialize_range,
+    online_values,
     redis_hashes,
     redis_ttls,
     set_key_ttl,
@@ -64,24 +65,6 @@ def second_project() -> Iterator[str]:
     delete_project_keys(project)
 
 
-def _materialize(repo: TestRepo, start: object, end: object) -> list:
-    store = open_feature_store(repo.feast)
-    store.materialize(start, end)
-    return engine_results(store)
-
-
-def _online(repo: TestRepo, users: list[int]) -> dict:
-    store = open_feature_store(repo.feast)
-    rows = [{"user_id": user, "event_timestamp": END} for user in users]
-    service = store.get_feature_service("churn_v1")
-    return {
-        "service": store.get_online_features(features=service, entity_rows=rows).to_dict(),
-        "view": store.get_online_features(
-            features=[f"{VIEW}:{name}" for name in FEATURES], entity_rows=rows
-        ).to_dict(include_event_timestamps=True),
-    }
-
-
 def test_feast_cli_runs_the_engine_and_writes_what_feast_writes(
     tmp_path: Path, repo: TestRepo, offline: pd.DataFrame
 ) -> None:
@@ -111,8 +94,8 @@ def _assert_read_back_equal(
 ) -> None:
     # Read back through Feast: every value and event time equal, users never online absent.
     users = sorted(offline["user_id"].unique().tolist())
-    assert _online(fast, users) == _online(stock, users)
-    view = _online(fast, users)["view"]
+    assert online_values(fast, users) == online_values(stock, users)
+    view = online_values(fast, users)["view"]
     for index, user in enumerate(users):
         if user in expected:
             event_time, values = expected[user]
@@ -123,7 +106,7 @@ def _assert_read_back_equal(
 
 
 def test_known_cases_of_the_table(offline: pd.DataFrame, repo: TestRepo) -> None:
-    _materialize(repo, START, END)
+    materialize_range(repo, START, END)
     online = decode_redis(redis_hashes(repo.project))
 
     assert online[1][0] < END  # its row after END is ignored
@@ -137,15 +120,15 @@ def test_rerun_changes_nothing_and_rows_without_key_are_counted(repo: TestRepo) 
     table = pd.concat([frame, keyless], ignore_index=True).astype({"user_id": "Int64"})
     write_user_features(repo.data.user_features_path, table)
 
-    (first,) = _materialize(repo, START, END)
+    (first,) = materialize_range(repo, START, END)
     before = redis_hashes(repo.project)
-    (second,) = _materialize(repo, START, END)
+    (second,) = materialize_range(repo, START, END)
 
     assert redis_hashes(repo.project) == before
     assert first.written == first.entities == len(before)
     assert second.written == 0 and second.skipped == len(before)
     assert first.rejected_rows == second.rejected_rows == 1
-    (empty,) = _materialize(repo, START - timedelta(days=400), START - timedelta(days=300))
+    (empty,) = materialize_range(repo, START - timedelta(days=400), START - timedelta(days=300))
     assert (empty.entities, empty.written, empty.chunks) == (0, 0, 1)
     assert redis_hashes(repo.project) == before
 
@@ -153,9 +136,9 @@ def test_rerun_changes_nothing_and_rows_without_key_are_counted(repo: TestRepo) 
 def test_older_values_never_replace_newer_ones(offline: pd.DataFrame, repo: TestRepo) -> None:
     older_start, older_end = START - timedelta(days=30), END - timedelta(days=10)
 
-    _materialize(repo, START, END)
+    materialize_range(repo, START, END)
     newer = redis_hashes(repo.project)
-    (older,) = _materialize(repo, older_start, older_end)
+    (older,) = materialize_range(repo, older_start, older_end)
     after = redis_hashes(repo.project)
 
     assert {key: after[key] for key in newer} == newer
@@ -168,8 +151,8 @@ def test_older_values_never_replace_newer_ones(offline: pd.DataFrame, repo: Test
 def test_newer_values_replace_older_ones(offline: pd.DataFrame, repo: TestRepo) -> None:
     middle = END - timedelta(days=10)
 
-    _materialize(repo, START, middle)
-    (newer,) = _materialize(repo, START, END)
+    materialize_range(repo, START, middle)
+    (newer,) = materialize_range(repo, START, END)
 
     assert newer.written > 0
     assert decode_redis(redis_hashes(repo.project)) == expected_online(
@@ -199,7 +182,7 @@ def test_killed_run_resumes_to_the_same_state(offline: pd.DataFrame, repo: TestR
     assert store.get_feature_view(VIEW).most_recent_end_time is None  # no watermark yet
 
     use_engine(repo, "fast", chunk_rows=40)
-    (resumed,) = _materialize(repo, START, END)
+    (resumed,) = materialize_range(repo, START, END)
 
     assert decode_redis(redis_hashes(repo.project)) == expected
     assert resumed.written == len(expected) - len(partial)
@@ -209,7 +192,7 @@ def test_killed_run_resumes_to_the_same_state(offline: pd.DataFrame, repo: TestR
 
 def test_key_ttl_is_set_on_every_written_key(offline: pd.DataFrame, repo: TestRepo) -> None:
     set_key_ttl(repo, 3600)
-    _materialize(repo, START, END)
+    materialize_range(repo, START, END)
 
     ttls = redis_ttls(repo.project)
     assert len(ttls) == len(expected_online(offline, start=START, end=END))
@@ -219,7 +202,7 @@ def test_key_ttl_is_set_on_every_written_key(offline: pd.DataFrame, repo: TestRe
 def test_the_shipped_profile_expires_keys_after_the_view_ttl(
     offline: pd.DataFrame, repo: TestRepo
 ) -> None:
-    _materialize(repo, START, END)
+    materialize_range(repo, START, END)
 
     ttls = redis_ttls(repo.project)
     view_ttl = int(timedelta(days=21).total_seconds())

@@ -15,19 +15,9 @@ from serving.features import FeatureServiceError, OnlineFeatures
 from tests.utils.feast_layout import SwappedFieldLayout, WrongKeyLayout
 from tests.utils.feast_repo import TestRepo
 from tests.utils.features import CHURN_V1_FEATURES
-from tests.utils.serving import OnlineUsers, free_port
+from tests.utils.serving import OnlineUsers, free_port, read_features
 
 SATURDAY = datetime(2026, 10, 10, 15, tzinfo=UTC)
-
-
-def _read(online: OnlineFeatures, plan, user_ids, when):
-    async def go():
-        try:
-            return await online.read(plan, user_ids, [when] * len(user_ids))
-        finally:
-            await online.close()
-
-    return asyncio.run(go())
 
 
 def _sdk_rows(repo: TestRepo, user_ids: list[int], when: datetime) -> dict[str, list]:
@@ -58,7 +48,7 @@ def test_redis_reader_equals_feast_online_read(repo: TestRepo, users: OnlineUser
     when = when + timedelta(days=(5 - when.weekday()) % 7)
     online = OnlineFeatures(open_feature_store(repo.feast), timeout_s=1)
     plan = online.resolve(service_name="churn_v1", features=CHURN_V1_FEATURES, project=repo.project)
-    rows = _read(online, plan, users.fresh, when)
+    rows = read_features(online, plan, users.fresh, when)
     expected = _sdk_rows(repo, users.fresh, when)
 
     assert rows.problems == [None] * len(users.fresh)
@@ -74,7 +64,7 @@ def test_redis_reader_reports_unknown_and_stale_users_and_leaves_missing_values_
     online = OnlineFeatures(open_feature_store(repo.feast), timeout_s=1)
     plan = online.resolve(service_name="churn_v1", features=CHURN_V1_FEATURES, project=repo.project)
     ids = [users.unknown, users.stale, users.missing_feature, users.fresh[0]]
-    rows = _read(online, plan, ids, datetime.now(UTC))
+    rows = read_features(online, plan, ids, datetime.now(UTC))
 
     kinds = [problem.kind if problem else None for problem in rows.problems]
     assert kinds == ["unknown_user", "stale_features", None, None]
@@ -104,7 +94,7 @@ def test_sdk_reader_agrees_on_an_embedded_store(
     )
     ids = [*cases.fresh, cases.unknown, cases.stale, cases.missing_feature]
     when = datetime.now(UTC)
-    rows = _read(online, plan, ids, when)
+    rows = read_features(online, plan, ids, when)
     expected = _sdk_rows(embedded, cases.fresh, when)
 
     assert not plan.fast_path and "sqlite" in plan.fast_path_gap
@@ -172,7 +162,7 @@ def test_a_layout_that_differs_from_feasts_sends_serving_to_the_sdk(
     when = datetime.now(UTC)
     online = OnlineFeatures(open_feature_store(repo.feast), timeout_s=1, layout=layout)
     plan = online.resolve(service_name="churn_v1", features=CHURN_V1_FEATURES, project=repo.project)
-    rows = _read(online, plan, users.fresh, when)
+    rows = read_features(online, plan, users.fresh, when)
     expected = _sdk_rows(repo, users.fresh, when)
 
     assert not plan.fast_path

@@ -32,12 +32,14 @@ def make_feature_repo(
     registry_url: str | None = None,
     redis_db: int = 0,
     spark_master: str = "local[2]",
+    redis_cluster_nodes: str | None = None,
 ) -> TestRepo:
     """Copy ``feature_repo/`` into ``root`` with its own project name and data folder.
 
     Only the project name of each yaml changes; the definitions and profiles are the
     project's own. Data lives in ``root/data`` (where the repo's relative paths point); the
-    spark profile stages query results in ``root/data/spark-staging``.
+    spark profile stages query results in ``root/data/spark-staging``; the cluster profile
+    reads ``redis_cluster_nodes`` (tests/utils/redis_cluster.py).
     """
     repo = root / "feature_repo"
     shutil.copytree(FEATURE_REPO, repo, ignore=shutil.ignore_patterns("__pycache__", "data"))
@@ -51,6 +53,7 @@ def make_feature_repo(
         profile=profile,
         redis_url=f"{REDIS_HOST}:{REDIS_PORT},db={redis_db}",
         registry_url=registry_url,
+        redis_cluster_nodes=redis_cluster_nodes,
         spark_master=spark_master,
         spark_staging=str((data_dir / "spark-staging").resolve()),
     )

@@ -217,13 +217,18 @@ class AppliedRepo:
         profile: FeastProfile = "production",
         spark_master: str = "local[2]",
         extra_definitions: dict[str, str] | None = None,
+        redis_cluster_nodes: str | None = None,
     ) -> None:
         import pytest
 
         from materialize.apply import apply_feature_repo
 
         self.repo = make_feature_repo(
-            root, project=unique_name("churn_test"), profile=profile, spark_master=spark_master
+            root,
+            project=unique_name("churn_test"),
+            profile=profile,
+            spark_master=spark_master,
+            redis_cluster_nodes=redis_cluster_nodes,
         )
         # Further Feast definition files (name -> source), applied with the repo's own.
         for name, source in (extra_definitions or {}).items():
@@ -239,8 +244,17 @@ class AppliedRepo:
         """The repo as just applied, with no online data."""
         for path, content in self._files.items():
             path.write_bytes(content)
-        delete_project_keys(self.repo.project)
+        self._delete_keys()
         return self.repo
+
+    def _delete_keys(self) -> None:
+        nodes = self.repo.feast.redis_cluster_nodes
+        if self.repo.feast.profile == "cluster" and nodes:
+            from tests.utils.redis_cluster import delete_cluster_project_keys
+
+            delete_cluster_project_keys(nodes, self.repo.project)
+        else:
+            delete_project_keys(self.repo.project)
 
     def write_table(self, users: int) -> pd.DataFrame:
         """Write the offline table the applied repo reads; return it."""
@@ -248,7 +262,7 @@ class AppliedRepo:
 
     def close(self) -> None:
         """Delete the project's Redis keys."""
-        delete_project_keys(self.repo.project)
+        self._delete_keys()
 
 
 def applied_repo_fixture(profile: FeastProfile = "production") -> Any:
@@ -346,6 +360,30 @@ def engine_results(store: Any) -> list[Any]:
     from core.feast_adapter.store import batch_engine_of
 
     return list(batch_engine_of(store).results)
+
+
+def materialize_range(repo: TestRepo, start: object, end: object) -> list[Any]:
+    """Materialize [start, end] through the SDK with the repo's engine; return its stats."""
+    from core.feast_store import open_feature_store
+
+    store = open_feature_store(repo.feast)
+    store.materialize(start, end)
+    return engine_results(store)
+
+
+def online_values(repo: TestRepo, users: list[int]) -> dict[str, Any]:
+    """What Feast's SDK reads for ``users`` at END: churn_v1, and the view with event times."""
+    from core.feast_store import open_feature_store
+
+    store = open_feature_store(repo.feast)
+    rows = [{"user_id": user, "event_timestamp": END} for user in users]
+    service = store.get_feature_service("churn_v1")
+    return {
+        "service": store.get_online_features(features=service, entity_rows=rows).to_dict(),
+        "view": store.get_online_features(
+            features=[f"{VIEW}:{name}" for name in FEATURES], entity_rows=rows
+        ).to_dict(include_event_timestamps=True),
+    }
 
 
 def write_microsecond_table(path: Path, frame: pd.DataFrame) -> None:

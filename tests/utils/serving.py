@@ -207,6 +207,19 @@ def load_online_features(repo: TestRepo, *, now: datetime, fresh_users: int = 40
     return users
 
 
+def read_features(online: Any, plan: Any, user_ids: list[int], when: datetime) -> Any:
+    """Read ``user_ids`` at ``when`` with an ``OnlineFeatures`` reader, then close it."""
+    import asyncio
+
+    async def go() -> Any:
+        try:
+            return await online.read(plan, user_ids, [when] * len(user_ids))
+        finally:
+            await online.close()
+
+    return asyncio.run(go())
+
+
 def free_port() -> int:
     """A TCP port nobody listens on right now."""
     with socket.socket() as probe:

@@ -113,7 +113,8 @@ def _alive_workers(web_url: str) -> int:
     return 0
 
 
-def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+def stop_processes(processes: list[subprocess.Popen[bytes]]) -> None:
+    """Terminate the processes this process started; kill those that linger."""
     for process in processes:
         if process.poll() is None:
             process.terminate()
@@ -178,7 +179,7 @@ def _launch(work_dir: Path, workers: int) -> tuple[SparkCluster, list[subprocess
                 raise RuntimeError(f"Spark standalone cluster did not start ({exited=}):\n{tails}")
             time.sleep(0.5)
     except BaseException:
-        _stop(processes)
+        stop_processes(processes)
         raise
     cluster = SparkCluster(
         master_url=master_url, web_url=web_url, workers=workers, work_dir=work_dir
@@ -200,7 +201,7 @@ def standalone_cluster(work_dir: Path, *, workers: int = WORKERS) -> Iterator[Sp
         try:
             _stop_driver_session()
         finally:
-            _stop(processes)
+            stop_processes(processes)
             shutil.rmtree(work_dir, ignore_errors=True)
 
 
