@@ -133,7 +133,7 @@ demo: $(STAMP) ## Run the platform end to end on embedded defaults (small data, 
 	export CHURN_FEAST_PROFILE=$(DEMO_PROFILE) CHURN_SERVING_POLL_INTERVAL_S=2; \
 	$(CHURN) serve --port $(DEMO_PORT) --log-level warning & server=$$!; \
 	trap 'kill $$server 2>/dev/null; wait $$server 2>/dev/null || true' EXIT; \
-	for i in $$(seq 120); do curl -sf $(DEMO_URL)/ready >/dev/null && break; sleep 0.5; done; \
+	for i in $$(seq 360); do curl -sf $(DEMO_URL)/ready >/dev/null && break; sleep 0.5; done; \
 	curl -sf $(DEMO_URL)/ready >/dev/null || { echo "demo: the service did not become ready"; exit 1; }; \
 	echo "POST /predict user 1:"; curl -s -X POST $(DEMO_URL)/predict -H 'content-type: application/json' -d '{"user_id": 1}'; echo; \
 	echo "POST /predict unknown user 999999:"; curl -s -X POST $(DEMO_URL)/predict -H 'content-type: application/json' -d '{"user_id": 999999}'; echo; \

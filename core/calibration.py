@@ -3,7 +3,9 @@
 Training fits the model on its training window, then a calibrator on the validation
 window, which the model never saw: scikit-learn's ``CalibratedClassifierCV`` around the
 frozen model (``FrozenEstimator``), the method (Platt's ``sigmoid`` or ``isotonic``)
-chosen by cross-validated log loss on that window. The registered artifact is that one
+chosen by cross-validated log loss on that window; when neither beats the model's own
+probabilities there, the model stays as it is (``none``: a log-loss booster often is
+calibrated already). The registered artifact is that one
 estimator, so every reader (serving, batch scoring, drift, MLflow's own pyfunc loader) gets
 the calibrated probability from ``predict_proba``.
 
@@ -25,12 +27,16 @@ import numpy as np
 
 from core.errors import ModelUnsupported
 
-CalibrationMethod = Literal["sigmoid", "isotonic"]
+CalibrationMethod = Literal["none", "sigmoid", "isotonic"]
 METHODS: tuple[CalibrationMethod, ...] = ("sigmoid", "isotonic")
 RELIABILITY_BINS = 10
 _FOLDS = 5
 # Relative log-loss improvement isotonic needs over sigmoid to be chosen.
 ISOTONIC_MARGIN = 0.005
+# Relative log-loss improvement a calibrator needs over the model's own probabilities: a
+# log-loss booster is often calibrated already, and a calibrator fitted on a few thousand
+# rows would then only add its own error.
+CALIBRATOR_MARGIN = 0.002
 
 
 @dataclass
@@ -115,10 +121,12 @@ def calibrate(
         seed: Seed of the folds choosing the method.
 
     Returns:
-        The calibrated estimator (``CalibratedClassifierCV``) and the choice made.
+        The calibrated estimator (``CalibratedClassifierCV``), or the model itself for
+        ``none``, and the choice made.
     """
     from sklearn.calibration import CalibratedClassifierCV
     from sklearn.frozen import FrozenEstimator
+    from sklearn.metrics import log_loss
 
     y = np.asarray(labels, dtype=np.int64)
     losses: dict[str, float] = {
@@ -129,6 +137,10 @@ def calibrate(
     method: CalibrationMethod = (
         "isotonic" if losses["isotonic"] < losses["sigmoid"] * (1 - ISOTONIC_MARGIN) else "sigmoid"
     )
+    own = np.clip(np.asarray(model.predict_proba(features))[:, 1], 1e-15, 1 - 1e-15)
+    losses["none"] = float(log_loss(y, own, labels=[0, 1]))
+    if not losses[method] < losses["none"] * (1 - CALIBRATOR_MARGIN):
+        return model, CalibrationChoice(method="none", log_loss=losses, rows=len(y))
     calibrated = CalibratedClassifierCV(FrozenEstimator(model), method=method)
     calibrated.fit(features, y)
     return calibrated, CalibrationChoice(method=method, log_loss=losses, rows=len(y))

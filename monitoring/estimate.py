@@ -26,12 +26,15 @@ import numpy as np
 import pandas as pd
 
 from core.errors import InputError
-from core.files import write_text_atomically
+from core.files import finite_json, write_text_atomically
 from core.prediction_log import MODEL_VERSION, PROBABILITY
 from core.settings import DataSettings, ModelSettings
-from monitoring.estimation import METRICS, PerformanceEstimate, estimate_performance
-from monitoring.report import finite_json
-from monitoring.retrain import estimated_harm
+from monitoring.estimation import (
+    METRICS,
+    PerformanceEstimate,
+    estimate_performance,
+    estimated_harm,
+)
 from monitoring.settings import MonitoringSettings
 
 

@@ -22,11 +22,10 @@ Below ``min_rows`` rows nothing is claimed: the status is ``insufficient_data``.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from statistics import NormalDist
 from typing import Any, Literal
 
 import numpy as np
-from scipy.special import ndtri
-from scipy.stats import rankdata
 
 from core.errors import InputError
 
@@ -85,6 +84,40 @@ class PerformanceEstimate:
             raise KeyError(metric)
         value: Interval | None = getattr(self, metric)
         return value
+
+
+def average_ranks(values: np.ndarray) -> np.ndarray:
+    """Ranks from 1 in ascending order, ties sharing their average rank."""
+    order = np.argsort(values, kind="stable")
+    ordered = values[order]
+    ends = group_ends(ordered)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    shared = (starts + ends) / 2 + 1  # the average of positions start..end, from 1
+    ranks = np.empty(len(values))
+    ranks[order] = np.repeat(shared, ends - starts + 1)
+    return ranks
+
+
+def estimated_harm(
+    estimate: PerformanceEstimate, reference_auc: float | None, *, margin: float
+) -> str | None:
+    """Why an estimate shows harm, or None.
+
+    Harm: the estimated ROC AUC is more than ``margin`` below the champion's reference (its
+    test ROC AUC at training) and the estimate's whole interval lies below the reference,
+    so label noise alone would rarely explain it. No figure (too few predictions) or no
+    reference is never harm.
+    """
+    auc = estimate.roc_auc
+    if estimate.status != "ok" or auc is None or reference_auc is None:
+        return None
+    if auc.estimate < reference_auc - margin and auc.high < reference_auc:
+        return (
+            f"estimated ROC AUC {auc.estimate:.4f} (interval {auc.low:.4f} - {auc.high:.4f}, "
+            f"{estimate.rows} predictions) is more than {margin:g} below the champion's "
+            f"{reference_auc:.4f}"
+        )
+    return None
 
 
 def group_ends(ordered: np.ndarray) -> np.ndarray:
@@ -155,7 +188,7 @@ def _simulated_spread(
     scale = float(np.sqrt(len(sample) / rows))
     order = np.argsort(-sample, kind="stable")
     descending = sample[order]
-    ranks = rankdata(sample)  # average ranks of ties, ascending
+    ranks = average_ranks(sample)
     ends = group_ends(descending)
     labels = rng.random((simulations, len(sample))) < sample  # one draw per row
     positives = labels.sum(axis=1).astype(np.float64)
@@ -233,7 +266,7 @@ def estimate_performance(
         "churn_rate": float(np.mean(values)),
     }
     spread = _simulated_spread(values, simulations=simulations, sample_rows=sample_rows, seed=seed)
-    z = float(ndtri(0.5 + confidence / 2))
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
 
     def interval(name: str, *, upper: float = 1.0) -> Interval | None:
         estimate, sd = figures[name], spread[name]

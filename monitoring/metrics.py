@@ -15,14 +15,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from monitoring.comparison import DriftReport
 from monitoring.estimation import METRICS, PerformanceEstimate
 from monitoring.settings import MonitoringSettings
-from monitoring.severity import SEVERITY_RANK
 
 if TYPE_CHECKING:
     from prometheus_client import CollectorRegistry
 
+    from monitoring.comparison import DriftReport
     from monitoring.estimate import Reference
 
 TEXTFILE_NAME = "drift.prom"
@@ -31,6 +30,8 @@ TEXTFILE_NAME = "drift.prom"
 def build_registry(report: DriftReport) -> CollectorRegistry:
     """A registry holding the drift gauges of one report."""
     from prometheus_client import CollectorRegistry, Gauge
+
+    from monitoring.severity import SEVERITY_RANK
 
     registry = CollectorRegistry()
     labels = ["feature", "role"]

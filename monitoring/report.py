@@ -10,29 +10,17 @@ import base64
 import html
 import io
 import json
-import math
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from core.files import write_text_atomically
+from core.files import finite_json, write_text_atomically
 from monitoring.comparison import DriftReport
 from monitoring.statistics import FeatureDrift
 
 SEVERITY_COLOURS = {"none": "#2e7d32", "minor": "#ef6c00", "major": "#c62828"}
 REFERENCE_COLOUR = "#1f77b4"
 CURRENT_COLOUR = "#d62728"
-
-
-def finite_json(value: Any) -> Any:
-    """Replace NaN and infinities (not valid JSON) by null, recursively."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if isinstance(value, dict):
-        return {key: finite_json(item) for key, item in value.items()}
-    if isinstance(value, list | tuple):
-        return [finite_json(item) for item in value]
-    return value
 
 
 def report_document(

@@ -31,9 +31,11 @@ from typing import Any, Literal
 from core.files import fsync_path
 from core.locks import file_lock
 from monitoring.comparison import DriftReport
-from monitoring.estimation import PerformanceEstimate
+from monitoring.estimation import estimated_harm
 
 logger = logging.getLogger(__name__)
+
+__all__ = ["HarmSignals", "decide_retraining", "estimated_harm", "trigger_retraining"]
 
 Action = Literal["retrain", "skip"]
 Signal = Literal["estimated_performance", "realized_performance", "drift", "none"]
@@ -171,28 +173,6 @@ def _set_aside_torn_line(path: Path, descriptor: int, size: int) -> None:
     fsync_path(damaged)
     os.ftruncate(descriptor, cut)
     logger.warning("%s: torn last line (%d bytes) moved to %s", path, len(fragment), damaged)
-
-
-def estimated_harm(
-    estimate: PerformanceEstimate, reference_auc: float | None, *, margin: float
-) -> str | None:
-    """Why an estimate shows harm, or None.
-
-    Harm: the estimated ROC AUC is more than ``margin`` below the champion's reference (its
-    test ROC AUC at training) and the estimate's whole interval lies below the reference,
-    so label noise alone would rarely explain it. No figure (too few predictions) or no
-    reference is never harm.
-    """
-    auc = estimate.roc_auc
-    if estimate.status != "ok" or auc is None or reference_auc is None:
-        return None
-    if auc.estimate < reference_auc - margin and auc.high < reference_auc:
-        return (
-            f"estimated ROC AUC {auc.estimate:.4f} (interval {auc.low:.4f} - {auc.high:.4f}, "
-            f"{estimate.rows} predictions) is more than {margin:g} below the champion's "
-            f"{reference_auc:.4f}"
-        )
-    return None
 
 
 @dataclass(frozen=True)

@@ -85,3 +85,12 @@ def test_missing_probabilities_are_counted_and_bad_ones_refused() -> None:
     assert "2 prediction(s) without a probability" in (estimate.note or "")
     with pytest.raises(InputError, match="outside"):
         estimate_performance(np.array([0.5, 1.5]), min_rows=1)
+
+
+def test_average_ranks_match_scipy_with_ties() -> None:
+    from scipy.stats import rankdata
+
+    from monitoring.estimation import average_ranks
+
+    values = np.random.default_rng(5).integers(0, 20, size=500).astype(float) / 20
+    np.testing.assert_array_equal(average_ranks(values), rankdata(values))
