@@ -89,6 +89,8 @@ def generate_command(
     """Generate a seeded, deterministic raw events table (Parquet), and activity events."""
     from materialize import GenerateRequest, parse_shifts, run_generate
 
+    if publish and not events:
+        raise typer.BadParameter("--publish needs --events", param_hint="--publish")
     try:
         shifts = parse_shifts(shift or [])
     except ValueError as error:
@@ -118,8 +120,6 @@ def generate_command(
         typer.echo(f"shifted {described} {since}")
     if events:
         _generate_events(outcome, users, days, seed, events_per_hour, publish, rate)
-    elif publish:
-        raise typer.BadParameter("--publish needs --events", param_hint="--publish")
 
 
 def _generate_events(
