@@ -67,10 +67,30 @@ def generate_command(
         str | None,
         typer.Option(help="First shifted timestamp (date or ISO datetime). Default: all rows."),
     ] = None,
+    events: Annotated[
+        bool,
+        typer.Option(
+            "--events",
+            help="Also write the users' activity events (<data_dir>/raw/activity.parquet); "
+            "churners' activity fades in the two days before their label.",
+        ),
+    ] = False,
+    events_per_hour: Annotated[
+        float, typer.Option(min=0.0, help="Mean activity events per user and hour.")
+    ] = 0.3,
+    publish: Annotated[
+        bool,
+        typer.Option("--publish", help="XADD the activity events to the stream (with --events)."),
+    ] = False,
+    rate: Annotated[
+        float, typer.Option(min=0.0, help="Events per second when publishing (0: no limit).")
+    ] = 0.0,
 ) -> None:
-    """Generate a seeded, deterministic raw events table (Parquet)."""
+    """Generate a seeded, deterministic raw events table (Parquet), and activity events."""
     from materialize import GenerateRequest, parse_shifts, run_generate
 
+    if publish and not events:
+        raise typer.BadParameter("--publish needs --events", param_hint="--publish")
     try:
         shifts = parse_shifts(shift or [])
     except ValueError as error:
@@ -98,6 +118,45 @@ def generate_command(
         described = ", ".join(f"{name} {amount:+g} SD" for name, amount in shifts.items())
         since = f"from {start_of_shift}" if start_of_shift is not None else "on every row"
         typer.echo(f"shifted {described} {since}")
+    if events:
+        _generate_events(outcome, users, days, seed, events_per_hour, publish, rate)
+
+
+def _generate_events(
+    outcome: object,
+    users: int,
+    days: int,
+    seed: int,
+    per_hour: float,
+    publish: bool,
+    rate: float,
+) -> None:
+    from core.settings import DataSettings, FeastSettings
+    from materialize.stream.activity import EventsRequest, run_generate_events
+    from materialize.stream.settings import StreamSettings
+
+    stream = StreamSettings()
+    result = run_generate_events(
+        EventsRequest(
+            users=users,
+            days=days,
+            end=outcome.window_end,  # type: ignore[attr-defined]
+            seed=seed,
+            out=DataSettings().raw_dir / "activity.parquet",
+            rate_per_hour=per_hour,
+            publish=publish,
+            publish_rate=rate,
+            redis_url=FeastSettings().redis_url,
+            stream_key=stream.key,
+        )
+    )
+    typer.echo(f"wrote {result.events} activity events to {result.path}")
+    if result.published is not None:
+        seconds = max(result.published.seconds, 1e-9)
+        typer.echo(
+            f"published {result.published.events} events to {stream.key} in "
+            f"{seconds:.1f} s ({result.published.events / seconds:,.0f}/s)"
+        )
 
 
 def ingest_command(
@@ -258,10 +317,50 @@ def skew_check_command(
     typer.echo("OK: online and offline agree on every sampled value")
 
 
+def stream_command(
+    until_idle: Annotated[
+        bool,
+        typer.Option("--until-idle", help="Drain the stream, then exit (tests, back-fills)."),
+    ] = False,
+    max_seconds: Annotated[
+        float | None, typer.Option(min=0.0, help="Stop after this many seconds.")
+    ] = None,
+    consumer: Annotated[
+        str | None,
+        typer.Option(
+            help="Name in the consumer group (default $CHURN_STREAM_CONSUMER or host-pid)."
+        ),
+    ] = None,
+    profile: ProfileOption = None,
+) -> None:
+    """Consume activity events into the user_activity view, online and offline.
+
+    Reads $CHURN_STREAM_KEY (default churn:events) in consumer group $CHURN_STREAM_GROUP,
+    keeps per-user minute tiles, writes them online (Feast's Redis layout) and offline
+    (Parquet parts of the push source's batch source). Idempotent by event_id; malformed
+    events go to $CHURN_STREAM_DEAD_LETTER_KEY with a reason. SIGTERM stops it cleanly.
+
+    Exit 0: stopped or drained. Exit 2: the push source or profile does not fit.
+    """
+    settings = profile_settings(profile)
+    with exit_on_error():
+        from materialize.stream.settings import StreamSettings
+        from materialize.stream.worker import StreamRequest, run_stream
+
+        stream = StreamSettings(consumer=consumer) if consumer else StreamSettings()
+        outcome = run_stream(
+            StreamRequest(
+                feast=settings, stream=stream, until_idle=until_idle, max_seconds=max_seconds
+            )
+        )
+    typer.echo(outcome.summary())
+
+
 COMMANDS: dict[str, Callable[..., None]] = {
     "generate": generate_command,
     "ingest": ingest_command,
     "apply": apply_command,
     "materialize": materialize_command,
     "skew-check": skew_check_command,
+    "stream": stream_command,
 }

@@ -14,7 +14,8 @@ otherwise ``data/offline`` next to this repo. On a cluster ``$CHURN_SPARK_OFFLIN
 import os
 from pathlib import Path
 
-from feast import Field, FileSource, RequestSource
+from feast import Field, FileSource, PushSource, RequestSource
+from feast.data_format import ParquetFormat
 from feast.infra.offline_stores.contrib.spark_offline_store.spark_source import SparkSource
 from feast.types import UnixTimestamp
 
@@ -39,6 +40,37 @@ user_features_source = (
     )
     if _ON_SPARK
     else FileSource(path=str(_DATA_DIR / "offline" / "user_features.parquet"), **_USER_FEATURES)
+)
+
+_USER_ACTIVITY = {
+    "name": "user_activity_source",
+    "timestamp_field": "event_timestamp",
+    # No created column: a streamed state is available at its event time (rows of one
+    # user have strictly increasing timestamps, so no tie-breaker is needed).
+    "description": "Per-user activity tiles written by `churn stream` (one Parquet part "
+    "per flush) and by Feast's own push.",
+}
+
+user_activity_source = (
+    SparkSource(
+        path=f"{_SPARK_OFFLINE_DIR.rstrip('/')}/user_activity",
+        file_format="parquet",
+        **_USER_ACTIVITY,
+    )
+    if _ON_SPARK
+    else FileSource(
+        path=str(_DATA_DIR / "offline" / "user_activity"),
+        file_format=ParquetFormat(),
+        **_USER_ACTIVITY,
+    )
+)
+
+# The one entry point of streamed activity: `churn stream`, `store.push` and `/push` all
+# write the user_activity view through it.
+user_activity_push = PushSource(
+    name="user_activity_push",
+    batch_source=user_activity_source,
+    description="Per-minute activity tiles of users, pushed by the stream worker.",
 )
 
 # Offline the entity row's own event_timestamp fills this field; online the caller passes

@@ -4,8 +4,8 @@ from datetime import timedelta
 
 from entities import user
 from feast import FeatureView, Field
-from feast.types import Float64
-from sources import user_features_source
+from feast.types import Array, Float64, Int64
+from sources import user_activity_push, user_features_source
 
 user_features = FeatureView(
     name="user_features",
@@ -20,4 +20,27 @@ user_features = FeatureView(
     online=True,
     source=user_features_source,
     tags={"owner": "data-engineering"},
+)
+
+# The state of a user's activity: per-minute event counts (tiles) over the last 7 days
+# before the newest event. The windowed features are computed from it at the request time
+# (on_demand_views.activity_windows), so a quiet user's counts fall without a new write.
+user_activity = FeatureView(
+    name="user_activity",
+    entities=[user],
+    # No ttl: an old state still answers (its windows are empty), online and offline alike.
+    ttl=timedelta(0),
+    schema=[
+        Field(
+            name="tile_minutes",
+            dtype=Array(Int64),
+            description="Epoch minutes with at least one event, ascending (7 days kept).",
+        ),
+        Field(name="tile_counts", dtype=Array(Int64), description="Events in each minute."),
+    ],
+    # Not materialized by Feast (online=False means exactly that): `churn stream` writes
+    # it online as events arrive, and push sources write it too; reads work either way.
+    online=False,
+    source=user_activity_push,
+    tags={"owner": "data-engineering", "written_by": "churn stream"},
 )

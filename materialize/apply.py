@@ -30,6 +30,9 @@ class ApplyOutcome:
 def apply_feature_repo(settings: FeastSettings) -> str:
     """Run ``feast apply`` for the repo and profile; return Feast's output.
 
+    The part directories of push-fed views are created with an empty part, so that
+    materialization and point-in-time joins read them before anything was streamed.
+
     Raises:
         ConfigurationError: The profile cannot be used as configured.
         UnavailableError: feast apply failed (its output is in the message).
@@ -38,6 +41,9 @@ def apply_feature_repo(settings: FeastSettings) -> str:
         completed = run_feast_cli(settings, "apply")
     except subprocess.CalledProcessError as error:
         raise UnavailableError(f"feast apply failed:\n{error.stdout}{error.stderr}") from error
+    from materialize.stream.worker import prepare_push_directories
+
+    prepare_push_directories(settings)
     return completed.stdout
 
 

@@ -28,6 +28,7 @@ _SAMPLE_VALUES: dict[str, tuple[Any, str]] = {
     "INT32": (42, "int32"),
     "BOOL": (True, "bool"),
     "STRING": ("churn", "string"),
+    "INT64_LIST": ([3, -1, 7], "list<int64>"),  # the activity tiles of churn stream
 }
 _SAMPLE_KEYS: dict[str, tuple[list[Any], str]] = {
     "INT64": ([1_234_567_890_123, 7], "int64"),
@@ -94,7 +95,8 @@ def sample_table(view: Any, *, event_column: str, created_column: str) -> tuple[
         if kind not in _SAMPLE_VALUES:
             skipped.append(feature.name)
             continue
-        value, arrow_type = _SAMPLE_VALUES[kind]
+        value, arrow_name = _SAMPLE_VALUES[kind]
+        arrow_type = pa.list_(pa.int64()) if arrow_name == "list<int64>" else arrow_name
         columns[feature.name] = pa.array([value, None], type=arrow_type)
     times = pa.array(_SAMPLE_TIMES, type=pa.timestamp("us", tz="UTC"))
     columns[event_column] = times

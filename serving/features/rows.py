@@ -189,4 +189,6 @@ def decode_value(raw: bytes) -> Any:
     kind = value.WhichOneof("val")
     if kind is None or kind == "null_val":
         return None
+    if kind.endswith("_list_val"):  # Int64List and kin: the plain list of values
+        return list(getattr(value, kind).val)
     return getattr(value, kind)

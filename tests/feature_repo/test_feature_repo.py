@@ -19,8 +19,8 @@ SATURDAY = datetime(2026, 10, 10, 15, tzinfo=UTC)
 TUESDAY = datetime(2026, 10, 13, 15, tzinfo=UTC)
 
 
-def _service_features(store: FeatureStore) -> list[str]:
-    service = store.get_feature_service("churn_v1")
+def _service_features(store: FeatureStore, name: str = "churn_v1") -> list[str]:
+    service = store.get_feature_service(name)
     return [
         feature.name
         for projection in service.feature_view_projections
@@ -64,7 +64,15 @@ def test_feast_apply_registers_churn_v1_in_every_profile(
         assert {view.name for view in store.list_on_demand_feature_views()} == {
             "user_feature_transforms",
             "request_time_features",
+            "activity_windows",
         }
+        assert _service_features(store, "churn_v2") == [
+            *CHURN_V1_FEATURES,
+            "events_1h",
+            "events_24h",
+            "events_7d",
+            "minutes_since_last_event",
+        ]
 
 
 def test_point_in_time_join_uses_only_past_values_within_ttl(applied_repo: TestRepo) -> None:
