@@ -76,6 +76,8 @@ def _add_alert_signals(report: DriftReport, registry: CollectorRegistry) -> None
     """The domain classifier's and the data-quality checks' gauges."""
     from prometheus_client import Gauge
 
+    from monitoring.severity import SEVERITY_RANK
+
     auroc = Gauge(
         "churn_drift_multivariate_auroc",
         "Domain classifier's cross-validated AUROC, reference vs current rows (0.5: "
