@@ -110,7 +110,7 @@ def drift_command(
     sys.stdout.flush()
     if outcome.retrain_failed:
         raise typer.Exit(ExitCode.FAILURE)
-    raise typer.Exit(ExitCode.FINDING if outcome.major or outcome.harmful else ExitCode.OK)
+    raise typer.Exit(ExitCode.FINDING if outcome.alerting or outcome.harmful else ExitCode.OK)
 
 
 def _print_performance(outcome: DriftOutcome) -> None:

@@ -38,7 +38,7 @@ from monitoring.metrics import build_registry, publish_metrics
 from monitoring.multivariate import detect_domain_shift, not_run
 from monitoring.performance import WindowPerformance, window_performance
 from monitoring.report import write_reports
-from monitoring.retrain import RetrainDecision, trigger_retraining
+from monitoring.retrain import RetrainDecision, drift_alerts, trigger_retraining
 from monitoring.settings import MonitoringSettings
 from monitoring.snapshots import (
     SCORE_COLUMN,
@@ -113,6 +113,11 @@ class DriftOutcome:
     def major(self) -> bool:
         """Whether some feature drifted majorly."""
         return self.report.severity == "major"
+
+    @property
+    def alerting(self) -> bool:
+        """Whether any finding is major: univariate, multivariate or data quality."""
+        return bool(drift_alerts(self.report))
 
     @property
     def harmful(self) -> bool:

@@ -205,6 +205,22 @@ def realized_harm(
     return None
 
 
+def drift_alerts(report: DriftReport) -> list[str]:
+    """The report's major findings, each an alert: univariate drift, the domain classifier
+    (multivariate drift) and the data-quality checks."""
+    alerts = []
+    if major := report.names_with("major"):
+        alerts.append(f"major drift in {', '.join(major)}")
+    verdict = report.multivariate
+    if verdict is not None and verdict.severity == "major":
+        named = f" (most: {', '.join(verdict.top_features)})" if verdict.top_features else ""
+        auroc = f", AUROC {verdict.auroc:.3f}" if verdict.auroc is not None else ""
+        alerts.append(f"major multivariate drift{auroc}{named}")
+    if broken := report.quality.names_with("major"):
+        alerts.append(f"major data-quality findings in {', '.join(broken)}")
+    return alerts
+
+
 def decide_retraining(
     report: DriftReport,
     *,
@@ -217,15 +233,14 @@ def decide_retraining(
     """Whether to retrain now, why, which signal decided, and the alert-only findings
     (pure: no I/O)."""
     harm = harm or HarmSignals()
-    major = report.names_with("major")
-    alerts = [f"major drift in {', '.join(major)}"] if major else []
+    alerts = drift_alerts(report)
     signal: Signal = "none"
     reasons: list[str] = []
     if harm.estimated:
         signal, reasons = "estimated_performance", [harm.estimated]
     elif harm.realized:
         signal, reasons = "realized_performance", [harm.realized]
-    elif major and retrain_on_drift:
+    elif alerts and retrain_on_drift:
         signal, reasons = "drift", [*alerts]
     if signal == "none":
         if alerts:

@@ -306,3 +306,32 @@ def test_harm_retrains_drift_alone_only_alerts_and_the_log_names_the_signal(
         "estimated_performance",
         "realized_performance",
     ]
+
+
+def test_multivariate_drift_alone_is_an_alert_and_retrains_only_when_configured(
+    log_path: Path,
+) -> None:
+    from dataclasses import replace
+
+    from monitoring.multivariate import MultivariateDrift
+
+    verdict = MultivariateDrift(status="ok", severity="major", auroc=0.91, top_features=("x", "y"))
+    # No univariate test is major: the domain classifier's finding is the only one.
+    report = replace(_report(0.0), multivariate=verdict)
+    assert report.severity != "major"
+    trainer = _Trainer(_Result(registered=True))
+    alert = trigger_retraining(
+        report, train=trainer, decisions_path=log_path, cooldown=COOLDOWN, now=NOW
+    )
+    assert (alert.action, alert.signal, trainer.calls) == ("skip", "none", 0)
+    assert alert.alerts == ["major multivariate drift, AUROC 0.910 (most: x, y)"]
+    configured = trigger_retraining(
+        report,
+        train=trainer,
+        decisions_path=log_path,
+        cooldown=COOLDOWN,
+        now=NOW,
+        retrain_on_drift=True,
+    )
+    assert (configured.action, configured.signal, trainer.calls) == ("retrain", "drift", 1)
+    assert [item["signal"] for item in read_decisions(log_path)] == ["none", "drift"]
