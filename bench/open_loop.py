@@ -37,6 +37,7 @@ class OpenLoopRun:
     rate: float
     outcomes: list[Outcome] = field(default_factory=list)
     behind_s: float = 0.0  # most the generator's sends lagged their due time
+    shed: int = 0  # due while max_in_flight were unanswered: counted failed, not sent
 
 
 class _Pool:
@@ -52,12 +53,17 @@ class _Pool:
         async with self._freed:
             while not self.idle and self.opened >= self.limit:
                 await self._freed.wait()
-            if self.idle:
-                return self.idle.pop()
+            while self.idle:
+                connection = self.idle.pop()
+                if not connection[0].at_eof():
+                    return connection
+                # Closed by the server while idle (its keep-alive timeout): not a failure.
+                connection[1].close()
+                self.opened -= 1
             self.opened += 1
         try:
             return await asyncio.open_connection(self.host, self.port)
-        except OSError:
+        except BaseException:  # refused, or the request's timeout while connecting
             await self.discard(None)
             raise
 
@@ -88,12 +94,17 @@ async def run_open_loop(
     duration_s: float,
     max_connections: int = 256,
     timeout_s: float = 10.0,
+    max_in_flight: int = 4096,
 ) -> OpenLoopRun:
-    """POST ``body_of(i)`` to ``path`` at ``rate`` requests/s for ``duration_s`` seconds."""
+    """POST ``body_of(i)`` to ``path`` at ``rate`` requests/s for ``duration_s`` seconds.
+
+    A request due while ``max_in_flight`` others are unanswered is not sent: it counts as
+    failed (status 0) with the timeout as its latency, so a stalled server cannot make the
+    generator pile up unbounded work (and its own stall hide in the figures).
+    """
     pool = _Pool(host, port, max_connections)
     run = OpenLoopRun(rate)
     head = f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-    tasks: list[asyncio.Task[None]] = []
     loop = asyncio.get_running_loop()
     start = loop.time()
 
@@ -138,6 +149,7 @@ async def run_open_loop(
 
     total = int(rate * duration_s)
     run.outcomes = [Outcome(0.0, 0, 0.0)] * total
+    in_flight: set[asyncio.Task[None]] = set()
     for index in range(total):
         due = start + index / rate
         delay = due - loop.time()
@@ -145,9 +157,15 @@ async def run_open_loop(
             await asyncio.sleep(delay)
         else:
             run.behind_s = max(run.behind_s, -delay)
-        tasks.append(asyncio.create_task(send(index, due)))
-        if len(tasks) >= 4096:  # let finished tasks go
-            tasks = [task for task in tasks if not task.done()]
+            await asyncio.sleep(0)  # behind: still let the requests and the events run
+        if len(in_flight) >= max_in_flight:
+            run.outcomes[index] = Outcome(due - start, 0, timeout_s)
+            run.shed += 1
+            continue
+        task = asyncio.create_task(send(index, due))
+        in_flight.add(task)
+        task.add_done_callback(in_flight.discard)
+    tasks = list(in_flight)
     await asyncio.gather(*tasks)
     for connection in pool.idle:
         connection[1].close()

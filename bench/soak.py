@@ -180,7 +180,10 @@ def report(
     outside_p99 = percentile(outside, 0.99) * 1000
     counts = dict(sorted(statuses.items()))
     print(f"\n  {len(run.outcomes):,} requests at {run.rate:,.0f}/s; statuses {counts}")
-    print(f"  generator lag at most {run.behind_s * 1000:.1f} ms")
+    print(
+        f"  generator lag at most {run.behind_s * 1000:.1f} ms; {run.shed} requests not sent "
+        "(too many unanswered: counted as failed)"
+    )
     for note in timeline.notes:
         print(f"  {note}")
     print(f"\n  {'phase':<14} {'window s':>14} {'requests':>9} {'p50 ms':>8} {'p99 ms':>8}")
