@@ -8,7 +8,11 @@ from pathlib import Path
 
 from core.errors import UnavailableError
 from core.feast_store import run_feast_cli
-from core.settings import FeastSettings
+from core.settings import DataSettings, FeastSettings
+
+# The streamed view's batch source: a folder of parts under the offline tables
+# (feature_repo/sources.py, user_activity_source).
+STREAMED_TABLE = "user_activity"
 
 
 @dataclass(frozen=True)
@@ -37,12 +41,15 @@ def apply_feature_repo(settings: FeastSettings) -> str:
         ConfigurationError: The profile cannot be used as configured.
         UnavailableError: feast apply failed (its output is in the message).
     """
+    from materialize.stream.worker import ensure_offline_dir, prepare_push_directories
+
+    # Before apply too: Spark's offline store reads a source's path when Feast applies it,
+    # and the streamed view's directory exists only once something wrote it.
+    ensure_offline_dir(DataSettings().data_dir / "offline" / STREAMED_TABLE)
     try:
         completed = run_feast_cli(settings, "apply")
     except subprocess.CalledProcessError as error:
         raise UnavailableError(f"feast apply failed:\n{error.stdout}{error.stderr}") from error
-    from materialize.stream.worker import prepare_push_directories
-
     prepare_push_directories(settings)
     return completed.stdout
 
