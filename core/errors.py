@@ -31,6 +31,10 @@ class InputError(ChurnError, ValueError):
     """What the user gave is unusable: arguments, input files, profile or registry state."""
 
 
+class MalformedEvent(InputError):
+    """A streamed activity event that cannot be read (it goes to the dead-letter stream)."""
+
+
 class NotFoundError(InputError):
     """What was asked for does not exist: a model, a version, an alias, a user."""
 

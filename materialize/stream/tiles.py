@@ -18,6 +18,8 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from core.errors import MalformedEvent
+
 MINUTE_MICROS = 60_000_000
 WEEK_MINUTES = 7 * 24 * 60
 WINDOWS = {"events_1h": 60, "events_24h": 1440, "events_7d": WEEK_MINUTES}
@@ -36,10 +38,6 @@ class Event:
     user_id: int
     event_type: str
     micros: int
-
-
-class MalformedEvent(ValueError):
-    """An entry of the stream that is not an event; the message is the dead-letter reason."""
 
 
 def _text(fields: Mapping[Any, Any], name: str) -> str:
