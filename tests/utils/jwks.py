@@ -78,12 +78,12 @@ class JwksServer:
         self.keys = list(keys)
         self.fetches = 0
         self.available = True
-        self._lock = threading.Lock()
+        self._guard = threading.Lock()
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
-                with owner._lock:
+                with owner._guard:
                     owner.fetches += 1
                     body = json.dumps({"keys": [key.public_jwk() for key in owner.keys]})
                     available = owner.available
@@ -110,12 +110,12 @@ class JwksServer:
 
     def set_keys(self, keys: Sequence[SigningKey]) -> None:
         """Publish these keys from now on (a rotation)."""
-        with self._lock:
+        with self._guard:
             self.keys = list(keys)
 
     def set_available(self, available: bool) -> None:
         """Answer 503 to every fetch (False) or the keys again (True)."""
-        with self._lock:
+        with self._guard:
             self.available = available
 
     def start(self) -> None:
