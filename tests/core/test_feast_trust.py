@@ -31,7 +31,7 @@ def test_the_applied_repo_passes_and_an_injected_statement_is_refused_unexecuted
     applied: TestRepo, tmp_path: Path
 ) -> None:
     store = open_feature_store(applied.feast)
-    assert check_on_demand_sources(store, applied.feast.repo_path) == 2
+    assert check_on_demand_sources(store, applied.feast.repo_path) == 3
 
     marker = tmp_path / "ran"
     tamper_registry(applied, "user_feature_transforms", f"\nopen({str(marker)!r}, 'w')\n")

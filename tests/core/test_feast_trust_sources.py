@@ -25,4 +25,8 @@ def test_the_repo_functions_are_found_without_importing_them() -> None:
     from core.settings import PROJECT_ROOT
 
     names = repo_on_demand_sources(PROJECT_ROOT / "feature_repo")
-    assert sorted(names) == ["request_time_features", "user_feature_transforms"]
+    assert sorted(names) == [
+        "activity_windows",
+        "request_time_features",
+        "user_feature_transforms",
+    ]

@@ -125,7 +125,7 @@ def test_bad_labels_are_rejected_with_the_reason(churn_repo: ChurnRepo, tmp_path
         build_training_set(store, feature_service="churn_v1", labels_path=no_label)
     with pytest.raises(InputError, match="must be 0/1; found 2"):
         build_training_set(store, feature_service="churn_v1", labels_path=not_binary)
-    with pytest.raises(InputError, match=r"'nope' not found .*\(known: churn_v1\)"):
+    with pytest.raises(InputError, match=r"'nope' not found .*\(known: churn_v1, churn_v2\)"):
         build_training_set(store, feature_service="nope", labels_path=not_binary)
 
 

@@ -156,7 +156,9 @@ def scheduled(
     )
     settings = workflow_settings()
     assert platform.run(build_materialize_job(settings)).success
-    nightly = platform.run(build_nightly_job(settings))
+    # Sixty users give too few predictions for an estimate of harm: this operator retrains
+    # on major drift (the setting's default only alerts on it).
+    nightly = platform.run(build_nightly_job(settings), CHURN_MONITORING_RETRAIN_ON_DRIFT="true")
     # Labels of the shifted week have landed; the last day's predictions are evaluated. Run
     # here, not in a test, so every test sees all four jobs' outputs whatever the test order.
     recent = shifted.loc[shifted["event_timestamp"] >= days_ago(2)]
@@ -166,7 +168,9 @@ def scheduled(
     in_window = (
         log["event_timestamp"] > log["event_timestamp"].max() - timedelta(days=1)
     ).to_numpy()
-    daily = platform.run(build_evaluate_job(settings))
+    # The day's window is below the default minimum for a figure: lowered to its size.
+    minimum = str(max(2, int(in_window.sum())))
+    daily = platform.run(build_evaluate_job(settings), CHURN_MONITORING_MIN_WINDOW_ROWS=minimum)
     yield Scheduled(
         platform=platform,
         shifted=shifted,
@@ -271,6 +275,7 @@ def test_every_metric_the_rules_and_dashboard_query_is_exported(
         "champion_churn-predictor.prom",
         "drift.prom",
         "evaluate.prom",
+        "evaluate_estimate.prom",
         "materialize_user_features.prom",
         "skew_churn_v1.prom",
         "training.prom",
