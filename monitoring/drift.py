@@ -188,7 +188,11 @@ def run_drift(request: DriftRequest) -> DriftOutcome:
     outcome = DriftOutcome(report, json_path, html_path, metrics_target, performance=performance)
     if request.retrain:
         outcome.decision = _retrain(outcome, request, lineage)
-    record_drift_outcome(build_registry(report), outcome=outcome.status)
+    # The stage's textfile carries the run's estimate too, as the report's own does.
+    registry = build_registry(report)
+    if performance is not None:
+        performance.add_gauges(registry)
+    record_drift_outcome(registry, outcome=outcome.status)
     return outcome
 
 

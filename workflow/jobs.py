@@ -209,7 +209,12 @@ def build_nightly_job(settings: WorkflowSettings) -> JobDefinition:
 
 
 def build_evaluate_job(settings: WorkflowSettings) -> JobDefinition:
-    """Daily: served predictions against the labels that have landed."""
+    """Daily: the window's performance estimated from its probabilities, and the served
+    predictions against the labels that have landed."""
+
+    @op(out=Out(str, is_required=False), description="churn estimate")
+    def estimate(context: OpExecutionContext, churn: ChurnCommands) -> Iterator[Output[str]]:
+        yield from run_stage(context, churn, ["estimate", "--window", settings.evaluate_window])
 
     @op(out=Out(str, is_required=False), description="churn evaluate")
     def evaluate(context: OpExecutionContext, churn: ChurnCommands) -> Iterator[Output[str]]:
@@ -224,6 +229,7 @@ def build_evaluate_job(settings: WorkflowSettings) -> JobDefinition:
         tags={"churn/job": "daily_evaluate"},
     )
     def daily_evaluate() -> None:
+        estimate()
         evaluate()
 
     return daily_evaluate

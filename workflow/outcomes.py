@@ -33,6 +33,8 @@ EXIT_OUTCOMES: dict[tuple[str, int], str] = {
     ("skew-check", ExitCode.FAILURE): "skew_mismatch",  # skew-check exits 1 on any mismatch
     ("evaluate", ExitCode.FINDING): "auc_below_gate",  # evaluate exits 4 below --min-auc
     ("evaluate", ExitCode.BAD_INPUT): "nothing_to_evaluate",  # no labelled prediction yet
+    ("estimate", ExitCode.FINDING): "estimated_harm",  # estimate exits 4 on estimated harm
+    ("estimate", ExitCode.BAD_INPUT): "nothing_to_estimate",  # no prediction in the window
 }
 
 OUTCOME_STATES: dict[str, State] = {
@@ -42,6 +44,8 @@ OUTCOME_STATES: dict[str, State] = {
     "auc_below_gate": "warning",
     "stale_data": "skipped",
     "nothing_to_evaluate": "skipped",
+    "estimated_harm": "warning",
+    "nothing_to_estimate": "skipped",
     "skew_mismatch": "failed",
     "bad_input": "failed",
     "failure": "failed",

@@ -156,8 +156,9 @@ def scheduled(
     )
     settings = workflow_settings()
     assert platform.run(build_materialize_job(settings)).success
-    # Sixty users give too few predictions for an estimate of harm: this operator retrains
-    # on major drift (the setting's default only alerts on it).
+    # Sixty users give a small window: the minimum for an estimate is lowered to 50 rows,
+    # and this operator also retrains on major drift (the default only alerts on it).
+    platform.env["CHURN_MONITORING_MIN_WINDOW_ROWS"] = "50"
     nightly = platform.run(build_nightly_job(settings), CHURN_MONITORING_RETRAIN_ON_DRIFT="true")
     # Labels of the shifted week have landed; the last day's predictions are evaluated. Run
     # here, not in a test, so every test sees all four jobs' outputs whatever the test order.
@@ -169,8 +170,8 @@ def scheduled(
         log["event_timestamp"] > log["event_timestamp"].max() - timedelta(days=1)
     ).to_numpy()
     # The day's window is below the default minimum for a figure: lowered to its size.
-    minimum = str(max(2, int(in_window.sum())))
-    daily = platform.run(build_evaluate_job(settings), CHURN_MONITORING_MIN_WINDOW_ROWS=minimum)
+    platform.env["CHURN_MONITORING_MIN_WINDOW_ROWS"] = str(max(2, int(in_window.sum())))
+    daily = platform.run(build_evaluate_job(settings))
     yield Scheduled(
         platform=platform,
         shifted=shifted,
@@ -274,6 +275,7 @@ def test_every_metric_the_rules_and_dashboard_query_is_exported(
     assert [path.name for path in textfiles] == [
         "champion_churn-predictor.prom",
         "drift.prom",
+        "estimate.prom",
         "evaluate.prom",
         "evaluate_estimate.prom",
         "materialize_user_features.prom",
