@@ -586,11 +586,10 @@ def _refreeze_heap() -> float:
     After start-up about half a million long-lived objects made each full collection pause
     up to 13 ms under load; frozen, pauses stay under 1 ms, but frozen objects are never
     examined, so a replaced model's cycles (on-demand functions) stayed for ever. One full
-    collection frees them first; its pause (ms, returned) is per swap.
-    """
+    collection frees them first (its pause, ms, is returned); it finalizes any garbage, and
+    an unclosed socket's warning is not the swap's to raise."""
     started = time.perf_counter()
     gc.unfreeze()
-    # It finalizes any garbage: an unclosed socket's warning is not the swap's to raise.
     with warnings.catch_warnings(action="ignore", category=ResourceWarning):
         gc.collect()
     gc.freeze()
