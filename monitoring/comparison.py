@@ -21,19 +21,22 @@ from monitoring.columns import compare_column, compare_sample_column, is_numeric
 from monitoring.multivariate import MultivariateDrift, not_run
 from monitoring.quality import QualityReport, assess_quality
 from monitoring.settings import MonitoringSettings
-from monitoring.severity import assign_severity, worst_severity
+from monitoring.severity import GradedFeatures, assign_severity
 from monitoring.statistics import (
     KS_GRID,
     FeatureDrift,
     Role,
-    Severity,
     adjust_p_values,
 )
 
 
 @dataclass(frozen=True)
-class DriftReport:
-    """Every compared column, the score's drift and what was left out, with why."""
+class DriftReport(GradedFeatures):
+    """Every compared column, the score's drift and what was left out, with why.
+
+    Its severity is the worst of the univariate feature tests: the score is reported, not
+    counted; the multivariate and quality findings are alert signals of their own.
+    """
 
     features: tuple[FeatureDrift, ...]
     settings: MonitoringSettings
@@ -49,16 +52,6 @@ class DriftReport:
     def quality(self) -> QualityReport:
         """The data-quality checks of the current window against the reference."""
         return assess_quality(self.features, self.settings)
-
-    @property
-    def severity(self) -> Severity:
-        """The worst severity over the univariate feature tests (the score is reported, not
-        counted; the multivariate and quality findings are alert signals of their own)."""
-        return worst_severity(item.severity for item in self.features)
-
-    def names_with(self, severity: Severity) -> list[str]:
-        """Features with exactly this severity."""
-        return [item.feature for item in self.features if item.severity == severity]
 
     def summary(self) -> dict[str, Any]:
         """Counts, flagged features, thresholds and sources."""

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from monitoring.settings import MonitoringSettings
-from monitoring.severity import worst_severity
+from monitoring.severity import GradedFeatures, worst_severity
 from monitoring.statistics import Coverage, FeatureDrift, Severity
 
 Check = Literal["nulls", "out_of_range", "unseen_categories"]
@@ -82,20 +82,11 @@ class FeatureQuality:
 
 
 @dataclass(frozen=True)
-class QualityReport:
+class QualityReport(GradedFeatures):
     """The quality checks of every feature, and the thresholds they were judged by."""
 
     features: tuple[FeatureQuality, ...]
     settings: MonitoringSettings
-
-    @property
-    def severity(self) -> Severity:
-        """The worst severity over the features."""
-        return worst_severity(item.severity for item in self.features)
-
-    def names_with(self, severity: Severity) -> list[str]:
-        """Features with exactly this quality severity."""
-        return [item.feature for item in self.features if item.severity == severity]
 
     def summary(self) -> dict[str, Any]:
         """``summary.quality`` of drift.json: severity, flagged features, their reasons."""

@@ -7,8 +7,9 @@ reports and whether it triggers a retraining.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import replace
+from typing import Protocol
 
 from monitoring.settings import MonitoringSettings
 from monitoring.statistics import FeatureDrift, Severity
@@ -20,6 +21,29 @@ SEVERITY_RANK: dict[str, int] = {name: rank for rank, name in enumerate(SEVERITI
 def worst_severity(severities: Iterable[str]) -> Severity:
     """The worst of some severities (``none`` when there are none)."""
     return SEVERITIES[max((SEVERITY_RANK[item] for item in severities), default=0)]
+
+
+class _Graded(Protocol):
+    @property
+    def feature(self) -> str: ...
+
+    @property
+    def severity(self) -> Severity: ...
+
+
+class GradedFeatures:
+    """A report's per-feature findings, each with a severity: the worst, and who has which."""
+
+    features: Sequence[_Graded]
+
+    @property
+    def severity(self) -> Severity:
+        """The worst severity over the features."""
+        return worst_severity(item.severity for item in self.features)
+
+    def names_with(self, severity: Severity) -> list[str]:
+        """Features with exactly this severity."""
+        return [item.feature for item in self.features if item.severity == severity]
 
 
 def assign_severity(result: FeatureDrift, settings: MonitoringSettings) -> FeatureDrift:
