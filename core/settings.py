@@ -76,6 +76,22 @@ class DataSettings(BaseSettings):
         return self.data_dir / "quarantine"
 
 
+class BatchSettings(BaseSettings):
+    """How the batch commands share a machine with the services (prefix ``CHURN_BATCH_``)."""
+
+    model_config = SettingsConfigDict(env_prefix="CHURN_BATCH_", extra="ignore")
+
+    niceness: int = Field(
+        default=10,
+        ge=0,
+        le=19,
+        description="CPU niceness every command but `churn serve` and `churn stream` adds to "
+        "itself when it starts (`churn train`, `churn materialize`, `churn score`, "
+        "`churn drift`...), so a service on the same cores keeps its latency while a batch "
+        "job runs (0: leave the priority as inherited).",
+    )
+
+
 class ModelSettings(BaseSettings):
     """The registered model every stage trains, serves, scores, watches (``CHURN_MODEL_``).
 

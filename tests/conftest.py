@@ -120,6 +120,14 @@ def _run_folder(tmp_path_factory: pytest.TempPathFactory) -> None:
     set_run_folder(run_folder_of(tmp_path_factory))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _batch_commands_at_full_priority() -> None:
+    """The suite's ``churn`` subprocesses keep the test's priority: two xdist workers share
+    the cores, and a niced command behind the other worker's CPU-bound test would only wait
+    longer (tests/cli/test_batch_priority.py checks the shipped default itself)."""
+    os.environ["CHURN_BATCH_NICENESS"] = "0"
+
+
 @pytest.fixture(autouse=True)
 def _isolated_environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[None]:
     """Keep every test away from the developer's data, MLflow store and home.
