@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import uuid
 from collections import defaultdict
@@ -180,52 +181,62 @@ class PredictionLog:
 
 
 def _write_chunks(root: Path, chunks: list[LogChunk]) -> list[Path]:
-    """Write chunks grouped by (UTC date, model features): one file per group."""
-    groups: dict[tuple[str, tuple[str, ...]], list[tuple[LogChunk, np.ndarray]]] = defaultdict(list)
-    for chunk in chunks:
-        days = chunk.timestamps.astype("datetime64[D]")
-        for day in np.unique(days):
-            groups[(str(day), chunk.features)].append((chunk, days == day))
+    """Write chunks grouped by (UTC date, model features): one file per group.
 
+    Each group's arrays are joined once and split by day once: at a few thousand
+    predictions/s a flush holds thousands of one-request chunks, and per-chunk numpy calls
+    held the GIL (and every request waiting on the event loop) for tens of milliseconds.
+    """
+    by_features: dict[tuple[str, ...], list[LogChunk]] = defaultdict(list)
+    for chunk in chunks:
+        by_features[chunk.features].append(chunk)
     written: list[Path] = []
-    for (day, features), parts in groups.items():
-        columns: dict[str, Any] = {
-            "request_id": pa.array(
-                [
-                    request_id
-                    for chunk, mask in parts
-                    for request_id, keep in zip(chunk.request_ids, mask, strict=True)
-                    if keep
-                ],
-                pa.string(),
-            ),
-            "user_id": pa.array(np.concatenate([c.user_ids[m] for c, m in parts]), pa.int64()),
-            "event_timestamp": pa.array(
-                np.concatenate([c.timestamps[m] for c, m in parts]).astype("datetime64[ns]"),
-                pa.timestamp("ns", tz="UTC"),
-            ),
-            "model_name": pa.array(
-                [c.model_name for c, m in parts for _ in range(int(m.sum()))], pa.string()
-            ),
-            "model_version": pa.array(
-                [c.model_version for c, m in parts for _ in range(int(m.sum()))], pa.string()
-            ),
-            "churn_probability": pa.array(
-                np.concatenate([c.probabilities[m] for c, m in parts]), pa.float64()
-            ),
-            "churn_predicted": pa.array(
-                np.concatenate([c.predicted[m] for c, m in parts]), pa.bool_()
-            ),
-        }
-        matrix = np.concatenate([c.matrix[m] for c, m in parts])
-        for index, name in enumerate(features):
-            columns[name] = pa.array(matrix[:, index], pa.float64())
-        folder = partition_dir(root, day)
-        folder.mkdir(parents=True, exist_ok=True)
-        name = uuid.uuid4().hex
-        temporary = folder / f".part-{name}.parquet.tmp"
-        final = folder / f"part-{name}.parquet"
-        pq.write_table(pa.table(columns, schema=prediction_log_schema(features)), temporary)
-        replace_durably(temporary, final)  # fsynced: a crash leaves no empty part
-        written.append(final)
+    for features, group in by_features.items():
+        columns, days = _joined_columns(features, group)
+        for day in np.unique(days):
+            keep = days == day
+            table = pa.table(
+                {name: values.filter(pa.array(keep)) for name, values in columns.items()},
+                schema=prediction_log_schema(features),
+            )
+            written.append(_write_part(partition_dir(root, str(day)), table))
     return written
+
+
+def _joined_columns(
+    features: tuple[str, ...], chunks: list[LogChunk]
+) -> tuple[dict[str, pa.Array], np.ndarray]:
+    """The log's columns over ``chunks`` (in order), and each row's UTC day."""
+    sizes = [len(chunk) for chunk in chunks]
+    timestamps = np.concatenate([chunk.timestamps for chunk in chunks])
+    columns: dict[str, pa.Array] = {
+        "request_id": pa.array(
+            list(itertools.chain.from_iterable(chunk.request_ids for chunk in chunks)),
+            pa.string(),
+        ),
+        "user_id": pa.array(np.concatenate([c.user_ids for c in chunks]), pa.int64()),
+        "event_timestamp": pa.array(
+            timestamps.astype("datetime64[ns]"), pa.timestamp("ns", tz="UTC")
+        ),
+        "model_name": pa.array(np.repeat([c.model_name for c in chunks], sizes), pa.string()),
+        "model_version": pa.array(np.repeat([c.model_version for c in chunks], sizes), pa.string()),
+        "churn_probability": pa.array(
+            np.concatenate([c.probabilities for c in chunks]), pa.float64()
+        ),
+        "churn_predicted": pa.array(np.concatenate([c.predicted for c in chunks]), pa.bool_()),
+    }
+    matrix = np.concatenate([chunk.matrix for chunk in chunks])
+    for index, name in enumerate(features):
+        columns[name] = pa.array(matrix[:, index], pa.float64())
+    return columns, timestamps.astype("datetime64[D]")
+
+
+def _write_part(folder: Path, table: pa.Table) -> Path:
+    """One part file, written under a dot-name and renamed durably."""
+    folder.mkdir(parents=True, exist_ok=True)
+    name = uuid.uuid4().hex
+    temporary = folder / f".part-{name}.parquet.tmp"
+    final = folder / f"part-{name}.parquet"
+    pq.write_table(table, temporary)
+    replace_durably(temporary, final)  # fsynced: a crash leaves no empty part
+    return final

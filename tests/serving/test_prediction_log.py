@@ -143,3 +143,37 @@ def _unwritable_log_root(tmp_path: Path) -> tuple[Path, Path]:
     blocker = tmp_path / "blocked"
     blocker.write_text("a file where the log folder should be")
     return blocker, blocker / "predictions"
+
+
+def test_a_flush_of_many_chunks_splits_by_day_and_feature_set(tmp_path: Path) -> None:
+    from serving.prediction_log import LogChunk, _write_chunks
+
+    def chunk(request: str, user: int, at: str, version: str, features: tuple[str, ...]):
+        return LogChunk(
+            request_ids=[request],
+            user_ids=np.array([user], dtype=np.int64),
+            timestamps=np.array([at], dtype="datetime64[ns]"),
+            model_name="churn",
+            model_version=version,
+            probabilities=np.array([user / 10]),
+            predicted=np.array([user > 5]),
+            features=features,
+            matrix=np.array([[float(user)] * len(features)]),
+        )
+
+    v1, v2 = ("feature_1", "feature_2"), ("feature_1", "feature_2", "events_1h")
+    chunks = [
+        chunk("a", 1, "2026-05-01T23:59:59", "1", v1),
+        chunk("b", 2, "2026-05-02T00:00:01", "1", v1),
+        chunk("c", 3, "2026-05-01T12:00:00", "2", v2),
+        chunk("d", 7, "2026-05-01T13:00:00", "1", v1),
+    ]
+    written = _write_chunks(tmp_path, chunks)
+
+    parts = {(path.parent.name, tuple(pd.read_parquet(path).columns[7:])) for path in written}
+    assert parts == {("date=2026-05-01", v1), ("date=2026-05-02", v1), ("date=2026-05-01", v2)}
+    rows = pd.concat([pd.read_parquet(path) for path in written]).set_index("request_id")
+    assert sorted(rows.index) == ["a", "b", "c", "d"]
+    assert rows.loc["c", "model_version"] == "2" and rows.loc["c", "events_1h"] == 3.0
+    assert rows.loc["d", "user_id"] == 7 and bool(rows.loc["d", "churn_predicted"])
+    assert rows.loc["a", "churn_probability"] == 0.1 and rows.loc["b", "feature_2"] == 2.0
