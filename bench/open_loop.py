@@ -7,15 +7,27 @@ have gone out meanwhile, instead of silently lowering the rate as a closed-loop 
 (wrk, hey) does. Connections are kept alive and opened on demand (up to a cap) when every
 open one is busy; waiting for one counts as latency too.
 
-Plain HTTP/1.1 over asyncio streams (no client library) keeps the generator's own CPU per
-request small on a machine it shares with the server.
+Plain HTTP/1.1 over asyncio streams (no client library), on uvloop (installed with
+``uvicorn[standard]``; ``run_with_uvloop``), keeps the generator's own CPU per request small
+on a machine it shares with the server.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import gc
+import os
+import shutil
+import sys
+import time
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, TypeVar
+
+import uvloop
+
+_T = TypeVar("_T")
 
 _REQUEST_ID = b'"request_id":"'
 
@@ -28,6 +40,9 @@ class Outcome:
     status: int
     latency_s: float
     request_id: str | None = None
+    # From due to written on a connection: the generator's own share of latency_s (its
+    # timer ticks in milliseconds, and a connection may have to be opened first).
+    send_lag_s: float = 0.0
 
 
 @dataclass
@@ -105,8 +120,14 @@ async def run_open_loop(
     pool = _Pool(host, port, max_connections)
     run = OpenLoopRun(rate)
     head = f"POST {path} HTTP/1.1\r\nHost: {host}:{port}\r\nContent-Type: application/json\r\n"
-    loop = asyncio.get_running_loop()
-    start = loop.time()
+    # time.perf_counter, not loop.time(): uvloop's clock ticks in whole milliseconds, which
+    # would round every latency (and a p99 goal of a few ms) to the millisecond.
+    clock = time.perf_counter
+    # The generator's own collections would pause its reading of answers (tens of ms over
+    # hundreds of thousands of outcomes) and show up as the server's latency: off for the run.
+    gc.collect()
+    gc.disable()
+    start = clock()
 
     async def send(index: int, due: float) -> None:
         body = body_of(index)
@@ -118,6 +139,7 @@ async def run_open_loop(
             async with asyncio.timeout(timeout_s):
                 connection = await pool.take()
                 reader, writer = connection
+                outcome.send_lag_s = clock() - due
                 writer.write(request)
                 headers = await reader.readuntil(b"\r\n\r\n")
                 status = int(headers[9:12])
@@ -132,7 +154,7 @@ async def run_open_loop(
                         keep = False
                 payload = await reader.readexactly(length)
             outcome.status = status
-            outcome.latency_s = loop.time() - due
+            outcome.latency_s = clock() - due
             if status == 200:
                 at = payload.find(_REQUEST_ID)
                 if at >= 0:
@@ -143,33 +165,56 @@ async def run_open_loop(
             else:
                 await pool.discard(connection)
         except (OSError, TimeoutError, asyncio.IncompleteReadError, ValueError):
-            outcome.latency_s = loop.time() - due
+            outcome.latency_s = clock() - due
             if connection is not None:
                 await pool.discard(connection)
 
-    total = int(rate * duration_s)
-    run.outcomes = [Outcome(0.0, 0, 0.0)] * total
-    in_flight: set[asyncio.Task[None]] = set()
-    for index in range(total):
-        due = start + index / rate
-        delay = due - loop.time()
-        if delay > 0:
-            await asyncio.sleep(delay)
-        else:
-            run.behind_s = max(run.behind_s, -delay)
-            await asyncio.sleep(0)  # behind: still let the requests and the events run
-        if len(in_flight) >= max_in_flight:
-            run.outcomes[index] = Outcome(due - start, 0, timeout_s)
-            run.shed += 1
-            continue
-        task = asyncio.create_task(send(index, due))
-        in_flight.add(task)
-        task.add_done_callback(in_flight.discard)
-    tasks = list(in_flight)
-    await asyncio.gather(*tasks)
-    for connection in pool.idle:
-        connection[1].close()
+    try:
+        total = int(rate * duration_s)
+        run.outcomes = [Outcome(0.0, 0, 0.0)] * total
+        in_flight: set[asyncio.Task[None]] = set()
+        for index in range(total):
+            due = start + index / rate
+            delay = due - clock()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            else:
+                run.behind_s = max(run.behind_s, -delay)
+                await asyncio.sleep(0)  # behind: still let the requests and the events run
+            if len(in_flight) >= max_in_flight:
+                run.outcomes[index] = Outcome(due - start, 0, timeout_s)
+                run.shed += 1
+                continue
+            task = asyncio.create_task(send(index, due))
+            in_flight.add(task)
+            task.add_done_callback(in_flight.discard)
+        tasks = list(in_flight)
+        await asyncio.gather(*tasks)
+        for connection in pool.idle:
+            connection[1].close()
+    finally:
+        gc.enable()
     return run
+
+
+def announce_saturation_run(name: str) -> bool:
+    """Print the benchmark's heading (time, cores, load); False when wrk, which measures the
+    saturation the open-loop rate is derived from, is missing (said on stderr)."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    if not shutil.which("wrk"):
+        print("wrk is needed to measure the saturation: apt-get install wrk", file=sys.stderr)
+        return False
+    print(
+        f"{name} benchmark {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, "
+        f"load average {os.getloadavg()[0]:.2f}"
+    )
+    return True
+
+
+def run_with_uvloop(main: Coroutine[Any, Any, _T]) -> _T:
+    """``asyncio.run`` on uvloop: the generator then takes a fraction of the CPU it takes on
+    the default loop, CPU the measured server would otherwise lose."""
+    return uvloop.run(main)
 
 
 def percentile(values: list[float], share: float) -> float:

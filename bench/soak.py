@@ -39,7 +39,13 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bench.open_loop import OpenLoopRun, percentile, run_open_loop
+from bench.open_loop import (
+    OpenLoopRun,
+    announce_saturation_run,
+    percentile,
+    run_open_loop,
+    run_with_uvloop,
+)
 
 BIN = Path(sys.executable).parent
 RESTART_GRACE_S = 5.0
@@ -324,17 +330,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--saturation-seconds", type=int, default=15)
     parser.add_argument("--keep", action="store_true", help="keep the temporary folder")
     args = parser.parse_args(argv)
-    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
-    if not shutil.which("wrk"):
-        print("wrk is needed to measure the saturation: apt-get install wrk", file=sys.stderr)
+    if not announce_saturation_run("soak"):
         return 2
-    print(
-        f"soak benchmark {datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} cores, "
-        f"load average {os.getloadavg()[0]:.2f}"
-    )
     folder = Path(tempfile.mkdtemp(prefix="bench-soak-"))
     try:
-        return asyncio.run(soak(args, folder))
+        return run_with_uvloop(soak(args, folder))
     finally:
         if args.keep:
             print(f"  kept {folder}")
