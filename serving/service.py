@@ -12,11 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import gc
 import logging
 import time
 import uuid
-import warnings
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -31,6 +29,7 @@ from core.models import ModelVersion
 from serving.errors import NO_MODEL_RETRY_AFTER_S, ServingError
 from serving.features import FeatureServiceError, OnlineFeatures, RowProblem
 from serving.features.rows import apply_missing_policy
+from serving.heap import refreeze_heap
 from serving.inference import limit_native_threads, native_threads, observed_native_threads
 from serving.metrics import ServingMetrics
 from serving.model import ServingModel, build_serving_model, model_lineage
@@ -315,7 +314,7 @@ class PredictionService:
             self._model = model  # the swap: one assignment, seen whole by the next batch
             self._refused_version = None
             async with self._batch_lock:  # between batches: one in flight holds the old model
-                pause_ms = _refreeze_heap()
+                pause_ms = refreeze_heap()
             self._problem = None
             self.metrics.set_model(model.name, model.version)
             path = (
@@ -578,20 +577,6 @@ class PredictionService:
         for job in jobs:
             if not job.future.done():
                 job.future.set_exception(error)
-
-
-def _refreeze_heap() -> float:
-    """Collect what the swap released, then exempt what is left from garbage collection.
-
-    Frozen, the half million long-lived objects cost no pause (up to 13 ms each, unfrozen),
-    but a replaced model's cycles stayed for ever: one full collection frees them first (its
-    pause, ms, is returned), and an unclosed socket's warning is not the swap's to raise."""
-    started = time.perf_counter()
-    gc.unfreeze()
-    with warnings.catch_warnings(action="ignore", category=ResourceWarning):
-        gc.collect()
-    gc.freeze()
-    return (time.perf_counter() - started) * 1000
 
 
 def problem_error(problem: RowProblem) -> ServingError:
