@@ -19,8 +19,7 @@ every offline row lands in exactly one part.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import pyarrow as pa
 
@@ -115,8 +114,7 @@ return {names, payloads}
 """
 
 
-@dataclass(frozen=True)
-class UserWrite:
+class UserWrite(NamedTuple):
     """One user's new online values and the stored stamp they replace (b"" when none)."""
 
     key: bytes

@@ -12,13 +12,13 @@ written independently, for tests and the benchmark's checks.
 from __future__ import annotations
 
 import math
+import sys
+from array import array
 from bisect import bisect_left
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
-
-import numpy as np
 
 from core.errors import MalformedEvent
 
@@ -30,6 +30,7 @@ _INT64_MAX = 2**63 - 1
 _KEYS = {name: name.encode() for name in EVENT_FIELDS}
 # Epoch seconds from 2001 to 2286, so milliseconds or microseconds are refused, not misread.
 _EPOCH_RANGE = (1e9, 1e10)
+_BIG_ENDIAN = sys.byteorder == "big"  # the book's times are little-endian
 
 
 @dataclass(frozen=True)
@@ -185,7 +186,9 @@ class UserState:
         """
         if not self.seen:
             return b"%d 0\n" % self.newest
-        times = np.fromiter(self.seen.values(), dtype="<i8", count=len(self.seen))
+        times = array("q", self.seen.values())
+        if _BIG_ENDIAN:
+            times.byteswap()
         return b"".join(
             (
                 b"%d %d\n" % (self.newest, len(self.seen)),
@@ -206,7 +209,10 @@ class UserState:
                 newest_text, count_text = head.split(b" ")
                 newest, count = int(newest_text), int(count_text)
                 if count:
-                    times = np.frombuffer(rest, dtype="<i8", count=count).tolist()
+                    times = array("q")
+                    times.frombytes(rest[: 8 * count])
+                    if _BIG_ENDIAN:
+                        times.byteswap()
                     seen = dict(zip(rest[8 * count :].decode().split("\n"), times, strict=True))
             else:  # the first format: newest, then one "<event_id> <micros>" line per id
                 newest = int(head)

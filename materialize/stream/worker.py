@@ -65,6 +65,7 @@ logger = logging.getLogger(__name__)
 # Users whose Redis key is remembered (computing one costs more than applying an event).
 KEY_CACHE_USERS = 1 << 18
 _INT64 = struct.Struct("<q")
+FULL_COLLECTION_S = 60.0
 
 
 @dataclass(frozen=True)
@@ -199,9 +200,15 @@ class StreamWorker:
         self._create_group()
         ensure_offline_dir(self.target.offline_dir)
         self.recover()  # what a crashed worker committed or claimed but did not write
-        started = last_flush = time.monotonic()
+        started = last_flush = last_full_collection = time.monotonic()
         reading_own_pending = True
         pending_cursor = "0"
+        # The cyclic collector, left automatic, runs mid-batch and promotes the batch's
+        # short-lived rows to the old generation, whose full passes over the cached states
+        # then take most of the time: collect the young generation between batches, and
+        # everything once a minute.
+        collecting = gc.isenabled()
+        gc.disable()
         try:
             while not self.stopping.is_set():
                 if max_seconds is not None and time.monotonic() - started > max_seconds:
@@ -218,6 +225,11 @@ class StreamWorker:
                     entries = self._read(">", block=self.settings.block_ms) or self._claim()
                 if entries:
                     self.process(entries)
+                if collecting:
+                    gc.collect(1)
+                    if time.monotonic() - last_full_collection >= FULL_COLLECTION_S:
+                        gc.collect()
+                        last_full_collection = time.monotonic()
                 due = time.monotonic() - last_flush >= self.settings.flush_interval_s
                 if due or self._unflushed_rows >= self.settings.flush_rows:
                     self._flush_in_background()
@@ -225,6 +237,8 @@ class StreamWorker:
                 if not entries and until_idle and not reading_own_pending:
                     break
         finally:
+            if collecting:
+                gc.enable()
             self._wait_for_flush()
             self._flusher.shutdown()
         self.flush(everything=until_idle)
@@ -368,7 +382,8 @@ class StreamWorker:
                 values = self._online_values(state)
                 batch.writes.append(UserWrite(key, stamp, values))
                 stamp = values[0]
-                batch.rows.extend((user, *row) for row in applied.rows)
+                for stamp_micros, minutes, counts in applied.rows:
+                    batch.rows.append((user, stamp_micros, minutes, counts))
             batch.states.append((user, state, stamp))
         return batch
 
