@@ -5,12 +5,15 @@ One run:
 1. copies ``feature_repo/`` with its own project and data folder and applies it;
 2. **sustained**: starts ``churn stream`` (default settings, as users type it), publishes
    ``--rate`` events/s for ``--seconds`` seconds of live events (event time = now) for
-   ``--users`` users, and reports whether the worker kept up and its arrival-to-online
-   latency (the oldest entry of each batch, so an upper bound per event);
-3. **capacity**: the same aggregates, written by the worker from a pre-loaded stream
-   (``churn stream --until-idle``) and by Feast's ``store.push`` in micro-batches of
-   ``--push-batch`` state rows (the way a Feast user writes a stream's aggregates), into
-   the same push source of a second project; rows/s of each;
+   ``--users`` users (raw pipelined ``XADD``, one pipeline every 10 ms), and reports the
+   publisher's achieved rate, whether the worker kept up (its backlog when publishing
+   stopped) and the event-to-online latency of every event (event time to the commit of
+   its batch, as the worker measured it);
+3. **capacity**, steady state: the same aggregates, written by the worker from a
+   pre-loaded stream (``churn stream --until-idle``; its rate between 10% and 90% of the
+   stream read, so start-up is left out) and by Feast's ``store.push`` in micro-batches of
+   ``--push-batch`` state rows (the way a Feast user writes a stream's aggregates; its rate
+   after the first micro-batch), into the same push source of a second project;
 4. **parity**: online (Feast's SDK), offline (the newest Parquet row per user) and a replay
    of the whole stream from scratch, compared per user.
 
@@ -61,48 +64,106 @@ def _env(feast: Any, root: Path, key: str, **extra: str) -> dict[str, str]:
     }
 
 
+def _xadd_template(key: str) -> bytes:
+    """RESP of ``XADD key * event_id %s user_id %s event_type page_view event_time %s``."""
+    head = [b"XADD", key.encode(), b"*", b"event_id"]
+    packed = b"*11\r\n" + b"".join(b"$%d\r\n%s\r\n" % (len(p), p) for p in head)
+    value = b"$%d\r\n%s\r\n"
+    middle = b"$7\r\nuser_id\r\n"
+    tail = b"$10\r\nevent_type\r\n$9\r\npage_view\r\n$10\r\nevent_time\r\n"
+    return packed + value + middle + value + tail + value
+
+
+def _send(connection: Any, template: bytes, events: list[tuple[bytes, bytes, bytes]]) -> None:
+    """One raw pipeline of XADDs: the commands packed once, then every reply read."""
+    connection.send_packed_command(
+        [b"".join([template % (len(i), i, len(u), u, len(t), t) for i, u, t in events])],
+        check_health=False,
+    )
+    for _ in events:
+        connection.read_response()
+
+
 def _publish_live(client: Any, key: str, *, rate: int, seconds: float, users: int) -> int:
     """XADD live events (event time = now) at ``rate``/s; return how many were sent."""
     import random
 
-    chunk = max(rate // 100, 1)  # one pipeline every 10 ms
+    template = _xadd_template(key)
+    connection = client.connection_pool.get_connection()
     sent = 0
     started = time.monotonic()
     rng = random.Random(7)
-    while (elapsed := time.monotonic() - started) < seconds:
-        due = int(elapsed * rate) + chunk
-        pipe = client.pipeline(transaction=False)
-        now = f"{time.time():.6f}"
-        for _ in range(due - sent):
-            pipe.xadd(
-                key,
-                {
-                    "event_id": f"e{sent}",
-                    "user_id": rng.randint(1, users),
-                    "event_type": "page_view",
-                    "event_time": now,
-                },
-            )
-            sent += 1
-        pipe.execute()
-        pause = started + sent / rate - time.monotonic()
-        if pause > 0:
-            time.sleep(pause)
+    try:
+        while (elapsed := time.monotonic() - started) < seconds:
+            due = min(int((elapsed + 0.01) * rate), int(seconds * rate))  # 10 ms ahead
+            now = b"%.6f" % time.time()
+            events = [(b"e%d" % n, b"%d" % rng.randint(1, users), now) for n in range(sent, due)]
+            if events:
+                _send(connection, template, events)
+                sent = due
+            pause = started + sent / rate - time.monotonic()
+            if pause > 0:
+                time.sleep(pause)
+    finally:
+        client.connection_pool.release(connection)
     return sent
+
+
+def _preload(client: Any, key: str, *, events: int, users: int) -> None:
+    """XADD ``events`` events one millisecond of event time apart, as fast as possible."""
+    template = _xadd_template(key)
+    connection = client.connection_pool.get_connection()
+    start = time.time()
+    try:
+        for begin in range(0, events, 5000):
+            _send(
+                connection,
+                template,
+                [
+                    (b"p%d" % i, b"%d" % ((i * 7919) % users + 1), b"%.3f" % (start + i / 1000))
+                    for i in range(begin, min(begin + 5000, events))
+                ],
+            )
+    finally:
+        client.connection_pool.release(connection)
 
 
 def _figures(stdout: str) -> dict[str, float]:
     numbers = re.search(r"^(\d+) entries: (\d+) applied", stdout, flags=re.M)
     rows = re.search(r"(\d+) offline rows", stdout)
-    lag = re.search(r"p50 ([\d.]+) ms, p99 ([\d.]+) ms, max ([\d.]+) ms", stdout)
-    assert numbers and rows and lag, stdout
+    busy = re.search(r"([\d,]+) entries/s from the first entry read", stdout)
+    lags = {
+        name: re.search(
+            rf"{name} to online \(every event\): p50 ([\d.]+) ms, "
+            r"p99 ([\d.]+) ms, max ([\d.]+) ms",
+            stdout,
+        )
+        for name in ("arrival", "event time")
+    }
+    assert numbers and rows and busy and all(lags.values()), stdout
+    event, arrival = lags["event time"], lags["arrival"]
+    assert event and arrival
     return {
         "entries": float(numbers.group(1)),
         "rows": float(rows.group(1)),
-        "p50": float(lag.group(1)),
-        "p99": float(lag.group(2)),
-        "max": float(lag.group(3)),
+        "busy_rate": float(busy.group(1).replace(",", "")),
+        "p50": float(event.group(1)),
+        "p99": float(event.group(2)),
+        "max": float(event.group(3)),
+        "arrival_p99": float(arrival.group(2)),
     }
+
+
+def _entries_read(client: Any, key: str) -> int:
+    groups = client.xinfo_groups(key) if client.exists(key) else []
+    return int(groups[0]["entries-read"] or 0) if groups else 0
+
+
+def _steady_rate(samples: list[tuple[float, int]], total: int) -> float:
+    """Entries/s between 10% and 90% of ``total`` read, from (time, entries read) samples."""
+    low = next(s for s in samples if s[1] >= 0.1 * total)
+    high = next(s for s in samples if s[1] >= 0.9 * total)
+    return (high[1] - low[1]) / max(high[0] - low[0], 1e-9)
 
 
 def _parity(feast: Any, root: Path, key: str, client: Any) -> tuple[int, int, int]:
@@ -142,26 +203,27 @@ def _parity(feast: Any, root: Path, key: str, client: Any) -> tuple[int, int, in
     return len(users), offline_bad, replay_bad
 
 
-def _feast_push(feast: Any, root: Path, *, batch: int) -> tuple[int, float]:
-    """Push our offline state rows through store.push in micro-batches; rows, seconds."""
+def _feast_push(feast: Any, root: Path, *, batch: int, rows: int) -> tuple[int, float]:
+    """Push the first ``rows`` of our offline state rows through store.push in micro-batches:
+    rows and seconds after the first micro-batch (Feast's start-up left out, as for ours)."""
     import pyarrow.parquet as pq
     from feast.data_source import PushMode
 
     from core.feast_store import feature_store_session
 
     frame = pq.read_table(root / "data" / "offline" / "user_activity").to_pandas()
-    frame = frame.sort_values("event_timestamp", kind="stable", ignore_index=True)
+    frame = frame.sort_values("event_timestamp", kind="stable", ignore_index=True).head(rows)
     with feature_store_session(feast) as store:
+        store.push("user_activity_push", frame.iloc[:batch], to=PushMode.ONLINE)
         started = time.perf_counter()
-        for begin in range(0, len(frame), batch):
+        for begin in range(batch, len(frame), batch):
             store.push("user_activity_push", frame.iloc[begin : begin + batch], to=PushMode.ONLINE)
-        return len(frame), time.perf_counter() - started
+        return len(frame) - batch, time.perf_counter() - started
 
 
 def run_round(args: argparse.Namespace, client: Any) -> dict[str, float]:
     """One round: sustained, capacity (ours and Feast's), parity."""
     from materialize.apply import apply_feature_repo
-    from materialize.stream.activity import publish_events
 
     work = Path(tempfile.mkdtemp(prefix="bench-stream-"))
     ours, theirs = f"bench_stream_{uuid.uuid4().hex[:8]}", f"bench_push_{uuid.uuid4().hex[:8]}"
@@ -179,43 +241,39 @@ def run_round(args: argparse.Namespace, client: Any) -> dict[str, float]:
         )
         while not client.exists(key) or not client.xinfo_consumers(key, "churn-stream"):
             time.sleep(0.1)
+        started = time.monotonic()
         sent = _publish_live(client, key, rate=args.rate, seconds=args.seconds, users=args.users)
+        publish_s = time.monotonic() - started
         published_at = time.monotonic()
-        backlog = sent - int(client.xinfo_groups(key)[0]["entries-read"] or 0)
-        while int(client.xinfo_groups(key)[0]["entries-read"] or 0) < sent:
+        backlog = sent - _entries_read(client, key)
+        while _entries_read(client, key) < sent:
             time.sleep(0.01)
         drain = time.monotonic() - published_at
         worker.terminate()
         sustained = _figures(worker.communicate(timeout=120)[0])
         users, offline_bad, replay_bad = _parity(feast, work / "ours", key, client)
 
-        # Capacity: a pre-loaded stream drained by one worker.
-        import pandas as pd
-
+        # Capacity: a pre-loaded stream drained by one worker, its steady rate.
         key2 = f"{key}:preloaded"
-        frame = pd.DataFrame(
-            {
-                "event_id": [f"p{i}" for i in range(args.capacity_events)],
-                "user_id": [(i * 7919) % args.users + 1 for i in range(args.capacity_events)],
-                "event_type": "page_view",
-                "event_time": pd.Timestamp.now(tz="UTC")
-                + pd.to_timedelta(range(args.capacity_events), unit="ms"),
-            }
-        )
-        publish_events(client, frame, key=key2, chunk=2000)
+        _preload(client, key2, events=args.capacity_events, users=args.users)
         feast2 = _repo(work / "ours2", f"{ours}c")
         os.environ["CHURN_DATA_DIR"] = str(work / "ours2" / "data")
         apply_feature_repo(feast2)
-        started = time.perf_counter()
-        drained = subprocess.run(
+        drained = subprocess.Popen(
             [CHURN, "stream", "--until-idle"],
             env=_env(feast2, work / "ours2", key2),
-            capture_output=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
             text=True,
-            check=True,
         )
-        ours_seconds = time.perf_counter() - started
-        capacity = _figures(drained.stdout)
+        samples = []
+        while drained.poll() is None:
+            samples.append((time.monotonic(), _entries_read(client, key2)))
+            time.sleep(0.05)
+        samples.append((time.monotonic(), _entries_read(client, key2)))
+        assert drained.returncode == 0
+        capacity = _figures(drained.communicate()[0])
+        ours_events_s = _steady_rate(samples, args.capacity_events)
 
         feast3 = _repo(work / "theirs", theirs)
         os.environ["CHURN_DATA_DIR"] = str(work / "theirs" / "data")
@@ -225,20 +283,26 @@ def run_round(args: argparse.Namespace, client: Any) -> dict[str, float]:
             work / "ours2" / "data" / "offline" / "user_activity",
             work / "theirs" / "data" / "offline" / "user_activity",
         )
-        pushed_rows, push_seconds = _feast_push(feast3, work / "theirs", batch=args.push_batch)
+        pushed_rows, push_seconds = _feast_push(
+            feast3, work / "theirs", batch=args.push_batch, rows=args.push_rows
+        )
+        ours_rows_s = ours_events_s * capacity["rows"] / capacity["entries"]
         return {
             "sent": sent,
-            "rate": sent / args.seconds,
+            "publisher_rate": sent / publish_s,
             "backlog_at_end": backlog,
+            "kept_up": float(backlog <= args.rate * 0.1),  # at most 100 ms of events behind
             "drain_s": drain,
-            "p50_ms": sustained["p50"],
-            "p99_ms": sustained["p99"],
-            "max_ms": sustained["max"],
+            "event_to_online_p50_ms": sustained["p50"],
+            "event_to_online_p99_ms": sustained["p99"],
+            "event_to_online_max_ms": sustained["max"],
+            "arrival_to_online_p99_ms": sustained["arrival_p99"],
             "users": users,
             "offline_mismatch": offline_bad,
             "replay_mismatch": replay_bad,
-            "ours_events_s": capacity["entries"] / ours_seconds,
-            "ours_rows_s": capacity["rows"] / ours_seconds,
+            "ours_events_s": ours_events_s,
+            "ours_busy_events_s": capacity["busy_rate"],
+            "ours_rows_s": ours_rows_s,
             "feast_rows_s": pushed_rows / push_seconds,
         }
     finally:
@@ -260,6 +324,7 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=100_000)
     parser.add_argument("--capacity-events", type=int, default=300_000)
     parser.add_argument("--push-batch", type=int, default=500)
+    parser.add_argument("--push-rows", type=int, default=30_000, help="rows Feast pushes")
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
     from redis import Redis

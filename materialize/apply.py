@@ -41,7 +41,7 @@ def apply_feature_repo(settings: FeastSettings) -> str:
         ConfigurationError: The profile cannot be used as configured.
         UnavailableError: feast apply failed (its output is in the message).
     """
-    from materialize.stream.worker import ensure_offline_dir, prepare_push_directories
+    from materialize.stream.target import ensure_offline_dir, prepare_push_directories
 
     # Before apply too: Spark's offline store reads a source's path when Feast applies it,
     # and the streamed view's directory exists only once something wrote it.

@@ -35,7 +35,9 @@ class StreamSettings(BaseSettings):
     push_source: str = Field(
         default="user_activity_push", description="Feast push source the worker writes."
     )
-    batch_size: int = Field(default=5000, ge=1, description="Entries read per XREADGROUP.")
+    batch_size: int = Field(
+        default=5000, ge=1, description="Entries read (at most) per XREADGROUP: one batch."
+    )
     block_ms: int = Field(default=20, ge=1, description="Wait for new entries, milliseconds.")
     allowed_lateness_s: float = Field(
         default=300.0,
@@ -45,7 +47,19 @@ class StreamSettings(BaseSettings):
     flush_interval_s: float = Field(
         default=2.0,
         gt=0,
-        description="Offline Parquet parts are written (and entries acknowledged) this often.",
+        description="The outbox is written as an offline Parquet part this often (seconds).",
+    )
+    flush_rows: int = Field(
+        default=100_000,
+        ge=1,
+        description="... or as soon as this many offline rows wait in the outbox.",
+    )
+    state_cache_users: int = Field(
+        default=200_000,
+        ge=0,
+        description="Users whose state the worker keeps in memory between batches (about "
+        "2 KB each): their next batch reads nothing. Another writer of a user is detected "
+        "at commit, and the batch recomputed from Redis.",
     )
     claim_idle_ms: int = Field(
         default=30_000,
@@ -53,5 +67,11 @@ class StreamSettings(BaseSettings):
         description="Entries another consumer left unacknowledged this long are taken over.",
     )
     metrics_port: int = Field(
-        default=0, ge=0, description="Port of the worker's Prometheus /metrics (0: none)."
+        default=0,
+        ge=0,
+        description="Port of the worker's Prometheus /metrics, with the histogram "
+        "churn_stream_freshness_seconds (0: none).",
+    )
+    metrics_host: str = Field(
+        default="127.0.0.1", description="Interface the worker's /metrics listens on."
     )

@@ -12,8 +12,10 @@ written independently, for tests and the benchmark's checks.
 from __future__ import annotations
 
 import math
+import sys
+from array import array
 from bisect import bisect_left
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -28,6 +30,7 @@ _INT64_MAX = 2**63 - 1
 _KEYS = {name: name.encode() for name in EVENT_FIELDS}
 # Epoch seconds from 2001 to 2286, so milliseconds or microseconds are refused, not misread.
 _EPOCH_RANGE = (1e9, 1e10)
+_BIG_ENDIAN = sys.byteorder == "big"  # the book's times are little-endian
 
 
 @dataclass(frozen=True)
@@ -100,6 +103,62 @@ def parse_event(fields: Mapping[Any, Any]) -> Event:
 
 
 @dataclass
+class ParsedEntries:
+    """A batch of stream entries as columns (valid events in stream order) and dead letters.
+
+    Attributes:
+        positions: Index in the batch of each valid event.
+        event_ids, user_ids, micros: The valid events' fields.
+        dead: ``(position, reason)`` of each malformed entry.
+    """
+
+    positions: list[int] = field(default_factory=list)
+    event_ids: list[str] = field(default_factory=list)
+    user_ids: list[int] = field(default_factory=list)
+    micros: list[int] = field(default_factory=list)
+    dead: list[tuple[int, str]] = field(default_factory=list)
+
+
+def parse_entries(entries: Sequence[Mapping[Any, Any]]) -> ParsedEntries:
+    """:func:`parse_event` over a batch of entries' fields, as columns.
+
+    The common shape (bytes fields, a decimal ``user_id``, epoch seconds or ISO 8601) is read
+    inline; anything else goes through :func:`parse_event`, which gives the same values or
+    the reason the entry is malformed.
+    """
+    parsed = ParsedEntries()
+    event_key, user_key, type_key, time_key = (_KEYS[name] for name in EVENT_FIELDS)
+    for position, fields in enumerate(entries):
+        try:
+            raw_id, raw_user = fields[event_key], fields[user_key]
+            raw_type, raw_time = fields[type_key], fields[time_key]
+            event_id = raw_id.decode("utf8", "replace").strip()
+            if (
+                not event_id
+                or len(event_id) > 128
+                or "\n" in event_id
+                or not raw_user.isdigit()
+                or len(raw_user) > 18
+                or not raw_type.decode("utf8", "replace").strip()
+            ):
+                raise ValueError(event_id)
+            micros = parse_event_time(raw_time.decode("utf8", "replace").strip())
+            user_id = int(raw_user)
+        except (KeyError, ValueError, AttributeError, TypeError, MalformedEvent):
+            try:
+                event = parse_event(fields)
+            except MalformedEvent as error:
+                parsed.dead.append((position, str(error)))
+                continue
+            event_id, user_id, micros = event.event_id, event.user_id, event.micros
+        parsed.positions.append(position)
+        parsed.event_ids.append(event_id)
+        parsed.user_ids.append(user_id)
+        parsed.micros.append(micros)
+    return parsed
+
+
+@dataclass(slots=True)
 class UserState:
     """One user's tiles and bookkeeping, as stored online.
 
@@ -121,12 +180,22 @@ class UserState:
     def book(self) -> bytes:
         """The bookkeeping field (newest event, recent ids) as stored beside the view.
 
-        ``newest``, then one ``<event_id> <micros>`` line per id (the time is split off the
-        right, so an id may hold spaces; the parser refuses ids with a line break).
+        ``<newest> <n>``, a line break, the n event times as little-endian int64, then the n
+        ids joined by line breaks (the parser refuses ids with one): encoded and decoded in
+        C, whatever the number of recent ids of a busy user.
         """
-        lines = [str(self.newest)]
-        lines.extend(f"{key} {when}" for key, when in self.seen.items())
-        return "\n".join(lines).encode()
+        if not self.seen:
+            return b"%d 0\n" % self.newest
+        times = array("q", self.seen.values())
+        if _BIG_ENDIAN:
+            times.byteswap()
+        return b"".join(
+            (
+                b"%d %d\n" % (self.newest, len(self.seen)),
+                times.tobytes(),
+                "\n".join(self.seen).encode(),
+            )
+        )
 
     @classmethod
     def restore(
@@ -135,11 +204,21 @@ class UserState:
         """A state from its stored parts (``book`` None when only Feast wrote the user)."""
         newest, seen = 0, {}
         if book:
-            head, *pairs = book.decode().split("\n")
-            newest = int(head)
-            for pair in pairs:
-                key, _, when = pair.rpartition(" ")
-                seen[key] = int(when)
+            head, _, rest = book.partition(b"\n")
+            if b" " in head:
+                newest_text, count_text = head.split(b" ")
+                newest, count = int(newest_text), int(count_text)
+                if count:
+                    times = array("q")
+                    times.frombytes(rest[: 8 * count])
+                    if _BIG_ENDIAN:
+                        times.byteswap()
+                    seen = dict(zip(rest[8 * count :].decode().split("\n"), times, strict=True))
+            else:  # the first format: newest, then one "<event_id> <micros>" line per id
+                newest = int(head)
+                for pair in rest.split(b"\n") if rest else []:
+                    key, _, when = pair.decode().rpartition(" ")
+                    seen[key] = int(when)
         if not newest and minutes:  # only Feast wrote the user: the end of its last minute
             newest = (minutes[-1] + 1) * MINUTE_MICROS - 1
         return cls(list(minutes), list(counts), stamp, newest, seen)
@@ -147,16 +226,34 @@ class UserState:
 
 @dataclass
 class Applied:
-    """What applying a user's events did: rows to write offline, events refused."""
+    """What applying a user's events did: rows to write offline, events refused.
+
+    ``late`` holds the late events' positions in the sequence given, ``skipped`` those of
+    every event not applied (late or duplicate).
+    """
 
     rows: list[tuple[int, list[int], list[int]]] = field(default_factory=list)  # stamp, tiles
     applied: int = 0
     duplicates: int = 0
-    late: list[Event] = field(default_factory=list)
+    late: list[int] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
 
 
 def apply_events(state: UserState, events: Iterable[Event], *, lateness_micros: int) -> Applied:
-    """Apply one user's events in stream order; return the states to record.
+    """:func:`apply_columns` over events (the replay of tests and benchmarks)."""
+    listed = list(events)
+    return apply_columns(
+        state,
+        [event.event_id for event in listed],
+        [event.micros for event in listed],
+        lateness_micros=lateness_micros,
+    )
+
+
+def apply_columns(
+    state: UserState, event_ids: Sequence[str], micros: Sequence[int], *, lateness_micros: int
+) -> Applied:
+    """Apply one user's events (ids and times, in stream order); return the states to record.
 
     An event already seen is skipped; one older than the newest applied event by more than
     the allowed lateness is refused (late). A state row is recorded after the last event of
@@ -165,30 +262,41 @@ def apply_events(state: UserState, events: Iterable[Event], *, lateness_micros: 
     """
     result = Applied()
     open_minute: int | None = None  # minute of the run of accepted events not yet recorded
-    for event in events:
-        if event.event_id in state.seen:
+    seen, minutes, counts = state.seen, state.minutes, state.counts
+    for position, (event_id, when) in enumerate(zip(event_ids, micros, strict=True)):
+        if event_id in seen:
             result.duplicates += 1
+            result.skipped.append(position)
             continue
-        if state.newest and event.micros < state.newest - lateness_micros:
-            result.late.append(event)
+        if state.newest and when < state.newest - lateness_micros:
+            result.late.append(position)
+            result.skipped.append(position)
             continue
-        minute = event.micros // MINUTE_MICROS
+        minute = when // MINUTE_MICROS
         if open_minute is not None and minute != open_minute:
             result.rows.append(_record(state))
         open_minute = minute
-        state.seen[event.event_id] = event.micros
+        seen[event_id] = when
         result.applied += 1
-        position = bisect_left(state.minutes, minute)
-        if position < len(state.minutes) and state.minutes[position] == minute:
-            state.counts[position] += 1
+        if minutes and minutes[-1] == minute:  # a live stream: the user's newest minute
+            counts[-1] += 1
+        elif not minutes or minutes[-1] < minute:
+            minutes.append(minute)
+            counts.append(1)
         else:
-            state.minutes.insert(position, minute)
-            state.counts.insert(position, 1)
-        state.newest = max(state.newest, event.micros)
+            index = bisect_left(minutes, minute)
+            if minutes[index] == minute:
+                counts[index] += 1
+            else:
+                minutes.insert(index, minute)
+                counts.insert(index, 1)
+        if when > state.newest:
+            state.newest = when
     if open_minute is not None:
         result.rows.append(_record(state))
     oldest = state.newest - lateness_micros
-    state.seen = {key: when for key, when in state.seen.items() if when >= oldest}
+    if seen and min(seen.values()) < oldest:
+        state.seen = {key: when for key, when in seen.items() if when >= oldest}
     return result
 
 

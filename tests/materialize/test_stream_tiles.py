@@ -11,6 +11,7 @@ from materialize.stream.tiles import (
     MalformedEvent,
     UserState,
     apply_events,
+    parse_entries,
     parse_event,
     window_counts,
 )
@@ -81,7 +82,7 @@ def test_duplicates_and_late_events_are_refused_and_stamps_always_increase() -> 
         T0 + 30_000_000,
         T0 + 90_000_000,
     ]
-    assert again.duplicates == 1 and [e.event_id for e in again.late] == ["e"]
+    assert again.duplicates == 1 and again.late == [2]  # positions: "e"
     # d is 50 s behind the newest event: applied, and stamped just after the last stamp
     assert again.applied == 1 and again.rows[0][0] == T0 + 90_000_001
     assert sum(state.counts) == 4
@@ -107,3 +108,44 @@ def test_windows_count_whole_minutes_before_the_request_minute() -> None:
         "events_7d": 2,
         "minutes_since_last_event": 60,
     }
+
+
+def test_a_batch_parsed_as_columns_matches_parse_event_entry_by_entry() -> None:
+    entries = [
+        {b"event_id": b"a", b"user_id": b"7", b"event_type": b"x", b"event_time": b"1793610000.5"},
+        {b"event_id": b" b ", b"user_id": b"8", b"event_type": b"x", b"event_time": b"2026-11-02Z"},
+        {b"event_id": b"c", b"user_id": b" 9", b"event_type": b"x", b"event_time": b"1793610000"},
+        {b"event_id": b"d", b"user_id": b"1_0", b"event_type": b"x", b"event_time": b"1793610000"},
+        {b"event_id": b"e", b"user_id": b"x", b"event_type": b"x", b"event_time": b"1793610000"},
+        {b"event_id": b"f", b"user_id": b"7", b"event_type": b"\xc2\xa0", b"event_time": b"1"},
+        {b"event_id": b"g", b"user_id": b"7", b"event_type": b"x", b"event_time": b"soon"},
+        {b"user_id": b"7", b"event_type": b"x", b"event_time": b"1793610000"},
+        {"event_id": "h", "user_id": "7", "event_type": "x", "event_time": "1793610000"},
+        {b"event_id": b"i", b"user_id": b"9" * 19, b"event_type": b"x", b"event_time": b"2e9"},
+        {b"event_id": b"j\nk", b"user_id": b"7", b"event_type": b"x", b"event_time": b"2e9"},
+    ]
+    expected_events, expected_dead = [], []
+    for position, fields in enumerate(entries):
+        try:
+            expected_events.append((position, parse_event(fields)))
+        except MalformedEvent as error:
+            expected_dead.append((position, str(error)))
+
+    parsed = parse_entries(entries)
+
+    assert parsed.dead == expected_dead and len(expected_dead) == 6
+    assert list(
+        zip(parsed.positions, parsed.event_ids, parsed.user_ids, parsed.micros, strict=True)
+    ) == [(p, e.event_id, e.user_id, e.micros) for p, e in expected_events]
+
+
+def test_bookkeeping_round_trips_and_reads_the_first_format() -> None:
+    state = UserState(minutes=[5], counts=[2], stamp=9, newest=T0)
+    state.seen = {f"id {i}": T0 - i for i in range(3000)}  # a busy user, ids with spaces
+
+    assert UserState.restore([5], [2], 9, state.book()) == state
+    assert UserState.restore([5], [2], 9, b"%d\nx y %d\nz %d" % (T0, T0 - 1, T0)).seen == {
+        "x y": T0 - 1,
+        "z": T0,
+    }
+    assert UserState.restore([], [], 0, UserState(newest=T0).book()) == UserState(newest=T0)
