@@ -93,6 +93,15 @@ DEMO_PROFILE = $(shell python3 -c "import socket; socket.create_connection(('127
 DEMO_PORT ?= 8765
 DEMO_TRIALS ?= 6
 DEMO_USERS ?= 2000
+# Activity events per user and hour of the streamed history (about 1.2 a day; 0.3 is
+# `churn generate`'s default): enough for the windows to carry the churners' fading activity.
+DEMO_EVENTS_PER_HOUR ?= 0.05
+# The activity stream runs on the production profile (one Redis: the stream and the online
+# store `churn stream` writes). The embedded profile has no Redis and the worker does not
+# write a Redis Cluster; on those, and on the spark profile's demo (kept to churn_v1), the
+# demo skips the stream and the churn_v2 model and says so.
+DEMO_STREAM = $(if $(filter production,$(DEMO_PROFILE)),yes,no)
+DEMO_EVENTS = $(if $(filter yes,$(DEMO_STREAM)),--events --events-per-hour $(DEMO_EVENTS_PER_HOUR) --publish)
 DEMO_URL := http://127.0.0.1:$(DEMO_PORT)
 DEMO_BASE_END = $(shell date -u -d '7 days ago' +%F)
 DEMO_TODAY = $(shell date -u +%F)
@@ -118,16 +127,33 @@ demo: $(STAMP) ## Run the platform end to end on embedded defaults (small data, 
 		from core.feast_store import run_feast_cli; s = FeastSettings(); \
 		run_feast_cli(s, 'apply', '--skip-source-validation'); run_feast_cli(s, 'teardown')"
 	rm -f data/registry.db data/registry.spark.db data/registry.cluster.db data/online_store.db
-	@echo "== 1. raw events: $(DEMO_USERS) users, 60 days up to $(DEMO_BASE_END)"
-	$(CHURN) generate --users $(DEMO_USERS) --days 60 --end $(DEMO_BASE_END) --out data/raw/events.parquet
+	@# The activity stream, its dead letters and outbox live in the demo's Redis database too.
+	@[ "$(DEMO_STREAM)" = no ] || $(BIN)/python -c "from redis import Redis; \
+		from core.feast_adapter.store import redis_client_arguments; from core.settings import FeastSettings; \
+		from materialize.stream.settings import StreamSettings; s = StreamSettings(); \
+		r = Redis(**redis_client_arguments(FeastSettings().redis_url)); \
+		r.delete(s.key, s.dead_letter_key, *r.keys(s.key + ':outbox:*'))"
+	@if [ "$(DEMO_STREAM)" = yes ]; then echo "== 1. raw events and activity: $(DEMO_USERS) users, 60 days up to $(DEMO_BASE_END), the activity published to the stream"; \
+	else echo "== 1. raw events: $(DEMO_USERS) users, 60 days up to $(DEMO_BASE_END) (no activity stream or churn_v2 on the $(DEMO_PROFILE) profile)"; fi
+	$(CHURN) generate --users $(DEMO_USERS) --days 60 --end $(DEMO_BASE_END) --out data/raw/events.parquet $(DEMO_EVENTS)
 	@# The first historical load: rows were available to serving as they happened (back-fill).
 	$(CHURN) ingest --backfill data/raw/events.parquet
 	@echo "== 2. feature repo and online store"
 	CHURN_FEAST_PROFILE=$(DEMO_PROFILE) $(CHURN) apply
 	CHURN_FEAST_PROFILE=$(DEMO_PROFILE) $(CHURN) materialize
 	CHURN_FEAST_PROFILE=$(DEMO_PROFILE) $(CHURN) skew-check --sample 200 --seed 1
+	@if [ "$(DEMO_STREAM)" = yes ]; then set -e; \
+		echo "== 2b. the stream: churn stream drains the published activity into user_activity, online and offline"; \
+		CHURN_FEAST_PROFILE=$(DEMO_PROFILE) $(CHURN) stream --until-idle; \
+		CHURN_FEAST_PROFILE=$(DEMO_PROFILE) $(CHURN) skew-check --service churn_v2 --sample 200 --seed 1 --at $(DEMO_BASE_END); fi
 	@echo "== 3. training: $(DEMO_TRIALS) Optuna trials, gate 0.78, champion/challenger"
-	CHURN_FEAST_PROFILE=$(DEMO_PROFILE) $(CHURN) train --trials $(DEMO_TRIALS)
+	set -o pipefail; CHURN_FEAST_PROFILE=$(DEMO_PROFILE) $(CHURN) train --trials $(DEMO_TRIALS) | tee data/train-churn_v1.log
+	@if [ "$(DEMO_STREAM)" = yes ]; then set -eo pipefail; \
+		echo "== 3b. churn_v2 (churn_v1 + the streamed windows) on the same labels and test window: champion only if it beats churn_v1 there"; \
+		status=0; CHURN_FEAST_PROFILE=$(DEMO_PROFILE) $(CHURN) train --feature-service churn_v2 --trials $(DEMO_TRIALS) | tee data/train-churn_v2.log || status=$$?; \
+		[ $$status -eq 0 ] || [ $$status -eq 3 ] || { echo "demo: churn train (churn_v2) failed ($$status)"; exit $$status; }; \
+		echo "demo: test ROC AUC on the same test window: churn_v1 $$(sed -n 's/^test ROC AUC //p' data/train-churn_v1.log), churn_v2 $$(sed -n 's/^test ROC AUC //p' data/train-churn_v2.log)"; \
+		echo "demo: the gate's pick: $$(tail -n 1 data/train-churn_v2.log)"; fi
 	@echo "== 4. serving on $(DEMO_URL), then drift on a shifted week, the harm check, hot reload"
 	@set -euo pipefail; \
 	export CHURN_FEAST_PROFILE=$(DEMO_PROFILE) CHURN_SERVING_POLL_INTERVAL_S=2; \
@@ -135,6 +161,7 @@ demo: $(STAMP) ## Run the platform end to end on embedded defaults (small data, 
 	trap 'kill $$server 2>/dev/null; wait $$server 2>/dev/null || true' EXIT; \
 	for i in $$(seq 360); do curl -sf $(DEMO_URL)/ready >/dev/null && break; sleep 0.5; done; \
 	curl -sf $(DEMO_URL)/ready >/dev/null || { echo "demo: the service did not become ready"; exit 1; }; \
+	if [ "$(DEMO_STREAM)" = yes ]; then echo "(a churn_v2 champion reads the activity windows at the request time: the streamed history ends 7 days ago, so they are empty until step 5 streams the week)"; fi; \
 	echo "POST /predict user 1:"; curl -s -X POST $(DEMO_URL)/predict -H 'content-type: application/json' -d '{"user_id": 1}'; echo; \
 	echo "POST /predict unknown user 999999:"; curl -s -X POST $(DEMO_URL)/predict -H 'content-type: application/json' -d '{"user_id": 999999}'; echo; \
 	echo "POST /predict user 1 with \"explain\": true (each feature's value and contribution):"; curl -s -X POST $(DEMO_URL)/predict -H 'content-type: application/json' -d '{"user_id": 1, "explain": true}'; echo; \
@@ -145,6 +172,10 @@ demo: $(STAMP) ## Run the platform end to end on embedded defaults (small data, 
 	echo " its rows available at their event times, so drift and retraining see them on their own days)"; \
 	$(CHURN) ingest --backfill data/raw/shifted.parquet; \
 	$(CHURN) materialize --start $(DEMO_BASE_END); \
+	if [ "$(DEMO_STREAM)" = yes ]; then \
+		echo "(and the week's activity is streamed: the windows served are current)"; \
+		$(CHURN) generate --users $(DEMO_USERS) --days 7 --end $(DEMO_TODAY) --out data/raw/shifted-events.parquet $(DEMO_EVENTS) >/dev/null; \
+		$(CHURN) stream --until-idle; fi; \
 	echo "== 6. drift job: drift alerts; retraining only on estimated or realized harm"; \
 	status=0; $(CHURN) drift --out $(REPORT_DIR) --retrain --trials $(DEMO_TRIALS) || status=$$?; \
 	[ $$status -eq 0 ] || [ $$status -eq 4 ] || { echo "demo: churn drift failed ($$status)"; exit $$status; }; \

@@ -250,6 +250,10 @@ def _rows_from_replies(
     """Decode HMGET replies, check presence and TTL, run the on-demand views."""
     count = len(user_ids)
     problems: list[RowProblem | None] = [None] * count
+    # As on the SDK path: a user is unknown when no view of the plan has a row for it; a
+    # view without one gives None values (the on-demand views and the missing-value policy
+    # decide), e.g. user_activity for a user the stream has never seen.
+    present = [not plan.views] * count
     # values[v][f][row]: decoded python value of feature f of view v
     values: list[list[list[Any]]] = []
     for view_index, view in enumerate(plan.views):
@@ -258,9 +262,8 @@ def _rows_from_replies(
             reply = replies[view_index * count + row]
             stamp = reply[-1]
             if stamp is None:
-                if problems[row] is None:
-                    problems[row] = unknown_problem(user_ids[row])
                 continue
+            present[row] = True
             if view.ttl is not None:
                 written = Timestamp.FromString(stamp)
                 age = request_times[row] - written.ToDatetime(tzinfo=request_times[row].tzinfo)
@@ -270,6 +273,9 @@ def _rows_from_replies(
                 if raw:
                     columns[position][row] = decode_value(raw)
         values.append(columns)
+    for row in range(count):
+        if not present[row]:
+            problems[row] = unknown_problem(user_ids[row])
 
     ok_rows = [row for row in range(count) if problems[row] is None]
     outputs: dict[str, list[Any]] = {}

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Iterator
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pandas as pd
@@ -24,6 +24,8 @@ from tests.utils.materialize import AppliedRepo
 from tests.utils.services import redis_client
 from tests.utils.stream import (
     CHURN,
+    NAMES,
+    WINDOWS,
     activity,
     latest_offline,
     new_stream_key,
@@ -33,14 +35,6 @@ from tests.utils.stream import (
     stream_environment,
     stream_events,
 )
-
-WINDOWS = [
-    "activity_windows:events_1h",
-    "activity_windows:events_24h",
-    "activity_windows:events_7d",
-    "activity_windows:minutes_since_last_event",
-]
-NAMES = [name.split(":")[1] for name in WINDOWS]
 
 
 @pytest.fixture(scope="module")
@@ -304,7 +298,7 @@ def test_serving_reads_churn_v2_like_the_sdk(repo: TestRepo) -> None:
         reader = OnlineFeatures(store, timeout_s=5.0)
         plan = reader.resolve(service_name="churn_v2", features=features, project=None)
         assert plan.fast_path, plan.fast_path_gap
-        rows = asyncio.run(_read_and_close(reader, plan, when))
+        rows = asyncio.run(_read_and_close(reader, plan, [601, 602], when))
         sdk = reader._read_sdk(plan, [601, 602], [when, when])
     for index, user in enumerate((601, 602)):
         expected = _expected(frame, user, when)
@@ -312,8 +306,56 @@ def test_serving_reads_churn_v2_like_the_sdk(repo: TestRepo) -> None:
         assert list(sdk.matrix[index]) == list(rows.matrix[index])
 
 
-async def _read_and_close(reader: Any, plan: Any, when: datetime) -> Any:
+def test_a_user_the_stream_never_saw_has_no_activity_online_as_offline(repo: TestRepo) -> None:
+    """No activity is a fact, not a gap: zero counts and the 7-day cap, on every path.
+
+    The user has a snapshot online but no user_activity row: the direct reader, the SDK
+    and the point-in-time join all give 0, 0, 0 and 10080 minutes, as computed from no event.
+    """
+    import asyncio
+
+    from serving.features.reader import OnlineFeatures
+
+    user = 701
+    when = datetime(2026, 11, 20, 12, 30, tzinfo=UTC)
+    with feature_store_session(repo.feast) as store:
+        store.write_to_online_store(
+            "user_features",
+            pd.DataFrame(
+                {
+                    "user_id": [user],
+                    "feature_1": [1.0],
+                    "feature_2": [2.0],
+                    "event_timestamp": [pd.Timestamp(when) - timedelta(hours=1)],
+                    "created": [pd.Timestamp(when) - timedelta(hours=1)],
+                }
+            ),
+        )
+        reader = OnlineFeatures(store, timeout_s=5.0)
+        plan = reader.resolve(service_name="churn_v2", features=NAMES, project=None)
+        assert plan.fast_path, plan.fast_path_gap
+        rows = asyncio.run(_read_and_close(reader, plan, [user], when))
+        sdk = reader._read_sdk(plan, [user], [when])
+        offline = store.get_historical_features(
+            entity_df=pd.DataFrame({"user_id": [user], "event_timestamp": [pd.Timestamp(when)]}),
+            features=WINDOWS,
+        ).to_df()
+    expected = window_counts([], _micros(when))
+    assert expected == {
+        "events_1h": 0,
+        "events_24h": 0,
+        "events_7d": 0,
+        "minutes_since_last_event": 7 * 24 * 60,
+    }
+    assert rows.problems == [None]
+    assert list(rows.matrix[0]) == [float(expected[name]) for name in NAMES]
+    assert sdk.problems == [None]
+    assert list(sdk.matrix[0]) == list(rows.matrix[0])
+    assert {name: int(offline[name].iloc[0]) for name in NAMES} == expected
+
+
+async def _read_and_close(reader: Any, plan: Any, users: list[int], when: datetime) -> Any:
     try:
-        return await reader.read(plan, [601, 602], [when, when])
+        return await reader.read(plan, users, [when] * len(users))
     finally:
         await reader.close()

@@ -19,12 +19,20 @@ import pandas as pd
 import pytest
 
 from materialize.apply import apply_feature_repo
+from materialize.stream.activity import publish_events
 from tests.utils.feast_repo import make_feature_repo
 from tests.utils.features import CHURN_V1_FEATURES
 from tests.utils.history import START, write_history
 from tests.utils.monitoring import write_prediction_log
-from tests.utils.services import REDIS_HOST, REDIS_PORT, delete_project_keys, unique_name
+from tests.utils.services import (
+    REDIS_HOST,
+    REDIS_PORT,
+    delete_project_keys,
+    redis_client,
+    unique_name,
+)
 from tests.utils.spark import SparkCluster, applications, executor_commands
+from tests.utils.stream import activity
 
 # Spark on the shared 2-core machine: a driver JVM starts in 10-60 s and each `feast`/`churn`
 # process starts its own; the session-wide cluster start counts against the first test.
@@ -128,6 +136,25 @@ def test_materialize_skew_check_train_and_drift_run_on_the_spark_profile(
     assert skew.returncode == 0, skew.stdout + skew.stderr
     assert "OK: online and offline agree on every sampled value" in skew.stdout
     assert "on 20 entities (profile spark)" in skew.stdout
+    # The users' activity, streamed into the spark profile's push source (its SparkSource
+    # directory): the streamed windows read offline through Spark equal the online ones.
+    key = unique_name("churn:spark-events")
+    events = activity(list(range(1, 41)), per_user=12, start=START + timedelta(days=_DAYS - 1))
+    publish_events(redis_client(_REDIS_DB), events, key=key)
+    stream_env = {
+        **spark_env,
+        "CHURN_STREAM_KEY": key,
+        "CHURN_STREAM_DEAD_LETTER_KEY": f"{key}:dead",
+    }
+    streamed = _run(stream_env, "stream", "--until-idle")
+    redis_client(_REDIS_DB).delete(key, f"{key}:dead")
+    assert streamed.returncode == 0, streamed.stdout + streamed.stderr
+    assert f"{len(events)} entries: {len(events)} applied" in streamed.stdout
+    skew_v2 = _run(
+        spark_env, "skew-check", "--service", "churn_v2", "--sample", "40", "--seed", "1"
+    )
+    assert skew_v2.returncode == 0, skew_v2.stdout + skew_v2.stderr
+    assert "events_24h" in skew_v2.stdout and "on 40 entities (profile spark)" in skew_v2.stdout
     staging = Path(spark_env["CHURN_SPARK_STAGING"])
     # Every read is staged by the executors and removed after (Feast's to_df() keeps its copy).
     assert not staging.exists() or list(staging.iterdir()) == []

@@ -19,6 +19,14 @@ from tests.utils.services import REDIS_HOST, REDIS_PORT, redis_client, unique_na
 
 CHURN = str(Path(sys.executable).parent / "churn")
 BASE = datetime(2026, 11, 2, 9, 0, tzinfo=UTC)
+# The streamed features, as Feast references them and by name.
+WINDOWS = [
+    "activity_windows:events_1h",
+    "activity_windows:events_24h",
+    "activity_windows:events_7d",
+    "activity_windows:minutes_since_last_event",
+]
+NAMES = [name.split(":")[1] for name in WINDOWS]
 
 
 def activity(users: Sequence[int], *, per_user: int, start: datetime = BASE) -> pd.DataFrame:

@@ -51,5 +51,11 @@ def test_the_dashboard_is_grafana_json_with_queries() -> None:
     dashboard = json.loads(DASHBOARD.read_text())
     assert dashboard["uid"] == "churn-platform"
     titles = {panel["title"] for panel in dashboard["panels"]}
-    assert {"Serving", "Pipeline health", "Score distribution", "Served model version"} <= titles
+    assert {
+        "Serving",
+        "Pipeline health",
+        "Score distribution",
+        "Served model version",
+        "Streamed activity",
+    } <= titles
     assert all("churn_" in expression for expression in dashboard_expressions())

@@ -267,6 +267,18 @@ def _serving_metrics_text(scheduled: Scheduled, tmp_path: Path) -> str:
         return client.get("/metrics").text
 
 
+def _stream_metrics_text() -> str:
+    """What a `churn stream` worker's /metrics exports once it has committed a batch."""
+    from prometheus_client import REGISTRY, generate_latest
+
+    import numpy as np
+
+    from materialize.stream.metrics import freshness
+
+    freshness().observe(np.array([0.05]))
+    return generate_latest(REGISTRY).decode()
+
+
 def test_every_metric_the_rules_and_dashboard_query_is_exported(
     scheduled: Scheduled, tmp_path: Path
 ) -> None:
@@ -283,6 +295,7 @@ def test_every_metric_the_rules_and_dashboard_query_is_exported(
         "training.prom",
     ]
     exported = exported_names(_serving_metrics_text(scheduled, tmp_path))
+    exported |= exported_names(_stream_metrics_text())
     for path in textfiles:
         exported |= exported_names(path.read_text())
     queried = queried_names()
