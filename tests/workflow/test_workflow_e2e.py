@@ -269,9 +269,8 @@ def _serving_metrics_text(scheduled: Scheduled, tmp_path: Path) -> str:
 
 def _stream_metrics_text() -> str:
     """What a `churn stream` worker's /metrics exports once it has committed a batch."""
-    from prometheus_client import REGISTRY, generate_latest
-
     import numpy as np
+    from prometheus_client import REGISTRY, generate_latest
 
     from materialize.stream.metrics import freshness
 
