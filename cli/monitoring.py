@@ -366,6 +366,11 @@ def _print_estimate(outcome: EstimateOutcome) -> None:
                     f"  {label:<10} {interval.estimate:.4f}  "
                     f"({estimate.confidence:.0%} interval {interval.low:.4f} - {interval.high:.4f})"
                 )
+        if estimate.roc_auc_noise_sd is not None:
+            typer.echo(
+                f"  ROC AUC spread: label noise {estimate.roc_auc_noise_sd:.4f}, model "
+                f"version's calibration term {estimate.calibration_sd:.4f} (SD)"
+            )
     if estimate.note:
         typer.echo(f"note: {estimate.note}")
     reference = outcome.reference

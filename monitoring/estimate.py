@@ -26,6 +26,7 @@ import numpy as np
 import pandas as pd
 
 from core.errors import InputError
+from core.estimate_shift import RUN_METRICS, CalibrationTerm
 from core.files import finite_json, write_text_atomically
 from core.prediction_log import MODEL_VERSION, PROBABILITY
 from core.settings import DataSettings, ModelSettings
@@ -61,11 +62,55 @@ class EstimateRequest:
 
 @dataclass(frozen=True)
 class Reference:
-    """The champion's ROC AUC on its training run's test window, estimates are held to."""
+    """The champion's ROC AUC on its training run's test window, estimates are held to,
+    and the calibration term its training measured (:mod:`core.estimate_shift`; zeros for
+    a version trained before it was measured: label noise only)."""
 
     model: str
     version: str
     roc_auc: float | None
+    calibration_sd: float = 0.0
+    bias_per_distance: float = 0.0
+    logit_mean: float = 0.0
+    logit_sd: float = 0.0
+
+    @classmethod
+    def with_term(
+        cls, model: str, version: str, roc_auc: float | None, term: CalibrationTerm
+    ) -> Reference:
+        """A reference carrying a model version's calibration term."""
+        return cls(
+            model=model,
+            version=version,
+            roc_auc=roc_auc,
+            calibration_sd=term.calibration_sd,
+            bias_per_distance=term.per_distance,
+            logit_mean=term.logit_mean,
+            logit_sd=term.logit_sd,
+        )
+
+    def term(self) -> CalibrationTerm:
+        """The model version's calibration term."""
+        return CalibrationTerm(
+            calibration_sd=self.calibration_sd,
+            per_distance=self.bias_per_distance,
+            logit_mean=self.logit_mean,
+            logit_sd=self.logit_sd,
+        )
+
+
+REFERENCE_METRICS = ("test_roc_auc", *RUN_METRICS.values())
+
+
+def reference_from_metrics(model: str, version: str, metrics: dict[str, float]) -> Reference:
+    """The reference from a training run's metrics (missing ones: None and zeros)."""
+    auc = metrics.get("test_roc_auc")
+    return Reference.with_term(
+        model,
+        version,
+        float(auc) if auc is not None and np.isfinite(auc) else None,
+        CalibrationTerm.from_metrics(metrics),
+    )
 
 
 @dataclass
@@ -103,23 +148,32 @@ class EstimateOutcome:
 
 
 def champion_reference(model: ModelSettings) -> Reference | None:
-    """The champion's test ROC AUC from its training run (None: no champion)."""
+    """The champion's test ROC AUC and calibration term from its training run (None: no
+    champion).
+
+    A local SQLite store is read directly (:mod:`core.registry_sqlite`: no MLflow import);
+    any other store through MLflow's client.
+    """
+    from core.registry_sqlite import UNREAD, AliasMetrics, alias_metrics
+    from core.settings import MlflowSettings
+
+    label = f"{model.name}@{model.alias}"
+    settings = MlflowSettings()
+    quick = alias_metrics(
+        settings.resolved_tracking_uri(), model.name, model.alias, REFERENCE_METRICS
+    )
+    if isinstance(quick, AliasMetrics):
+        return reference_from_metrics(label, quick.version, quick.metrics)
+    if quick is not UNREAD:
+        return None
     from core.models import ModelRegistry
 
-    registry = ModelRegistry.from_settings()
+    registry = ModelRegistry.from_settings(settings)
     found = registry.find(model.name, alias=model.alias)
     if found is None:
         return None
-    value = (
-        registry.client.get_run(found.run_id).data.metrics.get("test_roc_auc")
-        if found.run_id
-        else None
-    )
-    return Reference(
-        model=f"{model.name}@{model.alias}",
-        version=found.version,
-        roc_auc=float(value) if value is not None else None,
-    )
+    metrics = registry.client.get_run(found.run_id).data.metrics if found.run_id else {}
+    return reference_from_metrics(label, found.version, dict(metrics))
 
 
 def score_with_champion(frame: pd.DataFrame, model: ModelSettings) -> np.ndarray:
@@ -149,7 +203,6 @@ def read_window(request: EstimateRequest) -> tuple[np.ndarray, dict[str, Any], d
     Raises:
         InputError: No such file or log, nothing in the window, or no usable column.
     """
-    from monitoring.snapshots import read_prediction_log
     from monitoring.windows import read_sample
 
     if request.current is not None:
@@ -161,6 +214,8 @@ def read_window(request: EstimateRequest) -> tuple[np.ndarray, dict[str, Any], d
             probabilities = score_with_champion(frame, request.model)
             source = {"file": str(request.current), "scored_by": "champion"}
     else:
+        from monitoring.snapshots import read_prediction_log
+
         log_dir = DataSettings().prediction_log_path
         frame, (start, end) = read_prediction_log(
             log_dir, window=request.window, until=request.until
@@ -174,12 +229,17 @@ def read_window(request: EstimateRequest) -> tuple[np.ndarray, dict[str, Any], d
     return probabilities, source, versions
 
 
-def estimate_window(probabilities: np.ndarray, settings: MonitoringSettings) -> PerformanceEstimate:
-    """The estimate of one window with the monitoring settings' minimum and confidence."""
+def estimate_window(
+    probabilities: np.ndarray, settings: MonitoringSettings, reference: Reference | None = None
+) -> PerformanceEstimate:
+    """The estimate of one window with the monitoring settings' minimum and confidence,
+    and the reference model version's calibration term for it (none without a reference)."""
+    term = reference.term() if reference is not None else CalibrationTerm()
     return estimate_performance(
         probabilities,
         min_rows=settings.min_window_rows,
         confidence=settings.estimate_confidence,
+        calibration_sd=term.for_window(probabilities),
     )
 
 
@@ -193,12 +253,12 @@ def run_estimate(request: EstimateRequest) -> EstimateOutcome:
     """
     started = datetime.now(UTC)
     probabilities, source, versions = read_window(request)
-    estimate = estimate_window(probabilities, request.settings)
     try:
         reference = champion_reference(request.model)
     except Exception as error:  # the estimate stands without it; say why it is missing
         source["reference"] = f"not read: {type(error).__name__}: {error}"
         reference = None
+    estimate = estimate_window(probabilities, request.settings, reference)
     out_dir = request.out_dir or (
         DataSettings().data_dir / "monitoring" / "estimates" / started.strftime("%Y%m%dT%H%M%SZ")
     )
@@ -266,6 +326,8 @@ def render_estimate_html(
         "<section id='estimated-performance'><h2>Estimated performance (no labels)</h2>"
         f"<p>{estimate.rows} predictions; estimated from the calibrated probabilities "
         "(confidence-based performance estimation). Realized figures land in the interval "
-        f"about {estimate.confidence:.0%} of the time when the probabilities are calibrated."
-        f"</p>{claim}{held_to}</section>"
+        f"about {estimate.confidence:.0%} of the time when the probabilities are calibrated; "
+        "the ROC AUC's interval also carries the model version's calibration term "
+        f"({estimate.calibration_sd:.4f}), the bias shifted windows showed on its held-out "
+        f"rows.</p>{claim}{held_to}</section>"
     )

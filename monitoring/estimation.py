@@ -16,6 +16,14 @@ the estimate plus or minus the normal quantile times the spread of those draws. 
 ``sqrt(sample / rows)`` (the metrics' spread shrinks as one over the square root of the
 window), so a million predictions cost one sort, not a thousand.
 
+Labels are not the only source of error: the probabilities are calibrated on the training
+distribution, and a shifted window weighs the regions where the model is a little off more
+than the held-out rows did. Training measures that bias on its held-out rows re-weighted as
+shifted windows would weigh them, and the model version carries it
+(:class:`core.estimate_shift.CalibrationTerm`); the caller passes this window's share of it
+as ``calibration_sd``, added to the ROC AUC's label-noise spread (``sqrt(noise ** 2 +
+calibration ** 2)``), so the interval covers both. It does not shrink with the window.
+
 Below ``min_rows`` rows nothing is claimed: the status is ``insufficient_data``.
 """
 
@@ -61,6 +69,9 @@ class PerformanceEstimate:
         min_rows: The fewest rows a figure is claimed for.
         excluded_rows: Predictions without a probability, left out (and counted here).
         note: Why no figure is claimed, or what was left out.
+        calibration_sd: The model version's calibration term for this window, added to
+            the ROC AUC's spread (0: label noise only).
+        roc_auc_noise_sd: The ROC AUC's spread from label noise alone.
     """
 
     rows: int
@@ -73,6 +84,8 @@ class PerformanceEstimate:
     min_rows: int
     excluded_rows: int = 0
     note: str | None = None
+    calibration_sd: float = 0.0
+    roc_auc_noise_sd: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (``estimate.json``)."""
@@ -223,6 +236,7 @@ def estimate_performance(
     simulations: int = 200,
     sample_rows: int = 5_000,
     seed: int = 0,
+    calibration_sd: float = 0.0,
 ) -> PerformanceEstimate:
     """Estimate ROC AUC, PR AUC, Brier score and churn rate of a window without labels.
 
@@ -234,10 +248,14 @@ def estimate_performance(
         simulations: Label draws measuring each metric's spread.
         sample_rows: Rows the draws are made on at most (see the module docstring).
         seed: Seed of the draws (the same window gives the same intervals).
+        calibration_sd: The model version's calibration term for this window (see the
+            module docstring), added to the ROC AUC's label-noise spread.
 
     Raises:
-        InputError: A probability outside [0, 1].
+        InputError: A probability outside [0, 1], or a negative calibration term.
     """
+    if not calibration_sd >= 0:
+        raise InputError(f"calibration_sd must be a number >= 0, not {calibration_sd!r}")
     values, excluded = _check_probabilities(np.asarray(probabilities, dtype=np.float64).ravel())
     rows = len(values)
     note = f"{excluded} prediction(s) without a probability left out" if excluded else None
@@ -254,6 +272,7 @@ def estimate_performance(
         note="; ".join(
             filter(None, [f"{rows} predictions, fewer than the minimum {min_rows}", note])
         ),
+        calibration_sd=calibration_sd,
     )
     if rows < max(min_rows, 2):
         return empty
@@ -266,6 +285,8 @@ def estimate_performance(
         "churn_rate": float(np.mean(values)),
     }
     spread = _simulated_spread(values, simulations=simulations, sample_rows=sample_rows, seed=seed)
+    noise_sd = spread["roc_auc"]
+    spread["roc_auc"] = float(np.hypot(noise_sd, calibration_sd))
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
 
     def interval(name: str, *, upper: float = 1.0) -> Interval | None:
@@ -289,4 +310,6 @@ def estimate_performance(
         min_rows=min_rows,
         excluded_rows=excluded,
         note=note,
+        calibration_sd=calibration_sd,
+        roc_auc_noise_sd=noise_sd if np.isfinite(noise_sd) else None,
     )

@@ -94,10 +94,11 @@ def window_performance(
     """
     settings = request.settings
     reference = (
-        Reference(
-            model=f"{lineage.model_name}@{lineage.alias}",
-            version=lineage.version,
-            roc_auc=lineage.test_roc_auc,
+        Reference.with_term(
+            f"{lineage.model_name}@{lineage.alias}",
+            lineage.version,
+            lineage.test_roc_auc,
+            lineage.estimate_term,
         )
         if lineage is not None
         else None
@@ -110,7 +111,7 @@ def window_performance(
             note=f"the current window has no {PROBABILITY} column (score drift not measured, "
             "or aggregated where the rows are)",
         )
-    estimate = estimate_window(current[PROBABILITY].to_numpy(dtype=np.float64), settings)
+    estimate = estimate_window(current[PROBABILITY].to_numpy(dtype=np.float64), settings, reference)
     reference_auc = reference.roc_auc if reference else None
     margin = settings.retrain_auc_margin
     realized, note = _realized(current, settings.min_window_rows)

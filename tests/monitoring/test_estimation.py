@@ -94,3 +94,50 @@ def test_average_ranks_match_scipy_with_ties() -> None:
 
     values = np.random.default_rng(5).integers(0, 20, size=500).astype(float) / 20
     np.testing.assert_array_equal(average_ranks(values), rankdata(values))
+
+
+def test_the_calibration_term_widens_the_roc_auc_interval_in_quadrature_only() -> None:
+    from statistics import NormalDist
+
+    scores = np.random.default_rng(6).beta(1.2, 4.0, size=3000)
+    plain = estimate_performance(scores, min_rows=500)
+    widened = estimate_performance(scores, min_rows=500, calibration_sd=0.015)
+    assert plain.roc_auc is not None and widened.roc_auc is not None
+    noise = widened.roc_auc_noise_sd
+    assert noise is not None and noise == pytest.approx(plain.roc_auc_noise_sd)
+    z = NormalDist().inv_cdf(0.975)
+    half = (widened.roc_auc.high - widened.roc_auc.low) / 2
+    assert half == pytest.approx(z * np.hypot(noise, 0.015))
+    assert widened.roc_auc.estimate == plain.roc_auc.estimate
+    assert widened.brier == plain.brier and widened.churn_rate == plain.churn_rate
+    assert widened.to_dict()["calibration_sd"] == 0.015
+
+
+def test_a_large_window_keeps_the_calibration_term() -> None:
+    # Label noise shrinks with the window; a calibration bias does not.
+    scores = np.random.default_rng(7).beta(1.2, 4.0, size=200_000)
+    estimate = estimate_performance(scores, min_rows=500, calibration_sd=0.01)
+    assert estimate.roc_auc is not None
+    assert estimate.roc_auc.high - estimate.roc_auc.low >= 2 * 1.959 * 0.01
+    with pytest.raises(InputError, match="calibration_sd"):
+        estimate_performance(scores, min_rows=500, calibration_sd=-0.01)
+
+
+def test_the_term_restores_coverage_where_the_probabilities_are_off_by_a_known_bias() -> None:
+    # The model's probabilities are too flat for the window (truth: logit x 1.3): the
+    # estimate is biased low by a fixed amount. Label noise alone misses most windows; a
+    # term as large as that bias brings coverage back.
+    rng = np.random.default_rng(8)
+    logit = rng.normal(-1.3, 1.0, size=2000)
+    model = 1 / (1 + np.exp(-logit))
+    truth = 1 / (1 + np.exp(-1.3 * logit))
+    bias = estimate_performance(truth, min_rows=500).roc_auc.estimate - (  # type: ignore[union-attr]
+        estimate_performance(model, min_rows=500).roc_auc.estimate  # type: ignore[union-attr]
+    )
+    assert bias > 0.03
+    realized = [roc_auc_score(rng.random(2000) < truth, model) for _ in range(100)]
+    plain = estimate_performance(model, min_rows=500).roc_auc
+    widened = estimate_performance(model, min_rows=500, calibration_sd=bias).roc_auc
+    assert plain is not None and widened is not None
+    assert np.mean([plain.contains(value) for value in realized]) < 0.5
+    assert np.mean([widened.contains(value) for value in realized]) >= 0.9

@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.estimate_shift import CalibrationTerm, logit_moments
 from monitoring.drift import DriftRequest
 from monitoring.performance import window_performance
 from monitoring.snapshots import ChampionLineage
@@ -17,7 +18,7 @@ from tests.utils.monitoring import START, write_parquet
 pytestmark = pytest.mark.unit  # in-process only: `make test-unit`
 
 
-def _lineage(test_roc_auc: float) -> ChampionLineage:
+def _lineage(test_roc_auc: float, term: CalibrationTerm | None = None) -> ChampionLineage:
     return ChampionLineage(
         model_name="churn-predictor",
         alias="champion",
@@ -30,6 +31,7 @@ def _lineage(test_roc_auc: float) -> ChampionLineage:
         train_start=pd.Timestamp(START),
         train_end=pd.Timestamp(START),
         test_roc_auc=test_roc_auc,
+        estimate_term=term or CalibrationTerm(),
     )
 
 
@@ -83,3 +85,22 @@ def test_no_probability_or_no_labels_is_said_never_an_error() -> None:
     assert unlabelled.estimate is not None and unlabelled.realized == {}
     assert "no realized figure" in (unlabelled.note or "")
     assert not unlabelled.harmful  # no reference: no harm claimed
+
+
+def test_the_champions_calibration_term_widens_the_drift_jobs_estimate() -> None:
+    frame, _ = _window(3000, seed=3)
+    mean, sd = logit_moments(frame["churn_probability"].to_numpy())
+    # The held-out logits sat one SD lower: distance 1, so the window's term is 0.02.
+    term = CalibrationTerm(per_distance=0.02, logit_mean=mean - sd, logit_sd=sd)
+    plain = window_performance(frame, _lineage(0.76), DriftRequest())
+    widened = window_performance(frame, _lineage(0.76, term), DriftRequest())
+    assert plain.estimate is not None and widened.estimate is not None
+    assert plain.estimate.roc_auc is not None and widened.estimate.roc_auc is not None
+    width = {
+        name: item.estimate.roc_auc.high - item.estimate.roc_auc.low  # type: ignore[union-attr]
+        for name, item in (("plain", plain), ("widened", widened))
+    }
+    assert width["widened"] > width["plain"] + 0.03
+    assert widened.to_dict()["reference"]["bias_per_distance"] == 0.02
+    assert widened.to_dict()["estimate"]["calibration_sd"] == pytest.approx(0.02)
+    assert plain.to_dict()["estimate"]["calibration_sd"] == 0.0
