@@ -40,9 +40,14 @@ UNREAD: Final = _Unread()
 
 
 def alias_metrics(
-    tracking_uri: str, name: str, alias: str, keys: Sequence[str]
+    tracking_uri: str,
+    name: str,
+    alias: str,
+    keys: Sequence[str],
+    prefixes: Sequence[str] = (),
 ) -> AliasMetrics | _Unread | None:
-    """The version ``name@alias`` points at and its run's metrics ``keys``.
+    """The version ``name@alias`` points at and its run's metrics ``keys`` (and every
+    metric whose key starts with one of ``prefixes``).
 
     Returns:
         The version and metrics; None when the store or the alias does not exist (no
@@ -69,12 +74,16 @@ def alias_metrics(
             return None
         version, run_id = str(row[0]), row[1]
         metrics: dict[str, float] = {}
-        if run_id and keys:
-            marks = ", ".join("?" for _ in keys)
+        if run_id and (keys or prefixes):
+            # substr, not LIKE: a key's "_" or "%" is no wildcard.
+            wanted = " OR ".join(
+                [f"key IN ({', '.join('?' for _ in keys)})"] * bool(keys)
+                + ["substr(key, 1, ?) = ?"] * len(prefixes)
+            )
+            arguments = [*keys, *(part for prefix in prefixes for part in (len(prefix), prefix))]
             for key, value, is_nan in connection.execute(
-                f"SELECT key, value, is_nan FROM latest_metrics "
-                f"WHERE run_uuid = ? AND key IN ({marks})",
-                (run_id, *keys),
+                f"SELECT key, value, is_nan FROM latest_metrics WHERE run_uuid = ? AND ({wanted})",
+                (run_id, *arguments),
             ):
                 metrics[str(key)] = float("nan") if is_nan else float(value)
         return AliasMetrics(version=version, run_id=run_id, metrics=metrics)
