@@ -11,6 +11,13 @@ answered with), or a Parquet file holding either a ``churn_probability`` column 
 champion's feature columns, which the champion then scores (through
 :class:`core.models.ModelRegistry`). Rows the model cannot score (a feature missing) are
 counted and left out.
+
+Support: where the window has the model's feature columns (the prediction log, a file of
+features) each one's share of rows outside the champion's training range is measured
+(:mod:`core.estimate_support`; the range is carried with the model version); above
+``estimate_max_out_of_range`` the status is ``out_of_support`` and no figure is claimed.
+A file holding only ``churn_probability`` has no feature: its support is unknown, the
+estimate is claimed as without the check, and ``estimate.json`` says so.
 """
 
 from __future__ import annotations
@@ -27,6 +34,7 @@ import pandas as pd
 
 from core.errors import InputError
 from core.estimate_shift import RUN_METRICS, CalibrationTerm
+from core.estimate_support import RANGE_PREFIXES, out_of_range_shares, ranges_from_metrics
 from core.files import finite_json, write_text_atomically
 from core.prediction_log import MODEL_VERSION, PROBABILITY
 from core.settings import DataSettings, ModelSettings
@@ -35,6 +43,7 @@ from monitoring.estimation import (
     PerformanceEstimate,
     estimate_performance,
     estimated_harm,
+    limit_to_support,
 )
 from monitoring.settings import MonitoringSettings
 
@@ -64,7 +73,8 @@ class EstimateRequest:
 class Reference:
     """The champion's ROC AUC on its training run's test window, estimates are held to,
     and the calibration term its training measured (:mod:`core.estimate_shift`; zeros for
-    a version trained before it was measured: label noise only)."""
+    a version trained before it was measured: label noise only), and each feature's
+    training range (:mod:`core.estimate_support`; empty: support not checked)."""
 
     model: str
     version: str
@@ -73,12 +83,18 @@ class Reference:
     bias_per_distance: float = 0.0
     logit_mean: float = 0.0
     logit_sd: float = 0.0
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
 
     @classmethod
     def with_term(
-        cls, model: str, version: str, roc_auc: float | None, term: CalibrationTerm
+        cls,
+        model: str,
+        version: str,
+        roc_auc: float | None,
+        term: CalibrationTerm,
+        ranges: dict[str, tuple[float, float]] | None = None,
     ) -> Reference:
-        """A reference carrying a model version's calibration term."""
+        """A reference carrying a model version's calibration term and training ranges."""
         return cls(
             model=model,
             version=version,
@@ -87,6 +103,7 @@ class Reference:
             bias_per_distance=term.per_distance,
             logit_mean=term.logit_mean,
             logit_sd=term.logit_sd,
+            ranges=dict(ranges or {}),
         )
 
     def term(self) -> CalibrationTerm:
@@ -110,6 +127,7 @@ def reference_from_metrics(model: str, version: str, metrics: dict[str, float]) 
         version,
         float(auc) if auc is not None and np.isfinite(auc) else None,
         CalibrationTerm.from_metrics(metrics),
+        ranges_from_metrics(metrics),
     )
 
 
@@ -144,6 +162,11 @@ class EstimateOutcome:
         document["by_version"] = self.by_version
         document["reference"] = None if self.reference is None else vars(self.reference)
         document["harm"] = self.harm
+        if self.estimate.out_of_range is None:
+            document["support"] = (
+                "unknown: the window has none of the model's feature columns, or the "
+                "champion carries no training range; the estimate is claimed unchecked"
+            )
         return finite_json(document)
 
 
@@ -160,7 +183,11 @@ def champion_reference(model: ModelSettings) -> Reference | None:
     label = f"{model.name}@{model.alias}"
     settings = MlflowSettings()
     quick = alias_metrics(
-        settings.resolved_tracking_uri(), model.name, model.alias, REFERENCE_METRICS
+        settings.resolved_tracking_uri(),
+        model.name,
+        model.alias,
+        REFERENCE_METRICS,
+        prefixes=RANGE_PREFIXES,
     )
     if isinstance(quick, AliasMetrics):
         return reference_from_metrics(label, quick.version, quick.metrics)
@@ -197,8 +224,11 @@ def score_with_champion(frame: pd.DataFrame, model: ModelSettings) -> np.ndarray
     return score_rows(fitted, frame, lineage.features).to_numpy(dtype=np.float64)
 
 
-def read_window(request: EstimateRequest) -> tuple[np.ndarray, dict[str, Any], dict[str, int]]:
-    """The window's probabilities, where they came from, and rows per model version.
+def read_window(
+    request: EstimateRequest,
+) -> tuple[np.ndarray, dict[str, Any], dict[str, int], pd.DataFrame]:
+    """The window's probabilities, where they came from, rows per model version, and the
+    window's rows (their feature columns, where it has them, for the support check).
 
     Raises:
         InputError: No such file or log, nothing in the window, or no usable column.
@@ -226,21 +256,38 @@ def read_window(request: EstimateRequest) -> tuple[np.ndarray, dict[str, Any], d
     if MODEL_VERSION in frame.columns:
         counts = frame[MODEL_VERSION].astype(str).value_counts()
         versions = {str(key): int(value) for key, value in sorted(counts.items())}
-    return probabilities, source, versions
+    return probabilities, source, versions, frame
 
 
 def estimate_window(
-    probabilities: np.ndarray, settings: MonitoringSettings, reference: Reference | None = None
+    probabilities: np.ndarray,
+    settings: MonitoringSettings,
+    reference: Reference | None = None,
+    frame: pd.DataFrame | None = None,
 ) -> PerformanceEstimate:
     """The estimate of one window with the monitoring settings' minimum and confidence,
-    and the reference model version's calibration term for it (none without a reference)."""
+    and the reference model version's calibration term for it (none without a reference).
+
+    With the window's rows (``frame``) and the version's training ranges, the support is
+    checked too (:func:`monitoring.estimation.limit_to_support`); without either, or when
+    the rows have none of the model's features, it is unknown and the estimate stands.
+    """
     term = reference.term() if reference is not None else CalibrationTerm()
-    return estimate_performance(
+    estimate = estimate_performance(
         probabilities,
         min_rows=settings.min_window_rows,
         confidence=settings.estimate_confidence,
         calibration_sd=term.for_window(probabilities),
     )
+    shares = None
+    if frame is not None and reference is not None and reference.ranges:
+        columns = {
+            name: frame[name].to_numpy(dtype=np.float64, na_value=np.nan)
+            for name in reference.ranges
+            if name in frame.columns
+        }
+        shares = out_of_range_shares(columns, reference.ranges) if columns else None
+    return limit_to_support(estimate, shares, limit=settings.estimate_max_out_of_range)
 
 
 def run_estimate(request: EstimateRequest) -> EstimateOutcome:
@@ -252,13 +299,13 @@ def run_estimate(request: EstimateRequest) -> EstimateOutcome:
             are not probabilities.
     """
     started = datetime.now(UTC)
-    probabilities, source, versions = read_window(request)
+    probabilities, source, versions, frame = read_window(request)
     try:
         reference = champion_reference(request.model)
     except Exception as error:  # the estimate stands without it; say why it is missing
         source["reference"] = f"not read: {type(error).__name__}: {error}"
         reference = None
-    estimate = estimate_window(probabilities, request.settings, reference)
+    estimate = estimate_window(probabilities, request.settings, reference, frame)
     out_dir = request.out_dir or (
         DataSettings().data_dir / "monitoring" / "estimates" / started.strftime("%Y%m%dT%H%M%SZ")
     )
@@ -308,11 +355,29 @@ def render_estimate_html(
         for name in METRICS
         if (interval := estimate.figure(name)) is not None
     )
-    claim = (
-        f"<table><tr><th>metric</th><th>estimate</th><th>{estimate.confidence:.0%} interval</th>"
-        f"</tr>{rows}</table>"
-        if estimate.status == "ok"
-        else f"<p><b>insufficient data</b>: {html.escape(estimate.note or '')}</p>"
+    if estimate.status == "ok":
+        claim = (
+            f"<table><tr><th>metric</th><th>estimate</th><th>{estimate.confidence:.0%} "
+            f"interval</th></tr>{rows}</table>"
+        )
+    elif estimate.status == "out_of_support":
+        claim = (
+            "<p><b>out of support: no figure claimed</b>. "
+            f"{html.escape(estimate.note or '')}. Wait for the labels (churn evaluate), and "
+            "check the data-quality findings: a broken upstream, or a population the model "
+            "was never trained on (retrain on it once labelled).</p>"
+        )
+    else:
+        claim = f"<p><b>insufficient data</b>: {html.escape(estimate.note or '')}</p>"
+    shares = estimate.out_of_range
+    support = (
+        "<p>Support: unknown (no model feature in the window, or no training range with "
+        "the model version): the figures are claimed unchecked.</p>"
+        if shares is None
+        else "<p>Rows outside the training range (limit "
+        f"{estimate.max_out_of_range or 0:.1%}): "
+        + ", ".join(f"{html.escape(name)} {share:.1%}" for name, share in sorted(shares.items()))
+        + "</p>"
     )
     held_to = (
         f"<p>Champion {html.escape(reference.model)} version {html.escape(reference.version)}: "
@@ -329,5 +394,5 @@ def render_estimate_html(
         f"about {estimate.confidence:.0%} of the time when the probabilities are calibrated; "
         "the ROC AUC's interval also carries the model version's calibration term "
         f"({estimate.calibration_sd:.4f}), the bias shifted windows showed on its held-out "
-        f"rows.</p>{claim}{held_to}</section>"
+        f"rows.</p>{claim}{support}{held_to}</section>"
     )

@@ -24,12 +24,16 @@ shifted windows would weigh them, and the model version carries it
 as ``calibration_sd``, added to the ROC AUC's label-noise spread (``sqrt(noise ** 2 +
 calibration ** 2)``), so the interval covers both. It does not shrink with the window.
 
-Below ``min_rows`` rows nothing is claimed: the status is ``insufficient_data``.
+Below ``min_rows`` rows nothing is claimed: the status is ``insufficient_data``. Where
+many of the window's rows lie outside the range a model feature had in training, the model
+extrapolates and no label-free estimator knows how well: :func:`limit_to_support` then
+claims nothing either, with the status ``out_of_support`` and the features' shares
+(:mod:`core.estimate_support`).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from statistics import NormalDist
 from typing import Any, Literal
 
@@ -37,7 +41,7 @@ import numpy as np
 
 from core.errors import InputError
 
-Status = Literal["ok", "insufficient_data"]
+Status = Literal["ok", "insufficient_data", "out_of_support"]
 METRICS: tuple[str, ...] = ("roc_auc", "pr_auc", "brier", "churn_rate")
 
 
@@ -60,7 +64,8 @@ class PerformanceEstimate:
 
     Attributes:
         rows: Predictions the estimate is built on.
-        status: ``ok``, or ``insufficient_data`` below ``min_rows`` (no figure claimed).
+        status: ``ok``; ``insufficient_data`` below ``min_rows``, or ``out_of_support``
+            when a feature's out-of-range share exceeds the limit (no figure claimed).
         roc_auc: Estimated ROC AUC and its interval (None when not claimed).
         pr_auc: Estimated PR AUC (average precision).
         brier: Estimated Brier score.
@@ -72,6 +77,9 @@ class PerformanceEstimate:
         calibration_sd: The model version's calibration term for this window, added to
             the ROC AUC's spread (0: label noise only).
         roc_auc_noise_sd: The ROC AUC's spread from label noise alone.
+        out_of_range: Per model feature, the share of the window's rows outside its
+            training range (None: support not checked, the window has no feature column).
+        max_out_of_range: The largest share a figure is claimed for (None: not checked).
     """
 
     rows: int
@@ -86,6 +94,18 @@ class PerformanceEstimate:
     note: str | None = None
     calibration_sd: float = 0.0
     roc_auc_noise_sd: float | None = None
+    out_of_range: dict[str, float] | None = None
+    max_out_of_range: float | None = None
+
+    @property
+    def unsupported(self) -> list[str]:
+        """The features whose out-of-range share exceeds the limit, worst first."""
+        if self.out_of_range is None or self.max_out_of_range is None:
+            return []
+        return sorted(
+            (name for name, share in self.out_of_range.items() if share > self.max_out_of_range),
+            key=lambda name: -(self.out_of_range or {})[name],
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (``estimate.json``)."""
@@ -131,6 +151,35 @@ def estimated_harm(
             f"{reference_auc:.4f}"
         )
     return None
+
+
+def limit_to_support(
+    estimate: PerformanceEstimate, shares: dict[str, float] | None, *, limit: float
+) -> PerformanceEstimate:
+    """The estimate with its support checked: ``out_of_support`` and no figure when a
+    feature's share of rows outside its training range exceeds ``limit``.
+
+    ``shares`` None (the window has no feature column, e.g. a file of probabilities
+    alone) leaves the estimate as it is, its support unknown (``out_of_range`` None). An
+    estimate without a figure already (``insufficient_data``) keeps its status.
+    """
+    if shares is None:
+        return estimate
+    checked = replace(estimate, out_of_range=dict(shares), max_out_of_range=limit)
+    outside = checked.unsupported
+    if estimate.status != "ok" or not outside:
+        return checked
+    listed = ", ".join(f"{name} {shares[name]:.1%}" for name in outside)
+    return replace(
+        checked,
+        status="out_of_support",
+        roc_auc=None,
+        pr_auc=None,
+        brier=None,
+        churn_rate=None,
+        note=f"rows outside the training range (above the limit {limit:.1%}): {listed}; the "
+        "model extrapolates there and no figure is claimed",
+    )
 
 
 def group_ends(ordered: np.ndarray) -> np.ndarray:

@@ -37,6 +37,7 @@ from core.compute.statistics import (
 )
 from core.errors import InputError, LineageError, ModelNotFoundError
 from core.estimate_shift import CalibrationTerm
+from core.estimate_support import ranges_from_metrics
 from core.feast_adapter.services import ServiceFeatures, resolve_service_features
 from core.lineage import ModelLineage, TrainingWindow
 from core.tables import read_time_window
@@ -66,6 +67,7 @@ class ChampionLineage:
     train_end: pd.Timestamp
     test_roc_auc: float | None
     estimate_term: CalibrationTerm = field(default_factory=CalibrationTerm)  # estimate_shift
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)  # estimate_support
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready summary for reports."""
@@ -123,6 +125,7 @@ def load_champion_lineage(registry: ModelRegistry, model_name: str, alias: str) 
         train_end=pd.Timestamp(window.train.end),
         test_roc_auc=float(test_auc) if test_auc is not None else None,
         estimate_term=CalibrationTerm.from_metrics(dict(run.data.metrics)),
+        ranges=ranges_from_metrics(dict(run.data.metrics)),
     )
 
 

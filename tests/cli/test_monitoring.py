@@ -261,6 +261,8 @@ def test_estimate_command_from_a_probability_file(tmp_path: Path) -> None:
     prom = (tmp_path / "data" / "metrics" / "estimate.prom").read_text()
     assert 'churn_estimate_performance{bound="high",metric="roc_auc"}' in prom
     assert "ROC AUC" in completed.stdout
+    assert document["out_of_range"] is None and document["support"].startswith("unknown")
+    assert "churn_estimate_out_of_support 0.0" in prom
 
     few = write_parquet(pd.DataFrame({"churn_probability": scores[:7]}), tmp_path / "f.parquet")
     small = subprocess.run(
@@ -337,8 +339,39 @@ def test_estimate_of_a_probability_file_holds_it_to_the_champion_without_mlflow(
         "bias_per_distance": 0.02,
         "logit_mean": pytest.approx(mean - sd),
         "logit_sd": pytest.approx(sd),
+        "ranges": {},
     }
     assert document["calibration_sd"] == pytest.approx(0.02)
     # The estimated AUC of these scores (about 0.76) is far below 0.9: harm, exit 4.
     assert "exit 4" in completed.stdout and document["harm"]
     assert "calibration term 0.0200" in completed.stdout
+
+    # The version's training range (core.estimate_support), and a file whose rows carry a
+    # feature column besides their probability: 73% of them below the training minimum.
+    client.log_metric(run_id, "train_min.feature_1", 0.0)
+    client.log_metric(run_id, "train_max.feature_1", 10.0)
+    feature = np.where(np.arange(3000) < 2190, -1.0, 5.0)
+    path = write_parquet(
+        pd.DataFrame({"churn_probability": scores, "feature_1": feature}), tmp_path / "f.parquet"
+    )
+    refused = subprocess.run(
+        [sys.executable, "-c", script.replace("p.parquet", "f.parquet")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environment,
+    )
+
+    # No figure, so no harm claimed (exit 0), and still no heavy import.
+    assert "heavy imports: [] exit 0" in refused.stdout, refused.stdout + refused.stderr
+    document = json.loads((out / "estimate.json").read_text())
+    assert document["status"] == "out_of_support" and document["roc_auc"] is None
+    assert document["out_of_range"] == {"feature_1": pytest.approx(0.73)}
+    assert document["harm"] is None and "support" not in document
+    assert document["reference"]["ranges"] == {"feature_1": [0.0, 10.0]}
+    assert "out of support: no figure claimed" in (out / "estimate.html").read_text()
+    prom = (tmp_path / "data" / "metrics" / "estimate.prom").read_text()
+    assert "churn_estimate_out_of_support 1.0" in prom
+    assert 'churn_estimate_out_of_range_share{feature="feature_1"} 0.73' in prom
+    assert "churn_estimate_performance{" not in prom
+    assert "out of support" in refused.stdout

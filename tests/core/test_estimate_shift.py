@@ -116,3 +116,14 @@ def test_a_windows_term_grows_with_its_distance_from_the_held_out_probabilities(
     assert CalibrationTerm().for_window(moved) == 0.0  # a version without the term
     metrics = {"test_estimate_bias_per_distance": 0.02, "test_estimate_logit_sd": sd}
     assert CalibrationTerm.from_metrics(metrics) == CalibrationTerm(per_distance=0.02, logit_sd=sd)
+
+
+def test_training_ranges_round_trip_through_run_metrics_and_shares_count_both_sides() -> None:
+    from core.estimate_support import out_of_range_shares, range_metrics, ranges_from_metrics
+
+    metrics = range_metrics({"a": np.array([1.0, np.nan, 3.0]), "b": np.array([np.nan])})
+    assert metrics == {"train_min.a": 1.0, "train_max.a": 3.0}
+    ranges = ranges_from_metrics({**metrics, "test_roc_auc": 0.8, "train_min.c": 0.0})
+    assert ranges == {"a": (1.0, 3.0)}  # c has no maximum
+    window = {"a": np.array([0.0, 1.0, 2.0, 3.0, 4.0, np.nan]), "z": np.zeros(3)}
+    assert out_of_range_shares(window, ranges) == {"a": pytest.approx(2 / 5)}

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.metrics import average_precision_score, roc_auc_score
 
@@ -141,3 +142,67 @@ def test_the_term_restores_coverage_where_the_probabilities_are_off_by_a_known_b
     assert plain is not None and widened is not None
     assert np.mean([plain.contains(value) for value in realized]) < 0.5
     assert np.mean([widened.contains(value) for value in realized]) >= 0.9
+
+
+def _reference(**ranges: tuple[float, float]) -> object:
+    from monitoring.estimate import Reference
+
+    return Reference(model="m@champion", version="3", roc_auc=0.9, ranges=dict(ranges))
+
+
+def test_a_window_mostly_outside_the_training_range_claims_no_figure() -> None:
+    from monitoring.estimate import estimate_window
+    from monitoring.settings import MonitoringSettings
+
+    rng = np.random.default_rng(4)
+    probabilities = rng.beta(1.2, 4.0, size=2000)
+    reference = _reference(usage=(0.0, 10.0), engagement=(-1.0, 1.0))
+    # usage moved down: 73% of the rows below the training minimum (bench.estimate's
+    # -1.5 SD window), engagement inside.
+    usage = np.where(np.arange(2000) < 1460, -1.0, 5.0)
+    engagement = rng.uniform(-1.0, 1.0, 2000)
+    frame = pd.DataFrame(
+        {"churn_probability": probabilities, "usage": usage, "engagement": engagement}
+    )
+    settings = MonitoringSettings()
+
+    outside = estimate_window(probabilities, settings, reference, frame)  # type: ignore[arg-type]
+
+    assert outside.status == "out_of_support"
+    assert outside.roc_auc is None and outside.pr_auc is None and outside.churn_rate is None
+    assert outside.out_of_range == {"usage": pytest.approx(0.73), "engagement": 0.0}
+    assert outside.unsupported == ["usage"]
+    assert outside.max_out_of_range == settings.estimate_max_out_of_range == 0.1
+    assert "usage 73.0%" in (outside.note or "")
+    document = outside.to_dict()
+    assert document["status"] == "out_of_support" and document["roc_auc"] is None
+
+    inside = frame.assign(usage=np.where(np.arange(2000) < 100, -1.0, 5.0))  # 5%: inside
+    claimed = estimate_window(probabilities, settings, reference, inside)  # type: ignore[arg-type]
+    assert claimed.status == "ok" and claimed.roc_auc is not None
+    assert claimed.out_of_range == {"usage": pytest.approx(0.05), "engagement": 0.0}
+    assert claimed.roc_auc == estimate_performance(probabilities, min_rows=500).roc_auc
+
+
+def test_without_feature_columns_or_ranges_the_support_is_unknown_and_the_figure_stands() -> None:
+    from monitoring.estimate import estimate_window
+    from monitoring.settings import MonitoringSettings
+
+    probabilities = np.random.default_rng(5).beta(1.2, 4.0, size=2000)
+    settings = MonitoringSettings()
+    only = pd.DataFrame({"churn_probability": probabilities})
+    for reference, frame in (
+        (_reference(usage=(0.0, 10.0)), only),  # a file of probabilities alone
+        (_reference(), only.assign(usage=-5.0)),  # a version trained before ranges were kept
+        (_reference(usage=(0.0, 10.0)), None),
+    ):
+        estimate = estimate_window(probabilities, settings, reference, frame)  # type: ignore[arg-type]
+        assert estimate.status == "ok" and estimate.roc_auc is not None
+        assert estimate.out_of_range is None and estimate.unsupported == []
+    few = estimate_window(
+        probabilities[:10],
+        settings,
+        _reference(usage=(0.0, 10.0)),  # type: ignore[arg-type]
+        pd.DataFrame({"usage": np.full(10, -1.0)}),
+    )
+    assert few.status == "insufficient_data" and few.out_of_range == {"usage": 1.0}
