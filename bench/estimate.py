@@ -13,9 +13,12 @@ days), measures:
    predictions each: |estimated - realized| ROC AUC, how often the realized value lies
    inside the interval and how wide the interval is, with the champion's calibration term
    (``test_estimate_calibration_sd``, core.estimate_shift) and, beside it, with label
-   noise only (the previous design);
+   noise only (the previous design); with the support check (core.estimate_support: a
+   window whose rows leave a feature's training range by more than
+   ``estimate_max_out_of_range`` is ``out_of_support``, no figure), coverage and error
+   over the windows with a claimed figure, and how many were refused, of which kinds;
 3. 100 windows from the reference distribution: how often the retraining trigger's
-   estimated-harm rule fires;
+   estimated-harm rule fires, and how many the support check refuses;
 4. a harmful shift that moves no column's values (each user's usage and engagement, as a
    pair, moved to the weekday whose risk cancels theirs: heavy users on weekends, light
    users mid-week; no derived feature combines them with the day) with the drift job's
@@ -215,7 +218,7 @@ def paired_with_weekdays(frame: pd.DataFrame, seed: int, *, noise: float) -> pd.
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--windows", type=int, default=60)
+    parser.add_argument("--windows", type=int, default=75)
     parser.add_argument("--rows", type=int, default=2000)
     parser.add_argument("--trials", type=int, default=6)
     parser.add_argument("--redis-url", default="127.0.0.1:6379,db=14")
@@ -237,9 +240,10 @@ def main() -> None:
             {k: v for k, v in environment.items() if k.startswith(("CHURN", "MLFLOW"))}
         )
         from core.estimate_shift import CalibrationTerm
+        from core.estimate_support import out_of_range_shares, ranges_from_metrics
         from core.models import ModelRegistry
         from monitoring.comparison import compare_frames
-        from monitoring.estimation import estimate_performance
+        from monitoring.estimation import estimate_performance, limit_to_support
         from monitoring.multivariate import detect_domain_shift
         from monitoring.retrain import HarmSignals, decide_retraining, estimated_harm
         from monitoring.settings import MonitoringSettings
@@ -264,6 +268,18 @@ def main() -> None:
         )
         settings = MonitoringSettings()
         min_rows, margin = settings.min_window_rows, settings.retrain_auc_margin
+        training_ranges = ranges_from_metrics(dict(metrics))
+        limit = settings.estimate_max_out_of_range
+        print(
+            f"   training ranges carried with the version: {len(training_ranges)} features; "
+            f"out-of-range limit {limit:.0%}"
+        )
+
+        def supported(estimate: Any, frame: pd.DataFrame) -> Any:
+            """The estimate with the support check churn estimate applies."""
+            columns = {name: frame[name].to_numpy(dtype=np.float64) for name in training_ranges}
+            shares = out_of_range_shares(columns, training_ranges)
+            return limit_to_support(estimate, shares, limit=limit)
 
         def score(frame: pd.DataFrame) -> np.ndarray:
             return np.asarray(model.predict_proba(frame[list(FEATURES)])[:, 1])
@@ -291,12 +307,25 @@ def main() -> None:
         print(f"\n2. {len(windows)} covariate-shifted windows of {options.rows} predictions:")
         per_kind: dict[str, list[tuple[float, bool]]] = {}
         outside: dict[str, float] = {}
+        claimed: list[bool] = []  # per window: a figure claimed (the support check passed)
+        refused_kinds: dict[str, int] = {}
+        worst_share: dict[str, float] = {}
         for index, (label, frame) in enumerate(windows):
             outside[label] = outside_share(frame)
             probabilities = score(frame)
             labels = _labels_for(frame, seed=index)
             realized = float(roc_auc_score(labels, probabilities))
             distances[label] = term.distance(probabilities)
+            checked = supported(
+                estimate_performance(
+                    probabilities, min_rows=min_rows, calibration_sd=term.for_window(probabilities)
+                ),
+                frame,
+            )
+            claimed.append(checked.status == "ok")
+            worst_share[label] = max((checked.out_of_range or {0: 0.0}).values())
+            if checked.status == "out_of_support":
+                refused_kinds[label] = refused_kinds.get(label, 0) + 1
             for design, sd in zip(
                 designs,
                 (term.for_window(probabilities), term.calibration_sd, 0.0),
@@ -315,7 +344,9 @@ def main() -> None:
             print(
                 f"   {label:<22} estimated - realized: mean {np.mean(gaps):+.4f}; inside "
                 f"{sum(hit for _, hit in values)}/{len(values)}; distance "
-                f"{distances[label]:.2f}; rows outside the unshifted range {outside[label]:.1%}"
+                f"{distances[label]:.2f}; rows outside the unshifted range {outside[label]:.1%}; "
+                f"worst feature outside the training range {worst_share[label]:.1%} "
+                f"({'refused' if label in refused_kinds else 'claimed'})"
             )
         kind_bias = [abs(np.mean([gap for gap, _ in values])) for values in per_kind.values()]
         print(
@@ -330,25 +361,50 @@ def main() -> None:
                 f" (goal >= 90%); interval width mean {np.mean(widths[design]):.4f}, max "
                 f"{np.max(widths[design]):.4f}"
             )
+        kept = np.array(claimed)
+        kept_errors = np.array(errors)[kept]
+        kept_inside = np.array(inside[designs[0]])[kept]
+        print(
+            f"   with the support check (limit {limit:.0%} of rows outside a feature's "
+            f"training range): figure claimed in {kept.sum()}/{len(kept)} windows; realized "
+            f"inside the interval in {kept_inside.sum()}/{len(kept_inside)} "
+            f"({np.mean(kept_inside):.0%}, goal >= 90%); |estimated - realized| mean "
+            f"{np.mean(kept_errors):.4f}, 90th percentile {np.quantile(kept_errors, 0.9):.4f}, "
+            f"max {np.max(kept_errors):.4f}"
+        )
+        print(
+            f"   refused (out_of_support): {len(kept) - kept.sum()} windows: "
+            + (", ".join(f"{kind} {n}" for kind, n in refused_kinds.items()) or "none")
+        )
 
-        fired = 0
+        fired = refused = 0
         for index in range(100):
             rng = np.random.default_rng(1000 + index)
             frame = pool.iloc[rng.choice(len(pool), size=options.rows, replace=False)]
             probabilities = score(frame)
-            estimate = estimate_performance(
-                probabilities, min_rows=min_rows, calibration_sd=term.for_window(probabilities)
+            estimate = supported(
+                estimate_performance(
+                    probabilities, min_rows=min_rows, calibration_sd=term.for_window(probabilities)
+                ),
+                frame,
             )
+            refused += estimate.status == "out_of_support"
             fired += estimated_harm(estimate, reference_auc, margin=margin) is not None
         print(
             f"\n3. 100 reference windows: the trigger's estimated-harm rule fired {fired} "
-            f"time(s) (goal <= 1; champion test ROC AUC {reference_auc:.4f}, margin {margin})"
+            f"time(s) (goal <= 1; champion test ROC AUC {reference_auc:.4f}, margin {margin}); "
+            f"refused as out of support: {refused}"
         )
 
-        def trigger(report: Any, probabilities: np.ndarray) -> tuple[Any, str, str, list[str]]:
+        def trigger(
+            report: Any, probabilities: np.ndarray, frame: pd.DataFrame
+        ) -> tuple[Any, str, str, list[str]]:
             """The window's estimate and what the retraining trigger decides on it."""
-            estimate = estimate_performance(
-                probabilities, min_rows=min_rows, calibration_sd=term.for_window(probabilities)
+            estimate = supported(
+                estimate_performance(
+                    probabilities, min_rows=min_rows, calibration_sd=term.for_window(probabilities)
+                ),
+                frame,
             )
             harm = estimated_harm(estimate, reference_auc, margin=margin)
             action, _reasons, signal, alerts = decide_retraining(
@@ -356,7 +412,10 @@ def main() -> None:
                 now=datetime.now(UTC),
                 last_retrained=None,
                 cooldown=timedelta(hours=24),
-                harm=HarmSignals(estimated=harm),
+                harm=HarmSignals(
+                    estimated=harm,
+                    unsupported=estimate.note if estimate.status == "out_of_support" else None,
+                ),
             )
             return estimate, action, str(signal), list(alerts)
 
@@ -369,7 +428,7 @@ def main() -> None:
             probabilities = score(harmful)
             realized = float(roc_auc_score(_labels_for(harmful, seed=9), probabilities))
             report = compare_frames(train_like[list(FEATURES)], harmful[list(FEATURES)], settings)
-            estimate, action, signal, _ = trigger(report, probabilities)
+            estimate, action, signal, _ = trigger(report, probabilities, harmful)
             severities = {item.feature: item.severity for item in report.features}
             joint = detect_domain_shift(
                 train_like[list(FEATURES)], harmful[list(FEATURES)], list(FEATURES), settings
@@ -391,7 +450,7 @@ def main() -> None:
         reference_with["region_code"] = np.random.default_rng(2).normal(0.0, 1.0, len(train_like))
         columns = [*FEATURES, "region_code"]
         report = compare_frames(reference_with[columns], ignored[columns], settings)
-        _, action, signal, alerts = trigger(report, score(ignored))
+        _, action, signal, alerts = trigger(report, score(ignored), ignored)
         print(
             f"   region_code (not a model feature) +3 SD: major {report.names_with('major')}; "
             f"trigger: {action} (signal {signal}; alerts {alerts})"
