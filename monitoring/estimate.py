@@ -282,7 +282,9 @@ def estimate_window(
     shares = None
     if frame is not None and reference is not None and reference.ranges:
         columns = {
-            name: frame[name].to_numpy(dtype=np.float64, na_value=np.nan)
+            name: pd.to_numeric(frame[name], errors="coerce").to_numpy(
+                dtype=np.float64, na_value=np.nan
+            )
             for name in reference.ranges
             if name in frame.columns
         }
