@@ -206,3 +206,20 @@ def test_without_feature_columns_or_ranges_the_support_is_unknown_and_the_figure
         pd.DataFrame({"usage": np.full(10, -1.0)}),
     )
     assert few.status == "insufficient_data" and few.out_of_range == {"usage": 1.0}
+
+
+def test_a_feature_column_that_is_not_numeric_counts_as_unknown_values() -> None:
+    from monitoring.estimate import estimate_window
+    from monitoring.settings import MonitoringSettings
+
+    probabilities = np.random.default_rng(6).beta(1.2, 4.0, size=1000)
+    text = pd.DataFrame({"usage": ["n/a"] * 900 + ["5"] * 100})  # the known values inside
+
+    estimate = estimate_window(
+        probabilities,
+        MonitoringSettings(),
+        _reference(usage=(0.0, 10.0)),  # type: ignore[arg-type]
+        text,
+    )
+
+    assert estimate.status == "ok" and estimate.out_of_range == {"usage": 0.0}
