@@ -336,7 +336,8 @@ def estimate_command(
 ) -> None:
     """Estimate ROC AUC, PR AUC, Brier score and churn rate of a window before its labels.
 
-    Exit code 0: estimated (or too few predictions: status insufficient_data); 4: the
+    Exit code 0: estimated (or no figure claimed: status insufficient_data, too few
+    predictions, or out_of_support, too many rows outside a feature's training range); 4: the
     estimated ROC AUC's whole interval lies more than CHURN_MONITORING_RETRAIN_AUC_MARGIN
     below the champion's test ROC AUC; 2: nothing to estimate; 1: failure.
     """
@@ -366,6 +367,18 @@ def _print_estimate(outcome: EstimateOutcome) -> None:
                     f"  {label:<10} {interval.estimate:.4f}  "
                     f"({estimate.confidence:.0%} interval {interval.low:.4f} - {interval.high:.4f})"
                 )
+        if estimate.roc_auc_noise_sd is not None:
+            typer.echo(
+                f"  ROC AUC spread: label noise {estimate.roc_auc_noise_sd:.4f}, model "
+                f"version's calibration term {estimate.calibration_sd:.4f} (SD)"
+            )
+    if estimate.status == "out_of_support":
+        typer.echo(
+            "  out of support: no figure claimed; the model extrapolates on these rows (see "
+            "the data-quality findings of churn drift; labels decide: churn evaluate)"
+        )
+    elif estimate.out_of_range is None:
+        typer.echo("  support: unknown (no model feature column in the window)")
     if estimate.note:
         typer.echo(f"note: {estimate.note}")
     reference = outcome.reference

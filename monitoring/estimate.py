@@ -11,6 +11,13 @@ answered with), or a Parquet file holding either a ``churn_probability`` column 
 champion's feature columns, which the champion then scores (through
 :class:`core.models.ModelRegistry`). Rows the model cannot score (a feature missing) are
 counted and left out.
+
+Support: where the window has the model's feature columns (the prediction log, a file of
+features) each one's share of rows outside the champion's training range is measured
+(:mod:`core.estimate_support`; the range is carried with the model version); above
+``estimate_max_out_of_range`` the status is ``out_of_support`` and no figure is claimed.
+A file holding only ``churn_probability`` has no feature: its support is unknown, the
+estimate is claimed as without the check, and ``estimate.json`` says so.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ import numpy as np
 import pandas as pd
 
 from core.errors import InputError
+from core.estimate_shift import RUN_METRICS, CalibrationTerm
+from core.estimate_support import RANGE_PREFIXES, out_of_range_shares, ranges_from_metrics
 from core.files import finite_json, write_text_atomically
 from core.prediction_log import MODEL_VERSION, PROBABILITY
 from core.settings import DataSettings, ModelSettings
@@ -34,6 +43,7 @@ from monitoring.estimation import (
     PerformanceEstimate,
     estimate_performance,
     estimated_harm,
+    limit_to_support,
 )
 from monitoring.settings import MonitoringSettings
 
@@ -61,11 +71,64 @@ class EstimateRequest:
 
 @dataclass(frozen=True)
 class Reference:
-    """The champion's ROC AUC on its training run's test window, estimates are held to."""
+    """The champion's ROC AUC on its training run's test window, estimates are held to,
+    and the calibration term its training measured (:mod:`core.estimate_shift`; zeros for
+    a version trained before it was measured: label noise only), and each feature's
+    training range (:mod:`core.estimate_support`; empty: support not checked)."""
 
     model: str
     version: str
     roc_auc: float | None
+    calibration_sd: float = 0.0
+    bias_per_distance: float = 0.0
+    logit_mean: float = 0.0
+    logit_sd: float = 0.0
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+    @classmethod
+    def with_term(
+        cls,
+        model: str,
+        version: str,
+        roc_auc: float | None,
+        term: CalibrationTerm,
+        ranges: dict[str, tuple[float, float]] | None = None,
+    ) -> Reference:
+        """A reference carrying a model version's calibration term and training ranges."""
+        return cls(
+            model=model,
+            version=version,
+            roc_auc=roc_auc,
+            calibration_sd=term.calibration_sd,
+            bias_per_distance=term.per_distance,
+            logit_mean=term.logit_mean,
+            logit_sd=term.logit_sd,
+            ranges=dict(ranges or {}),
+        )
+
+    def term(self) -> CalibrationTerm:
+        """The model version's calibration term."""
+        return CalibrationTerm(
+            calibration_sd=self.calibration_sd,
+            per_distance=self.bias_per_distance,
+            logit_mean=self.logit_mean,
+            logit_sd=self.logit_sd,
+        )
+
+
+REFERENCE_METRICS = ("test_roc_auc", *RUN_METRICS.values())
+
+
+def reference_from_metrics(model: str, version: str, metrics: dict[str, float]) -> Reference:
+    """The reference from a training run's metrics (missing ones: None and zeros)."""
+    auc = metrics.get("test_roc_auc")
+    return Reference.with_term(
+        model,
+        version,
+        float(auc) if auc is not None and np.isfinite(auc) else None,
+        CalibrationTerm.from_metrics(metrics),
+        ranges_from_metrics(metrics),
+    )
 
 
 @dataclass
@@ -99,27 +162,45 @@ class EstimateOutcome:
         document["by_version"] = self.by_version
         document["reference"] = None if self.reference is None else vars(self.reference)
         document["harm"] = self.harm
+        if self.estimate.out_of_range is None:
+            document["support"] = (
+                "unknown: the window has none of the model's feature columns, or the "
+                "champion carries no training range; the estimate is claimed unchecked"
+            )
         return finite_json(document)
 
 
 def champion_reference(model: ModelSettings) -> Reference | None:
-    """The champion's test ROC AUC from its training run (None: no champion)."""
+    """The champion's test ROC AUC and calibration term from its training run (None: no
+    champion).
+
+    A local SQLite store is read directly (:mod:`core.registry_sqlite`: no MLflow import);
+    any other store through MLflow's client.
+    """
+    from core.registry_sqlite import UNREAD, AliasMetrics, alias_metrics
+    from core.settings import MlflowSettings
+
+    label = f"{model.name}@{model.alias}"
+    settings = MlflowSettings()
+    quick = alias_metrics(
+        settings.resolved_tracking_uri(),
+        model.name,
+        model.alias,
+        REFERENCE_METRICS,
+        prefixes=RANGE_PREFIXES,
+    )
+    if isinstance(quick, AliasMetrics):
+        return reference_from_metrics(label, quick.version, quick.metrics)
+    if quick is not UNREAD:
+        return None
     from core.models import ModelRegistry
 
-    registry = ModelRegistry.from_settings()
+    registry = ModelRegistry.from_settings(settings)
     found = registry.find(model.name, alias=model.alias)
     if found is None:
         return None
-    value = (
-        registry.client.get_run(found.run_id).data.metrics.get("test_roc_auc")
-        if found.run_id
-        else None
-    )
-    return Reference(
-        model=f"{model.name}@{model.alias}",
-        version=found.version,
-        roc_auc=float(value) if value is not None else None,
-    )
+    metrics = registry.client.get_run(found.run_id).data.metrics if found.run_id else {}
+    return reference_from_metrics(label, found.version, dict(metrics))
 
 
 def score_with_champion(frame: pd.DataFrame, model: ModelSettings) -> np.ndarray:
@@ -143,13 +224,15 @@ def score_with_champion(frame: pd.DataFrame, model: ModelSettings) -> np.ndarray
     return score_rows(fitted, frame, lineage.features).to_numpy(dtype=np.float64)
 
 
-def read_window(request: EstimateRequest) -> tuple[np.ndarray, dict[str, Any], dict[str, int]]:
-    """The window's probabilities, where they came from, and rows per model version.
+def read_window(
+    request: EstimateRequest,
+) -> tuple[np.ndarray, dict[str, Any], dict[str, int], pd.DataFrame]:
+    """The window's probabilities, where they came from, rows per model version, and the
+    window's rows (their feature columns, where it has them, for the support check).
 
     Raises:
         InputError: No such file or log, nothing in the window, or no usable column.
     """
-    from monitoring.snapshots import read_prediction_log
     from monitoring.windows import read_sample
 
     if request.current is not None:
@@ -161,6 +244,8 @@ def read_window(request: EstimateRequest) -> tuple[np.ndarray, dict[str, Any], d
             probabilities = score_with_champion(frame, request.model)
             source = {"file": str(request.current), "scored_by": "champion"}
     else:
+        from monitoring.snapshots import read_prediction_log
+
         log_dir = DataSettings().prediction_log_path
         frame, (start, end) = read_prediction_log(
             log_dir, window=request.window, until=request.until
@@ -171,16 +256,40 @@ def read_window(request: EstimateRequest) -> tuple[np.ndarray, dict[str, Any], d
     if MODEL_VERSION in frame.columns:
         counts = frame[MODEL_VERSION].astype(str).value_counts()
         versions = {str(key): int(value) for key, value in sorted(counts.items())}
-    return probabilities, source, versions
+    return probabilities, source, versions, frame
 
 
-def estimate_window(probabilities: np.ndarray, settings: MonitoringSettings) -> PerformanceEstimate:
-    """The estimate of one window with the monitoring settings' minimum and confidence."""
-    return estimate_performance(
+def estimate_window(
+    probabilities: np.ndarray,
+    settings: MonitoringSettings,
+    reference: Reference | None = None,
+    frame: pd.DataFrame | None = None,
+) -> PerformanceEstimate:
+    """The estimate of one window with the monitoring settings' minimum and confidence,
+    and the reference model version's calibration term for it (none without a reference).
+
+    With the window's rows (``frame``) and the version's training ranges, the support is
+    checked too (:func:`monitoring.estimation.limit_to_support`); without either, or when
+    the rows have none of the model's features, it is unknown and the estimate stands.
+    """
+    term = reference.term() if reference is not None else CalibrationTerm()
+    estimate = estimate_performance(
         probabilities,
         min_rows=settings.min_window_rows,
         confidence=settings.estimate_confidence,
+        calibration_sd=term.for_window(probabilities),
     )
+    shares = None
+    if frame is not None and reference is not None and reference.ranges:
+        columns = {
+            name: pd.to_numeric(frame[name], errors="coerce").to_numpy(
+                dtype=np.float64, na_value=np.nan
+            )
+            for name in reference.ranges
+            if name in frame.columns
+        }
+        shares = out_of_range_shares(columns, reference.ranges) if columns else None
+    return limit_to_support(estimate, shares, limit=settings.estimate_max_out_of_range)
 
 
 def run_estimate(request: EstimateRequest) -> EstimateOutcome:
@@ -192,13 +301,13 @@ def run_estimate(request: EstimateRequest) -> EstimateOutcome:
             are not probabilities.
     """
     started = datetime.now(UTC)
-    probabilities, source, versions = read_window(request)
-    estimate = estimate_window(probabilities, request.settings)
+    probabilities, source, versions, frame = read_window(request)
     try:
         reference = champion_reference(request.model)
     except Exception as error:  # the estimate stands without it; say why it is missing
         source["reference"] = f"not read: {type(error).__name__}: {error}"
         reference = None
+    estimate = estimate_window(probabilities, request.settings, reference, frame)
     out_dir = request.out_dir or (
         DataSettings().data_dir / "monitoring" / "estimates" / started.strftime("%Y%m%dT%H%M%SZ")
     )
@@ -248,11 +357,29 @@ def render_estimate_html(
         for name in METRICS
         if (interval := estimate.figure(name)) is not None
     )
-    claim = (
-        f"<table><tr><th>metric</th><th>estimate</th><th>{estimate.confidence:.0%} interval</th>"
-        f"</tr>{rows}</table>"
-        if estimate.status == "ok"
-        else f"<p><b>insufficient data</b>: {html.escape(estimate.note or '')}</p>"
+    if estimate.status == "ok":
+        claim = (
+            f"<table><tr><th>metric</th><th>estimate</th><th>{estimate.confidence:.0%} "
+            f"interval</th></tr>{rows}</table>"
+        )
+    elif estimate.status == "out_of_support":
+        claim = (
+            "<p><b>out of support: no figure claimed</b>. "
+            f"{html.escape(estimate.note or '')}. Wait for the labels (churn evaluate), and "
+            "check the data-quality findings: a broken upstream, or a population the model "
+            "was never trained on (retrain on it once labelled).</p>"
+        )
+    else:
+        claim = f"<p><b>insufficient data</b>: {html.escape(estimate.note or '')}</p>"
+    shares = estimate.out_of_range
+    support = (
+        "<p>Support: unknown (no model feature in the window, or no training range with "
+        "the model version): the figures are claimed unchecked.</p>"
+        if shares is None
+        else "<p>Rows outside the training range (limit "
+        f"{estimate.max_out_of_range or 0:.1%}): "
+        + ", ".join(f"{html.escape(name)} {share:.1%}" for name, share in sorted(shares.items()))
+        + "</p>"
     )
     held_to = (
         f"<p>Champion {html.escape(reference.model)} version {html.escape(reference.version)}: "
@@ -266,6 +393,8 @@ def render_estimate_html(
         "<section id='estimated-performance'><h2>Estimated performance (no labels)</h2>"
         f"<p>{estimate.rows} predictions; estimated from the calibrated probabilities "
         "(confidence-based performance estimation). Realized figures land in the interval "
-        f"about {estimate.confidence:.0%} of the time when the probabilities are calibrated."
-        f"</p>{claim}{held_to}</section>"
+        f"about {estimate.confidence:.0%} of the time when the probabilities are calibrated; "
+        "the ROC AUC's interval also carries the model version's calibration term "
+        f"({estimate.calibration_sd:.4f}), the bias shifted windows showed on its held-out "
+        f"rows.</p>{claim}{support}{held_to}</section>"
     )

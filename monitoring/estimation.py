@@ -16,12 +16,24 @@ the estimate plus or minus the normal quantile times the spread of those draws. 
 ``sqrt(sample / rows)`` (the metrics' spread shrinks as one over the square root of the
 window), so a million predictions cost one sort, not a thousand.
 
-Below ``min_rows`` rows nothing is claimed: the status is ``insufficient_data``.
+Labels are not the only source of error: the probabilities are calibrated on the training
+distribution, and a shifted window weighs the regions where the model is a little off more
+than the held-out rows did. Training measures that bias on its held-out rows re-weighted as
+shifted windows would weigh them, and the model version carries it
+(:class:`core.estimate_shift.CalibrationTerm`); the caller passes this window's share of it
+as ``calibration_sd``, added to the ROC AUC's label-noise spread (``sqrt(noise ** 2 +
+calibration ** 2)``), so the interval covers both. It does not shrink with the window.
+
+Below ``min_rows`` rows nothing is claimed: the status is ``insufficient_data``. Where
+many of the window's rows lie outside the range a model feature had in training, the model
+extrapolates and no label-free estimator knows how well: :func:`limit_to_support` then
+claims nothing either, with the status ``out_of_support`` and the features' shares
+(:mod:`core.estimate_support`).
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from statistics import NormalDist
 from typing import Any, Literal
 
@@ -29,7 +41,7 @@ import numpy as np
 
 from core.errors import InputError
 
-Status = Literal["ok", "insufficient_data"]
+Status = Literal["ok", "insufficient_data", "out_of_support"]
 METRICS: tuple[str, ...] = ("roc_auc", "pr_auc", "brier", "churn_rate")
 
 
@@ -52,7 +64,8 @@ class PerformanceEstimate:
 
     Attributes:
         rows: Predictions the estimate is built on.
-        status: ``ok``, or ``insufficient_data`` below ``min_rows`` (no figure claimed).
+        status: ``ok``; ``insufficient_data`` below ``min_rows``, or ``out_of_support``
+            when a feature's out-of-range share exceeds the limit (no figure claimed).
         roc_auc: Estimated ROC AUC and its interval (None when not claimed).
         pr_auc: Estimated PR AUC (average precision).
         brier: Estimated Brier score.
@@ -61,6 +74,12 @@ class PerformanceEstimate:
         min_rows: The fewest rows a figure is claimed for.
         excluded_rows: Predictions without a probability, left out (and counted here).
         note: Why no figure is claimed, or what was left out.
+        calibration_sd: The model version's calibration term for this window, added to
+            the ROC AUC's spread (0: label noise only).
+        roc_auc_noise_sd: The ROC AUC's spread from label noise alone.
+        out_of_range: Per model feature, the share of the window's rows outside its
+            training range (None: support not checked, the window has no feature column).
+        max_out_of_range: The largest share a figure is claimed for (None: not checked).
     """
 
     rows: int
@@ -73,6 +92,20 @@ class PerformanceEstimate:
     min_rows: int
     excluded_rows: int = 0
     note: str | None = None
+    calibration_sd: float = 0.0
+    roc_auc_noise_sd: float | None = None
+    out_of_range: dict[str, float] | None = None
+    max_out_of_range: float | None = None
+
+    @property
+    def unsupported(self) -> list[str]:
+        """The features whose out-of-range share exceeds the limit, worst first."""
+        if self.out_of_range is None or self.max_out_of_range is None:
+            return []
+        return sorted(
+            (name for name, share in self.out_of_range.items() if share > self.max_out_of_range),
+            key=lambda name: -(self.out_of_range or {})[name],
+        )
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (``estimate.json``)."""
@@ -118,6 +151,35 @@ def estimated_harm(
             f"{reference_auc:.4f}"
         )
     return None
+
+
+def limit_to_support(
+    estimate: PerformanceEstimate, shares: dict[str, float] | None, *, limit: float
+) -> PerformanceEstimate:
+    """The estimate with its support checked: ``out_of_support`` and no figure when a
+    feature's share of rows outside its training range exceeds ``limit``.
+
+    ``shares`` None (the window has no feature column, e.g. a file of probabilities
+    alone) leaves the estimate as it is, its support unknown (``out_of_range`` None). An
+    estimate without a figure already (``insufficient_data``) keeps its status.
+    """
+    if shares is None:
+        return estimate
+    checked = replace(estimate, out_of_range=dict(shares), max_out_of_range=limit)
+    outside = checked.unsupported
+    if estimate.status != "ok" or not outside:
+        return checked
+    listed = ", ".join(f"{name} {shares[name]:.1%}" for name in outside)
+    return replace(
+        checked,
+        status="out_of_support",
+        roc_auc=None,
+        pr_auc=None,
+        brier=None,
+        churn_rate=None,
+        note=f"rows outside the training range (above the limit {limit:.1%}): {listed}; the "
+        "model extrapolates there and no figure is claimed",
+    )
 
 
 def group_ends(ordered: np.ndarray) -> np.ndarray:
@@ -223,6 +285,7 @@ def estimate_performance(
     simulations: int = 200,
     sample_rows: int = 5_000,
     seed: int = 0,
+    calibration_sd: float = 0.0,
 ) -> PerformanceEstimate:
     """Estimate ROC AUC, PR AUC, Brier score and churn rate of a window without labels.
 
@@ -234,10 +297,14 @@ def estimate_performance(
         simulations: Label draws measuring each metric's spread.
         sample_rows: Rows the draws are made on at most (see the module docstring).
         seed: Seed of the draws (the same window gives the same intervals).
+        calibration_sd: The model version's calibration term for this window (see the
+            module docstring), added to the ROC AUC's label-noise spread.
 
     Raises:
-        InputError: A probability outside [0, 1].
+        InputError: A probability outside [0, 1], or a negative calibration term.
     """
+    if not calibration_sd >= 0:
+        raise InputError(f"calibration_sd must be a number >= 0, not {calibration_sd!r}")
     values, excluded = _check_probabilities(np.asarray(probabilities, dtype=np.float64).ravel())
     rows = len(values)
     note = f"{excluded} prediction(s) without a probability left out" if excluded else None
@@ -254,6 +321,7 @@ def estimate_performance(
         note="; ".join(
             filter(None, [f"{rows} predictions, fewer than the minimum {min_rows}", note])
         ),
+        calibration_sd=calibration_sd,
     )
     if rows < max(min_rows, 2):
         return empty
@@ -266,6 +334,8 @@ def estimate_performance(
         "churn_rate": float(np.mean(values)),
     }
     spread = _simulated_spread(values, simulations=simulations, sample_rows=sample_rows, seed=seed)
+    noise_sd = spread["roc_auc"]
+    spread["roc_auc"] = float(np.hypot(noise_sd, calibration_sd))
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
 
     def interval(name: str, *, upper: float = 1.0) -> Interval | None:
@@ -289,4 +359,6 @@ def estimate_performance(
         min_rows=min_rows,
         excluded_rows=excluded,
         note=note,
+        calibration_sd=calibration_sd,
+        roc_auc_noise_sd=noise_sd if np.isfinite(noise_sd) else None,
     )

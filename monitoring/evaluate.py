@@ -26,12 +26,14 @@ from core.calibration import RELIABILITY_BINS, ReliabilityBin, reliability
 from core.compute import offline_compute
 from core.compute.statistics import StatisticsCompute
 from core.errors import InputError
+from core.estimate_shift import CalibrationTerm
 from core.feast_store import feature_store_session
 from core.files import write_text_atomically
 from core.models import ModelRegistry
 from core.settings import DataSettings, FeastSettings, MlflowSettings, ModelSettings
 from core.stage_metrics import record_champion_from_registry, record_evaluation
 from core.tables import read_time_window
+from monitoring.estimate import champion_reference
 from monitoring.estimation import METRICS, PerformanceEstimate, estimate_performance
 from monitoring.settings import MonitoringSettings
 from monitoring.snapshots import read_prediction_log
@@ -208,6 +210,7 @@ def evaluate_predictions(
     bins: int = RELIABILITY_BINS,
     min_rows: int = 500,
     confidence: float = 0.95,
+    term: CalibrationTerm | None = None,
 ) -> Evaluation:
     """ROC AUC, Brier score, log loss and reliability of the labelled predictions, beside
     what was estimated for them without labels.
@@ -219,6 +222,8 @@ def evaluate_predictions(
         min_rows: Fewest labelled predictions a figure is claimed for, overall and per
             model version.
         confidence: Coverage of the estimate's intervals.
+        term: The champion's calibration term, widening the estimated ROC AUC's interval
+            as ``churn estimate`` does (:mod:`core.estimate_shift`).
 
     Raises:
         InputError: No prediction has a label yet.
@@ -268,7 +273,12 @@ def evaluate_predictions(
     single_class = len(np.unique(labels)) < 2
     reliability_bins, ece = reliability(labels, scores, bins)
     realized = _realized(labels, scores)
-    estimate = estimate_performance(scores, min_rows=min_rows, confidence=confidence)
+    estimate = estimate_performance(
+        scores,
+        min_rows=min_rows,
+        confidence=confidence,
+        calibration_sd=(term or CalibrationTerm()).for_window(scores),
+    )
     return Evaluation(
         **common,
         roc_auc=realized["roc_auc"],
@@ -330,11 +340,16 @@ def run_evaluation(request: EvaluateRequest) -> EvaluateOutcome:
     else:  # a local table needs no feature store
         label_window = read_label_window(location, start=start, end=end)
     joined = join_labels(predictions, label_window, max_label_age=request.max_label_age)
+    try:
+        reference = champion_reference(request.model)
+    except Exception:  # the realized figures stand without it; the interval is then noise only
+        reference = None
     evaluation = evaluate_predictions(
         joined,
         window=(bounds[0].isoformat(), bounds[1].isoformat()),
         min_rows=request.settings.min_window_rows,
         confidence=request.settings.estimate_confidence,
+        term=reference.term() if reference is not None else CalibrationTerm(),
     )
     _training_aucs(evaluation, request.model)
     json_path = None

@@ -195,8 +195,10 @@ def add_estimate_gauges(
     prefix: str = "churn_estimate",
 ) -> None:
     """Gauges of one estimate: ``<prefix>_performance{metric, bound}`` (estimate, low,
-    high), its rows, whether a figure was claimed, the champion's reference ROC AUC and
-    whether the estimate shows harm (:func:`monitoring.retrain.estimated_harm`)."""
+    high; none when no figure is claimed), its rows, whether they were enough, whether the
+    window was out of the training support and each feature's out-of-range share, the
+    champion's reference ROC AUC and whether the estimate shows harm
+    (:func:`monitoring.retrain.estimated_harm`)."""
     from prometheus_client import Gauge
 
     figure = Gauge(
@@ -217,7 +219,22 @@ def add_estimate_gauges(
         f"{prefix}_sufficient",
         "1 when the window held enough predictions for a figure, else 0",
         registry=registry,
-    ).set(1 if estimate.status == "ok" else 0)
+    ).set(0 if estimate.status == "insufficient_data" else 1)
+    Gauge(
+        f"{prefix}_out_of_support",
+        "1 when rows outside a feature's training range exceeded the limit: no figure "
+        "claimed (the model extrapolates); 0 when inside or not checked",
+        registry=registry,
+    ).set(1 if estimate.status == "out_of_support" else 0)
+    if estimate.out_of_range is not None:
+        share = Gauge(
+            f"{prefix}_out_of_range_share",
+            "Share of the window's rows outside the feature's training [min, max]",
+            ["feature"],
+            registry=registry,
+        )
+        for name, value in estimate.out_of_range.items():
+            share.labels(feature=name).set(value)
     Gauge(
         f"{prefix}_harm",
         "1 when the estimated ROC AUC fell more than the margin below the champion's, "

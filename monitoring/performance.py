@@ -94,10 +94,12 @@ def window_performance(
     """
     settings = request.settings
     reference = (
-        Reference(
-            model=f"{lineage.model_name}@{lineage.alias}",
-            version=lineage.version,
-            roc_auc=lineage.test_roc_auc,
+        Reference.with_term(
+            f"{lineage.model_name}@{lineage.alias}",
+            lineage.version,
+            lineage.test_roc_auc,
+            lineage.estimate_term,
+            lineage.ranges,
         )
         if lineage is not None
         else None
@@ -110,13 +112,17 @@ def window_performance(
             note=f"the current window has no {PROBABILITY} column (score drift not measured, "
             "or aggregated where the rows are)",
         )
-    estimate = estimate_window(current[PROBABILITY].to_numpy(dtype=np.float64), settings)
+    estimate = estimate_window(
+        current[PROBABILITY].to_numpy(dtype=np.float64), settings, reference, current
+    )
     reference_auc = reference.roc_auc if reference else None
     margin = settings.retrain_auc_margin
     realized, note = _realized(current, settings.min_window_rows)
     figures: dict[str, Any] = {
         "estimated_roc_auc": vars(estimate.roc_auc) if estimate.roc_auc else None,
         "estimate_rows": estimate.rows,
+        "estimate_status": estimate.status,
+        "out_of_range": estimate.out_of_range,
         "reference_roc_auc": reference_auc,
         "realized": realized,
     }
@@ -130,6 +136,7 @@ def window_performance(
             min_rows=settings.min_window_rows,
         ),
         figures=figures,
+        unsupported=estimate.note if estimate.status == "out_of_support" else None,
     )
     return WindowPerformance(
         estimate=estimate, reference=reference, harm=harm, realized=realized, note=note

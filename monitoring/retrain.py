@@ -183,11 +183,15 @@ class HarmSignals:
         estimated: Why the estimate shows harm (:func:`estimated_harm`).
         realized: Why the realized performance shows harm (:func:`realized_harm`).
         figures: The figures behind them, for the decisions log.
+        unsupported: Why the window's estimate claimed no figure (``out_of_support``: its
+            rows left the training range); the estimate then decides nothing and the
+            data-quality alert stands for the window.
     """
 
     estimated: str | None = None
     realized: str | None = None
     figures: dict[str, Any] = field(default_factory=dict)
+    unsupported: str | None = None
 
 
 def realized_harm(
@@ -236,18 +240,27 @@ def decide_retraining(
     alerts = drift_alerts(report)
     signal: Signal = "none"
     reasons: list[str] = []
+    refused = (
+        [
+            f"estimated performance not used: out of support ({harm.unsupported}); the "
+            "data-quality findings stand for this window"
+        ]
+        if harm.unsupported and not harm.estimated
+        else []
+    )
     if harm.estimated:
         signal, reasons = "estimated_performance", [harm.estimated]
     elif harm.realized:
-        signal, reasons = "realized_performance", [harm.realized]
+        signal, reasons = "realized_performance", [harm.realized, *refused]
     elif alerts and retrain_on_drift:
-        signal, reasons = "drift", [*alerts]
+        signal, reasons = "drift", [*alerts, *refused]
     if signal == "none":
         if alerts:
             return (
                 "skip",
                 [
                     *alerts,
+                    *refused,
                     "drift alone is an alert, not harm: no retraining "
                     "(CHURN_MONITORING_RETRAIN_ON_DRIFT=true retrains on it)",
                 ],
@@ -256,7 +269,7 @@ def decide_retraining(
             )
         return (
             "skip",
-            [f"no harm and no major drift (overall severity {report.severity})"],
+            [*refused, f"no harm and no major drift (overall severity {report.severity})"],
             signal,
             [],
         )

@@ -17,7 +17,7 @@ in this process, or staged on the cluster until the caller's ``ExitStack`` close
 from __future__ import annotations
 
 from contextlib import ExitStack
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -36,6 +36,8 @@ from core.compute.statistics import (
     StatisticsCompute,
 )
 from core.errors import InputError, LineageError, ModelNotFoundError
+from core.estimate_shift import CalibrationTerm
+from core.estimate_support import ranges_from_metrics
 from core.feast_adapter.services import ServiceFeatures, resolve_service_features
 from core.lineage import ModelLineage, TrainingWindow
 from core.tables import read_time_window
@@ -64,6 +66,8 @@ class ChampionLineage:
     train_start: pd.Timestamp
     train_end: pd.Timestamp
     test_roc_auc: float | None
+    estimate_term: CalibrationTerm = field(default_factory=CalibrationTerm)  # estimate_shift
+    ranges: dict[str, tuple[float, float]] = field(default_factory=dict)  # estimate_support
 
     def describe(self) -> dict[str, Any]:
         """JSON-ready summary for reports."""
@@ -120,6 +124,8 @@ def load_champion_lineage(registry: ModelRegistry, model_name: str, alias: str) 
         train_start=pd.Timestamp(window.train.start),
         train_end=pd.Timestamp(window.train.end),
         test_roc_auc=float(test_auc) if test_auc is not None else None,
+        estimate_term=CalibrationTerm.from_metrics(dict(run.data.metrics)),
+        ranges=ranges_from_metrics(dict(run.data.metrics)),
     )
 
 

@@ -19,11 +19,14 @@ from dataclasses import asdict
 from typing import Any
 
 import mlflow
+import numpy as np
 from feast import FeatureStore
 from sklearn.base import ClassifierMixin
 
 from core.calibration import calibrate
 from core.errors import InputError
+from core.estimate_shift import shift_calibration
+from core.estimate_support import range_metrics
 from core.feast_store import open_feature_store
 from core.lineage import ModelLineage
 from core.model_trust import logged_model_sha256
@@ -349,12 +352,37 @@ def _refit_and_test(
     metrics = evaluate(calibrated, split.test[names], split.test[label])
     uncalibrated = evaluate(model, split.test[names], split.test[label])
     metrics.update({f"{name}_uncalibrated": value for name, value in uncalibrated.items()})
+    probabilities = calibrated.predict_proba(split.test[names])[:, 1]
     log_calibration(
         choice,
         labels=split.test[label].to_numpy(),
-        calibrated=calibrated.predict_proba(split.test[names])[:, 1],
+        calibrated=probabilities,
         uncalibrated=model.predict_proba(split.test[names])[:, 1],
         metrics=metrics,
+    )
+    # The bias a shifted window adds to label-free estimates (core.estimate_shift): carried
+    # with the version as test_estimate_*, widening every estimate's interval.
+    shift = shift_calibration(
+        split.test[label].to_numpy(),
+        probabilities,
+        {
+            name: split.test[name].to_numpy(dtype=np.float64)
+            for name in names
+            if np.issubdtype(split.test[name].dtype, np.number)
+        },
+        seed=seed,
+    )
+    metrics.update(shift.metrics())
+    # Each feature's range over the training set (core.estimate_support): where a window's
+    # rows leave it, estimates of this version claim no figure.
+    mlflow.log_metrics(
+        range_metrics(
+            {
+                name: training_set.frame[name].to_numpy(dtype=np.float64)
+                for name in names
+                if np.issubdtype(training_set.frame[name].dtype, np.number)
+            }
+        )
     )
     return calibrated, model, metrics
 

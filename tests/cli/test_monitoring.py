@@ -7,6 +7,7 @@ a prediction log and a labels table for evaluate.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from datetime import timedelta
@@ -260,6 +261,8 @@ def test_estimate_command_from_a_probability_file(tmp_path: Path) -> None:
     prom = (tmp_path / "data" / "metrics" / "estimate.prom").read_text()
     assert 'churn_estimate_performance{bound="high",metric="roc_auc"}' in prom
     assert "ROC AUC" in completed.stdout
+    assert document["out_of_range"] is None and document["support"].startswith("unknown")
+    assert "churn_estimate_out_of_support 0.0" in prom
 
     few = write_parquet(pd.DataFrame({"churn_probability": scores[:7]}), tmp_path / "f.parquet")
     small = subprocess.run(
@@ -276,3 +279,99 @@ def test_estimate_command_from_a_probability_file(tmp_path: Path) -> None:
         [CHURN, "estimate", "--current", str(unusable)], capture_output=True, text=True, timeout=120
     )
     assert bad.returncode == 2, bad.stdout
+
+
+def test_estimate_of_a_probability_file_holds_it_to_the_champion_without_mlflow(
+    tmp_path: Path,
+) -> None:
+    # The champion's test ROC AUC and calibration term come from the default SQLite store
+    # read directly: a file of probabilities needs no MLflow, Feast or scikit-learn import.
+    from mlflow import MlflowClient
+
+    from core.estimate_shift import logit_moments
+    from core.settings import MlflowSettings
+    from tests.utils.serving import MODEL_NAME, register_model
+
+    uri = MlflowSettings().prepare()
+    version = register_model(uri, project="estimate_reference")
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
+    run_id = client.get_model_version(MODEL_NAME, version).run_id
+    scores = np.random.default_rng(3).beta(1.2, 4.0, size=3000)
+    mean, sd = logit_moments(scores)
+    # The held-out logits sat one SD lower: distance 1, so this window's term is 0.02.
+    metrics = {
+        "test_roc_auc": 0.9,
+        "test_estimate_calibration_sd": 0.01,
+        "test_estimate_bias_per_distance": 0.02,
+        "test_estimate_logit_mean": mean - sd,
+        "test_estimate_logit_sd": sd,
+    }
+    for key, value in metrics.items():
+        client.log_metric(run_id, key, value)
+    path = write_parquet(pd.DataFrame({"churn_probability": scores}), tmp_path / "p.parquet")
+    out = tmp_path / "out"
+    script = (
+        "import sys\n"
+        "from cli.main import main\n"
+        f"sys.argv = ['churn', 'estimate', '--current', {str(path)!r}, '--out', {str(out)!r}]\n"
+        "code = 0\n"
+        "try:\n"
+        "    main()\n"
+        "except SystemExit as exit:\n"
+        "    code = exit.code\n"
+        "heavy = sorted({'mlflow', 'sklearn', 'feast', 'scipy'} & set(sys.modules))\n"
+        "print('heavy imports:', heavy, 'exit', code)\n"
+    )
+
+    # As a user's shell has it (register_model's MLflow calls export another URI).
+    environment = {**os.environ, "MLFLOW_TRACKING_URI": uri}
+    completed = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=120, env=environment
+    )
+
+    assert "heavy imports: [] exit" in completed.stdout, completed.stdout + completed.stderr
+    document = json.loads((out / "estimate.json").read_text())
+    assert document["reference"] == {
+        "model": f"{MODEL_NAME}@champion",
+        "version": version,
+        "roc_auc": 0.9,
+        "calibration_sd": 0.01,
+        "bias_per_distance": 0.02,
+        "logit_mean": pytest.approx(mean - sd),
+        "logit_sd": pytest.approx(sd),
+        "ranges": {},
+    }
+    assert document["calibration_sd"] == pytest.approx(0.02)
+    # The estimated AUC of these scores (about 0.76) is far below 0.9: harm, exit 4.
+    assert "exit 4" in completed.stdout and document["harm"]
+    assert "calibration term 0.0200" in completed.stdout
+
+    # The version's training range (core.estimate_support), and a file whose rows carry a
+    # feature column besides their probability: 73% of them below the training minimum.
+    client.log_metric(run_id, "train_min.feature_1", 0.0)
+    client.log_metric(run_id, "train_max.feature_1", 10.0)
+    feature = np.where(np.arange(3000) < 2190, -1.0, 5.0)
+    path = write_parquet(
+        pd.DataFrame({"churn_probability": scores, "feature_1": feature}), tmp_path / "f.parquet"
+    )
+    refused = subprocess.run(
+        [sys.executable, "-c", script.replace("p.parquet", "f.parquet")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=environment,
+    )
+
+    # No figure, so no harm claimed (exit 0), and still no heavy import.
+    assert "heavy imports: [] exit 0" in refused.stdout, refused.stdout + refused.stderr
+    document = json.loads((out / "estimate.json").read_text())
+    assert document["status"] == "out_of_support" and document["roc_auc"] is None
+    assert document["out_of_range"] == {"feature_1": pytest.approx(0.73)}
+    assert document["harm"] is None and "support" not in document
+    assert document["reference"]["ranges"] == {"feature_1": [0.0, 10.0]}
+    assert "out of support: no figure claimed" in (out / "estimate.html").read_text()
+    prom = (tmp_path / "data" / "metrics" / "estimate.prom").read_text()
+    assert "churn_estimate_out_of_support 1.0" in prom
+    assert 'churn_estimate_out_of_range_share{feature="feature_1"} 0.73' in prom
+    assert "churn_estimate_performance{" not in prom
+    assert "out of support" in refused.stdout

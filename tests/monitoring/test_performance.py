@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from core.estimate_shift import CalibrationTerm, logit_moments
 from monitoring.drift import DriftRequest
 from monitoring.performance import window_performance
 from monitoring.snapshots import ChampionLineage
@@ -17,7 +18,11 @@ from tests.utils.monitoring import START, write_parquet
 pytestmark = pytest.mark.unit  # in-process only: `make test-unit`
 
 
-def _lineage(test_roc_auc: float) -> ChampionLineage:
+def _lineage(
+    test_roc_auc: float,
+    term: CalibrationTerm | None = None,
+    ranges: dict[str, tuple[float, float]] | None = None,
+) -> ChampionLineage:
     return ChampionLineage(
         model_name="churn-predictor",
         alias="champion",
@@ -30,6 +35,8 @@ def _lineage(test_roc_auc: float) -> ChampionLineage:
         train_start=pd.Timestamp(START),
         train_end=pd.Timestamp(START),
         test_roc_auc=test_roc_auc,
+        estimate_term=term or CalibrationTerm(),
+        ranges=ranges or {},
     )
 
 
@@ -83,3 +90,40 @@ def test_no_probability_or_no_labels_is_said_never_an_error() -> None:
     assert unlabelled.estimate is not None and unlabelled.realized == {}
     assert "no realized figure" in (unlabelled.note or "")
     assert not unlabelled.harmful  # no reference: no harm claimed
+
+
+def test_the_champions_calibration_term_widens_the_drift_jobs_estimate() -> None:
+    frame, _ = _window(3000, seed=3)
+    mean, sd = logit_moments(frame["churn_probability"].to_numpy())
+    # The held-out logits sat one SD lower: distance 1, so the window's term is 0.02.
+    term = CalibrationTerm(per_distance=0.02, logit_mean=mean - sd, logit_sd=sd)
+    plain = window_performance(frame, _lineage(0.76), DriftRequest())
+    widened = window_performance(frame, _lineage(0.76, term), DriftRequest())
+    assert plain.estimate is not None and widened.estimate is not None
+    assert plain.estimate.roc_auc is not None and widened.estimate.roc_auc is not None
+    width = {
+        name: item.estimate.roc_auc.high - item.estimate.roc_auc.low  # type: ignore[union-attr]
+        for name, item in (("plain", plain), ("widened", widened))
+    }
+    assert width["widened"] > width["plain"] + 0.03
+    assert widened.to_dict()["reference"]["bias_per_distance"] == 0.02
+    assert widened.to_dict()["estimate"]["calibration_sd"] == pytest.approx(0.02)
+    assert plain.to_dict()["estimate"]["calibration_sd"] == 0.0
+
+
+def test_rows_outside_the_champions_training_range_give_no_figure_and_no_harm() -> None:
+    frame, _ = _window(3000, seed=4)
+    # 80% of the rows below the champion's training minimum of feature_1.
+    frame["feature_1"] = np.where(np.arange(3000) < 2400, -1.0, 5.0)
+    lineage = _lineage(0.90, ranges={"feature_1": (0.0, 10.0)})
+
+    refused = window_performance(frame, lineage, DriftRequest())
+
+    assert refused.estimate is not None and refused.estimate.status == "out_of_support"
+    assert refused.harm.estimated is None and not refused.harmful  # 0.76 vs 0.90: not claimed
+    assert refused.harm.unsupported is not None and "feature_1 80.0%" in refused.harm.unsupported
+    assert refused.harm.figures["out_of_range"] == {"feature_1": pytest.approx(0.8)}
+    assert refused.to_dict()["estimate"]["roc_auc"] is None
+    assert "out of support: no figure claimed" in refused.render_html()
+    inside = window_performance(frame.assign(feature_1=5.0), lineage, DriftRequest())
+    assert inside.estimate is not None and inside.estimate.status == "ok" and inside.harmful

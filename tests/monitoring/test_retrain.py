@@ -335,3 +335,49 @@ def test_multivariate_drift_alone_is_an_alert_and_retrains_only_when_configured(
     )
     assert (configured.action, configured.signal, trainer.calls) == ("retrain", "drift", 1)
     assert [item["signal"] for item in read_decisions(log_path)] == ["none", "drift"]
+
+
+def test_an_estimate_out_of_support_decides_nothing_and_the_quality_alert_stands(
+    log_path: Path,
+) -> None:
+    from monitoring.estimate import Reference, estimate_window
+    from monitoring.retrain import HarmSignals, estimated_harm
+
+    rng = np.random.default_rng(6)
+    reference_rows = pd.DataFrame({"x": rng.normal(0, 1, 1000), "y": rng.normal(0, 1, 1000)})
+    moved = pd.DataFrame({"x": rng.normal(4, 1, 1000), "y": rng.normal(0, 1, 1000)})
+    report = compare_frames(reference_rows, moved, MonitoringSettings())
+    # The probabilities' estimated ROC AUC (about 0.76) is far below the champion's 0.95:
+    # harm, were the estimate claimed.
+    probabilities = rng.beta(1.2, 4.0, size=1000)
+    ranges = {name: (reference_rows[name].min(), reference_rows[name].max()) for name in "xy"}
+    champion = Reference(model="m@champion", version="1", roc_auc=0.95, ranges=ranges)
+    trainer = _Trainer(_Result(registered=True))
+
+    def signals(frame: pd.DataFrame) -> HarmSignals:
+        estimate = estimate_window(probabilities, MonitoringSettings(), champion, frame)
+        return HarmSignals(
+            estimated=estimated_harm(estimate, 0.95, margin=0.03),
+            unsupported=estimate.note if estimate.status == "out_of_support" else None,
+        )
+
+    refused = trigger_retraining(
+        report, train=trainer, decisions_path=log_path, cooldown=COOLDOWN, now=NOW,
+        harm=signals(moved),
+    )  # fmt: skip
+
+    assert (refused.action, refused.signal, trainer.calls) == ("skip", "none", 0)
+    assert "major data-quality findings in x" in refused.alerts
+    assert any(
+        reason.startswith("estimated performance not used: out of support (rows outside")
+        and "x " in reason
+        for reason in refused.reasons
+    ), refused.reasons
+    logged = read_decisions(log_path)[-1]
+    assert logged["signal"] == "none" and "out of support" in " ".join(logged["reasons"])
+
+    inside = trigger_retraining(
+        _report(0.0), train=trainer, decisions_path=log_path, cooldown=COOLDOWN, now=NOW,
+        harm=signals(reference_rows),
+    )  # fmt: skip
+    assert (inside.action, inside.signal, trainer.calls) == ("retrain", "estimated_performance", 1)

@@ -109,6 +109,12 @@ def test_champion_challenger_rollback_and_promotion(churn_repo: ChurnRepo, tmp_p
     curves = mlflow.artifacts.load_dict(f"runs:/{version.run_id}/calibration/reliability.json")
     assert curves["calibrated"]["ece"] == metrics["test_ece"]
     assert sum(item["count"] for item in curves["uncalibrated"]["bins"]) > 0
+    # The bias shifted windows add to label-free estimates, carried with the version.
+    assert 0 <= metrics["test_estimate_calibration_sd"] < 0.1
+    # Each feature's training range, where estimates of this version claim a figure.
+    for name in features:
+        assert metrics[f"train_min.{name}"] <= metrics[f"train_max.{name}"]
+    assert metrics[f"train_min.{features[0]}"] < metrics[f"train_max.{features[0]}"]
 
 
 def test_the_same_seed_gives_the_same_best_parameters(churn_repo: ChurnRepo) -> None:
