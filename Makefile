@@ -281,6 +281,10 @@ bench: $(STAMP) services ## Run the benchmarks (prints figures; slow)
 	$(BIN)/python -m bench.score
 	$(BIN)/python -m bench.explain_latency
 	$(BIN)/python -m bench.hot_swap
+	$(BIN)/python -m bench.half_saturation
+	$(BIN)/python -m bench.estimate
+	$(BIN)/python -m bench.stream
+	$(BIN)/python -m bench.soak
 
 .PHONY: clean
 clean: ## Remove local data, stores and caches (keeps .venv)
