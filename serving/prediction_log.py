@@ -193,13 +193,10 @@ def _write_chunks(root: Path, chunks: list[LogChunk]) -> list[Path]:
     written: list[Path] = []
     for features, group in by_features.items():
         columns, days = _joined_columns(features, group)
+        table = pa.table(columns, schema=prediction_log_schema(features))
         for day in np.unique(days):
-            keep = days == day
-            table = pa.table(
-                {name: values.filter(pa.array(keep)) for name, values in columns.items()},
-                schema=prediction_log_schema(features),
-            )
-            written.append(_write_part(partition_dir(root, str(day)), table))
+            part = table.filter(pa.array(days == day))  # one mask per day, not per column
+            written.append(_write_part(partition_dir(root, str(day)), part))
     return written
 
 
